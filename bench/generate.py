@@ -1,0 +1,313 @@
+"""Batched greedy sampling throughput: phi_jax vs transformers, side by side.
+
+Builds one random transformers PhiForCausalLM, saves it to a temporary directory,
+loads it into phi_jax with `phi_jax.from_pretrained`, and times greedy generation of
+exactly `--new_tokens` tokens (end-of-text disabled) for the same batch of random
+prompts on both sides. Each side is warmed up once (for phi_jax: compiled) and then
+timed `--repeats` times; the reported throughput is batch * new_tokens / seconds of
+the median repeat. The result is printed as a table and appended as a dated row to
+BENCHMARKS.md at the repository root.
+
+    .venv/bin/python bench/generate.py                       # tiny model, CPU
+    .venv/bin/python bench/generate.py --size=small --batch=16 --check
+    .venv/bin/python bench/generate.py --size=phi1 --dtype=bfloat16 --batch=32   # GPU
+
+phi_jax runs on JAX's default backend (the GPU when there is one); transformers runs
+on CUDA when torch sees it, else on the CPU. transformers uses its default
+`generate` (dynamic KV cache, eager attention; no torch.compile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+  sys.path.insert(0, REPO_ROOT)
+
+BENCHMARKS_FILE = os.path.join(REPO_ROOT, "BENCHMARKS.md")
+SECTION = "## bench/generate.py: batched greedy generation, phi_jax vs transformers"
+HEADER = """# Benchmarks
+
+Measured results of the scripts in `bench/`, one dated row per run, appended by the
+scripts themselves (never edited by hand). Numbers are only comparable between rows
+of the same machine, versions and configuration; the rows record all three.
+"""
+SECTION_INTRO = """
+Greedy decoding of exactly `new` tokens (end-of-text disabled) for a batch of random
+prompts of `prompt` tokens on a random PhiForCausalLM of the given size, after one
+warm-up (compile) run. tok/s = batch * new / median seconds over `repeats` runs;
+ratio = phi_jax tok/s / transformers tok/s (> 1: phi_jax is faster). `check` says
+whether both produced identical tokens in fp32 before timing (`--check`).
+
+"""
+COLUMNS = ("date", "machine", "jax", "torch", "size", "batch", "prompt", "new", "dtype",
+           "repeats", "phi_jax tok/s", "transformers tok/s", "ratio", "check")
+SECTION_INTRO += ("| " + " | ".join(COLUMNS) + " |\n"
+                  + "|" + "---|" * len(COLUMNS) + "\n")
+
+# transformers PhiConfig fields of each size; every size uses the CodeGen vocabulary.
+SIZES = {
+    "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
+                 intermediate_size=1024),
+    "small": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                  intermediate_size=3072),
+    "phi1": dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=32,
+                 intermediate_size=8192),  # microsoft/phi-1, 1.3B
+}
+
+
+@dataclasses.dataclass
+class Result:
+  phi_jax_tok_s: float
+  transformers_tok_s: float
+  phi_jax_seconds: list[float]
+  transformers_seconds: list[float]
+  check: str
+
+  @property
+  def ratio(self) -> float:
+    return self.phi_jax_tok_s / self.transformers_tok_s
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
+                      help="model size preset (phi1 = the 1.3B phi-1 config)")
+  parser.add_argument("--batch", type=int, default=8, help="prompts per batch")
+  parser.add_argument("--prompt_len", type=int, default=64, help="tokens per prompt")
+  parser.add_argument("--new_tokens", type=int, default=128, help="tokens generated per prompt")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                      help="compute and parameter dtype of both sides")
+  parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (median)")
+  parser.add_argument("--chunk_size", type=int, default=16,
+                      help="phi_jax decode steps per jitted call")
+  parser.add_argument("--check", action="store_true",
+                      help="first verify that both sides generate identical tokens in fp32")
+  parser.add_argument("--torch_threads", type=int, default=0,
+                      help="torch intra-op threads (0: torch's default). On a CPU shared "
+                      "with other work, OpenMP threads that wait for each other can make "
+                      "transformers many times slower; 1 avoids that")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--no_record", action="store_true",
+                      help="print the table but do not append a row to BENCHMARKS.md")
+  args = parser.parse_args(argv)
+  if args.prompt_len + args.new_tokens > 2048:
+    parser.error("--prompt_len + --new_tokens must be <= 2048 (max_position_embeddings)")
+  if args.torch_threads < 0:
+    parser.error("--torch_threads must be >= 0")
+  for name in ("batch", "prompt_len", "new_tokens", "repeats", "chunk_size"):
+    if getattr(args, name) < 1:
+      parser.error(f"--{name} must be >= 1")
+  return args
+
+
+def build_hf_model(size: str, seed: int):
+  """A random transformers PhiForCausalLM (fp32, eval mode) of a size preset."""
+  import torch
+  from transformers import PhiConfig, PhiForCausalLM
+
+  config = PhiConfig(vocab_size=51200, partial_rotary_factor=0.5, max_position_embeddings=2048,
+                     hidden_act="gelu_new", pad_token_id=None, bos_token_id=None,
+                     eos_token_id=None, **SIZES[size])
+  torch.manual_seed(seed)
+  return PhiForCausalLM(config).eval()
+
+
+def torch_device():
+  import torch
+  return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def hf_generate(model, prompts, new_tokens: int) -> list[list[int]]:
+  """transformers greedy generation of exactly new_tokens tokens per prompt."""
+  import torch
+  device = next(model.parameters()).device
+  ids = torch.tensor(prompts, device=device)
+  with torch.inference_mode():
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                         max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                         eos_token_id=None, pad_token_id=0)
+  if device.type == "cuda":
+    torch.cuda.synchronize()
+  return out[:, ids.shape[1]:].tolist()
+
+
+def jax_generate(model, prompts, new_tokens: int, chunk_size: int) -> list[list[int]]:
+  """phi_jax greedy generation of exactly new_tokens tokens per prompt (one batch)."""
+  import phi_jax
+  outs = phi_jax.generate(model, prompts, max_new_tokens=new_tokens, eos_token_id=None,
+                          batch_size=len(prompts), chunk_size=chunk_size)
+  return [o.tokens for o in outs]  # host lists: the device work has finished
+
+
+def check_identical(hf_model, directory, prompts, args) -> str:
+  """Compares fp32 greedy tokens of both sides; raises SystemExit on a mismatch."""
+  import phi_jax
+  import torch
+  hf_fp32 = hf_model.to(device=torch_device(), dtype=torch.float32)
+  jax_fp32 = phi_jax.from_pretrained(directory, dtype="float32")
+  want = hf_generate(hf_fp32, prompts, args.new_tokens)
+  got = jax_generate(jax_fp32, prompts, args.new_tokens, args.chunk_size)
+  mismatches = [(row, next(i for i, (a, b) in enumerate(zip(w, g)) if a != b))
+                for row, (w, g) in enumerate(zip(want, got)) if w != g]
+  if mismatches:
+    row, step = mismatches[0]
+    with torch.inference_mode():  # how close was the decision where they diverged?
+      ids = torch.tensor([prompts[row] + want[row][:step]], device=hf_fp32.device)
+      top2 = hf_fp32(ids).logits[0, -1].float().topk(2).values.tolist()
+    sys.exit(f"--check failed: {len(mismatches)}/{len(prompts)} rows differ; row {row} first "
+             f"differs at step {step} (transformers {want[row][step]}, phi_jax "
+             f"{got[row][step]}; transformers' top-2 logit gap there: "
+             f"{top2[0] - top2[1]:.3g})")
+  return f"ok ({len(prompts)}x{args.new_tokens} tokens)"
+
+
+def time_runs(fn, repeats: int) -> list[float]:
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
+def machine_description(load: float | None = None) -> str:
+  """The accelerator phi_jax runs on, or the CPU model, cores, load and torch threads."""
+  import jax
+  device = jax.devices()[0]
+  if device.platform != "cpu":
+    return f"{len(jax.devices())}x {device.device_kind}"
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    if names:
+      model = names[0]
+  except OSError:
+    pass
+  import torch
+  load = "" if load is None else f", load {load:.1f} at start"
+  return (f"{model} ({os.cpu_count()} cores{load}; torch threads "
+          f"{torch.get_num_threads()})")
+
+
+def run(args: argparse.Namespace) -> Result:
+  import numpy as np
+  import phi_jax
+  import torch
+
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
+  hf_model = build_hf_model(args.size, args.seed)
+  prompts = np.random.default_rng(args.seed).integers(
+      0, hf_model.config.vocab_size, (args.batch, args.prompt_len)).tolist()
+  with tempfile.TemporaryDirectory(prefix="bench_generate_") as directory:
+    hf_model.save_pretrained(directory)
+    check = check_identical(hf_model, directory, prompts, args) if args.check else "-"
+    jax_model = phi_jax.from_pretrained(directory, dtype=args.dtype, param_dtype=args.dtype)
+  hf_model = hf_model.to(device=torch_device(), dtype=getattr(torch, args.dtype))
+
+  run_jax = lambda: jax_generate(jax_model, prompts, args.new_tokens, args.chunk_size)
+  run_hf = lambda: hf_generate(hf_model, prompts, args.new_tokens)
+  start = time.perf_counter()
+  lengths = {len(t) for t in run_jax()}
+  print(f"phi_jax warm-up (compile + 1 run): {time.perf_counter() - start:.1f}s")
+  start = time.perf_counter()
+  lengths |= {len(t) for t in run_hf()}
+  print(f"transformers warm-up: {time.perf_counter() - start:.1f}s")
+  assert lengths == {args.new_tokens}, lengths
+  jax_seconds = time_runs(run_jax, args.repeats)
+  hf_seconds = time_runs(run_hf, args.repeats)
+  tokens = args.batch * args.new_tokens
+  return Result(phi_jax_tok_s=tokens / statistics.median(jax_seconds),
+                transformers_tok_s=tokens / statistics.median(hf_seconds),
+                phi_jax_seconds=jax_seconds, transformers_seconds=hf_seconds, check=check)
+
+
+def table_row(args: argparse.Namespace, result: Result, load: float | None = None) -> str:
+  import jax
+  import torch
+  cells = [
+      datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+      machine_description(load) + (f"; torch on {torch.cuda.get_device_name()}"
+                               if torch.cuda.is_available() else ""),
+      jax.__version__, torch.__version__, args.size, args.batch, args.prompt_len,
+      args.new_tokens, args.dtype, args.repeats, f"{result.phi_jax_tok_s:.1f}",
+      f"{result.transformers_tok_s:.1f}", f"{result.ratio:.2f}", result.check,
+  ]
+  return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
+
+
+def append_row(row: str, path: str = BENCHMARKS_FILE) -> None:
+  """Appends the row to this benchmark's table in path, atomically (temp + rename)."""
+  text = ""
+  if os.path.exists(path):
+    with open(path) as f:
+      text = f.read()
+  if not text.strip():
+    text = HEADER
+  if SECTION not in text:
+    text = text.rstrip("\n") + "\n\n" + SECTION + "\n" + SECTION_INTRO
+  start = text.index(SECTION)
+  following = text.find("\n## ", start + len(SECTION))
+  end = len(text) if following < 0 else following + 1
+  section = text[start:end].rstrip("\n") + "\n" + row + "\n"
+  text = text[:start] + section + ("\n" + text[end:] if end < len(text) else "")
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(prefix=".BENCHMARKS.", suffix=".tmp", dir=directory)
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    # mkstemp makes the file 0600; keep the mode of the file it replaces.
+    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def print_table(args: argparse.Namespace, result: Result) -> None:
+  import jax
+  import torch
+  print()
+  print(f"size={args.size} batch={args.batch} prompt_len={args.prompt_len} "
+        f"new_tokens={args.new_tokens} dtype={args.dtype} repeats={args.repeats}")
+  print(f"phi_jax on {jax.devices()[0].device_kind}; transformers on {torch_device()}")
+  print(f"{'':14}{'tok/s':>10}{'median s':>10}   runs (s)")
+  for name, tok_s, seconds in (
+      ("phi_jax", result.phi_jax_tok_s, result.phi_jax_seconds),
+      ("transformers", result.transformers_tok_s, result.transformers_seconds)):
+    runs = ", ".join(f"{s:.2f}" for s in seconds)
+    print(f"{name:14}{tok_s:10.1f}{statistics.median(seconds):10.2f}   {runs}")
+  print(f"ratio phi_jax / transformers: {result.ratio:.2f}   check: {result.check}")
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  # Other work on a CPU host skews both sides; the row records the 1-minute load.
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+  result = run(args)
+  print_table(args, result)
+  if not args.no_record:
+    row = table_row(args, result, load)
+    append_row(row)
+    print(f"\nappended to {BENCHMARKS_FILE}:\n{row}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,74 @@
+"""Fields shared by every run config; each size file (phi1.py, tiny.py, ...) edits them.
+
+Every field is documented here, next to its default. Override any of them on the
+command line: `python run.py --config=configs/tiny.py --config.model.num_layers=2`.
+"""
+
+import ml_collections
+
+# The stages run.py knows, in pipeline order.
+ALL_STAGES = "init,sample,export_hf"
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """config.model: the architecture and numerics (phi_jax.PhiConfig; phi-1 defaults)."""
+  return ml_collections.ConfigDict(dict(
+      vocab_size=51200,  # embedding rows / lm_head columns (CodeGen tokenizer padded to 51200)
+      d_model=2048,  # width of the residual stream
+      num_layers=24,  # number of parallel attention+MLP blocks
+      num_heads=32,  # attention heads; head_dim = d_model // num_heads (64)
+      mlp_dim=8192,  # MLP hidden width
+      rotary_dim=32,  # leading dims of each head that get the rotary embedding
+      rope_base=10000.0,  # rotary frequency base (theta)
+      max_seq_len=2048,  # training context length
+      layer_norm_eps=1e-5,  # LayerNorm epsilon
+      activation="gelu_tanh",  # 'gelu_tanh' (phi's gelu_new) or 'gelu' (erf)
+      embed_dropout=0.0,  # dropout on token embeddings (training only)
+      attention_dropout=0.1,  # dropout on attention probabilities (paper: 0.1; training only)
+      residual_dropout=0.1,  # dropout on attention/MLP outputs (paper: 0.1; training only)
+      attention="xla",  # attention implementation: 'xla' (plain jnp, every backend)
+      dtype="bfloat16",  # compute dtype ('bfloat16', 'float32', 'float16')
+      param_dtype="float32",  # parameter storage dtype
+      scan_layers=True,  # run the layer stack with lax.scan (fast compiles) vs unrolled
+      remat="none",  # rematerialisation per block: 'none', 'full', 'dots', 'dots_with_no_batch_dims'
+      initializer_range=0.02,  # stddev of the normal init of embeddings and kernels
+  ))
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.workdir = "workdir"  # every stage writes under WORKDIR/<stage>/; --workdir overrides
+  config.seed = 0  # seeds parameter init and sampling
+  config.stages = ALL_STAGES  # comma-separated stages to run, in order; --stages overrides
+  config.force = ""  # comma-separated stages to rerun even when their output is complete
+
+  config.model = model_config()
+
+  config.init = ml_collections.ConfigDict(dict(
+      # '' = random init from config.model; else a transformers dir or hub repo id
+      # (e.g. 'microsoft/phi-1') to import. On import the architecture comes from its
+      # config.json; the numerics and dropout fields come from config.model.
+      from_hf="",
+      # the tokenizer stored with the model: 'byte_level' (256 bytes + <|endoftext|>),
+      # a tokenizer.json path or model dir, or '' (the imported model's own, if any)
+      tokenizer="byte_level",
+  ))
+
+  config.sample = ml_collections.ConfigDict(dict(
+      checkpoint="",  # model to sample: '' = the latest model this run produced
+      # text prompts to complete
+      prompts=("def fibonacci(n):\n", 'def is_prime(n: int) -> bool:\n    """'),
+      num_samples=1,  # samples per prompt
+      max_new_tokens=64,  # tokens generated per sample at most
+      temperature=0.0,  # 0 = greedy
+      top_p=1.0,  # nucleus sampling mass (1 = off)
+      top_k=0,  # top-k filter (0 = off)
+      stop=("\ndef ", "\nclass ", "\nif __name__"),  # text stop sequences
+      batch_size=32,  # prompts decoded together
+  ))
+
+  config.export_hf = ml_collections.ConfigDict(dict(
+      checkpoint="",  # model to export: '' = the latest model this run produced
+      dtype="float32",  # weight dtype of the transformers export: float32, bfloat16, float16
+  ))
+  return config

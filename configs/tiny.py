@@ -1,0 +1,20 @@
+"""tiny: a few-million-parameter phi for the whole pipeline on one CPU (the default).
+
+Same architecture as phi-1 at 1/8 the width and 1/6 the depth: 4 layers, d_model 256,
+4 heads x 64 (rotary on 32 dims, as phi-1), MLP 1024. The byte-level tokenizer (257
+tokens) needs no training data; vocab is padded to 320 (a multiple of 64). fp32
+compute: CPUs have no fast bf16.
+"""
+
+from configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.workdir = "workdir/tiny"
+  config.model.update(dict(
+      vocab_size=320, d_model=256, num_layers=4, num_heads=4, mlp_dim=1024, rotary_dim=32,
+      max_seq_len=512, dtype="float32", scan_layers=True))
+  config.init.tokenizer = "byte_level"
+  config.sample.max_new_tokens = 48
+  return config

@@ -1,0 +1,216 @@
+"""phi_jax's one checkpoint format: Orbax, one directory per step.
+
+    <root>/                      e.g. WORKDIR/pretrain/checkpoints
+      <step>/
+        params/                  the model parameters (Orbax PyTree, nested dict)
+        metadata/metadata.json   format version, model config, step, code version, source
+        tokenizer/tokenizer.json the tokenizer (the `tokenizers` library's JSON), optional
+        ...                      training adds its own items (optimizer state, data iterator)
+
+Orbax writes each step under a temporary name and renames it when complete, so a
+crash mid-save never leaves a step that looks finished. `load_*` accept the root (the
+latest step is used) or one step directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from phi_jax.config import PhiConfig
+from phi_jax.tokenizer import Tokenizer
+
+PARAMS = "params"
+METADATA = "metadata"
+TOKENIZER = "tokenizer"
+METADATA_FILE = "metadata.json"
+TOKENIZER_FILE = "tokenizer.json"
+FORMAT = "phi_jax"
+FORMAT_VERSION = 1
+
+
+def code_version() -> str:
+  """The git commit of the phi_jax checkout (with '+dirty'), or 'unknown'."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                         text=True, timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return sha + ("+dirty" if dirty else "")
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
+def make_metadata(config: PhiConfig, step: int, **extra: Any) -> dict:
+  return {"format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
+          "model_config": config.to_dict(), "code_version": code_version(), **extra}
+
+
+def save_args(params: Mapping, config: PhiConfig, step: int, *,
+              tokenizer: Tokenizer | None = None, **metadata: Any) -> dict[str, ocp.args.CheckpointArgs]:
+  """The Orbax save args of the model items; training adds its own items to this dict."""
+  args = {PARAMS: ocp.args.StandardSave(params),
+          METADATA: ocp.args.JsonSave(make_metadata(config, step, **metadata))}
+  if tokenizer is not None:
+    args[TOKENIZER] = ocp.args.JsonSave(json.loads(tokenizer.to_json_str()))
+  return args
+
+
+def item_handlers() -> dict[str, ocp.CheckpointHandler]:
+  """Orbax handlers of the model items; training adds its own to this dict."""
+  return {PARAMS: ocp.StandardCheckpointHandler(),
+          METADATA: ocp.JsonCheckpointHandler(filename=METADATA_FILE),
+          TOKENIZER: ocp.JsonCheckpointHandler(filename=TOKENIZER_FILE)}
+
+
+class _QuietReadOnly(logging.Filter):
+  """Drops Orbax's warnings that a read-only manager is read-only."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not ("read only" in message or "read_only=True" in message)
+
+
+logging.getLogger("absl").addFilter(_QuietReadOnly())
+
+
+def _manager(root: str, read_only: bool) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(read_only=read_only, create=not read_only,
+                                         save_interval_steps=0 if read_only else 1,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(root, item_handlers=item_handlers(), options=options)
+
+
+def save(root: str, step: int, params: Mapping, config: PhiConfig, *,
+         tokenizer: Tokenizer | None = None, **metadata: Any) -> str:
+  """Writes one step synchronously and returns its directory."""
+  root = os.path.abspath(root)
+  with _manager(root, read_only=False) as manager:
+    manager.save(step, args=ocp.args.Composite(
+        **save_args(params, config, step, tokenizer=tokenizer, **metadata)))
+    manager.wait_until_finished()
+  return os.path.join(root, str(step))
+
+
+def _is_step_dir(path: str) -> bool:
+  return os.path.isdir(os.path.join(path, METADATA)) and os.path.isdir(os.path.join(path, PARAMS))
+
+
+def is_checkpoint(path: str) -> bool:
+  """Whether path is a checkpoint root (with at least one complete step) or a step."""
+  try:
+    resolve_step_dir(path)
+    return True
+  except FileNotFoundError:
+    return False
+
+
+def steps(root: str) -> list[int]:
+  """The complete steps under a checkpoint root, ascending (temporary dirs ignored)."""
+  if not os.path.isdir(root):
+    return []
+  return sorted(int(name) for name in os.listdir(root)
+                if name.isdigit() and _is_step_dir(os.path.join(root, name)))
+
+
+def resolve_step_dir(path: str) -> str:
+  """The step directory for a checkpoint root (its latest step) or a step directory."""
+  path = os.path.abspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"No checkpoint at {path}: the directory does not exist")
+  if _is_step_dir(path):
+    return path
+  found = steps(path)
+  if not found:
+    raise FileNotFoundError(
+        f"No checkpoint at {path}: expected step directories <step>/{{{PARAMS},{METADATA}}} "
+        f"(found {sorted(os.listdir(path))[:10]})")
+  return os.path.join(path, str(found[-1]))
+
+
+def read_metadata(path: str) -> dict:
+  step_dir = resolve_step_dir(path)
+  metadata_file = os.path.join(step_dir, METADATA, METADATA_FILE)
+  try:
+    with open(metadata_file) as f:
+      metadata = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"unreadable checkpoint metadata {metadata_file}: {e}") from e
+  if metadata.get("format") != FORMAT:
+    raise ValueError(f"{metadata_file} is not phi_jax checkpoint metadata")
+  if metadata.get("format_version", 0) > FORMAT_VERSION:
+    raise ValueError(f"{step_dir} was written by a newer phi_jax (format version "
+                     f"{metadata['format_version']} > {FORMAT_VERSION}); update phi_jax")
+  return metadata
+
+
+def read_config(path: str) -> PhiConfig:
+  metadata = read_metadata(path)
+  return PhiConfig.from_mapping(metadata["model_config"], where=f"{path} model_config")
+
+
+def read_tokenizer(path: str) -> Tokenizer | None:
+  tokenizer_file = os.path.join(resolve_step_dir(path), TOKENIZER, TOKENIZER_FILE)
+  if not os.path.isfile(tokenizer_file):
+    return None
+  with open(tokenizer_file) as f:
+    return Tokenizer.from_json_str(f.read())
+
+
+def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(_flatten(value, prefix + (str(key),)))
+    else:
+      out["/".join(prefix + (str(key),))] = value
+  return out
+
+
+def check_shapes(stored: Mapping, expected: Mapping, where: str) -> None:
+  """Raises ValueError naming the first parameter whose stored shape differs."""
+  stored_flat, expected_flat = _flatten(stored), _flatten(expected)
+  missing = sorted(set(expected_flat) - set(stored_flat))
+  unexpected = sorted(set(stored_flat) - set(expected_flat))
+  if missing or unexpected:
+    raise ValueError(f"{where}: parameters do not match the model config: missing {missing[:5]}, "
+                     f"unexpected {unexpected[:5]}")
+  for name, leaf in expected_flat.items():
+    have = tuple(stored_flat[name].shape)
+    if have != tuple(leaf.shape):
+      raise ValueError(f"{where}: parameter {name} has shape {have} in the checkpoint but the "
+                       f"model config needs {tuple(leaf.shape)}")
+
+
+def load_params(path: str, config: PhiConfig, shardings: Any = None) -> dict:
+  """The parameters of a checkpoint as jax arrays, checked against `config`.
+
+  shardings: a tree of jax.sharding.Sharding matching the params (default: all on the
+  first local device).
+  """
+  from phi_jax.model import abstract_params  # pylint: disable=g-import-not-at-top
+  step_dir = resolve_step_dir(path)
+  root, step = os.path.dirname(step_dir), int(os.path.basename(step_dir))
+  expected = abstract_params(config)
+  with _manager(root, read_only=True) as manager:
+    stored = manager.item_metadata(step)[PARAMS]
+    stored = getattr(stored, "tree", stored)
+    check_shapes(stored, expected, step_dir)
+    if shardings is None:
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      shardings = jax.tree.map(lambda _: device, expected)
+    target = jax.tree.map(
+        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, config.params_dtype,
+                                                    sharding=sharding),
+        expected, shardings)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        **{PARAMS: ocp.args.StandardRestore(target)}))
+  return restored[PARAMS]

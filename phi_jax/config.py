@@ -1,0 +1,139 @@
+"""The model's configuration: one frozen dataclass for every phi size.
+
+`PhiConfig` is what the model, the converters and the checkpoints speak. The run
+configs (`configs/*.py`, ml_collections) hold the same fields under `config.model`;
+`PhiConfig.from_mapping` turns that section into a validated, hashable `PhiConfig`
+and names the offending field when something is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+
+ATTENTION_IMPLEMENTATIONS = ("xla",)
+ACTIVATIONS = ("gelu_tanh", "gelu")
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+  """A configuration value is missing, unknown or inconsistent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PhiConfig:
+  """Architecture and numerics of a phi model (defaults: phi-1, 1.3B).
+
+  Attributes:
+    vocab_size: rows of the token embedding and columns of the lm_head (51200 for
+      the CodeGen tokenizer padded to a multiple of 64).
+    d_model: width of the residual stream.
+    num_layers: number of parallel attention+MLP blocks.
+    num_heads: attention heads; head_dim = d_model // num_heads.
+    mlp_dim: hidden width of the MLP (fc1 output).
+    rotary_dim: leading dims of each head that get the rotary embedding (NeoX
+      rotate-half); the remaining head_dim - rotary_dim dims pass unchanged.
+    rope_base: rotary frequency base (theta).
+    max_seq_len: the context length the model is trained for (2048).
+    layer_norm_eps: epsilon of every LayerNorm.
+    activation: 'gelu_tanh' (phi: gelu_new, the tanh approximation) or 'gelu' (erf).
+    embed_dropout: dropout on the token embeddings (training only).
+    attention_dropout: dropout on the attention probabilities (training only).
+    residual_dropout: dropout on the attention and MLP branch outputs (training only).
+    attention: attention implementation: 'xla' (plain jnp, every backend).
+    dtype: compute dtype of activations and matmuls ('bfloat16', 'float32', 'float16').
+    param_dtype: storage dtype of the parameters (fp32 for training).
+    scan_layers: run the layer stack with `jax.lax.scan` (one compiled block, fast
+      compiles for deep models) instead of unrolling it in Python.
+    remat: rematerialisation policy per block: 'none', 'full' (save only block
+      inputs), 'dots' (save matmul outputs), 'dots_with_no_batch_dims'.
+    initializer_range: stddev of the normal init of embeddings and kernels.
+  """
+
+  vocab_size: int = 51200
+  d_model: int = 2048
+  num_layers: int = 24
+  num_heads: int = 32
+  mlp_dim: int = 8192
+  rotary_dim: int = 32
+  rope_base: float = 10000.0
+  max_seq_len: int = 2048
+  layer_norm_eps: float = 1e-5
+  activation: str = "gelu_tanh"
+  embed_dropout: float = 0.0
+  attention_dropout: float = 0.0
+  residual_dropout: float = 0.0
+  attention: str = "xla"
+  dtype: str = "bfloat16"
+  param_dtype: str = "float32"
+  scan_layers: bool = True
+  remat: str = "none"
+  initializer_range: float = 0.02
+
+  def __post_init__(self):
+    self.validate()
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
+
+  @property
+  def params_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.param_dtype)
+
+  def validate(self, where: str = "config.model") -> None:
+    """Raises ConfigError naming the field when the config is inconsistent."""
+
+    def fail(field: str, message: str):
+      raise ConfigError(f"{where}: field '{field}' = {getattr(self, field)!r}: {message}")
+
+    for field in ("vocab_size", "d_model", "num_layers", "num_heads", "mlp_dim", "max_seq_len"):
+      value = getattr(self, field)
+      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        fail(field, "must be a positive integer")
+    if self.d_model % self.num_heads:
+      fail("num_heads", f"must divide d_model ({self.d_model})")
+    if not isinstance(self.rotary_dim, int) or not 0 <= self.rotary_dim <= self.head_dim:
+      fail("rotary_dim", f"must be an integer in [0, head_dim={self.head_dim}]")
+    if self.rotary_dim % 2:
+      fail("rotary_dim", "must be even (rotate-half pairs dims)")
+    for field in ("embed_dropout", "attention_dropout", "residual_dropout"):
+      if not 0.0 <= float(getattr(self, field)) < 1.0:
+        fail(field, "must be in [0, 1)")
+    if self.activation not in ACTIVATIONS:
+      fail("activation", f"must be one of {ACTIVATIONS}")
+    if self.attention not in ATTENTION_IMPLEMENTATIONS:
+      fail("attention", f"must be one of {ATTENTION_IMPLEMENTATIONS}")
+    if self.remat not in REMAT_POLICIES:
+      fail("remat", f"must be one of {REMAT_POLICIES}")
+    for field in ("dtype", "param_dtype"):
+      if getattr(self, field) not in DTYPES:
+        fail(field, f"must be one of {DTYPES}")
+    if self.rope_base <= 0 or self.layer_norm_eps <= 0 or self.initializer_range <= 0:
+      raise ConfigError(f"{where}: rope_base, layer_norm_eps and initializer_range must be > 0")
+
+  @classmethod
+  def from_mapping(cls, values: Mapping[str, Any], where: str = "config.model") -> PhiConfig:
+    """Builds a PhiConfig from a dict / ConfigDict, rejecting unknown fields by name."""
+    if hasattr(values, "to_dict"):
+      values = values.to_dict()
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ConfigError(
+          f"{where}: unknown field(s) {unknown}; known fields are {sorted(known)}")
+    return cls(**dict(values))
+
+  def replace(self, **changes: Any) -> PhiConfig:
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)

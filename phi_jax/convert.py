@@ -1,0 +1,96 @@
+"""Convert between transformers directories and phi_jax Orbax checkpoints.
+
+    python -m phi_jax.convert hf-to-orbax --hf_dir DIR_OR_REPO_ID --out CKPT_DIR
+    python -m phi_jax.convert orbax-to-hf --checkpoint CKPT_DIR --out DIR [--dtype bfloat16]
+
+hf-to-orbax writes step 0 of a checkpoint root (CKPT_DIR/0/{params,metadata,tokenizer});
+orbax-to-hf writes config.json, generation_config.json, safetensors weights and the
+tokenizer, loadable by `transformers.AutoModelForCausalLM.from_pretrained` and vLLM.
+Both write under a temporary name and rename when complete.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import ml_dtypes
+import numpy as np
+from absl import app, flags, logging
+
+from phi_jax import checkpoint, hf_convert, hf_io, pretrained
+from phi_jax.config import PhiConfig
+from phi_jax.tokenizer import Tokenizer
+
+EXPORT_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+
+
+def export_hf(params: Mapping, config: PhiConfig, out_dir: str, *,
+              tokenizer: Tokenizer | None = None, dtype: str = "float32",
+              overwrite: bool = False, max_shard_bytes: int = 5 * 2**30) -> str:
+  """Writes a transformers PhiForCausalLM directory for phi_jax parameters."""
+  if dtype not in EXPORT_DTYPES:
+    raise ValueError(f"dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
+  eos = tokenizer.eos_id if tokenizer is not None else None
+  with hf_io.AtomicDirectory(out_dir, overwrite=overwrite) as tmp:
+    tensors = hf_convert.params_to_hf(params, config, dtype=EXPORT_DTYPES[dtype])
+    hf_io.write_safetensors(tensors, tmp, max_shard_bytes=max_shard_bytes)
+    hf_io.write_json(hf_convert.config_to_hf(config, bos_token_id=eos, eos_token_id=eos,
+                                             torch_dtype=dtype),
+                     os.path.join(tmp, "config.json"))
+    hf_io.write_json({"bos_token_id": eos, "eos_token_id": eos, "do_sample": False},
+                     os.path.join(tmp, "generation_config.json"))
+    if tokenizer is not None:
+      tokenizer.save(tmp)
+  return out_dir
+
+
+def hf_to_orbax(hf_path: str, out: str, step: int = 0) -> str:
+  """Imports a transformers directory (or hub repo id) as an Orbax checkpoint root."""
+  directory = hf_io.resolve_model_dir(hf_path)
+  config, params, tokenizer = pretrained.load_hf(directory)
+  if checkpoint.steps(out):
+    raise FileExistsError(f"{out} already holds checkpoint steps {checkpoint.steps(out)}")
+  return checkpoint.save(out, step, params, config, tokenizer=tokenizer,
+                         source=f"transformers:{hf_path}")
+
+
+def orbax_to_hf(checkpoint_path: str, out: str, *, dtype: str = "float32",
+                overwrite: bool = False) -> str:
+  """Exports an Orbax checkpoint (root or step) as a transformers directory."""
+  config = checkpoint.read_config(checkpoint_path)
+  params = checkpoint.load_params(checkpoint_path, config)
+  return export_hf(params, config, out, tokenizer=checkpoint.read_tokenizer(checkpoint_path),
+                   dtype=dtype, overwrite=overwrite)
+
+
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "hf-to-orbax: transformers directory or repo id.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "orbax-to-hf: checkpoint root or step dir.")
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", sorted(EXPORT_DTYPES), "orbax-to-hf: weight dtype.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "orbax-to-hf: replace an existing --out.")
+
+_USAGE = ("usage: python -m phi_jax.convert hf-to-orbax --hf_dir DIR --out CKPT_DIR\n"
+          "       python -m phi_jax.convert orbax-to-hf --checkpoint CKPT_DIR --out DIR")
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in ("hf-to-orbax", "orbax-to-hf"):
+    raise app.UsageError(_USAGE)
+  if not _OUT.value:
+    raise app.UsageError("--out is required\n" + _USAGE)
+  if argv[1] == "hf-to-orbax":
+    if not _HF_DIR.value:
+      raise app.UsageError("hf-to-orbax needs --hf_dir\n" + _USAGE)
+    path = hf_to_orbax(_HF_DIR.value, _OUT.value)
+  else:
+    if not _CHECKPOINT.value:
+      raise app.UsageError("orbax-to-hf needs --checkpoint\n" + _USAGE)
+    path = orbax_to_hf(_CHECKPOINT.value, _OUT.value, dtype=_DTYPE.value,
+                       overwrite=_OVERWRITE.value)
+  logging.info("wrote %s", path)
+  print(path)
+
+
+if __name__ == "__main__":
+  app.run(main)

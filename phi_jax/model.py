@@ -1,0 +1,319 @@
+"""The phi-1 decoder in Flax NNX: one definition for every size and backend.
+
+    h = embed(tokens)
+    for each layer:  h = h + attn(ln(h)) + mlp(ln(h))     # parallel block, one shared LayerNorm
+    logits = lm_head(final_ln(h))                          # untied, with bias, fp32
+
+Attention: q/k/v/out projections with biases; rotary embedding (NeoX rotate-half) on the
+first `rotary_dim` dims of each head; softmax in fp32. MLP: fc1 -> gelu (tanh) -> fc2.
+
+Parameters are stored in `param_dtype` (fp32) and cast to `dtype` (bf16) for compute.
+Every parameter carries logical axis names ('vocab', 'embed', 'heads', 'head_dim', 'mlp',
+'norm', and 'layers' for the stacked block parameters) that `phi_jax.sharding` maps to
+mesh axes. The blocks are stored stacked, [num_layers, ...], and run either with
+`jax.lax.scan` or unrolled (`PhiConfig.scan_layers`), with optional rematerialisation.
+
+Tensor names carry their shapes: B batch, T query length, S key length (cache buffer),
+E d_model, H heads, D head_dim, F mlp_dim, V vocab, L layers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from phi_jax import attention as attention_lib
+from phi_jax.config import PhiConfig
+from phi_jax.kv_cache import KVCache
+
+
+def _param(value: jax.Array, axes: tuple[str, ...]) -> nnx.Param:
+  return nnx.Param(value, sharding_names=axes, eager_sharding=False)
+
+
+def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], config: PhiConfig) -> jax.Array:
+  return config.initializer_range * jax.random.normal(rngs.params(), shape, config.params_dtype)
+
+
+class Dense(nnx.Module):
+  """y = x · kernel + bias, contracting the trailing `in_shape` dims of x.
+
+  kernel: [*in_shape, *out_shape]; bias: [*out_shape].
+  """
+
+  def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+               in_axes: tuple[str, ...], out_axes: tuple[str, ...], *,
+               config: PhiConfig, rngs: nnx.Rngs):
+    self.kernel = _param(_normal(rngs, in_shape + out_shape, config), in_axes + out_axes)
+    self.bias = _param(jnp.zeros(out_shape, config.params_dtype), out_axes)
+    self.num_in = len(in_shape)
+    self.dtype = config.compute_dtype
+
+  def __call__(self, x: jax.Array, out_dtype: jnp.dtype | None = None) -> jax.Array:
+    contract = (tuple(range(x.ndim - self.num_in, x.ndim)), tuple(range(self.num_in)))
+    y = jax.lax.dot_general(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
+                            (contract, ((), ())), preferred_element_type=out_dtype)
+    out_dtype = out_dtype or self.dtype
+    return y.astype(out_dtype) + self.bias[...].astype(out_dtype)
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm over the last dim, computed in fp32, returned in the compute dtype."""
+
+  def __init__(self, dim: int, *, config: PhiConfig):
+    self.scale = _param(jnp.ones((dim,), config.params_dtype), ("norm",))
+    self.bias = _param(jnp.zeros((dim,), config.params_dtype), ("norm",))
+    self.eps = config.layer_norm_eps
+    self.dtype = config.compute_dtype
+
+  def __call__(self, x_BTE: jax.Array) -> jax.Array:
+    x = x_BTE.astype(jnp.float32)
+    mean = x.mean(axis=-1, keepdims=True)
+    var = jnp.square(x - mean).mean(axis=-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+    y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+    return y.astype(self.dtype)
+
+
+def rotary_angles(positions_BT: jax.Array, rotary_dim: int,
+                  base: float) -> tuple[jax.Array, jax.Array]:
+  """cos and sin of the rotary angles, each [B, T, rotary_dim // 2], in fp32."""
+  inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+  angles_BTR = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+  return jnp.cos(angles_BTR), jnp.sin(angles_BTR)
+
+
+def apply_rotary(x_BTHD: jax.Array, cos_BTR: jax.Array, sin_BTR: jax.Array) -> jax.Array:
+  """NeoX rotate-half on the first 2R dims of each head; the rest pass unchanged."""
+  rotary_dim = 2 * cos_BTR.shape[-1]
+  if rotary_dim == 0:
+    return x_BTHD
+  x_rot = x_BTHD[..., :rotary_dim].astype(jnp.float32)
+  x1, x2 = jnp.split(x_rot, 2, axis=-1)
+  cos, sin = cos_BTR[:, :, None, :], sin_BTR[:, :, None, :]
+  rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return jnp.concatenate([rotated.astype(x_BTHD.dtype), x_BTHD[..., rotary_dim:]], axis=-1)
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+  """Inverted dropout; the identity when rng is None (evaluation) or rate is 0."""
+  if rng is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+class Attention(nnx.Module):
+  """Multi-head self-attention with partial rotary embedding."""
+
+  def __init__(self, config: PhiConfig, *, rngs: nnx.Rngs):
+    E, H, D = config.d_model, config.num_heads, config.head_dim
+    qkv = functools.partial(Dense, (E,), (H, D), ("embed",), ("heads", "head_dim"),
+                            config=config, rngs=rngs)
+    self.q_proj, self.k_proj, self.v_proj = qkv(), qkv(), qkv()
+    self.out_proj = Dense((H, D), (E,), ("heads", "head_dim"), ("embed",),
+                          config=config, rngs=rngs)
+    self.implementation = config.attention
+    self.dropout_rate = config.attention_dropout
+
+  def __call__(self, x_BTE: jax.Array, rope: tuple[jax.Array, jax.Array],
+               segment_ids_BT: jax.Array, *, cache: KVCache | None, layer,
+               dropout_rng: jax.Array | None) -> tuple[jax.Array, KVCache | None]:
+    q_BTHD = apply_rotary(self.q_proj(x_BTE), *rope)
+    k_BTHD = apply_rotary(self.k_proj(x_BTE), *rope)
+    v_BTHD = self.v_proj(x_BTE)
+    if cache is None:
+      k_BSHD, v_BSHD, kv_segment_ids, q_offset = k_BTHD, v_BTHD, segment_ids_BT, 0
+    else:
+      cache = cache.write_layer(layer, k_BTHD, v_BTHD)
+      k_BSHD, v_BSHD = cache.layer(layer)
+      kv_segment_ids, q_offset = cache.segment_ids, cache.index
+    out_BTHD = attention_lib.dot_product_attention(
+        q_BTHD, k_BSHD.astype(q_BTHD.dtype), v_BSHD.astype(q_BTHD.dtype),
+        implementation=self.implementation, q_segment_ids=segment_ids_BT,
+        kv_segment_ids=kv_segment_ids, q_offset=q_offset,
+        dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
+    return self.out_proj(out_BTHD), cache
+
+
+class MLP(nnx.Module):
+  """fc1 -> gelu -> fc2."""
+
+  def __init__(self, config: PhiConfig, *, rngs: nnx.Rngs):
+    E, F = config.d_model, config.mlp_dim
+    self.fc1 = Dense((E,), (F,), ("embed",), ("mlp",), config=config, rngs=rngs)
+    self.fc2 = Dense((F,), (E,), ("mlp",), ("embed",), config=config, rngs=rngs)
+    self.approximate = config.activation == "gelu_tanh"
+
+  def __call__(self, x_BTE: jax.Array) -> jax.Array:
+    return self.fc2(jax.nn.gelu(self.fc1(x_BTE), approximate=self.approximate))
+
+
+class Block(nnx.Module):
+  """The parallel block: x + attn(ln(x)) + mlp(ln(x)), one LayerNorm shared by both."""
+
+  def __init__(self, config: PhiConfig, *, rngs: nnx.Rngs):
+    self.norm = LayerNorm(config.d_model, config=config)
+    self.attn = Attention(config, rngs=rngs)
+    self.mlp = MLP(config, rngs=rngs)
+    self.residual_dropout = config.residual_dropout
+
+  def __call__(self, x_BTE: jax.Array, rope, segment_ids_BT: jax.Array, *,
+               cache: KVCache | None, layer, dropout_rng: jax.Array | None):
+    attn_rng = resid_rng_a = resid_rng_m = None
+    if dropout_rng is not None:
+      attn_rng, resid_rng_a, resid_rng_m = jax.random.split(dropout_rng, 3)
+    h_BTE = self.norm(x_BTE)
+    attn_BTE, cache = self.attn(h_BTE, rope, segment_ids_BT, cache=cache, layer=layer,
+                                dropout_rng=attn_rng)
+    mlp_BTE = self.mlp(h_BTE)
+    attn_BTE = dropout(attn_BTE, self.residual_dropout, resid_rng_a)
+    mlp_BTE = dropout(mlp_BTE, self.residual_dropout, resid_rng_m)
+    return x_BTE + attn_BTE + mlp_BTE, cache
+
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def _stacked_blocks(config: PhiConfig, rngs: nnx.Rngs) -> Block:
+  """num_layers Blocks as one Block whose parameters have a leading 'layers' axis."""
+
+  @nnx.split_rngs(splits=config.num_layers)
+  @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+  def create(rngs: nnx.Rngs) -> Block:
+    return Block(config, rngs=rngs)
+
+  return create(rngs)
+
+
+class PhiForCausalLM(nnx.Module):
+  """The phi causal language model.
+
+  `model(tokens_BT)` returns fp32 logits [B, T, V]; `model.decode(tokens_BT, cache)`
+  runs incrementally against a KVCache. Dropout is active only when a `dropout_rng`
+  is passed (training); without one the model is deterministic (evaluation).
+  """
+
+  def __init__(self, config: PhiConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.tokenizer = None  # set by from_pretrained when a tokenizer is stored
+    self.embed = _param(_normal(rngs, (config.vocab_size, config.d_model), config),
+                        ("vocab", "embed"))
+    self.blocks = _stacked_blocks(config, rngs)
+    self.final_norm = LayerNorm(config.d_model, config=config)
+    self.lm_head = Dense((config.d_model,), (config.vocab_size,), ("embed",), ("vocab",),
+                         config=config, rngs=rngs)
+
+  def __call__(self, tokens_BT: jax.Array, *, attention_mask: jax.Array | None = None,
+               segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
+               dropout_rng: jax.Array | None = None) -> jax.Array:
+    """Logits [B, T, V] (fp32) for int tokens [B, T].
+
+    attention_mask: [B, T], 1 for real tokens and 0 for padding (left or right).
+    segment_ids: [B, T] document ids of packed sequences (>= 1; 0 = padding); tokens
+      attend only within their own segment.
+    positions: [B, T] rotary positions; default: the count of real tokens before
+      each token (so left padding does not shift positions), else 0..T-1.
+    dropout_rng: a PRNG key to enable dropout (training).
+    """
+    mask_BT = jnp.ones(tokens_BT.shape, jnp.int32) if attention_mask is None else (
+        attention_mask.astype(jnp.int32))
+    if segment_ids is None:
+      segment_ids_BT = mask_BT
+    else:
+      segment_ids_BT = segment_ids.astype(jnp.int32) * mask_BT
+    if positions is None:
+      positions = _positions_from_mask(mask_BT)
+    hidden_BTE, _ = self._forward(tokens_BT, positions, segment_ids_BT, None, dropout_rng)
+    return self.lm_head(hidden_BTE, out_dtype=jnp.float32)
+
+  def decode(self, tokens_BT: jax.Array, cache: KVCache, *,
+             attention_mask: jax.Array | None = None,
+             last_only: bool = True) -> tuple[jax.Array, KVCache]:
+    """Runs T new tokens against the cache and writes their keys/values into it.
+
+    Used for both the prompt (prefill, left-padded, `attention_mask` 0 on padding)
+    and single decode steps. Returns the fp32 logits of the last position [B, V]
+    (or of every position [B, T, V] with last_only=False) and the updated cache.
+    The cache must have room for the T tokens (checked when called outside jit;
+    under jit an overflowing write would be clamped, so size the cache up front).
+    """
+    if not isinstance(cache.index, jax.core.Tracer) and (
+        int(cache.index) + tokens_BT.shape[1] > cache.max_len):
+      raise ValueError(f"KV cache overflow: {int(cache.index)} tokens cached + "
+                       f"{tokens_BT.shape[1]} new > max_len {cache.max_len}")
+    mask_BT = jnp.ones(tokens_BT.shape, jnp.int32) if attention_mask is None else (
+        attention_mask.astype(jnp.int32))
+    positions_BT = cache.next_position[:, None] + _positions_from_mask(mask_BT)
+    cache = cache.append_segments(mask_BT)
+    hidden_BTE, cache = self._forward(tokens_BT, positions_BT, mask_BT, cache, None)
+    cache = cache.advance(mask_BT)
+    if last_only:
+      hidden_BTE = hidden_BTE[:, -1]
+    return self.lm_head(hidden_BTE, out_dtype=jnp.float32), cache
+
+  def init_cache(self, batch: int, max_len: int, dtype: jnp.dtype | None = None) -> KVCache:
+    config = self.config
+    return KVCache.empty(num_layers=config.num_layers, batch=batch, max_len=max_len,
+                         num_heads=config.num_heads, head_dim=config.head_dim,
+                         dtype=dtype or config.compute_dtype)
+
+  def _forward(self, tokens_BT, positions_BT, segment_ids_BT, cache, dropout_rng):
+    config = self.config
+    x_BTE = jnp.take(self.embed[...], tokens_BT, axis=0).astype(config.compute_dtype)
+    if dropout_rng is not None:
+      embed_rng, dropout_rng = jax.random.split(dropout_rng)
+      x_BTE = dropout(x_BTE, config.embed_dropout, embed_rng)
+    rope = rotary_angles(positions_BT, config.rotary_dim, config.rope_base)
+    graphdef, stacked_state = nnx.split(self.blocks)
+
+    def layer_step(carry, xs):
+      x_BTE, cache = carry
+      layer_state, layer = xs
+      block = nnx.merge(graphdef, layer_state)
+      layer_rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, layer)
+      x_BTE, cache = block(x_BTE, rope, segment_ids_BT, cache=cache, layer=layer,
+                           dropout_rng=layer_rng)
+      return (x_BTE, cache), None
+
+    if config.remat != "none":
+      layer_step = jax.checkpoint(layer_step, policy=_REMAT_POLICIES[config.remat],
+                                  prevent_cse=not config.scan_layers)
+    carry = (x_BTE, cache)
+    if config.scan_layers:
+      layers = jnp.arange(config.num_layers, dtype=jnp.int32)
+      carry, _ = jax.lax.scan(layer_step, carry, (stacked_state, layers))
+    else:
+      for layer in range(config.num_layers):
+        layer_state = jax.tree.map(lambda a, i=layer: a[i], stacked_state)
+        carry, _ = layer_step(carry, (layer_state, layer))
+    x_BTE, cache = carry
+    return self.final_norm(x_BTE), cache
+
+
+def _positions_from_mask(mask_BT: jax.Array) -> jax.Array:
+  """Rotary positions: the number of real tokens before each token (0 for padding)."""
+  return jnp.maximum(jnp.cumsum(mask_BT, axis=1) - 1, 0).astype(jnp.int32)
+
+
+def abstract_model(config: PhiConfig) -> PhiForCausalLM:
+  """The model with jax.ShapeDtypeStruct in place of arrays: nothing is allocated."""
+  return nnx.eval_shape(lambda: PhiForCausalLM(config, rngs=nnx.Rngs(0)))
+
+
+def abstract_params(config: PhiConfig) -> dict:
+  """The parameter tree (nested dict of jax.ShapeDtypeStruct) of a config."""
+  return nnx.state(abstract_model(config), nnx.Param).to_pure_dict()
+
+
+def count_params(config: PhiConfig) -> int:
+  """The number of parameters of a model of this config, without allocating them."""
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(abstract_params(config)))

@@ -1,0 +1,76 @@
+"""Building models: fresh, from parameters, or from a checkpoint of either format."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from phi_jax import checkpoint, hf_convert, hf_io
+from phi_jax.config import PhiConfig
+from phi_jax.model import PhiForCausalLM, abstract_model
+from phi_jax.tokenizer import Tokenizer
+
+
+def init_model(config: PhiConfig, seed: int = 0) -> PhiForCausalLM:
+  """A freshly initialised model (initialised in one compiled program)."""
+  graphdef, _ = nnx.split(abstract_model(config))
+  state = jax.jit(lambda key: nnx.state(PhiForCausalLM(config, rngs=nnx.Rngs(key))))(
+      jax.random.key(seed))
+  return nnx.merge(graphdef, state)
+
+
+def model_from_params(config: PhiConfig, params: Mapping) -> PhiForCausalLM:
+  """A model holding `params` (nested dict, as `params_of` returns), without an init."""
+  graphdef, state = nnx.split(abstract_model(config))
+  state.replace_by_pure_dict(jax.tree.map(jnp.asarray, dict(params)))
+  return nnx.merge(graphdef, state)
+
+
+def params_of(model: PhiForCausalLM) -> dict:
+  """The model's parameters as a nested dict of arrays (the checkpoint's `params`)."""
+  return nnx.state(model, nnx.Param).to_pure_dict()
+
+
+def load_hf(directory: str, **overrides: Any) -> tuple[PhiConfig, dict, Tokenizer | None]:
+  """Config, parameters (numpy) and tokenizer of a transformers directory."""
+  config = hf_convert.config_from_hf(
+      hf_io.read_json(os.path.join(directory, "config.json")),
+      where=os.path.join(directory, "config.json")).replace(**overrides)
+  params = hf_convert.hf_to_params(hf_io.read_state_dict(directory), config, source=directory)
+  return config, params, Tokenizer.from_dir(directory)
+
+
+def from_pretrained(path: str, **overrides: Any) -> PhiForCausalLM:
+  """Loads a model from an Orbax checkpoint, a transformers directory, or a hub repo id.
+
+  path: an Orbax checkpoint root (its latest step is used) or step directory; a
+    directory with a transformers `config.json` and weights (safetensors or
+    pytorch_model.bin, sharded or not, transformers or legacy mixformer names); or
+    a Hugging Face repo id such as 'microsoft/phi-1' (downloaded when online).
+  overrides: PhiConfig fields to change, e.g. dtype='float32', attention='xla',
+    scan_layers=False. Architecture fields must still match the stored weights.
+
+  Returns the model; `model.config` is its PhiConfig and `model.tokenizer` the
+  tokenizer stored with it (None when there is none).
+  """
+  if os.path.isdir(path) and checkpoint.is_checkpoint(path):
+    config = checkpoint.read_config(path).replace(**overrides)
+    model = model_from_params(config, checkpoint.load_params(path, config))
+    model.tokenizer = checkpoint.read_tokenizer(path)
+    return model
+  directory = hf_io.resolve_model_dir(path)
+  if not hf_io.is_hf_dir(directory):
+    raise FileNotFoundError(
+        f"No checkpoint at {path}: it is neither an Orbax checkpoint (step directories "
+        f"with '{checkpoint.PARAMS}/' and '{checkpoint.METADATA}/') nor a transformers "
+        f"directory (config.json with model.safetensors or pytorch_model.bin); found "
+        f"{sorted(os.listdir(directory))[:10]}")
+  config, params, tokenizer = load_hf(directory, **overrides)
+  model = model_from_params(config, params)
+  model.tokenizer = tokenizer
+  return model

@@ -1,0 +1,72 @@
+"""Stage `init`: the starting model, random or imported, as an Orbax checkpoint.
+
+Writes WORKDIR/init/checkpoints/0/ with the parameters, the model config and the
+tokenizer. With config.init.from_hf set, the weights and architecture come from a
+transformers directory or hub repo id; config.model then only sets the numerics.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from phi_jax import checkpoint, hf_io, pretrained, tokenizer as tokenizer_lib
+from phi_jax.config import PhiConfig
+from phi_jax.model import count_params
+from phi_jax.stages.base import Context, Stage, StageError
+
+# PhiConfig fields an imported model takes from config.model (not from its config.json).
+RUNTIME_FIELDS = ("attention", "dtype", "param_dtype", "scan_layers", "remat",
+                  "embed_dropout", "attention_dropout", "residual_dropout")
+
+
+def load_tokenizer(spec: str, model_dir: str | None) -> tokenizer_lib.Tokenizer | None:
+  """config.init.tokenizer: 'byte_level', a tokenizer.json, a model dir / repo id, or ''."""
+  if spec == "byte_level":
+    return tokenizer_lib.byte_level()
+  if spec.endswith(".json"):
+    if not os.path.isfile(spec):
+      raise StageError(f"config.init.tokenizer: no file {spec}")
+    return tokenizer_lib.Tokenizer.from_file(spec)
+  directory = hf_io.resolve_model_dir(spec) if spec else model_dir
+  if directory is None:
+    return None
+  tokenizer = tokenizer_lib.Tokenizer.from_dir(directory)
+  if tokenizer is None and spec:
+    raise StageError(f"config.init.tokenizer: no tokenizer.json or vocab.json+merges.txt "
+                     f"in {directory}")
+  return tokenizer
+
+
+class InitStage(Stage):
+  name = "init"
+  config_sections = ("model", "init", "seed")
+  produces_checkpoint = True
+
+  def run(self, ctx: Context) -> dict:
+    model_config = PhiConfig.from_mapping(ctx.config.model)
+    from_hf = ctx.config.init.from_hf
+    if from_hf:
+      directory = hf_io.resolve_model_dir(from_hf)
+      runtime = {f: getattr(model_config, f) for f in RUNTIME_FIELDS}
+      model_config, params, _ = pretrained.load_hf(directory, **runtime)
+    else:
+      directory = None
+      params = pretrained.params_of(pretrained.init_model(model_config, ctx.config.seed))
+    tokenizer = load_tokenizer(ctx.config.init.tokenizer, directory)
+    if tokenizer is not None and tokenizer.vocab_size > model_config.vocab_size:
+      raise StageError(f"the tokenizer has {tokenizer.vocab_size} tokens but "
+                       f"config.model.vocab_size is {model_config.vocab_size}")
+    root = os.path.join(ctx.stage_dir(self.name), "checkpoints")
+    if checkpoint.steps(root):  # a rerun: replace the previous start
+      import shutil  # pylint: disable=g-import-not-at-top
+      shutil.rmtree(root)
+    step_dir = checkpoint.save(root, 0, params, model_config, tokenizer=tokenizer,
+                               source=f"transformers:{from_hf}" if from_hf else "random_init")
+    n_params = count_params(model_config)
+    print(f"[init] {'imported ' + from_hf if from_hf else 'random init'}: "
+          f"{n_params:,} parameters -> {step_dir}", flush=True)
+    jax.clear_caches()
+    return {"checkpoint": step_dir, "params": n_params,
+            "tokenizer_vocab": tokenizer.vocab_size if tokenizer else None}

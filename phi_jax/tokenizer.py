@@ -1,0 +1,112 @@
+"""Text <-> token ids, on the Hugging Face `tokenizers` library.
+
+phi-1 uses the CodeGen tokenizer (GPT-2 byte-level BPE plus whitespace-run tokens,
+`<|endoftext|>` = 50256, vocab padded to 51200 in the model). `Tokenizer` loads it from a
+`tokenizer.json` or from GPT-2 style `vocab.json` + `merges.txt`. `byte_level()` is the
+no-merge byte-level tokenizer (256 byte tokens + `<|endoftext|>`) that needs no
+training data: every string round-trips through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers
+
+EOS = "<|endoftext|>"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class Tokenizer:
+  """A thin wrapper: encode/decode, the end-of-text id, JSON (de)serialisation."""
+
+  def __init__(self, tokenizer: tokenizers.Tokenizer):
+    self.backend = tokenizer
+
+  # ------------------------------------------------------------------ constructors
+  @classmethod
+  def from_json_str(cls, text: str) -> Tokenizer:
+    return cls(tokenizers.Tokenizer.from_str(text))
+
+  @classmethod
+  def from_file(cls, path: str) -> Tokenizer:
+    try:
+      return cls(tokenizers.Tokenizer.from_file(path))
+    except Exception as e:
+      raise ValueError(f"cannot load tokenizer {path}: {e}") from e
+
+  @classmethod
+  def from_dir(cls, directory: str) -> Tokenizer | None:
+    """The tokenizer stored in a model directory, or None when there is none."""
+    path = os.path.join(directory, TOKENIZER_FILE)
+    if os.path.isfile(path):
+      return cls.from_file(path)
+    vocab, merges = os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt")
+    if os.path.isfile(vocab) and os.path.isfile(merges):
+      backend = tokenizers.Tokenizer(models.BPE.from_file(vocab, merges))
+      backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+      backend.decoder = decoders.ByteLevel()
+      added = os.path.join(directory, "added_tokens.json")
+      if os.path.isfile(added):
+        with open(added) as f:
+          extra = sorted(json.load(f).items(), key=lambda kv: kv[1])
+        backend.add_tokens([tokenizers.AddedToken(t, normalized=False) for t, _ in extra])
+      if backend.token_to_id(EOS) is not None:
+        backend.add_special_tokens([EOS])
+      return cls(backend)
+    return None
+
+  # ------------------------------------------------------------------ use
+  def encode(self, text: str) -> list[int]:
+    return self.backend.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+
+  def decode(self, ids, skip_special_tokens: bool = False) -> str:
+    return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+  @property
+  def eos_id(self) -> int | None:
+    return self.backend.token_to_id(EOS)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.backend.get_vocab_size(with_added_tokens=True)
+
+  def to_json_str(self) -> str:
+    return self.backend.to_str()
+
+  def save(self, directory: str) -> str:
+    path = os.path.join(directory, TOKENIZER_FILE)
+    self.backend.save(path)
+    return path
+
+
+def byte_level() -> Tokenizer:
+  """The byte-level tokenizer with no merges: ids 0-255 are bytes, 256 is <|endoftext|>."""
+  alphabet = pre_tokenizers.ByteLevel.alphabet()
+  byte_to_char = _gpt2_bytes_to_unicode()
+  vocab = {byte_to_char[b]: b for b in range(256)}
+  assert set(vocab) == set(alphabet)
+  backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
+  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  backend.decoder = decoders.ByteLevel()
+  backend.add_special_tokens([EOS])
+  return Tokenizer(backend)
+
+
+def _gpt2_bytes_to_unicode() -> dict[int, str]:
+  """GPT-2's reversible byte -> printable unicode char map (the ByteLevel alphabet)."""
+  printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+               + list(range(ord("®"), ord("ÿ") + 1)))
+  chars = printable[:]
+  n = 0
+  for b in range(256):
+    if b not in printable:
+      printable.append(b)
+      chars.append(256 + n)
+      n += 1
+  return dict(zip(printable, map(chr, chars)))

@@ -1,0 +1,65 @@
+"""The run configs: they load, validate, document every field, and size the models as
+the paper does."""
+
+import os
+import re
+
+import ml_collections
+import pytest
+
+from configs import base, phi1, phi1_small, tiny
+from phi_jax import PhiConfig, count_params
+from phi_jax.stages import STAGE_NAMES
+from tests.conftest import REPO_ROOT
+
+CONFIGS = {"phi1": phi1, "phi1_small": phi1_small, "tiny": tiny}
+
+
+def _leaves(config, prefix=()):
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, prefix + (key,))
+    else:
+      yield prefix + (key,)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_config_loads_and_validates(name):
+  config = CONFIGS[name].get_config()
+  model = PhiConfig.from_mapping(config.model)
+  assert model.head_dim == 64  # every phi size uses 64-dim heads
+  assert set(base.model_config().keys()) == set(config.model.keys())
+  for stage in config.stages.split(","):
+    assert stage in STAGE_NAMES
+  # every field a size file sets exists in the base config (no silent new fields)
+  assert set(_leaves(config)) == set(_leaves(base.get_config()))
+
+
+def test_paper_parameter_counts():
+  # phi-1: 1.3B, reported by transformers for microsoft/phi-1 as 1,418,270,720.
+  assert count_params(PhiConfig.from_mapping(phi1.get_config().model)) == 1_418_270_720
+  small = count_params(PhiConfig.from_mapping(phi1_small.get_config().model))
+  assert small == 356_794_368 and abs(small - 350e6) / 350e6 < 0.03  # "350M"
+  assert 1e6 < count_params(PhiConfig.from_mapping(tiny.get_config().model)) < 10e6
+
+
+def test_paper_architecture_facts():
+  c = PhiConfig.from_mapping(phi1.get_config().model)
+  assert (c.num_layers, c.d_model, c.mlp_dim, c.num_heads, c.head_dim) == (24, 2048, 8192, 32, 64)
+  assert (c.rotary_dim, c.rope_base, c.activation, c.layer_norm_eps) == (32, 10000.0, "gelu_tanh", 1e-5)
+  assert (c.attention_dropout, c.residual_dropout, c.max_seq_len) == (0.1, 0.1, 2048)
+  s = PhiConfig.from_mapping(phi1_small.get_config().model)
+  assert (s.num_layers, s.d_model, s.mlp_dim, s.num_heads) == (20, 1024, 4096, 16)
+
+
+def test_every_field_is_documented():
+  """Each leaf of the base config has a comment on its line or the line above."""
+  with open(os.path.join(REPO_ROOT, "configs", "base.py")) as f:
+    lines = f.read().splitlines()
+  for path in _leaves(base.get_config()):
+    key = path[-1]
+    pattern = re.compile(rf"(\b{key}\s*=|config\.{key}\s*=)")
+    hits = [i for i, line in enumerate(lines) if pattern.search(line)]
+    assert hits, f"config field {'.'.join(path)} is not set in configs/base.py"
+    documented = any("#" in lines[i] or lines[i - 1].strip().startswith("#") for i in hits)
+    assert documented, f"config field {'.'.join(path)} has no comment in configs/base.py"

@@ -1,0 +1,131 @@
+"""Shared test set-up: 8 simulated CPU devices, quiet logs, random transformers models."""
+
+import os
+
+# Before jax is imported anywhere: 8 host devices for mesh tests, CPU only.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_hf_phi(directory=None, *, seed=0, **overrides):
+  """A randomly initialised transformers PhiForCausalLM (saved to `directory` if given).
+
+  overrides: transformers PhiConfig fields; defaults are a tiny 2-layer model.
+  """
+  import torch
+  from transformers import PhiConfig, PhiForCausalLM
+
+  fields = dict(vocab_size=101, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, partial_rotary_factor=0.5, max_position_embeddings=256,
+                pad_token_id=None, bos_token_id=None, eos_token_id=None)
+  fields.update(overrides)
+  torch.manual_seed(seed)
+  model = PhiForCausalLM(PhiConfig(**fields)).eval()
+  # Non-zero biases and LayerNorm affines, so the conversion of every tensor is tested.
+  with torch.no_grad():
+    for name, param in model.named_parameters():
+      if name.endswith("bias") or "layernorm" in name:
+        param.add_(0.1 * torch.randn_like(param))
+  if directory is not None:
+    model.save_pretrained(directory)
+  return model
+
+
+@pytest.fixture
+def hf_phi_dir(tmp_path):
+  """Factory: (directory, torch model) of a random transformers Phi saved to tmp."""
+
+  def factory(name="hf", **overrides):
+    directory = str(tmp_path / name)
+    model = make_hf_phi(directory, **overrides)
+    return directory, model
+
+  return factory
+
+
+def hf_logits(model, tokens, attention_mask=None, position_ids=None):
+  """fp32 numpy logits [B, T, V] of a transformers model (no grad)."""
+  import numpy as np
+  import torch
+
+  kwargs = {}
+  if attention_mask is not None:
+    kwargs["attention_mask"] = torch.as_tensor(np.asarray(attention_mask), dtype=torch.long)
+  if position_ids is not None:
+    kwargs["position_ids"] = torch.as_tensor(np.asarray(position_ids), dtype=torch.long)
+  with torch.no_grad():
+    out = model(torch.as_tensor(np.asarray(tokens), dtype=torch.long), **kwargs)
+  return out.logits.float().numpy()
+
+
+_JIT_FORWARD = None
+
+
+def phi_logits(model, tokens, attention_mask=None, **kwargs):
+  """numpy logits of a phi_jax model through one jitted call.
+
+  The compiled function is cached by graph definition (config) and shapes, so models
+  of the same config loaded in different ways share one compilation.
+  kwargs: further keyword arguments of the model's __call__ (arrays, or None).
+  """
+  global _JIT_FORWARD
+  import jax
+  import numpy as np
+  from flax import nnx
+
+  if _JIT_FORWARD is None:
+
+    def forward(graphdef, state, tokens, attention_mask, kwargs):
+      return nnx.merge(graphdef, state)(tokens, attention_mask=attention_mask, **kwargs)
+
+    _JIT_FORWARD = jax.jit(forward, static_argnums=0)
+  graphdef, state = nnx.split(model)
+  mask = None if attention_mask is None else np.asarray(attention_mask, np.int32)
+  return np.asarray(_JIT_FORWARD(graphdef, state, np.asarray(tokens, np.int32), mask, kwargs))
+
+
+def left_pad_positions(mask):
+  """transformers position_ids for a padded batch: max(cumsum(mask) - 1, 0)."""
+  import numpy as np
+
+  mask = np.asarray(mask)
+  return np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+
+
+def random_params(config, seed=0):
+  """Random phi_jax parameters (nested dict of numpy) for a PhiConfig, without an init.
+
+  Kernels and embeddings ~ N(0, initializer_range); biases ~ N(0, 0.1); LayerNorm scales
+  ~ 1 + N(0, 0.1). Much faster than `init_model` for tiny test models.
+  """
+  import jax
+  import numpy as np
+  from phi_jax.model import abstract_params
+
+  rng = np.random.RandomState(seed)
+  flat, treedef = jax.tree_util.tree_flatten_with_path(abstract_params(config))
+  leaves = []
+  for path, leaf in flat:
+    name = jax.tree_util.keystr(path)
+    if "scale" in name:
+      value = 1.0 + 0.1 * rng.standard_normal(leaf.shape)
+    elif "bias" in name:
+      value = 0.1 * rng.standard_normal(leaf.shape)
+    else:
+      value = config.initializer_range * rng.standard_normal(leaf.shape)
+    leaves.append(value.astype(leaf.dtype))
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def random_model(config, seed=0):
+  """A phi_jax model of `config` holding `random_params(config, seed)`."""
+  from phi_jax.pretrained import model_from_params
+
+  return model_from_params(config, random_params(config, seed))

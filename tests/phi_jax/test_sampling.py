@@ -1,0 +1,481 @@
+"""Tests of phi_jax.sampling: generation against transformers and brute force.
+
+Every model here is a small random transformers PhiForCausalLM (tests/conftest.py)
+loaded with `phi_jax.from_pretrained`, so the references are independent code:
+transformers' own `generate`, a full-recomputation argmax loop, and a numpy
+implementation of the temperature / top-k / top-p distribution.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import phi_jax
+from phi_jax import sampling
+from phi_jax.tokenizer import byte_level
+from tests.conftest import make_hf_phi
+
+VOCAB = 101  # the conftest default
+NEW_TOKENS = 32
+
+
+def _prompts(lengths, vocab=VOCAB, seed=0):
+  rng = np.random.default_rng(seed)
+  return [rng.integers(0, vocab, n).tolist() for n in lengths]
+
+
+def _hf_greedy(hf_model, prompt, new_tokens=NEW_TOKENS):
+  """transformers' greedy continuation of one prompt (eos disabled), as a list."""
+  ids = torch.tensor([prompt])
+  with torch.no_grad():
+    out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                            max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                            eos_token_id=None, pad_token_id=0)
+  return out[0, len(prompt):].tolist()
+
+
+@pytest.fixture(scope="module")
+def hf_phi(tmp_path_factory):
+  """(directory, torch model) of a random 2-layer transformers Phi, vocab 101."""
+  directory = str(tmp_path_factory.mktemp("sampling") / "hf")
+  return directory, make_hf_phi(directory)
+
+
+@pytest.fixture(scope="module")
+def model(hf_phi):
+  return phi_jax.from_pretrained(hf_phi[0], dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def byte_dir(tmp_path_factory):
+  """A random Phi over the byte-level vocabulary (257), saved by transformers.
+
+  initializer_range 0.1 makes its greedy continuations varied (not one repeated
+  byte), so stop strings and end-of-text ids can be picked from them.
+  """
+  directory = str(tmp_path_factory.mktemp("sampling") / "bytes")
+  make_hf_phi(directory, vocab_size=257, initializer_range=0.1)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def byte_model(byte_dir):
+  """The byte_dir model in phi_jax with the byte-level tokenizer attached."""
+  model = phi_jax.from_pretrained(byte_dir, dtype="float32")
+  model.tokenizer = byte_level()
+  return model
+
+
+BYTE_PROMPTS = ["def f(x):", "hello world, this is a test"]
+
+
+# ----------------------------------------------------------------------------- greedy
+
+
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_greedy_matches_transformers_single_prompts(hf_phi, scan_layers):
+  directory, hf_model = hf_phi
+  model = phi_jax.from_pretrained(directory, dtype="float32", scan_layers=scan_layers)
+  for prompt in _prompts([1, 7, 13]):
+    [out] = phi_jax.generate(model, [prompt], max_new_tokens=NEW_TOKENS, eos_token_id=None)
+    assert out.tokens == _hf_greedy(hf_model, prompt)
+    assert out.finish_reason == "length"
+    assert out.prompt_tokens == len(prompt)
+    assert out.text is None  # no tokenizer stored with the model
+
+
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_greedy_batch_of_different_lengths_matches_transformers(hf_phi, scan_layers):
+  directory, hf_model = hf_phi
+  model = phi_jax.from_pretrained(directory, dtype="float32", scan_layers=scan_layers)
+  prompts = _prompts([3, 16, 9])  # left-padded to 16, batch padded to 4
+  outs = phi_jax.generate(model, prompts, max_new_tokens=NEW_TOKENS, eos_token_id=None)
+  assert len(outs) == len(prompts)
+  for prompt, out in zip(prompts, outs):
+    assert out.tokens == _hf_greedy(hf_model, prompt)
+    assert out.prompt_tokens == len(prompt)
+
+
+def test_kv_cache_decoding_equals_full_recomputation(model):
+  """Greedy tokens equal an argmax loop that reruns the model on the whole sequence."""
+  graphdef, state = nnx.split(model)
+  total = 64
+
+  @jax.jit
+  def logits_of(state, tokens_1T):
+    return nnx.merge(graphdef, state)(tokens_1T)[0]
+
+  prompts = _prompts([5, 14, 1], seed=2)
+  outs = phi_jax.generate(model, prompts, max_new_tokens=NEW_TOKENS, eos_token_id=None)
+  for prompt, out in zip(prompts, outs):
+    sequence = list(prompt)
+    for _ in range(NEW_TOKENS):
+      # Pad on the right to one shape (one compile): by causality the logits at the
+      # last real position do not depend on what follows it.
+      padded = np.zeros((1, total), np.int32)
+      padded[0, :len(sequence)] = sequence
+      logits = np.asarray(logits_of(state, jnp.asarray(padded)))
+      sequence.append(int(np.argmax(logits[len(sequence) - 1])))
+    assert out.tokens == sequence[len(prompt):]
+
+
+# ----------------------------------------------------------------------------- compiles
+
+
+def test_no_recompilation_within_buckets(model):
+  prefill, decode = sampling._compiled(nnx.split(model)[0])
+
+  def sizes():
+    return prefill._cache_size(), decode._cache_size()
+
+  # chunk_size 10 (so 80 generated slots for 41..80 new tokens) is used by no other
+  # test, so every program here is compiled by this test, whatever ran before it.
+  gen = lambda prompts, max_new_tokens=50, **kw: phi_jax.generate(
+      model, prompts, max_new_tokens=max_new_tokens, eos_token_id=None, chunk_size=10, **kw)
+  start = sizes()
+  gen(_prompts([5]))  # prompt bucket 8, batch bucket 1
+  assert sizes() == (start[0] + 1, start[1] + 1)
+  before = sizes()
+  gen(_prompts([3]))
+  gen(_prompts([8]), max_new_tokens=80)
+  gen(_prompts([1]), max_new_tokens=41, temperature=0.7, top_k=5, seed=3)
+  assert sizes() == before
+
+  gen(_prompts([2, 6, 7]))  # batch bucket 4
+  assert sizes() == (before[0] + 1, before[1] + 1)
+  before = sizes()
+  gen(_prompts([4, 8, 1, 5]))
+  gen(_prompts([3, 6]), num_samples=2, temperature=1.0, top_p=0.9)
+  assert sizes() == before
+
+  gen(_prompts([9]))  # crosses into prompt bucket 16: one new prefill and decode
+  assert sizes() == (before[0] + 1, before[1] + 1)
+  before = sizes()
+  gen(_prompts([16]))
+  gen(_prompts([12]), max_new_tokens=70, seed=1)
+  assert sizes() == before
+
+
+def test_reloaded_model_with_its_own_tokenizer_reuses_compiled_programs(byte_dir, byte_model):
+  """A second load of one checkpoint (a new Tokenizer object) compiles nothing new."""
+  [first] = phi_jax.generate(byte_model, [BYTE_PROMPTS[0]], max_new_tokens=NEW_TOKENS,
+                             eos_token_id=None)
+  again = phi_jax.from_pretrained(byte_dir, dtype="float32")
+  tokenizer = again.tokenizer = byte_level()
+  misses = sampling._compiled.cache_info().misses
+  [second] = phi_jax.generate(again, [BYTE_PROMPTS[0]], max_new_tokens=NEW_TOKENS,
+                              eos_token_id=None)
+  assert sampling._compiled.cache_info().misses == misses
+  assert second == first
+  assert again.tokenizer is tokenizer
+
+
+# ----------------------------------------------------------------------------- sample_logits
+
+
+def _reference_distribution(logits, temperature, top_k, top_p):
+  """The filtered, renormalised next-token distribution, in numpy (float64)."""
+  z = np.asarray(logits, np.float64) / temperature
+  order = np.argsort(-z)
+  keep = np.zeros(z.shape, bool)
+  keep[order[:top_k or len(z)]] = True
+  probs = np.where(keep, np.exp(z - z.max()), 0.0)
+  probs /= probs.sum()
+  # Nucleus: the most likely tokens until their mass reaches top_p.
+  mass = 0.0
+  nucleus = np.zeros(z.shape, bool)
+  for i in order:
+    if not keep[i] or mass >= top_p:
+      break
+    nucleus[i] = True
+    mass += probs[i]
+  probs = np.where(nucleus, probs, 0.0)
+  return probs / probs.sum()
+
+
+_sample_logits = jax.jit(sampling.sample_logits)
+
+
+def _draw(logits, temperature, top_k, top_p, n=20_000, seed=0):
+  """n independent samples of one row of logits (a batch of n identical rows)."""
+  logits_BV = jnp.broadcast_to(jnp.asarray(logits, jnp.float32), (n, len(logits)))
+  tokens = _sample_logits(
+      logits_BV, jax.random.PRNGKey(seed), jnp.full((n,), temperature, jnp.float32),
+      jnp.full((n,), top_p, jnp.float32), jnp.full((n,), top_k, jnp.int32))
+  return np.asarray(tokens)
+
+
+LOGITS = np.array([2.0, 1.3, -0.5, 0.9, 1.8, -1.2, 0.2, 1.1, -2.0, 0.6], np.float32)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [
+    (1.0, 0, 1.0),
+    (0.5, 0, 1.0),
+    (2.0, 0, 1.0),
+    (1.0, 3, 1.0),
+    (0.7, 5, 1.0),
+    (1.0, 0, 0.6),
+    (1.5, 0, 0.9),
+    (1.0, 4, 0.7),
+    (1.0, 2, 0.5),  # top-p on the top-k renormalised probabilities: keeps one token
+    (2.0, 6, 0.5),
+    (1.0, 20, 1.0),  # top_k beyond the vocabulary: no filter
+])
+def test_sample_logits_matches_reference_distribution(temperature, top_k, top_p):
+  n = 20_000
+  expected = _reference_distribution(LOGITS, temperature, top_k, top_p)
+  samples = _draw(LOGITS, temperature, top_k, top_p, n=n)
+  empirical = np.bincount(samples, minlength=len(LOGITS)) / n
+  assert not np.any(empirical[expected == 0]), "sampled a filtered-out token"
+  assert 0.5 * np.abs(empirical - expected).sum() < 0.02
+
+
+def test_reference_distribution_sanity():
+  """The numpy reference itself, on hand-computed cases."""
+  p = _reference_distribution(np.log([0.5, 0.3, 0.15, 0.05]), 1.0, 0, 0.75)
+  np.testing.assert_allclose(p, [0.5 / 0.8, 0.3 / 0.8, 0, 0])
+  p = _reference_distribution(np.log([0.1, 0.6, 0.3]), 1.0, 2, 1.0)
+  np.testing.assert_allclose(p, [0, 2 / 3, 1 / 3])
+
+
+def test_top_k_one_and_tiny_top_p_are_argmax():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (64, 50)) * 3
+  argmax = np.argmax(np.asarray(logits), axis=-1)
+  ones = jnp.ones((64,), jnp.float32)
+  for temperature in (0.5, 1.0, 5.0):
+    for seed in range(3):
+      key = jax.random.PRNGKey(seed)
+      by_k = _sample_logits(logits, key, temperature * ones, ones,
+                                    jnp.ones((64,), jnp.int32))
+      by_p = _sample_logits(logits, key, temperature * ones, 1e-6 * ones,
+                                    jnp.zeros((64,), jnp.int32))
+      np.testing.assert_array_equal(np.asarray(by_k), argmax)
+      np.testing.assert_array_equal(np.asarray(by_p), argmax)
+
+
+def test_temperature_zero_rows_are_greedy_while_others_sample():
+  n = 20_000
+  logits = jnp.broadcast_to(jnp.asarray(LOGITS), (n, len(LOGITS)))
+  ones, no_top_k = jnp.ones((n,)), jnp.zeros((n,), jnp.int32)
+  temperature = jnp.where(jnp.arange(n) % 2 == 0, 0.0, 1.0)
+  tokens = np.asarray(_sample_logits(logits, jax.random.PRNGKey(1), temperature, ones,
+                                     no_top_k))
+  greedy, sampled = tokens[0::2], tokens[1::2]
+  assert np.all(greedy == np.argmax(LOGITS))
+  empirical = np.bincount(sampled, minlength=len(LOGITS)) / len(sampled)
+  expected = _reference_distribution(LOGITS, 1.0, 0, 1.0)
+  assert 0.5 * np.abs(empirical - expected).sum() < 0.025
+  # All rows greedy (the fast path): argmax everywhere.
+  tokens = _sample_logits(logits, jax.random.PRNGKey(1), 0 * ones, ones, no_top_k)
+  assert np.all(np.asarray(tokens) == np.argmax(LOGITS))
+
+
+def test_sampling_params_validation():
+  with pytest.raises(ValueError, match="temperature"):
+    sampling.SamplingParams(temperature=-1.0)
+  with pytest.raises(ValueError, match="top_p"):
+    sampling.SamplingParams(top_p=0.0)
+  with pytest.raises(ValueError, match="top_k"):
+    sampling.SamplingParams(top_k=-1)
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+def _greedy_text(model, prompt, new_tokens=NEW_TOKENS):
+  [out] = phi_jax.generate(model, [prompt], max_new_tokens=new_tokens, eos_token_id=None)
+  assert out.finish_reason == "length" and len(out.tokens) == new_tokens
+  return out.tokens, model.tokenizer.decode(out.tokens)
+
+
+def _first_new_substrings(text, start, width=2):
+  """(index, s) for ASCII printable substrings of text whose first occurrence is index."""
+  for j in range(start, len(text) - width + 1):
+    s = text[j:j + width]
+    if s.isascii() and s.isprintable() and text.find(s) == j:
+      yield j, s
+
+
+@pytest.mark.parametrize("chunk_size", [16, 4])
+def test_stop_string_is_cut_and_finishes_with_stop(byte_model, chunk_size):
+  tokenizer = byte_model.tokenizer
+  tokens, text = _greedy_text(byte_model, BYTE_PROMPTS[0])
+  candidates = list(_first_new_substrings(text, start=3))
+  assert len(candidates) >= 2, f"greedy text too uniform to test stop strings: {text!r}"
+  (early_at, early), (late_at, late) = candidates[0], candidates[-1]
+
+  for stops, cut in (([late], late_at), ([late, early], early_at)):
+    [out] = phi_jax.generate(byte_model, [BYTE_PROMPTS[0]], max_new_tokens=NEW_TOKENS,
+                             stop=stops, eos_token_id=None, chunk_size=chunk_size)
+    assert out.finish_reason == "stop"
+    assert out.text == text[:cut]
+    assert not any(s in out.text for s in stops)
+    # tokens: the shortest greedy prefix whose text contains a stop string
+    n = next(n for n in range(1, len(tokens) + 1)
+             if any(s in tokenizer.decode(tokens[:n]) for s in stops))
+    assert out.tokens == tokens[:n]
+    assert out.prompt_tokens == len(tokenizer.encode(BYTE_PROMPTS[0]))
+
+
+def test_stop_string_never_generated_finishes_with_length(byte_model):
+  tokens, text = _greedy_text(byte_model, BYTE_PROMPTS[0])
+  stop = "\x00never\x00"
+  assert stop not in text
+  [out] = phi_jax.generate(byte_model, [BYTE_PROMPTS[0]], max_new_tokens=NEW_TOKENS, stop=[stop],
+                           eos_token_id=None)
+  assert (out.tokens, out.text, out.finish_reason) == (tokens, text, "length")
+
+
+def test_eos_token_stops_a_row(byte_model):
+  tokens, _ = _greedy_text(byte_model, BYTE_PROMPTS[0])
+  j = next(j for j in range(2, len(tokens)) if tokens[j] not in tokens[:j])
+  eos = tokens[j]
+  [out] = phi_jax.generate(byte_model, [BYTE_PROMPTS[0]], max_new_tokens=NEW_TOKENS,
+                           eos_token_id=eos, chunk_size=4)
+  assert out.finish_reason == "stop"
+  assert out.tokens == tokens[:j + 1]  # the end-of-text token is kept in tokens ...
+  assert out.text == byte_model.tokenizer.decode(tokens[:j])  # ... but not in the text
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 5, 16, 23])
+def test_max_new_tokens_gives_length(byte_model, max_new_tokens):
+  tokens, _ = _greedy_text(byte_model, BYTE_PROMPTS[1])
+  [out] = phi_jax.generate(byte_model, [BYTE_PROMPTS[1]], max_new_tokens=max_new_tokens,
+                           eos_token_id=None)
+  assert out.finish_reason == "length"
+  assert out.tokens == tokens[:max_new_tokens]
+  assert out.text == byte_model.tokenizer.decode(tokens[:max_new_tokens])
+
+
+def test_default_eos_is_the_tokenizers_end_of_text(tmp_path):
+  """eos_token_id='auto' stops at <|endoftext|> (256); None generates through it."""
+  directory = str(tmp_path / "eos")
+  hf_model = make_hf_phi(directory, vocab_size=257)
+  with torch.no_grad():  # make <|endoftext|> the greedy choice after any input
+    hf_model.lm_head.bias[256] += 100.0
+  hf_model.save_pretrained(directory)
+  model = phi_jax.from_pretrained(directory, dtype="float32")
+  model.tokenizer = byte_level()
+  assert model.tokenizer.eos_id == 256
+  [out] = phi_jax.generate(model, ["abc"], max_new_tokens=8)
+  assert (out.tokens, out.text, out.finish_reason) == ([256], "", "stop")
+  [out] = phi_jax.generate(model, ["abc"], max_new_tokens=8, eos_token_id=None)
+  assert (out.tokens, out.finish_reason) == ([256] * 8, "length")
+
+
+def test_rows_in_a_batch_finish_independently(byte_model):
+  tokenizer = byte_model.tokenizer
+  prompt_a, prompt_b = BYTE_PROMPTS
+  tokens_a, _ = _greedy_text(byte_model, prompt_a)
+  tokens_b, _ = _greedy_text(byte_model, prompt_b)
+
+  def expected(tokens, eos):
+    if eos in tokens:
+      j = tokens.index(eos)
+      return tokens[:j + 1], "stop"
+    return tokens, "length"
+
+  # An end-of-text id that stops row a early but never appears in row b.
+  eos = next(t for t in tokens_a[1:] if t not in tokens_b)
+  outs = phi_jax.generate(byte_model, [prompt_a, prompt_b, prompt_a], max_new_tokens=NEW_TOKENS,
+                          eos_token_id=eos, chunk_size=4)
+  for out, tokens in zip(outs, [tokens_a, tokens_b, tokens_a]):
+    want_tokens, want_reason = expected(tokens, eos)
+    assert (out.tokens, out.finish_reason) == (want_tokens, want_reason)
+  assert [o.finish_reason for o in outs] == ["stop", "length", "stop"]
+
+  # A stop string from row b's text: row b stops there, row a runs on unchanged.
+  text_b = tokenizer.decode(tokens_b)
+  text_a = tokenizer.decode(tokens_a)
+  at, stop = next((j, s) for j, s in _first_new_substrings(text_b, start=2) if s not in text_a)
+  out_a, out_b, out_b2 = phi_jax.generate(
+      byte_model, [prompt_a, prompt_b, prompt_b], max_new_tokens=NEW_TOKENS, stop=[stop],
+      eos_token_id=None, chunk_size=4)
+  assert out_b2 == out_b
+  assert (out_a.tokens, out_a.text, out_a.finish_reason) == (tokens_a, text_a, "length")
+  assert (out_b.text, out_b.finish_reason) == (text_b[:at], "stop")
+  assert len(out_b.tokens) < NEW_TOKENS
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def test_num_samples_are_grouped_by_prompt(hf_phi, model):
+  _, hf_model = hf_phi
+  prompts = _prompts([9, 15, 12], seed=4)
+  n = 3
+  # Greedy: the samples of prompt i, at [i*n, (i+1)*n), are its greedy continuation;
+  # batch_size 4 splits the 9 rows over three batches, cutting prompt 1's samples apart.
+  outs = phi_jax.generate(model, prompts, max_new_tokens=NEW_TOKENS, num_samples=n,
+                          eos_token_id=None, batch_size=4)
+  assert len(outs) == len(prompts) * n
+  for i, prompt in enumerate(prompts):
+    reference = _hf_greedy(hf_model, prompt)
+    for out in outs[i * n:(i + 1) * n]:
+      assert out.prompt_tokens == len(prompt)
+      assert out.tokens == reference
+  # Sampled: grouped the same way, and the samples of one prompt differ.
+  outs = phi_jax.generate(model, prompts, max_new_tokens=NEW_TOKENS, num_samples=n,
+                          temperature=1.0, eos_token_id=None, seed=5, batch_size=2)
+  assert [o.prompt_tokens for o in outs] == [len(p) for p in prompts for _ in range(n)]
+  for i in range(len(prompts)):
+    group = [tuple(o.tokens) for o in outs[i * n:(i + 1) * n]]
+    assert len(set(group)) == n
+
+
+def test_seed_reproducibility(model):
+  prompts = _prompts([14, 9], seed=6)
+  run = lambda seed: [o.tokens for o in phi_jax.generate(
+      model, prompts, max_new_tokens=NEW_TOKENS, temperature=1.0, seed=seed,
+      eos_token_id=None)]
+  first = run(0)
+  assert run(0) == first
+  other = run(1)
+  assert all(a != b for a, b in zip(first, other))
+  greedy = [o.tokens for o in phi_jax.generate(model, prompts, max_new_tokens=NEW_TOKENS,
+                                               eos_token_id=None)]
+  assert first != greedy
+
+
+def test_text_prompts_without_tokenizer_raise(model):
+  assert model.tokenizer is None
+  with pytest.raises(ValueError, match="tokenizer"):
+    phi_jax.generate(model, ["def f():"], max_new_tokens=4)
+  with pytest.raises(ValueError, match="tokenizer"):
+    phi_jax.generate(model, [[1, 2]], max_new_tokens=4, stop=["\n"])
+
+
+def test_text_prompts_with_explicit_tokenizer(model):
+  tokenizer = byte_level()
+  prompt = "ab"  # bytes 97, 98 < vocab 101
+  [by_text] = phi_jax.generate(model, [prompt], max_new_tokens=NEW_TOKENS,
+                               tokenizer=tokenizer, eos_token_id=None)
+  [by_ids] = phi_jax.generate(model, [tokenizer.encode(prompt)], max_new_tokens=NEW_TOKENS,
+                              eos_token_id=None)
+  assert by_text.tokens == by_ids.tokens
+  assert by_text.text == tokenizer.decode(by_ids.tokens)
+
+
+@pytest.mark.parametrize("prompts", [[[]], [[1, 2], []], [[0, VOCAB]], [[-1, 3]], [[5, 10**6]]])
+def test_bad_token_prompts_raise(model, prompts):
+  with pytest.raises(ValueError, match="prompt"):
+    phi_jax.generate(model, prompts, max_new_tokens=4)
+
+
+def test_empty_text_prompt_raises(byte_model):
+  with pytest.raises(ValueError, match="empty"):
+    phi_jax.generate(byte_model, [""], max_new_tokens=4)
+
+
+def test_bad_arguments_raise(model):
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    phi_jax.generate(model, [[1]], max_new_tokens=0)
+  with pytest.raises(ValueError, match="chunk_size"):
+    phi_jax.generate(model, [[1]], max_new_tokens=4, chunk_size=0)
+  with pytest.raises(ValueError, match="batch_size"):
+    phi_jax.generate(model, [[1]], max_new_tokens=4, batch_size=0)
+  with pytest.raises(TypeError):
+    phi_jax.generate(model, "a string, not a list", max_new_tokens=4)

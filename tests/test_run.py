@@ -1,0 +1,87 @@
+"""run.py end to end on the embedded default (configs/tiny.py), in subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def run(*args, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TRANSFORMERS_VERBOSITY="error")
+  env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run.py"), *args],
+                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run") / "work")
+  result = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
+               "--config.sample.max_new_tokens=20")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result
+
+
+def test_tiny_pipeline_writes_every_stage(tiny_run):
+  workdir, result = tiny_run
+  for stage in ("init", "sample", "export_hf"):
+    marker = json.load(open(os.path.join(workdir, stage, "COMPLETE.json")))
+    assert marker["stage"] == stage and marker["fingerprint"]
+  meta = json.load(open(os.path.join(workdir, "init/checkpoints/0/metadata/metadata.json")))
+  assert meta["model_config"]["num_layers"] == 2  # the override reached the model
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "sample", "samples.jsonl"))]
+  assert len(lines) == 2 and all(l["finish_reason"] in ("stop", "length") for l in lines)
+  assert all(0 < l["tokens"] <= 20 for l in lines)
+  assert "[sample]" in result.stdout
+
+
+def test_export_loads_in_transformers_with_same_logits(tiny_run):
+  import torch
+  from transformers import AutoModelForCausalLM
+
+  import phi_jax
+
+  workdir, _ = tiny_run
+  ours = phi_jax.from_pretrained(os.path.join(workdir, "init", "checkpoints"), dtype="float32")
+  theirs = AutoModelForCausalLM.from_pretrained(os.path.join(workdir, "export_hf", "hf")).eval()
+  tokens = np.random.RandomState(0).randint(0, 257, (2, 16))
+  with torch.no_grad():
+    expected = theirs(torch.tensor(tokens)).logits.numpy()
+  np.testing.assert_allclose(np.asarray(ours(tokens)), expected, atol=1e-4)
+  assert ours.tokenizer is not None and ours.tokenizer.eos_id == 256
+
+
+def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
+  workdir, _ = tiny_run
+  again = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
+              "--config.sample.max_new_tokens=20")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("complete, skipped") == 3
+  changed = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
+                "--config.sample.max_new_tokens=8", "--stages=sample")
+  assert changed.returncode == 0, changed.stderr[-3000:]
+  assert "[sample] running" in changed.stdout
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "sample", "samples.jsonl"))]
+  assert all(l["tokens"] <= 8 for l in lines)
+
+
+def test_unknown_config_field_fails_clearly(tmp_path):
+  result = run("--config=configs/tiny.py", "--config.model.num_layerz=2", f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  assert "unknown config field 'model.num_layerz'" in result.stderr
+  assert "num_layers" in result.stderr  # lists the fields that exist
+  assert not os.listdir(tmp_path)
+
+
+def test_bad_values_and_stages_fail_clearly(tmp_path):
+  result = run("--config=configs/tiny.py", "--config.model.num_heads=3", f"--workdir={tmp_path}")
+  assert result.returncode == 1 and "num_heads" in result.stderr and "Traceback" not in result.stderr
+  result = run("--config=configs/tiny.py", "--stages=init,trian", f"--workdir={tmp_path}")
+  assert result.returncode == 1 and "unknown stage 'trian'" in result.stderr
+  result = run("--config=configs/nope.py", f"--workdir={tmp_path}")
+  assert result.returncode == 2 and "no config file" in result.stderr
