@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv run test test-slow test-all bench clean-venv
+.PHONY: venv sandbox-deps run serve test test-slow test-all bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,21 +25,38 @@ $(TEST_STAMP): requirements.txt requirements-test.txt | $(PY)
 
 venv: $(RUN_STAMP)
 
-run: $(RUN_STAMP)
+# The evaluation sandbox uses bubblewrap when it is installed (Debian/Ubuntu package
+# `bubblewrap`); as root with apt it is installed here, otherwise the sandbox falls back
+# to unshare + rlimits and says so in every report.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (evaluation sandbox)"; \
+	    apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap >/dev/null; \
+	  else \
+	    echo "note: bubblewrap (bwrap) is not installed: the evaluation sandbox falls back to unshare/rlimits"; \
+	  fi; }
+
+run: $(RUN_STAMP) sandbox-deps
 	$(PY) run.py $(ARGS)
 
+# The OpenAI-compatible server: make serve ARGS="--checkpoint=workdir/tiny/init/checkpoints"
+serve: $(RUN_STAMP)
+	$(PY) -m phi_jax.serve $(ARGS)
+
 # The CI suite: everything not marked slow.
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) sandbox-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(TEST_STAMP)
+test-slow: $(TEST_STAMP) sandbox-deps
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-test-all: $(TEST_STAMP)
+test-all: $(TEST_STAMP) sandbox-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(TEST_STAMP)
+bench: $(TEST_STAMP) sandbox-deps
 	$(PY) bench/generate.py $(ARGS)
+	$(PY) bench/eval.py
 
 clean-venv:
 	rm -rf $(VENV)

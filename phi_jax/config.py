@@ -12,8 +12,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
-
 ATTENTION_IMPLEMENTATIONS = ("xla",)
 ACTIVATIONS = ("gelu_tanh", "gelu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
@@ -22,6 +20,18 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 class ConfigError(ValueError):
   """A configuration value is missing, unknown or inconsistent."""
+
+
+def known_fields(cls, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+  """`values` (a dict or ConfigDict) as a dict, after checking every key is a field of
+  the dataclass `cls`; an unknown key raises ConfigError naming it and `where`."""
+  if hasattr(values, "to_dict"):
+    values = values.to_dict()
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields are {sorted(known)}")
+  return dict(values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,11 +92,13 @@ class PhiConfig:
     return self.d_model // self.num_heads
 
   @property
-  def compute_dtype(self) -> jnp.dtype:
+  def compute_dtype(self):
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top  (config stays jax-free)
     return jnp.dtype(self.dtype)
 
   @property
-  def params_dtype(self) -> jnp.dtype:
+  def params_dtype(self):
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     return jnp.dtype(self.param_dtype)
 
   def validate(self, where: str = "config.model") -> None:
@@ -123,14 +135,7 @@ class PhiConfig:
   @classmethod
   def from_mapping(cls, values: Mapping[str, Any], where: str = "config.model") -> PhiConfig:
     """Builds a PhiConfig from a dict / ConfigDict, rejecting unknown fields by name."""
-    if hasattr(values, "to_dict"):
-      values = values.to_dict()
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise ConfigError(
-          f"{where}: unknown field(s) {unknown}; known fields are {sorted(known)}")
-    return cls(**dict(values))
+    return cls(**known_fields(cls, values, where))
 
   def replace(self, **changes: Any) -> PhiConfig:
     return dataclasses.replace(self, **changes)

@@ -29,7 +29,7 @@ def tiny_run(tmp_path_factory):
 
 def test_tiny_pipeline_writes_every_stage(tiny_run):
   workdir, result = tiny_run
-  for stage in ("init", "sample", "export_hf"):
+  for stage in ("init", "sample", "eval", "export_hf"):
     marker = json.load(open(os.path.join(workdir, stage, "COMPLETE.json")))
     assert marker["stage"] == stage and marker["fingerprint"]
   meta = json.load(open(os.path.join(workdir, "init/checkpoints/0/metadata/metadata.json")))
@@ -38,6 +38,9 @@ def test_tiny_pipeline_writes_every_stage(tiny_run):
   assert len(lines) == 2 and all(l["finish_reason"] in ("stop", "length") for l in lines)
   assert all(0 < l["tokens"] <= 20 for l in lines)
   assert "[sample]" in result.stdout
+  report = json.load(open(os.path.join(workdir, "eval", "humaneval", "pass_at_k.json")))
+  assert report["num_problems"] == 20 and report["overall"]["pass@1"] == 0.0  # untrained
+  assert report["isolation"] in ("bwrap", "unshare", "rlimits")
 
 
 def test_export_loads_in_transformers_with_same_logits(tiny_run):
@@ -61,7 +64,7 @@ def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
   again = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
               "--config.sample.max_new_tokens=20")
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("complete, skipped") == 3
+  assert again.stdout.count("complete, skipped") == 4
   changed = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
                 "--config.sample.max_new_tokens=8", "--stages=sample")
   assert changed.returncode == 0, changed.stderr[-3000:]
@@ -85,3 +88,36 @@ def test_bad_values_and_stages_fail_clearly(tmp_path):
   assert result.returncode == 1 and "unknown stage 'trian'" in result.stderr
   result = run("--config=configs/nope.py", f"--workdir={tmp_path}")
   assert result.returncode == 2 and "no config file" in result.stderr
+
+
+def test_serve_stage_serves_the_latest_model_until_interrupted(tiny_run):
+  import signal
+  import urllib.request
+
+  workdir, _ = tiny_run
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(REPO_ROOT, "run.py"), "--config=configs/tiny.py",
+       "--config.model.num_layers=2", f"--workdir={workdir}", "--stages=serve",
+       "--config.serve.port=0", "--config.serve.model_name=tiny"],
+      cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    url = None
+    for line in proc.stdout:
+      if line.startswith("serving "):
+        url = line.split(" at ")[1].split()[0]
+        break
+    assert url, proc.stderr.read()[-2000:]
+    models = json.load(urllib.request.urlopen(url + "/models", timeout=60))
+    assert [m["id"] for m in models["data"]] == ["tiny"]
+    request = urllib.request.Request(
+        url + "/completions", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"prompt": "def f(", "max_tokens": 4, "temperature": 0}).encode())
+    answer = json.load(urllib.request.urlopen(request, timeout=120))
+    assert answer["usage"]["completion_tokens"] == 4
+  finally:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+  assert proc.returncode == 0
+  assert not os.path.exists(os.path.join(workdir, "serve", "COMPLETE.json"))  # a service

@@ -13,7 +13,9 @@ from phi_jax.stages.base import COMPLETE, Context, Stage, StageError, run_stage
 _REGISTRY = {
     "init": "phi_jax.stages.init_model:InitStage",
     "sample": "phi_jax.stages.sample:SampleStage",
+    "eval": "eval.stage:EvalStage",
     "export_hf": "phi_jax.stages.export_hf:ExportHfStage",
+    "serve": "phi_jax.stages.serve:ServeStage",
 }
 
 STAGE_NAMES = tuple(_REGISTRY)

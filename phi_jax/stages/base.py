@@ -13,37 +13,19 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import ml_collections
 from absl import logging
 
-from phi_jax import checkpoint
+from phi_jax import atomic, checkpoint
 
 COMPLETE = "COMPLETE.json"
 
 
 class StageError(RuntimeError):
   """A stage cannot run: missing input, changed inputs of an expensive stage, ..."""
-
-
-def write_json_atomic(obj: Any, path: str) -> None:
-  """Writes JSON to a temp file beside `path`, then renames it into place."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-",
-                             dir=os.path.dirname(os.path.abspath(path)))
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=str)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 class Context:
@@ -95,6 +77,8 @@ class Stage:
   # stages that read a model: the config section whose `checkpoint` field names it
   # ('' there = the run's latest model)
   model_section: str = ""
+  # services (serve) run every time until stopped and leave no completion marker
+  writes_marker: bool = True
 
   def inputs(self, ctx: Context) -> dict:
     """What the output depends on: config sections and upstream completion markers."""
@@ -123,6 +107,9 @@ def fingerprint(inputs: dict) -> str:
 
 def run_stage(stage: Stage, ctx: Context, force: bool = False) -> dict:
   """Runs one stage unless it is complete with the same inputs; returns its marker."""
+  if not stage.writes_marker:
+    print(f"[{stage.name}] running", flush=True)
+    return {"stage": stage.name, "summary": stage.run(ctx)}
   inputs = stage.inputs(ctx)
   digest = fingerprint(inputs)
   marker = ctx.marker(stage.name)
@@ -152,6 +139,6 @@ def run_stage(stage: Stage, ctx: Context, force: bool = False) -> dict:
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
       "code_version": checkpoint.code_version(),
   }
-  write_json_atomic(marker, marker_path)
+  atomic.write_json(marker, marker_path)
   print(f"[{stage.name}] done in {marker['seconds']:.1f}s", flush=True)
   return marker

@@ -6,11 +6,10 @@ Writes WORKDIR/sample/samples.jsonl, one line per sample:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from phi_jax import pretrained, sampling
+from phi_jax import atomic, pretrained, sampling
 from phi_jax.stages.base import Context, Stage, StageError
 
 
@@ -34,15 +33,11 @@ class SampleStage(Stage):
         seed=ctx.config.seed, batch_size=cfg.batch_size)
     seconds = time.time() - start
     out = os.path.join(ctx.stage_dir(self.name), "samples.jsonl")
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-      for i, completion in enumerate(completions):
-        prompt_index, sample_index = divmod(i, cfg.num_samples)
-        f.write(json.dumps({"prompt_index": prompt_index, "sample_index": sample_index,
-                            "prompt": prompts[prompt_index], "completion": completion.text,
-                            "finish_reason": completion.finish_reason,
-                            "tokens": len(completion.tokens)}) + "\n")
-    os.replace(tmp, out)
+    atomic.write_jsonl(
+        ({"prompt_index": i // cfg.num_samples, "sample_index": i % cfg.num_samples,
+          "prompt": prompts[i // cfg.num_samples], "completion": completion.text,
+          "finish_reason": completion.finish_reason, "tokens": len(completion.tokens)}
+         for i, completion in enumerate(completions)), out)
     for i, completion in enumerate(completions):
       print(f"[sample] --- {i}: {completion.finish_reason}, {len(completion.tokens)} tokens\n"
             f"{prompts[i // cfg.num_samples]}{completion.text}", flush=True)

