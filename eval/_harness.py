@@ -40,6 +40,8 @@ _MS_NODEV = 4
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
+_MS_RDONLY = 1
+_MS_REMOUNT = 32
 _EXIT_PASSED, _EXIT_FAILED, _EXIT_SETUP_ERROR = 0, 1, 3
 _RESERVE_BYTES = 4 << 20  # freed on MemoryError so the verdict can still be written
 
@@ -52,7 +54,8 @@ def main() -> None:
   workdir = config["workdir"]
   try:
     if flag("private_mounts"):
-      _private_mounts(workdir, int(config["tmpfs_mb"]))
+      keep = [p for p in config.get("keep", "").split(":") if p]
+      _private_mounts(workdir, int(config["tmpfs_mb"]), keep)
     if flag("init"):
       _become_init(result_fd)  # returns in the child only
     os.chdir(workdir)
@@ -174,10 +177,12 @@ def _mount(source, target: str, fstype, flags: int, data) -> None:
     raise OSError(errno, f"mount {target} ({fstype or 'bind'}): {os.strerror(errno)}")
 
 
-def _private_mounts(workdir: str, tmpfs_mb: int) -> None:
-  """Private tmpfs over the world-writable directories; the work directory bound back."""
+def _private_mounts(workdir: str, tmpfs_mb: int, keep: list) -> None:
+  """Private tmpfs over the world-writable directories; the work directory bound back,
+  and `keep` (the interpreter / import dirs that live there) bound back read-only."""
   _mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
   workdir_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+  keep_fds = [(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)) for path in keep]
   for directory in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
     if os.path.isdir(directory) and not os.path.islink(directory):
       _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV,
@@ -185,6 +190,11 @@ def _private_mounts(workdir: str, tmpfs_mb: int) -> None:
   os.makedirs(workdir, exist_ok=True)
   _mount(f"/proc/self/fd/{workdir_fd}", workdir, None, _MS_BIND, None)
   os.close(workdir_fd)
+  for path, fd in keep_fds:
+    os.makedirs(path, exist_ok=True)
+    _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC, None)
+    _mount(None, path, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None)
+    os.close(fd)
 
 
 def _become_init(result_fd: int) -> None:

@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ UID_BASE = 60000  # sandbox uids: UID_BASE .. UID_BASE + NUM_UIDS - 1 (root only
 NUM_UIDS = 256
 _LOCK_DIR = os.path.join(tempfile.gettempdir(), f"phi_jax_sandbox_uids.{os.geteuid()}")
 _PATH = "/usr/local/bin:/usr/bin:/bin"
+# Directories the sandbox covers with a private tmpfs.
+MASKED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 # Native thread pools (numpy's BLAS, OpenMP) would otherwise start one thread per core,
 # each counted by RLIMIT_NPROC and RLIMIT_AS.
 _THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -41,6 +44,28 @@ def sandbox_env(workdir: str) -> dict[str, str]:
   """The whole environment of a sandboxed program; nothing comes from the parent."""
   return {"PATH": _PATH, "HOME": workdir, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
           "PYTHONHASHSEED": "0", **_THREAD_ENV}
+
+
+def _under(path: str, directory: str) -> bool:
+  return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def visible_paths(python: str, harness: str) -> list[str]:
+  """Directories under MASKED_DIRS the harness needs to see again inside the sandbox.
+
+  The interpreter, its prefixes (a venv), the import path and the harness itself live
+  under /tmp when the checkout or the venv does (a CI clone in /tmp, say); the private
+  tmpfs would hide them, so they are bound back read-only. Nested ones are dropped.
+  """
+  candidates = {os.path.dirname(os.path.abspath(harness)), os.path.dirname(os.path.abspath(python)),
+                os.path.dirname(os.path.realpath(python)), sys.prefix, sys.exec_prefix,
+                sys.base_prefix, *[p for p in sys.path if p]}
+  found = set()
+  for candidate in candidates:
+    for path in {os.path.abspath(candidate), os.path.realpath(candidate)}:
+      if os.path.isdir(path) and any(_under(path, d) for d in MASKED_DIRS):
+        found.add(path)
+  return sorted(p for p in found if not any(q != p and _under(p, q) for q in found))
 
 
 def harness_options(level: str) -> dict:
@@ -78,6 +103,8 @@ def command(level: str, python: str, harness: str, config: dict, workdir: str,
             "--perms", "1777", "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
             "--perms", "1777", "--size", str(tmpfs_mb << 20), "--tmpfs", "/dev/shm",
             "--bind", workdir, workdir, "--chdir", workdir, "--clearenv"]
+    for path in visible_paths(python, harness):
+      argv += ["--ro-bind", path, path]
     for key, value in sandbox_env(workdir).items():
       argv += ["--setenv", key, value]
     return argv + ["--", *python_argv]
@@ -88,7 +115,8 @@ def command(level: str, python: str, harness: str, config: dict, workdir: str,
             "--ipc", "--uts"]
     if not is_root():
       argv.append("--map-root-user")
-    return argv + ["--", *python_argv]
+    keep = ":".join(visible_paths(python, harness))  # bound back by the harness
+    return argv + ["--", *python_argv, f"keep={keep}"]
   if level == "rlimits":
     return python_argv
   raise ValueError(f"unknown isolation level {level!r}; expected one of {LEVELS}")

@@ -69,6 +69,18 @@ def default_sandbox():
   return sb.Sandbox(QUICK)
 
 
+def test_an_interpreter_under_tmp_stays_visible(level):
+  """A checkout or venv in /tmp (as CI's clone may be) is not hidden by the private /tmp."""
+  make_sandbox(level)  # skips unavailable levels
+  with tempfile.TemporaryDirectory(dir="/tmp") as directory:
+    os.chmod(directory, 0o755)  # readable by the sandbox uid
+    link = os.path.join(directory, "python")
+    os.symlink(sys.executable, link)
+    assert any(p == directory for p in _isolation.visible_paths(link, sb.HARNESS))
+    result = sb.Sandbox(QUICK, isolation=level, python=link).run("assert 1 + 1 == 2\n")
+    assert result.passed, result
+
+
 # --------------------------------------------------------------------------- verdicts
 def test_passing_program(level):
   box = make_sandbox(level)
