@@ -57,6 +57,7 @@ test-all: $(TEST_STAMP) sandbox-deps
 bench: $(TEST_STAMP) sandbox-deps
 	$(PY) bench/generate.py $(ARGS)
 	$(PY) bench/eval.py
+	$(PY) bench/train.py
 
 clean-venv:
 	rm -rf $(VENV)

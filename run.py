@@ -86,6 +86,8 @@ def main(argv: list[str]) -> None:
   from phi_jax import stages  # pylint: disable=g-import-not-at-top
   from phi_jax.config import ConfigError, PhiConfig  # pylint: disable=g-import-not-at-top
 
+  from phi_jax.train.loop import maybe_initialize_distributed  # pylint: disable=g-import-not-at-top
+  maybe_initialize_distributed()  # multi-host jobs: before any JAX computation
   config = flags.FLAGS.config
   workdir = _WORKDIR.value or config.workdir
   names = _STAGES.value or [s.strip() for s in config.stages.split(",") if s.strip()]

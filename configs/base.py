@@ -7,7 +7,7 @@ command line: `python run.py --config=configs/tiny.py --config.model.num_layers=
 import ml_collections
 
 # The stages run.py knows, in pipeline order.
-ALL_STAGES = "init,sample,eval,export_hf"
+ALL_STAGES = "init,pretrain,finetune,sample,eval,export_hf"
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -35,6 +35,32 @@ def model_config() -> ml_collections.ConfigDict:
   ))
 
 
+def train_config(*, steps: int, batch_size: int, lr: float,
+                 warmup_steps: int) -> ml_collections.ConfigDict:
+  """config.train / config.finetune: one training run's length, batches and optimizer."""
+  return ml_collections.ConfigDict(dict(
+      steps=steps,  # optimizer steps
+      batch_size=batch_size,  # sequences per optimizer step (global, over all hosts)
+      seq_len=2048,  # tokens per sequence (documents joined with <|endoftext|>, sliced)
+      microbatches=1,  # gradient accumulation: batch_size is split into this many
+      checkpoint_every=1000,  # save an Orbax checkpoint every N steps (and at the end)
+      keep_checkpoints=3,  # keep the last K checkpoints
+      log_every=50,  # log metrics every N steps (TensorBoard + console)
+      eval_every=1000,  # held-out loss every N steps (0 = never)
+      eval_batches=8,  # batches of the held-out split per evaluation
+      optimizer=ml_collections.ConfigDict(dict(
+          lr=lr,  # peak learning rate (after warmup)
+          warmup_steps=warmup_steps,  # linear warmup from 0 to lr
+          end_lr=0.0,  # learning rate at the last step (linear decay from lr)
+          weight_decay=0.1,  # AdamW decoupled weight decay (not on biases/LayerNorm)
+          b1=0.9,  # Adam beta1
+          b2=0.98,  # Adam beta2
+          eps=1e-7,  # Adam epsilon
+          grad_clip=1.0,  # global gradient-norm clipping (0 = off)
+      )),
+  ))
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.workdir = "workdir"  # every stage writes under WORKDIR/<stage>/; --workdir overrides
@@ -43,6 +69,37 @@ def get_config() -> ml_collections.ConfigDict:
   config.force = ""  # comma-separated stages to rerun even when their output is complete
 
   config.model = model_config()
+
+  # Device mesh for training: axes (data, fsdp, tensor); -1 = all remaining devices.
+  config.mesh = ml_collections.ConfigDict(dict(
+      data=1,  # pure data parallelism (parameters replicated)
+      fsdp=-1,  # data parallelism with parameters/optimizer state sharded (ZeRO-3 style)
+      tensor=1,  # tensor (Megatron) parallelism over heads / MLP / vocab
+      # logical axis -> mesh axis rules, "logical:mesh" pairs ('' mesh axis = replicated)
+      rules="vocab:tensor,embed:fsdp,heads:tensor,mlp:tensor,head_dim:,norm:,layers:",
+  ))
+
+  # Pretraining (the paper: AdamW, lr 1e-3, warmup 750, linear decay, wd 0.1,
+  # batch 1024 x 2048 tokens, 36k steps; phi-1-base is the 24k-step checkpoint).
+  config.train = train_config(steps=36000, batch_size=1024, lr=1e-3, warmup_steps=750)
+
+  # Finetuning on exercises from the pretrained model (the paper: batch 256, lr 1e-4,
+  # warmup 50, 6k steps); its own optimizer state, schedule and data.
+  config.finetune = train_config(steps=6000, batch_size=256, lr=1e-4, warmup_steps=50)
+  # where finetuning starts: '' = the latest pretrain checkpoint of this run; else an
+  # Orbax checkpoint, a transformers dir or a hub repo id (e.g. an imported phi-1-base)
+  config.finetune.init_from = ""
+
+  # Training data. Until the data pipeline lands, a token-array source: documents are
+  # tokenized with the model's tokenizer, joined with <|endoftext|>, shuffled by seed
+  # and sliced into seq_len sequences; a fraction of documents is held out.
+  config.data = ml_collections.ConfigDict(dict(
+      # 'stdlib': the .py files of this machine's Python standard library (real code,
+      # offline); or a .jsonl file with a "text" field per line; or a directory of .py files
+      source="stdlib",
+      max_documents=0,  # use at most N documents (a seeded sample; 0 = all)
+      validation_fraction=0.02,  # fraction of documents held out for the held-out loss
+  ))
 
   config.init = ml_collections.ConfigDict(dict(
       # '' = random init from config.model; else a transformers dir or hub repo id

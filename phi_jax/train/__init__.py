@@ -1,0 +1,1 @@
+"""Training: device mesh, optimizer, sharded train/eval steps, loop, checkpoints, data."""

@@ -1,0 +1,95 @@
+"""The training device mesh (data, fsdp, tensor), its sharding rules and batch placement."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from phi_jax import sharding
+from phi_jax.config import ConfigError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+# The mesh axes the batch dim is split over (both are data parallel).
+BATCH_AXES = ("data", "fsdp")
+
+
+def mesh_shape(mesh_config: Mapping[str, Any] | Any, n_devices: int) -> tuple[int, int, int]:
+  """The (data, fsdp, tensor) sizes of `config.mesh` for n_devices; -1 = the rest."""
+  sizes = []
+  for axis in MESH_AXES:
+    value = mesh_config[axis] if isinstance(mesh_config, Mapping) else getattr(mesh_config, axis)
+    if not isinstance(value, int) or isinstance(value, bool) or (value < 1 and value != -1):
+      raise ConfigError(f"config.mesh.{axis} = {value!r}: must be a positive integer or -1")
+    sizes.append(value)
+  if sizes.count(-1) > 1:
+    raise ConfigError(f"config.mesh (data, fsdp, tensor) = {tuple(sizes)}: at most one axis "
+                     "may be -1 (all remaining devices)")
+  if -1 in sizes:
+    known = math.prod(s for s in sizes if s != -1)
+    if n_devices % known:
+      raise ConfigError(f"config.mesh (data, fsdp, tensor) = {tuple(sizes)}: the fixed axes "
+                       f"({known} devices) do not divide the {n_devices} devices")
+    sizes[sizes.index(-1)] = n_devices // known
+  if math.prod(sizes) != n_devices:
+    raise ConfigError(f"config.mesh (data, fsdp, tensor) = {tuple(sizes)} needs "
+                     f"{math.prod(sizes)} devices, but there are {n_devices}")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_config: Mapping[str, Any] | Any,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A Mesh with axes ('data', 'fsdp', 'tensor') over `devices` (default: all)."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = mesh_shape(mesh_config, len(devices))
+  try:
+    from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
+    device_array = mesh_utils.create_device_mesh(shape, devices=devices,
+                                                 allow_split_physical_axes=True)
+  except (ValueError, NotImplementedError, AssertionError):
+    device_array = np.array(devices).reshape(shape)
+  return Mesh(device_array, MESH_AXES)
+
+
+def parse_rules(rules_str: str) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+  """Rules from "vocab:tensor,embed:fsdp,head_dim:,..." ('' = replicated; 'a+b' = both).
+
+  Every logical axis must be one the model uses (phi_jax.sharding.LOGICAL_AXES) and every
+  mesh axis one of ('data', 'fsdp', 'tensor'); a bad entry raises ValueError naming it.
+  """
+  rules = []
+  for entry in (e.strip() for e in rules_str.split(",")):
+    if not entry:
+      continue
+    if entry.count(":") != 1:
+      raise ConfigError(f"config.mesh.rules: bad entry {entry!r}; expected 'logical:mesh_axis' "
+                       "(mesh axis may be empty for replicated)")
+    logical, mesh_axes = (part.strip() for part in entry.split(":"))
+    if logical not in sharding.LOGICAL_AXES:
+      raise ConfigError(f"config.mesh.rules: entry {entry!r}: unknown logical axis "
+                       f"{logical!r}; known: {sharding.LOGICAL_AXES}")
+    axes = tuple(a.strip() for a in mesh_axes.split("+")) if mesh_axes else ()
+    for axis in axes:
+      if axis not in MESH_AXES:
+        raise ConfigError(f"config.mesh.rules: entry {entry!r}: unknown mesh axis {axis!r}; "
+                         f"known: {MESH_AXES}")
+    rules.append((logical, None if not axes else axes[0] if len(axes) == 1 else axes))
+  return tuple(rules)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dim split over ('data', 'fsdp'); the other dims replicated."""
+  return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_parallelism(mesh: Mesh) -> int:
+  """How many ways the batch dim is split (data * fsdp)."""
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)

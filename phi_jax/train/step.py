@@ -1,0 +1,238 @@
+"""The sharded training step: TrainState, the loss, and a Trainer holding compiled steps.
+
+A batch is a dict of [B, T] arrays:
+  tokens: int32 token ids.
+  loss_mask: 1 (or a float weight) where a token counts as a prediction target. The
+    target of position t is tokens[t + 1], and the loss at position t counts iff
+    loss_mask[t + 1] == 1, i.e. loss_mask marks the *target* tokens (loss_mask[:, 0]
+    is never used: nothing predicts the first token). Default: attention_mask if
+    given, else all ones.
+  segment_ids, positions, attention_mask: optional, passed to the model (packing /
+    padding; see PhiForCausalLM.__call__).
+The loss is the fp32 cross entropy averaged over the counted targets of the whole
+(global) batch, whatever its split into micro-batches.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from phi_jax.config import ConfigError, PhiConfig
+from phi_jax.model import PhiForCausalLM, abstract_model
+from phi_jax.sharding import param_shardings
+from phi_jax.train import mesh as mesh_lib
+from phi_jax.train.optim import learning_rate_schedule, make_optimizer
+
+BATCH_KEYS = ("tokens", "loss_mask", "segment_ids", "positions", "attention_mask")
+MODEL_INPUTS = ("segment_ids", "positions", "attention_mask")
+
+
+@flax.struct.dataclass
+class TrainState:
+  """step: int32 scalar (updates applied); params: nested dict (as params_of returns);
+  opt_state: the optax state of `Trainer.optimizer`."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+@functools.lru_cache(maxsize=None)
+def _graphdef(model_config: PhiConfig) -> nnx.GraphDef:
+  return nnx.split(abstract_model(model_config))[0]
+
+
+def _check_batch(batch: Mapping[str, Any]) -> None:
+  unknown = sorted(set(batch) - set(BATCH_KEYS))
+  if unknown or "tokens" not in batch:
+    raise ValueError(f"batch: keys {sorted(batch)}; need 'tokens' and at most {BATCH_KEYS} "
+                     f"(unknown: {unknown})")
+  shape = batch["tokens"].shape
+  for key, value in batch.items():
+    if value.shape != shape or len(shape) != 2:
+      raise ValueError(f"batch: every array must be [B, T] like tokens {shape}; "
+                       f"'{key}' is {value.shape}")
+
+
+def loss_sums(params: Any, model_config: PhiConfig, batch: Mapping[str, jax.Array],
+              dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """(sum of the counted targets' cross entropies, their count), both fp32 scalars."""
+  _check_batch(batch)
+  model = nnx.merge(_graphdef(model_config), params)
+  tokens_BT = batch["tokens"].astype(jnp.int32)
+  logits_BTV = model(tokens_BT, dropout_rng=dropout_rng,
+                     **{k: batch[k] for k in MODEL_INPUTS if k in batch})
+  default_mask = batch.get("attention_mask", jnp.ones_like(tokens_BT))
+  weights_BT = batch.get("loss_mask", default_mask)[:, 1:].astype(jnp.float32)
+  losses_BT = optax.softmax_cross_entropy_with_integer_labels(
+      logits_BTV[:, :-1].astype(jnp.float32), tokens_BT[:, 1:])
+  return jnp.sum(losses_BT * weights_BT), jnp.sum(weights_BT)
+
+
+def loss_fn(params: Any, model_config: PhiConfig, batch: Mapping[str, jax.Array],
+            dropout_rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
+  """Mean next-token cross entropy (fp32) over the counted targets; aux: loss, tokens."""
+  total, tokens = loss_sums(params, model_config, batch, dropout_rng)
+  loss = total / jnp.maximum(tokens, 1.0)
+  return loss, {"loss": loss, "tokens": tokens}
+
+
+def _split_microbatches(batch: Mapping[str, jax.Array], k: int, mesh: Mesh) -> dict:
+  """[B, T] -> [k, B / k, T]; micro-batch j holds rows j, j + k, j + 2k, ... so that
+  every micro-batch stays evenly spread over the devices (no resharding)."""
+  batch_size = batch["tokens"].shape[0]
+  if batch_size % (k * mesh_lib.batch_parallelism(mesh)):
+    raise ValueError(f"batch of {batch_size} sequences: must divide into {k} micro-batches "
+                     f"of a multiple of data * fsdp = {mesh_lib.batch_parallelism(mesh)}")
+  spec = NamedSharding(mesh, PartitionSpec(None, mesh_lib.BATCH_AXES))
+
+  def split(x):
+    x = x.reshape((batch_size // k, k) + x.shape[1:]).swapaxes(0, 1)
+    return jax.lax.with_sharding_constraint(x, spec)
+
+  return {key: split(value) for key, value in batch.items()}
+
+
+class Trainer:
+  """Compiled, sharded train and eval steps for one model, optimizer and mesh.
+
+  model_config: the PhiConfig. train_cfg: `config.train`-like (batch_size,
+  microbatches, optimizer). mesh: from `mesh.make_mesh`. rules: logical -> mesh rules
+  (`mesh.parse_rules`). total_steps: the length of the learning-rate schedule.
+  """
+
+  def __init__(self, model_config: PhiConfig, train_cfg: Any, mesh: Mesh,
+               rules, total_steps: int):
+    self.config = model_config
+    self.mesh = mesh
+    self.rules = tuple(rules)
+    self.microbatches = int(train_cfg.microbatches)
+    batch_size = int(train_cfg.batch_size)
+    parallel = mesh_lib.batch_parallelism(mesh)
+    if self.microbatches < 1 or batch_size % (self.microbatches * parallel):
+      raise ConfigError(f"train: batch_size {batch_size} must split into microbatches "
+                        f"({self.microbatches}) of a multiple of data * fsdp = {parallel}")
+    abstract = abstract_model(model_config)
+    abstract_params = nnx.state(abstract, nnx.Param).to_pure_dict()
+    self.param_shardings = param_shardings(abstract, mesh, self.rules)
+    self.schedule = learning_rate_schedule(train_cfg.optimizer, total_steps)
+    self.optimizer = make_optimizer(train_cfg.optimizer, total_steps, abstract_params)
+    self.batch_sharding = mesh_lib.batch_sharding(mesh)
+    replicated = mesh_lib.replicated(mesh)
+    opt_shapes = jax.eval_shape(self.optimizer.init, abstract_params)
+    opt_shardings = optax.tree_utils.tree_map_params(
+        self.optimizer, lambda _, sharding: sharding, opt_shapes, self.param_shardings,
+        transform_non_params=lambda _: replicated)
+    self.state_shardings = TrainState(step=replicated, params=self.param_shardings,
+                                      opt_state=opt_shardings)
+    self._init = jax.jit(self._init_impl, out_shardings=self.state_shardings)
+    self._from_params = jax.jit(self._state_from_params_impl,
+                                in_shardings=(self.param_shardings,),
+                                out_shardings=self.state_shardings)
+    self._train_step = jax.jit(
+        self._train_step_impl,
+        in_shardings=(self.state_shardings, self.batch_sharding, replicated),
+        out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+    self._eval_step = jax.jit(self._eval_step_impl,
+                              in_shardings=(self.state_shardings, self.batch_sharding),
+                              out_shardings=replicated)
+
+  # State.
+
+  def _state_from_params_impl(self, params) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=self.optimizer.init(params))
+
+  def _init_impl(self, key: jax.Array) -> TrainState:
+    model = PhiForCausalLM(self.config, rngs=nnx.Rngs(key))
+    return self._state_from_params_impl(nnx.state(model, nnx.Param).to_pure_dict())
+
+  def init_state(self, seed: int) -> TrainState:
+    """A fresh state, its parameters initialised directly into their shards."""
+    return self._init(jax.random.key(seed))
+
+  def state_from_params(self, params: Any) -> TrainState:
+    """A state at step 0 with fresh optimizer state for `params` (e.g. to finetune)."""
+    params = jax.device_put(params, self.param_shardings)
+    return self._from_params(params)
+
+  def abstract_state(self) -> TrainState:
+    """The state as jax.ShapeDtypeStruct with shardings (an Orbax restore target)."""
+    shapes = jax.eval_shape(self._init_impl, jax.random.key(0))
+    return jax.tree.map(
+        lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype,
+                                                     sharding=sharding),
+        shapes, self.state_shardings)
+
+  # Steps.
+
+  def _train_step_impl(self, state: TrainState, batch, rng):
+    _check_batch(batch)
+    micro = _split_microbatches(batch, self.microbatches, self.mesh)
+    step_rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
+
+    def accumulate(carry, xs):
+      grads_sum, loss_sum, tokens_sum = carry
+      micro_batch, index = xs
+      (loss, tokens), grads = grad_fn(state.params, self.config, micro_batch,
+                                      jax.random.fold_in(step_rng, index))
+      grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+      grads_sum = jax.lax.with_sharding_constraint(grads_sum, self.param_shardings)
+      return (grads_sum, loss_sum + loss, tokens_sum + tokens), None
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+    zero = jnp.zeros((), jnp.float32)
+    (grads, loss_sum, tokens), _ = jax.lax.scan(
+        accumulate, (zeros, zero, zero), (micro, jnp.arange(self.microbatches)))
+    denominator = jnp.maximum(tokens, 1.0)
+    grads = jax.tree.map(lambda g: g / denominator, grads)
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss_sum / denominator, "grad_norm": optax.global_norm(grads),
+               "lr": self.schedule(state.step), "tokens": tokens}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def train_step(self, state: TrainState, batch: Mapping[str, jax.Array],
+                 rng: jax.Array) -> tuple[TrainState, dict]:
+    """One optimizer step on a global batch (donates `state`).
+
+    Gradients are accumulated over `microbatches` micro-batches, weighted by their
+    counted target tokens, so the step equals one on the whole batch. Dropout key:
+    fold_in(fold_in(rng, step), micro-batch index). Metrics (fp32 scalars): loss,
+    grad_norm (before clipping), lr (of this update), tokens (counted targets).
+    """
+    return self._train_step(state, dict(batch), rng)
+
+  def _eval_step_impl(self, state: TrainState, batch):
+    _, aux = loss_fn(state.params, self.config, batch)
+    return aux
+
+  def eval_step(self, state: TrainState, batch: Mapping[str, jax.Array]) -> dict:
+    """Loss and counted target tokens of a batch, without dropout."""
+    return self._eval_step(state, dict(batch))
+
+  def shard_batch(self, batch: Mapping[str, np.ndarray]) -> dict:
+    """Places this host's batch on the mesh, split over ('data', 'fsdp').
+
+    Single host: `batch` is the global batch. Several hosts: each passes its own
+    equal share (its rows of the global batch, in process order).
+    """
+    if jax.process_count() == 1:
+      return {k: jax.device_put(np.asarray(v), self.batch_sharding) for k, v in batch.items()}
+    out = {}
+    for key, value in batch.items():
+      value = np.asarray(value)
+      global_shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
+      out[key] = jax.make_array_from_process_local_data(self.batch_sharding, value,
+                                                        global_shape)
+    return out

@@ -1,0 +1,50 @@
+"""Runs training stages of a tiny config in this process (the tests run it as a subprocess).
+
+    python -m tests.phi_jax.train.driver WORKDIR STAGES '{"train.steps": 12, ...}'
+
+Prints one JSON line per stage: {"stage": ..., "summary": ...}. The tests run it
+without the 8 simulated devices of conftest: XLA_FLAGS is set by the caller.
+"""
+
+import json
+import sys
+
+from configs import tiny
+
+
+def tiny_config(overrides: dict):
+  config = tiny.get_config()
+  config.model.update(dict(vocab_size=320, d_model=64, num_layers=2, num_heads=4, mlp_dim=256,
+                           rotary_dim=8, max_seq_len=64, dtype="float32"))
+  config.mesh.update(dict(data=1, fsdp=-1, tensor=1))
+  config.data.update(dict(source="stdlib", max_documents=50, validation_fraction=0.1))
+  for section in (config.train, config.finetune):
+    section.update(dict(steps=12, batch_size=4, seq_len=64, checkpoint_every=3,
+                        keep_checkpoints=10, log_every=1, eval_every=6, eval_batches=2))
+    section.optimizer.update(dict(lr=3e-3, warmup_steps=2))
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def main(argv):
+  # Nothing here needs torch; blocking it stops tensorboardX importing it (~3 s).
+  sys.modules["torch"] = None
+  workdir, stages = argv[1], argv[2].split(",")
+  overrides = json.loads(argv[3]) if len(argv) > 3 else {}
+  from phi_jax.stages.base import Context, run_stage  # pylint: disable=g-import-not-at-top
+  from phi_jax.stages.finetune import FinetuneStage  # pylint: disable=g-import-not-at-top
+  from phi_jax.stages.pretrain import PretrainStage  # pylint: disable=g-import-not-at-top
+  ctx = Context(tiny_config(overrides), workdir)
+  stage_classes = {"pretrain": PretrainStage, "finetune": FinetuneStage}
+  for name in stages:
+    marker = run_stage(stage_classes[name](), ctx)
+    print(json.dumps({"stage": name, "summary": marker["summary"]}), flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

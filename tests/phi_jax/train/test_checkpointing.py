@@ -1,0 +1,86 @@
+"""Training checkpoints: the resume items, keep-last-K, atomicity, loading as a model."""
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+import phi_jax
+from configs import base as base_config
+from phi_jax import checkpoint, tokenizer as tokenizer_lib
+from phi_jax.config import PhiConfig
+from phi_jax.train import checkpointing, mesh as mesh_lib
+from phi_jax.train.step import Trainer
+from tests.conftest import random_params
+
+CONFIG = PhiConfig(vocab_size=320, d_model=32, num_layers=2, num_heads=4, mlp_dim=64,
+                   rotary_dim=8, max_seq_len=64, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def trainer():
+  train_cfg = base_config.train_config(steps=10, batch_size=8, lr=1e-3, warmup_steps=1)
+  mesh_cfg = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+  mesh = mesh_lib.make_mesh(mesh_cfg)
+  return Trainer(CONFIG, train_cfg, mesh, mesh_lib.parse_rules(base_config.get_config().mesh.rules),
+                 total_steps=10)
+
+
+def _state(trainer, step, seed=0):
+  state = trainer.state_from_params(random_params(CONFIG, seed))
+  return state.replace(step=jax.device_put(np.int32(step), state.step.sharding))
+
+
+def _equal(a, b):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  return len(leaves_a) == len(leaves_b) and all(
+      np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b))
+
+
+def test_save_restore_keep_and_load_as_model(tmp_path, trainer):
+  root = str(tmp_path / "checkpoints")
+  tok = tokenizer_lib.byte_level()
+  with checkpointing.TrainCheckpointer(root, CONFIG, tok, every=2, keep=2,
+                                       run_config={"seed": 0}) as ckpt:
+    assert ckpt.restore(trainer.abstract_state()) is None
+    for step in (1, 2, 3, 4, 6):
+      ckpt.save(_state(trainer, step, seed=step), {"epoch": 0, "position": step, "seed": 0})
+    ckpt.wait()
+    assert ckpt.complete_steps() == [4, 6]  # 1 and 3 not due; 2 beyond keep=2
+    assert ckpt.save(_state(trainer, 7, seed=7), {"epoch": 1, "position": 0, "seed": 0},
+                     force=True)
+  with checkpointing.TrainCheckpointer(root, CONFIG, tok, every=2, keep=2) as ckpt:
+    assert ckpt.latest_step() == 7
+    state, iterator_state = ckpt.restore(trainer.abstract_state())
+  assert int(state.step) == 7 and iterator_state == {"epoch": 1, "position": 0, "seed": 0}
+  want = _state(trainer, 7, seed=7)
+  assert _equal(state.params, want.params) and _equal(state.opt_state, want.opt_state)
+  assert jax.tree.structure(state.opt_state) == jax.tree.structure(want.opt_state)
+  for leaf, sharding in zip(jax.tree.leaves(state.params),
+                            jax.tree.leaves(trainer.param_shardings)):
+    assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
+  # A training checkpoint is a model checkpoint.
+  model = phi_jax.from_pretrained(root)
+  assert model.config == CONFIG and model.tokenizer.vocab_size == tok.vocab_size
+  metadata = checkpoint.read_metadata(root)
+  assert metadata["step"] == 7 and metadata["run_config"] == {"seed": 0}
+  assert metadata["code_version"] == checkpoint.code_version()
+
+
+def test_incomplete_steps_are_never_picked(tmp_path, trainer):
+  root = tmp_path / "checkpoints"
+  with checkpointing.TrainCheckpointer(str(root), CONFIG, None, every=1, keep=5) as ckpt:
+    ckpt.save(_state(trainer, 2), {"epoch": 0, "position": 2, "seed": 0})
+  # A save killed mid-write (Orbax's temporary name) and a step dir missing items.
+  tmp = root / "9.orbax-checkpoint-tmp-1700000000"
+  (tmp / "params").mkdir(parents=True)
+  (tmp / "params" / "junk").write_text("half")
+  (root / "8" / "params").mkdir(parents=True)
+  with checkpointing.TrainCheckpointer(str(root), CONFIG, None, every=1, keep=5) as ckpt:
+    assert ckpt.latest_step() == 2
+    state, _ = ckpt.restore(trainer.abstract_state())
+  assert int(state.step) == 2
+  assert checkpoint.steps(str(root)) == [2]
+  assert checkpoint.resolve_step_dir(str(root)).endswith(os.sep + "2")

@@ -1,0 +1,161 @@
+"""The training loop end to end on a tiny model, each run in a fresh subprocess.
+
+The runs use 2 simulated CPU devices (mesh fsdp=2), not conftest's 8, and share one
+persistent compilation cache, so only the first run pays for compiling the steps.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from phi_jax.train.metrics import read_metrics
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def run_stages(tmp_path_factory):
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+
+  def run(workdir, stages, overrides=None, extra_env=None, check=True):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", **(extra_env or {}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.phi_jax.train.driver", str(workdir), stages,
+         json.dumps(overrides or {})], cwd=REPO_ROOT, env=env, capture_output=True,
+        text=True, timeout=300)
+    if check and proc.returncode:
+      raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+  return run
+
+
+def _params(step_dir):
+  from phi_jax import checkpoint
+  config = checkpoint.read_config(step_dir)
+  return config, checkpoint.load_params(step_dir, config)
+
+
+def _curve(stage_dir):
+  return [(r["kind"], r["step"], r.get("loss"), r.get("lr"), r.get("grad_norm"))
+          for r in read_metrics(stage_dir)]
+
+
+def test_killed_run_resumes_bit_identically(tmp_path, run_stages):
+  run_stages(tmp_path / "straight", "pretrain")
+  killed = run_stages(tmp_path / "killed", "pretrain",
+                      extra_env={"PHI_JAX_TEST_KILL_AFTER_STEP": "7"}, check=False)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  stage = tmp_path / "killed" / "pretrain"
+  assert not (stage / "COMPLETE.json").exists()
+  resumed = run_stages(tmp_path / "killed", "pretrain")
+  assert "resuming from step 6" in resumed.stdout or "resuming from step 3" in resumed.stdout
+  _, want = _params(str(tmp_path / "straight" / "pretrain" / "checkpoints" / "12"))
+  _, got = _params(str(stage / "checkpoints" / "12"))
+  import jax
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+  curve = _curve(str(tmp_path / "straight" / "pretrain"))
+  assert len([c for c in curve if c[0] == "train"]) == 12 and len(curve) == 14
+  assert _curve(str(stage)) == curve
+  assert os.listdir(tmp_path / "straight" / "pretrain" / "tensorboard")
+
+
+def test_pretrain_learns_and_finetune_writes_a_model(tmp_path, run_stages):
+  import phi_jax
+  from phi_jax import checkpoint
+  overrides = {"train.steps": 40, "train.checkpoint_every": 20, "train.eval_every": 20,
+               "train.log_every": 10, "finetune.steps": 4, "finetune.checkpoint_every": 4,
+               "finetune.eval_every": 0}
+  proc = run_stages(tmp_path, "pretrain,finetune", overrides)
+  summaries = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+  assert [s["stage"] for s in summaries] == ["pretrain", "finetune"]
+  rows = read_metrics(str(tmp_path / "pretrain"))
+  train_losses = [r["loss"] for r in rows if r["kind"] == "train"]
+  assert len(train_losses) == 40
+  assert train_losses[-1] < 0.7 * train_losses[0], train_losses
+  assert [r["step"] for r in rows if r["kind"] == "eval"] == [20, 40]
+  assert summaries[0]["summary"]["steps"] == 40
+  root = str(tmp_path / "finetune" / "checkpoints")
+  assert checkpoint.steps(root) == [4]
+  model = phi_jax.from_pretrained(root)
+  assert model.config.d_model == 64 and model.tokenizer.vocab_size == 257
+  metadata = checkpoint.read_metadata(root)
+  assert metadata["step"] == 4 and metadata["run_config"]["finetune"]["steps"] == 4
+  assert metadata["code_version"] and metadata["stage"] == "finetune"
+  assert "pretrain" in metadata["source"]
+
+
+def test_diverging_loss_stops_with_step_and_checkpoint(tmp_path, run_stages):
+  proc = run_stages(tmp_path, "pretrain",
+                    {"train.optimizer.lr": 1e30, "train.optimizer.warmup_steps": 0,
+                     "train.checkpoint_every": 1, "train.log_every": 4}, check=False)
+  assert proc.returncode != 0
+  assert "TrainingDivergedError" in proc.stderr
+  message = proc.stderr[proc.stderr.index("TrainingDivergedError"):]
+  assert "at step " in message and "last good checkpoint is /" in message, message[:1000]
+  assert not (tmp_path / "pretrain" / "COMPLETE.json").exists()
+
+
+@pytest.mark.slow
+def test_longer_pretrain_generalises(tmp_path, run_stages):
+  overrides = {"train.steps": 300, "train.checkpoint_every": 100, "train.eval_every": 100,
+               "train.log_every": 50, "train.eval_batches": 4, "train.batch_size": 8}
+  run_stages(tmp_path, "pretrain", overrides)
+  rows = read_metrics(str(tmp_path / "pretrain"))
+  train = [r["loss"] for r in rows if r["kind"] == "train"]
+  evals = [r["loss"] for r in rows if r["kind"] == "eval"]
+  assert train[-1] < 0.55 * train[0], train
+  assert len(evals) == 3 and evals[-1] < evals[0] < train[0], evals
+
+
+def test_starting_point_of_each_init(tmp_path, hf_phi_dir):
+  from configs import tiny
+  from phi_jax import checkpoint, tokenizer as tokenizer_lib
+  from phi_jax.config import PhiConfig
+  from phi_jax.stages.base import Context, StageError
+  from phi_jax.train import loop
+  from tests.conftest import random_params
+  config = tiny.get_config()
+  config.model.residual_dropout = 0.05
+  ctx = Context(config, str(tmp_path))
+  model_config, tok, loader = loop.starting_point(ctx, loop.RANDOM)
+  assert model_config == PhiConfig.from_mapping(config.model) and loader is None
+  assert tok.vocab_size == 257
+  # A phi_jax checkpoint: its architecture and tokenizer, config.model's dropout.
+  stored = PhiConfig(vocab_size=320, d_model=32, num_layers=1, num_heads=2, mlp_dim=64,
+                     rotary_dim=8, max_seq_len=64, dtype="float32", residual_dropout=0.0)
+  params = random_params(stored)
+  root = str(tmp_path / "ckpt")
+  checkpoint.save(root, 5, params, stored, tokenizer=tokenizer_lib.byte_level())
+  model_config, tok, loader = loop.starting_point(ctx, root)
+  assert model_config.d_model == 32 and model_config.residual_dropout == 0.05
+  assert tok.vocab_size == 257
+  assert np.array_equal(np.asarray(loader()["embed"]), params["embed"])
+  # A transformers dir without a tokenizer: config.init.tokenizer.
+  directory, _ = hf_phi_dir()
+  model_config, tok, loader = loop.starting_point(ctx, directory)
+  assert model_config.vocab_size == 101 and tok.vocab_size == 257
+  with pytest.raises(StageError, match="cannot start training"):
+    loop.starting_point(ctx, str(tmp_path / "nothing"))
+
+
+def test_finetune_needs_a_complete_pretrain_or_init_from(tmp_path):
+  from configs import tiny
+  from phi_jax.stages.base import Context, StageError
+  from phi_jax.stages.finetune import FinetuneStage
+  from phi_jax.stages.pretrain import PretrainStage
+  config = tiny.get_config()
+  ctx = Context(config, str(tmp_path))
+  stage = FinetuneStage()
+  with pytest.raises(StageError, match="run the pretrain stage first"):
+    stage.inputs(ctx)
+  config.finetune.init_from = "/some/model"
+  assert stage.inputs(ctx)["start"] == {"path": "/some/model", "fingerprint": None}
+  assert PretrainStage().expensive and PretrainStage().produces_checkpoint
+  assert set(PretrainStage().inputs(ctx)) == {"model", "train", "mesh", "data", "seed"}
