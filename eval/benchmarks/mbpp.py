@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from eval.benchmarks.base import Benchmark, Problem
-from eval.benchmarks.humaneval import read_jsonl
+from phi_jax.jsonl import read_jsonl
 
 TEST_TASK_IDS = range(11, 511)
 HF_DATASET = "google-research-datasets/mbpp"
@@ -39,7 +39,7 @@ class MBPP(Benchmark):
   def load(self, path: str | None = None) -> list[Problem]:
     if path is not None and not os.path.isfile(path):
       raise FileNotFoundError(f"MBPP data: no file {path}")
-    rows = read_jsonl(path) if path else _rows_from_hub()
+    rows = [row for _, row in read_jsonl(path)] if path else _rows_from_hub()
     where = path or HF_DATASET
     problems = []
     for i, row in enumerate(rows, 1):

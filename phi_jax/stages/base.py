@@ -9,6 +9,7 @@ overwrite an expensive one (pass it in config.force / --force to rerun it).
 
 from __future__ import annotations
 
+import abc
 import datetime
 import hashlib
 import json
@@ -65,7 +66,7 @@ class Context:
         f"(init, ...) first, or name a checkpoint in the config")
 
 
-class Stage:
+class Stage(abc.ABC):
   """One step of the pipeline. Subclasses set the class attributes and implement run()."""
 
   name: str = ""
@@ -97,9 +98,9 @@ class Stage:
     """(path, producing stage) of the model this stage reads."""
     return ctx.model_checkpoint(ctx.config[self.model_section].checkpoint)
 
+  @abc.abstractmethod
   def run(self, ctx: Context) -> dict:
     """Does the work under ctx.stage_dir(self.name); returns a JSON summary."""
-    raise NotImplementedError
 
 
 def fingerprint(inputs: dict) -> str:

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from phi_jax import atomic
+from phi_jax.jsonl import read_jsonl
 from phi_jax.tokenizer import Tokenizer
 
 SPLITS = ("train", "validation")
@@ -85,16 +86,10 @@ def _sample_files(root: str, max_documents: int, seed: int) -> list[tuple[str, s
 
 def _read_jsonl(path: str, max_documents: int, seed: int) -> list[tuple[str, str]]:
   documents = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        text = json.loads(line)["text"]
-      except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{path}:{number}: expected a JSON object with a \"text\" field "
-                        f"({e!r})") from e
-      documents.append((f"line:{number}", str(text)))
+  for number, row in read_jsonl(path, error=DataError):
+    if "text" not in row:
+      raise DataError(f"{path}:{number}: expected a JSON object with a \"text\" field")
+    documents.append((f"line:{number}", str(row["text"])))
   if max_documents and len(documents) > max_documents:
     keep = np.sort(np.random.default_rng(seed).permutation(len(documents))[:max_documents])
     documents = [documents[i] for i in keep]

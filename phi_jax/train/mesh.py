@@ -51,6 +51,8 @@ def make_mesh(mesh_config: Mapping[str, Any] | Any,
     device_array = mesh_utils.create_device_mesh(shape, devices=devices,
                                                  allow_split_physical_axes=True)
   except (ValueError, NotImplementedError, AssertionError):
+    # create_device_mesh only knows physical topologies (TPU slices, GPU hosts); a
+    # subset of devices or CPU devices get the plain row-major order.
     device_array = np.array(devices).reshape(shape)
   return Mesh(device_array, MESH_AXES)
 

@@ -50,7 +50,7 @@ GOOD = {"task_id": "t/0", "prompt": "def f():\n", "rubric": {"10": "a", "5": "b"
 
 
 @pytest.mark.parametrize("line, message", [
-    ("{not json", r":2: not valid JSON"),
+    ("{not json", r":2: invalid JSON"),
     ("[1, 2]", r":2: expected a JSON object"),
     (json.dumps({**GOOD, "task_id": ""}), r":2: field 'task_id'"),
     (json.dumps({k: v for k, v in GOOD.items() if k != "prompt"}), r":2: field 'prompt'"),
