@@ -58,6 +58,8 @@ bench: $(TEST_STAMP) sandbox-deps
 	$(PY) bench/generate.py $(ARGS)
 	$(PY) bench/eval.py
 	$(PY) bench/train.py
+	$(PY) bench/data.py
+	$(PY) bench/attention.py  # times the accelerator kernels; on CPU it says what it skips
 
 clean-venv:
 	rm -rf $(VENV)

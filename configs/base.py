@@ -7,7 +7,7 @@ command line: `python run.py --config=configs/tiny.py --config.model.num_layers=
 import ml_collections
 
 # The stages run.py knows, in pipeline order.
-ALL_STAGES = "init,pretrain,finetune,sample,eval,export_hf"
+ALL_STAGES = "data,init,pretrain,finetune,sample,eval,export_hf"
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -26,7 +26,11 @@ def model_config() -> ml_collections.ConfigDict:
       embed_dropout=0.0,  # dropout on token embeddings (training only)
       attention_dropout=0.1,  # dropout on attention probabilities (paper: 0.1; training only)
       residual_dropout=0.1,  # dropout on attention/MLP outputs (paper: 0.1; training only)
-      attention="xla",  # attention implementation: 'xla' (plain jnp, every backend)
+      # attention implementation: 'auto' (xla on CPU, pallas on GPU/TPU), 'xla' (plain jnp),
+      # 'pallas' (phi_jax's flash-attention kernel), 'cudnn' (GPU only, no attention dropout)
+      attention="auto",
+      attention_block_q=0,  # query rows per tile of the pallas kernels; 0 = per-backend default
+      attention_block_kv=0,  # key rows per tile of the pallas kernels; 0 = per-backend default
       dtype="bfloat16",  # compute dtype ('bfloat16', 'float32', 'float16')
       param_dtype="float32",  # parameter storage dtype
       scan_layers=True,  # run the layer stack with lax.scan (fast compiles) vs unrolled
@@ -35,8 +39,9 @@ def model_config() -> ml_collections.ConfigDict:
   ))
 
 
-def train_config(*, steps: int, batch_size: int, lr: float,
-                 warmup_steps: int) -> ml_collections.ConfigDict:
+def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
+                 data: str = "phi1_code_textbook",
+                 loss_on_solution_only: bool = False) -> ml_collections.ConfigDict:
   """config.train / config.finetune: one training run's length, batches and optimizer."""
   return ml_collections.ConfigDict(dict(
       steps=steps,  # optimizer steps
@@ -48,6 +53,17 @@ def train_config(*, steps: int, batch_size: int, lr: float,
       log_every=50,  # log metrics every N steps (TensorBoard + console)
       eval_every=1000,  # held-out loss every N steps (0 = never)
       eval_batches=8,  # batches of the held-out split per evaluation
+      # what to train on: comma-separated dataset or mixture names built by the data
+      # stage (phi1_filtered_code, phi1_textbooks, phi1_exercises, phi1_code_textbook,
+      # phi1_code_exercises) or paths of built dataset directories
+      data=data,
+      # exercises: the loss counts only the solution tokens (and the closing
+      # <|endoftext|>), not the prompt; other documents count every token
+      loss_on_solution_only=loss_on_solution_only,
+      # packed sequences: keep documents from attending to each other (segment ids and
+      # per-document positions); False = the paper's plain concatenation
+      segment_ids=False,
+      loader_workers=0,  # grain worker processes reading the data (0 = in-process)
       optimizer=ml_collections.ConfigDict(dict(
           lr=lr,  # peak learning rate (after warmup)
           warmup_steps=warmup_steps,  # linear warmup from 0 to lr
@@ -81,24 +97,74 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Pretraining (the paper: AdamW, lr 1e-3, warmup 750, linear decay, wd 0.1,
   # batch 1024 x 2048 tokens, 36k steps; phi-1-base is the 24k-step checkpoint).
-  config.train = train_config(steps=36000, batch_size=1024, lr=1e-3, warmup_steps=750)
+  config.train = train_config(steps=36000, batch_size=1024, lr=1e-3, warmup_steps=750,
+                              data="phi1_code_textbook", loss_on_solution_only=False)
 
   # Finetuning on exercises from the pretrained model (the paper: batch 256, lr 1e-4,
   # warmup 50, 6k steps); its own optimizer state, schedule and data.
-  config.finetune = train_config(steps=6000, batch_size=256, lr=1e-4, warmup_steps=50)
+  config.finetune = train_config(steps=6000, batch_size=256, lr=1e-4, warmup_steps=50,
+                                 data="phi1_code_exercises", loss_on_solution_only=True)
   # where finetuning starts: '' = the latest pretrain checkpoint of this run; else an
   # Orbax checkpoint, a transformers dir or a hub repo id (e.g. an imported phi-1-base)
   config.finetune.init_from = ""
 
-  # Training data. Until the data pipeline lands, a token-array source: documents are
-  # tokenized with the model's tokenizer, joined with <|endoftext|>, shuffled by seed
-  # and sliced into seq_len sequences; a fraction of documents is held out.
+  # The `data` stage (data_pipeline/, docs/data.md): raw code -> clean, dedup -> annotate
+  # -> embed -> classifier -> filtered code; tokenizer; exercises; tokenized TFDS
+  # ArrayRecord datasets under WORKDIR/data/tfds that training reads by name.
   config.data = ml_collections.ConfigDict(dict(
-      # 'stdlib': the .py files of this machine's Python standard library (real code,
-      # offline); or a .jsonl file with a "text" field per line; or a directory of .py files
-      source="stdlib",
-      max_documents=0,  # use at most N documents (a seeded sample; 0 = all)
-      validation_fraction=0.02,  # fraction of documents held out for the held-out loss
+      # comma-separated source specs: 'installed' (this Python's stdlib + site-packages:
+      # real code, offline), 'stdlib', a directory of .py files, a .jsonl file, or
+      # 'hf:<dataset>[:<data_dir>]' (a Hugging Face dataset, streamed; online)
+      sources="installed",
+      max_files=0,  # read at most N documents per source (a seeded sample; 0 = all)
+      text_field="text",  # JSONL / HF sources: the field holding the code
+      license_field="license",  # JSONL / HF sources: the license field ('' = none)
+      hf_split="train",  # HF sources: the split to stream
+      max_chars=100_000,  # drop documents longer than this (data dumps, vendored bundles)
+      near_dup_threshold=0.8,  # MinHash LSH Jaccard threshold of near-duplicates (5-grams)
+      num_perm=128,  # MinHash permutations
+      # comma-separated JSONL files of synthetic textbooks ({"id","text",...}; '' = none)
+      textbooks="",
+      # comma-separated JSONL files of exercises ({"id","prompt","solution",...});
+      # '' = mine them from the filtered code (documented self-contained functions)
+      exercises="",
+      validation_fraction=0.02,  # fraction of each dataset's documents held out
+      quality=ml_collections.ConfigDict(dict(
+          # who labels the educational value of the annotated sample: 'llm' (config.llm),
+          # 'heuristic' (an offline proxy score), 'auto' (llm when config.llm.model is set)
+          annotator="auto",
+          annotate=2000,  # how many documents (a seeded sample) are annotated
+          label_threshold=0.5,  # annotation score (0..1) at or above which a label is 1
+          keep_threshold=0.5,  # keep documents whose classifier score is at or above this
+          # the embedding model: a phi_jax checkpoint, transformers dir or repo id; '' = a
+          # random-init model of config.model's shape with the byte-level tokenizer
+          # (random features: point it at a pretrained model for the real recipe)
+          embed_model="",
+          embed_max_len=512,  # tokens per document embedded (truncated)
+          embed_batch_size=32,  # documents embedded together
+          n_estimators=200,  # random forest trees
+          max_depth=0,  # random forest depth limit (0 = none)
+          test_fraction=0.2,  # annotated documents held out to score the classifier
+      )),
+      tokenizer=ml_collections.ConfigDict(dict(
+          # 'train' = a byte-level BPE trained on the filtered code (+ textbooks); or a
+          # tokenizer.json, a model dir or a hub repo id (phi-1: the CodeGen tokenizer)
+          spec="train",
+          vocab_size=51200,  # 'train': the BPE vocabulary size (incl. specials)
+      )),
+  ))
+
+  # The one LLM client (phi_jax/llm.py) for annotation, synthetic data and grading: any
+  # OpenAI-compatible endpoint. model '' = no endpoint configured (offline).
+  config.llm = ml_collections.ConfigDict(dict(
+      model="",  # model name the server knows (e.g. 'gpt-4o'); '' = none
+      base_url="",  # API root, e.g. 'http://127.0.0.1:8000/v1'; '' = OpenAI / OPENAI_BASE_URL
+      api_key_env="OPENAI_API_KEY",  # environment variable holding the API key
+      max_concurrency=8,  # requests in flight at once
+      max_retries=6,  # retries of 429 / 5xx / timeouts, with exponential backoff
+      timeout_s=120.0,  # seconds per request
+      # response cache shared by every stage ('' = WORKDIR/llm_cache)
+      cache_dir="",
   ))
 
   config.init = ml_collections.ConfigDict(dict(
@@ -106,9 +172,10 @@ def get_config() -> ml_collections.ConfigDict:
       # (e.g. 'microsoft/phi-1') to import. On import the architecture comes from its
       # config.json; the numerics and dropout fields come from config.model.
       from_hf="",
-      # the tokenizer stored with the model: 'byte_level' (256 bytes + <|endoftext|>),
-      # a tokenizer.json path or model dir, or '' (the imported model's own, if any)
-      tokenizer="byte_level",
+      # the tokenizer stored with the model: 'data' (the one the data stage trained or
+      # loaded: config.data.tokenizer), 'byte_level' (256 bytes + <|endoftext|>), a
+      # tokenizer.json path or model dir, or '' (the imported model's own, if any)
+      tokenizer="data",
   ))
 
   config.sample = ml_collections.ConfigDict(dict(

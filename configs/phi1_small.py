@@ -1,16 +1,14 @@
 """phi-1-small (350M): 20 layers, d_model 1024, MLP 4096, 16 heads x 64.
 
 The paper's smaller model (45% HumanEval after finetuning); 356,794,368 parameters
-with vocab 51200.
+with vocab 51200. Data, tokenizer and training recipe as configs/phi1.py.
 """
 
-from configs import base
+from configs import phi1
 
 
 def get_config():
-  config = base.get_config()
+  config = phi1.get_config()
   config.workdir = "workdir/phi1_small"
   config.model.update(dict(d_model=1024, num_layers=20, num_heads=16, mlp_dim=4096))
-  config.stages = "pretrain,finetune,sample,eval,export_hf"
-  config.init.tokenizer = "microsoft/phi-1"  # the CodeGen tokenizer (hub id or local dir)
   return config

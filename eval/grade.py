@@ -32,13 +32,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from phi_jax import atomic
 from phi_jax.jsonl import read_jsonl
-from phi_jax.llm import LLMClient, map_jsonl
+from phi_jax.llm import LLMClient, map_jsonl, parse_scored_answer
 
 DEFAULT_PROBLEMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "problems",
                                 "unconventional.jsonl")
@@ -164,34 +163,14 @@ def grading_messages(problem: Problem, code: str, show_reference: bool = True) -
           {"role": "user", "content": "\n\n".join(parts)}]
 
 
-_FENCED = re.compile(r"```(?:json)?[ \t]*\n(.*?)\n?[ \t]*```", re.DOTALL)
-
-
 def parse_verdict(text: str) -> dict[str, Any]:
   """{"score": int 0-10, "reason": str} from a grader's answer; ValueError otherwise.
 
   Strict: the answer must be exactly that JSON object (a single enclosing ```json
   fence is tolerated); no score is ever read out of prose.
   """
-  body = text.strip()
-  fenced = _FENCED.fullmatch(body)
-  if fenced:
-    body = fenced.group(1).strip()
-  try:
-    verdict = json.loads(body)
-  except ValueError as e:
-    raise ValueError(f"the answer is not a JSON object ({e}): {text[:200]!r}") from None
-  if not isinstance(verdict, dict):
-    raise ValueError(f"the answer is JSON but not an object: {text[:200]!r}")
-  if set(verdict) != {"score", "reason"}:
-    raise ValueError(f"the verdict must have exactly the keys 'score' and 'reason', got "
-                     f"{sorted(verdict)}")
-  score = verdict["score"]
-  if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= MAX_SCORE:
-    raise ValueError(f"'score' must be an integer from 0 to {MAX_SCORE}, got {score!r}")
-  if not isinstance(verdict["reason"], str) or not verdict["reason"].strip():
-    raise ValueError("'reason' must be a non-empty string")
-  return {"score": score, "reason": verdict["reason"].strip()}
+  score, reason = parse_scored_answer(text, "score", MAX_SCORE, what="verdict")
+  return {"score": score, "reason": reason}
 
 
 def summary_path_for(out_path: str) -> str:

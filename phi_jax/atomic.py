@@ -13,20 +13,25 @@ from collections.abc import Iterable
 from typing import Any
 
 
-def write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` atomically (parent directories are created)."""
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` atomically (parent directories are created)."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=directory)
   try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` atomically (parent directories are created)."""
+  write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(obj: Any, path: str) -> None:

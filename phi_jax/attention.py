@@ -10,10 +10,20 @@ does not know which one runs:
   Segment id 0 marks padding (and empty cache slots); packed documents may carry ids
   1, 2, ... to keep them from attending to each other.
 
-Implementations: 'xla' (plain jnp: einsum, fp32 softmax; every backend).
+Implementations (`PhiConfig.attention`; docs/attention.md):
+
+- 'xla': plain jnp (einsum, fp32 softmax); every backend; materialises [T, S] scores.
+- 'pallas': phi_jax's flash-attention kernel (`phi_jax.kernels.flash_attention`):
+  Triton on GPU, Mosaic on TPU, interpret mode on CPU (slow; for tests). Decoding
+  (a traced q_offset: the KV cache index) falls back to 'xla'.
+- 'cudnn': `jax.nn.dot_product_attention(implementation='cudnn')`; CUDA GPUs only,
+  no attention dropout; decoding falls back to 'xla'.
+- 'auto': resolved when traced, by backend: 'xla' on CPU, 'pallas' on GPU and TPU.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -56,15 +66,150 @@ def xla_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
   return jnp.einsum("bhts,bshd->bthd", probs_BHTS, v_BSHD)
 
 
-_IMPLEMENTATIONS = {"xla": xla_attention}
+def _is_static_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def pallas_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
+                     q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
+                     q_offset: jax.Array | int = 0, dropout_rate: float = 0.0,
+                     dropout_rng: jax.Array | None = None, block_q: int = 0,
+                     block_kv: int = 0) -> jax.Array:
+  """phi_jax's Pallas flash attention with xla_attention's masking; same result.
+
+  block_q / block_kv: query / key tile rows for the forward and both backward
+  kernels; 0 keeps the platform's defaults (`kernels.DEFAULT_BLOCK_SIZES`; set
+  both or neither). A q_offset that is not a Python int (decoding: the cache
+  index) goes to xla_attention. Dropout draws the kernel's own mask (same rate,
+  different stream from xla_attention's).
+  """
+  from phi_jax import kernels  # pylint: disable=g-import-not-at-top  (pallas imports are slow)
+
+  if not _is_static_int(q_offset):
+    return xla_attention(q_BTHD, k_BSHD, v_BSHD, q_segment_ids=q_segment_ids,
+                         kv_segment_ids=kv_segment_ids, q_offset=q_offset,
+                         dropout_rate=dropout_rate, dropout_rng=dropout_rng)
+  block_sizes = None
+  if block_q or block_kv:
+    if not (block_q and block_kv):
+      raise ValueError(f"pallas attention: set both block_q ({block_q}) and block_kv "
+                       f"({block_kv}), or neither (config.model.attention_block_q/_kv)")
+    block_sizes = kernels.BlockSizes.uniform(block_q, block_kv)
+
+  def local(q_BTHD, k_BSHD, v_BSHD, q_segment_ids, kv_segment_ids, dropout_rng):
+    return kernels.flash_attention(
+        q_BTHD, k_BSHD, v_BSHD, q_segment_ids=q_segment_ids,
+        kv_segment_ids=kv_segment_ids, q_offset=q_offset, dropout_rate=dropout_rate,
+        dropout_rng=dropout_rng, block_sizes=block_sizes)
+
+  operands = (q_BTHD, k_BSHD, v_BSHD, q_segment_ids, kv_segment_ids)
+  split = _mesh_split(q_BTHD.shape[0], q_BTHD.shape[2])
+  if split is None:
+    return local(*operands, dropout_rng)
+  mesh, batch_axes, head_axes = split
+  shard_axes = batch_axes + head_axes
+
+  def per_shard(q_BTHD, k_BSHD, v_BSHD, q_segment_ids, kv_segment_ids, *rng):
+    # Every shard draws its own dropout mask: fold the shard's index into the key.
+    rng = jax.random.fold_in(rng[0], jax.lax.axis_index(shard_axes)) if rng else None
+    return local(q_BTHD, k_BSHD, v_BSHD, q_segment_ids, kv_segment_ids, rng)
+
+  P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
+  qkv_spec = P(batch_axes or None, None, head_axes or None, None)
+  seg_spec = P(batch_axes or None, None)
+  rng = (dropout_rng,) if dropout_rng is not None and dropout_rate > 0.0 else ()
+  return jax.shard_map(per_shard, mesh=mesh,
+                       in_specs=(qkv_spec,) * 3 + (seg_spec,) * 2 + (P(),) * len(rng),
+                       out_specs=qkv_spec, check_vma=False)(*operands, *rng)
+
+
+# Mesh axes (phi_jax.train.mesh) the Pallas kernel is split over when a mesh is set.
+_BATCH_AXES = ("data", "fsdp")
+_HEAD_AXES = ("tensor",)
+
+
+def _mesh_split(batch: int, heads: int):
+  """(mesh, batch axes, head axes) to run the kernel per shard with, or None.
+
+  Only with a context mesh (`jax.set_mesh`), and only over its Auto-typed axes of
+  size > 1 that divide batch / heads. Without one, XLA's partitioner sees the kernel as an opaque
+  custom call and gathers its operands onto every device (correct, but slow).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return None
+  sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
+  auto = {name for name, kind in zip(mesh.axis_names, mesh.axis_types)
+          if kind == jax.sharding.AxisType.Auto}  # explicit axes: left to jax
+  batch_axes = tuple(a for a in _BATCH_AXES if sizes.get(a, 1) > 1 and a in auto)
+  head_axes = tuple(a for a in _HEAD_AXES if sizes.get(a, 1) > 1 and a in auto)
+  if batch % math.prod(sizes[a] for a in batch_axes):
+    batch_axes = ()
+  if heads % math.prod(sizes[a] for a in head_axes):
+    head_axes = ()
+  if not batch_axes + head_axes:
+    return None
+  return mesh, batch_axes, head_axes
+
+
+def cudnn_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
+                    q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
+                    q_offset: jax.Array | int = 0, dropout_rate: float = 0.0,
+                    dropout_rng: jax.Array | None = None) -> jax.Array:
+  """cuDNN flash attention via `jax.nn.dot_product_attention(implementation='cudnn')`.
+
+  Causal masking is cuDNN's own (blocks above the diagonal are skipped); segment
+  ids go in as a boolean [B, 1, T, S] mask (materialised: the public jax API takes
+  no segment ids). Needs a CUDA GPU and bf16/fp16 inputs; the public API has no
+  dropout, so attention dropout raises. Decoding (traced q_offset) uses xla_attention.
+  """
+  if not _is_static_int(q_offset):
+    return xla_attention(q_BTHD, k_BSHD, v_BSHD, q_segment_ids=q_segment_ids,
+                         kv_segment_ids=kv_segment_ids, q_offset=q_offset,
+                         dropout_rate=dropout_rate, dropout_rng=dropout_rng)
+  if dropout_rate > 0.0 and dropout_rng is not None:
+    raise ValueError("attention='cudnn' has no attention dropout (jax.nn."
+                     "dot_product_attention takes none): set config.model.attention_dropout "
+                     "= 0 or use attention='pallas'")
+  if jax.default_backend() != "gpu":
+    raise ValueError(f"attention='cudnn' needs a CUDA GPU with cuDNN; the default backend "
+                     f"is {jax.default_backend()!r} (use 'auto' or 'xla')")
+  q_len, kv_len = q_BTHD.shape[1], k_BSHD.shape[1]
+  same_segment = q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]  # [B, T, S]
+  if q_offset == 0 and q_len == kv_len:
+    return jax.nn.dot_product_attention(q_BTHD, k_BSHD, v_BSHD, mask=same_segment[:, None],
+                                        is_causal=True, implementation="cudnn")
+  mask = attention_mask(q_segment_ids, kv_segment_ids, q_offset)
+  return jax.nn.dot_product_attention(q_BTHD, k_BSHD, v_BSHD, mask=mask,
+                                      implementation="cudnn")
+
+
+_IMPLEMENTATIONS = {"xla": xla_attention, "pallas": pallas_attention,
+                    "cudnn": cudnn_attention}
+# What 'auto' becomes on each backend. Not measured on hardware in the session that
+# wrote it: bench/attention.py on an H100 / TPU is what should confirm or change it.
+AUTO = {"cpu": "xla", "gpu": "pallas", "tpu": "pallas"}
+
+
+def resolve_implementation(implementation: str, backend: str | None = None) -> str:
+  """The concrete implementation: 'auto' becomes AUTO[backend] (default: jax's)."""
+  if implementation != "auto":
+    return implementation
+  backend = backend or jax.default_backend()
+  return AUTO.get("gpu" if backend in ("cuda", "rocm") else backend, "xla")
 
 
 def dot_product_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
-                          implementation: str, **kwargs) -> jax.Array:
-  """Dispatches to the implementation named by `PhiConfig.attention`."""
+                          implementation: str, block_q: int = 0, block_kv: int = 0,
+                          **kwargs) -> jax.Array:
+  """Dispatches to the implementation named by `PhiConfig.attention` ('auto' resolved
+  here, at trace time). block_q / block_kv only reach 'pallas' (0: its defaults)."""
+  name = resolve_implementation(implementation)
   try:
-    fn = _IMPLEMENTATIONS[implementation]
+    fn = _IMPLEMENTATIONS[name]
   except KeyError:
     raise ValueError(f"unknown attention implementation {implementation!r}; "
-                     f"available: {sorted(_IMPLEMENTATIONS)}") from None
+                     f"available: {sorted(_IMPLEMENTATIONS) + ['auto']}") from None
+  if name == "pallas":
+    kwargs.update(block_q=block_q, block_kv=block_kv)
   return fn(q_BTHD, k_BSHD, v_BSHD, **kwargs)

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-ATTENTION_IMPLEMENTATIONS = ("xla",)
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "pallas", "cudnn")
 ACTIVATIONS = ("gelu_tanh", "gelu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -54,7 +54,15 @@ class PhiConfig:
     embed_dropout: dropout on the token embeddings (training only).
     attention_dropout: dropout on the attention probabilities (training only).
     residual_dropout: dropout on the attention and MLP branch outputs (training only).
-    attention: attention implementation: 'xla' (plain jnp, every backend).
+    attention: attention implementation (phi_jax.attention, docs/attention.md): 'xla'
+      (plain jnp, every backend), 'pallas' (phi_jax's flash-attention kernel: Triton
+      on GPU, Mosaic on TPU, interpret mode on CPU), 'cudnn' (cuDNN flash attention,
+      CUDA GPUs only, no attention dropout), or 'auto' (xla on CPU, pallas on GPU/TPU).
+    attention_block_q: query rows per tile of the 'pallas' kernels (forward and
+      backward); 0 = the per-backend defaults chosen for phi's shapes
+      (not measured on hardware yet; docs/attention.md).
+    attention_block_kv: key rows per tile of the 'pallas' kernels; 0 = the defaults.
+      Set both block fields or neither; each a power of two >= 16.
     dtype: compute dtype of activations and matmuls ('bfloat16', 'float32', 'float16').
     param_dtype: storage dtype of the parameters (fp32 for training).
     scan_layers: run the layer stack with `jax.lax.scan` (one compiled block, fast
@@ -78,6 +86,8 @@ class PhiConfig:
   attention_dropout: float = 0.0
   residual_dropout: float = 0.0
   attention: str = "xla"
+  attention_block_q: int = 0
+  attention_block_kv: int = 0
   dtype: str = "bfloat16"
   param_dtype: str = "float32"
   scan_layers: bool = True
@@ -124,6 +134,17 @@ class PhiConfig:
       fail("activation", f"must be one of {ACTIVATIONS}")
     if self.attention not in ATTENTION_IMPLEMENTATIONS:
       fail("attention", f"must be one of {ATTENTION_IMPLEMENTATIONS}")
+    if self.attention == "cudnn" and float(self.attention_dropout) > 0.0:
+      fail("attention", "'cudnn' has no attention dropout: set attention_dropout = 0 or "
+           "use 'pallas'")
+    for field in ("attention_block_q", "attention_block_kv"):
+      value = getattr(self, field)
+      if (not isinstance(value, int) or isinstance(value, bool) or
+          (value != 0 and (value < 16 or value & (value - 1)))):
+        fail(field, "must be 0 (kernel default) or a power of two >= 16")
+    if bool(self.attention_block_q) != bool(self.attention_block_kv):
+      fail("attention_block_q", f"set it and attention_block_kv "
+           f"({self.attention_block_kv}) both, or neither (0)")
     if self.remat not in REMAT_POLICIES:
       fail("remat", f"must be one of {REMAT_POLICIES}")
     for field in ("dtype", "param_dtype"):

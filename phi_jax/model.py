@@ -118,6 +118,7 @@ class Attention(nnx.Module):
     self.out_proj = Dense((H, D), (E,), ("heads", "head_dim"), ("embed",),
                           config=config, rngs=rngs)
     self.implementation = config.attention
+    self.block_q, self.block_kv = config.attention_block_q, config.attention_block_kv
     self.dropout_rate = config.attention_dropout
 
   def __call__(self, x_BTE: jax.Array, rope: tuple[jax.Array, jax.Array],
@@ -134,7 +135,8 @@ class Attention(nnx.Module):
       kv_segment_ids, q_offset = cache.segment_ids, cache.index
     out_BTHD = attention_lib.dot_product_attention(
         q_BTHD, k_BSHD.astype(q_BTHD.dtype), v_BSHD.astype(q_BTHD.dtype),
-        implementation=self.implementation, q_segment_ids=segment_ids_BT,
+        implementation=self.implementation, block_q=self.block_q, block_kv=self.block_kv,
+        q_segment_ids=segment_ids_BT,
         kv_segment_ids=kv_segment_ids, q_offset=q_offset,
         dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
     return self.out_proj(out_BTHD), cache
@@ -224,6 +226,19 @@ class PhiForCausalLM(nnx.Module):
       each token (so left padding does not shift positions), else 0..T-1.
     dropout_rng: a PRNG key to enable dropout (training).
     """
+    hidden_BTE = self.hidden_states(tokens_BT, attention_mask=attention_mask,
+                                    segment_ids=segment_ids, positions=positions,
+                                    dropout_rng=dropout_rng)
+    return self.lm_head(hidden_BTE, out_dtype=jnp.float32)
+
+  def hidden_states(self, tokens_BT: jax.Array, *, attention_mask: jax.Array | None = None,
+                    segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
+                    dropout_rng: jax.Array | None = None) -> jax.Array:
+    """The final hidden states [B, T, E] (after the final LayerNorm, before the lm_head).
+
+    In the compute dtype; the arguments are those of `__call__`, which is
+    `lm_head(hidden_states(...))`. Embeddings (data_pipeline.embed) pool these.
+    """
     mask_BT = jnp.ones(tokens_BT.shape, jnp.int32) if attention_mask is None else (
         attention_mask.astype(jnp.int32))
     if segment_ids is None:
@@ -233,7 +248,7 @@ class PhiForCausalLM(nnx.Module):
     if positions is None:
       positions = _positions_from_mask(mask_BT)
     hidden_BTE, _ = self._forward(tokens_BT, positions, segment_ids_BT, None, dropout_rng)
-    return self.lm_head(hidden_BTE, out_dtype=jnp.float32)
+    return hidden_BTE
 
   def decode(self, tokens_BT: jax.Array, cache: KVCache, *,
              attention_mask: jax.Array | None = None,

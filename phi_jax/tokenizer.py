@@ -15,6 +15,8 @@ import os
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
+from phi_jax import atomic
+
 EOS = "<|endoftext|>"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -80,8 +82,9 @@ class Tokenizer:
     return self.backend.to_str()
 
   def save(self, directory: str) -> str:
+    """Writes <directory>/tokenizer.json atomically (the directory is created)."""
     path = os.path.join(directory, TOKENIZER_FILE)
-    self.backend.save(path)
+    atomic.write_text(path, self.to_json_str())
     return path
 
 

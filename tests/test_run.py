@@ -11,12 +11,15 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
-# The tiny pipeline with short training (the loss-goes-down check is in tests/phi_jax/train).
+# The tiny pipeline on a smaller data sample with short training (the loss-goes-down check
+# is in tests/phi_jax/train, the data stage's in tests/data_pipeline).
 SHORT_TRAINING = ("--config.train.steps=6", "--config.train.checkpoint_every=3",
                   "--config.train.eval_every=3", "--config.train.optimizer.warmup_steps=2",
                   "--config.finetune.steps=3", "--config.finetune.checkpoint_every=3",
                   "--config.finetune.eval_every=3", "--config.finetune.optimizer.warmup_steps=1",
-                  "--config.data.max_documents=60")
+                  "--config.data.max_files=150", "--config.data.quality.annotate=80",
+                  "--config.data.quality.embed_max_len=64",
+                  "--config.data.quality.n_estimators=20")
 
 
 def run(*args, timeout=600):
@@ -37,9 +40,15 @@ def tiny_run(tmp_path_factory):
 
 def test_tiny_pipeline_writes_every_stage(tiny_run):
   workdir, result = tiny_run
-  for stage in ("init", "pretrain", "finetune", "sample", "eval", "export_hf"):
+  for stage in ("data", "init", "pretrain", "finetune", "sample", "eval", "export_hf"):
     marker = json.load(open(os.path.join(workdir, stage, "COMPLETE.json")))
     assert marker["stage"] == stage and marker["fingerprint"]
+  assert "data stage summary" in result.stdout
+  datasets = json.load(open(os.path.join(workdir, "data", "COMPLETE.json")))["summary"]["datasets"]
+  assert set(datasets) == {"phi1_filtered_code", "phi1_exercises"}
+  # the model carries the tokenizer the data stage trained; pretraining started from init
+  meta = json.load(open(os.path.join(workdir, "pretrain/checkpoints/6/metadata/metadata.json")))
+  assert meta["source"].startswith("pretrain:") and meta["source"].endswith("init/checkpoints")
   meta = json.load(open(os.path.join(workdir, "init/checkpoints/0/metadata/metadata.json")))
   assert meta["model_config"]["num_layers"] == 2  # the override reached the model
   for stage, steps in (("pretrain", 6), ("finetune", 3)):  # trained, checkpointed
@@ -63,11 +72,13 @@ def test_export_loads_in_transformers_with_same_logits(tiny_run):
   workdir, _ = tiny_run
   ours = phi_jax.from_pretrained(os.path.join(workdir, "finetune", "checkpoints"), dtype="float32")
   theirs = AutoModelForCausalLM.from_pretrained(os.path.join(workdir, "export_hf", "hf")).eval()
-  tokens = np.random.RandomState(0).randint(0, 257, (2, 16))
+  tokens = np.random.RandomState(0).randint(0, ours.config.vocab_size, (2, 16))
   with torch.no_grad():
     expected = theirs(torch.tensor(tokens)).logits.numpy()
   np.testing.assert_allclose(np.asarray(ours(tokens)), expected, atol=1e-4)
-  assert ours.tokenizer is not None and ours.tokenizer.eos_id == 256
+  trained = ours.tokenizer  # the data stage's byte-level BPE, stored with the model
+  assert trained is not None and 257 < trained.vocab_size <= ours.config.vocab_size
+  assert trained.eos_id == trained.backend.token_to_id("<|endoftext|>")
 
 
 def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
@@ -75,7 +86,7 @@ def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
   again = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
               "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("complete, skipped") == 6
+  assert again.stdout.count("complete, skipped") == 7
   changed = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
                 "--config.sample.max_new_tokens=8", "--stages=sample", *SHORT_TRAINING)
   assert changed.returncode == 0, changed.stderr[-3000:]
@@ -98,8 +109,12 @@ def test_bad_values_and_stages_fail_clearly(tmp_path):
   result = run("--config=configs/tiny.py", "--stages=init,trian", f"--workdir={tmp_path}")
   assert result.returncode == 1 and "unknown stage 'trian'" in result.stderr
   result = run("--config=configs/tiny.py", "--stages=pretrain", f"--workdir={tmp_path}",
+               "--config.init.tokenizer=byte_level", "--config.model.vocab_size=320",
                "--config.train.steps=5")  # warmup_steps 20 >= steps
   assert result.returncode == 1 and "warmup_steps" in result.stderr
+  assert "Traceback" not in result.stderr
+  result = run("--config=configs/tiny.py", "--stages=pretrain", f"--workdir={tmp_path}")
+  assert result.returncode == 1 and "run the data stage first" in result.stderr
   assert "Traceback" not in result.stderr
   result = run("--config=configs/nope.py", f"--workdir={tmp_path}")
   assert result.returncode == 2 and "no config file" in result.stderr

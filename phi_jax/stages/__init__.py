@@ -11,6 +11,7 @@ import importlib
 from phi_jax.stages.base import COMPLETE, Context, Stage, StageError, run_stage
 
 _REGISTRY = {
+    "data": "data_pipeline.stage:DataStage",
     "init": "phi_jax.stages.init_model:InitStage",
     "pretrain": "phi_jax.stages.pretrain:PretrainStage",
     "finetune": "phi_jax.stages.finetune:FinetuneStage",

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 
 from phi_jax.stages.base import Context, Stage, StageError
+from phi_jax.stages.pretrain import data_inputs
 
 PRETRAIN = "pretrain"
 
 
 class FinetuneStage(Stage):
   name = "finetune"
-  config_sections = ("finetune", "mesh", "data", "seed", "model")
+  config_sections = ("finetune", "mesh", "seed", "model")
   produces_checkpoint = True
   expensive = True
 
@@ -35,6 +36,7 @@ class FinetuneStage(Stage):
     start = self.start_from(ctx)
     marker = None if ctx.config.finetune.init_from else ctx.marker(PRETRAIN)
     inputs["start"] = {"path": start, "fingerprint": marker["fingerprint"] if marker else None}
+    inputs["data"] = data_inputs(ctx, ctx.config.finetune.data)
     return inputs
 
   def run(self, ctx: Context) -> dict:

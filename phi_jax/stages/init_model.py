@@ -17,14 +17,32 @@ from phi_jax.model import count_params
 from phi_jax.stages.base import Context, Stage, StageError
 
 # PhiConfig fields an imported model takes from config.model (not from its config.json).
-RUNTIME_FIELDS = ("attention", "dtype", "param_dtype", "scan_layers", "remat",
-                  "embed_dropout", "attention_dropout", "residual_dropout")
+RUNTIME_FIELDS = ("attention", "attention_block_q", "attention_block_kv", "dtype",
+                  "param_dtype", "scan_layers", "remat", "embed_dropout", "attention_dropout",
+                  "residual_dropout")
 
 
-def load_tokenizer(spec: str, model_dir: str | None) -> tokenizer_lib.Tokenizer | None:
-  """config.init.tokenizer: 'byte_level', a tokenizer.json, a model dir / repo id, or ''."""
+DATA_TOKENIZER = "data"  # config.init.tokenizer: the tokenizer the data stage built
+
+
+def data_tokenizer_dir(workdir: str) -> str:
+  """Where the data stage writes its tokenizer (tokenizer.json)."""
+  return os.path.join(workdir, "data", "tokenizer")
+
+
+def load_tokenizer(spec: str, model_dir: str | None,
+                   workdir: str | None = None) -> tokenizer_lib.Tokenizer | None:
+  """config.init.tokenizer: 'data', 'byte_level', a tokenizer.json, a model dir / repo id,
+  or '' (the imported model's own)."""
   if spec == "byte_level":
     return tokenizer_lib.byte_level()
+  if spec == DATA_TOKENIZER:
+    directory = data_tokenizer_dir(workdir or ".")
+    tokenizer = tokenizer_lib.Tokenizer.from_dir(directory)
+    if tokenizer is None:
+      raise StageError(f"config.init.tokenizer = 'data': no tokenizer in {directory}; run "
+                       f"the data stage first (--stages=data,...) or name a tokenizer")
+    return tokenizer
   if spec.endswith(".json"):
     if not os.path.isfile(spec):
       raise StageError(f"config.init.tokenizer: no file {spec}")
@@ -44,6 +62,13 @@ class InitStage(Stage):
   config_sections = ("model", "init", "seed")
   produces_checkpoint = True
 
+  def inputs(self, ctx: Context) -> dict:
+    inputs = super().inputs(ctx)
+    if ctx.config.init.tokenizer == DATA_TOKENIZER:  # the data stage's tokenizer
+      marker = ctx.marker("data")
+      inputs["data"] = marker["fingerprint"] if marker else None
+    return inputs
+
   def run(self, ctx: Context) -> dict:
     model_config = PhiConfig.from_mapping(ctx.config.model)
     from_hf = ctx.config.init.from_hf
@@ -54,7 +79,7 @@ class InitStage(Stage):
     else:
       directory = None
       params = pretrained.params_of(pretrained.init_model(model_config, ctx.config.seed))
-    tokenizer = load_tokenizer(ctx.config.init.tokenizer, directory)
+    tokenizer = load_tokenizer(ctx.config.init.tokenizer, directory, ctx.workdir)
     if tokenizer is not None and tokenizer.vocab_size > model_config.vocab_size:
       raise StageError(f"the tokenizer has {tokenizer.vocab_size} tokens but "
                        f"config.model.vocab_size is {model_config.vocab_size}")

@@ -7,7 +7,7 @@
         tokenizer/tokenizer.json /  phi_jax.from_pretrained(<stage_dir>/checkpoints) works
         opt_state/               the optax state (Orbax PyTree, sharded like the params)
         train_state/train_state.json   {"step": N}
-        data_iterator/data_iterator.json  the BatchIterator state after N batches
+        data_iterator/data_iterator.json  the data loader's state after N batches
 
 Saves are asynchronous (the step loop continues while Orbax writes) and atomic: Orbax
 writes `<step>.orbax-checkpoint-tmp-*` and renames it when every item is written, so

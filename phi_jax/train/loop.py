@@ -3,7 +3,6 @@
 `train(ctx, stage_name, train_cfg, init)` trains under WORKDIR/<stage_name>/:
 
     checkpoints/<step>/   params, metadata, tokenizer, opt_state, train_state, data_iterator
-    data/                 the cached token arrays (tokens-<split>.npy/.json)
     metrics.jsonl         the loss curve (one record per logged step)
     tensorboard/          TensorBoard event files
 
@@ -73,7 +72,7 @@ def starting_point(ctx: Context, init: str) -> tuple[PhiConfig, Tokenizer | None
   """
   if init == RANDOM:
     model_config = PhiConfig.from_mapping(ctx.config.model)
-    tokenizer = load_tokenizer(ctx.config.init.tokenizer, None)
+    tokenizer = load_tokenizer(ctx.config.init.tokenizer, None, ctx.workdir)
     return model_config, tokenizer, None
   runtime = {f: ctx.config.model[f] for f in RUNTIME_FIELDS}
   if os.path.isdir(init) and checkpoint.is_checkpoint(init):
@@ -90,7 +89,7 @@ def starting_point(ctx: Context, init: str) -> tuple[PhiConfig, Tokenizer | None
                      f"a transformers directory")
   model_config, params, tokenizer = pretrained.load_hf(directory, **runtime)
   if tokenizer is None and ctx.config.init.tokenizer:
-    tokenizer = load_tokenizer(ctx.config.init.tokenizer, None)
+    tokenizer = load_tokenizer(ctx.config.init.tokenizer, None, ctx.workdir)
   return model_config, tokenizer, lambda: params
 
 
@@ -110,7 +109,7 @@ class _Run:
 
   def __init__(self, ctx: Context, stage_name: str, train_cfg: Any, init: str):
     maybe_initialize_distributed()
-    self.ctx, self.cfg, self.init = ctx, train_cfg, init
+    self.ctx, self.cfg, self.init, self.name = ctx, train_cfg, init, stage_name
     self.stage_dir = ctx.stage_dir(stage_name)
     self.total_steps = int(train_cfg.steps)
     self.seed = int(ctx.config.seed)
@@ -127,21 +126,20 @@ class _Run:
     self.mesh = mesh_lib.make_mesh(ctx.config.mesh)
     self.trainer = Trainer(self.model_config, train_cfg, self.mesh,
                            mesh_lib.parse_rules(ctx.config.mesh.rules), self.total_steps)
-    cache_dir = os.path.join(self.stage_dir, "data")
-    seq_len = int(train_cfg.seq_len)
-    self.train_source = data_lib.TokenSource(ctx.config.data, self.tokenizer, seq_len, "train",
-                                             self.seed, cache_dir)
-    self.iterator = data_lib.BatchIterator(self.train_source, int(train_cfg.batch_size),
-                                           self.seed)
-    self.eval_source = None
-    if int(train_cfg.eval_every) > 0 and float(ctx.config.data.validation_fraction) > 0:
-      self.eval_source = data_lib.TokenSource(ctx.config.data, self.tokenizer, seq_len,
-                                              "validation", self.seed, cache_dir)
+    self.section = {"pretrain": "train"}.get(stage_name, stage_name)  # its config section
+    self.iterator = data_lib.make_batches(train_cfg, ctx.workdir, self.tokenizer,
+                                          split="train", seed=self.seed, where=self.section)
+    self.has_eval = int(train_cfg.eval_every) > 0
+    if self.has_eval:
+      try:
+        self.make_eval_batches()
+      except data_lib.DataError as e:
+        print(f"[{stage_name}] no held-out loss: {e}", flush=True)
+        self.has_eval = False
     self.checkpointer = TrainCheckpointer(
         os.path.join(self.stage_dir, "checkpoints"), self.model_config, self.tokenizer,
         every=int(train_cfg.checkpoint_every), keep=int(train_cfg.keep_checkpoints),
         source=f"{stage_name}:{init}", stage=stage_name, run_config=ctx.config.to_dict())
-    self.name = stage_name
 
   def initial_state(self):
     restored = self.checkpointer.restore(self.trainer.abstract_state())
@@ -155,8 +153,13 @@ class _Run:
       return self.trainer.init_state(self.seed)
     return self.trainer.state_from_params(self.load_params())
 
+  def make_eval_batches(self) -> data_lib.Batches:
+    """The validation split, from its start (the same batches at every evaluation)."""
+    return data_lib.make_batches(self.cfg, self.ctx.workdir, self.tokenizer,
+                                 split="validation", seed=self.seed, where=self.section)
+
   def evaluate(self, state) -> float:
-    iterator = data_lib.BatchIterator(self.eval_source, int(self.cfg.batch_size), self.seed)
+    iterator = self.make_eval_batches()
     loss_sum, tokens = 0.0, 0.0
     for _ in range(int(self.cfg.eval_batches)):
       out = jax.device_get(self.trainer.eval_step(state, self.trainer.shard_batch(next(iterator))))
@@ -207,7 +210,7 @@ class _Run:
         done = step + 1
         pending.append((done, metrics))
         window_steps += 1
-        eval_now = self.eval_source is not None and eval_every > 0 and (
+        eval_now = self.has_eval and (
             done % eval_every == 0 or done == self.total_steps)
         log_now = done % log_every == 0 or done == self.total_steps or eval_now
         save_now = done % int(self.cfg.checkpoint_every) == 0 or done == self.total_steps

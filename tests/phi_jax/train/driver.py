@@ -3,7 +3,10 @@
     python -m tests.phi_jax.train.driver WORKDIR STAGES '{"train.steps": 12, ...}'
 
 Prints one JSON line per stage: {"stage": ..., "summary": ...}. The tests run it
-without the 8 simulated devices of conftest: XLA_FLAGS is set by the caller.
+without the 8 simulated devices of conftest: XLA_FLAGS is set by the caller. The
+training data is what the data stage would build, written without TensorFlow: 50
+stdlib files as phi1_filtered_code and exercises mined from stdlib as phi1_exercises,
+byte-level tokenized, under WORKDIR/data/tfds.
 """
 
 import json
@@ -17,7 +20,7 @@ def tiny_config(overrides: dict):
   config.model.update(dict(vocab_size=320, d_model=64, num_layers=2, num_heads=4, mlp_dim=256,
                            rotary_dim=8, max_seq_len=64, dtype="float32"))
   config.mesh.update(dict(data=1, fsdp=-1, tensor=1))
-  config.data.update(dict(source="stdlib", max_documents=50, validation_fraction=0.1))
+  config.init.tokenizer = "byte_level"
   for section in (config.train, config.finetune):
     section.update(dict(steps=12, batch_size=4, seq_len=64, checkpoint_every=3,
                         keep_checkpoints=10, log_every=1, eval_every=6, eval_batches=2))
@@ -31,6 +34,27 @@ def tiny_config(overrides: dict):
   return config
 
 
+def build_data(workdir: str, seed: int = 0) -> None:
+  """The datasets the training stages read (once per workdir: reruns must see the same)."""
+  # pylint: disable=g-import-not-at-top
+  import os
+  from data_pipeline import catalog, exercises, records, sources, token_dataset
+  from phi_jax import tokenizer as tokenizer_lib
+  data_dir = catalog.tfds_dir(workdir)
+  if catalog.built_version_dir(data_dir, catalog.EXERCISES):
+    return
+  curated = os.path.join(workdir, "data", "curated")
+  code = list(sources.installed_python(50, seed, which="stdlib"))
+  mined = list(exercises.mine_exercises(sources.installed_python(150, seed, which="stdlib")))
+  records.write_records(code, os.path.join(curated, "code.jsonl"))
+  records.write_records(mined, os.path.join(curated, "exercises.jsonl"))
+  tok = tokenizer_lib.byte_level()
+  token_dataset.write_jsonl_dataset(catalog.FILTERED_CODE, [os.path.join(curated, "code.jsonl")],
+                                    tok, data_dir, validation_fraction=0.1)
+  token_dataset.write_jsonl_dataset(catalog.EXERCISES, [os.path.join(curated, "exercises.jsonl")],
+                                    tok, data_dir, validation_fraction=0.1)
+
+
 def main(argv):
   # Nothing here needs torch; blocking it stops tensorboardX importing it (~3 s).
   sys.modules["torch"] = None
@@ -40,6 +64,7 @@ def main(argv):
   from phi_jax.stages.finetune import FinetuneStage  # pylint: disable=g-import-not-at-top
   from phi_jax.stages.pretrain import PretrainStage  # pylint: disable=g-import-not-at-top
   ctx = Context(tiny_config(overrides), workdir)
+  build_data(workdir, int(ctx.config.seed))
   stage_classes = {"pretrain": PretrainStage, "finetune": FinetuneStage}
   for name in stages:
     marker = run_stage(stage_classes[name](), ctx)

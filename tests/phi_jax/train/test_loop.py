@@ -122,7 +122,8 @@ def test_starting_point_of_each_init(tmp_path, hf_phi_dir):
   from phi_jax.train import loop
   from tests.conftest import random_params
   config = tiny.get_config()
-  config.model.residual_dropout = 0.05
+  config.model.update(dict(residual_dropout=0.05, vocab_size=320))
+  config.init.tokenizer = "byte_level"
   ctx = Context(config, str(tmp_path))
   model_config, tok, loader = loop.starting_point(ctx, loop.RANDOM)
   assert model_config == PhiConfig.from_mapping(config.model) and loader is None
@@ -158,4 +159,30 @@ def test_finetune_needs_a_complete_pretrain_or_init_from(tmp_path):
   config.finetune.init_from = "/some/model"
   assert stage.inputs(ctx)["start"] == {"path": "/some/model", "fingerprint": None}
   assert PretrainStage().expensive and PretrainStage().produces_checkpoint
-  assert set(PretrainStage().inputs(ctx)) == {"model", "train", "mesh", "data", "seed"}
+  assert set(PretrainStage().inputs(ctx)) == {"model", "train", "mesh", "seed", "start", "data"}
+
+
+def test_pretrain_starts_from_the_init_stage_when_it_ran(tmp_path):
+  from configs import tiny
+  from phi_jax import checkpoint
+  from phi_jax.stages.base import Context, run_stage
+  from phi_jax.stages.init_model import InitStage
+  from phi_jax.stages.pretrain import PretrainStage
+  from phi_jax.train import loop
+  config = tiny.get_config()
+  config.model.update(dict(vocab_size=320, d_model=32, num_layers=1, num_heads=2, mlp_dim=64,
+                           rotary_dim=8, max_seq_len=64))
+  config.init.tokenizer = "byte_level"
+  ctx = Context(config, str(tmp_path))
+  stage = PretrainStage()
+  assert stage.start_from(ctx) == loop.RANDOM
+  assert stage.inputs(ctx)["start"] == {"path": loop.RANDOM, "fingerprint": None}
+  marker = run_stage(InitStage(), ctx)
+  root = str(tmp_path / "init" / "checkpoints")
+  assert stage.start_from(ctx) == root and checkpoint.steps(root) == [0]
+  assert stage.inputs(ctx)["start"] == {"path": root, "fingerprint": marker["fingerprint"]}
+  # what training then loads: the init stage's architecture, tokenizer and weights
+  model_config, tok, load = loop.starting_point(ctx, root)
+  assert model_config.d_model == 32 and tok.vocab_size == 257
+  np.testing.assert_array_equal(np.asarray(load()["embed"]),
+                                np.asarray(checkpoint.load_params(root, model_config)["embed"]))

@@ -1,0 +1,236 @@
+"""Deduplication: exact (hash of whitespace-normalised text) and near (MinHash LSH).
+
+Near-duplicates are found as in BigCode/datatrove: a document is the set of its word
+5-grams ("shingles"; words are runs of letters, digits and underscores, so renaming a
+variable changes only the shingles around it), MinHash (datasketch, `num_perm`
+permutations, seeded) estimates the Jaccard similarity of two sets, and LSH banding
+finds the pairs above `threshold` without comparing all pairs. With `verify` (default)
+an LSH candidate counts only when its estimated Jaccard is >= threshold too.
+
+    ExactDedup()                       Step: keeps the first of each normalised text
+    MinHashDedup(threshold=0.8, ...)   Step: keeps a document unless it is near an earlier one
+    near_duplicate_pairs(a, b=None)    (key_a, key_b, jaccard) pairs within a, or from a to b
+                                       (decontamination: training data vs. benchmarks)
+    clusters(pairs)                    connected components of those pairs
+
+Both steps keep the first document of a group in stream order, so the result is
+deterministic for a given input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+
+from typing import TYPE_CHECKING
+
+from data_pipeline.records import Record
+from data_pipeline.steps import Step
+
+if TYPE_CHECKING:
+  import datasketch  # imported when first used: it pulls in scipy (~0.5 s)
+
+_WHITESPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
+
+
+def normalize_whitespace(text: str) -> str:
+  """`text` with every whitespace run replaced by one space, stripped."""
+  return _WHITESPACE.sub(" ", text).strip()
+
+
+def text_hash(text: str) -> bytes:
+  """sha256 digest of the whitespace-normalised text (the exact-dedup key)."""
+  return hashlib.sha256(normalize_whitespace(text).encode("utf-8")).digest()
+
+
+def words(text: str) -> list[str]:
+  """The word tokens of `text` (runs of letters, digits and underscores)."""
+  return _WORD.findall(text)
+
+
+def shingles(text: str, size: int = 5) -> set[bytes]:
+  """The set of `size`-word shingles of `text` (one shingle of all words when there are
+  fewer than `size`; empty for a text without words)."""
+  tokens = words(text)
+  if not tokens:
+    return set()
+  if len(tokens) < size:
+    return {" ".join(tokens).encode("utf-8")}
+  return {" ".join(tokens[i:i + size]).encode("utf-8") for i in range(len(tokens) - size + 1)}
+
+
+def jaccard(a: set, b: set) -> float:
+  """Exact Jaccard similarity |a & b| / |a | b| (0 for two empty sets)."""
+  union = len(a | b)
+  return len(a & b) / union if union else 0.0
+
+
+class MinHasher:
+  """MinHash signatures of texts, all with the same seeded permutations."""
+
+  def __init__(self, num_perm: int = 128, seed: int = 1, shingle_size: int = 5):
+    import datasketch  # pylint: disable=g-import-not-at-top
+    self._datasketch = datasketch
+    self.num_perm, self.seed, self.shingle_size = num_perm, seed, shingle_size
+    self._template = datasketch.MinHash(num_perm=num_perm, seed=seed)
+
+  def __call__(self, text: str) -> datasketch.MinHash:
+    """The MinHash of the shingles of `text`."""
+    minhash = self._datasketch.MinHash(num_perm=self.num_perm, seed=self.seed,
+                                 permutations=self._template.permutations,
+                                 scheme=self._template.scheme)
+    minhash.update_batch(list(shingles(text, self.shingle_size)))
+    return minhash
+
+  def lsh(self, threshold: float) -> datasketch.MinHashLSH:
+    """An empty LSH index for these signatures at `threshold`."""
+    return self._datasketch.MinHashLSH(threshold=threshold, num_perm=self.num_perm)
+
+
+def _check(threshold: float, num_perm: int) -> None:
+  if not 0.0 < threshold <= 1.0:
+    raise ValueError(f"near-dedup threshold must be in (0, 1], got {threshold}")
+  if num_perm < 2:
+    raise ValueError(f"near-dedup num_perm must be >= 2, got {num_perm}")
+
+
+class ExactDedup(Step):
+  """Drops a record whose whitespace-normalised text equals an earlier record's
+  ("exact_duplicate"). Keeps a 32-byte hash per distinct text."""
+  name = "exact_dedup"
+
+  def __init__(self, name: str | None = None):
+    super().__init__(name)
+    self._seen: set[bytes] = set()
+
+  def process(self, records: Iterable[Record]) -> Iterator[Record]:
+    for record in records:
+      key = text_hash(record.text)
+      if key in self._seen:
+        self.stats.drop("exact_duplicate", record.origin)
+        continue
+      self._seen.add(key)
+      yield record
+
+
+class MinHashDedup(Step):
+  """Drops a record that is a near-duplicate of an earlier one ("near_duplicate").
+
+  Args:
+    threshold: Jaccard similarity of word shingles at or above which two documents are
+      duplicates (BigCode uses 0.85 for The Stack, datatrove ~0.75-0.8).
+    num_perm: MinHash permutations (more: better estimates, slower).
+    shingle_size: words per shingle.
+    seed: seed of the permutations.
+    verify: also require the MinHash Jaccard estimate >= threshold for an LSH candidate
+      (fewer false positives; keeps each kept document's signature in memory).
+  """
+  name = "near_dedup"
+
+  def __init__(self, threshold: float = 0.8, num_perm: int = 128, shingle_size: int = 5,
+               seed: int = 1, verify: bool = True, name: str | None = None):
+    super().__init__(name)
+    _check(threshold, num_perm)
+    self.threshold, self.verify = threshold, verify
+    self.hasher = MinHasher(num_perm, seed, shingle_size)
+    self._lsh = self.hasher.lsh(threshold)
+    self._kept: dict[int, tuple[str, datasketch.MinHash | None]] = {}
+
+  def process(self, records: Iterable[Record]) -> Iterator[Record]:
+    for record in records:
+      minhash = self.hasher(record.text)
+      match = self._match(minhash)
+      if match is not None:
+        self.stats.drop("near_duplicate", f"{record.origin} ~ {match}")
+        continue
+      key = len(self._kept)
+      self._lsh.insert(key, minhash, check_duplication=False)
+      self._kept[key] = (record.origin, minhash if self.verify else None)
+      yield record
+
+  def _match(self, minhash: datasketch.MinHash) -> str | None:
+    """Origin of an earlier kept record near `minhash`, or None."""
+    for key in sorted(self._lsh.query(minhash)):
+      origin, kept = self._kept[key]
+      if kept is None or kept.jaccard(minhash) >= self.threshold:
+        return origin
+    return None
+
+
+def near_duplicate_pairs(texts: Iterable[tuple[str, str]],
+                         others: Iterable[tuple[str, str]] | None = None, *,
+                         threshold: float = 0.8, num_perm: int = 128, shingle_size: int = 5,
+                         seed: int = 1, exact: bool = False) -> list[tuple[str, str, float]]:
+  """Near-duplicate pairs among (key, text) items, found with MinHash LSH.
+
+  Args:
+    texts: (key, text) items.
+    others: when given, only pairs (key in texts, key in others) are returned (e.g.
+      training documents vs. benchmark problems); otherwise pairs within `texts`, each
+      once as (earlier key, later key).
+    threshold: similarity at or above which a pair is returned.
+    num_perm, shingle_size, seed: MinHash settings.
+    exact: score candidates with the exact Jaccard of their shingles instead of the
+      MinHash estimate (texts are kept in memory).
+
+  Returns:
+    (key_a, key_b, similarity) sorted by key_a, key_b.
+  """
+  _check(threshold, num_perm)
+  hasher = MinHasher(num_perm, seed, shingle_size)
+  lsh = hasher.lsh(threshold)
+  indexed: list[tuple[str, datasketch.MinHash, set | None]] = []
+  source = list(others) if others is not None else None
+
+  def sketch(text: str):
+    return hasher(text), (shingles(text, shingle_size) if exact else None)
+
+  def score(a, b) -> float:
+    return jaccard(a[2], b[2]) if exact else float(a[1].jaccard(b[1]))
+
+  pairs = []
+  if source is not None:  # index the others, query each text against them
+    for key, text in source:
+      item = (key, *sketch(text))
+      lsh.insert(len(indexed), item[1], check_duplication=False)
+      indexed.append(item)
+    for key, text in texts:
+      item = (key, *sketch(text))
+      for index in sorted(lsh.query(item[1])):
+        similarity = score(item, indexed[index])
+        if similarity >= threshold:
+          pairs.append((key, indexed[index][0], similarity))
+  else:  # stream: query each text against the earlier ones, then index it
+    for key, text in texts:
+      item = (key, *sketch(text))
+      for index in sorted(lsh.query(item[1])):
+        similarity = score(indexed[index], item)
+        if similarity >= threshold:
+          pairs.append((indexed[index][0], key, similarity))
+      lsh.insert(len(indexed), item[1], check_duplication=False)
+      indexed.append(item)
+  return sorted(pairs, key=lambda p: (p[0], p[1]))
+
+
+def clusters(pairs: Iterable[tuple[str, str, float] | tuple[str, str]]) -> list[list[str]]:
+  """Connected components (union-find) of the pairs' keys, each sorted, largest first."""
+  parent: dict[str, str] = {}
+
+  def find(key: str) -> str:
+    parent.setdefault(key, key)
+    while parent[key] != key:
+      parent[key] = parent[parent[key]]
+      key = parent[key]
+    return key
+
+  for pair in pairs:
+    a, b = find(pair[0]), find(pair[1])
+    if a != b:
+      parent[max(a, b)] = min(a, b)
+  groups: dict[str, list[str]] = {}
+  for key in parent:
+    groups.setdefault(find(key), []).append(key)
+  return sorted((sorted(g) for g in groups.values()), key=lambda g: (-len(g), g[0]))
+

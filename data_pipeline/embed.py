@@ -1,0 +1,222 @@
+"""Text embeddings from a phi_jax model: mean-pooled final hidden states.
+
+THE embedding module of phi_jax: the quality filter (a classifier on embeddings, as
+phi-1 used CodeGen-350M's) and the embedding-distance decontamination both use it.
+
+    embedder = Embedder.from_pretrained("workdir/phi1/pretrain/checkpoints")  # or an HF dir
+    X_ND = embedder.embed(texts, batch_size=32, max_len=512)    # fp32 [N, d_model]
+    X_ND = l2_normalize(X_ND)                                    # for cosine / L2 distances
+
+An embedding is the mean, over the text's real tokens (padding excluded), of the
+model's final hidden states: after the final LayerNorm, before the lm_head
+(`PhiForCausalLM.hidden_states`), accumulated in fp32. Texts are tokenized, cut to
+their first `max_len` tokens, sorted by length and batched; each batch is right-padded
+to the smallest of a few bucket lengths (powers of two from `min_bucket`, and max_len)
+and the batch dimension to `batch_size`, so the jitted forward compiles once per bucket,
+not once per batch. Results come back in input order. A text with no tokens (empty)
+gets a zero vector.
+
+What the embeddings mean depends on the model: the paper's come from a pretrained code
+model. A randomly initialised model (`Embedder.from_config`, what the offline tiny
+pipeline uses when no pretrained checkpoint is on the machine) gives random features:
+a fixed random nonlinear function of the tokens, enough to exercise the pipeline and
+to separate surface statistics, not a semantic representation. Point the embedder at
+a pretrained checkpoint for the real recipe.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import sys
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from phi_jax import atomic
+from phi_jax.config import PhiConfig
+from phi_jax.model import PhiForCausalLM
+from phi_jax.tokenizer import Tokenizer
+
+DEFAULT_MIN_BUCKET = 32
+
+
+def l2_normalize(x_ND: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+  """Rows scaled to unit L2 norm (zero rows stay zero)."""
+  x_ND = np.asarray(x_ND, np.float32)
+  norms = np.linalg.norm(x_ND, axis=-1, keepdims=True)
+  return x_ND / np.maximum(norms, eps)
+
+
+def bucket_lengths(max_len: int, min_bucket: int = DEFAULT_MIN_BUCKET) -> list[int]:
+  """The padded lengths: powers of two from min_bucket below max_len, then max_len."""
+  buckets, length = [], min_bucket
+  while length < max_len:
+    buckets.append(length)
+    length *= 2
+  return buckets + [max_len]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mean_pooled(graphdef, state, tokens_BT: jax.Array, mask_BT: jax.Array) -> jax.Array:
+  """fp32 [B, E]: the mean of the final hidden states over each row's real tokens."""
+  model = nnx.merge(graphdef, state)
+  hidden_BTE = model.hidden_states(tokens_BT, attention_mask=mask_BT).astype(jnp.float32)
+  mask_BT1 = mask_BT.astype(jnp.float32)[:, :, None]
+  counts_B1 = jnp.maximum(mask_BT1.sum(axis=1), 1.0)
+  return (hidden_BTE * mask_BT1).sum(axis=1) / counts_B1
+
+
+class Embedder:
+  """Embeds texts with a phi_jax model (see the module docstring).
+
+  Args:
+    model: a PhiForCausalLM (any size, any dtype; pooling is in fp32).
+    tokenizer: default: `model.tokenizer` (set by from_pretrained when stored).
+    min_bucket: the shortest padded length.
+    source: what the model is, for records and reports (a path, or 'random-init').
+
+  Attributes:
+    d_model: the embedding size.
+    compiled_shapes: the (batch, length) shapes the forward ran with so far (one
+      compilation each).
+  """
+
+  def __init__(self, model: PhiForCausalLM, tokenizer: Tokenizer | None = None, *,
+               min_bucket: int = DEFAULT_MIN_BUCKET, source: str = "model"):
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tokenizer is None:
+      raise ValueError(f"Embedder: no tokenizer: the model from {source} stores none; pass "
+                       f"tokenizer=...")
+    if tokenizer.vocab_size > model.config.vocab_size:
+      raise ValueError(f"Embedder: the tokenizer has {tokenizer.vocab_size} tokens but the "
+                       f"model's vocab_size is {model.config.vocab_size} ({source})")
+    if isinstance(min_bucket, bool) or not isinstance(min_bucket, int) or min_bucket < 1:
+      raise ValueError(f"Embedder: min_bucket must be a positive integer, got {min_bucket!r}")
+    self.model = model
+    self.tokenizer = tokenizer
+    self.min_bucket = min_bucket
+    self.source = source
+    self.d_model = model.config.d_model
+    self.compiled_shapes: set[tuple[int, int]] = set()
+    self._graphdef, self._state = nnx.split(model)
+    self._pad_id = tokenizer.eos_id or 0
+
+  @classmethod
+  def from_pretrained(cls, path: str, tokenizer: Tokenizer | None = None,
+                      **overrides) -> Embedder:
+    """An embedder of the model at `path`: an Orbax checkpoint or a transformers dir.
+
+    overrides: PhiConfig fields (e.g. dtype='float32'), as in
+    phi_jax.pretrained.from_pretrained.
+    """
+    from phi_jax import pretrained  # pylint: disable=import-outside-toplevel
+    model = pretrained.from_pretrained(path, **overrides)
+    return cls(model, tokenizer, source=path)
+
+  @classmethod
+  def from_config(cls, config: PhiConfig, tokenizer: Tokenizer, seed: int = 0) -> Embedder:
+    """A randomly initialised model's embedder: random features (see the module doc)."""
+    from phi_jax import pretrained  # pylint: disable=import-outside-toplevel
+    return cls(pretrained.init_model(config, seed), tokenizer,
+               source=f"random-init (seed {seed}): random features")
+
+  def tokenize(self, texts: Sequence[str], max_len: int) -> list[list[int]]:
+    """Token ids of each text, cut to its first max_len tokens."""
+    for index, text in enumerate(texts):
+      if not isinstance(text, str):
+        raise TypeError(f"Embedder.embed: texts[{index}] is a {type(text).__name__}, not a str")
+    return [ids[:max_len] for ids in self.tokenizer.encode_batch(list(texts))]
+
+  def embed(self, texts: Sequence[str], batch_size: int = 32, max_len: int = 512, *,
+            normalize: bool = False, progress: bool = True) -> np.ndarray:
+    """fp32 embeddings [N, d_model] of `texts`, in input order.
+
+    Args:
+      texts: the strings to embed.
+      batch_size: texts per forward pass.
+      max_len: tokens kept per text (its first max_len); at most the model's
+        max_seq_len.
+      normalize: scale each row to unit L2 norm.
+      progress: print a progress line on stderr (every ~15 s, and at the end) when
+        there are more than a few batches.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+      raise ValueError(f"Embedder.embed: batch_size must be a positive integer, got "
+                       f"{batch_size!r}")
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+      raise ValueError(f"Embedder.embed: max_len must be a positive integer, got {max_len!r}")
+    if max_len > self.model.config.max_seq_len:
+      raise ValueError(f"Embedder.embed: max_len {max_len} exceeds the model's max_seq_len "
+                       f"{self.model.config.max_seq_len} ({self.source})")
+    token_lists = self.tokenize(texts, max_len)
+    out_ND = np.zeros((len(token_lists), self.d_model), np.float32)
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+    order = [i for i in order if token_lists[i]]  # empty texts keep their zero row
+    buckets = bucket_lengths(max_len, min(self.min_bucket, max_len))
+    num_batches = -(-len(order) // batch_size)
+    meter = _Progress(len(order), progress and num_batches > 4)
+    for start in range(0, len(order), batch_size):
+      rows = order[start:start + batch_size]
+      longest = len(token_lists[rows[-1]])
+      length = next(b for b in buckets if b >= longest)
+      tokens_BT = np.full((batch_size, length), self._pad_id, np.int32)
+      mask_BT = np.zeros((batch_size, length), np.int32)
+      for b, i in enumerate(rows):
+        tokens_BT[b, :len(token_lists[i])] = token_lists[i]
+        mask_BT[b, :len(token_lists[i])] = 1
+      self.compiled_shapes.add((batch_size, length))
+      pooled_BE = _mean_pooled(self._graphdef, self._state, tokens_BT, mask_BT)
+      out_ND[rows] = np.asarray(pooled_BE)[:len(rows)]
+      meter.update(start + len(rows))
+    meter.update(len(order), final=True)
+    return l2_normalize(out_ND) if normalize else out_ND
+
+
+class _Progress:
+  """'embed: done/total texts, rate' on stderr every ~15 s (every 0.5 s on a tty)."""
+
+  def __init__(self, total: int, enabled: bool):
+    self.total, self.enabled = total, enabled
+    self.start = self.last = time.monotonic()
+    self.tty = sys.stderr.isatty()
+
+  def update(self, done: int, final: bool = False) -> None:
+    now = time.monotonic()
+    if not self.enabled or (not final and now - self.last < (0.5 if self.tty else 15.0)):
+      return
+    self.last = now
+    elapsed = max(now - self.start, 1e-9)
+    line = f"embed: {done}/{self.total} texts, {done / elapsed:.1f}/s, {elapsed:.1f}s"
+    sys.stderr.write(("\r" if self.tty else "") + line + ("\n" if final or not self.tty else ""))
+    sys.stderr.flush()
+
+
+# -- embeddings on disk --------------------------------------------------------------------
+
+
+def save_embeddings(path: str, ids: Sequence[str | int], x_ND: np.ndarray, *,
+                    source: str = "") -> None:
+  """Writes ids and fp32 embeddings [N, d] as one .npz, atomically (temp + rename)."""
+  x_ND = np.asarray(x_ND, np.float32)
+  if x_ND.ndim != 2 or x_ND.shape[0] != len(ids):
+    raise ValueError(f"save_embeddings: {path}: {len(ids)} ids but embeddings of shape "
+                     f"{x_ND.shape}")
+  buffer = io.BytesIO()
+  np.savez(buffer, ids=np.asarray([str(i) for i in ids]), x=x_ND,
+           id_is_int=np.asarray([isinstance(i, int) for i in ids]), source=np.asarray(source))
+  atomic.write_bytes(path, buffer.getvalue())
+
+
+def load_embeddings(path: str) -> tuple[list[str | int], np.ndarray]:
+  """(ids, fp32 embeddings [N, d]) written by save_embeddings."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      ids = [int(i) if is_int else str(i) for i, is_int in zip(data["ids"], data["id_is_int"])]
+      return ids, data["x"].astype(np.float32)
+  except (OSError, KeyError, ValueError) as e:
+    raise ValueError(f"load_embeddings: {path}: not an embeddings file ({e})") from None

@@ -1,0 +1,102 @@
+"""The `data` stage end to end on a small sample of this machine's Python source."""
+
+import json
+import os
+
+import pytest
+
+from configs import tiny
+from data_pipeline import catalog
+from phi_jax.stages import get_stage
+from phi_jax.stages.base import Context, StageError, run_stage
+
+
+def small_config():
+  config = tiny.get_config()
+  config.model.update(dict(vocab_size=512, d_model=32, num_layers=1, num_heads=2, mlp_dim=64,
+                           rotary_dim=8, max_seq_len=128))
+  config.data.update(dict(max_files=120, validation_fraction=0.1))
+  config.data.quality.update(dict(annotate=80, embed_max_len=64, n_estimators=20))
+  config.data.tokenizer.vocab_size = 512
+  return config
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+  ctx = Context(small_config(), str(tmp_path_factory.mktemp("work")))
+  marker = run_stage(get_stage("data"), ctx)
+  return ctx, marker
+
+
+def _step_runs(ctx):
+  """{step: inputs fingerprint} of the data stage's steps as recorded on disk."""
+  steps = os.path.join(ctx.stage_dir("data"), "steps")
+  return {name[:-5]: json.load(open(os.path.join(steps, name)))["fingerprint"]
+          for name in os.listdir(steps)}
+
+
+def test_data_stage_writes_every_artifact_with_stats(built):
+  ctx, marker = built
+  root = ctx.stage_dir("data")
+  stats = json.load(open(os.path.join(root, "stats.json")))["steps"]
+  curate = stats["curate"]["stats"]
+  assert curate[0]["name"] == "source:installed" and curate[0]["in"] == 120
+  for step in curate[1:]:  # each filter/dedup step: in = out + dropped, chained
+    assert step["in"] == step["out"] + step["dropped_total"], step
+  for before, after in zip(curate, curate[1:]):
+    assert after["in"] == before["out"]
+  assert stats["curate"]["documents"] == curate[-1]["out"]
+  with open(os.path.join(root, "curated", "code.jsonl")) as f:
+    assert sum(1 for _ in f) == curate[-1]["out"]
+  labels = stats["annotate"]
+  assert labels["annotator"] == "heuristic-proxy" and labels["labelled"] == 80
+  report = stats["classify"]["report"]
+  assert report["model"] == "random_forest" and report["held_out"]["f1"] is not None
+  assert 0 < stats["classify"]["kept"] <= stats["classify"]["documents"]
+  with open(os.path.join(root, "quality", "scores.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert stats["tokenizer"]["vocab_size"] == 512 and stats["exercises"]["exercises"] > 0
+  datasets = marker["summary"]["datasets"]
+  assert set(datasets) == {catalog.FILTERED_CODE, catalog.EXERCISES}  # no textbooks given
+  for name in datasets:
+    assert catalog.built_version_dir(catalog.tfds_dir(ctx.workdir), name) == datasets[name]["dir"]
+    assert datasets[name]["tokens"]["train"] > 0
+
+
+def test_training_reads_what_the_data_stage_built(built):
+  import ml_collections
+  from phi_jax.stages.init_model import load_tokenizer
+  from phi_jax.train import data
+  ctx, _ = built
+  tokenizer = load_tokenizer("data", None, ctx.workdir)
+  cfg = ml_collections.ConfigDict(dict(data="phi1_code_textbook", seq_len=64, batch_size=2,
+                                       segment_ids=False, loader_workers=0,
+                                       loss_on_solution_only=False))
+  batch = next(data.make_batches(cfg, ctx.workdir, tokenizer, split="train", seed=0,
+                                 where="train"))
+  assert batch["tokens"].shape == (2, 64) and batch["tokens"].max() < 512
+
+
+def test_rerun_redoes_only_the_steps_whose_inputs_changed(built, capsys):
+  ctx, marker = built
+  before = _step_runs(ctx)
+  assert run_stage(get_stage("data"), ctx)["fingerprint"] == marker["fingerprint"]
+  assert "complete, skipped" in capsys.readouterr().out
+  ctx.config.data.quality.keep_threshold = 0.6
+  try:
+    run_stage(get_stage("data"), ctx)
+    out = capsys.readouterr().out
+    for step in ("curate", "annotate", "embed", "exercises"):
+      assert f"[data] {step}: done before, skipped" in out
+    after = _step_runs(ctx)
+    assert {s for s in before if before[s] != after[s]} == {"classify", "tokenizer", "datasets"}
+  finally:
+    ctx.config.data.quality.keep_threshold = 0.5
+
+
+def test_llm_annotation_without_an_endpoint_is_a_clear_error(tmp_path):
+  config = small_config()
+  config.data.quality.annotator = "llm"
+  config.data.max_files = 30
+  with pytest.raises(StageError, match="config.llm.model"):
+    run_stage(get_stage("data"), Context(config, str(tmp_path)))
