@@ -32,10 +32,10 @@ def data_tokenizer_dir(workdir: str) -> str:
 
 def load_tokenizer(spec: str, model_dir: str | None,
                    workdir: str | None = None) -> tokenizer_lib.Tokenizer | None:
-  """config.init.tokenizer: 'data', 'byte_level', a tokenizer.json, a model dir / repo id,
-  or '' (the imported model's own)."""
-  if spec == "byte_level":
-    return tokenizer_lib.byte_level()
+  """config.init.tokenizer: 'data' (the data stage's, under `workdir`), '' (the imported
+  model's own in `model_dir`, if any), or any spec data_pipeline.tokenizer.load_tokenizer
+  takes: 'byte_level', a tokenizer.json, a directory, a hub repo id."""
+  from data_pipeline import tokenizer as tokenizers  # pylint: disable=g-import-not-at-top
   if spec == DATA_TOKENIZER:
     directory = data_tokenizer_dir(workdir or ".")
     tokenizer = tokenizer_lib.Tokenizer.from_dir(directory)
@@ -43,18 +43,12 @@ def load_tokenizer(spec: str, model_dir: str | None,
       raise StageError(f"config.init.tokenizer = 'data': no tokenizer in {directory}; run "
                        f"the data stage first (--stages=data,...) or name a tokenizer")
     return tokenizer
-  if spec.endswith(".json"):
-    if not os.path.isfile(spec):
-      raise StageError(f"config.init.tokenizer: no file {spec}")
-    return tokenizer_lib.Tokenizer.from_file(spec)
-  directory = hf_io.resolve_model_dir(spec) if spec else model_dir
-  if directory is None:
-    return None
-  tokenizer = tokenizer_lib.Tokenizer.from_dir(directory)
-  if tokenizer is None and spec:
-    raise StageError(f"config.init.tokenizer: no tokenizer.json or vocab.json+merges.txt "
-                     f"in {directory}")
-  return tokenizer
+  if not spec:
+    return None if model_dir is None else tokenizer_lib.Tokenizer.from_dir(model_dir)
+  try:
+    return tokenizers.load_tokenizer(spec)
+  except (OSError, ValueError) as e:
+    raise StageError(f"config.init.tokenizer: {e}") from None
 
 
 class InitStage(Stage):

@@ -144,6 +144,12 @@ def test_starting_point_of_each_init(tmp_path, hf_phi_dir):
   assert model_config.vocab_size == 101 and tok.vocab_size == 257
   with pytest.raises(StageError, match="cannot start training"):
     loop.starting_point(ctx, str(tmp_path / "nothing"))
+  config.init.tokenizer = str(tmp_path / "missing" / "tokenizer.json")
+  with pytest.raises(StageError, match="config.init.tokenizer: tokenizer .*missing"):
+    loop.starting_point(ctx, loop.RANDOM)
+  config.init.tokenizer = "data"
+  with pytest.raises(StageError, match="run the data stage first"):
+    loop.starting_point(ctx, loop.RANDOM)
 
 
 def test_finetune_needs_a_complete_pretrain_or_init_from(tmp_path):
