@@ -42,6 +42,11 @@ def tfds_dir(workdir: str) -> str:
   return os.path.join(workdir, DATA_STAGE, TFDS_SUBDIR)
 
 
+def tokenizer_dir(workdir: str) -> str:
+  """Where the data stage of the run in `workdir` writes its tokenizer.json."""
+  return os.path.join(workdir, DATA_STAGE, "tokenizer")
+
+
 def components(name: str) -> tuple[str, ...]:
   """The datasets a name stands for: a mixture's components, or the dataset itself."""
   if name in MIXTURES:

@@ -54,11 +54,6 @@ def dataset_info(dataset_dir: str) -> dict[str, Any]:
   return token_dataset.dataset_info(dataset_dir)
 
 
-def _decode(serialized: bytes) -> tuple[np.ndarray, int]:
-  """(tokens int32 [n] without EOS, prompt_length) of one record."""
-  return example_proto.decode_tokens(serialized)
-
-
 def _check_datasets(dataset_dirs: Sequence[str], split: str, eos_id: int,
                     tokenizer_sha256: str | None) -> list[dict[str, Any]]:
   if isinstance(dataset_dirs, str) or not dataset_dirs:
@@ -93,12 +88,13 @@ class Loader(grain.DatasetIterator):
   """
 
   def __init__(self, documents: grain.MapDataset, *, seq_len: int, rows: int, eos_id: int,
-               segment_ids: bool, worker_count: int, read_threads: int,
+               segment_ids: bool, mask_prompts: bool, worker_count: int, read_threads: int,
                tokens_per_epoch: int, documents_per_epoch: int, identity: dict[str, Any]):
     super().__init__()
     self._documents = documents
     self.seq_len, self.rows, self.eos_id = seq_len, rows, eos_id
     self._segment_ids = segment_ids
+    self._mask_prompts = mask_prompts
     self._worker_count, self._read_threads = worker_count, read_threads
     self.tokens_per_epoch = tokens_per_epoch
     self.documents_per_epoch = documents_per_epoch
@@ -135,7 +131,7 @@ class Loader(grain.DatasetIterator):
       except StopIteration:
         self._ended = True
         return False
-      self._current = (tokens, int(prompt_length))
+      self._current = (tokens, int(prompt_length) if self._mask_prompts else 0)
     return True
 
   # ---------------------------------------------------------------- batches
@@ -213,7 +209,7 @@ def make_loader(dataset_dirs: Sequence[str], *, split: str, seq_len: int, batch_
                 shard_index: int | None = None, shard_count: int | None = None,
                 worker_count: int = 0, num_epochs: int | None = None,
                 shuffle: bool = True, tokenizer_sha256: str | None = None,
-                read_threads: int = 2) -> Loader:
+                read_threads: int = 2, mask_prompts: bool = True) -> Loader:
   """The grain loader of packed training batches over token datasets.
 
   Args:
@@ -233,6 +229,8 @@ def make_loader(dataset_dirs: Sequence[str], *, split: str, seq_len: int, batch_
     tokenizer_sha256: the model tokenizer's sha256 (token_dataset.tokenizer_sha256),
       checked against the datasets when given.
     read_threads: grain reader threads in each reading process.
+    mask_prompts: loss_mask 0 on exercises' prompt tokens (the finetuning default);
+      False = every token counts.
 
   Raises:
     DatasetError: a directory is not a built token dataset, lacks the split, was
@@ -277,7 +275,7 @@ def make_loader(dataset_dirs: Sequence[str], *, split: str, seq_len: int, batch_
   ds = ds[shard_index::shard_count]
   if shuffle:
     ds = ds.shuffle(seed=seed)
-  ds = ds.repeat(num_epochs).map(_decode)
+  ds = ds.repeat(num_epochs).map(example_proto.decode_tokens)
   identity = {"datasets": [f"{info['name']}/{split}:{s['documents']}"
                            for info, s in zip(infos, splits)],
               "tokenizer_sha256": infos[0]["tokenizer_sha256"], "split": split,
@@ -285,6 +283,7 @@ def make_loader(dataset_dirs: Sequence[str], *, split: str, seq_len: int, batch_
               "shuffle": bool(shuffle), "shard_index": shard_index, "shard_count": shard_count,
               "documents_per_epoch": host_documents}
   return Loader(ds, seq_len=int(seq_len), rows=batch_size // shard_count, eos_id=int(eos_id),
-                segment_ids=segment_ids, worker_count=int(worker_count),
+                segment_ids=segment_ids, mask_prompts=bool(mask_prompts),
+                worker_count=int(worker_count),
                 read_threads=int(read_threads), tokens_per_epoch=tokens_per_epoch,
                 documents_per_epoch=host_documents, identity=identity)

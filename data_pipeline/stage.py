@@ -86,7 +86,7 @@ class _Steps:
 
 
 class DataStage(Stage):
-  name = "data"
+  name = catalog.DATA_STAGE
   config_sections = ("data", "llm", "seed")
   # cheap to redo: each step reruns only when its own inputs changed, and LLM answers
   # come from the client's cache
@@ -117,7 +117,7 @@ class _DataRun:
     self.exercises_path = self.path("curated", "exercises.jsonl")
     self.labels_path = self.path("quality", "labels.jsonl")
     self.embeddings_path = self.path("quality", "embeddings.npz")
-    self.tokenizer_dir = self.path("tokenizer")
+    self.tokenizer_dir = catalog.tokenizer_dir(ctx.workdir)
 
   def run(self) -> dict:
     cfg, q = self.cfg, self.cfg.quality
@@ -140,13 +140,12 @@ class _DataRun:
         ("annotate", "embed"), self.classify)
     self.steps.run("exercises", {"exercises": cfg.exercises, "files": _file_digests(
         _csv(cfg.exercises))}, ("curate",), self.exercises)
+    textbooks = _file_digests(_csv(cfg.textbooks))  # read by the next two steps
     self.steps.run("tokenizer", {
         "spec": cfg.tokenizer.spec, "vocab_size": int(cfg.tokenizer.vocab_size),
-        "textbooks": _file_digests(_csv(cfg.textbooks))}, ("classify", "exercises"),
-        self.tokenizer)
+        "textbooks": textbooks}, ("classify", "exercises"), self.tokenizer)
     self.steps.run("datasets", {
-        "validation_fraction": float(cfg.validation_fraction),
-        "textbooks": _file_digests(_csv(cfg.textbooks))},
+        "validation_fraction": float(cfg.validation_fraction), "textbooks": textbooks},
         ("classify", "exercises", "tokenizer"), self.datasets)
     stats = {"steps": self.steps.summaries, "tfds_dir": catalog.tfds_dir(self.ctx.workdir)}
     atomic.write_json(stats, self.path("stats.json"))

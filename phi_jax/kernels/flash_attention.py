@@ -174,6 +174,15 @@ def _keep(seed: jax.Array, batch_head: jax.Array, rows: jax.Array, cols: jax.Arr
   return bits >= jnp.int32(round(rate * (1 << 24)))
 
 
+def _tile_keep(seed: jax.Array, batch_head: jax.Array, q_start, kv_start, bq: int, bk: int,
+               rate: float) -> jax.Array:
+  """The keep-mask [bq, bk] of the tile at (q_start, kv_start): the same bits in the
+  forward and both backward kernels, whatever their block sizes."""
+  rows = q_start + jax.lax.broadcasted_iota(jnp.int32, (bq, 1), 0)
+  cols = kv_start + jax.lax.broadcasted_iota(jnp.int32, (1, bk), 1)
+  return _keep(seed, batch_head, rows, cols, rate)
+
+
 def dropout_seed(dropout_rng: jax.Array) -> jax.Array:
   """The kernel's int32 dropout seed [1, 1] drawn from a jax PRNG key."""
   return jax.random.bits(dropout_rng, (1, 1), jnp.uint32).astype(jnp.int32)
@@ -320,9 +329,8 @@ def _forward_kernel(*refs, st: _Static):
     correction = jnp.exp(m - m_new)
     l = correction * l + jnp.sum(p, axis=1, keepdims=True)
     if seed is not None:
-      rows = q_start + jax.lax.broadcasted_iota(jnp.int32, (bq, 1), 0)
-      cols = kv_start + jax.lax.broadcasted_iota(jnp.int32, (1, bk), 1)
-      keep = _keep(seed, batch * num_heads + head, rows, cols, st.dropout_rate)
+      keep = _tile_keep(seed, batch * num_heads + head, q_start, kv_start, bq, bk,
+                        st.dropout_rate)
       p = jnp.where(keep, p * (1.0 / (1.0 - st.dropout_rate)), 0.0)
     acc = correction * acc + _dot(p, v, v.dtype)
     return acc, m_new, l
@@ -378,9 +386,8 @@ def _dkv_kernel(*refs, st: _Static):
                          masked=masked)
       dp = _dot_nt(do, v, dtype)
       if seed is not None:
-        q_rows = q_start + jax.lax.broadcasted_iota(jnp.int32, (bq, 1), 0)
-        cols = kv_start + jax.lax.broadcasted_iota(jnp.int32, (1, bk), 1)
-        keep = _keep(seed, batch * num_heads + head, q_rows, cols, st.dropout_rate)
+        keep = _tile_keep(seed, batch * num_heads + head, q_start, kv_start, bq, bk,
+                          st.dropout_rate)
         scale = 1.0 / (1.0 - st.dropout_rate)
         dv = dv + _dot_tn(jnp.where(keep, p * scale, 0.0), do, dtype)
         dp = jnp.where(keep, dp * scale, 0.0)
@@ -429,9 +436,8 @@ def _dq_kernel(*refs, st: _Static):
                          masked=masked)
       dp = _dot_nt(do, v, dtype)
       if seed is not None:
-        q_rows = q_start + jax.lax.broadcasted_iota(jnp.int32, (bq, 1), 0)
-        kv_cols = kv_start + jax.lax.broadcasted_iota(jnp.int32, (1, bk), 1)
-        keep = _keep(seed, batch * num_heads + head, q_rows, kv_cols, st.dropout_rate)
+        keep = _tile_keep(seed, batch * num_heads + head, q_start, kv_start, bq, bk,
+                          st.dropout_rate)
         dp = jnp.where(keep, dp * (1.0 / (1.0 - st.dropout_rate)), 0.0)
       ds = p * (dp - delta)
       return dq + _dot(ds, k, dtype)

@@ -11,6 +11,7 @@ import os
 
 import jax
 
+from data_pipeline import catalog
 from phi_jax import checkpoint, hf_io, pretrained, tokenizer as tokenizer_lib
 from phi_jax.config import PhiConfig
 from phi_jax.model import count_params
@@ -25,11 +26,6 @@ RUNTIME_FIELDS = ("attention", "attention_block_q", "attention_block_kv", "dtype
 DATA_TOKENIZER = "data"  # config.init.tokenizer: the tokenizer the data stage built
 
 
-def data_tokenizer_dir(workdir: str) -> str:
-  """Where the data stage writes its tokenizer (tokenizer.json)."""
-  return os.path.join(workdir, "data", "tokenizer")
-
-
 def load_tokenizer(spec: str, model_dir: str | None,
                    workdir: str | None = None) -> tokenizer_lib.Tokenizer | None:
   """config.init.tokenizer: 'data' (the data stage's, under `workdir`), '' (the imported
@@ -37,7 +33,7 @@ def load_tokenizer(spec: str, model_dir: str | None,
   takes: 'byte_level', a tokenizer.json, a directory, a hub repo id."""
   from data_pipeline import tokenizer as tokenizers  # pylint: disable=g-import-not-at-top
   if spec == DATA_TOKENIZER:
-    directory = data_tokenizer_dir(workdir or ".")
+    directory = catalog.tokenizer_dir(workdir or ".")
     tokenizer = tokenizer_lib.Tokenizer.from_dir(directory)
     if tokenizer is None:
       raise StageError(f"config.init.tokenizer = 'data': no tokenizer in {directory}; run "
@@ -59,7 +55,7 @@ class InitStage(Stage):
   def inputs(self, ctx: Context) -> dict:
     inputs = super().inputs(ctx)
     if ctx.config.init.tokenizer == DATA_TOKENIZER:  # the data stage's tokenizer
-      marker = ctx.marker("data")
+      marker = ctx.marker(catalog.DATA_STAGE)
       inputs["data"] = marker["fingerprint"] if marker else None
     return inputs
 

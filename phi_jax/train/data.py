@@ -11,16 +11,13 @@ resumable batches:
      "segment_ids", "positions": int32 [b, seq_len] (with train.segment_ids)}
 
 where b = batch_size / hosts; the loss at position t (predicting t+1) counts iff
-loss_mask[t + 1] == 1. Exercises carry 0 on their prompt tokens; with
-`loss_on_solution_only=False` every token counts. No TensorFlow is imported here.
+loss_mask[t + 1] == 1. With `loss_on_solution_only` exercises carry 0 on their prompt
+tokens; without it every token counts. No TensorFlow is imported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import numpy as np
 
 from data_pipeline import catalog
 from data_pipeline import loader as loader_lib
@@ -42,31 +39,8 @@ def dataset_dirs(spec: str, workdir: str, where: str) -> list[str]:
     raise DataError(str(e)) from None
 
 
-class Batches:
-  """The loader with the stage's loss policy applied; get/set_state pass through."""
-
-  def __init__(self, loader: Any, loss_on_solution_only: bool):
-    self.loader = loader
-    self.loss_on_solution_only = loss_on_solution_only
-
-  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    batch = dict(next(self.loader))
-    if not self.loss_on_solution_only:
-      batch["loss_mask"] = np.ones_like(batch["loss_mask"])
-    return batch
-
-  def get_state(self) -> dict:
-    return self.loader.get_state()
-
-  def set_state(self, state: dict) -> None:
-    self.loader.set_state(state)
-
-
 def make_batches(train_cfg: Any, workdir: str, tokenizer: Tokenizer, *, split: str,
-                 seed: int, where: str) -> Batches:
+                 seed: int, where: str) -> loader_lib.Loader:
   """Batches of train_cfg.data's `split` for one training stage (this host's rows)."""
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -78,7 +52,8 @@ def make_batches(train_cfg: Any, workdir: str, tokenizer: Tokenizer, *, split: s
         dirs, split=split, seq_len=int(train_cfg.seq_len),
         batch_size=int(train_cfg.batch_size), seed=seed, eos_id=tokenizer.eos_id,
         segment_ids=bool(train_cfg.segment_ids), worker_count=int(train_cfg.loader_workers),
-        tokenizer_sha256=token_dataset.tokenizer_sha256(tokenizer))
+        tokenizer_sha256=token_dataset.tokenizer_sha256(tokenizer),
+        mask_prompts=bool(train_cfg.loss_on_solution_only))
   except token_dataset.DatasetError as e:
     raise DataError(f"config.{where}.data = {train_cfg.data!r}: {e}") from None
-  return Batches(loader, bool(train_cfg.loss_on_solution_only))
+  return loader

@@ -27,6 +27,7 @@ from phi_jax import checkpoint, hf_io, pretrained
 from phi_jax.config import PhiConfig
 from phi_jax.stages.base import Context, StageError
 from phi_jax.stages.init_model import RUNTIME_FIELDS, load_tokenizer
+from phi_jax.stages.training import RANDOM
 from phi_jax.tokenizer import Tokenizer
 from phi_jax.train import data as data_lib
 from phi_jax.train import flops
@@ -35,7 +36,6 @@ from phi_jax.train.checkpointing import TrainCheckpointer
 from phi_jax.train.metrics import MetricsWriter
 from phi_jax.train.step import Trainer
 
-RANDOM = "random"
 # Test hook: the process SIGKILLs itself right after completing this step.
 KILL_AFTER_STEP_ENV = "PHI_JAX_TEST_KILL_AFTER_STEP"
 
@@ -107,9 +107,11 @@ def _oom_error(e: Exception, train_cfg: Any, model_config: PhiConfig) -> Excepti
 class _Run:
   """One training run's objects; `train` below drives it."""
 
-  def __init__(self, ctx: Context, stage_name: str, train_cfg: Any, init: str):
+  def __init__(self, ctx: Context, stage_name: str, section: str, init: str):
     maybe_initialize_distributed()
+    train_cfg = ctx.config[section]
     self.ctx, self.cfg, self.init, self.name = ctx, train_cfg, init, stage_name
+    self.section = section
     self.stage_dir = ctx.stage_dir(stage_name)
     self.total_steps = int(train_cfg.steps)
     self.seed = int(ctx.config.seed)
@@ -126,7 +128,6 @@ class _Run:
     self.mesh = mesh_lib.make_mesh(ctx.config.mesh)
     self.trainer = Trainer(self.model_config, train_cfg, self.mesh,
                            mesh_lib.parse_rules(ctx.config.mesh.rules), self.total_steps)
-    self.section = {"pretrain": "train"}.get(stage_name, stage_name)  # its config section
     self.iterator = data_lib.make_batches(train_cfg, ctx.workdir, self.tokenizer,
                                           split="train", seed=self.seed, where=self.section)
     self.has_eval = int(train_cfg.eval_every) > 0
@@ -153,7 +154,7 @@ class _Run:
       return self.trainer.init_state(self.seed)
     return self.trainer.state_from_params(self.load_params())
 
-  def make_eval_batches(self) -> data_lib.Batches:
+  def make_eval_batches(self):
     """The validation split, from its start (the same batches at every evaluation)."""
     return data_lib.make_batches(self.cfg, self.ctx.workdir, self.tokenizer,
                                  split="validation", seed=self.seed, where=self.section)
@@ -257,11 +258,12 @@ class _Run:
             "model_config": self.model_config.to_dict()}
 
 
-def train(ctx: Context, stage_name: str, train_cfg: Any, init: str = RANDOM) -> dict:
+def train(ctx: Context, stage_name: str, section: str, init: str = RANDOM) -> dict:
   """Trains (or resumes training) under ctx.stage_dir(stage_name); returns a summary.
 
-  init: 'random' or the path / repo id of the starting model (ignored on resume).
+  section: the config section of the run ('train' or 'finetune': steps, batches,
+  optimizer, data). init: 'random' or the path / repo id of the starting model (ignored on resume).
   Summary: final_loss, steps, resumed_from, tokens (trained on in this process),
   seconds, checkpoint (the last step directory), model_config.
   """
-  return _Run(ctx, stage_name, train_cfg, init).run()
+  return _Run(ctx, stage_name, section, init).run()

@@ -78,7 +78,14 @@ def test_segment_ids_and_validation_split(workdir):
   batch = next(data.make_batches(train_cfg(segment_ids=True), workdir, tok,
                                  split="validation", seed=0, where="train"))
   assert set(batch) == {"tokens", "loss_mask", "segment_ids", "positions"}
-  assert batch["segment_ids"].min() >= 1 and (batch["positions"][:, 0] == 0).all()
+  segments, positions, tokens = batch["segment_ids"], batch["positions"], batch["tokens"]
+  for row in range(len(tokens)):  # brute force: a new segment right after each EOS
+    expected_segment, expected_position = 1, 0
+    for t in range(SEQ_LEN):
+      assert (segments[row, t], positions[row, t]) == (expected_segment, expected_position)
+      expected_position += 1
+      if tokens[row, t] == tok.eos_id:
+        expected_segment, expected_position = expected_segment + 1, 0
 
 
 def test_data_tokenized_with_another_tokenizer_is_refused(workdir, tmp_path):

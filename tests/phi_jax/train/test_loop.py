@@ -181,11 +181,11 @@ def test_pretrain_starts_from_the_init_stage_when_it_ran(tmp_path):
   config.init.tokenizer = "byte_level"
   ctx = Context(config, str(tmp_path))
   stage = PretrainStage()
-  assert stage.start_from(ctx) == loop.RANDOM
+  assert stage.start_from(ctx) == (loop.RANDOM, None)
   assert stage.inputs(ctx)["start"] == {"path": loop.RANDOM, "fingerprint": None}
   marker = run_stage(InitStage(), ctx)
   root = str(tmp_path / "init" / "checkpoints")
-  assert stage.start_from(ctx) == root and checkpoint.steps(root) == [0]
+  assert stage.start_from(ctx) == (root, "init") and checkpoint.steps(root) == [0]
   assert stage.inputs(ctx)["start"] == {"path": root, "fingerprint": marker["fingerprint"]}
   # what training then loads: the init stage's architecture, tokenizer and weights
   model_config, tok, load = loop.starting_point(ctx, root)
