@@ -60,6 +60,7 @@ bench: $(TEST_STAMP) sandbox-deps
 	$(PY) bench/train.py
 	$(PY) bench/data.py
 	$(PY) bench/attention.py  # times the accelerator kernels; on CPU it says what it skips
+	$(PY) bench/triton_resources.py  # registers/spills/shared memory of the GPU kernels (no GPU needed)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -80,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="phi_jax pallas: query tile rows (0: its defaults; with --block_kv)")
   parser.add_argument("--block_kv", type=int, default=0,
                       help="phi_jax pallas: key tile rows (0: its defaults)")
+  parser.add_argument("--warps", type=int, default=0,
+                      help="phi_jax pallas: Triton warps of all three kernels (0: defaults)")
+  parser.add_argument("--stages", type=int, default=0,
+                      help="phi_jax pallas: Triton num_stages (0: the default)")
   parser.add_argument("--small", action="store_true",
                       help="CPU smoke sizes: batch 1, 2 heads, seq 128,256, 2 repeats")
   parser.add_argument("--no_record", action="store_true",
@@ -116,7 +120,12 @@ def attention_fn(name: str, args: argparse.Namespace, platform: str):
 
   if name == "pallas":
     blocks = (kernels.BlockSizes.uniform(args.block_q, args.block_kv) if args.block_q
-              else None)
+              else kernels.default_block_sizes(platform, args.head_dim))
+    if args.warps:
+      blocks = dataclasses.replace(blocks, warps_fwd=args.warps, warps_dkv=args.warps,
+                                   warps_dq=args.warps)
+    if args.stages:
+      blocks = dataclasses.replace(blocks, num_stages=args.stages)
     return lambda q, k, v: kernels.flash_attention(q, k, v, block_sizes=blocks)
   if name == "xla":
     def xla(q, k, v):

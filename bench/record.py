@@ -45,12 +45,13 @@ def table_header(columns: Sequence[str]) -> str:
   return markdown_row(columns) + "\n" + "|" + "---|" * len(columns) + "\n"
 
 
-def append_row(section: str, intro: str, row: str, path: str = BENCHMARKS_FILE) -> None:
+def append_row(section: str, intro: str, row: str, path: str | None = None) -> None:
   """Appends the row to the table of `section` in path, atomically (temp + rename).
 
   section: the '## ...' heading line; intro: the text and table header written under
-  it when the section is new.
+  it when the section is new; path: default BENCHMARKS_FILE (read at call time).
   """
+  path = path or BENCHMARKS_FILE
   text = ""
   if os.path.exists(path):
     with open(path) as f:

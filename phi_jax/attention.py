@@ -78,7 +78,7 @@ def pallas_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
   """phi_jax's Pallas flash attention with xla_attention's masking; same result.
 
   block_q / block_kv: query / key tile rows for the forward and both backward
-  kernels; 0 keeps the platform's defaults (`kernels.DEFAULT_BLOCK_SIZES`; set
+  kernels; 0 keeps the platform's defaults (`kernels.default_block_sizes`; set
   both or neither). A q_offset that is not a Python int (decoding: the cache
   index) goes to xla_attention. Dropout draws the kernel's own mask (same rate,
   different stream from xla_attention's).
@@ -131,9 +131,10 @@ _HEAD_AXES = ("tensor",)
 def _mesh_split(batch: int, heads: int):
   """(mesh, batch axes, head axes) to run the kernel per shard with, or None.
 
-  Only with a context mesh (`jax.set_mesh`), and only over its Auto-typed axes of
-  size > 1 that divide batch / heads. Without one, XLA's partitioner sees the kernel as an opaque
-  custom call and gathers its operands onto every device (correct, but slow).
+  Only with a context mesh (`jax.set_mesh`; the trainer traces its steps under its
+  mesh), and only over its Auto-typed axes of size > 1 that divide batch / heads.
+  Without one, XLA's partitioner sees the kernel as an opaque custom call and gathers
+  its operands onto every device (correct, but slow).
   """
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:

@@ -320,8 +320,15 @@ def _positions_from_mask(mask_BT: jax.Array) -> jax.Array:
 
 
 def abstract_model(config: PhiConfig) -> PhiForCausalLM:
-  """The model with jax.ShapeDtypeStruct in place of arrays: nothing is allocated."""
-  return nnx.eval_shape(lambda: PhiForCausalLM(config, rngs=nnx.Rngs(0)))
+  """The model with jax.ShapeDtypeStruct in place of arrays: nothing is allocated.
+
+  Built outside any context mesh (`jax.set_mesh`): under one, nnx.eval_shape would
+  read the parameters' logical axis names ('layers', 'embed', ...) as mesh axes.
+  Shardings come from `phi_jax.sharding.param_shardings` instead.
+  """
+  no_mesh = jax.sharding.AbstractMesh((), ())
+  with jax.sharding.use_abstract_mesh(no_mesh):
+    return nnx.eval_shape(lambda: PhiForCausalLM(config, rngs=nnx.Rngs(0)))
 
 
 def abstract_params(config: PhiConfig) -> dict:

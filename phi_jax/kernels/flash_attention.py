@@ -68,8 +68,9 @@ class BlockSizes:
     block_q_dkv, block_kv_dkv: dK/dV kernel: query rows per loop step, key rows per
       program.
     block_q_dq, block_kv_dq: dQ kernel: query rows per program, key rows per step.
-    num_warps: Triton warps per program (None: 4 for head_dim 64, 8 for 128).
-    num_stages: Triton software-pipelining stages of the inner loops.
+    warps_fwd, warps_dkv, warps_dq: Triton warps per program of each kernel (GPU only);
+      None: those of `default_block_sizes('gpu', head_dim)`.
+    num_stages: Triton software-pipelining stages of the inner loops (GPU only).
   """
 
   block_q: int = 128
@@ -78,7 +79,9 @@ class BlockSizes:
   block_kv_dkv: int = 128
   block_q_dq: int = 128
   block_kv_dq: int = 32
-  num_warps: int | None = None
+  warps_fwd: int | None = None
+  warps_dkv: int | None = None
+  warps_dq: int | None = None
   num_stages: int = 2
 
   def __post_init__(self):
@@ -87,6 +90,19 @@ class BlockSizes:
       value = getattr(self, field)
       if not isinstance(value, int) or value < 8 or value & (value - 1):
         raise ValueError(f"BlockSizes.{field} = {value!r}: must be a power of two >= 8")
+    for field in ("warps_fwd", "warps_dkv", "warps_dq"):
+      value = getattr(self, field)
+      if value is not None and value not in (1, 2, 4, 8, 16):
+        raise ValueError(f"BlockSizes.{field} = {value!r}: must be 1, 2, 4, 8 or 16 (or None)")
+    if not isinstance(self.num_stages, int) or self.num_stages < 1:
+      raise ValueError(f"BlockSizes.num_stages = {self.num_stages!r}: must be an int >= 1")
+
+  def warps(self, kernel: str, head_dim: int) -> int:
+    """Triton warps of kernel 'fwd', 'dkv' or 'dq' at this head_dim."""
+    chosen = getattr(self, f"warps_{kernel}")
+    if chosen is None:
+      chosen = getattr(default_block_sizes("gpu", head_dim), f"warps_{kernel}")
+    return chosen if chosen is not None else 4
 
   @classmethod
   def uniform(cls, block_q: int, block_kv: int, **kwargs) -> BlockSizes:
@@ -95,16 +111,28 @@ class BlockSizes:
                block_kv_dkv=block_kv, block_q_dq=block_q, block_kv_dq=block_kv, **kwargs)
 
 
-# Defaults for phi's shapes (head_dim 64, seq 2048). GPU: the tiles of the Triton
-# fused-attention tutorial for head_dim 64 (forward 128 x 64; backward 32 x 128 for
-# dK/dV and 128 x 32 for dQ). TPU: 256-wide tiles (the MXU is 128/256 wide). NOT
-# measured on hardware in the session that wrote them: bench/attention.py is how to
-# tune them (docs/attention.md).
+# Defaults by (platform, head_dim); `default_block_sizes` picks the entry of the smallest
+# listed head_dim >= the model's. GPU: the tiles of the Triton fused-attention tutorial
+# for head_dim 64 (forward 128 x 64; dK/dV 32 x 128; dQ 128 x 32; head_dim 128 halves
+# the dK/dV key tile), and per kernel the fewest warps at which no kernel variant
+# (causal, + dropout, + segment ids) spills registers when compiled ahead of time for
+# sm_90 (bench/triton_resources.py --sweep; the numbers are in BENCHMARKS.md). That is
+# register pressure, not speed: no GPU has timed them yet (bench/attention.py).
+# TPU: 256-wide tiles (the MXU is 128/256 wide).
 DEFAULT_BLOCK_SIZES = {
-    "gpu": BlockSizes(),
-    "tpu": BlockSizes.uniform(256, 256),
-    "cpu": BlockSizes(),
+    ("gpu", 64): BlockSizes(warps_fwd=8, warps_dkv=8, warps_dq=4),
+    ("gpu", 128): BlockSizes(block_kv_dkv=64, warps_fwd=8, warps_dkv=8, warps_dq=8),
+    ("tpu", 128): BlockSizes.uniform(256, 256),
 }
+
+
+def default_block_sizes(platform: str, head_dim: int) -> BlockSizes:
+  """The default tiles and warps for a platform ('gpu', 'tpu'; 'cpu' = 'gpu') and head_dim."""
+  platform = "gpu" if platform == "cpu" else platform
+  dims = sorted(d for p, d in DEFAULT_BLOCK_SIZES if p == platform)
+  if not dims:
+    raise ValueError(f"default_block_sizes: no defaults for platform {platform!r}")
+  return DEFAULT_BLOCK_SIZES[platform, next((d for d in dims if d >= head_dim), dims[-1])]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -489,13 +517,14 @@ def _specs(st: _Static, head_dim: int):
   return tiles, whole, stat_tiles, stat_whole, q_seg, kv_seg, seed
 
 
-def _compiler_params(st: _Static, head_dim: int):
+def _compiler_params(st: _Static, kernel: str, head_dim: int):
+  """Backend compiler parameters of kernel 'fwd', 'dkv' or 'dq' (None in interpret mode)."""
   if st.interpret:
     return None
   if st.platform == "gpu":
     from jax.experimental.pallas import triton as plgpu  # pylint: disable=g-import-not-at-top
-    num_warps = st.blocks.num_warps or (4 if head_dim <= 64 else 8)
-    return plgpu.CompilerParams(num_warps=num_warps, num_stages=st.blocks.num_stages)
+    return plgpu.CompilerParams(num_warps=st.blocks.warps(kernel, head_dim),
+                                num_stages=st.blocks.num_stages)
   from jax.experimental.pallas import tpu as pltpu  # pylint: disable=g-import-not-at-top
   return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel"))
 
@@ -532,7 +561,7 @@ def _forward(st: _Static, q, k, v, q_seg, kv_seg, seed):
       in_specs=in_specs + [tiles(bq), whole(st.kv_len_padded), whole(st.kv_len_padded)],
       out_specs=[tiles(bq), stat_tiles(bq)],
       out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), lse_shape],
-      compiler_params=_compiler_params(st, head_dim),
+      compiler_params=_compiler_params(st, "fwd", head_dim),
       interpret=st.interpret,
       name="phi_flash_attention_fwd",
   )(*inputs, q, k, v)
@@ -547,7 +576,6 @@ def _backward(st: _Static, q, k, v, q_seg, kv_seg, seed, o, lse, do):
   delta = (delta if st.layout == "BHTD" else jnp.swapaxes(delta, 1, 2))[..., None]
   tiles, whole, stat_tiles, stat_whole, q_seg_spec, kv_seg_spec, seed_spec = _specs(
       st, head_dim)
-  params = _compiler_params(st, head_dim)
   tq, sk = st.q_len_padded, st.kv_len_padded
 
   bq, bk = st.blocks.block_q_dkv, st.blocks.block_kv_dkv
@@ -561,7 +589,7 @@ def _backward(st: _Static, q, k, v, q_seg, kv_seg, seed, o, lse, do):
       out_specs=[tiles(bk), tiles(bk)],
       out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype),
                  jax.ShapeDtypeStruct(v.shape, v.dtype)],
-      compiler_params=params,
+      compiler_params=_compiler_params(st, "dkv", head_dim),
       interpret=st.interpret,
       name="phi_flash_attention_dkv",
   )(*inputs, q, k, v, do, lse, delta)
@@ -576,7 +604,7 @@ def _backward(st: _Static, q, k, v, q_seg, kv_seg, seed, o, lse, do):
                            stat_tiles(bq)],
       out_specs=tiles(bq),
       out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-      compiler_params=params,
+      compiler_params=_compiler_params(st, "dq", head_dim),
       interpret=st.interpret,
       name="phi_flash_attention_dq",
   )(*inputs, q, k, v, do, lse, delta)
@@ -639,7 +667,7 @@ def flash_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
     causal: query q_offset + i sees keys j <= q_offset + i; False: every key.
     dropout_rate, dropout_rng: dropout on the attention probabilities when both are
       set; the kernel's own mask stream (see `dropout_keep_mask`).
-    block_sizes: tile sizes (default: DEFAULT_BLOCK_SIZES of the platform).
+    block_sizes: tile sizes (default: `default_block_sizes(platform, head_dim)`).
     platform: 'gpu' (Triton), 'tpu' (Mosaic) or 'cpu'; default: jax's default
       backend. Naming one explicitly lets you lower for it elsewhere (jax.export).
     interpret: run in Pallas interpret mode (default: only on 'cpu').
@@ -672,7 +700,7 @@ def flash_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
     raise ValueError(f"flash_attention: dropout_rate {dropout_rate} not in [0, 1)")
   use_dropout = dropout_rate > 0.0 and dropout_rng is not None
 
-  blocks = _clamp_blocks(block_sizes or DEFAULT_BLOCK_SIZES[platform], q_len, kv_len,
+  blocks = _clamp_blocks(block_sizes or default_block_sizes(platform, head_dim), q_len, kv_len,
                          platform)
   q_multiple = max(blocks.block_q, blocks.block_q_dkv, blocks.block_q_dq)
   kv_multiple = max(blocks.block_kv, blocks.block_kv_dkv, blocks.block_kv_dq)

@@ -207,11 +207,21 @@ class Trainer:
     """One optimizer step on a global batch (donates `state`).
 
     Gradients are accumulated over `microbatches` micro-batches, weighted by their
-    counted target tokens, so the step equals one on the whole batch. Dropout key:
+    counted target tokens, so the step equals one on the whole batch. The step is
+    traced with the trainer's mesh as the context mesh (`jax.set_mesh`), which lets
+    the Pallas attention kernel run per shard instead of on gathered operands. Dropout key:
     fold_in(fold_in(rng, step), micro-batch index). Metrics (fp32 scalars): loss,
     grad_norm (before clipping), lr (of this update), tokens (counted targets).
     """
-    return self._train_step(state, dict(batch), rng)
+    with jax.set_mesh(self.mesh):
+      return self._train_step(state, dict(batch), rng)
+
+  def trace_train_step(self, state: TrainState, batch: Mapping[str, jax.Array],
+                       rng: jax.Array) -> jax.stages.Traced:
+    """The train step traced as `train_step` traces it (under the mesh), not run:
+    `.jaxpr` shows what runs per shard, `.lower().compile()` its HLO and cost."""
+    with jax.set_mesh(self.mesh):
+      return self._train_step.trace(state, dict(batch), rng)
 
   def _eval_step_impl(self, state: TrainState, batch):
     _, aux = loss_fn(state.params, self.config, batch)
@@ -219,7 +229,8 @@ class Trainer:
 
   def eval_step(self, state: TrainState, batch: Mapping[str, jax.Array]) -> dict:
     """Loss and counted target tokens of a batch, without dropout."""
-    return self._eval_step(state, dict(batch))
+    with jax.set_mesh(self.mesh):
+      return self._eval_step(state, dict(batch))
 
   def shard_batch(self, batch: Mapping[str, np.ndarray]) -> dict:
     """Places this host's batch on the mesh, split over ('data', 'fsdp').

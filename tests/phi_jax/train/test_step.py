@@ -130,6 +130,31 @@ def test_gradient_accumulation_equals_one_large_batch():
                four.params, one.params)
 
 
+def test_pallas_attention_runs_per_shard_in_the_train_step():
+  """The trainer traces its step under its mesh, so attention='pallas' runs per shard
+  (shard_map over batch and heads), and the step equals attention='xla' on the mesh."""
+  mesh = make_mesh((2, 2, 2))
+  batch = make_batch(seed=2)
+  results = {}
+  for implementation in ("pallas", "xla"):
+    config = NO_DROPOUT.replace(attention=implementation)
+    trainer = step_lib.Trainer(config, train_cfg(), mesh, RULES, 10)
+    state = trainer.state_from_params(random_params(NO_DROPOUT, seed=5))
+    sharded = trainer.shard_batch(batch)
+    jaxpr = str(trainer.trace_train_step(state, sharded, jax.random.key(0)).jaxpr)
+    assert ("shard_map" in jaxpr) == (implementation == "pallas")
+    state, metrics = trainer.train_step(state, sharded, jax.random.key(0))
+    eval_metrics = trainer.eval_step(state, sharded)
+    results[implementation] = (state, metrics, eval_metrics)
+  (pallas, m_pallas, e_pallas), (xla, m_xla, e_xla) = results["pallas"], results["xla"]
+  for key in ("loss", "grad_norm"):
+    np.testing.assert_allclose(m_pallas[key], m_xla[key], rtol=1e-5)
+  np.testing.assert_allclose(e_pallas["loss"], e_xla["loss"], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                       atol=1e-5, rtol=1e-5),
+               pallas.params, xla.params)
+
+
 def test_loss_matches_numpy_cross_entropy_and_eval_step():
   params = random_params(NO_DROPOUT, seed=2)
   batch = {k: jnp.asarray(v) for k, v in make_batch(seed=4).items()}
