@@ -114,26 +114,13 @@ def candidates(args: argparse.Namespace):
 
 def compile_variant(blocks, variant: str, args: argparse.Namespace) -> list:
   """KernelResources of fwd, dkv, dq (per capability) for one BlockSizes and variant."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from phi_jax import kernels  # pylint: disable=g-import-not-at-top
   from phi_jax.kernels import triton_aot  # pylint: disable=g-import-not-at-top
 
   segments, dropout = VARIANTS[variant]
-  qkv = jax.ShapeDtypeStruct((8, args.seq, 32, args.head_dim), jnp.dtype(args.dtype))
-  segment_ids = jax.ShapeDtypeStruct((8, args.seq), jnp.int32)
-
-  def loss(q, k, v, segment_ids):
-    out = kernels.flash_attention(
-        q, k, v, q_segment_ids=segment_ids if segments else None,
-        kv_segment_ids=segment_ids if segments else None, platform="gpu",
-        dropout_rate=0.1 if dropout else 0.0,
-        dropout_rng=jax.random.key(0) if dropout else None, block_sizes=blocks)
-    return out.astype(jnp.float32).sum()
-
-  return triton_aot.compile_all(jax.grad(loss, argnums=(0, 1, 2)), qkv, qkv, qkv,
-                                segment_ids, capabilities=args.capability)
+  fn, shapes = triton_aot.flash_attention_gradient(
+      seq=args.seq, head_dim=args.head_dim, dtype=args.dtype, segments=segments,
+      dropout=dropout, block_sizes=blocks)
+  return triton_aot.compile_all(fn, *shapes, capabilities=args.capability)
 
 
 def _tile(blocks, kernel: str) -> tuple[int, int]:
@@ -168,9 +155,9 @@ def main(argv=None) -> list[Row]:
   import jax  # pylint: disable=g-import-not-at-top
 
   from phi_jax.kernels import triton_aot  # pylint: disable=g-import-not-at-top
-  triton = triton_aot.require_triton()
+  triton_version = triton_aot.triton_version()
   machine = record.cpu_description()
-  print(f"Triton {triton.__version__} ahead-of-time compilation on {machine}: "
+  print(f"Triton {triton_version} ahead-of-time compilation on {machine}: "
         f"seq {args.seq}, head_dim {args.head_dim}, {args.dtype}")
   print("  " + " | ".join(COLUMNS[4:5] + COLUMNS[8:]))
   rows = run(args)
@@ -180,7 +167,7 @@ def main(argv=None) -> list[Row]:
   if args.no_record:
     return rows
   for row in rows:
-    line = record.markdown_row([record.now(), machine, jax.__version__, triton.__version__]
+    line = record.markdown_row([record.now(), machine, jax.__version__, triton_version]
                                + _cells(row)[:1] + [args.seq, args.head_dim, args.dtype]
                                + _cells(row)[1:])
     record.append_row(SECTION, INTRO, line)

@@ -10,9 +10,10 @@ show up on the first GPU it meets. This module closes that gap:
    (`jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",))`) and pulls out every
    Triton kernel: its name, Triton IR (text), `num_warps` and `num_stages`.
 2. `compile_kernel(kernel, capability)` compiles that IR with the open-source `triton`
-   package (requirements-test.txt pins it) down to PTX and a cubin for the named
-   architecture (sm_80, sm_90, ...), and reports the cubin's resources: registers per
-   thread, spill bytes, shared memory, and how many programs fit on one SM.
+   package (requirements-test.txt pins it; it runs in a child process, see
+   triton_worker.py) down to PTX and a cubin for the named architecture (sm_80,
+   sm_90, ...), and reports the resources: registers per thread, spill bytes, shared
+   memory, and how many programs fit on one SM.
 
 Caveat: XLA compiles with its own pinned Triton, not the `triton` wheel, so register and
 spill counts here are a close estimate of what runs, not the exact number (same
@@ -23,9 +24,11 @@ not measured here at all: that needs the GPU (bench/attention.py).
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import json
 import os
-import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
@@ -47,6 +50,7 @@ SM_LIMITS = {
              registers_per_sm=65536, threads_per_sm=2048),  # H100, H200
 }
 _REGISTER_ALLOCATION_UNIT = 256  # registers are allocated per warp in units of 256
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_worker.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,14 +111,14 @@ class KernelResources:
     return out
 
 
-def require_triton():
-  """The `triton` module, or an ImportError saying how to install it."""
+def triton_version() -> str:
+  """The installed `triton` package's version (without importing it: see triton_worker),
+  or an ImportError saying how to install it."""
   try:
-    import triton  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
+    return importlib.metadata.version("triton")
+  except importlib.metadata.PackageNotFoundError as e:
     raise ImportError("ahead-of-time Triton compilation needs the `triton` package "
                       "(pinned in requirements-test.txt: `make test` installs it)") from e
-  return triton
 
 
 def triton_kernels(fn: Callable, *args) -> list[TritonKernel]:
@@ -155,32 +159,6 @@ def triton_kernels(fn: Callable, *args) -> list[TritonKernel]:
   return kernels
 
 
-_SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
-_REGISTERS = re.compile(r"Used (\d+) registers")
-
-
-def _ptxas_report(ptx: str, capability: int) -> tuple[int, int, int]:
-  """(registers, spill store bytes, spill load bytes) from `ptxas -v` on `ptx`, with the
-  ptxas that triton itself uses for this architecture."""
-  from triton.backends.nvidia import compiler as nvidia  # pylint: disable=g-import-not-at-top
-
-  ptxas = nvidia.get_ptxas(capability).path
-  arch = nvidia.sm_arch_from_capability(capability)
-  with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "kernel.ptx")
-    with open(path, "w") as f:
-      f.write(ptx)
-    result = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", path, "-o",
-                             os.path.join(tmp, "kernel.cubin")],
-                            capture_output=True, text=True, check=False)
-  log = result.stdout + result.stderr
-  registers, spills = _REGISTERS.search(log), _SPILLS.search(log)
-  if result.returncode or not registers or not spills:
-    raise RuntimeError(f"ptxas ({ptxas}, {arch}) failed or printed no resource report:\n"
-                       f"{log[-2000:]}")
-  return int(registers.group(1)), int(spills.group(1)), int(spills.group(2))
-
-
 def _programs_per_sm(capability: int, num_warps: int, registers: int, shared: int) -> int:
   limits = SM_LIMITS[capability]
   threads = 32 * num_warps
@@ -194,30 +172,61 @@ def _programs_per_sm(capability: int, num_warps: int, registers: int, shared: in
 def compile_kernel(kernel: TritonKernel, capability: int = 90) -> KernelResources:
   """Compiles `kernel` with the `triton` package for sm_<capability>; its resources.
 
-  Raises whatever Triton raises when it cannot compile the IR (that is the point:
-  such a kernel would fail the same way inside XLA).
+  Triton runs in a child process (`triton_worker.py`): its native library must not
+  share a process with jaxlib's or TensorFlow's. Raises RuntimeError with Triton's or
+  ptxas's message when the kernel does not compile (as it would fail inside XLA).
   """
   if capability not in SM_LIMITS:
     raise ValueError(f"compile_kernel: capability {capability} not in {sorted(SM_LIMITS)}")
-  triton = require_triton()
-  from triton.backends.compiler import GPUTarget  # pylint: disable=g-import-not-at-top
-
-  # triton >= 3.9 warns when this is unset; fused multiply-add is what XLA's Triton does.
-  os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+  triton_version()
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, f"{kernel.name}.ttir")  # triton.compile picks the
     with open(path, "w") as f:                       # frontend from the suffix
       f.write(kernel.ir)
-    compiled = triton.compile(path, target=GPUTarget("cuda", capability, 32),
-                              options=dict(num_warps=kernel.num_warps,
-                                           num_stages=kernel.num_stages))
-  registers, spill_stores, spill_loads = _ptxas_report(compiled.asm["ptx"], capability)
-  shared = int(compiled.metadata.shared)
+    result = subprocess.run(
+        [sys.executable, _WORKER, path, str(capability), str(kernel.num_warps),
+         str(kernel.num_stages)], capture_output=True, text=True, check=False)
+  if result.returncode:
+    raise RuntimeError(f"Triton could not compile {kernel.name} for sm_{capability} "
+                       f"({kernel.num_warps} warps, {kernel.num_stages} stages):\n"
+                       f"{result.stderr.strip()[-3000:]}")
+  try:
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+  except (IndexError, json.JSONDecodeError) as e:
+    raise RuntimeError(f"triton_worker printed no JSON report for {kernel.name}: "
+                       f"{result.stdout[-500:]!r} {result.stderr[-500:]!r}") from e
   return KernelResources(
       name=kernel.name, capability=capability, num_warps=kernel.num_warps,
-      num_stages=kernel.num_stages, registers=registers, spill_store_bytes=spill_stores,
-      spill_load_bytes=spill_loads, shared_bytes=shared,
-      programs_per_sm=_programs_per_sm(capability, kernel.num_warps, registers, shared))
+      num_stages=kernel.num_stages,
+      programs_per_sm=_programs_per_sm(capability, kernel.num_warps, report["registers"],
+                                       report["shared_bytes"]),
+      **report)
+
+
+def flash_attention_gradient(*, seq: int = 2048, head_dim: int = 64, dtype="bfloat16",
+                             segments: bool = False, dropout: bool = False,
+                             block_sizes=None, batch: int = 8, heads: int = 32):
+  """(fn, args): the gradient of phi_jax's GPU flash attention w.r.t. q, k, v, at phi-1's
+  batch x heads by default; lowering it yields the forward, dK/dV and dQ kernels.
+
+  segments: pass segment ids; dropout: attention dropout 0.1 (as phi-1 pretrains).
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from phi_jax import kernels  # pylint: disable=g-import-not-at-top
+
+  qkv = jax.ShapeDtypeStruct((batch, seq, heads, head_dim), jnp.dtype(dtype))
+  segment_ids = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
+
+  def loss(q, k, v, segment_ids):
+    out = kernels.flash_attention(
+        q, k, v, q_segment_ids=segment_ids if segments else None,
+        kv_segment_ids=segment_ids if segments else None, platform="gpu",
+        dropout_rate=0.1 if dropout else 0.0,
+        dropout_rng=jax.random.key(0) if dropout else None, block_sizes=block_sizes)
+    return out.astype(jnp.float32).sum()
+
+  return jax.grad(loss, argnums=(0, 1, 2)), (qkv, qkv, qkv, segment_ids)
 
 
 def compile_all(fn: Callable, *args,
