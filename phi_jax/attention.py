@@ -18,7 +18,8 @@ Implementations (`PhiConfig.attention`; docs/attention.md):
   (a traced q_offset: the KV cache index) falls back to 'xla'.
 - 'cudnn': `jax.nn.dot_product_attention(implementation='cudnn')`; CUDA GPUs only,
   no attention dropout; decoding falls back to 'xla'.
-- 'auto': resolved when traced, by backend: 'xla' on CPU, 'pallas' on GPU and TPU.
+- 'auto': resolved when traced, by the target backend (`phi_jax.target`): 'xla' on
+  CPU, 'pallas' on GPU and TPU.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from phi_jax import target
 
 
 def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
@@ -172,9 +175,9 @@ def cudnn_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
     raise ValueError("attention='cudnn' has no attention dropout (jax.nn."
                      "dot_product_attention takes none): set config.model.attention_dropout "
                      "= 0 or use attention='pallas'")
-  if jax.default_backend() != "gpu":
-    raise ValueError(f"attention='cudnn' needs a CUDA GPU with cuDNN; the default backend "
-                     f"is {jax.default_backend()!r} (use 'auto' or 'xla')")
+  if target.backend() != "gpu":
+    raise ValueError(f"attention='cudnn' needs a CUDA GPU with cuDNN; the target backend "
+                     f"is {target.backend()!r} (use 'auto' or 'xla')")
   q_len, kv_len = q_BTHD.shape[1], k_BSHD.shape[1]
   same_segment = q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]  # [B, T, S]
   if q_offset == 0 and q_len == kv_len:
@@ -193,10 +196,11 @@ AUTO = {"cpu": "xla", "gpu": "pallas", "tpu": "pallas"}
 
 
 def resolve_implementation(implementation: str, backend: str | None = None) -> str:
-  """The concrete implementation: 'auto' becomes AUTO[backend] (default: jax's)."""
+  """The concrete implementation: 'auto' becomes AUTO[backend] (default: the target
+  backend, `phi_jax.target.backend()`)."""
   if implementation != "auto":
     return implementation
-  backend = backend or jax.default_backend()
+  backend = backend or target.backend()
   return AUTO.get("gpu" if backend in ("cuda", "rocm") else backend, "xla")
 
 

@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from phi_jax import target
+
 # Masked scores get this instead of -inf so that exp(m_old - m_new) is never
 # exp(-inf + inf) = NaN; probabilities of masked entries are also zeroed explicitly.
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
@@ -634,11 +636,11 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 # Public entry point.
 
 def default_platform() -> str:
-  """'gpu', 'tpu' or 'cpu': the backend of jax's default device."""
-  backend = jax.default_backend()
-  if backend in ("gpu", "cuda", "rocm"):
-    return "gpu"
-  return "tpu" if backend == "tpu" else "cpu"
+  """'gpu', 'tpu' or 'cpu': the target backend (`phi_jax.target.backend()`: jax's
+  default backend unless a program is being compiled for another); any other backend
+  counts as 'cpu' (interpret mode)."""
+  backend = target.backend()
+  return backend if backend in ("gpu", "tpu") else "cpu"
 
 
 def _pad_axis(x: jax.Array, axis: int, length: int, value=0) -> jax.Array:
@@ -668,8 +670,8 @@ def flash_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
     dropout_rate, dropout_rng: dropout on the attention probabilities when both are
       set; the kernel's own mask stream (see `dropout_keep_mask`).
     block_sizes: tile sizes (default: `default_block_sizes(platform, head_dim)`).
-    platform: 'gpu' (Triton), 'tpu' (Mosaic) or 'cpu'; default: jax's default
-      backend. Naming one explicitly lets you lower for it elsewhere (jax.export).
+    platform: 'gpu' (Triton), 'tpu' (Mosaic) or 'cpu'; default: the target backend
+      (`phi_jax.target`). Naming one explicitly lets you lower for it elsewhere.
     interpret: run in Pallas interpret mode (default: only on 'cpu').
   """
   platform = platform or default_platform()

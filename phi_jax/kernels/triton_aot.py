@@ -10,15 +10,17 @@ show up on the first GPU it meets. This module closes that gap:
    (`jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",))`) and pulls out every
    Triton kernel: its name, Triton IR (text), `num_warps` and `num_stages`.
 2. `compile_kernel(kernel, capability)` compiles that IR with the open-source `triton`
-   package (requirements-test.txt pins it; it runs in a child process, see
-   triton_worker.py) down to PTX and a cubin for the named architecture (sm_80,
-   sm_90, ...), and reports the resources: registers per thread, spill bytes, shared
-   memory, and how many programs fit on one SM.
+   package (requirements-triton.txt pins it; `make test` installs it into TRITON_DIR,
+   and it runs in a child process, see triton_worker.py) down to PTX and a cubin for
+   the named architecture (sm_80, sm_90, ...), and reports the resources: registers per
+   thread, spill bytes, shared memory, and how many programs fit on one SM.
 
 Caveat: XLA compiles with its own pinned Triton, not the `triton` wheel, so register and
 spill counts here are a close estimate of what runs, not the exact number (same
-frontend IR, same passes up to version drift; ptxas versions may differ too). Speed is
-not measured here at all: that needs the GPU (bench/attention.py).
+frontend IR, same passes up to version drift; ptxas versions may differ too).
+`phi_jax.compile_only` runs XLA's own compiler for a described GPU, which shows that
+XLA accepts the kernels and that they fit its shared memory, but reports no registers.
+Speed is not measured here at all: that needs the GPU (bench/attention.py).
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ SM_LIMITS = {
 }
 _REGISTER_ALLOCATION_UNIT = 256  # registers are allocated per warp in units of 256
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_worker.py")
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Where `make test` installs the `triton` package: outside the venv's site-packages, since
+# torch imports triton whenever it can, and triton next to TensorFlow in one process
+# crashes. Only triton_worker.py's process puts it on its path.
+TRITON_DIR = os.environ.get("PHI_JAX_TRITON_DIR", os.path.join(_REPO_ROOT, ".venv", "triton"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,13 +119,14 @@ class KernelResources:
 
 
 def triton_version() -> str:
-  """The installed `triton` package's version (without importing it: see triton_worker),
-  or an ImportError saying how to install it."""
-  try:
-    return importlib.metadata.version("triton")
-  except importlib.metadata.PackageNotFoundError as e:
-    raise ImportError("ahead-of-time Triton compilation needs the `triton` package "
-                      "(pinned in requirements-test.txt: `make test` installs it)") from e
+  """The version of the `triton` package in TRITON_DIR (read without importing it), or
+  an ImportError saying how to install it."""
+  for dist in importlib.metadata.distributions(path=[TRITON_DIR]):
+    if dist.metadata["Name"] == "triton":
+      return dist.version
+  raise ImportError(f"ahead-of-time Triton compilation needs the `triton` package in "
+                    f"{TRITON_DIR}: `make test` installs it there (requirements-triton.txt), "
+                    f"or `pip install --no-deps --target {TRITON_DIR} -r requirements-triton.txt`")
 
 
 def triton_kernels(fn: Callable, *args) -> list[TritonKernel]:
@@ -183,9 +191,10 @@ def compile_kernel(kernel: TritonKernel, capability: int = 90) -> KernelResource
     path = os.path.join(tmp, f"{kernel.name}.ttir")  # triton.compile picks the
     with open(path, "w") as f:                       # frontend from the suffix
       f.write(kernel.ir)
+    env = dict(os.environ, PYTHONPATH=TRITON_DIR)
     result = subprocess.run(
         [sys.executable, _WORKER, path, str(capability), str(kernel.num_warps),
-         str(kernel.num_stages)], capture_output=True, text=True, check=False)
+         str(kernel.num_stages)], capture_output=True, text=True, check=False, env=env)
   if result.returncode:
     raise RuntimeError(f"Triton could not compile {kernel.name} for sm_{capability} "
                        f"({kernel.num_warps} warps, {kernel.num_stages} stages):\n"

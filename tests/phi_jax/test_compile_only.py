@@ -1,0 +1,124 @@
+"""Compiling for GPUs this machine does not have: XLA's own GPU compiler, compile-only.
+
+These run XLA's real CUDA pipeline (its own Triton for the Pallas kernels, buffer
+assignment) for a described H100/A100, on the CPU-only CI machine. The plugin lives in
+.venv/cuda-compile-only (`make test` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from configs import phi1 as phi1_config
+from configs import tiny as tiny_config
+from phi_jax import attention, compile_only, kernels, target
+from phi_jax.config import PhiConfig
+from phi_jax.model import count_params
+from phi_jax.kernels.flash_attention import default_platform
+from phi_jax.kernels import triton_aot
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.skipif(not compile_only.plugin_available(),
+                                reason=f"needs the CUDA PJRT plugin in {compile_only.PLUGIN_DIR} "
+                                "(make test installs it)")
+
+ATTENTION_KERNELS = ["phi_flash_attention_dkv", "phi_flash_attention_dq",
+                     "phi_flash_attention_fwd"]
+
+
+def test_compiling_for_sets_the_target_backend():
+  assert target.backend() == "cpu"
+  assert attention.resolve_implementation("auto") == "xla"
+  with target.compiling_for("gpu"):
+    assert target.backend() == "gpu"
+    assert attention.resolve_implementation("auto") == "pallas"
+    assert default_platform() == "gpu"
+    with target.compiling_for("tpu"):
+      assert default_platform() == "tpu"
+    assert target.backend() == "gpu"
+  assert target.backend() == "cpu"
+  with pytest.raises(ValueError, match="'cuda' is not one of"):
+    with target.compiling_for("cuda"):
+      pass
+
+
+@pytest.mark.parametrize("gpu", ["h100", "a100"])
+def test_pallas_kernels_compile_with_xlas_triton(gpu):
+  """phi-1's shapes with segment ids and dropout: XLA compiles all three kernels."""
+  fn, args = triton_aot.flash_attention_gradient(segments=True, dropout=True)
+  compiled = compile_only.compile_on(fn, *args, target=gpu)
+  assert sorted(compile_only.triton_kernel_names(compiled)) == ATTENTION_KERNELS
+  assert compiled.memory_analysis().argument_size_in_bytes == 3 * 8 * 2048 * 32 * 64 * 2 + (
+      8 * 2048 * 4)  # q, k, v in bf16 + the int32 segment ids
+
+
+def test_tiles_that_overflow_shared_memory_are_rejected():
+  """The check is real: XLA refuses a kernel that needs more shared memory than an SM."""
+  fn, args = triton_aot.flash_attention_gradient(
+      head_dim=128, block_sizes=kernels.BlockSizes.uniform(256, 256, num_stages=4))
+  with pytest.raises(jax.errors.JaxRuntimeError, match="Shared memory size limit exceeded"):
+    compile_only.compile_on(fn, *args)
+
+
+def test_train_step_compiles_for_a_two_gpu_mesh():
+  """configs/tiny.py with attention='auto': on a GPU target that is the Pallas kernel,
+  run per shard over fsdp=2; the state XLA holds is AdamW's fp32 params + 2 moments."""
+  config = tiny_config.get_config()
+  config.model.attention = "auto"
+  config.mesh.fsdp = 2
+  compiled, report = compile_only.compile_train_step(config, num_devices=2)
+  assert sorted(set(compile_only.triton_kernel_names(compiled))) == ATTENTION_KERNELS
+  params = count_params(PhiConfig.from_mapping(config.model))
+  state_bytes = 3 * 4 * params  # params, mu, nu in fp32
+  # Sharded over 2 devices, except the small replicated leaves (norms, biases).
+  assert state_bytes / 2 <= report.arguments <= 0.75 * state_bytes, report
+  assert report.aliased >= state_bytes / 2  # the donated state is updated in place
+  assert report.fits and report.peak < report.device_memory / 100
+
+
+def test_phi1_step_memory_matches_the_parameter_count():
+  """phi-1 (1.3B) on one H100, 8 sequences of 2048 per step, full remat: the inputs are
+  AdamW's state, 12 bytes per parameter (the paper's 1.3B), and the step fits."""
+  config = phi1_config.get_config()
+  config.train.batch_size, config.train.microbatches = 8, 1
+  config.model.remat = "full"
+  _, report = compile_only.compile_train_step(config, target="h100")
+  params = count_params(PhiConfig.from_mapping(config.model))
+  assert 1.3e9 < params < 1.45e9
+  batch_bytes = 2 * 8 * 2048 * 4  # tokens + loss_mask, int32
+  assert abs(report.arguments - (12 * params + batch_bytes)) < 1e6, report
+  assert report.fits, report.describe()
+
+
+def test_memory_report_arithmetic():
+  report = compile_only.MemoryReport(target="h100", device_memory=100, arguments=40,
+                                     outputs=40, aliased=40, temporaries=50)
+  assert report.peak == 90 and report.fits
+  over = compile_only.MemoryReport(target="h100", device_memory=100, arguments=40,
+                                   outputs=40, aliased=30, temporaries=50)
+  assert over.peak == 100 and not over.fits
+  assert "DOES NOT FIT" in over.describe()
+
+
+def test_unknown_targets_are_named():
+  with pytest.raises(ValueError, match="unknown GPU target 'v100'"):
+    compile_only.gpu_devices("v100")
+  with pytest.raises(ValueError, match="at least one device"):
+    compile_only.gpu_devices("h100", 0)
+
+
+def test_command_line_reports_memory_and_kernels():
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  result = subprocess.run(
+      [sys.executable, "-m", "phi_jax.compile_only", "--config=configs/tiny.py",
+       "--config.model.attention=auto", "--target=h200"],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "1 x NVIDIA H200 141GB HBM3e" in result.stdout
+  assert "fits" in result.stdout and "of 141.00 GiB" in result.stdout
+  assert "Pallas/Triton kernels compiled by XLA: 3" in result.stdout
