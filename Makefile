@@ -19,14 +19,16 @@ $(RUN_STAMP): requirements.txt | $(PY)
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-# Tests also compile for GPUs without one: triton and XLA's CUDA compiler go into their
-# own directories, off the venv's path (see the two requirements files).
+# Tests also compile for GPUs and TPUs without them: triton, XLA's CUDA compiler and
+# libtpu go into their own directories, off the venv's path (see those requirements files).
 $(TEST_STAMP): requirements.txt requirements-test.txt requirements-triton.txt \
-               requirements-cuda-compile-only.txt | $(PY)
+               requirements-cuda-compile-only.txt requirements-tpu-compile-only.txt | $(PY)
 	$(PY) -m pip install -q -r requirements-test.txt
 	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/triton -r requirements-triton.txt
 	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/cuda-compile-only \
 	  -r requirements-cuda-compile-only.txt
+	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/tpu-compile-only \
+	  -r requirements-tpu-compile-only.txt
 	touch $(RUN_STAMP) $@
 
 venv: $(RUN_STAMP)

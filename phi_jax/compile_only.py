@@ -1,21 +1,25 @@
-"""Compile phi_jax programs for GPUs this machine does not have: XLA compile-only devices.
+"""Compile phi_jax programs for accelerators this machine does not have.
 
-The CUDA PJRT plugin (`jax-cuda12-pjrt`) can describe a GPU it is not attached to, from a
-target description (compute capability, SMs, shared memory, device memory), and hand out
-compile-only devices for it. `jax.jit(...).lower(...).compile()` on arrays sharded over
-them runs XLA's whole GPU pipeline, including XLA's own Triton for the Pallas kernels and
-buffer assignment, and stops before there is anything to run. From a laptop or CI this
-answers: does the train step compile for an H100, do the Pallas kernels fit its shared
-memory (XLA rejects a kernel that does not), and how much device memory a step needs at
-a given batch, mesh and remat setting.
+XLA can compile for a described device without one attached. For GPUs the CUDA PJRT
+plugin (`jax-cuda12-pjrt`) builds compile-only devices from a target description
+(compute capability, SMs, shared memory, device memory); for TPUs libtpu builds them from
+a slice topology ("v5e:2x2"). `jax.jit(...).lower(...).compile()` on arrays sharded over
+them runs XLA's whole pipeline for that device, including XLA's own Triton (GPU) or
+Mosaic (TPU) compiler for the Pallas kernels and buffer assignment, and stops before
+there is anything to run. From a laptop or CI this answers: does the train step
+compile for an H100 or a v5e slice, do the Pallas kernels fit the chip (XLA rejects a
+kernel that does not), and how much device memory a step needs at a given batch, mesh
+and remat setting.
 
     python -m phi_jax.compile_only --config=configs/phi1.py --target=h100 --devices=8
+    python -m phi_jax.compile_only --config=configs/phi1.py --target=v5p --devices=16
 
-The plugin is not a runtime dependency: `make test` installs it, with no dependencies,
-into .venv/cuda-compile-only (`PLUGIN_DIR`; override with PHI_JAX_CUDA_PLUGIN_DIR), and
-this module registers it on first use. Tracing happens under
-`phi_jax.target.compiling_for('gpu')`, so `attention='auto'` resolves to the Pallas kernel
-and the kernel to its Triton variant, as on a real GPU.
+Neither plugin is a runtime dependency: `make test` installs them, with no dependencies,
+into .venv/cuda-compile-only and .venv/tpu-compile-only (`CUDA_PLUGIN_DIR`,
+`TPU_PLUGIN_DIR`; override with PHI_JAX_CUDA_PLUGIN_DIR / PHI_JAX_TPU_PLUGIN_DIR), off the
+venv's path, and this module registers them on first use. Tracing happens under
+`phi_jax.target.compiling_for('gpu' or 'tpu')`, so `attention='auto'` resolves to the
+Pallas kernel and the kernel to its Triton or Mosaic variant, as on the real device.
 """
 
 from __future__ import annotations
@@ -32,9 +36,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from phi_jax.kernels.triton_aot import SM_LIMITS
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PLUGIN_DIR = os.environ.get("PHI_JAX_CUDA_PLUGIN_DIR",
-                            os.path.join(REPO_ROOT, ".venv", "cuda-compile-only"))
+CUDA_PLUGIN_DIR = os.environ.get("PHI_JAX_CUDA_PLUGIN_DIR",
+                                 os.path.join(REPO_ROOT, ".venv", "cuda-compile-only"))
+TPU_PLUGIN_DIR = os.environ.get("PHI_JAX_TPU_PLUGIN_DIR",
+                                os.path.join(REPO_ROOT, ".venv", "tpu-compile-only"))
 _PLUGIN_MODULE = "jax_plugins.xla_cuda12"
 
 
@@ -96,35 +104,73 @@ device_description_str: "{self.name}"
 """
 
 
-# NVIDIA's published figures (SXM parts); shared memory per SM / per block opt-in from
-# the CUDA programming guide's compute-capability table.
+def _gpu(name: str, capability: tuple[int, int], **figures) -> GpuTarget:
+  """A GpuTarget whose shared-memory limits come from the one table of them."""
+  limits = SM_LIMITS[capability[0] * 10 + capability[1]]
+  return GpuTarget(name, capability, shared_memory_per_sm=limits["shared_per_sm"],
+                   shared_memory_per_block_optin=limits["shared_per_program"], **figures)
+
+
+# NVIDIA's published figures for the SXM parts.
 GPU_TARGETS = {
-    "h100": GpuTarget("NVIDIA H100 80GB HBM3", (9, 0), sm_count=132,
-                      memory_bytes=84942979072, memory_bandwidth=3352320000000,
-                      shared_memory_per_sm=233472, shared_memory_per_block_optin=232448,
-                      l2_cache_bytes=52428800, clock_ghz=1.98),
-    "h200": GpuTarget("NVIDIA H200 141GB HBM3e", (9, 0), sm_count=132,
-                      memory_bytes=151397597184, memory_bandwidth=4800000000000,
-                      shared_memory_per_sm=233472, shared_memory_per_block_optin=232448,
-                      l2_cache_bytes=52428800, clock_ghz=1.98),
-    "a100": GpuTarget("NVIDIA A100-SXM4-80GB", (8, 0), sm_count=108,
-                      memory_bytes=85031714816, memory_bandwidth=2039000000000,
-                      shared_memory_per_sm=167936, shared_memory_per_block_optin=166912,
-                      l2_cache_bytes=41943040, clock_ghz=1.41),
+    "h100": _gpu("NVIDIA H100 80GB HBM3", (9, 0), sm_count=132, memory_bytes=84942979072,
+                 memory_bandwidth=3352320000000, l2_cache_bytes=52428800, clock_ghz=1.98),
+    "h200": _gpu("NVIDIA H200 141GB HBM3e", (9, 0), sm_count=132, memory_bytes=151397597184,
+                 memory_bandwidth=4800000000000, l2_cache_bytes=52428800, clock_ghz=1.98),
+    "a100": _gpu("NVIDIA A100-SXM4-80GB", (8, 0), sm_count=108, memory_bytes=85031714816,
+                 memory_bandwidth=2039000000000, l2_cache_bytes=41943040, clock_ghz=1.41),
 }
 
 
-def plugin_available(plugin_dir: str | None = None) -> bool:
-  """Whether the CUDA PJRT plugin is importable (installed in the venv or in plugin_dir)."""
+@dataclasses.dataclass(frozen=True)
+class TpuTarget:
+  """A TPU generation: libtpu's topology prefix, HBM per chip, torus dimensions."""
+
+  name: str
+  generation: str  # "v5e" -> topologies "v5e:2x2", ...
+  memory_bytes: int
+  torus_dims: int  # 2 (v5e, v6e: "AxB") or 3 (v4, v5p: "AxBxC")
+
+
+# HBM per chip from Google's Cloud TPU system architecture pages.
+TPU_TARGETS = {
+    "v4": TpuTarget("TPU v4", "v4", memory_bytes=32 * 2**30, torus_dims=3),
+    "v5e": TpuTarget("TPU v5e", "v5e", memory_bytes=16 * 2**30, torus_dims=2),
+    "v5p": TpuTarget("TPU v5p", "v5p", memory_bytes=95 * 2**30, torus_dims=3),
+    "v6e": TpuTarget("TPU v6e", "v6e", memory_bytes=32 * 2**30, torus_dims=2),
+}
+TARGETS = {**GPU_TARGETS, **TPU_TARGETS}
+
+
+def tpu_topology_name(target: str, count: int) -> str:
+  """libtpu's name for a slice of `count` chips (a power of two >= 4: one host holds 4),
+  e.g. ('v5e', 8) -> 'v5e:2x4', ('v5p', 16) -> 'v5p:2x2x4'."""
+  if count < 4 or count & (count - 1):
+    raise ValueError(f"compile_only: a TPU slice needs a power-of-two number of chips >= 4 "
+                     f"(one host has 4), got {count}")
+  spec = TPU_TARGETS[target]
+  if spec.torus_dims == 3:
+    return f"{spec.generation}:2x2x{count // 4}"
+  side = 2 ** ((count.bit_length() - 1) // 2)
+  return f"{spec.generation}:{side}x{count // side}"
+
+
+def plugin_available(target: str = "h100") -> bool:
+  """Whether the compiler plugin for `target` (a GPU or TPU name) is installed."""
+  if target in TPU_TARGETS:
+    return os.path.isfile(_libtpu_path())
   if _PLUGIN_MODULE in sys.modules:
     return True
-  directory = plugin_dir or PLUGIN_DIR
-  return (os.path.isdir(os.path.join(directory, "jax_plugins", "xla_cuda12"))
+  return (os.path.isdir(os.path.join(CUDA_PLUGIN_DIR, "jax_plugins", "xla_cuda12"))
           or importlib.util.find_spec("jax_plugins") is not None
           and importlib.util.find_spec(_PLUGIN_MODULE) is not None)
 
 
-def register_cuda_plugin(plugin_dir: str | None = None) -> None:
+def _libtpu_path() -> str:
+  return os.path.join(TPU_PLUGIN_DIR, "libtpu", "libtpu.so")
+
+
+def register_cuda_plugin() -> None:
   """Registers the CUDA PJRT plugin with jax (once) without starting a CUDA backend.
 
   Safe after jax's CPU backend is up: jax.devices() stays what it was. Raises
@@ -134,7 +180,7 @@ def register_cuda_plugin(plugin_dir: str | None = None) -> None:
 
   if "cuda" in xla_bridge._backend_factories:  # pylint: disable=protected-access
     return
-  directory = plugin_dir or PLUGIN_DIR
+  directory = CUDA_PLUGIN_DIR
   if os.path.isdir(directory) and directory not in sys.path:
     sys.path.append(directory)
     importlib.invalidate_caches()
@@ -156,18 +202,35 @@ def register_cuda_plugin(plugin_dir: str | None = None) -> None:
   plugin.initialize()
 
 
-def gpu_devices(target: str = "h100", count: int = 1,
-                plugin_dir: str | None = None) -> list[jax.Device]:
-  """`count` compile-only devices of `target` (GPU_TARGETS) in one host."""
-  if target not in GPU_TARGETS:
-    raise ValueError(f"compile_only: unknown GPU target {target!r}; known: {sorted(GPU_TARGETS)}")
+def devices(target: str = "h100", count: int = 1) -> list[jax.Device]:
+  """`count` compile-only devices of `target` (a GPU_TARGETS or TPU_TARGETS name).
+
+  GPUs: one host with `count` GPUs. TPUs: a slice of `count` chips (a power of two >= 4),
+  over as many hosts as it takes. jax's own devices (jax.devices()) are unchanged.
+  """
+  if target not in TARGETS:
+    raise ValueError(f"compile_only: unknown target {target!r}; known: {sorted(TARGETS)}")
   if count < 1:
     raise ValueError(f"compile_only: need at least one device, got {count}")
-  register_cuda_plugin(plugin_dir)
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  if target in TPU_TARGETS:
+    name = tpu_topology_name(target, count)
+    if not plugin_available(target):
+      raise ImportError(f"compiling for a TPU without one needs libtpu: `make test` installs "
+                        f"it into {TPU_PLUGIN_DIR}, or `pip install --no-deps --target "
+                        f"{TPU_PLUGIN_DIR} -r requirements-tpu-compile-only.txt`")
+    # jax loads libtpu from here when no TPU backend is up; no TPU is touched.
+    os.environ.setdefault("TPU_LIBRARY_PATH", _libtpu_path())
+    return list(topologies.get_topology_desc(name, "tpu").devices)
+  register_cuda_plugin()
   topology = topologies.get_topology_desc(
       "", "cuda", topology=f"1x1x{count}", target_config=GPU_TARGETS[target].target_config())
   return list(topology.devices)
+
+
+def backend_of(target: str) -> str:
+  """'gpu' or 'tpu': the backend a target's programs are traced for."""
+  return "tpu" if target in TPU_TARGETS else "gpu"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,27 +269,26 @@ class MemoryReport:
 
 def memory_report(compiled: jax.stages.Compiled, target: str) -> MemoryReport:
   stats = compiled.memory_analysis()
-  return MemoryReport(target=target, device_memory=GPU_TARGETS[target].memory_bytes,
+  return MemoryReport(target=target, device_memory=TARGETS[target].memory_bytes,
                       arguments=stats.argument_size_in_bytes,
                       outputs=stats.output_size_in_bytes, aliased=stats.alias_size_in_bytes,
                       temporaries=stats.temp_size_in_bytes)
 
 
 def compile_train_step(config: Any, section: str = "train", target: str = "h100",
-                       num_devices: int = 1, plugin_dir: str | None = None
-                       ) -> tuple[jax.stages.Compiled, MemoryReport]:
+                       num_devices: int = 1) -> tuple[jax.stages.Compiled, MemoryReport]:
   """Compiles one train step of `config` (config.model, config.<section>, config.mesh)
-  for `num_devices` GPUs of `target`, without the GPUs. Returns the compiled step and
+  for `num_devices` devices of `target`, without them. Returns the compiled step and
   its per-device memory."""
   from phi_jax import target as target_lib  # pylint: disable=g-import-not-at-top
   from phi_jax.config import PhiConfig  # pylint: disable=g-import-not-at-top
   from phi_jax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from phi_jax.train.step import Trainer  # pylint: disable=g-import-not-at-top
 
-  devices = gpu_devices(target, num_devices, plugin_dir)
+  target_devices = devices(target, num_devices)
   train_cfg = config[section]
   model_config = PhiConfig.from_mapping(config.model)
-  mesh = mesh_lib.make_mesh(config.mesh, devices=devices)
+  mesh = mesh_lib.make_mesh(config.mesh, devices=target_devices)
   trainer = Trainer(model_config, train_cfg, mesh, mesh_lib.parse_rules(config.mesh.rules),
                     total_steps=int(train_cfg.steps))
   shape = (int(train_cfg.batch_size), int(train_cfg.seq_len))
@@ -236,30 +298,33 @@ def compile_train_step(config: Any, section: str = "train", target: str = "h100"
   batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=trainer.batch_sharding)
            for k in keys}
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=mesh_lib.replicated(mesh))
-  with target_lib.compiling_for("gpu"):
+  with target_lib.compiling_for(backend_of(target)):
     compiled = trainer.trace_train_step(trainer.abstract_state(), batch, rng).lower().compile()
   return compiled, memory_report(compiled, target)
 
 
-def compile_on(fn, *args: jax.ShapeDtypeStruct, target: str = "h100",
-               plugin_dir: str | None = None) -> jax.stages.Compiled:
-  """Compiles `fn(*args)` for one GPU of `target` (args: shapes and dtypes; placed on the
-  compile-only device), traced as for a GPU."""
+def compile_on(fn, *args: jax.ShapeDtypeStruct, target: str = "h100") -> jax.stages.Compiled:
+  """Compiles `fn(*args)` for one device of `target` (args: shapes and dtypes, placed on
+  its first compile-only device), traced as for that backend."""
   from phi_jax import target as target_lib  # pylint: disable=g-import-not-at-top
 
-  [device] = gpu_devices(target, 1, plugin_dir)
+  device = devices(target, 4 if target in TPU_TARGETS else 1)[0]
   placed = jax.sharding.SingleDeviceSharding(device)
   args = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placed) for a in args]
-  with target_lib.compiling_for("gpu"):
+  with target_lib.compiling_for(backend_of(target)):
     return jax.jit(fn).lower(*args).compile()
 
 
-def triton_kernel_names(compiled: jax.stages.Compiled) -> list[str]:
-  """Names of the Pallas (Triton) kernels in a compiled GPU program, in program order:
-  the `pallas_call(name=...)` that jax records in each custom call's op_name."""
+_KERNEL_CALL_TARGETS = ('custom_call_target="__gpu$xla.gpu.triton"',  # Triton (GPU)
+                        'custom_call_target="tpu_custom_call"')  # Mosaic (TPU)
+
+
+def kernel_names(compiled: jax.stages.Compiled) -> list[str]:
+  """Names of the Pallas kernels (Triton on GPU, Mosaic on TPU) in a compiled program,
+  in program order: the `pallas_call(name=...)` jax records in each call's op_name."""
   names = []
   for line in compiled.as_text().splitlines():
-    if 'custom_call_target="__gpu$xla.gpu.triton"' not in line:
+    if not any(call in line for call in _KERNEL_CALL_TARGETS):
       continue
     op_name = re.search(r'op_name="([^"]*)/pallas_call"', line)
     name = op_name.group(1).rsplit("/", 1)[-1] if op_name else "pallas_call"
@@ -274,15 +339,11 @@ def main(argv: Sequence[str]) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   args = flags.FLAGS
   print(f"compiling one config.{args.section} step of {args['config'].config_filename} for "
-        f"{args.devices} x {GPU_TARGETS[args.target].name} (no GPU needed)")
+        f"{args.devices} x {TARGETS[args.target].name} (none needed here)")
   compiled, report = compile_train_step(args.config, args.section, args.target, args.devices)
   print(report.describe())
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  if cost and cost.get("flops"):
-    print(f"XLA's FLOP count per device and step: {cost['flops'] / 1e12:.2f} TFLOP")
-  kernels = triton_kernel_names(compiled)
-  print(f"Pallas/Triton kernels compiled by XLA: {len(kernels)} ({', '.join(sorted(set(kernels)))})")
+  kernels = kernel_names(compiled)
+  print(f"Pallas kernels compiled by XLA: {len(kernels)} ({', '.join(sorted(set(kernels)))})")
 
 
 def _define_flags() -> None:
@@ -290,8 +351,9 @@ def _define_flags() -> None:
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file("config", os.path.join(REPO_ROOT, "configs", "tiny.py"),
                                   "config file (configs/*.py); --config.X=... overrides")
-  flags.DEFINE_enum("target", "h100", sorted(GPU_TARGETS), "GPU to compile for")
-  flags.DEFINE_integer("devices", 1, "GPUs in the mesh (config.mesh shapes them)", lower_bound=1)
+  flags.DEFINE_enum("target", "h100", sorted(TARGETS), "GPU or TPU to compile for")
+  flags.DEFINE_integer("devices", 1, "devices in the mesh (config.mesh shapes them; TPU: "
+                       "chips, a power of two >= 4)", lower_bound=1)
   flags.DEFINE_enum("section", "train", ["train", "finetune"], "which training section")
 
 

@@ -214,11 +214,13 @@ def compile_kernel(kernel: TritonKernel, capability: int = 90) -> KernelResource
 
 def flash_attention_gradient(*, seq: int = 2048, head_dim: int = 64, dtype="bfloat16",
                              segments: bool = False, dropout: bool = False,
-                             block_sizes=None, batch: int = 8, heads: int = 32):
-  """(fn, args): the gradient of phi_jax's GPU flash attention w.r.t. q, k, v, at phi-1's
+                             block_sizes=None, batch: int = 8, heads: int = 32,
+                             platform: str = "gpu"):
+  """(fn, args): the gradient of phi_jax's flash attention w.r.t. q, k, v, at phi-1's
   batch x heads by default; lowering it yields the forward, dK/dV and dQ kernels.
 
-  segments: pass segment ids; dropout: attention dropout 0.1 (as phi-1 pretrains).
+  segments: pass segment ids; dropout: attention dropout 0.1 (as phi-1 pretrains);
+  platform: the kernel variant, 'gpu' (Triton) or 'tpu' (Mosaic).
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
@@ -230,7 +232,7 @@ def flash_attention_gradient(*, seq: int = 2048, head_dim: int = 64, dtype="bflo
   def loss(q, k, v, segment_ids):
     out = kernels.flash_attention(
         q, k, v, q_segment_ids=segment_ids if segments else None,
-        kv_segment_ids=segment_ids if segments else None, platform="gpu",
+        kv_segment_ids=segment_ids if segments else None, platform=platform,
         dropout_rate=0.1 if dropout else 0.0,
         dropout_rng=jax.random.key(0) if dropout else None, block_sizes=block_sizes)
     return out.astype(jnp.float32).sum()

@@ -209,8 +209,8 @@ class Trainer:
     Gradients are accumulated over `microbatches` micro-batches, weighted by their
     counted target tokens, so the step equals one on the whole batch. The step is
     traced with the trainer's mesh as the context mesh (`jax.set_mesh`), which lets
-    the Pallas attention kernel run per shard instead of on gathered operands. Dropout key:
-    fold_in(fold_in(rng, step), micro-batch index). Metrics (fp32 scalars): loss,
+    the Pallas attention kernel run per shard instead of on gathered operands.
+    Dropout key: fold_in(fold_in(rng, step), micro-batch index). Metrics (fp32 scalars): loss,
     grad_norm (before clipping), lr (of this update), tokens (counted targets).
     """
     with jax.set_mesh(self.mesh):

@@ -1,8 +1,9 @@
-"""Compiling for GPUs this machine does not have: XLA's own GPU compiler, compile-only.
+"""Compiling for accelerators this machine does not have: XLA's compilers, compile-only.
 
 These run XLA's real CUDA pipeline (its own Triton for the Pallas kernels, buffer
-assignment) for a described H100/A100, on the CPU-only CI machine. The plugin lives in
-.venv/cuda-compile-only (`make test` installs it).
+assignment) for a described H100/H200/A100, and libtpu's (Mosaic for the kernels) for a
+v5e slice, on the CPU-only CI machine. The plugins live in .venv/cuda-compile-only and
+.venv/tpu-compile-only (`make test` installs them).
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from phi_jax.kernels.flash_attention import default_platform
 from phi_jax.kernels import triton_aot
 from tests.conftest import REPO_ROOT
 
-pytestmark = pytest.mark.skipif(not compile_only.plugin_available(),
-                                reason=f"needs the CUDA PJRT plugin in {compile_only.PLUGIN_DIR} "
-                                "(make test installs it)")
+needs_cuda_plugin = pytest.mark.skipif(
+    not compile_only.plugin_available("h100"),
+    reason=f"needs the CUDA PJRT plugin in {compile_only.CUDA_PLUGIN_DIR} (make test installs it)")
+needs_libtpu = pytest.mark.skipif(
+    not compile_only.plugin_available("v5e"),
+    reason=f"needs libtpu in {compile_only.TPU_PLUGIN_DIR} (make test installs it)")
 
 ATTENTION_KERNELS = ["phi_flash_attention_dkv", "phi_flash_attention_dq",
                      "phi_flash_attention_fwd"]
@@ -47,16 +51,18 @@ def test_compiling_for_sets_the_target_backend():
       pass
 
 
+@needs_cuda_plugin
 @pytest.mark.parametrize("gpu", ["h100", "a100"])
 def test_pallas_kernels_compile_with_xlas_triton(gpu):
   """phi-1's shapes with segment ids and dropout: XLA compiles all three kernels."""
   fn, args = triton_aot.flash_attention_gradient(segments=True, dropout=True)
   compiled = compile_only.compile_on(fn, *args, target=gpu)
-  assert sorted(compile_only.triton_kernel_names(compiled)) == ATTENTION_KERNELS
+  assert sorted(compile_only.kernel_names(compiled)) == ATTENTION_KERNELS
   assert compiled.memory_analysis().argument_size_in_bytes == 3 * 8 * 2048 * 32 * 64 * 2 + (
       8 * 2048 * 4)  # q, k, v in bf16 + the int32 segment ids
 
 
+@needs_cuda_plugin
 def test_tiles_that_overflow_shared_memory_are_rejected():
   """The check is real: XLA refuses a kernel that needs more shared memory than an SM."""
   fn, args = triton_aot.flash_attention_gradient(
@@ -65,6 +71,7 @@ def test_tiles_that_overflow_shared_memory_are_rejected():
     compile_only.compile_on(fn, *args)
 
 
+@needs_cuda_plugin
 def test_train_step_compiles_for_a_two_gpu_mesh():
   """configs/tiny.py with attention='auto': on a GPU target that is the Pallas kernel,
   run per shard over fsdp=2; the state XLA holds is AdamW's fp32 params + 2 moments."""
@@ -72,7 +79,7 @@ def test_train_step_compiles_for_a_two_gpu_mesh():
   config.model.attention = "auto"
   config.mesh.fsdp = 2
   compiled, report = compile_only.compile_train_step(config, num_devices=2)
-  assert sorted(set(compile_only.triton_kernel_names(compiled))) == ATTENTION_KERNELS
+  assert sorted(set(compile_only.kernel_names(compiled))) == ATTENTION_KERNELS
   params = count_params(PhiConfig.from_mapping(config.model))
   state_bytes = 3 * 4 * params  # params, mu, nu in fp32
   # Sharded over 2 devices, except the small replicated leaves (norms, biases).
@@ -81,6 +88,7 @@ def test_train_step_compiles_for_a_two_gpu_mesh():
   assert report.fits and report.peak < report.device_memory / 100
 
 
+@needs_cuda_plugin
 def test_phi1_step_memory_matches_the_parameter_count():
   """phi-1 (1.3B) on one H100, 8 sequences of 2048 per step, full remat: the inputs are
   AdamW's state, 12 bytes per parameter (the paper's 1.3B), and the step fits."""
@@ -105,13 +113,46 @@ def test_memory_report_arithmetic():
   assert "DOES NOT FIT" in over.describe()
 
 
-def test_unknown_targets_are_named():
-  with pytest.raises(ValueError, match="unknown GPU target 'v100'"):
-    compile_only.gpu_devices("v100")
+def test_unknown_targets_and_bad_slices_are_named():
+  with pytest.raises(ValueError, match="unknown target 'v100'"):
+    compile_only.devices("v100")
   with pytest.raises(ValueError, match="at least one device"):
-    compile_only.gpu_devices("h100", 0)
+    compile_only.devices("h100", 0)
+  with pytest.raises(ValueError, match="power-of-two number of chips >= 4"):
+    compile_only.devices("v5e", 6)
 
 
+def test_tpu_topology_names():
+  assert compile_only.tpu_topology_name("v5e", 4) == "v5e:2x2"
+  assert compile_only.tpu_topology_name("v5e", 8) == "v5e:2x4"
+  assert compile_only.tpu_topology_name("v6e", 256) == "v6e:16x16"
+  assert compile_only.tpu_topology_name("v5p", 16) == "v5p:2x2x4"
+
+
+@needs_libtpu
+def test_pallas_kernels_compile_with_mosaic_for_a_v5e():
+  """The TPU variant ([B, H, T, D] tiles) at phi-1's shapes through libtpu's compiler."""
+  fn, args = triton_aot.flash_attention_gradient(segments=True, dropout=True,
+                                                 platform="tpu")
+  compiled = compile_only.compile_on(fn, *args, target="v5e")
+  assert sorted(compile_only.kernel_names(compiled)) == ATTENTION_KERNELS
+
+
+@needs_libtpu
+def test_train_step_compiles_for_a_v5e_slice():
+  """configs/tiny.py with attention='auto' on 4 v5e chips (fsdp=4): the Mosaic kernel,
+  per shard; AdamW's state split four ways."""
+  config = tiny_config.get_config()
+  config.model.attention = "auto"
+  config.mesh.fsdp = 4
+  compiled, report = compile_only.compile_train_step(config, target="v5e", num_devices=4)
+  assert sorted(set(compile_only.kernel_names(compiled))) == ATTENTION_KERNELS
+  state_bytes = 3 * 4 * count_params(PhiConfig.from_mapping(config.model))
+  assert state_bytes / 4 <= report.arguments <= 0.5 * state_bytes, report
+  assert report.fits
+
+
+@needs_cuda_plugin
 def test_command_line_reports_memory_and_kernels():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   result = subprocess.run(
@@ -121,4 +162,4 @@ def test_command_line_reports_memory_and_kernels():
   assert result.returncode == 0, result.stderr[-3000:]
   assert "1 x NVIDIA H200 141GB HBM3e" in result.stdout
   assert "fits" in result.stdout and "of 141.00 GiB" in result.stdout
-  assert "Pallas/Triton kernels compiled by XLA: 3" in result.stdout
+  assert "Pallas kernels compiled by XLA: 3" in result.stdout
