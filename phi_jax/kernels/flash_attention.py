@@ -104,7 +104,7 @@ class BlockSizes:
     chosen = getattr(self, f"warps_{kernel}")
     if chosen is None:
       chosen = getattr(default_block_sizes("gpu", head_dim), f"warps_{kernel}")
-    return chosen if chosen is not None else 4
+    return chosen
 
   @classmethod
   def uniform(cls, block_q: int, block_kv: int, **kwargs) -> BlockSizes:
@@ -326,10 +326,17 @@ def _q_block_ranges(st: _Static, kv_start, bq: int, bk: int):
   return first, unmasked_from, n_real
 
 
-def _forward_kernel(*refs, st: _Static):
+def _split_refs(refs, st: _Static):
+  """(dropout seed ref, q segment ids ref, kv segment ids ref, the rest): the optional
+  leading operands (`_extra_inputs`) are None when absent."""
   refs = list(refs)
   seed_ref = refs.pop(0) if st.dropout_rate > 0 else None
   q_seg_ref, kv_seg_ref = (refs.pop(0), refs.pop(0)) if st.has_segments else (None, None)
+  return seed_ref, q_seg_ref, kv_seg_ref, refs
+
+
+def _forward_kernel(*refs, st: _Static):
+  seed_ref, q_seg_ref, kv_seg_ref, refs = _split_refs(refs, st)
   q_ref, k_ref, v_ref, o_ref, lse_ref = refs
   bq, bk = st.blocks.block_q, st.blocks.block_kv
   batch, head, q_block = pl.program_id(0), pl.program_id(1), pl.program_id(2)
@@ -390,10 +397,26 @@ def _probabilities(st, q, k, lse, q_start, kv_start, bq, bk, q_seg, kv_seg, *, m
   return p if mask is None else jnp.where(mask, p, 0.0)
 
 
+def _tile_backward(st, seed, batch_head, q, k, v, do, lse, delta, q_start, kv_start,
+                   bq: int, bk: int, q_seg, kv_seg, *, masked: bool):
+  """(dropped probabilities, dS) of one [bq, bk] tile, shared by the dK/dV and dQ kernels.
+
+  P is recomputed from the logsumexp; with dropout, the forward's keep-mask scales both
+  P (for dV = P_dropped^T dO) and dP = dO V^T. dS = P * (dP - delta).
+  """
+  p = _probabilities(st, q, k, lse, q_start, kv_start, bq, bk, q_seg, kv_seg, masked=masked)
+  dp = _dot_nt(do, v, q.dtype)
+  p_dropped = p
+  if seed is not None:
+    keep = _tile_keep(seed, batch_head, q_start, kv_start, bq, bk, st.dropout_rate)
+    scale = 1.0 / (1.0 - st.dropout_rate)
+    p_dropped = jnp.where(keep, p * scale, 0.0)
+    dp = jnp.where(keep, dp * scale, 0.0)
+  return p_dropped, p * (dp - delta)
+
+
 def _dkv_kernel(*refs, st: _Static):
-  refs = list(refs)
-  seed_ref = refs.pop(0) if st.dropout_rate > 0 else None
-  q_seg_ref, kv_seg_ref = (refs.pop(0), refs.pop(0)) if st.has_segments else (None, None)
+  seed_ref, q_seg_ref, kv_seg_ref, refs = _split_refs(refs, st)
   q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref = refs
   bq, bk = st.blocks.block_q_dkv, st.blocks.block_kv_dkv
   batch, head, kv_block = pl.program_id(0), pl.program_id(1), pl.program_id(2)
@@ -412,18 +435,10 @@ def _dkv_kernel(*refs, st: _Static):
       q, do = q_ref[rows, :], do_ref[rows, :]
       lse, delta = lse_ref[rows, :], delta_ref[rows, :]
       q_seg = None if q_seg_ref is None else q_seg_ref[rows, :]
-      p = _probabilities(st, q, k, lse, q_start, kv_start, bq, bk, q_seg, kv_seg,
-                         masked=masked)
-      dp = _dot_nt(do, v, dtype)
-      if seed is not None:
-        keep = _tile_keep(seed, batch * num_heads + head, q_start, kv_start, bq, bk,
-                          st.dropout_rate)
-        scale = 1.0 / (1.0 - st.dropout_rate)
-        dv = dv + _dot_tn(jnp.where(keep, p * scale, 0.0), do, dtype)
-        dp = jnp.where(keep, dp * scale, 0.0)
-      else:
-        dv = dv + _dot_tn(p, do, dtype)
-      ds = p * (dp - delta)
+      p_dropped, ds = _tile_backward(st, seed, batch * num_heads + head, q, k, v, do, lse,
+                                     delta, q_start, kv_start, bq, bk, q_seg, kv_seg,
+                                     masked=masked)
+      dv = dv + _dot_tn(p_dropped, do, dtype)
       dk = dk + _dot_tn(ds, q, dtype)
       return dk, dv
     return run
@@ -443,9 +458,7 @@ def _dkv_kernel(*refs, st: _Static):
 
 
 def _dq_kernel(*refs, st: _Static):
-  refs = list(refs)
-  seed_ref = refs.pop(0) if st.dropout_rate > 0 else None
-  q_seg_ref, kv_seg_ref = (refs.pop(0), refs.pop(0)) if st.has_segments else (None, None)
+  seed_ref, q_seg_ref, kv_seg_ref, refs = _split_refs(refs, st)
   q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref = refs
   bq, bk = st.blocks.block_q_dq, st.blocks.block_kv_dq
   batch, head, q_block = pl.program_id(0), pl.program_id(1), pl.program_id(2)
@@ -462,14 +475,8 @@ def _dq_kernel(*refs, st: _Static):
       cols = pl.ds(kv_start, bk)
       k, v = k_ref[cols, :], v_ref[cols, :]
       kv_seg = None if kv_seg_ref is None else kv_seg_ref[:, cols]
-      p = _probabilities(st, q, k, lse, q_start, kv_start, bq, bk, q_seg, kv_seg,
-                         masked=masked)
-      dp = _dot_nt(do, v, dtype)
-      if seed is not None:
-        keep = _tile_keep(seed, batch * num_heads + head, q_start, kv_start, bq, bk,
-                          st.dropout_rate)
-        dp = jnp.where(keep, dp * (1.0 / (1.0 - st.dropout_rate)), 0.0)
-      ds = p * (dp - delta)
+      _, ds = _tile_backward(st, seed, batch * num_heads + head, q, k, v, do, lse, delta,
+                             q_start, kv_start, bq, bk, q_seg, kv_seg, masked=masked)
       return dq + _dot(ds, k, dtype)
     return run
 
