@@ -248,28 +248,43 @@ class MemoryReport:
   outputs: int
   aliased: int
   temporaries: int
+  usable_fraction: float  # of device_memory that jax will give the program
 
   @property
   def peak(self) -> int:
     return self.arguments + self.outputs - self.aliased + self.temporaries
 
   @property
+  def usable(self) -> int:
+    return int(self.usable_fraction * self.device_memory)
+
+  @property
   def fits(self) -> bool:
-    """Whether the peak fits in the device memory XLA may use (its default 75% pool
-    fraction does not apply to a single program; 95% leaves room for the runtime)."""
-    return self.peak <= 0.95 * self.device_memory
+    """Whether the peak fits in the memory jax's allocator will hand out."""
+    return self.peak <= self.usable
 
   def describe(self) -> str:
     gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
     return (f"per {self.target} device: state+batch {gib(self.arguments)}, temporaries "
             f"{gib(self.temporaries)}, outputs {gib(self.outputs)} ({gib(self.aliased)} "
-            f"donated), peak {gib(self.peak)} of {gib(self.device_memory)}: "
+            f"donated), peak {gib(self.peak)} of {gib(self.usable)} usable "
+            f"({self.usable_fraction:.0%} of {gib(self.device_memory)}): "
             + ("fits" if self.fits else "DOES NOT FIT"))
+
+
+def usable_fraction(target: str) -> float:
+  """The share of a device's memory jax will give a program. GPU: jax preallocates
+  XLA_PYTHON_CLIENT_MEM_FRACTION of it (0.75 unless set). TPU: all but what the
+  runtime keeps (taken as 5%)."""
+  if target in TPU_TARGETS:
+    return 0.95
+  return float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
 
 
 def memory_report(compiled: jax.stages.Compiled, target: str) -> MemoryReport:
   stats = compiled.memory_analysis()
   return MemoryReport(target=target, device_memory=TARGETS[target].memory_bytes,
+                      usable_fraction=usable_fraction(target),
                       arguments=stats.argument_size_in_bytes,
                       outputs=stats.output_size_in_bytes, aliased=stats.alias_size_in_bytes,
                       temporaries=stats.temp_size_in_bytes)

@@ -103,14 +103,22 @@ def test_phi1_step_memory_matches_the_parameter_count():
   assert report.fits, report.describe()
 
 
-def test_memory_report_arithmetic():
+def test_memory_report_arithmetic(monkeypatch):
   report = compile_only.MemoryReport(target="h100", device_memory=100, arguments=40,
-                                     outputs=40, aliased=40, temporaries=50)
-  assert report.peak == 90 and report.fits
+                                     outputs=40, aliased=40, temporaries=35,
+                                     usable_fraction=0.75)
+  assert report.peak == 75 and report.fits
   over = compile_only.MemoryReport(target="h100", device_memory=100, arguments=40,
-                                   outputs=40, aliased=30, temporaries=50)
-  assert over.peak == 100 and not over.fits
+                                   outputs=40, aliased=39, temporaries=35,
+                                   usable_fraction=0.75)
+  assert over.peak == 76 and not over.fits
   assert "DOES NOT FIT" in over.describe()
+  # jax's GPU allocator takes XLA_PYTHON_CLIENT_MEM_FRACTION of the memory (0.75 unset).
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+  assert compile_only.usable_fraction("h100") == 0.75
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
+  assert compile_only.usable_fraction("h100") == 0.9
+  assert compile_only.usable_fraction("v5e") == 0.95
 
 
 def test_unknown_targets_and_bad_slices_are_named():
@@ -155,11 +163,12 @@ def test_train_step_compiles_for_a_v5e_slice():
 @needs_cuda_plugin
 def test_command_line_reports_memory_and_kernels():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_PYTHON_CLIENT_MEM_FRACTION", None)
   result = subprocess.run(
       [sys.executable, "-m", "phi_jax.compile_only", "--config=configs/tiny.py",
        "--config.model.attention=auto", "--target=h200"],
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "1 x NVIDIA H200 141GB HBM3e" in result.stdout
-  assert "fits" in result.stdout and "of 141.00 GiB" in result.stdout
+  assert "fits" in result.stdout and "(75% of 141.00 GiB)" in result.stdout
   assert "Pallas kernels compiled by XLA: 3" in result.stdout
