@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import functools
 import io
-import sys
-import time
 from collections.abc import Sequence
 
 import jax
@@ -40,6 +38,7 @@ from flax import nnx
 from phi_jax import atomic
 from phi_jax.config import PhiConfig
 from phi_jax.model import PhiForCausalLM
+from phi_jax.progress import Progress
 from phi_jax.tokenizer import Tokenizer
 
 DEFAULT_MIN_BUCKET = 32
@@ -159,7 +158,7 @@ class Embedder:
     order = [i for i in order if token_lists[i]]  # empty texts keep their zero row
     buckets = bucket_lengths(max_len, min(self.min_bucket, max_len))
     num_batches = -(-len(order) // batch_size)
-    meter = _Progress(len(order), progress and num_batches > 4)
+    meter = Progress("embed", len(order), enabled=progress and num_batches > 4, unit="texts")
     for start in range(0, len(order), batch_size):
       rows = order[start:start + batch_size]
       longest = len(token_lists[rows[-1]])
@@ -175,25 +174,6 @@ class Embedder:
       meter.update(start + len(rows))
     meter.update(len(order), final=True)
     return l2_normalize(out_ND) if normalize else out_ND
-
-
-class _Progress:
-  """'embed: done/total texts, rate' on stderr every ~15 s (every 0.5 s on a tty)."""
-
-  def __init__(self, total: int, enabled: bool):
-    self.total, self.enabled = total, enabled
-    self.start = self.last = time.monotonic()
-    self.tty = sys.stderr.isatty()
-
-  def update(self, done: int, final: bool = False) -> None:
-    now = time.monotonic()
-    if not self.enabled or (not final and now - self.last < (0.5 if self.tty else 15.0)):
-      return
-    self.last = now
-    elapsed = max(now - self.start, 1e-9)
-    line = f"embed: {done}/{self.total} texts, {done / elapsed:.1f}/s, {elapsed:.1f}s"
-    sys.stderr.write(("\r" if self.tty else "") + line + ("\n" if final or not self.tty else ""))
-    sys.stderr.flush()
 
 
 # -- embeddings on disk --------------------------------------------------------------------

@@ -91,6 +91,7 @@ import time
 from collections.abc import Sequence
 
 from eval import _isolation
+from phi_jax.progress import Progress
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")
 _RECORDS_MAX_BYTES = 64 << 10
@@ -190,7 +191,8 @@ class Sandbox:
       return []
     workers = max(1, min(workers or os.cpu_count() or 1, len(programs)))
     results: list[ExecutionResult | None] = [None] * len(programs)
-    meter = _Progress(len(programs)) if progress else None
+    meter = (Progress("sandbox", len(programs), tty_interval_s=0.2, log_interval_s=10.0)
+             if progress else None)
     cancel = threading.Event()  # set on an error or Ctrl-C: running programs are killed
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sandbox") as pool:
       futures = {pool.submit(_run, program, self._isolation, self.limits, self.python, cancel): i
@@ -199,7 +201,7 @@ class Sandbox:
         for future in concurrent.futures.as_completed(futures):
           results[futures[future]] = result = future.result()
           if meter:
-            meter.update(result.passed)
+            meter.advance(passed=int(result.passed))
       except BaseException:
         cancel.set()
         for future in futures:
@@ -475,34 +477,3 @@ class _Collector:
 def _has_exited(pid: int) -> bool:
   info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
   return info is not None
-
-
-class _Progress:
-  """'sandbox: 37/164 done, 30 passed, 12s' on stderr.
-
-  Redrawn in place at most 5 times a second on a terminal; elsewhere (CI logs) one line
-  every 10 seconds and at the end.
-  """
-
-  def __init__(self, total: int):
-    self.total, self.done, self.passed = total, 0, 0
-    self.start = self.last = time.monotonic()
-    self.tty = sys.stderr.isatty()
-    self.lock = threading.Lock()
-
-  def update(self, passed: bool) -> None:
-    with self.lock:
-      self.done += 1
-      self.passed += passed
-      now = time.monotonic()
-      if now - self.last >= (0.2 if self.tty else 10.0) or self.done == self.total:
-        self.last = now
-        line = (f"sandbox: {self.done}/{self.total} done, {self.passed} passed, "
-                f"{now - self.start:.0f}s")
-        sys.stderr.write(f"\r{line}" if self.tty else f"{line}\n")
-        sys.stderr.flush()
-
-  def close(self) -> None:
-    if self.tty:
-      sys.stderr.write("\n")
-      sys.stderr.flush()

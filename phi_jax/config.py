@@ -12,14 +12,16 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from phi_jax.cli import UsageError
+
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "pallas", "cudnn")
 ACTIVATIONS = ("gelu_tanh", "gelu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-class ConfigError(ValueError):
-  """A configuration value is missing, unknown or inconsistent."""
+class ConfigError(UsageError):
+  """A configuration value is missing, unknown or inconsistent (exit code 2 in a CLI)."""
 
 
 def known_fields(cls, values: Mapping[str, Any], where: str) -> dict[str, Any]:

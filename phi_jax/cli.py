@@ -1,0 +1,113 @@
+"""The one convention of phi_jax's command-line entry points (absl flags).
+
+Every entry point (`run.py`, `python -m eval.run`, `python -m phi_jax.serve`,
+`python -m phi_jax.convert`, `python -m data_pipeline.decontaminate`, ...) is an absl
+app started with `cli.run(main)`: absl because run.py's configs are ml_collections
+files read by absl's `config_flags`, so one flag syntax (`--name=value`, lists as
+`--k=1,10,100`) and one `--help` work everywhere.
+
+`run` turns the errors a user can cause into one line on stderr instead of a
+traceback:
+
+    exit 2  a bad command line or config (UsageError, ConfigError, absl flag errors):
+            nothing was read, written or deleted;
+    exit 1  a failure while running (a missing or corrupt file, an unreachable
+            endpoint, a diverged run: every phi_jax error and the expected OS errors);
+    exit 130 interrupted (Ctrl-C): the entry point says what it kept.
+
+`PHI_JAX_TRACEBACK=1` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+TRACEBACK_ENV = "PHI_JAX_TRACEBACK"
+
+# Errors raised for bad input that the user can fix by changing the command line or
+# config: exit code 2. Subclassed (or registered with `register_usage_error`) by the
+# layers' own config errors.
+_USAGE_ERRORS: list[type[BaseException]] = []
+# Errors of the run itself: exit code 1.
+_RUN_ERRORS: list[type[BaseException]] = [OSError, ValueError, RuntimeError]
+
+
+class UsageError(ValueError):
+  """A bad flag, path or config value, found before any work: exit code 2."""
+
+
+_USAGE_ERRORS.append(UsageError)
+
+
+def register_usage_error(*types: type[BaseException]) -> None:
+  """Treats `types` as bad-input errors (exit 2) in every entry point."""
+  _USAGE_ERRORS.extend(t for t in types if t not in _USAGE_ERRORS)
+
+
+def show_traceback() -> bool:
+  return os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0", "false", "False")
+
+
+def describe(error: BaseException) -> str:
+  """One line: the error's own message, or its type and errno text for OS errors."""
+  if isinstance(error, OSError) and error.filename and not str(error).startswith("["):
+    text = str(error)
+  elif isinstance(error, OSError) and error.strerror:
+    where = f": {error.filename}" if error.filename else ""
+    text = f"{error.strerror}{where}"
+  else:
+    text = str(error) or type(error).__name__
+  text = " ".join(text.split()) if "\n" in text and len(text) < 2000 else text
+  return text
+
+
+def exit_code(error: BaseException) -> int:
+  if isinstance(error, tuple(_USAGE_ERRORS)):
+    return 2
+  return 1
+
+
+def fail(prog: str, error: BaseException) -> None:
+  """Prints `prog: error: <one line>` (and a hint) and exits with the error's code."""
+  code = exit_code(error)
+  kind = "usage error" if code == 2 else "error"
+  print(f"{prog}: {kind}: {describe(error)}", file=sys.stderr)
+  if code == 2:
+    print(f"{prog}: pass --help for the flags; nothing was changed.", file=sys.stderr)
+  else:
+    print(f"{prog}: set {TRACEBACK_ENV}=1 for the traceback.", file=sys.stderr)
+  sys.exit(code)
+
+
+def guarded(prog: str, main: Callable[..., object],
+            on_interrupt: Callable[[], str] | None = None) -> Callable[..., object]:
+  """`main` with the exit-code convention above applied to what it raises."""
+
+  def wrapper(*args, **kwargs):
+    if show_traceback():
+      return main(*args, **kwargs)
+    try:
+      return main(*args, **kwargs)
+    except KeyboardInterrupt:
+      message = on_interrupt() if on_interrupt is not None else "interrupted"
+      print(f"{prog}: {message}", file=sys.stderr)
+      sys.exit(130)
+    except SystemExit:
+      raise
+    except tuple(_USAGE_ERRORS + _RUN_ERRORS) as e:  # pylint: disable=catching-non-exception
+      fail(prog, e)
+
+  return wrapper
+
+
+def run(main: Callable[[list[str]], object], prog: str | None = None,
+        flags_parser: Callable[[list[str]], list[str]] | None = None,
+        on_interrupt: Callable[[], str] | None = None) -> None:
+  """absl `app.run(main)` with phi_jax's error convention; absl flag errors exit 2."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  prog = prog or os.path.basename(sys.argv[0])
+  kwargs = {"flags_parser": flags_parser} if flags_parser is not None else {}
+  app.run(guarded(prog, main, on_interrupt), **kwargs)
