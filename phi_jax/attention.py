@@ -29,7 +29,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from phi_jax import target
+from phi_jax import sharding, target
 
 
 def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
@@ -126,16 +126,13 @@ def pallas_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
                        out_specs=qkv_spec, check_vma=False)(*operands, *rng)
 
 
-# Mesh axes (phi_jax.train.mesh) the Pallas kernel is split over when a mesh is set.
-_BATCH_AXES = ("data", "fsdp")
-_HEAD_AXES = ("tensor",)
-
-
 def _mesh_split(batch: int, heads: int):
   """(mesh, batch axes, head axes) to run the kernel per shard with, or None.
 
   Only with a context mesh (`jax.set_mesh`; the trainer traces its steps under its
-  mesh), and only over its Auto-typed axes of size > 1 that divide batch / heads.
+  mesh), and only over its Auto-typed axes of size > 1 that divide batch / heads. The
+  axes are those the active sharding rules (phi_jax.sharding.use_rules) give the
+  logical axes 'batch' and 'heads', as for the parameters.
   Without one, XLA's partitioner sees the kernel as an opaque custom call and gathers
   its operands onto every device (correct, but slow).
   """
@@ -145,8 +142,10 @@ def _mesh_split(batch: int, heads: int):
   sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
   auto = {name for name, kind in zip(mesh.axis_names, mesh.axis_types)
           if kind == jax.sharding.AxisType.Auto}  # explicit axes: left to jax
-  batch_axes = tuple(a for a in _BATCH_AXES if sizes.get(a, 1) > 1 and a in auto)
-  head_axes = tuple(a for a in _HEAD_AXES if sizes.get(a, 1) > 1 and a in auto)
+  batch_axes = tuple(a for a in sharding.mesh_axes_of("batch")
+                     if sizes.get(a, 1) > 1 and a in auto)
+  head_axes = tuple(a for a in sharding.mesh_axes_of("heads")
+                    if sizes.get(a, 1) > 1 and a in auto and a not in batch_axes)
   if batch % math.prod(sizes[a] for a in batch_axes):
     batch_axes = ()
   if heads % math.prod(sizes[a] for a in head_axes):

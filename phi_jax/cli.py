@@ -86,6 +86,7 @@ def guarded(prog: str, main: Callable[..., object],
   """`main` with the exit-code convention above applied to what it raises."""
 
   def wrapper(*args, **kwargs):
+    _quiet_library_logs()
     if show_traceback():
       return main(*args, **kwargs)
     try:
@@ -100,6 +101,14 @@ def guarded(prog: str, main: Callable[..., object],
       fail(prog, e)
 
   return wrapper
+
+
+def _quiet_library_logs() -> None:
+  """Library INFO logs (Orbax, absl) only with an explicit --verbosity/-v: the console
+  shows phi_jax's own lines."""
+  from absl import flags, logging  # pylint: disable=g-import-not-at-top
+  if not (flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present):
+    logging.set_verbosity(logging.WARNING)
 
 
 def run(main: Callable[[list[str]], object], prog: str | None = None,

@@ -38,7 +38,10 @@ def known_fields(cls, values: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class PhiConfig:
-  """Architecture and numerics of a phi model (defaults: phi-1, 1.3B).
+  """Architecture and numerics of a phi model (defaults: phi-1, 1.3B, as trained).
+
+  These defaults are the one definition: the run configs' `config.model` section
+  (configs/base.py) is built from them.
 
   Attributes:
     vocab_size: rows of the token embedding and columns of the lm_head (51200 for
@@ -53,9 +56,11 @@ class PhiConfig:
     max_seq_len: the context length the model is trained for (2048).
     layer_norm_eps: epsilon of every LayerNorm.
     activation: 'gelu_tanh' (phi: gelu_new, the tanh approximation) or 'gelu' (erf).
-    embed_dropout: dropout on the token embeddings (training only).
-    attention_dropout: dropout on the attention probabilities (training only).
-    residual_dropout: dropout on the attention and MLP branch outputs (training only).
+    embed_dropout: dropout on the token embeddings (training only; the paper: none).
+    attention_dropout: dropout on the attention probabilities (training only; the
+      paper: 0.1). Inference never drops: dropout needs a `dropout_rng`.
+    residual_dropout: dropout on the attention and MLP branch outputs (training only;
+      the paper: 0.1).
     attention: attention implementation (phi_jax.attention, docs/attention.md): 'xla'
       (plain jnp, every backend), 'pallas' (phi_jax's flash-attention kernel: Triton
       on GPU, Mosaic on TPU, interpret mode on CPU), 'cudnn' (cuDNN flash attention,
@@ -85,9 +90,9 @@ class PhiConfig:
   layer_norm_eps: float = 1e-5
   activation: str = "gelu_tanh"
   embed_dropout: float = 0.0
-  attention_dropout: float = 0.0
-  residual_dropout: float = 0.0
-  attention: str = "xla"
+  attention_dropout: float = 0.1
+  residual_dropout: float = 0.1
+  attention: str = "auto"
   attention_block_q: int = 0
   attention_block_kv: int = 0
   dtype: str = "bfloat16"

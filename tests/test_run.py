@@ -86,13 +86,67 @@ def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
   again = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
               "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("complete, skipped") == 7
+  assert again.stdout.count("complete, skipped") == 14  # 8 data nodes + 6 stages
   changed = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
                 "--config.sample.max_new_tokens=8", "--stages=sample", *SHORT_TRAINING)
   assert changed.returncode == 0, changed.stderr[-3000:]
-  assert "[sample] running" in changed.stdout
+  assert "[sample] rerun: config sample.max_new_tokens: 20 -> 8" in changed.stdout
   lines = [json.loads(l) for l in open(os.path.join(workdir, "sample", "samples.jsonl"))]
   assert all(l["tokens"] <= 8 for l in lines)
+
+
+def _plan(workdir, *args):
+  result = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
+               "--config.sample.max_new_tokens=20", *SHORT_TRAINING, *args, "--plan")
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [line.split(None, 3) for line in result.stdout.splitlines()[2:]]
+  return {row[0]: (row[2], row[3] if len(row) > 3 else "") for row in rows}
+
+
+def test_plan_of_a_fresh_workdir_runs_everything(tmp_path):
+  plan = _plan(tmp_path / "fresh")
+  assert list(plan) == ["curate", "annotate", "embed", "classify", "exercises", "tokenizer",
+                        "datasets", "data", "init", "pretrain", "finetune", "sample", "eval",
+                        "export_hf"]
+  assert {action for action, _ in plan.values()} == {"run"}
+  assert not (tmp_path / "fresh").exists()  # --plan writes nothing
+
+
+def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
+  workdir, _ = tiny_run
+  before = {p: open(p, "rb").read() for p in _markers(workdir)}
+  assert {action for action, _ in _plan(workdir).values()} == {"skip"}
+  # a field only the classifier reads: it and everything downstream of it reruns, and the
+  # expensive stages are refused (until --force)
+  plan = _plan(workdir, "--config.data.quality.keep_threshold=0.6")
+  actions = {name: action for name, (action, _) in plan.items()}
+  assert actions == {"curate": "skip", "annotate": "skip", "embed": "skip", "classify": "rerun",
+                     "exercises": "skip", "tokenizer": "rerun", "datasets": "rerun",
+                     "data": "rerun", "init": "rerun", "pretrain": "refuse",
+                     "finetune": "refuse", "sample": "rerun", "eval": "rerun",
+                     "export_hf": "rerun"}
+  assert plan["classify"][1] == "config data.quality.keep_threshold: 0.5 -> 0.6"
+  # a field only the sampler reads
+  plan = _plan(workdir, "--config.sample.temperature=0.5")
+  assert [n for n, (a, _) in plan.items() if a != "skip"] == ["sample"]
+  # a finetune field: finetune is refused, what reads its model reruns
+  plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002")
+  assert [n for n, (a, _) in plan.items() if a != "skip"] == ["finetune", "sample", "eval",
+                                                              "export_hf"]
+  assert plan["finetune"][0] == "refuse"
+  plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002", "--force=finetune")
+  assert plan["finetune"][0] == "force"
+  # the refused run changes nothing
+  result = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
+               "--config.sample.max_new_tokens=20", *SHORT_TRAINING,
+               "--config.finetune.optimizer.lr=0.002")
+  assert result.returncode == 2 and "--force=finetune" in result.stderr
+  assert {p: open(p, "rb").read() for p in _markers(workdir)} == before
+
+
+def _markers(workdir):
+  return sorted(os.path.join(root, name) for root, _, names in os.walk(workdir)
+                for name in names if name == "COMPLETE.json" or root.endswith("steps"))
 
 
 def test_unknown_config_field_fails_clearly(tmp_path):
@@ -105,13 +159,13 @@ def test_unknown_config_field_fails_clearly(tmp_path):
 
 def test_bad_values_and_stages_fail_clearly(tmp_path):
   result = run("--config=configs/tiny.py", "--config.model.num_heads=3", f"--workdir={tmp_path}")
-  assert result.returncode == 1 and "num_heads" in result.stderr and "Traceback" not in result.stderr
+  assert result.returncode == 2 and "num_heads" in result.stderr and "Traceback" not in result.stderr
   result = run("--config=configs/tiny.py", "--stages=init,trian", f"--workdir={tmp_path}")
-  assert result.returncode == 1 and "unknown stage 'trian'" in result.stderr
+  assert result.returncode == 2 and "unknown stage 'trian'" in result.stderr
   result = run("--config=configs/tiny.py", "--stages=pretrain", f"--workdir={tmp_path}",
                "--config.init.tokenizer=byte_level", "--config.model.vocab_size=320",
                "--config.train.steps=5")  # warmup_steps 20 >= steps
-  assert result.returncode == 1 and "warmup_steps" in result.stderr
+  assert result.returncode == 2 and "warmup_steps" in result.stderr
   assert "Traceback" not in result.stderr
   result = run("--config=configs/tiny.py", "--stages=pretrain", f"--workdir={tmp_path}")
   assert result.returncode == 1 and "run the data stage first" in result.stderr
@@ -120,7 +174,7 @@ def test_bad_values_and_stages_fail_clearly(tmp_path):
   assert result.returncode == 2 and "no config file" in result.stderr
 
 
-def test_serve_stage_serves_the_latest_model_until_interrupted(tiny_run):
+def test_serve_serves_the_latest_model_until_interrupted(tiny_run):
   import signal
   import urllib.request
 
@@ -129,7 +183,7 @@ def test_serve_stage_serves_the_latest_model_until_interrupted(tiny_run):
   env.pop("XLA_FLAGS", None)
   proc = subprocess.Popen(
       [sys.executable, os.path.join(REPO_ROOT, "run.py"), "--config=configs/tiny.py",
-       "--config.model.num_layers=2", f"--workdir={workdir}", "--stages=serve",
+       "--config.model.num_layers=2", f"--workdir={workdir}", "--serve",
        "--config.serve.port=0", "--config.serve.model_name=tiny"],
       cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
@@ -150,4 +204,4 @@ def test_serve_stage_serves_the_latest_model_until_interrupted(tiny_run):
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
   assert proc.returncode == 0
-  assert not os.path.exists(os.path.join(workdir, "serve", "COMPLETE.json"))  # a service
+  assert not os.path.exists(os.path.join(workdir, "serve"))  # a service, not a stage

@@ -1,146 +1,139 @@
-"""The training loop shared by the pretrain and finetune stages.
+"""The training loop: steps a model over batches, checkpoints, logs and evaluates.
 
-`train(ctx, stage_name, train_cfg, init)` trains under WORKDIR/<stage_name>/:
+`train(job)` trains `job.model_config` under `job.out_dir`:
 
     checkpoints/<step>/   params, metadata, tokenizer, opt_state, train_state, data_iterator
     metrics.jsonl         the loss curve (one record per logged step)
     tensorboard/          TensorBoard event files
 
 It resumes from the latest complete checkpoint there (parameters, optimizer state,
-step and data position), so an interrupted run continues bit-identically; otherwise
-it starts from `init`: 'random' (config.model, config.init.tokenizer) or a model
-checkpoint / transformers directory / hub repo id, with a fresh optimizer. The dropout
-key of step s is fold_in(key(config.seed), s).
+step and data position), so an interrupted run continues bit-identically; otherwise it
+starts from `job.init_params()` (or a random init when that is None) with a fresh
+optimizer. The dropout key of step s is fold_in(key(job.seed), s).
+
+The loop knows nothing of stages, datasets or benchmarks: the caller (the recipe's
+training stages) hands it the batches, a factory of held-out batches, evaluation hooks
+that add metrics at every evaluation, and step hooks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-import signal
 import time
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import jax
+import numpy as np
+from jax.sharding import Mesh
 
-from phi_jax import checkpoint, hf_io, pretrained
 from phi_jax.config import PhiConfig
-from phi_jax.stages.base import Context, StageError
-from phi_jax.stages.init_model import RUNTIME_FIELDS, load_tokenizer
-from phi_jax.stages.training import RANDOM
 from phi_jax.tokenizer import Tokenizer
-from phi_jax.train import data as data_lib
 from phi_jax.train import flops
-from phi_jax.train import mesh as mesh_lib
 from phi_jax.train.checkpointing import TrainCheckpointer
 from phi_jax.train.metrics import MetricsWriter
-from phi_jax.train.step import Trainer
-
-# Test hook: the process SIGKILLs itself right after completing this step.
-KILL_AFTER_STEP_ENV = "PHI_JAX_TEST_KILL_AFTER_STEP"
+from phi_jax.train.step import Trainer, TrainState
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingError(RuntimeError):
+  """Training cannot start or continue (bad set-up, out of memory, divergence)."""
+
+
+class TrainingDivergedError(TrainingError):
   """The loss became NaN or infinite."""
 
 
-# ---------------------------------------------------------------------- set-up
-def maybe_initialize_distributed() -> None:
-  """jax.distributed.initialize() when the environment describes a multi-host job."""
-  multi_host = (os.environ.get("JAX_COORDINATOR_ADDRESS")
-                or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
-                or int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1)
-  if not multi_host or jax.distributed.is_initialized():
-    return
-  try:
-    jax.distributed.initialize()
-  except RuntimeError as e:
-    raise RuntimeError(
-        f"multi-host training: jax.distributed.initialize() failed ({e}); it must run "
-        f"before any JAX computation, so call phi_jax.train.loop."
-        f"maybe_initialize_distributed() at program start (run.py)") from e
+class Batches(Protocol):
+  """An iterator of host batches whose position can be saved and restored."""
+
+  def __next__(self) -> Mapping[str, np.ndarray]: ...
+
+  def get_state(self) -> Any: ...
+
+  def set_state(self, state: Any) -> None: ...
 
 
-def starting_point(ctx: Context, init: str) -> tuple[PhiConfig, Tokenizer | None, Any]:
-  """(model config, tokenizer, params loader) of `init`.
+# An evaluation hook: (step, train state, trainer) -> extra scalars logged as kind "eval"
+# (e.g. bits per byte on benchmark solutions, given by the orchestration).
+EvalHook = Callable[[int, TrainState, Trainer], Mapping[str, float]]
+# A step hook: called with the number of completed steps after each step.
+StepHook = Callable[[int], None]
 
-  'random': config.model and config.init.tokenizer; the loader is None (the Trainer
-  initialises). Otherwise a phi_jax checkpoint, transformers dir or hub repo id: its
-  architecture and tokenizer (config.init.tokenizer when a transformers dir has
-  none), with config.model's numerics and dropout (RUNTIME_FIELDS); the loader
-  returns its parameters.
+
+@dataclasses.dataclass
+class TrainJob:
+  """Everything one training run needs.
+
+  Attributes:
+    name: the run's name in messages and checkpoint metadata ('pretrain').
+    out_dir: where checkpoints/, metrics.jsonl and tensorboard/ go.
+    model_config: the architecture and numerics to train.
+    tokenizer: stored with every checkpoint.
+    cfg: the training section (steps, batch_size, seq_len, microbatches,
+      checkpoint_every, keep_checkpoints, log_every, eval_every, eval_batches,
+      optimizer.*): a ConfigDict or any object with those attributes.
+    mesh: the device mesh; rules: logical axis -> mesh axis rules.
+    seed: seeds the random init and the dropout keys.
+    batches: the training batches (this host's rows), resumable.
+    eval_batches: returns a fresh iterator over the held-out batches, or None.
+    init_params: returns the starting parameters, or None for a random init.
+    source: where the starting model came from (checkpoint metadata).
+    metadata: more checkpoint metadata fields (the run config, ...).
+    eval_hooks: extra metrics at every evaluation.
+    step_hooks: called after every step.
   """
-  if init == RANDOM:
-    model_config = PhiConfig.from_mapping(ctx.config.model)
-    tokenizer = load_tokenizer(ctx.config.init.tokenizer, None, ctx.workdir)
-    return model_config, tokenizer, None
-  runtime = {f: ctx.config.model[f] for f in RUNTIME_FIELDS}
-  if os.path.isdir(init) and checkpoint.is_checkpoint(init):
-    model_config = checkpoint.read_config(init).replace(**runtime)
-    tokenizer = checkpoint.read_tokenizer(init)
-    return model_config, tokenizer, lambda: checkpoint.load_params(init, model_config)
-  try:
-    directory = hf_io.resolve_model_dir(init)
-  except Exception as e:  # pylint: disable=broad-except
-    raise StageError(f"cannot start training from {init!r}: not a phi_jax checkpoint, and "
-                     f"not a transformers directory or hub repo id ({e})") from e
-  if not hf_io.is_hf_dir(directory):
-    raise StageError(f"cannot start training from {init!r}: neither a phi_jax checkpoint nor "
-                     f"a transformers directory")
-  model_config, params, tokenizer = pretrained.load_hf(directory, **runtime)
-  if tokenizer is None and ctx.config.init.tokenizer:
-    tokenizer = load_tokenizer(ctx.config.init.tokenizer, None, ctx.workdir)
-  return model_config, tokenizer, lambda: params
+  name: str
+  out_dir: str
+  model_config: PhiConfig
+  tokenizer: Tokenizer
+  cfg: Any
+  mesh: Mesh
+  rules: Sequence[tuple[str, Any]]
+  seed: int
+  batches: Batches
+  eval_batches: Callable[[], Iterator[Mapping[str, np.ndarray]]] | None = None
+  init_params: Callable[[], Any] | None = None
+  source: str = ""
+  metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  eval_hooks: Sequence[EvalHook] = ()
+  step_hooks: Sequence[StepHook] = ()
 
 
 def _oom_error(e: Exception, train_cfg: Any, model_config: PhiConfig) -> Exception:
-  return RuntimeError(
+  return TrainingError(
       f"out of device memory at the first training step (batch_size={train_cfg.batch_size}, "
       f"microbatches={train_cfg.microbatches}, seq_len={train_cfg.seq_len}, "
       f"model.remat={model_config.remat!r}). Lower the per-step memory: raise "
-      f"train.microbatches (gradient accumulation), lower train.batch_size or "
-      f"train.seq_len, or set model.remat='full' (or 'dots'); more fsdp devices "
-      f"(config.mesh) also help. Original error: {str(e)[:500]}")
+      f"microbatches (gradient accumulation), lower batch_size or seq_len, or set "
+      f"model.remat='full' (or 'dots'); more fsdp devices (config.mesh) also help. "
+      f"Original error: {str(e)[:500]}")
 
 
 # ---------------------------------------------------------------------- the loop
 class _Run:
   """One training run's objects; `train` below drives it."""
 
-  def __init__(self, ctx: Context, stage_name: str, section: str, init: str):
-    maybe_initialize_distributed()
-    train_cfg = ctx.config[section]
-    self.ctx, self.cfg, self.init, self.name = ctx, train_cfg, init, stage_name
-    self.section = section
-    self.stage_dir = ctx.stage_dir(stage_name)
-    self.total_steps = int(train_cfg.steps)
-    self.seed = int(ctx.config.seed)
-    self.model_config, self.tokenizer, self.load_params = starting_point(ctx, init)
-    if self.tokenizer is None:
-      raise StageError(f"the starting model {init!r} has no tokenizer to tokenize the data "
-                       f"with; set config.init.tokenizer")
+  def __init__(self, job: TrainJob):
+    self.job, self.cfg, self.name = job, job.cfg, job.name
+    self.total_steps = int(job.cfg.steps)
+    self.model_config, self.tokenizer = job.model_config, job.tokenizer
     if self.tokenizer.vocab_size > self.model_config.vocab_size:
-      raise StageError(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model's "
-                       f"vocab_size is {self.model_config.vocab_size}")
-    if int(train_cfg.seq_len) > self.model_config.max_seq_len:
-      raise StageError(f"seq_len {train_cfg.seq_len} exceeds the model's max_seq_len "
-                       f"{self.model_config.max_seq_len}")
-    self.mesh = mesh_lib.make_mesh(ctx.config.mesh)
-    self.trainer = Trainer(self.model_config, train_cfg, self.mesh,
-                           mesh_lib.parse_rules(ctx.config.mesh.rules), self.total_steps)
-    self.iterator = data_lib.make_batches(train_cfg, ctx.workdir, self.tokenizer,
-                                          split="train", seed=self.seed, where=self.section)
-    self.has_eval = int(train_cfg.eval_every) > 0
-    if self.has_eval:
-      try:
-        self.make_eval_batches()
-      except data_lib.DataError as e:
-        print(f"[{stage_name}] no held-out loss: {e}", flush=True)
-        self.has_eval = False
+      raise TrainingError(f"{job.name}: the tokenizer has {self.tokenizer.vocab_size} tokens "
+                          f"but the model's vocab_size is {self.model_config.vocab_size}")
+    if int(job.cfg.seq_len) > self.model_config.max_seq_len:
+      raise TrainingError(f"{job.name}: seq_len {job.cfg.seq_len} exceeds the model's "
+                          f"max_seq_len {self.model_config.max_seq_len}")
+    self.mesh = job.mesh
+    self.trainer = Trainer(self.model_config, job.cfg, self.mesh, job.rules, self.total_steps)
+    self.iterator = job.batches
+    self.has_eval = int(job.cfg.eval_every) > 0 and (
+        job.eval_batches is not None or bool(job.eval_hooks))
     self.checkpointer = TrainCheckpointer(
-        os.path.join(self.stage_dir, "checkpoints"), self.model_config, self.tokenizer,
-        every=int(train_cfg.checkpoint_every), keep=int(train_cfg.keep_checkpoints),
-        source=f"{stage_name}:{init}", stage=stage_name, run_config=ctx.config.to_dict())
+        os.path.join(job.out_dir, "checkpoints"), self.model_config, self.tokenizer,
+        every=int(job.cfg.checkpoint_every), keep=int(job.cfg.keep_checkpoints),
+        source=job.source, stage=job.name, **dict(job.metadata))
 
   def initial_state(self):
     restored = self.checkpointer.restore(self.trainer.abstract_state())
@@ -150,23 +143,25 @@ class _Run:
       print(f"[{self.name}] resuming from step {int(state.step)} "
             f"({self.checkpointer.step_dir(int(state.step))})", flush=True)
       return state
-    if self.load_params is None:
-      return self.trainer.init_state(self.seed)
-    return self.trainer.state_from_params(self.load_params())
+    if self.job.init_params is None:
+      return self.trainer.init_state(self.job.seed)
+    return self.trainer.state_from_params(self.job.init_params())
 
-  def make_eval_batches(self):
-    """The validation split, from its start (the same batches at every evaluation)."""
-    return data_lib.make_batches(self.cfg, self.ctx.workdir, self.tokenizer,
-                                 split="validation", seed=self.seed, where=self.section)
-
-  def evaluate(self, state) -> float:
-    iterator = self.make_eval_batches()
-    loss_sum, tokens = 0.0, 0.0
-    for _ in range(int(self.cfg.eval_batches)):
-      out = jax.device_get(self.trainer.eval_step(state, self.trainer.shard_batch(next(iterator))))
-      loss_sum += float(out["loss"]) * float(out["tokens"])
-      tokens += float(out["tokens"])
-    return loss_sum / max(tokens, 1.0)
+  def evaluate(self, state, step: int) -> dict[str, float]:
+    """Held-out loss over the same `eval_batches` batches every time, plus the hooks'."""
+    scalars: dict[str, float] = {}
+    if self.job.eval_batches is not None:
+      iterator = self.job.eval_batches()
+      loss_sum, tokens = 0.0, 0.0
+      for _ in range(int(self.cfg.eval_batches)):
+        out = jax.device_get(
+            self.trainer.eval_step(state, self.trainer.shard_batch(next(iterator))))
+        loss_sum += float(out["loss"]) * float(out["tokens"])
+        tokens += float(out["tokens"])
+      scalars["loss"] = loss_sum / max(tokens, 1.0)
+    for hook in self.job.eval_hooks:
+      scalars.update({k: float(v) for k, v in hook(step, state, self.trainer).items()})
+    return scalars
 
   def last_good(self) -> str:
     self.checkpointer.wait()
@@ -186,12 +181,11 @@ class _Run:
   def run(self) -> dict:
     state = self.initial_state()
     start_step = int(state.step)
-    writer = MetricsWriter(self.stage_dir, self.total_steps, resume_step=start_step,
+    writer = MetricsWriter(self.job.out_dir, self.total_steps, resume_step=start_step,
                            name=self.name)
-    kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
     log_every, eval_every = int(self.cfg.log_every), int(self.cfg.eval_every)
     seq_len, n_devices = int(self.cfg.seq_len), len(self.mesh.devices.flat)
-    base_key = jax.random.key(self.seed)
+    base_key = jax.random.key(self.job.seed)
     pending: list[tuple[int, dict]] = []  # metrics since the last log
     n_fetched = 0  # how many of them are on the host already (checked and counted)
     last_loss, tokens_seen = None, 0.0
@@ -234,17 +228,20 @@ class _Run:
                              "grad_norm": float(m["grad_norm"])})
           writer.write(done, scalars)
           if eval_now:
-            scalars["eval_loss"] = self.evaluate(state)
-            writer.write(done, {"loss": scalars["eval_loss"]}, kind="eval")
+            evaluation = self.evaluate(state, done)
+            if "loss" in evaluation:
+              scalars["eval_loss"] = evaluation["loss"]
+            writer.write(done, evaluation, kind="eval")
           writer.progress(done, scalars)
           pending, n_fetched = [], 0
           window_start, window_steps = time.time(), 0
         if save_now:
           self.checkpointer.save(state, self.iterator.get_state(), force=True)
           saved_step = done
-        if kill_after and done == kill_after:
+        if self.job.step_hooks:
           writer.flush()
-          os.kill(os.getpid(), signal.SIGKILL)
+          for hook in self.job.step_hooks:
+            hook(done)
       if saved_step != int(state.step):  # resumed at the end: nothing new to save
         self.checkpointer.save(state, self.iterator.get_state(), force=True)
     finally:
@@ -258,12 +255,10 @@ class _Run:
             "model_config": self.model_config.to_dict()}
 
 
-def train(ctx: Context, stage_name: str, section: str, init: str = RANDOM) -> dict:
-  """Trains (or resumes training) under ctx.stage_dir(stage_name); returns a summary.
+def train(job: TrainJob) -> dict:
+  """Trains (or resumes training) under job.out_dir; returns a summary.
 
-  section: the config section of the run ('train' or 'finetune': steps, batches,
-  optimizer, data). init: 'random' or the path / repo id of the starting model (ignored on resume).
   Summary: final_loss, steps, resumed_from, tokens (trained on in this process),
   seconds, checkpoint (the last step directory), model_config.
   """
-  return _Run(ctx, stage_name, section, init).run()
+  return _Run(job).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,8 +15,6 @@ from phi_jax import sharding
 from phi_jax.config import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
-# The mesh axes the batch dim is split over (both are data parallel).
-BATCH_AXES = ("data", "fsdp")
 
 
 def mesh_shape(mesh_config: Mapping[str, Any] | Any, n_devices: int) -> tuple[int, int, int]:
@@ -57,14 +56,17 @@ def make_mesh(mesh_config: Mapping[str, Any] | Any,
   return Mesh(device_array, MESH_AXES)
 
 
-def parse_rules(rules_str: str) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
-  """Rules from "vocab:tensor,embed:fsdp,head_dim:,..." ('' = replicated; 'a+b' = both).
+def parse_rules(rules: str | Sequence[str]) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+  """The rules a run uses: phi_jax.sharding.DEFAULT_RULES with `rules` replacing some.
 
-  Every logical axis must be one the model uses (phi_jax.sharding.LOGICAL_AXES) and every
-  mesh axis one of ('data', 'fsdp', 'tensor'); a bad entry raises ValueError naming it.
+  `rules` (config.mesh.rules): entries "logical:mesh_axis" ('' mesh axis = replicated,
+  'a+b' = both), as a tuple or one comma-separated string; () = the defaults. Every
+  logical axis must be one the model names (phi_jax.sharding.LOGICAL_AXES) and every
+  mesh axis one of ('data', 'fsdp', 'tensor'); a bad entry raises ConfigError naming it.
   """
-  rules = []
-  for entry in (e.strip() for e in rules_str.split(",")):
+  entries = rules.split(",") if isinstance(rules, str) else list(rules)
+  overrides = []
+  for entry in (str(e).strip() for e in entries):
     if not entry:
       continue
     if entry.count(":") != 1:
@@ -79,19 +81,44 @@ def parse_rules(rules_str: str) -> tuple[tuple[str, str | tuple[str, ...] | None
       if axis not in MESH_AXES:
         raise ConfigError(f"config.mesh.rules: entry {entry!r}: unknown mesh axis {axis!r}; "
                          f"known: {MESH_AXES}")
-    rules.append((logical, None if not axes else axes[0] if len(axes) == 1 else axes))
-  return tuple(rules)
+    overrides.append((logical, None if not axes else axes[0] if len(axes) == 1 else axes))
+  return sharding.with_overrides(overrides)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dim split over ('data', 'fsdp'); the other dims replicated."""
-  return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+def batch_axes(mesh: Mesh, rules: sharding.Rules = sharding.DEFAULT_RULES) -> tuple[str, ...]:
+  """The mesh axes the batch dim is split over: the 'batch' rule's axes on this mesh."""
+  return tuple(a for a in sharding.mesh_axes_of("batch", rules) if a in mesh.axis_names)
+
+
+def batch_sharding(mesh: Mesh, rules: sharding.Rules = sharding.DEFAULT_RULES) -> NamedSharding:
+  """Leading (batch) dim split over the 'batch' rule's mesh axes; the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec(batch_axes(mesh, rules) or None))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_parallelism(mesh: Mesh) -> int:
-  """How many ways the batch dim is split (data * fsdp)."""
-  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+def batch_parallelism(mesh: Mesh, rules: sharding.Rules = sharding.DEFAULT_RULES) -> int:
+  """How many ways the batch dim is split (data * fsdp with the default rules)."""
+  return math.prod(mesh.shape[a] for a in batch_axes(mesh, rules))
+
+
+def maybe_initialize_distributed() -> None:
+  """jax.distributed.initialize() when the environment describes a multi-host job.
+
+  Multi-host: JAX_COORDINATOR_ADDRESS is set, a TPU pod lists several workers, or
+  SLURM runs more than one task. Must run before any JAX computation (run.py calls it
+  first thing).
+  """
+  multi_host = (os.environ.get("JAX_COORDINATOR_ADDRESS")
+                or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+                or int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1)
+  if not multi_host or jax.distributed.is_initialized():
+    return
+  try:
+    jax.distributed.initialize()
+  except RuntimeError as e:
+    raise RuntimeError(
+        f"multi-host training: jax.distributed.initialize() failed ({e}); it must run "
+        f"before any JAX computation (run.py calls it at program start)") from e

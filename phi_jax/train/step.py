@@ -29,6 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from phi_jax.config import ConfigError, PhiConfig
 from phi_jax.model import PhiForCausalLM, abstract_model
+from phi_jax import sharding
 from phi_jax.sharding import param_shardings
 from phi_jax.train import mesh as mesh_lib
 from phi_jax.train.optim import learning_rate_schedule, make_optimizer
@@ -86,14 +87,16 @@ def loss_fn(params: Any, model_config: PhiConfig, batch: Mapping[str, jax.Array]
   return loss, {"loss": loss, "tokens": tokens}
 
 
-def _split_microbatches(batch: Mapping[str, jax.Array], k: int, mesh: Mesh) -> dict:
+def _split_microbatches(batch: Mapping[str, jax.Array], k: int, mesh: Mesh,
+                        rules: sharding.Rules) -> dict:
   """[B, T] -> [k, B / k, T]; micro-batch j holds rows j, j + k, j + 2k, ... so that
   every micro-batch stays evenly spread over the devices (no resharding)."""
   batch_size = batch["tokens"].shape[0]
-  if batch_size % (k * mesh_lib.batch_parallelism(mesh)):
+  parallel = mesh_lib.batch_parallelism(mesh, rules)
+  if batch_size % (k * parallel):
     raise ValueError(f"batch of {batch_size} sequences: must divide into {k} micro-batches "
-                     f"of a multiple of data * fsdp = {mesh_lib.batch_parallelism(mesh)}")
-  spec = NamedSharding(mesh, PartitionSpec(None, mesh_lib.BATCH_AXES))
+                     f"of a multiple of the batch parallelism (data * fsdp) = {parallel}")
+  spec = NamedSharding(mesh, PartitionSpec(None, mesh_lib.batch_axes(mesh, rules) or None))
 
   def split(x):
     x = x.reshape((batch_size // k, k) + x.shape[1:]).swapaxes(0, 1)
@@ -117,7 +120,7 @@ class Trainer:
     self.rules = tuple(rules)
     self.microbatches = int(train_cfg.microbatches)
     batch_size = int(train_cfg.batch_size)
-    parallel = mesh_lib.batch_parallelism(mesh)
+    parallel = mesh_lib.batch_parallelism(mesh, self.rules)
     if self.microbatches < 1 or batch_size % (self.microbatches * parallel):
       raise ConfigError(f"train: batch_size {batch_size} must split into microbatches "
                         f"({self.microbatches}) of a multiple of data * fsdp = {parallel}")
@@ -126,7 +129,7 @@ class Trainer:
     self.param_shardings = param_shardings(abstract, mesh, self.rules)
     self.schedule = learning_rate_schedule(train_cfg.optimizer, total_steps)
     self.optimizer = make_optimizer(train_cfg.optimizer, total_steps, abstract_params)
-    self.batch_sharding = mesh_lib.batch_sharding(mesh)
+    self.batch_sharding = mesh_lib.batch_sharding(mesh, self.rules)
     replicated = mesh_lib.replicated(mesh)
     opt_shapes = jax.eval_shape(self.optimizer.init, abstract_params)
     opt_shardings = optax.tree_utils.tree_map_params(
@@ -177,7 +180,7 @@ class Trainer:
 
   def _train_step_impl(self, state: TrainState, batch, rng):
     _check_batch(batch)
-    micro = _split_microbatches(batch, self.microbatches, self.mesh)
+    micro = _split_microbatches(batch, self.microbatches, self.mesh, self.rules)
     step_rng = jax.random.fold_in(rng, state.step)
     grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
 
@@ -213,14 +216,14 @@ class Trainer:
     Dropout key: fold_in(fold_in(rng, step), micro-batch index). Metrics (fp32 scalars): loss,
     grad_norm (before clipping), lr (of this update), tokens (counted targets).
     """
-    with jax.set_mesh(self.mesh):
+    with jax.set_mesh(self.mesh), sharding.use_rules(self.rules):
       return self._train_step(state, dict(batch), rng)
 
   def trace_train_step(self, state: TrainState, batch: Mapping[str, jax.Array],
                        rng: jax.Array) -> jax.stages.Traced:
     """The train step traced as `train_step` traces it (under the mesh), not run:
     `.jaxpr` shows what runs per shard, `.lower().compile()` its HLO and cost."""
-    with jax.set_mesh(self.mesh):
+    with jax.set_mesh(self.mesh), sharding.use_rules(self.rules):
       return self._train_step.trace(state, dict(batch), rng)
 
   def _eval_step_impl(self, state: TrainState, batch):
@@ -229,7 +232,7 @@ class Trainer:
 
   def eval_step(self, state: TrainState, batch: Mapping[str, jax.Array]) -> dict:
     """Loss and counted target tokens of a batch, without dropout."""
-    with jax.set_mesh(self.mesh):
+    with jax.set_mesh(self.mesh), sharding.use_rules(self.rules):
       return self._eval_step(state, dict(batch))
 
   def shard_batch(self, batch: Mapping[str, np.ndarray]) -> dict:

@@ -9,7 +9,7 @@ import pytest
 
 from configs import base, phi1, phi1_small, tiny
 from phi_jax import PhiConfig, count_params
-from phi_jax.stages import STAGE_NAMES
+from recipe import graph
 from tests.conftest import REPO_ROOT
 
 CONFIGS = {"phi1": phi1, "phi1_small": phi1_small, "tiny": tiny}
@@ -29,8 +29,9 @@ def test_config_loads_and_validates(name):
   model = PhiConfig.from_mapping(config.model)
   assert model.head_dim == 64  # every phi size uses 64-dim heads
   assert set(base.model_config().keys()) == set(config.model.keys())
-  for stage in config.stages.split(","):
-    assert stage in STAGE_NAMES
+  stage_names = graph.build().stage_names()
+  for stage in config.stages:
+    assert stage in stage_names
   # every field a size file sets exists in the base config (no silent new fields)
   assert set(_leaves(config)) == set(_leaves(base.get_config()))
 
@@ -52,11 +53,25 @@ def test_paper_architecture_facts():
   assert (s.num_layers, s.d_model, s.mlp_dim, s.num_heads) == (20, 1024, 4096, 16)
 
 
+def test_model_defaults_are_phi_config_and_the_paper():
+  """config.model is built from PhiConfig's defaults (one definition): the paper's."""
+  import dataclasses
+  assert base.model_config().to_dict() == dataclasses.asdict(PhiConfig())
+  assert count_params(PhiConfig()) == 1_418_270_720
+  c = PhiConfig()
+  assert (c.attention_dropout, c.residual_dropout, c.attention) == (0.1, 0.1, "auto")
+
+
 def test_every_field_is_documented():
-  """Each leaf of the base config has a comment on its line or the line above."""
+  """Each leaf of the base config has a comment on its line or the line above; the
+  model section's fields are documented in PhiConfig's docstring."""
   with open(os.path.join(REPO_ROOT, "configs", "base.py")) as f:
     lines = f.read().splitlines()
+  for field in base.model_config().keys():
+    assert f"    {field}: " in PhiConfig.__doc__, f"PhiConfig.{field} is not documented"
   for path in _leaves(base.get_config()):
+    if path[0] == "model":
+      continue
     key = path[-1]
     pattern = re.compile(rf"(\b{key}\s*=|config\.{key}\s*=)")
     hits = [i for i, line in enumerate(lines) if pattern.search(line)]

@@ -1,4 +1,5 @@
-"""Runs training stages of a tiny config in this process (the tests run it as a subprocess).
+"""Runs training stages of a tiny config through the recipe's runner, in this process
+(the tests run it as a subprocess).
 
     python -m tests.phi_jax.train.driver WORKDIR STAGES '{"train.steps": 12, ...}'
 
@@ -6,7 +7,8 @@ Prints one JSON line per stage: {"stage": ..., "summary": ...}. The tests run it
 without the 8 simulated devices of conftest: XLA_FLAGS is set by the caller. The
 training data is what the data stage would build, written without TensorFlow: 50
 stdlib files as phi1_filtered_code and exercises mined from stdlib as phi1_exercises,
-byte-level tokenized, under WORKDIR/data/tfds.
+byte-level tokenized, under WORKDIR/data/tfds; the stages read those directories by
+path (no data stage ran), pretraining from a random init.
 """
 
 import json
@@ -21,6 +23,7 @@ def tiny_config(overrides: dict):
                            rotary_dim=8, max_seq_len=64, dtype="float32"))
   config.mesh.update(dict(data=1, fsdp=-1, tensor=1))
   config.init.tokenizer = "byte_level"
+  config.train.model = "random"
   for section in (config.train, config.finetune):
     section.update(dict(steps=12, batch_size=4, seq_len=64, checkpoint_every=3,
                         keep_checkpoints=10, log_every=1, eval_every=6, eval_batches=2))
@@ -30,7 +33,7 @@ def tiny_config(overrides: dict):
     *parents, leaf = key.split(".")
     for parent in parents:
       node = node[parent]
-    node[leaf] = value
+    node[leaf] = tuple(value) if isinstance(value, list) else value
   return config
 
 
@@ -60,14 +63,16 @@ def main(argv):
   sys.modules["torch"] = None
   workdir, stages = argv[1], argv[2].split(",")
   overrides = json.loads(argv[3]) if len(argv) > 3 else {}
-  from phi_jax.stages.base import Context, run_stage  # pylint: disable=g-import-not-at-top
-  from phi_jax.stages.finetune import FinetuneStage  # pylint: disable=g-import-not-at-top
-  from phi_jax.stages.pretrain import PretrainStage  # pylint: disable=g-import-not-at-top
-  ctx = Context(tiny_config(overrides), workdir)
-  build_data(workdir, int(ctx.config.seed))
-  stage_classes = {"pretrain": PretrainStage, "finetune": FinetuneStage}
-  for name in stages:
-    marker = run_stage(stage_classes[name](), ctx)
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline import catalog
+  from recipe import graph, runner
+  config = tiny_config(overrides)
+  build_data(workdir, int(config.seed))
+  data_dir = catalog.tfds_dir(workdir)
+  config.train.data = (catalog.built_version_dir(data_dir, catalog.FILTERED_CODE),)
+  config.finetune.data = (catalog.built_version_dir(data_dir, catalog.EXERCISES),)
+  ctx = runner.Context(config, workdir, graph.build())
+  for name, marker in zip(stages, runner.execute(ctx, runner.make_plan(ctx, stages))):
     print(json.dumps({"stage": name, "summary": marker["summary"]}), flush=True)
 
 

@@ -11,6 +11,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from configs.base import get_config, train_config
+from phi_jax import sharding
 from phi_jax.config import PhiConfig
 from phi_jax.train import flops, mesh as mesh_lib, optim, step as step_lib
 from tests.conftest import random_params
@@ -227,8 +228,14 @@ def test_make_mesh_and_parse_rules():
     mesh_lib.make_mesh(dict(data=3, fsdp=2, tensor=2))
   with pytest.raises(ValueError, match="at most one"):
     mesh_lib.make_mesh(dict(data=-1, fsdp=-1, tensor=1))
-  assert mesh_lib.parse_rules("vocab:tensor, embed:fsdp+data,norm:") == (
-      ("vocab", "tensor"), ("embed", ("fsdp", "data")), ("norm", None))
+  # the config lists only the rules it replaces; the rest are sharding.DEFAULT_RULES
+  assert mesh_lib.parse_rules(()) == sharding.DEFAULT_RULES
+  rules = dict(mesh_lib.parse_rules(("vocab:", "embed:fsdp+data", "batch:data")))
+  assert rules == dict(sharding.DEFAULT_RULES, vocab=None, embed=("fsdp", "data"), batch="data")
+  assert mesh_lib.parse_rules("vocab:, embed:fsdp+data,batch:data") == mesh_lib.parse_rules(
+      ("vocab:", "embed:fsdp+data", "batch:data"))
+  # the batch is split over what the 'batch' rule says
+  assert mesh_lib.batch_sharding(mesh, mesh_lib.parse_rules(("batch:data",))).spec == P("data")
   with pytest.raises(ValueError, match="unknown logical axis 'vocabb'"):
     mesh_lib.parse_rules("vocabb:tensor")
   with pytest.raises(ValueError, match="unknown mesh axis 'model'"):

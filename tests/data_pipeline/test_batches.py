@@ -6,7 +6,7 @@ import pytest
 
 from data_pipeline import catalog, token_dataset
 from phi_jax import tokenizer as tokenizer_lib
-from phi_jax.train import data
+from data_pipeline import batches as data
 from tests.phi_jax.train.driver import build_data
 
 SEQ_LEN = 64

@@ -7,8 +7,8 @@ import pytest
 
 from configs import tiny
 from data_pipeline import catalog
-from phi_jax.stages import get_stage
-from phi_jax.stages.base import Context, StageError, run_stage
+from phi_jax.cli import UsageError
+from recipe import graph, runner
 
 
 def small_config():
@@ -21,23 +21,31 @@ def small_config():
   return config
 
 
+def context(config, workdir):
+  return runner.Context(config, str(workdir), graph.build())
+
+
+def run_data(ctx):
+  return runner.execute(ctx, runner.make_plan(ctx, ["data"]))[-1]
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-  ctx = Context(small_config(), str(tmp_path_factory.mktemp("work")))
-  marker = run_stage(get_stage("data"), ctx)
+  ctx = context(small_config(), tmp_path_factory.mktemp("work"))
+  marker = run_data(ctx)
   return ctx, marker
 
 
 def _step_runs(ctx):
   """{step: inputs fingerprint} of the data stage's steps as recorded on disk."""
-  steps = os.path.join(ctx.stage_dir("data"), "steps")
+  steps = os.path.join(ctx.node_dir("data"), "steps")
   return {name[:-5]: json.load(open(os.path.join(steps, name)))["fingerprint"]
           for name in os.listdir(steps)}
 
 
 def test_data_stage_writes_every_artifact_with_stats(built):
   ctx, marker = built
-  root = ctx.stage_dir("data")
+  root = ctx.node_dir("data")
   stats = json.load(open(os.path.join(root, "stats.json")))["steps"]
   curate = stats["curate"]["stats"]
   assert curate[0]["name"] == "source:installed" and curate[0]["in"] == 120
@@ -65,11 +73,11 @@ def test_data_stage_writes_every_artifact_with_stats(built):
 
 def test_training_reads_what_the_data_stage_built(built):
   import ml_collections
-  from phi_jax.stages.init_model import load_tokenizer
-  from phi_jax.train import data
+  from data_pipeline import batches as data
+  from recipe.stages.init import load_tokenizer
   ctx, _ = built
   tokenizer = load_tokenizer("data", None, ctx.workdir)
-  cfg = ml_collections.ConfigDict(dict(data="phi1_code_textbook", seq_len=64, batch_size=2,
+  cfg = ml_collections.ConfigDict(dict(data=("phi1_code_textbook",), seq_len=64, batch_size=2,
                                        segment_ids=False, loader_workers=0,
                                        loss_on_solution_only=False))
   batch = next(data.make_batches(cfg, ctx.workdir, tokenizer, split="train", seed=0,
@@ -80,14 +88,14 @@ def test_training_reads_what_the_data_stage_built(built):
 def test_rerun_redoes_only_the_steps_whose_inputs_changed(built, capsys):
   ctx, marker = built
   before = _step_runs(ctx)
-  assert run_stage(get_stage("data"), ctx)["fingerprint"] == marker["fingerprint"]
-  assert "complete, skipped" in capsys.readouterr().out
+  assert run_data(ctx)["fingerprint"] == marker["fingerprint"]
+  assert capsys.readouterr().out.count("complete, skipped") == 8
   ctx.config.data.quality.keep_threshold = 0.6
   try:
-    run_stage(get_stage("data"), ctx)
+    run_data(ctx)
     out = capsys.readouterr().out
     for step in ("curate", "annotate", "embed", "exercises"):
-      assert f"[data] {step}: done before, skipped" in out
+      assert f"[{step}] complete, skipped" in out
     after = _step_runs(ctx)
     assert {s for s in before if before[s] != after[s]} == {"classify", "tokenizer", "datasets"}
   finally:
@@ -98,5 +106,6 @@ def test_llm_annotation_without_an_endpoint_is_a_clear_error(tmp_path):
   config = small_config()
   config.data.quality.annotator = "llm"
   config.data.max_files = 30
-  with pytest.raises(StageError, match="config.llm.model"):
-    run_stage(get_stage("data"), Context(config, str(tmp_path)))
+  with pytest.raises(UsageError, match="config.llm.model"):
+    run_data(context(config, tmp_path))
+  assert not os.listdir(tmp_path)  # refused while planning: nothing written

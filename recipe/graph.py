@@ -1,0 +1,19 @@
+"""The recipe's graph, as data: every stage and data step in pipeline order.
+
+    curate -> annotate, embed -> classify -> exercises -> tokenizer -> datasets -> data
+      -> init -> pretrain -> finetune -> sample -> eval -> export_hf
+
+Each node declares its own inputs (recipe/runner.py: config fields, upstream nodes,
+files); this list only fixes the order. A new stage is a module in recipe/stages/ with
+a NODES tuple, placed here after the nodes it reads.
+"""
+
+from __future__ import annotations
+
+from recipe.runner import Graph
+from recipe.stages import data, evaluate, export_hf, init, sample, training
+
+
+def build() -> Graph:
+  return Graph(data.NODES + init.NODES + training.NODES + sample.NODES + evaluate.NODES
+               + export_hf.NODES)

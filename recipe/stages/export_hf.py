@@ -1,0 +1,46 @@
+"""Stage `export_hf`: a model of the run as a transformers directory.
+
+Writes WORKDIR/export_hf/hf/ (config.json, safetensors, tokenizer), loadable with
+`transformers.AutoModelForCausalLM.from_pretrained` and servable by vLLM. The model is
+config.export_hf.model (recipe/models.py: '' = the latest model of the run).
+"""
+
+from __future__ import annotations
+
+import os
+
+from phi_jax import checkpoint, convert
+from phi_jax.cli import UsageError
+from recipe import models
+from recipe.runner import Context, Node
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _ref(ctx: Context) -> models.ModelRef:
+  return models.resolve(ctx, ctx.config.export_hf.model, "config.export_hf.model",
+                        before="export_hf")
+
+
+def run(ctx: Context) -> dict:
+  path = _ref(ctx).spec
+  out = os.path.join(ctx.node_dir("export_hf"), "hf")
+  convert.orbax_to_hf(path, out, dtype=ctx.config.export_hf.dtype, overwrite=True)
+  step = checkpoint.read_metadata(path)["step"]
+  print(f"[export_hf] step {step} of {path} -> {out}", flush=True)
+  return {"hf_dir": out, "source": path, "step": step}
+
+
+def validate(ctx: Context) -> None:
+  if ctx.config.export_hf.dtype not in DTYPES:
+    raise UsageError(f"config.export_hf.dtype = {ctx.config.export_hf.dtype!r}: must be one "
+                     f"of {', '.join(DTYPES)}")
+  _ref(ctx)
+
+
+NODES = (Node(name="export_hf", run=run, doc="the model for transformers: export_hf/hf",
+              config=("export_hf",), validate=validate,
+              after=lambda ctx: models.upstream_of(ctx, ctx.config.export_hf.model,
+                                                   "config.export_hf.model",
+                                                   before="export_hf"),
+              extra=lambda ctx: {"model": models.describe(_ref(ctx))}),)
