@@ -106,7 +106,7 @@ RUNNER+=(--)
 if [[ "$DRY" == 1 ]]; then
   MODE="dry (CPU, tiny shapes)"
   export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=""
-  TEST_PLATFORM=cpu
+  KERNEL_ENV=(PHI_JAX_TEST_PLATFORM=cpu)
   # one compiled-path case, one error case: the plumbing, not the coverage (CI has that)
   KERNEL_ARGS=(-k "T17-S17-off0-B1-H2-D128-full-noseg-float32 or bad_inputs_are_named")
   default_attention="--small --seq=64 --repeats=1 --impls=pallas,cudnn,xla"
@@ -115,18 +115,26 @@ if [[ "$DRY" == 1 ]]; then
   : "${TIMEOUT_KERNELS:=120}" "${TIMEOUT_ATTENTION:=120}" "${TIMEOUT_TRAIN:=120}" "${TIMEOUT_GENERATE:=120}"
 else
   MODE="GPU"
-  TEST_PLATFORM=gpu
-  KERNEL_ARGS=()  # every kernel test, the slow ones too
+  KERNEL_ENV=(PHI_JAX_TEST_PLATFORM=gpu)
+  # Every kernel test, the slow ones too; Triton compiles in 4 pytest workers when
+  # pytest-xdist is there (the image has it), each taking GPU memory as it needs it.
+  KERNEL_ARGS=()
+  if "$PYTHON" -c "import xdist" 2>/dev/null; then
+    KERNEL_ARGS=(-n 4)
+    KERNEL_ENV+=(XLA_PYTHON_CLIENT_PREALLOCATE=false)
+  fi
   default_attention="--seq=512,1024,2048,4096 --repeats=10"
-  # phi-1 (1.4B, AdamW state in fp32: ~29 GB) at seq 2048, 8 sequences per microbatch:
-  # activations of matmuls kept ('dots') where the card has >= 120 GB (H200), only
-  # the layer inputs ('full' recomputation) on an 80 GB H100.
+  # phi-1 at seq 2048, 32 sequences per step. Peak memory per `python -m
+  # phi_jax.compile_only --config=configs/phi1.py --target=h100|h200` with
+  # XLA_PYTHON_CLIENT_MEM_FRACTION=0.9: H200, no remat, 4 microbatches of 8: 84 GiB of
+  # 127 usable; H100, matmul outputs kept ('dots'), 2 microbatches of 16: 58 GiB of 71
+  # (no remat does not fit an H100 even at 8 per microbatch: 84 GiB).
   gpu_mib="$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)"
-  remat=full
-  [[ "${gpu_mib:-0}" =~ ^[0-9]+$ && "$gpu_mib" -ge 120000 ]] && remat=dots
-  default_train="--config=configs/phi1.py --batch=16 --microbatches=2 --seq=2048 --remat=$remat --steps=5"
-  default_generate="--size=phi1 --dtype=bfloat16 --batch=8 --prompt_len=512 --new_tokens=512 --repeats=2"
-  : "${TIMEOUT_KERNELS:=150}" "${TIMEOUT_ATTENTION:=80}" "${TIMEOUT_TRAIN:=120}" "${TIMEOUT_GENERATE:=130}"
+  train_fit="--microbatches=2 --remat=dots"
+  [[ "${gpu_mib:-0}" =~ ^[0-9]+$ && "$gpu_mib" -ge 120000 ]] && train_fit="--microbatches=4 --remat=none"
+  default_train="--config=configs/phi1.py --batch=32 --seq=2048 $train_fit --steps=5"
+  default_generate="--size=phi1 --dtype=bfloat16 --batch=16 --prompt_len=512 --new_tokens=512 --repeats=2"
+  : "${TIMEOUT_KERNELS:=140}" "${TIMEOUT_ATTENTION:=80}" "${TIMEOUT_TRAIN:=130}" "${TIMEOUT_GENERATE:=180}"
 fi
 read -r -a ATTENTION_ARGV <<< "${ATTENTION_ARGS:-$default_attention}"
 read -r -a TRAIN_ARGV <<< "${TRAIN_ARGS:-$default_train}"
@@ -170,7 +178,7 @@ echo "device_check.sh: $MODE; python $PYTHON; output $OUT_DIR"
 GPU_LINE="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 for part in ${PARTS//,/ }; do
   case "$part" in
-    kernels) PHI_JAX_TEST_PLATFORM=$TEST_PLATFORM run_part kernels "$TIMEOUT_KERNELS" \
+    kernels) run_part kernels "$TIMEOUT_KERNELS" env "${KERNEL_ENV[@]}" \
       "${RUNNER[@]}" -m pytest tests/phi_jax/kernels -q -p no:cacheprovider "${KERNEL_ARGS[@]}" ;;
     attention) run_part attention "$TIMEOUT_ATTENTION" \
       "${RUNNER[@]}" bench/attention.py "${ATTENTION_ARGV[@]}" ;;
