@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from phi_jax import atomic
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCHMARKS_FILE = os.path.join(REPO_ROOT, "BENCHMARKS.md")
+# PHI_JAX_BENCHMARKS_FILE redirects the rows, e.g. to a file that comes back from a
+# lent machine (bench/device_check.sh) instead of that machine's copy of the repo.
+BENCHMARKS_FILE = (os.environ.get("PHI_JAX_BENCHMARKS_FILE")
+                   or os.path.join(REPO_ROOT, "BENCHMARKS.md"))
 HEADER = """# Benchmarks
 
 Measured results of the scripts in `bench/`, one dated row per run, appended by the

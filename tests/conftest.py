@@ -1,15 +1,32 @@
-"""Shared test set-up: 8 simulated CPU devices, quiet logs, random transformers models."""
+"""Shared test set-up: 8 simulated CPU devices, quiet logs, random transformers models.
+
+PHI_JAX_TEST_PLATFORM picks the backend the tests run on: 'cpu' (the default: 8
+simulated host devices; Pallas kernels in interpret mode) or 'gpu' / 'tpu' (jax's
+default backend is the accelerator, so the kernels are compiled for real; the CPU stays
+available). bench/device_check.sh sets 'gpu' on a lent GPU machine.
+"""
 
 import os
 
-# Before jax is imported anywhere: 8 host devices for mesh tests, CPU only.
+TEST_PLATFORMS = {"cpu": "cpu", "gpu": "cuda,cpu", "tpu": "tpu,cpu"}  # -> JAX_PLATFORMS
+TEST_PLATFORM = os.environ.get("PHI_JAX_TEST_PLATFORM", "cpu")
+if TEST_PLATFORM not in TEST_PLATFORMS:
+  raise ValueError(f"PHI_JAX_TEST_PLATFORM={TEST_PLATFORM!r}: expected one of "
+                   f"{sorted(TEST_PLATFORMS)}")
+# Before jax is imported anywhere: 8 host devices for mesh tests; CPU only by default.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_PLATFORMS", TEST_PLATFORMS[TEST_PLATFORM])
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+
+# For tests whose expectations hold on the CPU backend only (interpret-mode fallbacks,
+# 'needs a GPU' errors, 8 host devices).
+cpu_only = pytest.mark.skipif(TEST_PLATFORM != "cpu",
+                              reason=f"expects the CPU backend (PHI_JAX_TEST_PLATFORM="
+                              f"{TEST_PLATFORM})")
 
 pytest_plugins = ("tests.fake_openai",)  # the `server` and `api_key` fixtures
 
