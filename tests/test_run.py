@@ -96,8 +96,13 @@ def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
 
 
 def _plan(workdir, *args):
+  """{node: (action, why)} of `run.py --plan` with the tiny_run settings (and the sample
+  length the workdir's sample stage last used: another test changes it)."""
+  marker = os.path.join(workdir, "sample", "COMPLETE.json")
+  tokens = (json.load(open(marker))["inputs"]["config"]["sample"]["max_new_tokens"]
+            if os.path.exists(marker) else 20)
   result = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
-               "--config.sample.max_new_tokens=20", *SHORT_TRAINING, *args, "--plan")
+               f"--config.sample.max_new_tokens={tokens}", *SHORT_TRAINING, *args, "--plan")
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [line.split(None, 3) for line in result.stdout.splitlines()[2:]]
   return {row[0]: (row[2], row[3] if len(row) > 3 else "") for row in rows}
@@ -138,7 +143,7 @@ def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
   assert plan["finetune"][0] == "force"
   # the refused run changes nothing
   result = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
-               "--config.sample.max_new_tokens=20", *SHORT_TRAINING,
+               "--config.sample.max_new_tokens=8", *SHORT_TRAINING,
                "--config.finetune.optimizer.lr=0.002")
   assert result.returncode == 2 and "--force=finetune" in result.stderr
   assert {p: open(p, "rb").read() for p in _markers(workdir)} == before

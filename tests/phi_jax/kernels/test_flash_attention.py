@@ -196,12 +196,14 @@ def test_rows_with_nothing_to_attend_are_zero_and_finite():
 # --- dropout -------------------------------------------------------------------------
 
 def masked_reference(q, k, v, q_seg, kv_seg, keep_BHTS, rate):
-  """Dense causal attention whose probabilities are dropped with a given keep-mask."""
-  scores = jnp.einsum("bthd,bshd->bhts", q, k) * q.shape[-1] ** -0.5
+  """Dense causal attention whose probabilities are dropped with a given keep-mask
+  (fp32 matmuls in full precision: no TF32 on GPUs)."""
+  highest = jax.lax.Precision.HIGHEST
+  scores = jnp.einsum("bthd,bshd->bhts", q, k, precision=highest) * q.shape[-1] ** -0.5
   mask = attention_lib.attention_mask(q_seg, kv_seg, 0)
   probs = jax.nn.softmax(jnp.where(mask, scores, jnp.finfo(jnp.float32).min), axis=-1)
   probs = jnp.where(keep_BHTS, probs / (1.0 - rate), 0.0)
-  return jnp.einsum("bhts,bshd->bthd", probs, v)
+  return jnp.einsum("bhts,bshd->bthd", probs, v, precision=highest)
 
 
 def test_dropout_equals_dense_attention_with_the_kernels_mask():
@@ -278,8 +280,11 @@ def test_model_pallas_matches_xla_logits_and_gradients():
     return jnp.sum(jax.nn.log_softmax(logits) * weight) / weight.sum(), logits
 
   grad = jax.jit(jax.grad(loss, has_aux=True), static_argnums=1)
-  grads_xla, logits_xla = grad(state, graphdef_xla)
-  grads_pallas, logits_pallas = grad(state, graphdef_pallas)
+  # fp32 projections too (GPUs default to TF32, whose rounding would amplify the
+  # attention implementations' last-bit differences)
+  with jax.default_matmul_precision("highest"):
+    grads_xla, logits_xla = grad(state, graphdef_xla)
+    grads_pallas, logits_pallas = grad(state, graphdef_pallas)
   np.testing.assert_allclose(logits_pallas, logits_xla, atol=2e-5, rtol=1e-5)
   leaves_xla = jax.tree.leaves(grads_xla)
   leaves_pallas = jax.tree.leaves(grads_pallas)
