@@ -83,7 +83,8 @@ def map_jsonl(client: LLMClient, requests: Iterable[Mapping[str, Any]], out_path
               build: Callable[[Mapping[str, Any]], Mapping[str, Any]] = default_build,
               parse: Callable[[str, Mapping[str, Any]], Any] | None = None,
               keep: Sequence[str] = (), parse_retries: int | None = None,
-              retry_errors: bool = False, progress: bool = True, desc: str = "llm",
+              retry_errors: bool = False, record_exhausted: bool = False,
+              progress: bool = True, desc: str = "llm",
               total: int | None = None) -> dict[str, Any]:
   """Sends many requests concurrently; appends one JSON line per request to `out_path`.
 
@@ -110,6 +111,9 @@ def map_jsonl(client: LLMClient, requests: Iterable[Mapping[str, Any]], out_path
     keep: request fields copied into each output line (e.g. 'task_id').
     parse_retries: default: client.config.parse_retries.
     retry_errors: first drop the error records of `out_path`, so those ids are retried.
+    record_exhausted: a request whose transient failures (429, 5xx, timeouts, dropped
+      connections, malformed bodies) outlast the client's retries is recorded as that
+      request's error line instead of stopping the run (retried with retry_errors).
     progress: print a progress line on stderr.
     desc: the progress line's label.
     total: the number of requests, for the progress line (default: len(requests)).
@@ -120,8 +124,9 @@ def map_jsonl(client: LLMClient, requests: Iterable[Mapping[str, Any]], out_path
 
   Raises:
     LLMError: a failure that is not one request's fault (auth, unknown model, retries
-      exhausted); what finished before it is kept in `out_path`. Errors of one request
-      (HTTP 400/413/422: too long, invalid) are recorded as its error line instead.
+      exhausted unless record_exhausted); what finished before it is kept in
+      `out_path`. Errors of one request (HTTP 400/413/422: too long, invalid) are
+      recorded as its error line instead.
   """
   parse_retries = client.config.parse_retries if parse_retries is None else parse_retries
   if total is None and hasattr(requests, "__len__"):
@@ -136,11 +141,11 @@ def map_jsonl(client: LLMClient, requests: Iterable[Mapping[str, Any]], out_path
     meter = Progress(desc, total, enabled=progress, unit="requests")
     meter.counters.update(resumed=0, cache_hits=0, errors=0)  # their order on the line
     return _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retries,
-                             done_ids, meter)
+                             record_exhausted, done_ids, meter)
 
 
 def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retries,
-                      done_ids, meter) -> dict[str, Any]:
+                      record_exhausted, done_ids, meter) -> dict[str, Any]:
   """map_jsonl's work, with the output locked and the finished ids known."""
   workers = client.config.max_concurrency
   counts = {"resumed": 0, "done": 0, "errors": 0, "cache_hits": 0}
@@ -165,7 +170,7 @@ def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retr
       yield request
 
   def run_one(request: Mapping[str, Any]) -> dict:
-    return _map_one(client, request, build, parse, keep, parse_retries)
+    return _map_one(client, request, build, parse, keep, parse_retries, record_exhausted)
 
   pending_requests = next_request(iter(requests))
   with open(out_path, "a", encoding="utf-8", newline="\n") as out, \
@@ -200,7 +205,7 @@ def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retr
 
 
 def _map_one(client: LLMClient, request: Mapping[str, Any], build, parse,
-             keep: Sequence[str], parse_retries: int) -> dict:
+             keep: Sequence[str], parse_retries: int, record_exhausted: bool) -> dict:
   """One request of map_jsonl: its output record (a result or an error)."""
   rid = request["id"]
   record: dict[str, Any] = {"id": rid}
@@ -222,7 +227,7 @@ def _map_one(client: LLMClient, request: Mapping[str, Any], build, parse,
         response = client.complete(spec["prompt"], refresh=attempt > 0,
                                    **{k: v for k, v in spec.items() if k != "prompt"})
     except LLMError as e:
-      if e.status in REQUEST_ERROR_STATUSES:
+      if e.status in REQUEST_ERROR_STATUSES or (record_exhausted and e.retryable):
         return {**record, "error": str(e), "raw": raw, "attempts": attempt + 1}
       raise
     raw = response.text

@@ -177,3 +177,22 @@ def test_map_jsonl_refuses_a_second_writer(server, tmp_path):
     with pytest.raises(RuntimeError, match="another process is writing .*out.jsonl"):
       map_jsonl(make_client(server), numbered_requests(2), out, progress=False)
   assert server.count() == 0
+
+
+def test_map_jsonl_can_record_exhausted_retries_and_retry_them_on_request(server, tmp_path):
+  client = make_client(server, max_retries=1)
+  server.responder = lambda r: Status(503, "overloaded") if r.user_text == "n=1" else "fine"
+  out = str(tmp_path / "out.jsonl")
+  summary = map_jsonl(client, numbered_requests(3), out, record_exhausted=True, progress=False)
+  records = {r["id"]: r for r in read_lines(out)}
+  assert "gave up after 2 attempt(s)" in records["r1"]["error"]
+  assert "HTTP 503: overloaded" in records["r1"]["error"] and records["r2"]["raw"] == "fine"
+  assert summary["errors"] == 1 and server.count() == 2 + 2
+  map_jsonl(client, numbered_requests(3), out, record_exhausted=True, progress=False)
+  assert server.count() == 4  # recorded errors are final ...
+  server.responder = lambda r: "fine"
+  map_jsonl(client, numbered_requests(3), out, retry_errors=True, progress=False)
+  assert server.count() == 5 and all("raw" in r and "error" not in r for r in read_lines(out))
+  with pytest.raises(LLMError, match="HTTP 503"):  # ... and without the option, fatal
+    server.responder = lambda r: Status(503, "overloaded")
+    map_jsonl(client, numbered_requests(4), out, progress=False)
