@@ -88,10 +88,7 @@ def check_textbook(text: str, finish_reason: str | None, *, min_code_blocks: int
     except SyntaxError as e:
       raise Rejected("syntax", f"the code block at line {block.line} does not parse: "
                      f"line {e.lineno} of the block: {e.msg}") from None
-  prose = text
-  for block in parse.code_blocks(text):
-    prose = prose.replace(block.code, " ", 1)
-  words = len(prose.split())
+  words = len(parse.prose(text).split())
   if words < min_words:
     raise Rejected("too_short", f"{words} words of prose outside code, at least "
                    f"{min_words} required")

@@ -49,6 +49,7 @@ class CodeBlock:
   code: str
   line: int  # 1-based line of the opening fence in the answer
   closed: bool
+  end: int = 0  # 1-based line of the closing fence (the last line when unclosed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +108,17 @@ def code_blocks(text: str) -> list[CodeBlock]:
     while j < len(lines) and not closing.match(lines[j]):
       j += 1
     blocks.append(CodeBlock(opening.group(2).lower(), "\n".join(lines[start + 1:j]) + "\n",
-                            start + 1, j < len(lines)))
+                            start + 1, j < len(lines), min(j + 1, len(lines))))
     i = j + 1
   return blocks
+
+
+def prose(text: str) -> str:
+  """`text` without its fenced blocks (fences included)."""
+  lines = text.splitlines()
+  for block in code_blocks(text):
+    lines[block.line - 1:block.end] = [""] * (block.end - block.line + 1)
+  return "\n".join(lines)
 
 
 def block_source(block: CodeBlock) -> str:
@@ -141,7 +150,7 @@ def bare_code(text: str) -> str | None:
     return None
   start = starts[0]
   for end in range(min(len(lines), start + _MAX_BARE_LINES), start, -1):
-    source = "\n".join(lines[start:end]) + "\n"
+    source = "\n".join(lines[start:end]).rstrip() + "\n"
     if parses(source):
       return source
   return None
