@@ -268,3 +268,15 @@ def test_a_run_killed_with_sigkill_and_restarted_ends_with_the_same_files(sandbo
     synthesize(cfg, out, make_client(server.url, cache), sandbox, progress=False)
     assert server.count() - sent <= 32 - 5
   assert outputs(out) == outputs(reference)
+
+
+def test_the_base_config_section_builds_the_teacher_and_the_synth_config():
+  from configs import base  # pylint: disable=g-import-not-at-top
+  from data_pipeline.synth import SynthConfig  # pylint: disable=g-import-not-at-top
+  config = base.get_config()
+  synth = SynthConfig.from_mapping(config.synth)
+  assert synth.textbooks.count > 0 and synth.exercises.count > 0
+  config.synth.teacher.model = "gpt-4o-mini"
+  teacher_config = LLMConfig.from_mapping(config.synth.teacher, "config.synth.teacher")
+  assert set(config.synth.teacher) <= set(config.llm) | {"temperature", "top_p"}
+  assert teacher_config.temperature == config.synth.teacher.temperature
