@@ -72,12 +72,16 @@ class CheckedExercise:
                            failure=DOCTEST_FAILURE, asserts="\n".join(self.parts.asserts))
 
 
-def check_textbook(text: str, finish_reason: str | None, *, min_code_blocks: int = 1,
-                   min_words: int = 50) -> None:
-  """Raises Rejected when a textbook answer fails a gate (see the module docstring)."""
+def _check_complete(finish_reason: str | None) -> None:
   if finish_reason == "length":
     raise Rejected("truncated", "the teacher stopped at max_tokens (finish_reason "
                    "'length'); raise the generator's max_tokens")
+
+
+def check_textbook(text: str, finish_reason: str | None, *, min_code_blocks: int = 1,
+                   min_words: int = 50) -> None:
+  """Raises Rejected when a textbook answer fails a gate (see the module docstring)."""
+  _check_complete(finish_reason)
   blocks = parse.python_blocks(text)
   if len(blocks) < min_code_blocks:
     raise Rejected("no_code", f"{len(blocks)} Python code block(s), at least "
@@ -97,9 +101,7 @@ def check_textbook(text: str, finish_reason: str | None, *, min_code_blocks: int
 def check_exercise(text: str, finish_reason: str | None, *, min_tests: int = 2,
                    min_docstring_chars: int = 16) -> CheckedExercise:
   """The static gates of an exercise answer (everything but running it)."""
-  if finish_reason == "length":
-    raise Rejected("truncated", "the teacher stopped at max_tokens (finish_reason "
-                   "'length'); raise the generator's max_tokens")
+  _check_complete(finish_reason)
   parts = parse.extract_exercise(text)
   miner = ExerciseMiner(min_docstring_chars=min_docstring_chars, dedup=False)
   node = parse.parse_python(parts.function).body[0]

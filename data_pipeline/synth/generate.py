@@ -72,6 +72,13 @@ def _is_number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _check_ints(where: str, options: Any, fields: Sequence[str], low: int) -> None:
+  """Each of `fields` of `options` is an integer >= low (the error names the field)."""
+  for field in fields:
+    value = getattr(options, field)
+    _check(where, field, value, _is_int(value) and value >= low, f"must be an integer >= {low}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TextbookOptions:
   """config.synth.textbooks (documented in configs/base.py)."""
@@ -81,11 +88,8 @@ class TextbookOptions:
   min_words: int = 50
 
   def validate(self, where: str) -> None:
-    for field in ("count", "min_code_blocks", "min_words"):
-      value = getattr(self, field)
-      _check(where, field, value, _is_int(value) and value >= 0, "must be an integer >= 0")
-    _check(where, "max_tokens", self.max_tokens,
-           _is_int(self.max_tokens) and self.max_tokens > 0, "must be a positive integer")
+    _check_ints(where, self, ("count", "min_code_blocks", "min_words"), 0)
+    _check_ints(where, self, ("max_tokens",), 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +105,8 @@ class ExerciseOptions:
   workers: int = 0
 
   def validate(self, where: str) -> None:
-    for field in ("count", "min_tests", "min_docstring_chars", "workers"):
-      value = getattr(self, field)
-      _check(where, field, value, _is_int(value) and value >= 0, "must be an integer >= 0")
-    for field in ("max_tokens", "memory_mb"):
-      value = getattr(self, field)
-      _check(where, field, value, _is_int(value) and value > 0, "must be a positive integer")
+    _check_ints(where, self, ("count", "min_tests", "min_docstring_chars", "workers"), 0)
+    _check_ints(where, self, ("max_tokens", "memory_mb"), 1)
     _check(where, "timeout_s", self.timeout_s,
            _is_number(self.timeout_s) and self.timeout_s > 0, "must be a positive number")
     _check(where, "isolation", self.isolation,
@@ -143,8 +143,7 @@ class SynthConfig:
     _check(where, "near_dup_threshold", self.near_dup_threshold,
            _is_number(self.near_dup_threshold) and 0 < self.near_dup_threshold <= 1,
            "must be in (0, 1]")
-    _check(where, "num_perm", self.num_perm, _is_int(self.num_perm) and self.num_perm >= 2,
-           "must be an integer >= 2")
+    _check_ints(where, self, ("num_perm",), 2)
     for field in ("price_prompt_per_1m", "price_completion_per_1m"):
       value = getattr(self, field)
       _check(where, field, value, _is_number(value) and value >= 0, "must be a number >= 0")
