@@ -15,20 +15,21 @@ Per generator:
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from data_pipeline.synth import topics
 
 OPENING_WORDS = 5
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 TOP = 10
 
 
 def opening(text: str, words: int = OPENING_WORDS) -> str:
-  """The first `words` words of `text` (lower-cased; markdown marks stripped): the
-  opener a reader sees first."""
-  tokens = [t.strip("#*_`>\"'").lower() for t in text.split()]
-  return " ".join([t for t in tokens if t][:words])
+  """The first `words` words of `text`, lower-cased, without punctuation or markdown:
+  the opener a reader sees first ('## In this section, we' = 'in this section we')."""
+  return " ".join(_WORD.findall(text.lower())[:words])
 
 
 def _ranked(counts: collections.Counter, n: int) -> list[tuple[str, int]]:

@@ -30,7 +30,7 @@ MARKER = "/tmp/phi_jax_synth_gate_marker"
 
 @pytest.fixture(scope="module")
 def sandbox():
-  return Sandbox(SandboxLimits(timeout_s=2.0, cpu_s=2, memory_mb=1024))
+  return Sandbox(SandboxLimits(timeout_s=3.0, cpu_s=3, memory_mb=1024))
 
 
 def rejection(call, *args, **kwargs) -> Rejected:
