@@ -22,7 +22,7 @@ at the measured sandbox throughput. Prints a table and appends a dated row to
 BENCHMARKS.md.
 
     .venv/bin/python bench/synthesize.py
-    .venv/bin/python bench/synthesize.py --concurrency=1,8,64 --requests=64 --teacher_tokens_per_s=5000
+    .venv/bin/python bench/synthesize.py --concurrency=1,8,64 --teacher_tokens_per_s=5000
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ def time_cache_hits(url: str, n: int, workdir: str) -> float:
 
 def time_gates(n: int) -> tuple[float, float, float, str]:
   """(static ms, sandbox ms alone, sandbox exercises/s with one worker per core, level)."""
-  from data_pipeline.synth import ExerciseOptions, gates, sandbox_for  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from data_pipeline.synth import ExerciseOptions, gates, sandbox_for
   answers = [GOOD_EXERCISE.format(i=i) for i in range(n)]
   start = time.perf_counter()
   checked = [gates.check_exercise(a, "stop") for a in answers]
@@ -171,7 +172,8 @@ def main(argv) -> None:
       rates[c] = time_fanout(url, c, FLAGS.requests, FLAGS.max_tokens, f"c{c}", workdir)
     hit_us = time_cache_hits(url, FLAGS.cache_hits, workdir)
   static_ms, sandbox_ms, sandbox_per_s, isolation = time_gates(FLAGS.exercises)
-  teacher_s = (FLAGS.textbook_tokens_total + FLAGS.exercise_tokens_total) / FLAGS.teacher_tokens_per_s
+  total_tokens = FLAGS.textbook_tokens_total + FLAGS.exercise_tokens_total
+  teacher_s = total_tokens / FLAGS.teacher_tokens_per_s
   exercises = FLAGS.exercise_tokens_total / FLAGS.tokens_per_exercise
   verify_s = exercises / sandbox_per_s
   projected_h = (teacher_s + verify_s) / 3600

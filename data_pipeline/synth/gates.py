@@ -53,7 +53,8 @@ for _synth_test in _synth_doctest.DocTestFinder(recurse=False).find(
     {name}, {name!r}, globs=dict(globals())):
   _synth_runner.run(_synth_test)
 if _synth_runner.failures:
-  raise {failure}(f"{{_synth_runner.failures}} of {{_synth_runner.tries}} doctest example(s) failed")
+  raise {failure}(
+      f"{{_synth_runner.failures}} of {{_synth_runner.tries}} doctest example(s) failed")
 
 {asserts}
 '''

@@ -2,7 +2,7 @@
 rejected.jsonl and the diversity report.
 
     client = LLMClient(LLMConfig.from_mapping(config.synth.teacher, "config.synth.teacher"))
-    sandbox = sandbox_for(ExerciseOptions.from_mapping(config.synth.exercises))
+    sandbox = sandbox_for(SynthConfig.from_mapping(config.synth).exercises)
     summary = synthesize(config.synth, "workdir/synthesize", client, sandbox,
                          curated_paths=["workdir/data/filtered.jsonl"])
 
@@ -87,7 +87,10 @@ class TextbookOptions:
   min_code_blocks: int = 1
   min_words: int = 50
 
-  def validate(self, where: str) -> None:
+  def __post_init__(self):
+    self.validate()
+
+  def validate(self, where: str = "config.synth.textbooks") -> None:
     _check_ints(where, self, ("count", "min_code_blocks", "min_words"), 0)
     _check_ints(where, self, ("max_tokens",), 1)
 
@@ -104,7 +107,10 @@ class ExerciseOptions:
   isolation: str = "auto"
   workers: int = 0
 
-  def validate(self, where: str) -> None:
+  def __post_init__(self):
+    self.validate()
+
+  def validate(self, where: str = "config.synth.exercises") -> None:
     _check_ints(where, self, ("count", "min_tests", "min_docstring_chars", "workers"), 0)
     _check_ints(where, self, ("max_tokens", "memory_mb"), 1)
     _check(where, "timeout_s", self.timeout_s,

@@ -60,7 +60,8 @@ def textbook(messages) -> Reply:
     code = code.replace("(items):", "(items)")
   if kind == "no_code":
     return Reply(prose + "\n\n" + prose)
-  text = f"## {rng.choice(WORDS).title()}\n\n{prose[:300]}\n\n```python\n{code}```\n\n{prose[300:]}\n"
+  text = (f"## {rng.choice(WORDS).title()}\n\n{prose[:300]}\n\n```python\n{code}```\n\n"
+          f"{prose[300:]}\n")
   return Reply(text, "length" if kind == "truncated" else "stop")
 
 

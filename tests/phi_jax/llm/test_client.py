@@ -1,4 +1,4 @@
-"""phi_jax.llm.client against a fake OpenAI-compatible server on 127.0.0.1 (tests/fake_openai.py)."""
+"""phi_jax.llm.client against a fake OpenAI-compatible server (tests/fake_openai.py)."""
 
 import threading
 import time
