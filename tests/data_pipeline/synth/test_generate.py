@@ -132,11 +132,16 @@ def test_end_to_end_every_request_ends_as_one_record_judged_by_its_gates(
   assert report["generators"]["exercises"]["asked_name_used"] == 1.0
   assert report["generators"]["textbooks"]["distinct_openings"] == len(textbooks)
 
-  # A complete rerun sends nothing and rewrites the same files.
+  # A complete rerun sends nothing, runs no exercise again, rewrites the same files.
   before, sent = outputs(out), scripted.count()
+  verdicts = read_rows(os.path.join(out, "raw", "verdicts.jsonl"))
+  assert len(verdicts) == sum(k in ("good", "bare_code", "doctest_fail", "assert_fail",
+                                    "infinite_loop", "escape")
+                              for s, k in expected.items() if "exercises" in s)
   again = synthesize(CFG, out, client, sandbox, progress=False)
   assert scripted.count() == sent and again["sent"]["requests"] == 0
   assert outputs(out) == before
+  assert read_rows(os.path.join(out, "raw", "verdicts.jsonl")) == verdicts
 
   # Against curated data: a sample equal to a curated document is a duplicate; the
   # answers come from the cache (nothing is sent).
