@@ -218,4 +218,47 @@ def get_config() -> ml_collections.ConfigDict:
       model="",  # the model to export: '' = the latest model of this run (as sample)
       dtype="float32",  # weight dtype of the transformers export: float32, bfloat16, float16
   ))
+
+  # Synthetic textbooks and CodeExercises (data_pipeline/synth, docs/synthetic.md). The
+  # data is only as good as the teacher: point `teacher` at a strong model.
+  config.synth = ml_collections.ConfigDict(dict(
+      # the teacher: an LLM-client config of the same schema as config.llm (any
+      # OpenAI-compatible endpoint: OpenAI, vLLM, SGLang, phi_jax's own server)
+      teacher=ml_collections.ConfigDict(dict(
+          model="",  # model name the server knows (e.g. 'gpt-4o-mini'); '' = none
+          base_url="",  # API root, e.g. 'http://127.0.0.1:8000/v1'; '' = OpenAI
+          api_key_env="OPENAI_API_KEY",  # environment variable holding the API key
+          max_concurrency=32,  # requests in flight at once
+          max_retries=6,  # retries of 429 / 5xx / timeouts / dropped connections
+          timeout_s=300.0,  # seconds per request (long answers)
+          temperature=1.0,  # sampling temperature (diversity; the topic draw adds more)
+          top_p=0.95,  # nucleus sampling mass
+          # response cache ('' = WORKDIR/llm_cache): a rerun pays for nothing twice
+          cache_dir="",
+      )),
+      seed=0,  # seeds the topic draw: request i's topic and prompt depend on (seed, i) only
+      near_dup_threshold=0.8,  # MinHash Jaccard (word 5-grams) of near-duplicates
+      num_perm=128,  # MinHash permutations
+      price_prompt_per_1m=0.0,  # USD per 1M prompt tokens, for the cost line (0 = unknown)
+      price_completion_per_1m=0.0,  # USD per 1M completion tokens (0 = unknown)
+      textbooks=ml_collections.ConfigDict(dict(
+          # generation requests (the paper: under 1B tokens, i.e. ~650k sections of ~1.5k
+          # tokens); each ends as one record, accepted or rejected
+          count=650_000,
+          max_tokens=2048,  # completion tokens per section at most (cut ones are rejected)
+          min_code_blocks=1,  # Python blocks a section must hold
+          min_words=50,  # words of prose outside code a section must hold
+      )),
+      exercises=ml_collections.ConfigDict(dict(
+          # generation requests (the paper: ~180M tokens, i.e. ~600k exercises of ~300)
+          count=600_000,
+          max_tokens=1024,  # completion tokens per exercise at most
+          min_tests=2,  # doctest examples + asserts an exercise must carry
+          min_docstring_chars=16,  # shorter docstrings say too little to be a task
+          timeout_s=5.0,  # sandbox wall-clock (and CPU) limit per exercise's tests
+          memory_mb=1024,  # sandbox address-space limit per exercise
+          isolation="auto",  # sandbox: auto (strongest available), bwrap, unshare, rlimits
+          workers=0,  # parallel sandbox runs (0 = one per core)
+      )),
+  ))
   return config

@@ -171,6 +171,13 @@ class ExerciseMiner(Step):
                        meta={"function": qualname, "lineno": function.lineno,
                              "record_id": record.id})
 
+  def split_function(self, source: str, function: ast.FunctionDef | ast.AsyncFunctionDef
+                     ) -> tuple[str, str] | str:
+    """(prompt, solution) of the module-level `function` parsed from `source`, or why
+    it is not an exercise ("reason" or "reason:detail"), by the rules above (no dedup).
+    For functions written elsewhere (a teacher's exercise) that must meet the same bar."""
+    return self._extract(function, source.splitlines(keepends=True), in_class=False)
+
   def _extract(self, function: ast.AST, lines: list[str],
                in_class: bool) -> tuple[str, str] | str:
     """(prompt, solution) of `function`, or the reason (optionally "reason:detail")."""

@@ -13,6 +13,9 @@ meter from many threads.
     meter = Progress("sandbox", total=n)
     meter.advance(passed=int(ok))               # +1 done, and named counters
     meter.close()
+
+    meter.skip(resumed=1)                       # done by an earlier run: not in the rate
+    meter.finish()                              # the final line, always
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Progress:
     self._last = self.start
     self._lock = threading.Lock()
     self._tty_interval_s, self._log_interval_s = tty_interval_s, log_interval_s
+    self.skipped = 0
     self._drawn = False
     self._finished = False
 
@@ -73,6 +77,19 @@ class Progress:
         self.counters[name] = self.counters.get(name, 0) + int(value)
       self._maybe_draw(final=self.total is not None and self.done >= self.total)
 
+  def skip(self, n: int = 1, **increments: int) -> None:
+    """Like `advance`, for items an earlier run finished: counted as done, but not in
+    the rate or the eta (a resumed run skips them at once)."""
+    with self._lock:
+      self.skipped += n
+    self.advance(n, **increments)
+
+  def finish(self) -> None:
+    """Writes the final line once, even when nothing was drawn before."""
+    with self._lock:
+      if not self._finished:
+        self._maybe_draw(final=True)
+
   def close(self) -> None:
     """Writes the final line (once), unless the last update already did."""
     with self._lock:
@@ -81,7 +98,7 @@ class Progress:
 
   def line(self, final: bool = False) -> str:
     elapsed = max(time.monotonic() - self.start, 1e-9)
-    rate = self.done / elapsed
+    rate = (self.done - self.skipped) / elapsed
     total = "" if self.total is None else f"/{self.total}"
     unit = f" {self.unit}" if self.unit else ""
     parts = [f"{self.desc}: {self.done}{total}{unit}", f"{rate:.1f}/s"]

@@ -1,0 +1,123 @@
+"""LLMConfig: where and how to call a model (no secrets: the key is read from an env var)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from phi_jax.config import known_fields
+
+# Sampling parameters a call may set (config defaults or per-call overrides).
+SAMPLING_PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty",
+                   "frequency_penalty", "response_format", "extra_body")
+CALL_OPTIONS = ("model", "variant") + SAMPLING_PARAMS
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMConfig:
+  """Where and how to call a model. Holds no secret: the key is read from `api_key_env`.
+
+  Attributes:
+    model: the model name the server knows ('gpt-4o', or what a vLLM server serves).
+    base_url: the API root, e.g. 'http://127.0.0.1:8000/v1'; None (or '') = the
+      OPENAI_BASE_URL environment variable, else OpenAI's.
+    api_key_env: name of the environment variable holding the API key. When it is
+      unset and a base URL is given, the placeholder 'EMPTY' is sent (local servers
+      need no key); against OpenAI itself a missing key is an error.
+    max_concurrency: requests in flight at once (per client; map_jsonl's thread count).
+    max_retries: retries of a transient failure (429, 5xx, timeout, connection) before
+      giving up; 0 = try once.
+    timeout_s: seconds one HTTP request may take.
+    temperature, top_p, max_tokens, seed: sampling defaults; None = not sent (the
+      server's default), per-call overrides win.
+    stop: stop sequences (default none).
+    cache_dir: directory of the response cache; None (or '') = no cache.
+    backoff_initial_s: the first retry waits about this long; each retry doubles it.
+    backoff_max_s: the most one wait between retries may last.
+    parse_retries: map_jsonl: how many times an answer that `parse` rejects is asked
+      again (bypassing the cache) before it is recorded as an error.
+  """
+
+  model: str = ""
+  base_url: str | None = None
+  api_key_env: str = "OPENAI_API_KEY"
+  max_concurrency: int = 8
+  max_retries: int = 6
+  timeout_s: float = 120.0
+  temperature: float | None = 0.0
+  top_p: float | None = None
+  max_tokens: int | None = 1024
+  seed: int | None = None
+  stop: tuple[str, ...] = ()
+  cache_dir: str | None = None
+  backoff_initial_s: float = 1.0
+  backoff_max_s: float = 60.0
+  parse_retries: int = 2
+
+  def __post_init__(self):
+    for field in ("base_url", "cache_dir"):  # ml_collections configs spell None as ''
+      if getattr(self, field) == "":
+        object.__setattr__(self, field, None)
+    if isinstance(self.stop, str):
+      object.__setattr__(self, "stop", (self.stop,))
+    elif not isinstance(self.stop, tuple):
+      object.__setattr__(self, "stop", tuple(self.stop))
+    self.validate()
+
+  def validate(self, where: str = "LLMConfig") -> None:
+    """Raises ValueError naming the field when a value is invalid."""
+
+    def fail(field: str, message: str):
+      raise ValueError(f"{where}: field '{field}' = {getattr(self, field)!r}: {message}")
+
+    if not isinstance(self.model, str) or not self.model.strip():
+      fail("model", "must name the model to call (e.g. 'gpt-4o', or the name a vLLM "
+           "server serves)")
+    if self.base_url is not None and (not isinstance(self.base_url, str) or
+                                      not self.base_url.startswith(("http://", "https://"))):
+      fail("base_url", "must be an http(s) URL such as 'http://127.0.0.1:8000/v1', or None")
+    if not isinstance(self.api_key_env, str) or not self.api_key_env.strip():
+      fail("api_key_env", "must name an environment variable")
+    if self.api_key_env.startswith(("sk-", "Bearer ")) or len(self.api_key_env) > 64:
+      fail("api_key_env", "looks like a key, not the name of the variable holding one; "
+           "never put keys in configs")
+    for field, low in (("max_concurrency", 1), ("max_retries", 0), ("parse_retries", 0)):
+      value = getattr(self, field)
+      if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        fail(field, f"must be an integer >= {low}")
+    for field in ("timeout_s", "backoff_initial_s", "backoff_max_s"):
+      value = getattr(self, field)
+      if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        fail(field, "must be a positive number of seconds")
+    if self.temperature is not None and not 0 <= self.temperature <= 2:
+      fail("temperature", "must be in [0, 2] or None")
+    if self.top_p is not None and not 0 < self.top_p <= 1:
+      fail("top_p", "must be in (0, 1] or None")
+    if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or
+                                        self.max_tokens <= 0):
+      fail("max_tokens", "must be a positive integer or None")
+    if self.seed is not None and not isinstance(self.seed, int):
+      fail("seed", "must be an integer or None")
+    if not all(isinstance(s, str) and s for s in self.stop):
+      fail("stop", "must be a sequence of non-empty strings")
+
+  @classmethod
+  def from_mapping(cls, values: Mapping[str, Any], where: str = "config.llm") -> LLMConfig:
+    """Builds an LLMConfig from a dict / ConfigDict, rejecting unknown fields by name."""
+    values = known_fields(cls, values, where)
+    try:
+      return cls(**values)
+    except ValueError as e:
+      raise ValueError(str(e).replace("LLMConfig", where, 1)) from None
+
+  def replace(self, **changes: Any) -> LLMConfig:
+    return dataclasses.replace(self, **changes)
+
+  def sampling_defaults(self) -> dict[str, Any]:
+    """The configured sampling parameters that are sent (None ones are not)."""
+    params = {"temperature": self.temperature, "top_p": self.top_p,
+              "max_tokens": self.max_tokens, "seed": self.seed,
+              "stop": list(self.stop) or None}
+    return {k: v for k, v in params.items() if v is not None}
+
