@@ -43,3 +43,48 @@ def write_json(obj: Any, path: str) -> None:
 def write_jsonl(rows: Iterable[dict], path: str) -> None:
   """One JSON object per line."""
   write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+class Writer:
+  """A text file streamed to a temp file beside `path` and renamed onto it when complete.
+
+  For outputs too large to build in memory first:
+
+      with atomic.Writer("out/kept.jsonl") as f:
+        for row in rows:
+          f.write(json.dumps(row) + "\\n")
+
+  Leaving the block normally renames the file into place; an exception removes the
+  temp file and leaves `path` as it was (absent, or the previous complete file).
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, self._tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=directory)
+    self._file = os.fdopen(fd, "w", encoding="utf-8")
+
+  def write(self, text: str) -> None:
+    self._file.write(text)
+
+  def commit(self) -> None:
+    """Closes the temp file and renames it onto `path`."""
+    self._file.close()
+    os.chmod(self._tmp, 0o644)  # mkstemp makes 0600
+    os.replace(self._tmp, self.path)
+
+  def discard(self) -> None:
+    """Closes and removes the temp file (a no-op after commit)."""
+    self._file.close()
+    if os.path.exists(self._tmp):
+      os.remove(self._tmp)
+
+  def __enter__(self) -> Writer:
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if exc_type is None:
+      self.commit()
+    else:
+      self.discard()
