@@ -79,7 +79,9 @@ class EmbeddingIndex:
     self.embedder, self.max_len, self.batch_size = embedder, max_len, batch_size
     self.source = embedder.source
     self.informative = not str(embedder.source).startswith(RANDOM_INIT_PREFIX)
-    self.y_PD = self.embed([t.program for t in targets])
+    self.num_targets = len(targets)
+    # rows 0..P-1: the programs; P..2P-1: the programs without their docstrings
+    self.y_PD = self.embed([t.program for t in targets] + [t.code or t.program for t in targets])
 
   def embed(self, texts: Sequence[str]) -> np.ndarray:
     """fp32 unit-length embeddings [N, d] of texts."""
@@ -87,8 +89,9 @@ class EmbeddingIndex:
                                normalize=True, progress=False)
 
   def distances(self, texts: Sequence[str]) -> np.ndarray:
-    """[N, P] L2 distances of texts to every problem."""
-    return l2_distances(self.embed(texts), self.y_PD)
+    """[N, P] L2 distances of texts to every problem (the nearer of its two vectors)."""
+    d_N2P = l2_distances(self.embed(texts), self.y_PD)
+    return np.minimum(d_N2P[:, :self.num_targets], d_N2P[:, self.num_targets:])
 
   def nearest(self, texts: Sequence[str]) -> Nearest:
     """The nearest problem of each text, and its distance."""
@@ -99,6 +102,8 @@ class EmbeddingIndex:
   def self_distances(self) -> np.ndarray:
     """[P] distance of each problem to its nearest OTHER problem (how far apart distinct
     problems are under this embedder: a scale for the threshold)."""
-    d_PP = l2_distances(self.y_PD, self.y_PD)
+    p = self.num_targets
+    d_2P2P = l2_distances(self.y_PD, self.y_PD)
+    d_PP = np.minimum.reduce([d_2P2P[:p, :p], d_2P2P[:p, p:], d_2P2P[p:, :p], d_2P2P[p:, p:]])
     np.fill_diagonal(d_PP, np.inf)
     return d_PP.min(axis=1)

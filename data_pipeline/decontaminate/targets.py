@@ -36,6 +36,7 @@ class Target:
     solution: the canonical solution ('' when the benchmark has none).
     program: prompt + solution as one program (MBPP: its code).
     unit: the AST node the AST check compares with (None: unparsable).
+    code: the program without its docstrings (the lines they span).
   """
   benchmark: str
   task_id: str
@@ -44,6 +45,7 @@ class Target:
   solution: str
   program: str
   unit: ast.AST | None
+  code: str = ""
 
   def fields(self) -> dict[str, str]:
     """The texts the n-gram check indexes, by field name."""
@@ -66,6 +68,20 @@ def _docstring(module: ast.Module | None, entry_point: str) -> str:
   return ast.get_docstring(module) or ""
 
 
+def _without_docstrings(program: str, module: ast.Module | None) -> str:
+  """The program with the lines of its docstrings removed."""
+  if module is None:
+    return program
+  drop: set[int] = set()
+  for node in ast.walk(module):
+    body = getattr(node, "body", None)
+    if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+      drop.update(range(body[0].lineno, (body[0].end_lineno or body[0].lineno) + 1))
+  lines = program.splitlines(keepends=True)
+  return "".join(line for number, line in enumerate(lines, 1) if number not in drop)
+
+
 def _unit(module: ast.Module | None, name: str) -> ast.AST | None:
   if module is None:
     return None
@@ -76,9 +92,10 @@ def humaneval_target(problem) -> Target:
   """The Target of an eval.benchmarks HumanEval Problem."""
   solution = problem.canonical_solution or ""
   program = problem.prompt + solution
+  module = _parse(program)
   return Target("humaneval", problem.task_id, problem.prompt,
                 _docstring(_parse(problem.prompt), problem.entry_point), solution, program,
-                _unit(_parse(program), problem.entry_point))
+                _unit(module, problem.entry_point), _without_docstrings(program, module))
 
 
 def mbpp_target(problem) -> Target:
@@ -87,10 +104,12 @@ def mbpp_target(problem) -> Target:
   module = _parse(solution)
   called = _CALLED.search(problem.test)
   return Target("mbpp", problem.task_id, problem.prompt, _docstring(_parse(problem.prompt), ""),
-                solution, solution, _unit(module, called.group(1) if called else ""))
+                solution, solution, _unit(module, called.group(1) if called else ""),
+                _without_docstrings(solution, module))
 
 
 _TARGET_OF: dict[str, Callable] = {"humaneval": humaneval_target, "mbpp": mbpp_target}
+NAMES = tuple(_TARGET_OF)  # the benchmarks training data can be checked against
 
 
 def load_targets(names: Sequence[str], paths: Mapping[str, str] | None = None, *,
