@@ -55,20 +55,26 @@ class Verdict:
   removed: bool
   scores: dict[str, Any]  # per check: the nearest problem and its score (JSON)
   ast_taus: dict[int, float]  # target index -> tau, for every tau >= the lowest report tau
-  ast_best: tuple[int, float, str, str]  # (target, tau, sample unit source, its kind)
+  ast_best: tuple[int, float, str]  # (target, tau, the source of the sample unit)
 
 
 class Decontaminator:
   """The benchmark indexes of the configured checks, built once.
 
+  Build it once (`Decontaminator.load`) and pass it to `decontaminate` for each of
+  several corpora (filtered code, textbooks, exercises) so the indexes are built once.
+
   Args:
     targets: the benchmark problems (targets.load_targets).
     config: the settings.
     embedder: a data_pipeline.embed.Embedder to use (default: built from the config).
+    unavailable: {benchmark: why} for the benchmarks that could not be loaded.
   """
 
-  def __init__(self, targets: Sequence[Target], config: DecontConfig, *, embedder=None):
+  def __init__(self, targets: Sequence[Target], config: DecontConfig, *, embedder=None,
+               unavailable: Mapping[str, str] | None = None):
     self.targets, self.config = list(targets), config
+    self.unavailable = dict(unavailable or {})
     self.ngram = self.ast = self.embedding = None
     self.min_tau = min(config.report_taus)
     if "ngram" in config.checks:
@@ -92,6 +98,22 @@ class Decontaminator:
     self.embed_decides = self.embedding is not None and decides[config.embed_decides]
     self.ast_computed = self.ast_pruned = 0
 
+  @classmethod
+  def load(cls, benchmarks: Sequence[str], config: DecontConfig | Mapping[str, Any], *,
+           benchmark_paths: Mapping[str, str] | None = None, embedder=None,
+           warn: Callable[[str], None] = _warn) -> Decontaminator:
+    """Loads the benchmarks (skipping, with a warning, those unavailable) and builds the
+    indexes of the configured checks."""
+    if not isinstance(config, DecontConfig):
+      config = DecontConfig.from_mapping(config)
+    targets, unavailable = load_targets(list(benchmarks), benchmark_paths, warn=warn)
+    decontaminator = cls(targets, config, embedder=embedder, unavailable=unavailable)
+    if decontaminator.embedding is not None and not decontaminator.embedding.informative:
+      note = "decides" if decontaminator.embed_decides else "is reported, not used to decide"
+      warn(f"decontaminate: warning: the embedder is {decontaminator.embedding.source}: "
+           f"the embedding check is uninformative and {note}")
+    return decontaminator
+
   def deciding_checks(self) -> list[str]:
     checks = [c for c in ("ngram", "ast") if getattr(self, c) is not None]
     return checks + (["embedding"] if self.embed_decides else [])
@@ -110,10 +132,9 @@ class Decontaminator:
     self.ast_pruned += found.pruned
     best, tau = found.best()
     if best < 0:
-      return ({"tau": None, "below": self.min_tau, "units": len(units)}, {},
-              (-1, 0.0, "", ""))
+      return {"tau": None, "below": self.min_tau, "units": len(units)}, {}, (-1, 0.0, "")
     score = {**self._target_json(best), "tau": round(tau, 4), "units": len(units)}
-    return score, found.tau, (best, tau, sources[found.unit[best]] or "", "ast")
+    return score, found.tau, (best, tau, sources[found.unit[best]] or "")
 
   def check(self, samples: Sequence[Sample]) -> list[Verdict]:
     """The verdict on each sample of a batch."""
@@ -133,7 +154,7 @@ class Decontaminator:
           flags.append("ngram")
           removed = True
       taus: dict[int, float] = {}
-      best = (-1, 0.0, "", "")
+      best = (-1, 0.0, "")
       if self.ast is not None:
         if sample.modules:
           scores["ast"], taus, best = self._ast(sample)
@@ -211,7 +232,7 @@ class Tally:
 
   def _example(self, v: Verdict) -> None:
     """Keeps the first few pairs in each band [tau_i, tau_{i-1}) of match rates."""
-    t, tau, source, _ = v.ast_best
+    t, tau, source = v.ast_best
     if t < 0:
       return
     band = next((b for b in self.taus if tau >= b), None)
@@ -235,7 +256,8 @@ def decontaminate(sources: Iterable[str | dict], benchmarks: Sequence[str],
                   config: DecontConfig | Mapping[str, Any], out_dir: str, *,
                   benchmark_paths: Mapping[str, str] | None = None,
                   results: Mapping[str, str] | None = None, embedder=None,
-                  progress: bool = True, warn: Callable[[str], None] = _warn) -> dict:
+                  decontaminator: Decontaminator | None = None, progress: bool = True,
+                  warn: Callable[[str], None] = _warn) -> dict:
   """Checks records against benchmarks; writes kept/removed/report under out_dir.
 
   Args:
@@ -246,6 +268,8 @@ def decontaminate(sources: Iterable[str | dict], benchmarks: Sequence[str],
     benchmark_paths: optional local data file per benchmark ({'mbpp': 'mbpp.jsonl'}).
     results: optional {label: evaluation results.jsonl} for the Table 3 pass rates.
     embedder: a data_pipeline.embed.Embedder to use instead of the configured one.
+    decontaminator: indexes built before (Decontaminator.load) for several calls;
+      then `benchmarks`, `config`, `benchmark_paths` and `embedder` are its own.
     progress: print a progress line.
     warn: where warnings go (one line each).
 
@@ -258,12 +282,10 @@ def decontaminate(sources: Iterable[str | dict], benchmarks: Sequence[str],
     config = DecontConfig.from_mapping(config)
   # results are read first: a bad results file fails before any work
   passed = {label: report.read_results(path) for label, path in (results or {}).items()}
-  targets, unavailable = load_targets(list(benchmarks), benchmark_paths, warn=warn)
-  decontaminator = Decontaminator(targets, config, embedder=embedder)
-  if decontaminator.embedding is not None and not decontaminator.embedding.informative:
-    note = "decides" if decontaminator.embed_decides else "is reported, not used to decide"
-    warn(f"decontaminate: warning: the embedder is {decontaminator.embedding.source}: the "
-         f"embedding check is uninformative and {note}")
+  if decontaminator is None:
+    decontaminator = Decontaminator.load(benchmarks, config, benchmark_paths=benchmark_paths,
+                                         embedder=embedder, warn=warn)
+  decontaminator.ast_computed = decontaminator.ast_pruned = 0
   tally = Tally(decontaminator)
   meter = Progress("decontaminate", None, enabled=progress, unit="records")
   with atomic.Writer(os.path.join(out_dir, KEPT)) as kept, \
@@ -283,4 +305,5 @@ def decontaminate(sources: Iterable[str | dict], benchmarks: Sequence[str],
   if sum(tally.bad.values()):
     warn(f"decontaminate: warning: {sum(tally.bad.values())} bad input line(s) skipped "
          f"(listed in {os.path.join(out_dir, REPORT_MD)}); first: {tally.bad_listed[0]}")
-  return report.write_report(tally, out_dir, unavailable=unavailable, results=passed)
+  return report.write_report(tally, out_dir, unavailable=decontaminator.unavailable,
+                             results=passed)

@@ -37,8 +37,8 @@ class Sample:
     where: "file:line" of the record.
     record: the record as read (written back unchanged to kept/removed).
     text: what the n-gram and embedding checks read.
-    code: the Python programs the AST check parses (may be empty).
-    modules: the parsed `code` (only those that parse).
+    code: the record's Python programs that parse (may be empty).
+    modules: the parsed `code`, one module per program.
     unparsable: "block N: error" for each code block that does not parse.
   """
   id: str
@@ -90,8 +90,7 @@ def sample_of(record: dict, where: str) -> Sample | None:
       parsed.append(source)
     elif must_parse:
       sample.unparsable.append(f"block {number}: {error}" if len(sample.code) > 1 else error)
-  if not must_parse:
-    sample.code = parsed  # a document that is not Python has no code, and no error
+  sample.code = parsed  # aligned with modules; a document that is not Python has no code
   return sample
 
 

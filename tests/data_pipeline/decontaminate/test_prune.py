@@ -176,3 +176,18 @@ def test_command_line(tmp_path, corpus, results):
   usage = subprocess.run(command[:-1] + ["--taus=0.9,high"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
   assert usage.returncode == 2 and "--taus" in usage.stderr
+
+
+def test_one_index_serves_several_corpora(tmp_path, corpus):
+  config = {"checks": ("ngram", "ast")}
+  decontaminator = prune.Decontaminator.load(["humaneval"], config)
+  first = decontaminate([corpus], ["humaneval"], config, str(tmp_path / "a"),
+                        decontaminator=decontaminator, progress=False)
+  second = decontaminate([{"id": "u", "text": UNRELATED}], ["humaneval"], config,
+                         str(tmp_path / "b"), decontaminator=decontaminator, progress=False)
+  again = decontaminate([corpus], ["humaneval"], config, str(tmp_path / "c"), progress=False)
+  assert second["records"] == 1 and second["removed"] == 0
+  for key in ("kept", "removed", "removed_by", "similar_problems", "ast"):
+    assert first[key] == again[key]
+  assert open(tmp_path / "a" / "removed.jsonl").read() == open(
+      tmp_path / "c" / "removed.jsonl").read()

@@ -23,6 +23,7 @@ def test_unparsable_code_is_recorded_not_fatal():
   assert broken.modules == [] and "SyntaxError" in broken.unparsable[0]
   fenced = sample_of({"id": "t", "text": "```python\nfor\n```\n```python\nx = 1\n```\n"}, "f:2")
   assert len(fenced.modules) == 1 and fenced.unparsable[0].startswith("block 1: SyntaxError")
+  assert fenced.code == ["x = 1\n"]  # the programs that parse, aligned with the modules
 
 
 def test_bad_lines_and_records_are_named_and_skipped(tmp_path):
