@@ -62,9 +62,10 @@ def code_blocks(text: str) -> tuple[list[str], bool]:
 def _parse(source: str) -> tuple[ast.Module | None, str]:
   try:
     return ast.parse(source), ""
-  except (SyntaxError, ValueError) as e:  # ValueError: null bytes
+  except (SyntaxError, ValueError, RecursionError, MemoryError) as e:  # null bytes, nesting
     line = f" (line {e.lineno})" if isinstance(e, SyntaxError) and e.lineno else ""
-    return None, f"{type(e).__name__}: {getattr(e, 'msg', None) or e}{line}"
+    detail = getattr(e, "msg", None) or str(e) or "nested too deeply to parse"
+    return None, f"{type(e).__name__}: {detail}{line}"
 
 
 def sample_of(record: dict, where: str) -> Sample | None:

@@ -24,6 +24,10 @@ def test_unparsable_code_is_recorded_not_fatal():
   fenced = sample_of({"id": "t", "text": "```python\nfor\n```\n```python\nx = 1\n```\n"}, "f:2")
   assert len(fenced.modules) == 1 and fenced.unparsable[0].startswith("block 1: SyntaxError")
   assert fenced.code == ["x = 1\n"]  # the programs that parse, aligned with the modules
+  for body in ("[" * 300 + "]" * 300, "-" * 100_000 + "1"):  # nesting the parser refuses
+    deep = sample_of({"id": "d", "prompt": "def f():\n", "solution": f"    return {body}\n"},
+                     "f:3")
+    assert deep.modules == [] and deep.unparsable and deep.unparsable[0].split(":")[1].strip()
 
 
 def test_bad_lines_and_records_are_named_and_skipped(tmp_path):
