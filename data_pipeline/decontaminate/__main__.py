@@ -6,7 +6,8 @@
         [--results=phi-1=eval/results.jsonl,pruned=eval2/results.jsonl]
 
 Input records: {"id", "text"} or {"id", "prompt", "solution"}. Writes DIR/kept.jsonl,
-DIR/removed.jsonl, DIR/report.md and DIR/report.json (docs/decontamination.md).
+DIR/removed.jsonl, DIR/matches.jsonl, DIR/report.md and DIR/report.json
+(docs/decontamination.md).
 """
 
 from __future__ import annotations

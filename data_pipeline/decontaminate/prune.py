@@ -5,7 +5,10 @@
 
 Records stream through the three checks in batches (the embedding check embeds a batch
 at a time); each record is written to kept.jsonl unchanged or to removed.jsonl with
-its nearest benchmark problem and every score. A record is removed when a deciding
+its nearest benchmark problem and every score. matches.jsonl lists every record that
+a check flagged or that is within the lowest report tau of a problem (kept or not),
+with the taus a pruning at which would remove it and every problem it is within that
+tau of: the removed list of a pruning at any report tau, without a rerun. A record is removed when a deciding
 check flags it:
 
   ngram      >= ngram_min_matches distinct n-grams shared with one problem;
@@ -39,7 +42,8 @@ from data_pipeline.decontaminate.targets import Target, load_targets
 from phi_jax import atomic
 from phi_jax.progress import Progress
 
-KEPT, REMOVED, REPORT_JSON, REPORT_MD = "kept.jsonl", "removed.jsonl", "report.json", "report.md"
+KEPT, REMOVED, MATCHES = "kept.jsonl", "removed.jsonl", "matches.jsonl"
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
 BATCH = 256  # records checked together (the embedding check embeds them at once)
 
 
@@ -214,12 +218,11 @@ class Tally:
         self.unparsable_listed.append(f"{v.sample.where}: {'; '.join(v.sample.unparsable)}")
     elif not v.sample.code:
       self.no_code += 1
-    other = any(f in v.flags for f in ("ngram",) + (("embedding",) if self.d.embed_decides
-                                                     else ()))
     best_tau = max(v.ast_taus.values(), default=0.0)
+    removed_at = self.removed_at_taus(v)
     for tau in self.taus:
       self.ast_at[tau] += best_tau >= tau
-      self.removed_at[tau] += other or best_tau >= tau
+      self.removed_at[tau] += tau in removed_at
     for t, tau in v.ast_taus.items():
       self.target_tau[t] = max(tau, self.target_tau.get(t, 0.0))
     if "ngram" in v.flags:
@@ -229,6 +232,23 @@ class Tally:
       if "embedding" in v.flags:
         self.embed_targets[t] = min(distance, self.embed_targets.get(t, 2.0))
     self._example(v)
+
+  def removed_at_taus(self, v: Verdict) -> list[float]:
+    """The report taus a pruning at which removes this record (n-gram and deciding
+    embedding flags remove it at every tau)."""
+    other = "ngram" in v.flags or (self.d.embed_decides and "embedding" in v.flags)
+    best_tau = max(v.ast_taus.values(), default=0.0)
+    return [tau for tau in self.taus if other or best_tau >= tau]
+
+  def match_row(self, v: Verdict) -> dict | None:
+    """matches.jsonl's row of a record some check flagged or that is within the lowest
+    report tau of a problem (None otherwise)."""
+    if not v.flags and not v.ast_taus:
+      return None
+    similar = {self.d.targets[t].task_id: round(tau, 4) for t, tau in v.ast_taus.items()}
+    return {"id": v.sample.id, "where": v.sample.where, "removed": v.removed,
+            "flags": v.flags, "removed_at_tau": self.removed_at_taus(v),
+            "ast_similar": similar, "scores": v.scores}
 
   def _example(self, v: Verdict) -> None:
     """Keeps the first few pairs in each band [tau_i, tau_{i-1}) of match rates."""
@@ -289,10 +309,14 @@ def decontaminate(sources: Iterable[str | dict], benchmarks: Sequence[str],
   tally = Tally(decontaminator)
   meter = Progress("decontaminate", None, enabled=progress, unit="records")
   with atomic.Writer(os.path.join(out_dir, KEPT)) as kept, \
-       atomic.Writer(os.path.join(out_dir, REMOVED)) as removed:
+       atomic.Writer(os.path.join(out_dir, REMOVED)) as removed, \
+       atomic.Writer(os.path.join(out_dir, MATCHES)) as matches:
     for batch in _batches(read_samples(sources, tally.on_bad), BATCH):
       for verdict in decontaminator.check(batch):
         tally.add(verdict)
+        match = tally.match_row(verdict)
+        if match is not None:
+          matches.write(json.dumps(match, ensure_ascii=False) + "\n")
         if verdict.removed:
           row = {"id": verdict.sample.id, "where": verdict.sample.where,
                  "removed_by": verdict.flags, "nearest": report.nearest(verdict),

@@ -10,6 +10,9 @@ import pytest
 from data_pipeline.decontaminate import DecontConfig, DecontConfigError, decontaminate, prune
 from tests.data_pipeline.decontaminate.conftest import NEAR_COPY_37, REPO, UNRELATED
 
+# two statements more than the near copy: tau 0.889 with HumanEval/37
+FARTHER_COPY_37 = NEAR_COPY_37.replace("    even_items.sort()\n",
+                                       "    even_items.sort()\n    values = list(values)\n")
 TEXTBOOK = ("## Reading files\n\nA dictionary collects the settings:\n\n```python\n" + UNRELATED
             + "```\n\nEach line is split once.\n")
 
@@ -31,6 +34,7 @@ def corpus(tmp_path, humaneval_targets):
       json.dumps({"id": "nothing", "meta": {}}),
       json.dumps({"id": "textbook", "text": TEXTBOOK}),
       json.dumps({"id": "broken", "prompt": "def f(x:\n", "solution": "    return x\n"}),
+      json.dumps({"id": "farther", **_prompt_solution(FARTHER_COPY_37)}),
   ]
   path = tmp_path / "corpus.jsonl"
   path.write_text("\n".join(lines) + "\n")
@@ -65,7 +69,7 @@ def test_small_run(tmp_path, corpus, results, structure_embedder):
                           embedder=structure_embedder, progress=False)
   removed = {r["id"]: r for r in _read(os.path.join(out, "removed.jsonl"))}
   kept = _read(os.path.join(out, "kept.jsonl"))
-  assert set(removed) == {"near-copy", "docstring"}
+  assert set(removed) == {"near-copy", "docstring", "farther"}
   assert [r["id"] for r in kept] == ["unrelated", "textbook", "broken"]
   assert kept[0] == {"id": "unrelated", "text": UNRELATED}  # records pass through unchanged
 
@@ -76,16 +80,23 @@ def test_small_run(tmp_path, corpus, results, structure_embedder):
   assert near["scores"]["embedding"]["task_id"] == "HumanEval/37"
   assert near["scores"]["ngram"]["matches"] == 0
   assert near["record"]["origin"] == "x"
+  # below the pruning tau, but the (informative, deciding) embedding check catches it
+  farther = removed["farther"]
+  assert farther["removed_by"] == ["embedding"]
+  assert farther["nearest"] == {"benchmark": "humaneval", "task_id": "HumanEval/37",
+                                "by": "embedding"}
+  assert farther["scores"]["ast"]["tau"] == pytest.approx(0.8889, abs=1e-4)
   doc = removed["docstring"]
   assert doc["removed_by"] == ["ngram"] and doc["scores"]["ngram"]["task_id"] == "HumanEval/12"
 
-  assert summary["records"] == 5 and summary["kept"] == 3 and summary["removed"] == 2
-  assert summary["removed_by"] == {"ast": 1, "embedding": 1, "ngram": 1}
+  assert summary["records"] == 6 and summary["kept"] == 3 and summary["removed"] == 3
+  assert summary["removed_by"] == {"ast": 1, "embedding": 2, "ngram": 1}
   assert summary["deciding_checks"] == ["ngram", "ast", "embedding"]
   assert summary["bad_input"] == {"invalid_json": 1, "no_text": 1}
   assert summary["unparsable"] == 1
   assert summary["similar_problems"]["humaneval"] == {"0.95": 1, "0.9": 1, "0.85": 1, "0.8": 1}
-  assert summary["removed_at_tau"]["0.95"] == 2
+  assert summary["removed_at_tau"] == {"0.95": 3, "0.9": 3, "0.85": 3, "0.8": 3}
+  assert summary["ast_within_tau"] == {"0.95": 1, "0.9": 1, "0.85": 2, "0.8": 2}
 
   report = json.load(open(os.path.join(out, "report.json")))
   assert report["similar"]["humaneval"]["0.95"] == ["HumanEval/37"]
@@ -107,7 +118,8 @@ def test_small_run(tmp_path, corpus, results, structure_embedder):
   assert "### tau 0.966 (band >= 0.95): record near-copy" in md  # an Appendix C pair
   assert f"{corpus}:3: invalid_json" in md and f"{corpus}:5: no_text" in md
   assert f"{corpus}:7: SyntaxError" in md
-  assert sorted(os.listdir(out)) == ["kept.jsonl", "removed.jsonl", "report.json", "report.md"]
+  assert sorted(os.listdir(out)) == ["kept.jsonl", "matches.jsonl", "removed.jsonl",
+                                     "report.json", "report.md"]
 
 
 def test_random_init_embedding_is_reported_not_deciding(tmp_path, random_embedder):
@@ -169,7 +181,17 @@ def test_command_line(tmp_path, corpus, results):
              f"--results=base={results['base']},{results['pruned']}"]
   done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr
-  assert "5 records: 3 kept, 2 removed" in done.stdout
+  assert "6 records: 4 kept, 2 removed" in done.stdout
+  # matches.jsonl: what a pruning at each tau removes, kept records included
+  matches = {r["id"]: r for r in _read(str(out / "matches.jsonl"))}
+  assert set(matches) == {"near-copy", "docstring", "farther"}
+  assert matches["farther"]["removed"] is False
+  assert matches["farther"]["removed_at_tau"] == [0.85, 0.8]
+  assert matches["farther"]["ast_similar"] == {"HumanEval/37": pytest.approx(0.8889, abs=1e-4)}
+  assert matches["near-copy"]["removed_at_tau"] == [0.95, 0.9, 0.85, 0.8]
+  assert matches["docstring"]["removed_at_tau"] == [0.95, 0.9, 0.85, 0.8]
+  summary = json.loads((out / "report.json").read_text())["summary"]
+  assert summary["removed_at_tau"] == {"0.95": 2, "0.9": 2, "0.85": 3, "0.8": 3}
   assert f"{corpus}:3" in done.stderr  # the bad line is named
   md = (out / "report.md").read_text()
   assert "| tau | | problem count | base | pruned |" in md
