@@ -89,8 +89,8 @@ class Tree:
   Attributes:
     labels: label id of each node, postorder (the root last).
     leftmost: postorder index of each node's leftmost leaf descendant.
-    keyroots: the nodes with no left sibling path to a parent with the same leftmost
-      leaf (the root and every node that has a left sibling), ascending.
+    keyroots: for each leftmost leaf, the highest node that has it (the root and
+      every node with a left sibling), ascending.
   """
   labels: tuple[int, ...]
   leftmost: tuple[int, ...]
@@ -118,7 +118,7 @@ class Tree:
       out_labels.append(labels(label) if labels is not None else label)
       leftmost.append(first if children else index)
       if stack:  # report this subtree's leftmost leaf to the parent (first child only)
-        parent, parent_child, parent_first = stack[-1]
+        parent, parent_child, _ = stack[-1]
         if parent_child == 1:
           stack[-1] = (parent, parent_child, leftmost[index])
     seen: dict[int, int] = {}
