@@ -200,6 +200,12 @@ def _markdown(report: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
     if not labels:
       lines += ["(pass --results=results.jsonl of an evaluation for the pass rates)", ""]
     lines += _table3_md(rows, labels)
+    partial = [f"{label}: {rows[-1]['with_results'][label]} of {rows[-1]['problems']}"
+               for label in labels if rows and rows[-1]["with_results"][label]
+               < rows[-1]["problems"]]
+    if partial:
+      lines += ["", "Pass rates are over the problems with results (" + ", ".join(partial)
+                + " problems evaluated)."]
   lines += ["", "## Example pairs (Appendix C)"]
   for tau, examples in report["examples"].items():
     for ex in examples:
