@@ -166,9 +166,9 @@ class Decontaminator:
             flags.append("ast")
             removed = True
         else:
-          scores["ast"] = {"tau": None, "units": 0,
-                           "unparsable": sample.unparsable} if sample.unparsable else {
-                               "tau": None, "units": 0}
+          scores["ast"] = {"tau": None, "units": 0}
+          if sample.unparsable:
+            scores["ast"]["unparsable"] = sample.unparsable
       if nearest is not None:
         t, distance = int(nearest.target_N[i]), float(nearest.distance_N[i])
         scores["embedding"] = {**self._target_json(t), "distance": round(distance, 5)}
@@ -192,8 +192,8 @@ class Tally:
     self.ast_at = collections.Counter()  # tau -> records with some tau >= it
     self.removed_at = collections.Counter()  # tau -> records removed pruning at it
     self.target_tau: dict[int, float] = {}  # target -> highest tau of any record
-    self.ngram_targets: collections.Counter = collections.Counter()
-    self.embed_targets: dict[int, float] = {}  # target -> least distance of any record
+    self.ngram_targets = collections.Counter()  # task id -> records the n-grams flagged
+    self.embed_targets: dict[str, float] = {}  # task id -> least distance of a flagged record
     self.examples: dict[float, list[dict]] = {t: [] for t in self.taus}
     self.bad = collections.Counter()
     self.bad_listed: list[str] = []
