@@ -36,19 +36,10 @@ RANDOM_INIT_PREFIX = "random-init"
 
 def make_embedder(embed_model: str = "", *, model: Mapping[str, Any] | None = None,
                   max_len: int = 512, seed: int = 0):
-  """The data side's Embedder: of `embed_model` (a checkpoint, transformers dir or hub id),
-  or, when it is '', of a random-init model of shape `model` (default: tiny's) with the
-  byte-level tokenizer, as the data stage builds it."""
-  from data_pipeline.embed import Embedder  # pylint: disable=g-import-not-at-top
-  if embed_model:
-    return Embedder.from_pretrained(embed_model)
-  from phi_jax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-  from phi_jax.config import PhiConfig  # pylint: disable=g-import-not-at-top
-  config = PhiConfig.from_mapping(dict(model or DEFAULT_RANDOM_MODEL), where="embedding model")
-  byte_level = tokenizer_lib.byte_level()
-  config = config.replace(vocab_size=max(config.vocab_size, byte_level.vocab_size),
-                          max_seq_len=max(config.max_seq_len, max_len))
-  return Embedder.from_config(config, byte_level, seed=seed)
+  """data_pipeline.embed.make_embedder, with tiny's shape when no model shape is given."""
+  from data_pipeline import embed  # pylint: disable=g-import-not-at-top
+  return embed.make_embedder(embed_model, model or DEFAULT_RANDOM_MODEL, max_len=max_len,
+                             seed=seed)
 
 
 @dataclasses.dataclass
