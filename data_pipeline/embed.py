@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -174,6 +175,22 @@ class Embedder:
       meter.update(start + len(rows))
     meter.update(len(order), final=True)
     return l2_normalize(out_ND) if normalize else out_ND
+
+
+def make_embedder(embed_model: str, model: Mapping[str, Any], *, max_len: int = 512,
+                  seed: int = 0) -> Embedder:
+  """The embedder a config names: of `embed_model` (an Orbax checkpoint, transformers
+  dir or hub id) or, when it is '', a random-init model of shape `model` (PhiConfig
+  fields) with the byte-level tokenizer, its vocab and max_seq_len raised to fit
+  (random features: see the module docstring)."""
+  if embed_model:
+    return Embedder.from_pretrained(embed_model)
+  from phi_jax import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  config = PhiConfig.from_mapping(dict(model), where="embedding model")
+  byte_level = tokenizer_lib.byte_level()
+  config = config.replace(vocab_size=max(config.vocab_size, byte_level.vocab_size),
+                          max_seq_len=max(config.max_seq_len, max_len))
+  return Embedder.from_config(config, byte_level, seed=seed)
 
 
 # -- embeddings on disk --------------------------------------------------------------------

@@ -144,3 +144,14 @@ def test_embeddings_round_trip_through_a_file(tmp_path):
   (tmp_path / "bad.npz").write_bytes(b"not a zip")
   with pytest.raises(ValueError, match="bad.npz: not an embeddings file"):
     load_embeddings(str(tmp_path / "bad.npz"))
+
+
+def test_make_embedder_random_init_fits_the_byte_level_tokenizer():
+  from data_pipeline.embed import make_embedder  # pylint: disable=g-import-not-at-top
+  shape = dict(vocab_size=64, d_model=32, num_layers=1, num_heads=2, mlp_dim=64,
+               rotary_dim=8, max_seq_len=64, dtype="float32")
+  embedder = make_embedder("", shape, max_len=128, seed=3)
+  assert embedder.source.startswith("random-init (seed 3)")
+  assert embedder.model.config.vocab_size >= embedder.tokenizer.vocab_size == 257
+  assert embedder.model.config.max_seq_len == 128 and embedder.d_model == 32
+  assert embedder.embed(["def f(): pass"], max_len=128, progress=False).shape == (1, 32)

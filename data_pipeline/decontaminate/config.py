@@ -1,0 +1,112 @@
+"""The decontamination's settings: one frozen dataclass, every field documented."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from data_pipeline.decontaminate.ngram import FIELDS, UNITS
+
+CHECKS = ("ngram", "embedding", "ast")
+EMBED_DECIDES = ("auto", "yes", "no")
+
+
+class DecontConfigError(ValueError):
+  """A bad decontamination setting (the message names the field)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecontConfig:
+  """How training data is checked against the benchmarks (docs/decontamination.md).
+
+  Attributes:
+    checks: which checks run: 'ngram', 'embedding', 'ast'.
+    taus: the AST match rates the report lays out (Table 3: 0.95, 0.9, 0.85, 0.8).
+    prune_tau: records whose AST match rate with a benchmark problem is >= this are
+      removed (also added to `taus` for the report).
+    ngram_n: n-gram length (13: the paper's).
+    ngram_unit: 'words' (lowercased alphanumeric runs) or 'code_tokens' (words and
+      punctuation).
+    ngram_fields: the benchmark fields indexed: 'prompt', 'docstring', 'solution'.
+    ngram_min_matches: distinct shared n-grams with one problem that flag a record.
+    embed_model: the embedding model (a phi_jax checkpoint, transformers dir or hub id);
+      '' = a random-init model (random features: uninformative).
+    embed_threshold: L2 distance between unit-length embeddings (in [0, 2]) at or
+      below which a record is flagged (0.1 = cosine similarity >= 0.995).
+    embed_decides: whether the embedding flag removes records: 'auto' (only for a
+      pretrained embedder), 'yes', 'no' (reported only).
+    embed_max_len: tokens embedded per text (its first ones).
+    embed_batch_size: texts per embedding forward pass.
+    ast_min_nodes: AST units with fewer normalised nodes (either side) are not compared
+      (0 = compare all, the paper's measure; tiny functions match anything alike).
+    examples_per_tau: example pairs per match-rate band in the report (Appendix C).
+    max_listed: bad lines / unparsable records listed by name in the report.
+    seed: the random-init embedder's seed.
+  """
+  checks: tuple[str, ...] = CHECKS
+  taus: tuple[float, ...] = (0.95, 0.9, 0.85, 0.8)
+  prune_tau: float = 0.95
+  ngram_n: int = 13
+  ngram_unit: str = "words"
+  ngram_fields: tuple[str, ...] = FIELDS
+  ngram_min_matches: int = 1
+  embed_model: str = ""
+  embed_threshold: float = 0.1
+  embed_decides: str = "auto"
+  embed_max_len: int = 512
+  embed_batch_size: int = 32
+  ast_min_nodes: int = 0
+  examples_per_tau: int = 2
+  max_listed: int = 50
+  seed: int = 0
+
+  def __post_init__(self):
+    for name in ("checks", "taus", "ngram_fields"):
+      value = getattr(self, name)
+      if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+      object.__setattr__(self, name, tuple(value))
+    object.__setattr__(self, "taus", tuple(float(t) for t in self.taus))
+    self.validate()
+
+  def validate(self) -> None:
+    def fail(field: str, message: str):
+      raise DecontConfigError(f"decontaminate: {field}: {message}")
+
+    if not self.checks or any(c not in CHECKS for c in self.checks):
+      fail("checks", f"must be a non-empty list of {CHECKS}, got {list(self.checks)}")
+    for tau in self.taus + (self.prune_tau,):
+      if not 0.0 < tau <= 1.0:
+        fail("taus/prune_tau", f"match rates are in (0, 1], got {tau}")
+    if self.ngram_unit not in UNITS:
+      fail("ngram_unit", f"must be one of {UNITS}, got {self.ngram_unit!r}")
+    if not self.ngram_fields or any(f not in FIELDS for f in self.ngram_fields):
+      fail("ngram_fields", f"must be among {FIELDS}, got {list(self.ngram_fields)}")
+    if self.embed_decides not in EMBED_DECIDES:
+      fail("embed_decides", f"must be one of {EMBED_DECIDES}, got {self.embed_decides!r}")
+    if not 0.0 <= self.embed_threshold <= 2.0:
+      fail("embed_threshold", f"an L2 distance of unit vectors is in [0, 2], got "
+           f"{self.embed_threshold}")
+    for name in ("ngram_n", "ngram_min_matches", "embed_max_len", "embed_batch_size"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        fail(name, f"must be a positive integer, got {value!r}")
+    for name in ("ast_min_nodes", "examples_per_tau", "max_listed", "seed"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        fail(name, f"must be a non-negative integer, got {value!r}")
+
+  @property
+  def report_taus(self) -> tuple[float, ...]:
+    """The report's taus, descending, with prune_tau among them."""
+    return tuple(sorted(set(self.taus) | {self.prune_tau}, reverse=True))
+
+  @classmethod
+  def from_mapping(cls, values: Mapping[str, Any], where: str = "decontaminate") -> DecontConfig:
+    """From a mapping (a ConfigDict's to_dict()); an unknown key is an error naming it."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise DecontConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+    return cls(**dict(values))

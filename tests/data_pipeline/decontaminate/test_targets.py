@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import ast
+import os
+
+import pytest
+
+from data_pipeline.decontaminate.targets import load_targets
+from tests.data_pipeline.decontaminate.conftest import MBPP_PATH
+
+
+def test_humaneval_targets(humaneval_targets):
+  target = next(t for t in humaneval_targets if t.task_id == "HumanEval/0")
+  assert target.docstring.startswith("Check if in given list of numbers")
+  assert isinstance(target.unit, ast.FunctionDef) and target.unit.name == "has_close_elements"
+  assert target.program == target.prompt + target.solution
+  assert '"""' not in target.code and "for idx, elem in enumerate(numbers)" in target.code
+  assert all(t.unit is not None for t in humaneval_targets)
+
+
+@pytest.mark.skipif(not os.path.isfile(MBPP_PATH), reason="no local MBPP data")
+def test_mbpp_targets_from_a_local_file():
+  targets, unavailable = load_targets(["humaneval", "mbpp"], {"mbpp": MBPP_PATH})
+  mbpp = [t for t in targets if t.benchmark == "mbpp"]
+  assert not unavailable and len(mbpp) == 500
+  first = mbpp[0]
+  assert first.task_id == "MBPP/11" and "first and last occurrence" in first.docstring
+  functions = [t for t in mbpp if isinstance(t.unit, ast.FunctionDef)]
+  assert len(functions) >= 480  # the function the first assert calls
+  assert first.unit.name == "remove_Occ"
+
+
+def test_an_unavailable_benchmark_is_skipped_with_a_warning(tmp_path):
+  warnings = []
+  targets, unavailable = load_targets(["humaneval", "mbpp"],
+                                      {"mbpp": str(tmp_path / "none.jsonl")},
+                                      warn=warnings.append)
+  assert len(targets) == 164 and list(unavailable) == ["mbpp"]
+  assert "mbpp is unavailable" in warnings[0]
+  with pytest.raises(ValueError, match="unknown benchmark"):
+    load_targets(["apps"])
