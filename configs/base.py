@@ -11,7 +11,8 @@ import ml_collections
 from phi_jax.config import PhiConfig
 
 # The stages run.py runs by default, in pipeline order (recipe/graph.py has them all).
-ALL_STAGES = ("data", "init", "pretrain", "finetune", "sample", "eval", "export_hf")
+ALL_STAGES = ("data", "synthesize", "decontaminate", "init", "pretrain", "finetune", "sample",
+              "eval", "export_hf")
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -111,11 +112,16 @@ def get_config() -> ml_collections.ConfigDict:
       max_chars=100_000,  # drop documents longer than this (data dumps, vendored bundles)
       near_dup_threshold=0.8,  # MinHash LSH Jaccard threshold of near-duplicates (5-grams)
       num_perm=128,  # MinHash permutations
-      # JSONL files of synthetic textbooks ({"id","text",...}; () = none)
+      # more JSONL files of textbooks ({"id","text",...}) for phi1_textbooks, beside
+      # what the synthesize stage writes
       textbooks=(),
-      # JSONL files of exercises ({"id","prompt","solution",...}); () = mine them from
-      # the filtered code (documented self-contained functions)
+      # more JSONL files of exercises ({"id","prompt","solution",...}) for
+      # phi1_exercises, beside what the synthesize stage writes (the mined exercises
+      # are phi1_mined_exercises)
       exercises=(),
+      # a mixture may leave out components the data stage did not build (no input):
+      # False = an error naming the component (the paper's runs); tiny sets True
+      allow_partial_mixtures=False,
       validation_fraction=0.02,  # fraction of each dataset's documents held out
       quality=ml_collections.ConfigDict(dict(
           # who labels the educational value of the annotated sample: 'llm' (config.llm),
@@ -236,6 +242,12 @@ def get_config() -> ml_collections.ConfigDict:
           # response cache ('' = WORKDIR/llm_cache): a rerun pays for nothing twice
           cache_dir="",
       )),
+      # '' = the teacher endpoint above; else phi_jax's own server on loopback, started
+      # for the stage, serves it: 'random' (a random model of config.model's shape with
+      # the byte-level tokenizer: offline, nearly every sample is rejected) or a
+      # checkpoint / transformers dir
+      local_teacher="",
+      local_max_batch=16,  # the local server's decode batch (>= 1)
       seed=0,  # seeds the topic draw: request i's topic and prompt depend on (seed, i) only
       near_dup_threshold=0.8,  # MinHash Jaccard (word 5-grams) of near-duplicates
       num_perm=128,  # MinHash permutations
@@ -260,5 +272,26 @@ def get_config() -> ml_collections.ConfigDict:
           isolation="auto",  # sandbox: auto (strongest available), bwrap, unshare, rlimits
           workers=0,  # parallel sandbox runs (0 = one per core)
       )),
+  ))
+
+  # The `decontaminate` stage (data_pipeline/decontaminate, docs/decontamination.md):
+  # the corpora pruned against the benchmarks before tokenization. The embedding model
+  # is config.data.quality.embed_model's; benchmark files are config.eval's paths.
+  config.decontaminate = ml_collections.ConfigDict(dict(
+      benchmarks=("humaneval", "mbpp"),  # checked against: humaneval, mbpp
+      checks=("ngram", "embedding", "ast"),  # which checks run
+      taus=(0.95, 0.9, 0.85, 0.8),  # AST match rates the report lays out (Table 3)
+      prune_tau=0.95,  # remove records with an AST match rate >= this, in (0, 1]
+      ngram_n=13,  # n-gram length (the paper: 13 words), >= 1
+      ngram_unit="words",  # 'words' or 'code_tokens'
+      ngram_fields=("prompt", "docstring", "solution"),  # benchmark fields indexed
+      ngram_min_matches=1,  # shared n-grams with one problem that flag a record, >= 1
+      # L2 distance of unit embeddings (in [0, 2]) at or below which a record is flagged
+      embed_threshold=0.1,
+      # whether the embedding flag removes: 'auto' (only with a pretrained embedder:
+      # the default random-init one is uninformative), 'yes', 'no' (reported only)
+      embed_decides="auto",
+      ast_min_nodes=0,  # skip AST units smaller than this (0 = compare all, the paper)
+      examples_per_tau=2,  # example pairs per match-rate band in the report
   ))
   return config

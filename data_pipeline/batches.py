@@ -31,22 +31,27 @@ class DataError(ValueError):
   """The training data is missing, was built with another tokenizer, or is too small."""
 
 
-def dataset_dirs(spec: str, workdir: str, where: str) -> list[str]:
-  """The built dataset directories `spec` names (see the module docstring)."""
+def dataset_dirs(spec, workdir: str, where: str, *, allow_partial: bool = False,
+                 skipped: list[str] | None = None) -> list[str]:
+  """The built dataset directories `spec` names (see the module docstring); with
+  `allow_partial`, unbuilt mixture components are left out and listed in `skipped`."""
   try:
-    return catalog.resolve(spec, catalog.tfds_dir(workdir), where=where)
+    return catalog.resolve(spec, catalog.tfds_dir(workdir), where=where,
+                           allow_partial=allow_partial, skipped=skipped)
   except catalog.CatalogError as e:
     raise DataError(str(e)) from None
 
 
 def make_batches(train_cfg: Any, workdir: str, tokenizer: Tokenizer, *, split: str,
-                 seed: int, where: str) -> loader_lib.Loader:
-  """Batches of train_cfg.data's `split` for one training stage (this host's rows)."""
+                 seed: int, where: str, allow_partial: bool = False) -> loader_lib.Loader:
+  """Batches of train_cfg.data's `split` for one training stage (this host's rows);
+  `allow_partial`: a mixture may miss components the data stage did not build."""
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   if tokenizer.eos_id is None:
     raise DataError("the tokenizer has no <|endoftext|> token to join documents with")
-  dirs = dataset_dirs(train_cfg.data, workdir, f"config.{where}.data")
+  dirs = dataset_dirs(train_cfg.data, workdir, f"config.{where}.data",
+                      allow_partial=allow_partial)
   try:
     loader = loader_lib.make_loader(
         dirs, split=split, seq_len=int(train_cfg.seq_len),

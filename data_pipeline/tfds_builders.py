@@ -13,6 +13,8 @@ documents whose stable id hash falls below validation_fraction):
   phi1_textbooks       {"id", "text", "origin", ...}       synthetic textbooks
   phi1_exercises       {"id", "prompt", "solution", ...}   exercises; tokens =
                        encode(prompt) + encode(solution), prompt_length = len(encode(prompt))
+  phi1_mined_exercises {"id", "prompt", "solution", ...}   exercises mined from the
+                       curated code, likewise
 
 The dataset's metadata.json records the tokenizer (sha256, eos id, vocab size), the
 documents and tokens of each split, the skipped JSONL lines by reason, and what it was
@@ -123,8 +125,14 @@ class Phi1Exercises(_TokenDatasetBuilder):
   KIND = DATASETS["phi1_exercises"]
 
 
+class Phi1MinedExercises(_TokenDatasetBuilder):
+  """Exercises mined from documented functions of the curated code, tokenized like
+  Phi1Exercises."""
+  KIND = DATASETS["phi1_mined_exercises"]
+
+
 BUILDERS = {"phi1_filtered_code": Phi1FilteredCode, "phi1_textbooks": Phi1Textbooks,
-            "phi1_exercises": Phi1Exercises}
+            "phi1_exercises": Phi1Exercises, "phi1_mined_exercises": Phi1MinedExercises}
 
 
 def _existing(path: str) -> dict[str, Any] | None:

@@ -170,6 +170,7 @@ class Context:
     self.workdir = os.path.abspath(workdir)
     self.graph = graph
     self.selected = list(selected)  # the nodes this run builds (for "latest model")
+    self.forced_nodes: set[str] = set()  # the nodes --force names
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
@@ -179,6 +180,9 @@ class Context:
 
   def marker(self, name: str) -> dict | None:
     return _read_json(self.path(self.graph[name].marker_path))
+
+  def forced(self, name: str) -> bool:
+    return name in self.forced_nodes
 
   def complete_or_selected(self, name: str) -> bool:
     return name in self.selected or self.marker(name) is not None
@@ -285,7 +289,7 @@ def make_plan(ctx: Context, stages: Sequence[str], force: Sequence[str] = ()) ->
   graph = ctx.graph
   selected = graph.expand(stages, "--stages")
   forced = set(graph.expand(force, "--force"))
-  ctx.selected = selected
+  ctx.selected, ctx.forced_nodes = selected, forced
   for name in selected:  # every config value is checked before anything is decided
     if graph[name].validate is not None:
       graph[name].validate(ctx)
@@ -328,9 +332,9 @@ def _decide(node: Node, ctx: Context, inputs: dict, digest: str, forced: bool) -
 
 
 def format_plan(plan: Sequence[Decision], workdir: str) -> str:
-  lines = [f"plan for {workdir}:", f"  {'node':<14}{'stage':<11}{'action':<8}why"]
+  lines = [f"plan for {workdir}:", f"  {'node':<15}{'stage':<15}{'action':<8}why"]
   for d in plan:
-    lines.append(f"  {d.node.name:<14}{d.node.stage:<11}{d.action:<8}{d.reason}")
+    lines.append(f"  {d.node.name:<15}{d.node.stage:<15}{d.action:<8}{d.reason}")
   return "\n".join(lines)
 
 

@@ -40,12 +40,20 @@ def tiny_run(tmp_path_factory):
 
 def test_tiny_pipeline_writes_every_stage(tiny_run):
   workdir, result = tiny_run
-  for stage in ("data", "init", "pretrain", "finetune", "sample", "eval", "export_hf"):
+  for stage in ("data", "synthesize", "decontaminate", "init", "pretrain", "finetune",
+                "sample", "eval", "export_hf"):
     marker = json.load(open(os.path.join(workdir, stage, "COMPLETE.json")))
     assert marker["stage"] == stage and marker["fingerprint"]
   assert "data stage summary" in result.stdout
   datasets = json.load(open(os.path.join(workdir, "data", "COMPLETE.json")))["summary"]["datasets"]
-  assert set(datasets) == {"phi1_filtered_code", "phi1_exercises"}
+  # the random local teacher's samples are all rejected, so no textbooks or exercises
+  assert set(datasets) == {"phi1_filtered_code", "phi1_mined_exercises"}
+  synth = json.load(open(os.path.join(workdir, "synthesize", "summary.json")))
+  rejected = [json.loads(l) for l in open(os.path.join(workdir, "synthesize", "rejected.jsonl"))]
+  assert len(rejected) == 8 and all(r["gate"] != "teacher_error" for r in rejected), synth
+  decont = json.load(open(os.path.join(workdir, "decontaminate", "summary.json")))
+  assert set(decont["corpora"]) == {"phi1_filtered_code", "phi1_textbooks", "phi1_exercises",
+                                    "phi1_mined_exercises"}
   # the model carries the tokenizer the data stage trained; pretraining started from init
   meta = json.load(open(os.path.join(workdir, "pretrain/checkpoints/6/metadata/metadata.json")))
   assert meta["source"].startswith("pretrain:") and meta["source"].endswith("init/checkpoints")
@@ -86,7 +94,7 @@ def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
   again = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
               "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("complete, skipped") == 14  # 8 data nodes + 6 stages
+  assert again.stdout.count("complete, skipped") == 16  # 8 data nodes + 8 stages
   changed = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
                 "--config.sample.max_new_tokens=8", "--stages=sample", *SHORT_TRAINING)
   assert changed.returncode == 0, changed.stderr[-3000:]
@@ -110,9 +118,9 @@ def _plan(workdir, *args):
 
 def test_plan_of_a_fresh_workdir_runs_everything(tmp_path):
   plan = _plan(tmp_path / "fresh")
-  assert list(plan) == ["curate", "annotate", "embed", "classify", "exercises", "tokenizer",
-                        "datasets", "data", "init", "pretrain", "finetune", "sample", "eval",
-                        "export_hf"]
+  assert list(plan) == ["curate", "annotate", "embed", "classify", "exercises", "synthesize",
+                        "decontaminate", "tokenizer", "datasets", "data", "init", "pretrain",
+                        "finetune", "sample", "eval", "export_hf"]
   assert {action for action, _ in plan.values()} == {"run"}
   assert not (tmp_path / "fresh").exists()  # --plan writes nothing
 
@@ -126,7 +134,8 @@ def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
   plan = _plan(workdir, "--config.data.quality.keep_threshold=0.6")
   actions = {name: action for name, (action, _) in plan.items()}
   assert actions == {"curate": "skip", "annotate": "skip", "embed": "skip", "classify": "rerun",
-                     "exercises": "skip", "tokenizer": "rerun", "datasets": "rerun",
+                     "exercises": "skip", "synthesize": "skip", "decontaminate": "rerun",
+                     "tokenizer": "rerun", "datasets": "rerun",
                      "data": "rerun", "init": "rerun", "pretrain": "refuse",
                      "finetune": "refuse", "sample": "rerun", "eval": "rerun",
                      "export_hf": "rerun"}

@@ -39,6 +39,7 @@ from data_pipeline.steps import StepStats, collect_stats, run_steps
 from phi_jax import atomic
 from phi_jax.cli import UsageError
 from recipe.runner import Context, Node, StageError
+from recipe.stages import decontaminate, synthesize
 
 PROGRESS_EVERY = 500
 GROUP = catalog.DATA_STAGE
@@ -205,31 +206,73 @@ def classify(ctx: Context) -> dict:
           "out": Paths(ctx).filtered}
 
 def exercises(ctx: Context) -> dict:
+  """Exercises mined from documented self-contained functions of the curated code."""
   from data_pipeline import exercises as exercises_lib  # pylint: disable=g-import-not-at-top
-  given = list(ctx.config.data.exercises)
-  if given:
-    rows = []
-    for path in given:
-      if not os.path.isfile(path):
-        raise StageError(f"config.data.exercises: no file {path}")
-      rows.extend(records_lib.read_records(path, records_lib.Exercise))
-    records_lib.write_records(rows, Paths(ctx).exercises)
-    return {"exercises": len(rows), "from": given, "out": Paths(ctx).exercises}
   stats = StepStats("exercises")
   mined = list(exercises_lib.mine_exercises(_code_records(ctx), stats=stats))
   records_lib.write_records(mined, Paths(ctx).exercises)
   return {"exercises": len(mined), "from": "mined from curated/code.jsonl",
           "stats": stats.to_dict(), "out": Paths(ctx).exercises}
 
+
+def source_corpora(ctx: Context) -> dict[str, list[str]]:
+  """{dataset: JSONL files} the datasets are built from, before decontamination: the
+  filtered code, textbooks and exercises (given in config.data and written by the
+  synthesize stage when the run has it) and the mined exercises."""
+  paths = Paths(ctx)
+  corpora = {catalog.FILTERED_CODE: [paths.filtered],
+             catalog.TEXTBOOKS: list(ctx.config.data.textbooks),
+             catalog.EXERCISES: list(ctx.config.data.exercises),
+             catalog.MINED_EXERCISES: [paths.exercises]}
+  if synthesize.in_run(ctx):
+    corpora[catalog.TEXTBOOKS].append(synthesize.textbooks_path(ctx))
+    corpora[catalog.EXERCISES].append(synthesize.exercises_path(ctx))
+  return {name: files for name, files in corpora.items() if files}
+
+
+def source_nodes(ctx: Context) -> list[str]:
+  """The nodes that write the source corpora."""
+  return ["classify", "exercises"] + ([synthesize.NAME] if synthesize.in_run(ctx) else [])
+
+
+def corpora(ctx: Context) -> dict[str, list[str]]:
+  """{dataset: JSONL files} the tokenizer and the datasets read: the source corpora, or
+  what the decontaminate stage kept of them when the run has it."""
+  sources = source_corpora(ctx)
+  if decontaminate.in_run(ctx):
+    return {name: [decontaminate.kept_path(ctx, name)] for name in sources}
+  return sources
+
+
+def _corpus_nodes(ctx: Context) -> list[str]:
+  return source_nodes(ctx) + ([decontaminate.NAME] if decontaminate.in_run(ctx) else [])
+
+
+def _given_files(ctx: Context) -> list[str]:
+  return list(ctx.config.data.textbooks) + list(ctx.config.data.exercises)
+
+
+def _validate_given_files(ctx: Context) -> None:
+  for field in ("textbooks", "exercises"):
+    for path in ctx.config.data[field]:
+      if not os.path.isfile(path):
+        raise UsageError(f"config.data.{field}: no file {path}")
+
+
 def training_texts(ctx: Context):
-  """The kept text the tokenizer trains on: filtered code, textbooks, exercises."""
-  for record in records_lib.read_records(Paths(ctx).filtered):
-    yield record.text
-  for path in list(ctx.config.data.textbooks):
-    for record in records_lib.read_records(path):
-      yield record.text
-  for exercise in records_lib.read_records(Paths(ctx).exercises, records_lib.Exercise):
-    yield exercise.prompt + exercise.solution
+  """The kept text the tokenizer trains on: every corpus of the datasets."""
+  for name, files in corpora(ctx).items():
+    kind = catalog.DATASETS[name]
+    for path in files:
+      if not _has_rows(path):
+        continue
+      if kind == "exercise":
+        for exercise in records_lib.read_records(path, records_lib.Exercise):
+          yield exercise.prompt + exercise.solution
+      else:
+        for record in records_lib.read_records(path):
+          yield record.text
+
 
 def tokenizer(ctx: Context) -> dict:
   from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
@@ -256,19 +299,16 @@ def datasets(ctx: Context) -> dict:
   from phi_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   tokenizer = Tokenizer.from_dir(Paths(ctx).tokenizer)
   tfds_dir = catalog.tfds_dir(ctx.workdir)
-  inputs = {catalog.FILTERED_CODE: [Paths(ctx).filtered],
-            catalog.TEXTBOOKS: list(ctx.config.data.textbooks),
-            catalog.EXERCISES: [Paths(ctx).exercises]}
-  built = {}
-  for name, paths in inputs.items():
-    if not paths or not any(_has_rows(p) for p in paths):
-      continue  # e.g. no textbooks yet: mixtures skip the component
+  built, empty = {}, []
+  for name, paths in corpora(ctx).items():
+    if not any(_has_rows(p) for p in paths):
+      empty.append(name)  # e.g. no accepted textbook: mixtures name it missing
+      continue
     directory = tfds_builders.build_dataset(name, paths, tokenizer, tfds_dir,
                                             float(ctx.config.data.validation_fraction))
     info = token_dataset.dataset_info(directory)
     built[name] = {"dir": directory, **_dataset_counts(info)}
-  return {"datasets": built, "tfds_dir": tfds_dir}
-
+  return {"datasets": built, "empty": empty, "tfds_dir": tfds_dir}
 
 
 def _has_rows(path: str) -> bool:
@@ -364,16 +404,21 @@ NODES = (
           "curated/filtered_code.jsonl",
           config=(_Q + "n_estimators", _Q + "max_depth", _Q + "test_fraction",
                   _Q + "keep_threshold", "seed"), after=("annotate", "embed")),
-    _step("exercises", exercises, "exercises, given or mined: curated/exercises.jsonl",
-          config=("data.exercises",), after=("curate",),
-          files=lambda ctx: list(ctx.config.data.exercises)),
+    _step("exercises", exercises, "exercises mined from the curated code: "
+          "curated/exercises.jsonl", after=("curate",)),
+)
+# the tokenizer and the datasets come after the synthesize and decontaminate stages
+# (recipe/graph.py), which feed them when the run has them
+FINAL_STEPS = (
     _step("tokenizer", tokenizer, "the tokenizer: tokenizer/tokenizer.json",
           config=("data.tokenizer.spec", "data.tokenizer.vocab_size", "model.vocab_size"),
-          after=("classify", "exercises"), files=lambda ctx: list(ctx.config.data.textbooks)),
+          after=_corpus_nodes, files=_given_files, validate=_validate_given_files,
+          extra=lambda ctx: {"datasets": sorted(corpora(ctx))}),
     _step("datasets", datasets, "tokenized TFDS ArrayRecord datasets: tfds/",
-          config=("data.validation_fraction",), after=("classify", "exercises", "tokenizer"),
-          files=lambda ctx: list(ctx.config.data.textbooks)),
+          config=("data.validation_fraction",),
+          after=lambda ctx: _corpus_nodes(ctx) + ["tokenizer"], files=_given_files,
+          extra=lambda ctx: {"datasets": sorted(corpora(ctx))}),
 )
-STEP_NAMES = tuple(node.name for node in NODES)
-NODES += (Node(name=GROUP, run=summarize, doc="the data stage's datasets and stats.json",
-               directory=GROUP, owns_directory=False, after=STEP_NAMES),)
+STEP_NAMES = tuple(node.name for node in NODES + FINAL_STEPS)
+FINAL_STEPS += (Node(name=GROUP, run=summarize, doc="the data stage's datasets and stats.json",
+                     directory=GROUP, owns_directory=False, after=STEP_NAMES),)

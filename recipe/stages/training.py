@@ -58,12 +58,23 @@ def train(ctx: Context, name: str, section: str) -> dict:
     raise StageError(f"the starting model {ref.spec!r} has no tokenizer to tokenize the "
                      f"data with; set config.init.tokenizer")
   seed = int(ctx.config.seed)
+  allow_partial = bool(ctx.config.data.allow_partial_mixtures)
+  skipped: list[str] = []
+  try:
+    batches_lib.dataset_dirs(cfg.data, ctx.workdir, f"config.{section}.data",
+                             allow_partial=allow_partial, skipped=skipped)
+  except batches_lib.DataError as e:
+    raise StageError(str(e)) from None
+  if skipped:
+    print(f"[{name}] training without {', '.join(skipped)}: not built by the data stage "
+          f"(config.data.allow_partial_mixtures)", flush=True)
   make = functools.partial(batches_lib.make_batches, cfg, ctx.workdir, tokenizer, seed=seed,
-                           where=section)
+                           where=section, allow_partial=allow_partial)
   try:
     batches = make(split="train")
   except batches_lib.DataError as e:
     raise StageError(str(e)) from None
+  summary_extra = {"skipped_components": skipped}
   eval_batches = None
   if int(cfg.eval_every) > 0:
     try:
@@ -79,7 +90,7 @@ def train(ctx: Context, name: str, section: str) -> dict:
       eval_batches=eval_batches, init_params=load_params,
       source=f"{name}:{ref.spec}", metadata={"run_config": ctx.config.to_dict()},
       step_hooks=(functools.partial(_kill_after, kill_after),) if kill_after else ())
-  return loop.train(job)
+  return dict(loop.train(job), **summary_extra)
 
 
 def validate(ctx: Context, section: str) -> None:

@@ -20,15 +20,24 @@ def workdir(tmp_path_factory):
 
 
 def train_cfg(**overrides):
-  values = dict(data="phi1_code_textbook", seq_len=SEQ_LEN, batch_size=4, segment_ids=False,
+  values = dict(data="phi1_filtered_code", seq_len=SEQ_LEN, batch_size=4, segment_ids=False,
                 loader_workers=0, loss_on_solution_only=False)
   values.update(overrides)
   return ml_collections.ConfigDict(values)
 
 
-def test_mixture_skips_components_the_data_stage_did_not_build(workdir):
-  dirs = data.dataset_dirs("phi1_code_textbook", workdir, "config.train.data")
+def test_a_partial_mixture_is_an_error_unless_allowed(workdir):
+  with pytest.raises(data.DataError, match="needs phi1_textbooks, which the data stage did "
+                     "not build.*allow_partial_mixtures"):
+    data.dataset_dirs("phi1_code_textbook", workdir, "config.train.data")
+  skipped = []
+  dirs = data.dataset_dirs("phi1_code_textbook", workdir, "config.train.data",
+                           allow_partial=True, skipped=skipped)
   assert dirs == [catalog.built_version_dir(catalog.tfds_dir(workdir), catalog.FILTERED_CODE)]
+  assert skipped == ["phi1_textbooks"]
+  # a name none of whose components is built is left out too, if another one is found
+  assert data.dataset_dirs(("phi1_textbooks", "phi1_filtered_code"), workdir, "w",
+                           allow_partial=True) == dirs
   exercises = data.dataset_dirs("phi1_code_exercises", workdir, "config.finetune.data")
   assert exercises == data.dataset_dirs("phi1_exercises", workdir, "config.finetune.data")
   both = data.dataset_dirs(f"phi1_exercises,{dirs[0]}", workdir, "config.train.data")

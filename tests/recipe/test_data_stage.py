@@ -65,7 +65,8 @@ def test_data_stage_writes_every_artifact_with_stats(built):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert stats["tokenizer"]["vocab_size"] == 512 and stats["exercises"]["exercises"] > 0
   datasets = marker["summary"]["datasets"]
-  assert set(datasets) == {catalog.FILTERED_CODE, catalog.EXERCISES}  # no textbooks given
+  # no textbooks or exercises given, and no synthesize stage in the run
+  assert set(datasets) == {catalog.FILTERED_CODE, catalog.MINED_EXERCISES}
   for name in datasets:
     assert catalog.built_version_dir(catalog.tfds_dir(ctx.workdir), name) == datasets[name]["dir"]
     assert datasets[name]["tokens"]["train"] > 0
@@ -77,7 +78,7 @@ def test_training_reads_what_the_data_stage_built(built):
   from recipe.stages.init import load_tokenizer
   ctx, _ = built
   tokenizer = load_tokenizer("data", None, ctx.workdir)
-  cfg = ml_collections.ConfigDict(dict(data=("phi1_code_textbook",), seq_len=64, batch_size=2,
+  cfg = ml_collections.ConfigDict(dict(data=("phi1_filtered_code",), seq_len=64, batch_size=2,
                                        segment_ids=False, loader_workers=0,
                                        loss_on_solution_only=False))
   batch = next(data.make_batches(cfg, ctx.workdir, tokenizer, split="train", seed=0,
