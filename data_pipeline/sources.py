@@ -363,7 +363,11 @@ def _hf_rows(name, split, text_field, license_field, data_dir, data_files, confi
                      ("revision", revision)):
     if value is not None:
       kwargs[key] = value
-  dataset = datasets.load_dataset(name, config, split=split, streaming=streaming, **kwargs)
+  _check_hub_reachable(name)
+  try:
+    dataset = datasets.load_dataset(name, config, split=split, streaming=streaming, **kwargs)
+  except (ConnectionError, TimeoutError) as e:
+    raise SourceError(_offline_message(name, e)) from None
   if num_shards > 1:
     if streaming:
       dataset = split_dataset_by_node(dataset, rank=shard_index, world_size=num_shards)
@@ -381,6 +385,31 @@ def _hf_rows(name, split, text_field, license_field, data_dir, data_files, confi
       record.id = record_id(origin)
       stats.records_out += 1
       yield record
+
+
+def _offline_message(name: str, error: BaseException) -> str:
+  return (f"hf:{name} is a Hugging Face hub dataset and the hub is unreachable "
+          f"({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}); "
+          f"run online, or point config.data.sources at local data: a directory of .py files, "
+          f"a .jsonl[.gz] file, or 'hf:json?data_files=...' over downloaded shards")
+
+
+def _check_hub_reachable(name: str, timeout_s: float = 15.0) -> None:
+  """Fails fast, with one clear message, when a hub dataset cannot be reached (instead
+  of `datasets`' retries and traceback). Local builders and directories are not hub
+  datasets and are not checked."""
+  if "/" not in name or os.path.exists(name):
+    return
+  import huggingface_hub  # pylint: disable=g-import-not-at-top
+  try:
+    huggingface_hub.HfApi().dataset_info(name, timeout=timeout_s)
+  except huggingface_hub.errors.RepositoryNotFoundError:
+    raise SourceError(f"hf:{name}: no such dataset on the Hugging Face hub (or it is "
+                      f"gated: log in with `huggingface-cli login`)") from None
+  except huggingface_hub.errors.HfHubHTTPError:
+    return  # reachable; datasets reports what it does not like
+  except Exception as e:  # pylint: disable=broad-except  (offline mode, DNS, connection)
+    raise SourceError(_offline_message(name, e)) from None
 
 
 # ---------------------------------------------------------------------- dispatcher

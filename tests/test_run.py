@@ -1,5 +1,6 @@
 """run.py end to end on the embedded default (configs/tiny.py), in subprocesses."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -219,3 +220,71 @@ def test_serve_serves_the_latest_model_until_interrupted(tiny_run):
     proc.wait(timeout=60)
   assert proc.returncode == 0
   assert not os.path.exists(os.path.join(workdir, "serve"))  # a service, not a stage
+
+
+def test_the_paper_config_offline_says_which_source_needs_the_network(tmp_path):
+  result = run("--config=configs/phi1.py", f"--workdir={tmp_path}", "--stages=curate",
+               timeout=300)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert "hf:bigcode/the-stack-dedup is a Hugging Face hub dataset and the hub is " \
+         "unreachable" in result.stderr
+  assert "point config.data.sources at local data" in result.stderr
+
+
+def test_bad_values_and_paths_change_nothing_in_a_finished_workdir(tiny_run, tmp_path):
+  """Each bad value is refused with one line, before any file of the run is touched."""
+  workdir, _ = tiny_run
+
+  def snapshot():
+    out = {}
+    for root, _, names in os.walk(workdir):
+      for name in names:
+        path = os.path.join(root, name)
+        with open(path, "rb") as f:
+          out[path] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+  before = snapshot()
+  cases = [("--stages=pretrain", "--force=pretrain", "--config.train.steps=-5"),
+           ("--stages=sample", "--config.sample.num_samples=-1"),
+           ("--stages=sample", "--config.sample.top_p=0"),
+           ("--stages=eval", "--config.eval.n=0"),
+           ("--stages=eval", "--config.eval.timeout_s=-1"),
+           ("--stages=export_hf", "--config.export_hf.dtype=int8")]
+  for args in cases:
+    result = run("--config=configs/tiny.py", "--config.model.num_layers=2",
+                 f"--workdir={workdir}", *SHORT_TRAINING, *args)
+    assert result.returncode == 2, (args, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr and "must be" in result.stderr, args
+    assert snapshot() == before, args
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  result = run("--config=configs/tiny.py", f"--workdir={blocker}/work", "--stages=curate")
+  assert result.returncode == 2 and "is a file, not a directory" in result.stderr
+
+
+def test_ctrl_c_ends_a_stage_with_one_line_and_the_rerun_resumes(tmp_path):
+  import signal
+  import time
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  env.pop("XLA_FLAGS", None)
+  args = [sys.executable, os.path.join(REPO_ROOT, "run.py"), "--config=configs/tiny.py",
+          f"--workdir={tmp_path}", "--stages=curate,annotate,embed",
+          "--config.data.max_files=300", "--config.data.quality.annotate=40"]
+  proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  for line in proc.stdout:
+    if line.startswith("[embed] run"):
+      time.sleep(1.0)
+      proc.send_signal(signal.SIGINT)
+      break
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-2000:]
+  assert "[embed] interrupted: kept" in out and "Run the same command again" in out
+  assert "Traceback" not in err
+  assert not (tmp_path / "data" / "steps" / "embed.json").exists()  # not complete
+  again = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "[curate] complete, skipped" in again.stdout and "[embed] done" in again.stdout

@@ -232,3 +232,11 @@ def test_read_source_hf_spec_on_parquet(tmp_path):
   assert stats.records_out == 3 and stats.elapsed_s > 0
   with pytest.raises(sources.SourceError, match="shard_index 2 is not in"):
     sources.hf_records("json", num_shards=2, shard_index=2)
+
+
+def test_an_unreachable_hub_dataset_is_one_clear_error():
+  # conftest runs the tests with HF_HUB_OFFLINE=1: the hub cannot be reached
+  with pytest.raises(sources.SourceError, match=r"hf:someorg/somedata is a Hugging Face hub "
+                     r"dataset and the hub is unreachable .*point config.data.sources at "
+                     r"local data"):
+    next(iter(sources.hf_records("someorg/somedata")))
