@@ -31,10 +31,24 @@ def make_sandbox(level, **limits):
   return sb.Sandbox(dataclasses.replace(QUICK, **limits), isolation=level)
 
 
-def sandbox_processes(marker: bytes = b"_harness.py") -> list[int]:
-  """Host pids of sandbox processes: a sandbox uid (as root) or `marker` in the cmdline."""
-  sandbox_uids = {str(u) for u in range(_isolation.UID_BASE,
-                                        _isolation.UID_BASE + _isolation.NUM_UIDS)}
+# This module's sandboxes use uids of their own, so that evaluators running beside the
+# tests on the same machine neither share uids with them nor look like their leftovers.
+TEST_UID_BASE = _isolation.UID_BASE + 2 * _isolation.NUM_UIDS
+TEST_UIDS = range(TEST_UID_BASE, TEST_UID_BASE + _isolation.NUM_UIDS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def test_uid_pool():
+  saved = sb._UIDS
+  sb._UIDS = _isolation.UidPool(base=TEST_UID_BASE)
+  yield
+  sb._UIDS = saved
+
+
+def sandbox_processes(marker: bytes = sb.HARNESS.encode()) -> list[int]:
+  """Host pids of this checkout's sandbox processes: a test uid (as root) or `marker` (by
+  default this checkout's harness path) in the cmdline."""
+  sandbox_uids = {str(u) for u in TEST_UIDS}
   found = []
   for name in os.listdir("/proc"):
     if not name.isdigit() or int(name) == os.getpid():
@@ -56,7 +70,21 @@ def no_stray_processes():
   """After every test: no sandbox process is left (not checkable beside other xdist workers)."""
   yield
   if "PYTEST_XDIST_WORKER" not in os.environ:
-    assert sandbox_processes() == [], "sandbox processes survived the run"
+    left = sandbox_processes()
+    assert left == [], f"sandbox processes survived the run: {describe(left)}"
+
+
+def describe(pids: list[int]) -> list[str]:
+  """'pid: command line' of each pid, for failure messages."""
+  described = []
+  for pid in pids:
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+      described.append(f"{pid}: {cmdline[:200]}")
+    except OSError:
+      described.append(f"{pid}: (gone)")
+  return described
 
 
 @pytest.fixture(params=_isolation.LEVELS)
@@ -503,7 +531,7 @@ def test_interpreter_and_site_packages_are_importable(level):
                    "print(numpy.arange(4).sum(), 'é'.encode('idna'))\n")
   assert result.passed, result
   if _isolation.is_root():
-    assert box.run("import os\nassert os.getuid() >= 60000 and os.getgid() >= 60000\n"
+    assert box.run(f"import os\nassert os.getuid() in {TEST_UIDS} and os.getgid() in {TEST_UIDS}\n"
                    "assert os.getgroups() == []\n").passed
 
 
@@ -555,7 +583,8 @@ def test_run_many_progress_and_empty_input(default_sandbox, capsys):
   assert default_sandbox.run_many([]) == []
   results = default_sandbox.run_many(["pass\n"] * 3, workers=2, progress=True)
   assert [r.passed for r in results] == [True] * 3
-  assert "3/3 done, 3 passed" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "sandbox: 3/3" in err and "passed 3" in err, err
 
 
 # --------------------------------------------------------------------------- API
