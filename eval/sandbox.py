@@ -91,7 +91,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from eval import _cgroups
 from eval import _isolation
@@ -226,8 +226,21 @@ class Sandbox:
 
   def run(self, program: str) -> ExecutionResult:
     """Runs complete Python source; never raises because of what the program does."""
-    with self._new_worker() as worker:
-      return worker.run(program)
+    with self.session() as session:
+      return session.run(program)
+
+  @contextlib.contextmanager
+  def session(self) -> Iterator[_Worker]:
+    """One worker for several runs in a row: `with box.session() as s: s.run(program)`.
+
+    Its zygote, sandbox uid and cgroup are started once and ended when the block exits;
+    the runs are as isolated from each other as runs in separate sessions.
+    """
+    worker = self._new_worker()
+    try:
+      yield worker
+    finally:
+      worker.close()
 
   def run_many(self, programs: Sequence[str], workers: int | None = None,
                progress: bool = False) -> list[ExecutionResult]:
@@ -643,17 +656,18 @@ def classify(*, timed_out: bool, returncode: int, level: str, records: list[dict
 
   records: {'status': 'passed' | 'failed' | 'error', 'detail': failure or message}, only
     those carrying this run's nonce (see _parse_records).
-  oom_killed: the cgroup's OOM killer ended a process of the run.
+  oom_killed: the cgroup's OOM killer ended a process of the run (a run that passed
+    nonetheless, e.g. by retrying, still passes).
   """
   if timed_out:
     return False, "timeout"
   failed = [r for r in records if r["status"] == "failed"]
+  if not failed and returncode == 0 and any(r["status"] == "passed" for r in records):
+    return True, None
+  if oom_killed:  # the cap ended a process; what the program reported is a consequence
+    return False, "memory"
   if failed:
     return False, failed[0]["detail"]
-  if returncode == 0 and any(r["status"] == "passed" for r in records):
-    return True, None
-  if oom_killed:
-    return False, "memory"
   sig = _isolation.signal_of(returncode, level)
   looks_like_memory = any(m in stderr_tail.lower() for m in _MEMORY_MARKERS)
   if sig is not None:
