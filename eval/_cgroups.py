@@ -29,6 +29,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Container
 
 _COUNTER = itertools.count()
 _COUNTER_LOCK = threading.Lock()
@@ -162,10 +163,11 @@ class Leaf:
   def pids(self) -> list[int]:
     return [int(pid) for pid in _read(os.path.join(self.path, "cgroup.procs")).split()]
 
-  def kill_all(self, timeout_s: float = 10.0) -> bool:
-    """SIGKILLs every process in the leaf until none is left; False if some outlived it."""
+  def kill_all(self, spare: Container[int] = (), timeout_s: float = 10.0) -> bool:
+    """SIGKILLs every process in the leaf but `spare` until none is left; False if some
+    outlived timeout_s."""
     deadline = time.monotonic() + timeout_s
-    while pids := self.pids():
+    while pids := [pid for pid in self.pids() if pid not in spare]:
       if time.monotonic() > deadline:
         return False
       for pid in pids:

@@ -27,6 +27,7 @@ Exit codes: 0 passed, 1 failed, 3 set-up error (reported in the record).
 
 import builtins
 import ctypes
+import mmap
 import os
 import resource
 import _signal as signal  # the C module: `signal` imports enum (~6 ms a run)
@@ -52,7 +53,9 @@ _MS_PRIVATE = 1 << 18
 _MS_RDONLY = 1
 _MS_REMOUNT = 32
 _EXIT_PASSED, _EXIT_FAILED, _EXIT_SETUP_ERROR = 0, 1, 3
-_RESERVE_BYTES = 4 << 20  # freed on MemoryError so the verdict can still be written
+# Address space held while the program runs and given back on MemoryError, so that the
+# verdict can still be written under RLIMIT_AS (an untouched mapping: it costs no memory).
+_RESERVE_BYTES = 4 << 20
 
 
 def main() -> None:
@@ -108,12 +111,25 @@ def _zygote(config: dict) -> None:
   import socket  # pylint: disable=import-outside-toplevel  (the zygote only)
 
   control = socket.socket(fileno=int(config["control_fd"]))
-  cgroup_fd = int(config["cgroup_fd"]) if config.get("cgroup_fd") else None
   _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
   _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # a run's pid-1 outlives its parent: reap it here
   _prctl(_PR_SET_DUMPABLE, 0)
   for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(sig, signal.SIG_IGN)
+  if config.get("cgroup_fd"):
+    # Once, here: a migration costs milliseconds (v1), a fork inherits the cgroup for
+    # free. The zygote's own memory then counts too; the OOM killer must spare it.
+    _enter_cgroup(int(config["cgroup_fd"]))
+    with open("/proc/self/oom_score_adj") as f:
+      config["oom_score_adj"] = f.read().strip()  # for the runs' forks to restore
+    if not _set_oom_score_adj("-1000"):
+      del config["oom_score_adj"]
+  for name in config["preload"].split(","):
+    if name:  # the runs' common imports, done once (forks share them)
+      try:
+        __import__(name)
+      except ImportError:
+        pass
   control.sendall(b"ready\n")
   while True:
     command, fds = _receive(control)
@@ -124,7 +140,7 @@ def _zygote(config: dict) -> None:
     child = os.fork()
     if child == 0:
       control.close()
-      _forked_run(config, fds, cgroup_fd)
+      _forked_run(config, fds)
     for fd in fds:
       os.close(fd)
     code, cpu_s = _wait_for_run(control, child)
@@ -186,10 +202,11 @@ def _wait_for_run(control, child: int) -> tuple:
   return (code if code >= 0 else 128 - code), cpu_s
 
 
-def _forked_run(config: dict, fds: list, cgroup_fd) -> None:
+def _forked_run(config: dict, fds: list) -> None:
   """One run, in a fork of the zygote; never returns.
 
-  This fork moves into the memory cgroup, unshares mount, IPC and pid namespaces, covers
+  This fork (born in the zygote's memory cgroup) makes itself killable by the OOM killer
+  again, unshares mount, IPC and pid namespaces, covers
   the `masked` directories (all that are writable inside the isolation: /tmp and /dev/shm
   under bwrap's read-only root) with fresh tmpfs (the work directory is made in the new
   /tmp), and forks the pid-1 of the new namespace, which mounts its own /proc
@@ -206,8 +223,8 @@ def _forked_run(config: dict, fds: list, cgroup_fd) -> None:
     nonce_bytes, _, source = _read_all(input_fd).partition(b"\n")
     nonce = nonce_bytes.decode()
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if cgroup_fd is not None:
-      _enter_cgroup(cgroup_fd)
+    if "oom_score_adj" in config and not _set_oom_score_adj(config["oom_score_adj"]):
+      raise OSError("cannot make the run killable by the OOM killer again")
     os.closerange(3, result_fd)  # nothing of the zygote's reaches the program
     os.closerange(result_fd + 1, 1 << 20)
     _unshare(_CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWPID)
@@ -238,6 +255,16 @@ def _forked_run(config: dict, fds: list, cgroup_fd) -> None:
   os._exit(code if code >= 0 else 128 - code)
 
 
+def _set_oom_score_adj(value: str) -> bool:
+  """Whether it worked: lowering needs CAP_SYS_RESOURCE, raising never does."""
+  try:
+    with open("/proc/self/oom_score_adj", "w") as f:
+      f.write(value)
+    return True
+  except OSError:
+    return False
+
+
 def _enter_cgroup(procs_fd: int) -> None:
   """Moves this process (and so all it starts) into the cgroup whose cgroup.procs this is."""
   os.write(procs_fd, b"0")
@@ -247,7 +274,7 @@ def _enter_cgroup(procs_fd: int) -> None:
 # ------------------------------------------------------------------------ the program
 def _run_program(source: bytes, path: str, nonce: str, result_fd: int) -> None:
   """Runs the program to its end or first uncaught exception; reports; exits."""
-  reserve = [bytearray(_RESERVE_BYTES)]
+  reserve = [mmap.mmap(-1, _RESERVE_BYTES)]
   error = None
   try:
     code = compile(source, path, "exec", dont_inherit=True)

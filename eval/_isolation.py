@@ -92,8 +92,9 @@ def command(level: str, python: str, harness: str, config: dict, workdir: str | 
   drops to the sandbox uid before the program runs (see _harness._drop_privileges).
   workdir: the run's work directory on the host, bound in; None for a zygote, which
     makes each run's work directory in a tmpfs of the run's own, and keeps
-    CAP_SYS_ADMIN (to make the run's namespaces) and CAP_CHOWN (to give the work
-    directory to the sandbox uid); the program's process drops every capability.
+    CAP_SYS_ADMIN (to make the run's namespaces), CAP_CHOWN (to give the work directory
+    to the sandbox uid) and CAP_SYS_RESOURCE (to exempt itself from the OOM killer); the
+    program's process drops every capability.
   """
   python_argv = [python, "-s", "-B", harness, *_harness_args(config)]
   if level == "bwrap":
@@ -108,7 +109,8 @@ def command(level: str, python: str, harness: str, config: dict, workdir: str | 
     else:
       unshare = ["--unshare-all"]
     if workdir is None:  # the zygote is the namespace's pid-1: it ends all when it ends
-      unshare += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_CHOWN", "--as-pid-1"]
+      unshare += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_CHOWN", "--cap-add",
+                  "CAP_SYS_RESOURCE", "--as-pid-1"]
     argv = [bwrap, *unshare, "--die-with-parent", "--new-session",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--perms", "1777", "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
@@ -242,6 +244,15 @@ def kill_uid_processes(uid: int, timeout_s: float = 10.0) -> bool:
     time.sleep(pause)
     pause = min(pause * 2, 0.05)
   return True
+
+
+def children(pid: int) -> list[int]:
+  """The child processes of `pid` (of its main thread)."""
+  try:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+      return [int(child) for child in f.read().split()]
+  except OSError:
+    return []
 
 
 def killpg(pgid: int) -> None:

