@@ -54,6 +54,10 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _MS_NOSUID = 2
 _MS_NODEV = 4
 _MS_NOEXEC = 8
+_MS_NOATIME = 1024
+_MS_NODIRATIME = 2048
+_MS_RELATIME = 1 << 21
+_ST_RELATIME = 4096  # statvfs's f_flag for it
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
@@ -414,8 +418,16 @@ def _private_mounts(config: dict, workdir=None) -> None:
   for path, fd in keep_fds:
     os.makedirs(path, exist_ok=True)
     _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC, None)
-    _mount(None, path, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None)
+    _mount(None, path, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _locked_flags(path), None)
     os.close(fd)
+
+
+def _locked_flags(path: str) -> int:
+  """The mount flags of `path` that a remount must keep (in a user namespace, dropping
+  one that the mount's creator set fails with EPERM): nosuid, nodev, noexec, atime."""
+  flags = os.statvfs(path).f_flag
+  kept = flags & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_NOATIME | _MS_NODIRATIME)
+  return kept | (_MS_RELATIME if flags & _ST_RELATIME else 0)
 
 
 def _unshare(flags: int) -> None:
