@@ -22,14 +22,14 @@ Elsewhere there is no total cap (RLIMIT_AS still caps each process); `find()` sa
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import os
-import signal
 import threading
 import time
 from collections.abc import Container
+
+from eval import _isolation
 
 _COUNTER = itertools.count()
 _COUNTER_LOCK = threading.Lock()
@@ -166,15 +166,8 @@ class Leaf:
   def kill_all(self, spare: Container[int] = (), timeout_s: float = 10.0) -> bool:
     """SIGKILLs every process in the leaf but `spare` until none is left; False if some
     outlived timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while pids := [pid for pid in self.pids() if pid not in spare]:
-      if time.monotonic() > deadline:
-        return False
-      for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-          os.kill(pid, signal.SIGKILL)
-      time.sleep(0.005)
-    return True
+    return _isolation.kill_until_gone(
+        lambda: [pid for pid in self.pids() if pid not in spare], timeout_s)
 
   def close(self) -> None:
     """Kills what is left in the leaf and removes it."""

@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 LEVELS = ("bwrap", "unshare", "rlimits")  # strongest first
 
@@ -234,8 +234,13 @@ def processes_of_uid(uid: int) -> list[int]:
 
 def kill_uid_processes(uid: int, timeout_s: float = 10.0) -> bool:
   """SIGKILLs every process of `uid` until none is left; False if some outlived timeout_s."""
+  return kill_until_gone(lambda: processes_of_uid(uid), timeout_s)
+
+
+def kill_until_gone(find: Callable[[], list[int]], timeout_s: float = 10.0) -> bool:
+  """SIGKILLs the pids find() lists until it lists none; False if some outlived timeout_s."""
   deadline, pause = time.monotonic() + timeout_s, 0.002
-  while pids := processes_of_uid(uid):
+  while pids := find():
     if time.monotonic() > deadline:
       return False
     for pid in pids:
