@@ -231,6 +231,9 @@ def _forked_run(config: dict, fds: list) -> None:
   input_fd, stdout_fd, stderr_fd, result_fd = fds
   nonce = ""
   try:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the zygote ignores them
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     os.dup2(stdout_fd, 1)
     os.dup2(stderr_fd, 2)
     os.close(stdout_fd)

@@ -208,6 +208,18 @@ def test_exiting_before_the_tests_is_not_a_pass(level, ending):
   assert result.failure == expected, result
 
 
+@pytest.mark.parametrize("program, failure", [
+    ("import signal\nsignal.raise_signal(signal.SIGTERM)\n", "killed"),
+    ("import signal\nsignal.raise_signal(signal.SIGHUP)\n", "killed"),
+    ("import signal, time\nsignal.raise_signal(signal.SIGINT)\ntime.sleep(5)\n",
+     "exception:KeyboardInterrupt"),
+])
+def test_signals_have_their_usual_effect(level, program, failure):
+  """A zygote ignores SIGTERM, SIGINT and SIGHUP; its runs must not inherit that."""
+  result = make_sandbox(level).run(program)
+  assert (result.passed, result.failure) == (False, failure), result
+
+
 def test_sys_exit_after_passing_tests_is_still_exited_early(default_sandbox):
   result = default_sandbox.run("assert 1 == 1\nimport sys\nsys.exit(0)\n")
   assert (result.passed, result.failure) == (False, "exited_early")
