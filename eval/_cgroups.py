@@ -115,11 +115,25 @@ def find() -> tuple[Hierarchy | None, str]:
     return None, f"cannot read this process's cgroups: {e}"
   v2, why_not_v2 = _find_v2(mounts, own)
   if v2 is not None:
+    remove_stale_leaves(v2)
     return v2, ""
   v1, why_not_v1 = _find_v1(mounts, own)
   if v1 is not None:
+    remove_stale_leaves(v1)
     return v1, ""
   return None, f"{why_not_v2}; {why_not_v1}"
+
+
+def remove_stale_leaves(hierarchy: Hierarchy) -> None:
+  """Removes the (empty) leaves of evaluators that died without removing them."""
+  for name in os.listdir(hierarchy.directory):
+    fields = name.split(".")
+    if (len(fields) == 3 and fields[0] == "phi_sandbox" and fields[1].isdigit()
+        and not os.path.exists(f"/proc/{fields[1]}")):
+      try:
+        os.rmdir(os.path.join(hierarchy.directory, name))
+      except OSError:  # processes still in it, or raced with another evaluator
+        pass
 
 
 class Leaf:

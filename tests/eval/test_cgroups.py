@@ -6,6 +6,7 @@ cgroupfs, so that both versions' rules are checked on any machine.
 """
 
 import os
+import subprocess
 
 import pytest
 
@@ -107,3 +108,12 @@ def test_leaf_limit_counter_and_removal(tmp_path, monkeypatch, version, limit_fi
 def test_find_on_this_machine_answers():
   hierarchy, reason = _cgroups.find()
   assert (hierarchy is None) == bool(reason)
+
+
+def test_stale_leaves_of_dead_evaluators_are_removed(tmp_path):
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  for name in (f"phi_sandbox.{dead.pid}.0", f"phi_sandbox.{os.getpid()}.0", "other.1.0"):
+    (tmp_path / name).mkdir()
+  _cgroups.remove_stale_leaves(_cgroups.Hierarchy(2, str(tmp_path)))
+  assert sorted(os.listdir(tmp_path)) == sorted([f"phi_sandbox.{os.getpid()}.0", "other.1.0"])
