@@ -14,17 +14,13 @@ from eval.benchmarks import BENCHMARKS
 from eval.sandbox import SandboxLimits
 from phi_jax import atomic
 from phi_jax.cli import UsageError
-from recipe import models
-from recipe.runner import Context, Node
-
-
-def _ref(ctx: Context) -> models.ModelRef:
-  return models.resolve(ctx, ctx.config.eval.model, "config.eval.model", before="eval")
+from recipe.runner import Context
+from recipe.stages import common
 
 
 def run(ctx: Context) -> dict:
   cfg = ctx.config.eval
-  path = _ref(ctx).spec
+  path = common.model_ref(ctx, "eval", "eval").spec
   limits = SandboxLimits(timeout_s=cfg.timeout_s, cpu_s=max(1, int(cfg.timeout_s + 0.999)),
                          memory_mb=cfg.memory_mb)
   data = {"humaneval": cfg.humaneval_path or None, "mbpp": cfg.mbpp_path or None}
@@ -60,14 +56,18 @@ def validate(ctx: Context) -> None:
             ("memory_mb", int(cfg.memory_mb) >= 16, ">= 16"),
             ("workers", int(cfg.workers) >= 0, ">= 0"),
             ("k", bool(cfg.k) and all(int(k) >= 1 for k in cfg.k), "positive integers"))
-  for field, ok, valid in checks:
-    if not ok:
-      raise UsageError(f"config.eval.{field} = {cfg[field]!r}: must be {valid}")
-  _ref(ctx)
+  common.check_fields("config.eval", cfg, checks)
 
 
-NODES = (Node(name="eval", run=run, doc="pass@k of the model: eval/summary.json",
-              config=("eval", "seed"), validate=validate,
-              after=lambda ctx: models.upstream_of(ctx, ctx.config.eval.model,
-                                                   "config.eval.model", before="eval"),
-              extra=lambda ctx: {"model": models.describe(_ref(ctx))}),)
+def _partial(ctx: Context) -> str | None:
+  """Samples or results an interrupted evaluation left (eval.run resumes from them)."""
+  root = ctx.node_dir("eval")
+  done = [b for b in ctx.config.eval.benchmarks
+          if any(os.path.exists(os.path.join(root, b, f)) for f in ("samples.jsonl",
+                                                                       "results.jsonl"))]
+  return f"the samples of {', '.join(done)} so far" if done else None
+
+
+NODES = (common.model_reader_node("eval", "eval", run,
+                                   "pass@k of the model: eval/summary.json", validate,
+                                   partial=_partial),)

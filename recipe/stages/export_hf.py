@@ -11,19 +11,14 @@ import os
 
 from phi_jax import checkpoint, convert
 from phi_jax.cli import UsageError
-from recipe import models
-from recipe.runner import Context, Node
+from recipe.runner import Context
+from recipe.stages import common
 
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _ref(ctx: Context) -> models.ModelRef:
-  return models.resolve(ctx, ctx.config.export_hf.model, "config.export_hf.model",
-                        before="export_hf")
-
-
 def run(ctx: Context) -> dict:
-  path = _ref(ctx).spec
+  path = common.model_ref(ctx, "export_hf", "export_hf").spec
   out = os.path.join(ctx.node_dir("export_hf"), "hf")
   convert.orbax_to_hf(path, out, dtype=ctx.config.export_hf.dtype, overwrite=True)
   step = checkpoint.read_metadata(path)["step"]
@@ -35,12 +30,7 @@ def validate(ctx: Context) -> None:
   if ctx.config.export_hf.dtype not in DTYPES:
     raise UsageError(f"config.export_hf.dtype = {ctx.config.export_hf.dtype!r}: must be one "
                      f"of {', '.join(DTYPES)}")
-  _ref(ctx)
 
 
-NODES = (Node(name="export_hf", run=run, doc="the model for transformers: export_hf/hf",
-              config=("export_hf",), validate=validate,
-              after=lambda ctx: models.upstream_of(ctx, ctx.config.export_hf.model,
-                                                   "config.export_hf.model",
-                                                   before="export_hf"),
-              extra=lambda ctx: {"model": models.describe(_ref(ctx))}),)
+NODES = (common.model_reader_node("export_hf", "export_hf", run,
+                                   "the model for transformers: export_hf/hf", validate),)

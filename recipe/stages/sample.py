@@ -12,17 +12,13 @@ import time
 
 from phi_jax import atomic, pretrained, sampling
 from phi_jax.cli import UsageError
-from recipe import models
-from recipe.runner import Context, Node, StageError
-
-
-def _ref(ctx: Context) -> models.ModelRef:
-  return models.resolve(ctx, ctx.config.sample.model, "config.sample.model", before="sample")
+from recipe.runner import Context, StageError
+from recipe.stages import common
 
 
 def run(ctx: Context) -> dict:
   cfg = ctx.config.sample
-  path = _ref(ctx).spec
+  path = common.model_ref(ctx, "sample", "sample").spec
   model = pretrained.from_pretrained(path)
   if model.tokenizer is None:
     raise StageError(f"the model at {path} has no tokenizer; text prompts need one "
@@ -60,14 +56,8 @@ def validate(ctx: Context) -> None:
             ("top_p", 0 < float(cfg.top_p) <= 1, "in (0, 1]"),
             ("top_k", int(cfg.top_k) >= 0, ">= 0 (0 = off)"),
             ("batch_size", int(cfg.batch_size) >= 1, ">= 1"))
-  for field, ok, valid in checks:
-    if not ok:
-      raise UsageError(f"config.sample.{field} = {cfg[field]!r}: must be {valid}")
-  _ref(ctx)
+  common.check_fields("config.sample", cfg, checks)
 
 
-NODES = (Node(name="sample", run=run, doc="completions of the prompts: sample/samples.jsonl",
-              config=("sample", "seed"), validate=validate,
-              after=lambda ctx: models.upstream_of(ctx, ctx.config.sample.model,
-                                                   "config.sample.model", before="sample"),
-              extra=lambda ctx: {"model": models.describe(_ref(ctx))}),)
+NODES = (common.model_reader_node("sample", "sample", run,
+                                   "completions of the prompts: sample/samples.jsonl", validate),)
