@@ -18,7 +18,7 @@ import ml_dtypes
 import numpy as np
 from absl import app, flags, logging
 
-from phi_jax import checkpoint, hf_convert, hf_io, pretrained
+from phi_jax import atomic, checkpoint, hf_convert, hf_io, pretrained
 from phi_jax.config import PhiConfig
 from phi_jax.tokenizer import Tokenizer
 
@@ -32,7 +32,7 @@ def export_hf(params: Mapping, config: PhiConfig, out_dir: str, *,
   if dtype not in EXPORT_DTYPES:
     raise ValueError(f"dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
   eos = tokenizer.eos_id if tokenizer is not None else None
-  with hf_io.AtomicDirectory(out_dir, overwrite=overwrite) as tmp:
+  with atomic.AtomicDirectory(out_dir, overwrite=overwrite) as tmp:
     tensors = hf_convert.params_to_hf(params, config, dtype=EXPORT_DTYPES[dtype])
     hf_io.write_safetensors(tensors, tmp, max_shard_bytes=max_shard_bytes)
     hf_io.write_json(hf_convert.config_to_hf(config, bos_token_id=eos, eos_token_id=eos,

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 
@@ -243,6 +244,23 @@ def test_export_round_trip(reference, tmp_path):
   convert.export_hf(params_of(model), model.config, out, overwrite=True)
   with pytest.raises(ValueError, match="dtype"):
     convert.export_hf(params_of(model), model.config, str(tmp_path / "x"), dtype="int8")
+
+
+def test_export_is_readable_by_other_users(reference, tmp_path):
+  """The export gets the umask's modes (0755 / 0644 under umask 022), not mkdtemp's 0700."""
+  directory = reference[0]
+  model = phi_jax.from_pretrained(directory, dtype="float32")
+  old = os.umask(0o022)
+  try:
+    out = convert.export_hf(params_of(model), model.config, str(tmp_path / "export"),
+                            tokenizer=byte_level())
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
+  for name in os.listdir(out):
+    assert stat.S_IMODE(os.stat(os.path.join(out, name)).st_mode) == 0o644, name
+  assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(os.listdir(out))
+  assert_transformers_loads(out, reference)
 
 
 def test_export_bfloat16(reference, tmp_path):
