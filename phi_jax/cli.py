@@ -108,6 +108,15 @@ def run(main: Callable[[list[str]], object], prog: str | None = None,
   """absl `app.run(main)` with phi_jax's error convention; absl flag errors exit 2."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
   prog = prog or os.path.basename(sys.argv[0])
-  kwargs = {"flags_parser": flags_parser} if flags_parser is not None else {}
-  app.run(guarded(prog, main, on_interrupt), **kwargs)
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return (flags_parser or flags.FLAGS)(argv)
+    except flags.Error as e:  # an unknown flag, a value of the wrong type: exit 2
+      fail(prog, UsageError(str(e)))
+      raise  # not reached: fail exits
+
+  app.run(guarded(prog, main, on_interrupt), flags_parser=parse)

@@ -26,13 +26,18 @@ HUB_PATTERNS = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def looks_like_repo_id(path: str) -> bool:
+  """Whether `path` reads as a Hugging Face hub repo id (org/name), not a local path."""
+  return bool(_REPO_ID.match(path)) and not path.startswith((".", "/"))
+
+
 def resolve_model_dir(path: str) -> str:
   """A local directory for `path`: the path itself, or a hub snapshot of a repo id."""
   if os.path.isdir(path):
     return path
   if os.path.exists(path):
     raise NotADirectoryError(f"{path} is a file; expected a checkpoint directory")
-  if _REPO_ID.match(path) and not path.startswith((".", "/")):
+  if looks_like_repo_id(path):
     try:
       import huggingface_hub  # pylint: disable=g-import-not-at-top
     except ImportError as e:
@@ -42,9 +47,13 @@ def resolve_model_dir(path: str) -> str:
     try:
       return huggingface_hub.snapshot_download(repo_id=path, allow_patterns=list(HUB_PATTERNS))
     except Exception as e:  # offline, unknown repo, gated repo...
+      reason = (str(e).strip().splitlines() or [""])[0][:300]
       raise FileNotFoundError(
           f"{path} is not a local directory and could not be downloaded from the Hugging "
-          f"Face hub ({type(e).__name__}: {e})") from e
+          f"Face hub ({type(e).__name__}: {reason}); downloading needs network access to "
+          f"huggingface.co: on an offline machine, fetch it elsewhere with "
+          f"`huggingface-cli download {path} --local-dir DIR`, copy DIR here and pass its "
+          "path instead") from e
   raise FileNotFoundError(
       f"No checkpoint at {path}: the directory does not exist (expected an Orbax "
       "checkpoint directory, a transformers directory, or a hub repo id like org/name)")
