@@ -34,7 +34,6 @@ import datetime
 import hashlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -42,8 +41,8 @@ from typing import Any
 from eval import passk
 from eval.benchmarks import BENCHMARKS, Benchmark, HumanEval, Problem, get_benchmark
 from eval.sandbox import Sandbox, SandboxLimits
-from eval.settings import DEFAULT_TOP_P, RANGES, EvalSettings, SettingsError, parse_ks
-from phi_jax import atomic
+from eval.settings import DEFAULT_TOP_P, RANGES, EvalSettings, parse_ks
+from phi_jax import atomic, cli
 from phi_jax.cli import UsageError
 from phi_jax.jsonl import Appender, read_appended, read_jsonl
 from phi_jax.progress import Progress
@@ -239,42 +238,11 @@ def format_table(report: dict) -> str:
 # ----------------------------------------------------------------------------- evaluate
 
 
-def check_output_dir(out_dir: str, what: str = "out") -> str:
-  """The absolute output directory, or UsageError (naming `what`) when it cannot be one:
-  an existing file, or under a file or an unwritable directory."""
-  path = os.path.abspath(out_dir)
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise UsageError(f"{what} {path} is a file, not a directory")
-  existing = path
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise UsageError(f"{what} {path}: {existing} is a file, not a directory")
-  if not os.access(existing, os.W_OK | os.X_OK):
-    raise UsageError(f"{what} {path}: no permission to write in {existing}")
-  return path
-
-
-def check_input_file(path: str, what: str) -> None:
-  if not os.path.exists(path):
-    raise UsageError(f"{what} {path} does not exist")
-  if not os.path.isfile(path):
-    raise UsageError(f"{what} {path} is not a file")
-  if not os.access(path, os.R_OK):
-    raise UsageError(f"{what} {path}: no permission to read it")
-
-
 def check_model_source(path: str, what: str = "checkpoint") -> None:
   """A local checkpoint/transformers directory, or a hub repo id (org/name)."""
   from phi_jax import hf_io  # pylint: disable=g-import-not-at-top
-  if os.path.exists(path):
-    if not os.path.isdir(path):
-      raise UsageError(f"{what} {path} is a file; expected a checkpoint directory")
-    if not os.access(path, os.R_OK | os.X_OK):
-      raise UsageError(f"{what} {path}: no permission to read it")
-  elif not hf_io.looks_like_repo_id(path):
-    raise UsageError(f"{what} {path} does not exist (expected an Orbax checkpoint, a "
-                     "transformers directory or a hub repo id like org/name)")
+  if os.path.exists(path) or not hf_io.looks_like_repo_id(path):
+    cli.check_dir(path, what)
 
 
 def _sha256(path: str) -> str:
@@ -360,13 +328,13 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
     raise UsageError("pass exactly one of checkpoint (generate + execute) or samples (execute)")
   if benchmark_name not in BENCHMARKS:
     raise UsageError(f"unknown benchmark {benchmark_name!r}; available: {sorted(BENCHMARKS)}")
-  out_dir = check_output_dir(out_dir)
+  out_dir = cli.check_output_dir(out_dir, "out")
   if samples_path is not None:
-    check_input_file(samples_path, "samples")
+    cli.check_file(samples_path, "samples")
   else:
     check_model_source(checkpoint)
   if data_path is not None:
-    check_input_file(data_path, "data")
+    cli.check_file(data_path, "data")
   benchmark = get_benchmark(benchmark_name)
   problems = benchmark.load(data_path)
   if limit:
@@ -559,13 +527,13 @@ def eval_main(f) -> None:
   if f.dtype is not None and f.dtype not in ("float32", "bfloat16", "float16"):
     raise UsageError(f"--dtype must be float32, bfloat16 or float16, got {f.dtype!r}")
   settings = _flag_settings(f)
-  check_output_dir(f.out, "--out")
+  cli.check_output_dir(f.out, "--out")
   if f.samples:
-    check_input_file(f.samples, "--samples")
+    cli.check_file(f.samples, "--samples")
   else:
     check_model_source(f.checkpoint, "--checkpoint")
   if f.data:
-    check_input_file(f.data, "--data")
+    cli.check_file(f.data, "--data")
   limits = SandboxLimits(timeout_s=settings.timeout_s, cpu_s=settings.cpu_s,
                          memory_mb=settings.memory_mb)
   evaluate(f.benchmark, f.out, checkpoint=f.checkpoint, samples_path=f.samples,
@@ -593,10 +561,10 @@ def grade_main(f) -> None:
                      f"{f.grader_max_concurrency}")
   settings = EvalSettings(n=f.n, temperature=f.temperature, top_p=f.top_p,
                           max_new_tokens=f.max_new_tokens).check("--")
-  out_dir = check_output_dir(f.out, "--out")
-  check_input_file(f.problems, "--problems")
+  out_dir = cli.check_output_dir(f.out, "--out")
+  cli.check_file(f.problems, "--problems")
   if f.samples:
-    check_input_file(f.samples, "--samples")
+    cli.check_file(f.samples, "--samples")
   if f.checkpoint:
     check_model_source(f.checkpoint, "--checkpoint")
   problems = grade.load_problems(f.problems)
@@ -635,7 +603,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  from phi_jax import cli  # pylint: disable=g-import-not-at-top
-
   _define_flags()
   cli.run(main, prog="python -m eval.run")
