@@ -52,15 +52,20 @@ def _parent(path: str) -> str:
 
 
 @contextlib.contextmanager
-def open_replacing(path: str, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
-  """A file open on a temporary name beside `path`, renamed to `path` when the block
-  ends without an error (and removed when it raises). Parent directories are created."""
-  if "w" not in mode:
-    raise ValueError(f"open_replacing writes a new file; mode must contain 'w', got {mode!r}")
+def writing(path: str, mode: str = "wb") -> Iterator[IO]:
+  """A file to write `path` through: a temp file beside it, renamed over it on success.
+
+  For outputs written piece by piece. If the block raises, the temp file is removed
+  and `path` is untouched. `mode` is 'wb' or 'w' (text: UTF-8, '\\n' newlines). Parent
+  directories are created; the file gets the ordinary mode (`file_mode()`).
+  """
+  if mode not in ("wb", "w"):
+    raise ValueError(f"atomic.writing: mode must be 'wb' or 'w', got {mode!r}")
   fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=_parent(path))
   try:
-    os.fchmod(fd, file_mode())
-    with os.fdopen(fd, mode, **kwargs) as f:
+    os.fchmod(fd, file_mode())  # mkstemp makes 0600
+    text = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
+    with os.fdopen(fd, mode, **text) as f:
       yield f
     os.replace(tmp, path)
   except BaseException:
@@ -71,7 +76,7 @@ def open_replacing(path: str, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
 
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` atomically (parent directories are created)."""
-  with open_replacing(path, "wb") as f:
+  with writing(path, "wb") as f:
     f.write(data)
 
 

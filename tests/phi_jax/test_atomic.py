@@ -49,12 +49,12 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
   path = tmp_path / "a.txt"
   atomic.write_text(str(path), "old")
   with pytest.raises(RuntimeError):
-    with atomic.open_replacing(str(path), "w") as f:
+    with atomic.writing(str(path), "w") as f:
       f.write("half")
       raise RuntimeError("killed")
   assert path.read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
   with pytest.raises(ValueError, match="mode"):
-    with atomic.open_replacing(str(path), "a"):
+    with atomic.writing(str(path), "a"):
       pass
 
 
