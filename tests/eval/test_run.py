@@ -149,6 +149,17 @@ def finished(tmp_path_factory, humaneval_problems):
   return samples, out
 
 
+def assert_refused(out, message, *args):
+  """The CLI exits 2 with `message` in one line (and a hint line), `out` unchanged."""
+  before = tree_hashes(out)
+  result = run_cli(*args)
+  assert result.returncode == 2, result.stderr
+  assert result.stdout == ""
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 2 and message in lines[0] and "nothing was changed" in lines[1], lines
+  assert tree_hashes(out) == before
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--n=0", "--n must be an integer >= 1, got 0"),
     ("--n=two", "flag --n=two"),
@@ -164,30 +175,19 @@ def finished(tmp_path_factory, humaneval_problems):
 ])
 def test_a_bad_flag_is_one_line_exit_2_and_changes_nothing(finished, tmp_path, flag, message):
   samples, out = finished
-  before = tree_hashes(out)
-  flag = flag.replace("MISSING", str(tmp_path / "missing.jsonl"))
-  message = message.replace("MISSING", str(tmp_path / "missing.jsonl"))
-  result = run_cli("--benchmark=humaneval", f"--samples={samples}", f"--out={out}", "--k=1",
-                   flag)
-  assert result.returncode == 2, result.stderr
-  assert result.stdout == ""
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 2 and message in lines[0] and "nothing was changed" in lines[1], lines
-  assert tree_hashes(out) == before
+  missing = str(tmp_path / "missing.jsonl")
+  assert_refused(out, message.replace("MISSING", missing), "--benchmark=humaneval",
+                 f"--samples={samples}", f"--out={out}", "--k=1",
+                 flag.replace("MISSING", missing))
 
 
 @pytest.mark.parametrize("flag, message", [
     ("--grader_max_concurrency=0", "--grader_max_concurrency must be an integer >= 1"),
     ("--benchmark=mbpp", "--benchmark is not a flag of `python -m eval.run grade`"),
 ])
-def test_grade_refuses_bad_flags(finished, tmp_path, flag, message):
+def test_grade_refuses_bad_flags(finished, flag, message):
   _, out = finished
-  before = tree_hashes(out)
-  flag = flag.replace("MISSING", str(tmp_path / "p.jsonl"))
-  message = message.replace("MISSING", str(tmp_path / "p.jsonl"))
-  result = run_cli("grade", "--reference", f"--out={out}", "--grader_model=m", flag)
-  assert result.returncode == 2 and message in result.stderr.splitlines()[0], result.stderr
-  assert tree_hashes(out) == before
+  assert_refused(out, message, "grade", "--reference", f"--out={out}", "--grader_model=m", flag)
 
 
 @pytest.mark.parametrize("flags, message", [
