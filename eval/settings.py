@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from phi_jax.cli import UsageError
 
@@ -99,6 +100,17 @@ class EvalSettings:
   def cpu_s(self) -> int:
     """The sandbox's CPU-time limit: the wall-clock limit, rounded up."""
     return max(1, math.ceil(self.timeout_s))
+
+
+def from_config(eval_config: Mapping[str, Any], seed: int = 0,
+                prefix: str = "config.eval.") -> EvalSettings:
+  """The checked settings of a run config's `eval` section (a ConfigDict or dict with
+  n, temperature, top_p, max_new_tokens, k, batch_size, limit, timeout_s, memory_mb,
+  isolation, workers); errors name the field as `<prefix><name>`."""
+  fields = {f.name for f in dataclasses.fields(EvalSettings)} - {"ks", "seed"}
+  values = {name: eval_config[name] for name in fields if name in eval_config}
+  ks = parse_ks(eval_config["k"], prefix) if "k" in eval_config else EvalSettings.ks
+  return EvalSettings(ks=ks, seed=seed, **values).check(prefix)
 
 
 def parse_ks(text: str, prefix: str = "") -> tuple[int, ...]:

@@ -15,6 +15,7 @@ from configs import base as base_config
 from eval import run as eval_run
 from eval.benchmarks import HumanEval, MBPP
 from eval.sandbox import SandboxLimits
+from eval import settings as eval_settings
 from eval.settings import DEFAULT_TOP_P, EvalSettings, SettingsError
 from tests.conftest import REPO_ROOT
 from tests.files import tree_hashes
@@ -362,3 +363,17 @@ def test_generation_and_execution_killed_mid_way_resume_to_the_same_files(tmp_pa
   assert (out / "results.jsonl").read_text().splitlines() == executed
   assert _without_durations(out / "results.jsonl") == _without_durations(
       reference / "results.jsonl")
+
+
+def test_the_run_configs_eval_section_is_checked_by_field_name():
+  cfg = base_config.get_config()
+  settings = eval_settings.from_config(cfg.eval, seed=cfg.seed)
+  assert settings.ks == (1, 10, 100) and settings.top_p == DEFAULT_TOP_P
+  for field, value, message in [("n", 0, "config.eval.n must be an integer >= 1, got 0"),
+                                ("k", "1,0", "config.eval.k must be a non-empty list"),
+                                ("timeout_s", -1.0, "config.eval.timeout_s must be a number > 0"),
+                                ("workers", -1, "config.eval.workers must be an integer >= 0")]:
+    bad = base_config.get_config().eval
+    bad[field] = value
+    with pytest.raises(SettingsError, match=re.escape(message)):
+      eval_settings.from_config(bad)
