@@ -602,6 +602,15 @@ def main(argv: Sequence[str]) -> None:
     eval_main(flags.FLAGS)
 
 
+def _interrupted() -> str:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  out = flags.FLAGS.out
+  if not out or not os.path.isdir(out):
+    return "interrupted before any output was written"
+  return (f"interrupted: what was generated and executed is kept in {out} "
+          f"(*{PARTIAL}); rerun the same command to resume")
+
+
 if __name__ == "__main__":
   _define_flags()
-  cli.run(main, prog="python -m eval.run")
+  cli.run(main, prog="python -m eval.run", on_interrupt=_interrupted)

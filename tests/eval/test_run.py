@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -377,3 +378,33 @@ def test_the_run_configs_eval_section_is_checked_by_field_name():
     bad[field] = value
     with pytest.raises(SettingsError, match=re.escape(message)):
       eval_settings.from_config(bad)
+
+
+def test_ctrl_c_keeps_what_ran_and_the_rerun_finishes(tmp_path, humaneval_problems):
+  task = humaneval_problems[0]
+  slow = "    import time\n    time.sleep(0.2)\n" + task.canonical_solution
+  samples = write_samples(tmp_path / "s.jsonl",
+                          [{"task_id": task.task_id, "completion": slow}] * 24)
+  args = ("--benchmark=humaneval", f"--samples={samples}", f"--out={tmp_path / 'out'}",
+          "--k=1", "--workers=2", "--timeout_s=10")  # chunks of 16
+  partial = tmp_path / "out" / "results.jsonl.partial"
+  proc = subprocess.Popen([sys.executable, "-m", "eval.run", *args], cwd=REPO_ROOT,
+                          stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  try:
+    deadline = time.monotonic() + 120
+    while not (partial.exists() and partial.read_text()) and time.monotonic() < deadline:
+      assert proc.poll() is None, proc.communicate()
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, stderr
+  assert "interrupted: what was generated and executed is kept in" in stderr
+  assert "Traceback" not in stderr
+  assert len(partial.read_text().splitlines()) == 16
+  assert not (tmp_path / "out" / "results.jsonl").exists()
+  result = run_cli(*args)
+  assert result.returncode == 0, result.stderr
+  results = [json.loads(line) for line in open(tmp_path / "out" / "results.jsonl")]
+  assert len(results) == 24 and all(r["passed"] for r in results)
