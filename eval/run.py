@@ -53,6 +53,7 @@ REPORT = "pass_at_k.json"
 RUN_RECORD = "run.json"
 PARTIAL = ".partial"  # suffix of the files appended to while a phase runs
 OUTPUTS = (SAMPLES, SAMPLES + PARTIAL, RESULTS, RESULTS + PARTIAL, REPORT, RUN_RECORD)
+CHUNK_PER_WORKER = 16  # programs per sandbox worker between two appends of results
 
 # Fault injection for the resume tests: "<phase>:<k>[,...]" (phase generate or execute)
 # kills this process with SIGKILL right after its k-th append in that phase.
@@ -178,14 +179,15 @@ def execute_samples(benchmark: Benchmark, problems: Sequence[Problem], samples: 
 
   done: result rows already recorded, by (task_id, sample_index): not run again.
   on_chunk: called with each executed chunk's rows (appended to the partial file by
-    `evaluate`); chunks are a few programs per worker, so a kill loses little.
+    `evaluate`). A chunk is CHUNK_PER_WORKER programs per worker: a kill loses at most
+    one chunk, and each chunk waits for its slowest program (at most one timeout).
   """
   by_id = {p.task_id: p for p in problems}
   done = dict(done or {})
   keys = _sample_keys(samples)
   pending = [i for i, key in enumerate(keys) if key not in done]
   workers = max(1, workers or os.cpu_count() or 1)
-  chunk_size = max(16, 4 * workers)
+  chunk_size = CHUNK_PER_WORKER * workers
   meter = Progress("eval: execute", len(samples), unit="samples")
   meter.update(len(samples) - len(pending),
                passed=sum(bool(row["passed"]) for row in done.values()))
