@@ -451,8 +451,6 @@ _GRADE_FLAGS = ("reference", "problems", "grader_model", "grader_base_url",
 def _define_flags() -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
 
-  from eval import grade  # pylint: disable=g-import-not-at-top
-
   defaults = EvalSettings()
   # both commands
   flags.DEFINE_string("checkpoint", None, "Orbax checkpoint, transformers dir or hub id to "
@@ -487,7 +485,8 @@ def _define_flags() -> None:
   # grade
   flags.DEFINE_bool("reference", False, "grade: grade the problems' reference solutions "
                     "(checks the grader).")
-  flags.DEFINE_string("problems", grade.DEFAULT_PROBLEMS, "grade: problems JSONL.")
+  flags.DEFINE_string("problems", None, "grade: problems JSONL (default: "
+                      "eval/problems/unconventional.jsonl).")
   flags.DEFINE_string("grader_model", None, "grade: the grader's model name (required).")
   flags.DEFINE_string("grader_base_url", None, "grade: OpenAI-compatible API root.")
   flags.DEFINE_string("grader_api_key_env", "OPENAI_API_KEY",
@@ -564,12 +563,12 @@ def grade_main(f) -> None:
   settings = EvalSettings(n=f.n, temperature=f.temperature, top_p=f.top_p,
                           max_new_tokens=f.max_new_tokens).check("--")
   out_dir = cli.check_output_dir(f.out, "--out")
-  cli.check_file(f.problems, "--problems")
+  problems_path = cli.check_file(f.problems or grade.DEFAULT_PROBLEMS, "--problems")
   if f.samples:
     cli.check_file(f.samples, "--samples")
   if f.checkpoint:
     check_model_source(f.checkpoint, "--checkpoint")
-  problems = grade.load_problems(f.problems)
+  problems = grade.load_problems(problems_path)
   if f.reference:
     solutions = grade.reference_solutions(problems)
   elif f.samples:

@@ -381,6 +381,7 @@ def test_the_run_configs_eval_section_is_checked_by_field_name():
       eval_settings.from_config(bad)
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_what_ran_and_the_rerun_finishes(tmp_path, humaneval_problems):
   task = humaneval_problems[0]
   slow = "    import time\n    time.sleep(0.2)\n" + task.canonical_solution
