@@ -120,6 +120,11 @@ class TrainCheckpointer:
             OPT_STATE: ocp.args.StandardRestore(abstract_state.opt_state),
             TRAIN_STATE: ocp.args.JsonRestore(),
             DATA_ITERATOR: ocp.args.JsonRestore()}
+    with checkpoint.reading(step_dir, checkpoint.PARAMS, RESUME_ITEMS):
+      stored = self.manager.item_metadata(step)[checkpoint.PARAMS]
+      stored = getattr(stored, "tree", stored)
+    # A model that changed since the save is a config error, not a corrupt checkpoint.
+    checkpoint.check_shapes(stored, abstract_state.params, step_dir)
     restored = {}
     for item, item_args in args.items():  # one at a time, so an error names its item
       with checkpoint.reading(step_dir, item, RESUME_ITEMS):

@@ -122,3 +122,19 @@ def test_a_corrupt_step_names_itself_and_the_older_step_resumes(tmp_path, traine
   want = _trained_state(trainer, 4)
   assert int(state.step) == 4 and iterator_state["position"] == 4
   assert _equal(state.params, want.params) and _equal(state.opt_state, want.opt_state)
+
+
+def test_a_changed_model_is_named_as_such_not_as_corrupt(tmp_path, trainer):
+  root = str(tmp_path / "checkpoints")
+  with checkpointing.TrainCheckpointer(root, CONFIG, None, every=1, keep=2) as ckpt:
+    ckpt.save(_state(trainer, 1), {"epoch": 0, "position": 1, "seed": 0})
+  wider = CONFIG.replace(mlp_dim=128)
+  train_cfg = base_config.train_config(steps=10, batch_size=8, lr=1e-3, warmup_steps=1)
+  other = Trainer(wider, train_cfg, trainer.mesh, mesh_lib.parse_rules(
+      base_config.get_config().mesh.rules), total_steps=10)
+  with checkpointing.TrainCheckpointer(root, wider, None, every=1, keep=2) as ckpt:
+    with pytest.raises(ValueError, match=r"checkpoints/1: parameter blocks/mlp/fc1/bias has "
+                                         r"shape \(2, 64\) in the checkpoint but the model "
+                                         r"config needs \(2, 128\)") as info:
+      ckpt.restore(other.abstract_state())
+  assert not isinstance(info.value, checkpoint.CheckpointError)
