@@ -388,7 +388,9 @@ def _generate_resumably(out_dir: str, checkpoint: str, benchmark: Benchmark,
                         model_overrides: dict | None) -> list[dict]:
   """samples.jsonl, generated (or completed) through samples.jsonl.partial."""
   final, partial = os.path.join(out_dir, SAMPLES), os.path.join(out_dir, SAMPLES + PARTIAL)
-  if os.path.exists(final):  # generation finished before
+  if os.path.exists(final):  # generation finished before (killed before the cleanup?)
+    if os.path.exists(partial):
+      os.remove(partial)
     return read_samples(final, problems)
   done = {(row["task_id"], row["sample_index"]): row["completion"]
           for row in _read_partial(partial, problems, settings.n)}
@@ -423,6 +425,8 @@ def _execute_resumably(out_dir: str, benchmark: Benchmark, problems: Sequence[Pr
   if os.path.exists(final):  # execution finished before
     results = [row for _, row in read_jsonl(final)]
     if [(r.get("task_id"), r.get("sample_index")) for r in results] == keys:
+      if os.path.exists(partial):
+        os.remove(partial)
       return results
   done = {(row["task_id"], row["sample_index"]): row
           for row in _read_partial(partial, problems)}
