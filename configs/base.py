@@ -8,6 +8,7 @@ import dataclasses
 
 import ml_collections
 
+from eval.settings import DEFAULT_TOP_P
 from phi_jax.config import PhiConfig
 
 # The stages run.py runs by default, in pipeline order (recipe/graph.py has them all).
@@ -198,7 +199,7 @@ def get_config() -> ml_collections.ConfigDict:
       limit=0,  # evaluate only the first N problems of each benchmark (0 = all)
       n=1,  # samples per problem (pass@k needs n >= k)
       temperature=0.0,  # 0 = greedy (pass@1); the Codex paper uses 0.8 for pass@100
-      top_p=0.95,  # nucleus sampling mass when temperature > 0
+      top_p=DEFAULT_TOP_P,  # nucleus sampling mass when temperature > 0 (0.95)
       max_new_tokens=512,  # tokens per completion at most (stop sequences end most earlier)
       k=(1, 10, 100),  # the k of pass@k (a k above n is left out)
       batch_size=32,  # sequences decoded together

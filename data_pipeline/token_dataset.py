@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -251,24 +250,6 @@ def base_metadata(tokenizer: Tokenizer, kind: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- writing without TF
-def _atomic_dir(target: str) -> str:
-  parent = os.path.dirname(target)
-  os.makedirs(parent, exist_ok=True)
-  return tempfile.mkdtemp(prefix=f"incomplete.{os.path.basename(target)}.", dir=parent)
-
-
-def _replace_dir(tmp: str, target: str) -> None:
-  """Moves the finished tmp directory to target (replacing an old one)."""
-  if os.path.exists(target):
-    stale = tempfile.mkdtemp(prefix=f"stale.{os.path.basename(target)}.",
-                             dir=os.path.dirname(target))
-    os.replace(target, os.path.join(stale, "old"))
-    os.replace(tmp, target)
-    shutil.rmtree(stale, ignore_errors=True)
-  else:
-    os.replace(tmp, target)
-
-
 def _write_split(directory: str, name: str, split: str, records: Iterable[TokenRecord],
                  max_shard_bytes: int) -> dict[str, Any]:
   """Writes one split's shards; its dataset_info.json entry and counts."""
@@ -325,7 +306,7 @@ def write_records(name: str, records_by_split: Mapping[str, Iterable[TokenRecord
   if unknown:
     raise ValueError(f"splits must be among {SPLITS}, got {unknown}")
   target = version_dir(data_dir, name)
-  tmp = _atomic_dir(target)
+  tmp = atomic.temp_dir(target, prefix=f"incomplete.{os.path.basename(target)}.")
   try:
     meta = base_metadata(tokenizer, kind)
     meta.update(metadata or {})
@@ -344,7 +325,7 @@ def write_records(name: str, records_by_split: Mapping[str, Iterable[TokenRecord
     atomic.write_json(FEATURES_JSON, os.path.join(tmp, "features.json"))
     atomic.write_json(meta, os.path.join(tmp, "metadata.json"))
     atomic.write_json(info, os.path.join(tmp, "dataset_info.json"))
-    _replace_dir(tmp, target)
+    atomic.replace_dir(tmp, target)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

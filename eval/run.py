@@ -13,23 +13,62 @@ Writes under --out: samples.jsonl ({"task_id", "completion"}, generate mode),
 results.jsonl (one line per sample: passed, failure kind, exit code, duration, stderr
 tail), pass_at_k.json (overall and per problem, the sandbox isolation level and limits in
 force (`sandbox`: zygote or not, memory cap or not, `Sandbox.describe()`), the
-settings) and prints a table.
+settings), run.json (what the evaluation is of: benchmark, source, settings) and
+prints a table.
+
+Every flag is checked before any work (eval/settings.py has the valid ranges); a bad
+one is one line on stderr and exit code 2, with nothing written.
+
+Resumable: samples and results are appended to `samples.jsonl.partial` and
+`results.jsonl.partial` as each batch of problems is generated or executed, and the
+final files are written (atomically) from them when a phase is complete. A run killed
+at any point, rerun with the same flags and --out, generates and executes only what is
+missing, and ends with the files an uninterrupted run writes. A rerun with other
+settings is refused (run.json says what the directory holds) unless --overwrite.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
+import hashlib
 import os
-import sys
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from eval import passk
-from eval.benchmarks import Benchmark, HumanEval, Problem, get_benchmark
+from eval.benchmarks import BENCHMARKS, Benchmark, HumanEval, Problem, get_benchmark
 from eval.sandbox import Sandbox, SandboxLimits
-from phi_jax import atomic
-from phi_jax.jsonl import read_jsonl
+from eval.settings import DEFAULT_TOP_P, RANGES, EvalSettings, parse_ks
+from phi_jax import atomic, cli
+from phi_jax.cli import UsageError
+from phi_jax.jsonl import Appender, read_appended, read_jsonl
+from phi_jax.progress import Progress
+
+SAMPLES = "samples.jsonl"
+RESULTS = "results.jsonl"
+REPORT = "pass_at_k.json"
+RUN_RECORD = "run.json"
+PARTIAL = ".partial"  # suffix of the files appended to while a phase runs
+OUTPUTS = (SAMPLES, SAMPLES + PARTIAL, RESULTS, RESULTS + PARTIAL, REPORT, RUN_RECORD)
+CHUNK_PER_WORKER = 16  # programs per sandbox worker between two appends of results
+
+# Fault injection for the resume tests: "<phase>:<k>[,...]" (phase generate or execute)
+# kills this process with SIGKILL right after its k-th append in that phase.
+FAULT_ENV = "PHI_JAX_EVAL_FAULT"
+_appends: collections.Counter = collections.Counter()
+
+
+def _appended(phase: str) -> None:
+  _appends[phase] += 1
+  if f"{phase}:{_appends[phase]}" in os.environ.get(FAULT_ENV, "").split(","):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- samples
 
 
 def read_samples(path: str, problems: Sequence[Problem]) -> list[dict]:
@@ -49,56 +88,132 @@ def read_samples(path: str, problems: Sequence[Problem]) -> list[dict]:
   return samples
 
 
+def _batches(prompt_tokens: Sequence[Sequence[int]], n: int,
+             batch_size: int) -> list[tuple[int, list[int]]]:
+  """(begin, problem indices) of each generation batch: prompts sorted by length (less
+  padding), batch_size // n problems (x n samples) per batch. A rerun makes the same
+  batches, so a resumed generation samples exactly what an uninterrupted one does."""
+  order = sorted(range(len(prompt_tokens)), key=lambda i: len(prompt_tokens[i]))
+  per_batch = max(1, batch_size // n)
+  return [(begin, order[begin:begin + per_batch]) for begin in range(0, len(order), per_batch)]
+
+
 def generate_samples(model, benchmark: Benchmark, problems: Sequence[Problem], *, n: int,
                      temperature: float, top_p: float, max_new_tokens: int, batch_size: int,
-                     seed: int = 0) -> list[dict]:
-  """n completions per problem from a phi_jax model (prompts batched by length)."""
+                     seed: int = 0, done: Mapping[tuple[str, int], str] | None = None,
+                     on_batch: Callable[[list[dict]], None] | None = None) -> list[dict]:
+  """n completions per problem from a phi_jax model, in problem order x n.
+
+  done: completions already generated, by (task_id, sample index); batches whose
+    samples are all there are not generated again (a resumed run).
+  on_batch: called with each generated batch's new rows {"task_id", "sample_index",
+    "completion"} (appended to the partial file by `evaluate`).
+  """
   from phi_jax import sampling  # pylint: disable=g-import-not-at-top
 
+  done = dict(done or {})
   tokenizer = model.tokenizer
   if tokenizer is None:
     raise ValueError("the model has no tokenizer; evaluation needs one to encode prompts")
   prompt_tokens = tokenizer.encode_batch([p.prompt for p in problems])
-  order = sorted(range(len(problems)), key=lambda i: len(prompt_tokens[i]))  # less padding
   params = sampling.SamplingParams(temperature=temperature, top_p=top_p)
-  samples: list[dict | None] = [None] * (len(problems) * n)
-  done = 0
-  start = time.time()
-  for begin in range(0, len(order), max(1, batch_size // n)):
-    chunk = order[begin:begin + max(1, batch_size // n)]
+  batches = _batches(prompt_tokens, n, batch_size)
+  meter = Progress("eval: generate", len(problems), unit="problems")
+  for begin, chunk in batches:
+    keys = [(problems[i].task_id, s) for i in chunk for s in range(n)]
+    if all(key in done for key in keys):
+      meter.advance(len(chunk))
+      continue
     rows = [prompt_tokens[i] for i in chunk for _ in range(n)]
     completions = sampling.generate_tokens(
         model, rows, [params] * len(rows), max_new_tokens=max_new_tokens,
-        stop=tuple(benchmark.stop), eos_token_ids=[tokenizer.eos_id] if tokenizer.eos_id is not None else [],
+        stop=tuple(benchmark.stop),
+        eos_token_ids=[tokenizer.eos_id] if tokenizer.eos_id is not None else [],
         tokenizer=tokenizer, seed=seed + begin, batch_size=batch_size)
-    for j, completion in enumerate(completions):
-      problem_index, sample_index = chunk[j // n], j % n
-      samples[problem_index * n + sample_index] = {
-          "task_id": problems[problem_index].task_id, "completion": completion.text}
-    done += len(chunk)
-    rate = done / max(time.time() - start, 1e-9)
-    print(f"\r[eval] generated {done}/{len(problems)} problems x {n} ({rate:.2f} problems/s)",
-          end="", file=sys.stderr, flush=True)
-  print(file=sys.stderr)
-  return samples  # type: ignore[return-value]
+    new = []
+    for (task_id, sample_index), completion in zip(keys, completions):
+      if (task_id, sample_index) not in done:
+        done[task_id, sample_index] = completion.text
+        new.append({"task_id": task_id, "sample_index": sample_index,
+                    "completion": completion.text})
+    if on_batch is not None:
+      on_batch(new)
+    meter.advance(len(chunk))
+  meter.close()
+  return [{"task_id": p.task_id, "completion": done[p.task_id, s]}
+          for p in problems for s in range(n)]
+
+
+def _read_partial(path: str, problems: Sequence[Problem], n: int | None = None) -> list[dict]:
+  """The records of a partial file, each checked to belong to this evaluation."""
+  known = {p.task_id for p in problems}
+  rows = []
+  for number, row in read_appended(path):
+    index = row.get("sample_index")
+    if (row.get("task_id") not in known or not isinstance(index, int) or index < 0
+        or (n is not None and index >= n)):
+      raise ValueError(f"{path}:{number}: a record of another evaluation (task_id "
+                       f"{row.get('task_id')!r}, sample_index {index!r}); delete the file "
+                       "or pass --overwrite")
+    rows.append(row)
+  return rows
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+def _sample_keys(samples: Sequence[dict]) -> list[tuple[str, int]]:
+  """(task_id, index among that task's samples) of each sample, in order."""
+  index: collections.Counter = collections.Counter()
+  keys = []
+  for sample in samples:
+    keys.append((sample["task_id"], index[sample["task_id"]]))
+    index[sample["task_id"]] += 1
+  return keys
 
 
 def execute_samples(benchmark: Benchmark, problems: Sequence[Problem], samples: Sequence[dict],
-                    sandbox: Sandbox, workers: int | None = None) -> list[dict]:
-  """Runs every sample's program in the sandbox; one result row per sample, in order."""
+                    sandbox: Sandbox, workers: int | None = None,
+                    done: Mapping[tuple[str, int], dict] | None = None,
+                    on_chunk: Callable[[list[dict]], None] | None = None) -> list[dict]:
+  """Runs every sample's program in the sandbox; one result row per sample, in order.
+
+  done: result rows already recorded, by (task_id, sample_index): not run again.
+  on_chunk: called with each executed chunk's rows (appended to the partial file by
+    `evaluate`). A chunk is CHUNK_PER_WORKER programs per worker: a kill loses at most
+    one chunk, and each chunk waits for its slowest program (at most one timeout).
+  """
   by_id = {p.task_id: p for p in problems}
-  programs = [benchmark.program(by_id[s["task_id"]], s["completion"]) for s in samples]
-  outcomes = sandbox.run_many(programs, workers=workers, progress=True)
-  index = collections.Counter()
-  results = []
-  for sample, outcome in zip(samples, outcomes):
-    results.append({"task_id": sample["task_id"], "sample_index": index[sample["task_id"]],
-                    "completion": sample["completion"], "passed": outcome.passed,
-                    "failure": outcome.failure, "exit_code": outcome.exit_code,
-                    "duration_s": round(outcome.duration_s, 4),
-                    "stderr_tail": outcome.stderr_tail})
-    index[sample["task_id"]] += 1
-  return results
+  done = dict(done or {})
+  keys = _sample_keys(samples)
+  pending = [i for i, key in enumerate(keys) if key not in done]
+  workers = max(1, workers or os.cpu_count() or 1)
+  chunk_size = CHUNK_PER_WORKER * workers
+  meter = Progress("eval: execute", len(samples), unit="samples")
+  meter.update(len(samples) - len(pending),
+               passed=sum(bool(row["passed"]) for row in done.values()))
+  for begin in range(0, len(pending), chunk_size):
+    chunk = pending[begin:begin + chunk_size]
+    programs = [benchmark.program(by_id[samples[i]["task_id"]], samples[i]["completion"])
+                for i in chunk]
+    outcomes = sandbox.run_many(programs, workers=workers)
+    rows = []
+    for i, outcome in zip(chunk, outcomes):
+      task_id, sample_index = keys[i]
+      rows.append({"task_id": task_id, "sample_index": sample_index,
+                   "completion": samples[i]["completion"], "passed": outcome.passed,
+                   "failure": outcome.failure, "exit_code": outcome.exit_code,
+                   "duration_s": round(outcome.duration_s, 4),
+                   "stderr_tail": outcome.stderr_tail})
+      done[keys[i]] = rows[-1]
+    if on_chunk is not None:
+      on_chunk(rows)
+    meter.advance(len(chunk), passed=sum(bool(row["passed"]) for row in rows))
+  meter.close()
+  return [done[key] for key in keys]
+
+
+# ----------------------------------------------------------------------------- report
 
 
 def summarize(results: Sequence[dict], ks: Sequence[int]) -> dict:
@@ -123,35 +238,138 @@ def format_table(report: dict) -> str:
   return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+# ----------------------------------------------------------------------------- evaluate
+
+
+def check_model_source(path: str, what: str = "checkpoint") -> None:
+  """A local checkpoint/transformers directory, or a hub repo id (org/name)."""
+  from phi_jax import hf_io  # pylint: disable=g-import-not-at-top
+  if os.path.exists(path) or not hf_io.looks_like_repo_id(path):
+    cli.check_dir(path, what)
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _model_identity(checkpoint: str) -> str:
+  """The step directory an Orbax root resolves to (a new step is another model)."""
+  if os.path.isdir(checkpoint):
+    from phi_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+    if checkpoint_lib.is_checkpoint(checkpoint):
+      return checkpoint_lib.resolve_step_dir(checkpoint)
+  return os.path.abspath(checkpoint) if os.path.exists(checkpoint) else checkpoint
+
+
+def _differences(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+      out += _differences(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return out
+
+
+def _claim_output(out_dir: str, record: dict, overwrite: bool) -> None:
+  """Checks that out_dir is empty of evaluation files or holds this evaluation (resumed);
+  with overwrite, removes another evaluation's files. Raises UsageError otherwise."""
+  present = [name for name in OUTPUTS if os.path.exists(os.path.join(out_dir, name))]
+  if not present:
+    return
+  record_path = os.path.join(out_dir, RUN_RECORD)
+  old = None
+  if os.path.exists(record_path):
+    import json  # pylint: disable=g-import-not-at-top
+    try:
+      with open(record_path, encoding="utf-8") as f:
+        old = json.load(f)
+    except (OSError, ValueError):
+      old = None
+  if old == record:
+    return
+  if overwrite:
+    for name in present:
+      os.remove(os.path.join(out_dir, name))
+    return
+  if old is None:
+    raise UsageError(f"--out {out_dir} holds evaluation files ({', '.join(present)}) but no "
+                     f"readable {RUN_RECORD}; pass --overwrite to replace them or choose "
+                     "another --out")
+  changes = _differences(old, record)
+  raise UsageError(f"--out {out_dir} holds another evaluation ({'; '.join(changes[:4])}); "
+                   "pass --overwrite to replace it, the same flags to resume it, or "
+                   "another --out")
+
+
 def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None,
              samples_path: str | None = None, data_path: str | None = None, n: int = 1,
-             temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 512,
+             temperature: float = 0.0, top_p: float = DEFAULT_TOP_P, max_new_tokens: int = 512,
              ks: Sequence[int] = (1, 10, 100), batch_size: int = 32, limit: int = 0,
              seed: int = 0, limits: SandboxLimits | None = None, isolation: str = "auto",
-             workers: int | None = None, model_overrides: dict | None = None) -> dict:
-  """Generate (from `checkpoint`) or read (`samples_path`) samples, execute, score."""
+             workers: int | None = None, model_overrides: dict | None = None,
+             overwrite: bool = False) -> dict:
+  """Generate (from `checkpoint`) or read (`samples_path`) samples, execute, score.
+
+  Every argument is checked first (SettingsError / UsageError, a ValueError, naming
+  it); nothing is written before. Resumes an interrupted evaluation in `out_dir` with
+  the same arguments; another evaluation there is a UsageError unless `overwrite`.
+  Returns the report written to pass_at_k.json.
+  """
+  limits = limits or SandboxLimits()
+  settings = EvalSettings(n=n, temperature=temperature, top_p=top_p,
+                          max_new_tokens=max_new_tokens, ks=tuple(ks), batch_size=batch_size,
+                          limit=limit, seed=seed, timeout_s=limits.timeout_s,
+                          memory_mb=limits.memory_mb, isolation=isolation,
+                          workers=workers or 0).check()
   if (checkpoint is None) == (samples_path is None):
-    raise ValueError("pass exactly one of checkpoint (generate + execute) or samples (execute)")
+    raise UsageError("pass exactly one of checkpoint (generate + execute) or samples (execute)")
+  if benchmark_name not in BENCHMARKS:
+    raise UsageError(f"unknown benchmark {benchmark_name!r}; available: {sorted(BENCHMARKS)}")
+  out_dir = cli.check_output_dir(out_dir, "out")
+  if samples_path is not None:
+    cli.check_file(samples_path, "samples")
+  else:
+    check_model_source(checkpoint)
+  if data_path is not None:
+    cli.check_file(data_path, "data")
   benchmark = get_benchmark(benchmark_name)
   problems = benchmark.load(data_path)
   if limit:
     problems = problems[:limit]
-  os.makedirs(out_dir, exist_ok=True)
-  sandbox = Sandbox(limits or SandboxLimits(), isolation=isolation)
+  record: dict[str, Any] = {"benchmark": benchmark.name,
+                            "data": os.path.abspath(data_path) if data_path else None,
+                            "limit": limit, "execution": dataclasses.asdict(limits),
+                            "isolation": isolation}
   if checkpoint is not None:
-    import phi_jax  # pylint: disable=g-import-not-at-top
-    model = phi_jax.from_pretrained(checkpoint, **(model_overrides or {}))
-    samples = generate_samples(model, benchmark, problems, n=n, temperature=temperature,
-                               top_p=top_p, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, seed=seed)
-    atomic.write_jsonl(samples, os.path.join(out_dir, "samples.jsonl"))
+    record["source"] = {"checkpoint": checkpoint, "model": _model_identity(checkpoint),
+                        "model_overrides": dict(model_overrides or {})}
+    record["generation"] = {"n": n, "temperature": temperature, "top_p": top_p,
+                            "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+                            "seed": seed}
+    samples = None
   else:
     samples = read_samples(samples_path, problems)
+    record["source"] = {"samples": os.path.abspath(samples_path),
+                        "samples_sha256": _sha256(samples_path)}
     problems = [p for p in problems if p.task_id in {s["task_id"] for s in samples}]
+  sandbox = Sandbox(limits, isolation=isolation)  # fails here if the level cannot run
+  _claim_output(out_dir, record, overwrite)
+  # Everything is checked: from here on the directory is written.
+  os.makedirs(out_dir, exist_ok=True)
+  atomic.write_json(record, os.path.join(out_dir, RUN_RECORD))
+
+  if samples is None:
+    samples = _generate_resumably(out_dir, checkpoint, benchmark, problems, settings,
+                                  model_overrides)
   start = time.time()
-  results = execute_samples(benchmark, problems, samples, sandbox, workers=workers)
-  atomic.write_jsonl(results, os.path.join(out_dir, "results.jsonl"))
-  report = summarize(results, ks)
+  results = _execute_resumably(out_dir, benchmark, problems, samples, sandbox, workers)
+  report = summarize(results, settings.ks)
   report.update({
       "benchmark": benchmark.name, "isolation": sandbox.isolation,
       "sandbox": {"zygote": sandbox.zygote, "memory_cap": sandbox.memory_cap,
@@ -163,116 +381,244 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
                    "data": data_path},
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
   })
-  atomic.write_json(report, os.path.join(out_dir, "pass_at_k.json"))
+  atomic.write_json(report, os.path.join(out_dir, REPORT))
   print(format_table(report), flush=True)
   return report
 
 
-def grade_main(argv: Sequence[str]) -> int:
+def _generate_resumably(out_dir: str, checkpoint: str, benchmark: Benchmark,
+                        problems: Sequence[Problem], settings: EvalSettings,
+                        model_overrides: dict | None) -> list[dict]:
+  """samples.jsonl, generated (or completed) through samples.jsonl.partial."""
+  final, partial = os.path.join(out_dir, SAMPLES), os.path.join(out_dir, SAMPLES + PARTIAL)
+  if os.path.exists(final):  # generation finished before (killed before the cleanup?)
+    if os.path.exists(partial):
+      os.remove(partial)
+    return read_samples(final, problems)
+  done = {(row["task_id"], row["sample_index"]): row["completion"]
+          for row in _read_partial(partial, problems, settings.n)}
+  if len(done) < len(problems) * settings.n:
+    import phi_jax  # pylint: disable=g-import-not-at-top
+    model = phi_jax.from_pretrained(checkpoint, **(model_overrides or {}))
+    with Appender(partial) as out:
+
+      def append(rows: list[dict]) -> None:
+        out.write(rows)
+        _appended("generate")
+
+      samples = generate_samples(
+          model, benchmark, problems, n=settings.n, temperature=settings.temperature,
+          top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
+          batch_size=settings.batch_size, seed=settings.seed, done=done, on_batch=append)
+  else:
+    samples = [{"task_id": p.task_id, "completion": done[p.task_id, s]}
+               for p in problems for s in range(settings.n)]
+  atomic.write_jsonl(samples, final)
+  if os.path.exists(partial):
+    os.remove(partial)
+  return samples
+
+
+def _execute_resumably(out_dir: str, benchmark: Benchmark, problems: Sequence[Problem],
+                       samples: Sequence[dict], sandbox: Sandbox,
+                       workers: int | None) -> list[dict]:
+  """results.jsonl, executed (or completed) through results.jsonl.partial."""
+  final, partial = os.path.join(out_dir, RESULTS), os.path.join(out_dir, RESULTS + PARTIAL)
+  keys = _sample_keys(samples)
+  if os.path.exists(final):  # execution finished before
+    results = [row for _, row in read_jsonl(final)]
+    if [(r.get("task_id"), r.get("sample_index")) for r in results] == keys:
+      if os.path.exists(partial):
+        os.remove(partial)
+      return results
+  done = {(row["task_id"], row["sample_index"]): row
+          for row in _read_partial(partial, problems)}
+  with Appender(partial) as out:
+
+    def append(rows: list[dict]) -> None:
+      out.write(rows)
+      _appended("execute")
+
+    results = execute_samples(benchmark, problems, samples, sandbox, workers=workers,
+                              done=done, on_chunk=append)
+  atomic.write_jsonl(results, final)
+  os.remove(partial)
+  return results
+
+
+# ----------------------------------------------------------------------------- CLI
+
+_EVAL_FLAGS = ("benchmark", "data", "k", "batch_size", "limit", "seed", "timeout_s",
+               "memory_mb", "isolation", "workers", "dtype", "overwrite")
+_GRADE_FLAGS = ("reference", "problems", "grader_model", "grader_base_url",
+                "grader_api_key_env", "grader_max_concurrency", "grader_cache_dir",
+                "json_mode", "no_reference")
+
+
+def _define_flags() -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  defaults = EvalSettings()
+  # both commands
+  flags.DEFINE_string("checkpoint", None, "Orbax checkpoint, transformers dir or hub id to "
+                      "sample from.")
+  flags.DEFINE_string("samples", None, "JSONL of {task_id, completion} to execute (grade: "
+                      "{task_id, completion | solution}).")
+  flags.DEFINE_string("out", None, "Output directory (required).")
+  flags.DEFINE_integer("n", defaults.n, f"Samples per problem: {RANGES['n']}.")
+  flags.DEFINE_float("temperature", defaults.temperature, f"{RANGES['temperature']}.")
+  flags.DEFINE_float("top_p", defaults.top_p, f"Nucleus mass when temperature > 0: "
+                     f"{RANGES['top_p']}.")
+  flags.DEFINE_integer("max_new_tokens", defaults.max_new_tokens,
+                       f"Tokens per completion at most: {RANGES['max_new_tokens']}.")
+  # evaluation
+  flags.DEFINE_string("benchmark", None, f"One of {sorted(BENCHMARKS)} (required).")
+  flags.DEFINE_string("data", None, "Local benchmark data (HumanEval.jsonl[.gz] / mbpp.jsonl).")
+  flags.DEFINE_list("k", [str(k) for k in defaults.ks], f"k of pass@k: {RANGES['ks']}.")
+  flags.DEFINE_integer("batch_size", defaults.batch_size,
+                       f"Sequences decoded together: {RANGES['batch_size']}.")
+  flags.DEFINE_integer("limit", defaults.limit, f"Only the first N problems: {RANGES['limit']}.")
+  flags.DEFINE_integer("seed", defaults.seed, "Sampling seed.")
+  flags.DEFINE_float("timeout_s", defaults.timeout_s,
+                     f"Wall-clock limit per program: {RANGES['timeout_s']}.")
+  flags.DEFINE_integer("memory_mb", defaults.memory_mb,
+                       f"Address-space limit per program: {RANGES['memory_mb']}.")
+  flags.DEFINE_string("isolation", defaults.isolation, f"Sandbox: {RANGES['isolation']}.")
+  flags.DEFINE_integer("workers", defaults.workers,
+                       f"Parallel executions: {RANGES['workers']}.")
+  flags.DEFINE_string("dtype", None, "Compute dtype override of the model (float32, "
+                      "bfloat16, float16).")
+  flags.DEFINE_bool("overwrite", False, "Replace another evaluation's files in --out.")
+  # grade
+  flags.DEFINE_bool("reference", False, "grade: grade the problems' reference solutions "
+                    "(checks the grader).")
+  flags.DEFINE_string("problems", None, "grade: problems JSONL (default: "
+                      "eval/problems/unconventional.jsonl).")
+  flags.DEFINE_string("grader_model", None, "grade: the grader's model name (required).")
+  flags.DEFINE_string("grader_base_url", None, "grade: OpenAI-compatible API root.")
+  flags.DEFINE_string("grader_api_key_env", "OPENAI_API_KEY",
+                      "grade: name of the environment variable holding the API key.")
+  flags.DEFINE_integer("grader_max_concurrency", 8, "grade: requests in flight, >= 1.")
+  flags.DEFINE_string("grader_cache_dir", None, "grade: response cache (default: OUT/llm_cache).")
+  flags.DEFINE_bool("json_mode", False, "grade: ask the grader for a JSON object (OpenAI, vLLM).")
+  flags.DEFINE_bool("no_reference", False, "grade: do not show the grader the reference "
+                    "solutions.")
+
+
+def _flag_settings(f) -> EvalSettings:
+  """The evaluation settings of the flags, checked (SettingsError naming the flag)."""
+  return EvalSettings(n=f.n, temperature=f.temperature, top_p=f.top_p,
+                      max_new_tokens=f.max_new_tokens, ks=parse_ks(",".join(f.k), "--"),
+                      batch_size=f.batch_size, limit=f.limit, seed=f.seed,
+                      timeout_s=f.timeout_s, memory_mb=f.memory_mb, isolation=f.isolation,
+                      workers=f.workers).check("--")
+
+
+def _refuse_flags_of_other_command(f, names: Sequence[str], command: str) -> None:
+  given = [name for name in names if f[name].present]
+  if given:
+    raise UsageError(f"--{given[0]} is not a flag of `python -m eval.run{command}`")
+
+
+def eval_main(f) -> None:
+  """`python -m eval.run --benchmark=... (--checkpoint=... | --samples=...) --out=...`."""
+  _refuse_flags_of_other_command(f, _GRADE_FLAGS, "")
+  if not f.benchmark:
+    raise UsageError(f"--benchmark is required: one of {sorted(BENCHMARKS)}")
+  if f.benchmark not in BENCHMARKS:
+    raise UsageError(f"--benchmark must be one of {sorted(BENCHMARKS)}, got {f.benchmark!r}")
+  if bool(f.checkpoint) == bool(f.samples):
+    raise UsageError("pass exactly one of --checkpoint (generate + execute) or --samples "
+                     "(execute only)")
+  if not f.out:
+    raise UsageError("--out is required")
+  if f.dtype is not None and f.dtype not in ("float32", "bfloat16", "float16"):
+    raise UsageError(f"--dtype must be float32, bfloat16 or float16, got {f.dtype!r}")
+  settings = _flag_settings(f)
+  cli.check_output_dir(f.out, "--out")
+  if f.samples:
+    cli.check_file(f.samples, "--samples")
+  else:
+    check_model_source(f.checkpoint, "--checkpoint")
+  if f.data:
+    cli.check_file(f.data, "--data")
+  limits = SandboxLimits(timeout_s=settings.timeout_s, cpu_s=settings.cpu_s,
+                         memory_mb=settings.memory_mb)
+  evaluate(f.benchmark, f.out, checkpoint=f.checkpoint, samples_path=f.samples,
+           data_path=f.data, n=settings.n, temperature=settings.temperature,
+           top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, ks=settings.ks,
+           batch_size=settings.batch_size, limit=settings.limit, seed=settings.seed,
+           limits=limits, isolation=settings.isolation, workers=settings.workers or None,
+           model_overrides={"dtype": f.dtype} if f.dtype else None, overwrite=f.overwrite)
+
+
+def grade_main(f) -> None:
   """`python -m eval.run grade ...`: candidate solutions graded 0-10 by an LLM."""
-  import argparse  # pylint: disable=g-import-not-at-top
-
   from eval import grade  # pylint: disable=g-import-not-at-top
-  from phi_jax.llm import LLMClient, LLMConfig, LLMError  # pylint: disable=g-import-not-at-top
+  from phi_jax.llm import LLMClient, LLMConfig  # pylint: disable=g-import-not-at-top
 
-  parser = argparse.ArgumentParser(prog="python -m eval.run grade",
-                                   description=grade.__doc__.split("\n")[0])
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument("--checkpoint", help="sample candidate solutions from this model")
-  source.add_argument("--samples", help="JSONL of {task_id, completion | solution}")
-  source.add_argument("--reference", action="store_true",
-                      help="grade the problems' reference solutions (checks the grader)")
-  parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--problems", default=grade.DEFAULT_PROBLEMS, help="problems JSONL")
-  parser.add_argument("--n", type=int, default=1, help="--checkpoint: samples per problem")
-  parser.add_argument("--temperature", type=float, default=0.0)
-  parser.add_argument("--top_p", type=float, default=1.0)
-  parser.add_argument("--max_new_tokens", type=int, default=512)
-  parser.add_argument("--grader_model", required=True)
-  parser.add_argument("--grader_base_url", default=None, help="OpenAI-compatible API root")
-  parser.add_argument("--grader_api_key_env", default="OPENAI_API_KEY",
-                      help="name of the environment variable holding the API key")
-  parser.add_argument("--grader_max_concurrency", type=int, default=8)
-  parser.add_argument("--grader_cache_dir", default=None,
-                      help="response cache (default: OUT/llm_cache)")
-  parser.add_argument("--json_mode", action="store_true",
-                      help="ask the grader for a JSON object (OpenAI, vLLM)")
-  parser.add_argument("--no_reference", action="store_true",
-                      help="do not show the grader the reference solutions")
-  args = parser.parse_args(argv)
-  try:
-    problems = grade.load_problems(args.problems)
-    os.makedirs(args.out, exist_ok=True)
-    if args.reference:
-      solutions = grade.reference_solutions(problems)
-    elif args.samples:
-      solutions = grade.load_solutions(args.samples)
-    else:
-      import phi_jax  # pylint: disable=g-import-not-at-top
-      model = phi_jax.from_pretrained(args.checkpoint)
-      # open problems are prompted like HumanEval (signature + docstring): same stops
-      solutions = generate_samples(
-          model, HumanEval(), problems, n=args.n, temperature=args.temperature,
-          top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=32)
-      atomic.write_jsonl(solutions, os.path.join(args.out, "samples.jsonl"))
-    config = LLMConfig(model=args.grader_model, base_url=args.grader_base_url or None,
-                       api_key_env=args.grader_api_key_env,
-                       max_concurrency=args.grader_max_concurrency,
-                       cache_dir=args.grader_cache_dir or os.path.join(args.out, "llm_cache"))
-    with LLMClient(config) as client:
-      grade.grade(problems, solutions, client, os.path.join(args.out, "grades.jsonl"),
-                  json_mode=args.json_mode, show_reference=not args.no_reference)
-  except (ValueError, FileNotFoundError, LLMError) as e:
-    print(f"FATAL: {e}", file=sys.stderr)
-    return 1
-  return 0
+  _refuse_flags_of_other_command(f, _EVAL_FLAGS, " grade")
+  if sum((bool(f.checkpoint), bool(f.samples), f.reference)) != 1:
+    raise UsageError("pass exactly one of --checkpoint, --samples or --reference")
+  if not f.out:
+    raise UsageError("--out is required")
+  if not f.grader_model:
+    raise UsageError("--grader_model is required")
+  if f.grader_max_concurrency < 1:
+    raise UsageError(f"--grader_max_concurrency must be an integer >= 1, got "
+                     f"{f.grader_max_concurrency}")
+  settings = EvalSettings(n=f.n, temperature=f.temperature, top_p=f.top_p,
+                          max_new_tokens=f.max_new_tokens).check("--")
+  out_dir = cli.check_output_dir(f.out, "--out")
+  problems_path = cli.check_file(f.problems or grade.DEFAULT_PROBLEMS, "--problems")
+  if f.samples:
+    cli.check_file(f.samples, "--samples")
+  if f.checkpoint:
+    check_model_source(f.checkpoint, "--checkpoint")
+  problems = grade.load_problems(problems_path)
+  if f.reference:
+    solutions = grade.reference_solutions(problems)
+  elif f.samples:
+    solutions = grade.load_solutions(f.samples)
+  else:
+    import phi_jax  # pylint: disable=g-import-not-at-top
+    model = phi_jax.from_pretrained(f.checkpoint)
+    # open problems are prompted like HumanEval (signature + docstring): same stops
+    solutions = generate_samples(
+        model, HumanEval(), problems, n=settings.n, temperature=settings.temperature,
+        top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, batch_size=32)
+    atomic.write_jsonl(solutions, os.path.join(out_dir, SAMPLES))
+  config = LLMConfig(model=f.grader_model, base_url=f.grader_base_url or None,
+                     api_key_env=f.grader_api_key_env,
+                     max_concurrency=f.grader_max_concurrency,
+                     cache_dir=f.grader_cache_dir or os.path.join(out_dir, "llm_cache"))
+  with LLMClient(config) as client:
+    grade.grade(problems, solutions, client, os.path.join(out_dir, "grades.jsonl"),
+                json_mode=f.json_mode, show_reference=not f.no_reference)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  import argparse  # pylint: disable=g-import-not-at-top
+def main(argv: Sequence[str]) -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
 
-  argv = list(sys.argv[1:] if argv is None else argv)
-  if argv and argv[0] == "grade":
-    return grade_main(argv[1:])
-  parser = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__.split("\n")[0])
-  parser.add_argument("--benchmark", required=True, help="humaneval or mbpp")
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument("--checkpoint", help="Orbax checkpoint, transformers dir or hub id to sample")
-  source.add_argument("--samples", help="JSONL of {task_id, completion} to execute")
-  parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--data", help="local benchmark data (HumanEval.jsonl[.gz] / mbpp.jsonl)")
-  parser.add_argument("--n", type=int, default=1, help="samples per problem")
-  parser.add_argument("--temperature", type=float, default=0.0)
-  parser.add_argument("--top_p", type=float, default=1.0)
-  parser.add_argument("--max_new_tokens", type=int, default=512)
-  parser.add_argument("--k", default="1,10,100", help="comma-separated k of pass@k")
-  parser.add_argument("--batch_size", type=int, default=32, help="sequences decoded together")
-  parser.add_argument("--limit", type=int, default=0, help="only the first N problems (0 = all)")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--timeout_s", type=float, default=SandboxLimits.timeout_s)
-  parser.add_argument("--memory_mb", type=int, default=SandboxLimits.memory_mb)
-  parser.add_argument("--isolation", default="auto", help="auto, bwrap, unshare or rlimits")
-  parser.add_argument("--workers", type=int, default=None, help="parallel executions (default: cores)")
-  parser.add_argument("--dtype", default=None, help="compute dtype override of the model")
-  args = parser.parse_args(argv)
-  try:
-    ks = [int(k) for k in args.k.split(",") if k.strip()]
-  except ValueError:
-    parser.error(f"--k must be comma-separated integers, got {args.k!r}")
-  limits = SandboxLimits(timeout_s=args.timeout_s, cpu_s=max(1, int(args.timeout_s + 0.999)),
-                         memory_mb=args.memory_mb)
-  try:
-    evaluate(args.benchmark, args.out, checkpoint=args.checkpoint, samples_path=args.samples,
-             data_path=args.data, n=args.n, temperature=args.temperature, top_p=args.top_p,
-             max_new_tokens=args.max_new_tokens, ks=ks, batch_size=args.batch_size,
-             limit=args.limit, seed=args.seed, limits=limits, isolation=args.isolation,
-             workers=args.workers,
-             model_overrides={"dtype": args.dtype} if args.dtype else None)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"FATAL: {e}", file=sys.stderr)
-    return 1
-  return 0
+  command = list(argv[1:])
+  if command == ["grade"]:
+    grade_main(flags.FLAGS)
+  elif command:
+    raise UsageError(f"unknown command {' '.join(command)!r}: `python -m eval.run [flags]` "
+                     "evaluates, `python -m eval.run grade [flags]` grades")
+  else:
+    eval_main(flags.FLAGS)
+
+
+def _interrupted() -> str:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  out = flags.FLAGS.out
+  if not out or not os.path.isdir(out):
+    return "interrupted before any output was written"
+  return (f"interrupted: what was generated and executed is kept in {out} "
+          f"(*{PARTIAL}); rerun the same command to resume")
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  _define_flags()
+  cli.run(main, prog="python -m eval.run", on_interrupt=_interrupted)

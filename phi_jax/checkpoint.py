@@ -9,16 +9,19 @@
 
 Orbax writes each step under a temporary name and renames it when complete, so a
 crash mid-save never leaves a step that looks finished. `load_*` accept the root (the
-latest step is used) or one step directory.
+latest step is used) or one step directory. A step whose files were damaged later (a
+truncated or corrupt parameter file) raises `CheckpointError`, which names the step,
+the item and the next older complete step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -34,6 +37,77 @@ METADATA_FILE = "metadata.json"
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT = "phi_jax"
 FORMAT_VERSION = 1
+
+
+MODEL_ITEMS = (PARAMS, METADATA)  # the items every complete step has
+
+
+class CheckpointError(ValueError):
+  """A checkpoint step that exists but cannot be read (a truncated or corrupt file).
+
+  Attributes:
+    step_dir: the step directory (<root>/<step>).
+    step: its step number (None when the directory is not named by a number).
+    item: the item that failed (params, metadata, opt_state, ...).
+    reason: the underlying error, in one line.
+    older_step: the next older step of the same root that has every item, or None.
+  """
+
+  def __init__(self, step_dir: str, item: str, reason: str, older_step: int | None = None):
+    self.step_dir = os.path.abspath(step_dir)
+    name = os.path.basename(self.step_dir)
+    self.step = int(name) if name.isdigit() else None
+    self.item = item
+    self.reason = reason
+    self.older_step = older_step
+    what = f"step {self.step}" if self.step is not None else self.step_dir
+    text = (f"corrupt checkpoint: {what}, item '{item}' "
+            f"({os.path.join(self.step_dir, item)}) cannot be read: {reason}")
+    if older_step is not None:
+      older_dir = os.path.join(os.path.dirname(self.step_dir), str(older_step))
+      text += f"; the next older complete step is {older_step} ({older_dir})"
+    else:
+      text += "; there is no older complete step"
+    super().__init__(text)
+
+
+def _root_cause(error: BaseException, limit: int = 400) -> str:
+  """The innermost error of a chain, in one line (Orbax wraps TensorStore's message in a
+  bare Exception with a dump of the TensorStore spec)."""
+  seen, inner = set(), error
+  while id(inner) not in seen:
+    seen.add(id(inner))
+    nested = inner.__cause__ or inner.__context__
+    if nested is None:
+      break
+    inner = nested
+  lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+  text = lines[0] if lines else type(inner).__name__
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def older_complete_steps(step_dir: str, items: Sequence[str] = MODEL_ITEMS) -> list[int]:
+  """The steps below `step_dir`'s step in its root that have every item, newest first."""
+  step_dir = os.path.abspath(step_dir)
+  name, root = os.path.basename(step_dir), os.path.dirname(step_dir)
+  if not name.isdigit() or not os.path.isdir(root):
+    return []
+  found = [int(n) for n in os.listdir(root) if n.isdigit() and int(n) < int(name)
+           and all(os.path.isdir(os.path.join(root, n, item)) for item in items)]
+  return sorted(found, reverse=True)
+
+
+@contextlib.contextmanager
+def reading(step_dir: str, item: str, items: Sequence[str] = MODEL_ITEMS) -> Iterator[None]:
+  """Turns any error raised while reading `item` of `step_dir` into a CheckpointError
+  (naming the next older step that has every one of `items`)."""
+  try:
+    yield
+  except CheckpointError:
+    raise
+  except Exception as e:  # Orbax/TensorStore raise bare Exceptions
+    older = older_complete_steps(step_dir, items)
+    raise CheckpointError(step_dir, item, _root_cause(e), older[0] if older else None) from e
 
 
 def code_version() -> str:
@@ -141,11 +215,11 @@ def resolve_step_dir(path: str) -> str:
 def read_metadata(path: str) -> dict:
   step_dir = resolve_step_dir(path)
   metadata_file = os.path.join(step_dir, METADATA, METADATA_FILE)
-  try:
+  with reading(step_dir, METADATA):
     with open(metadata_file) as f:
       metadata = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ValueError(f"unreadable checkpoint metadata {metadata_file}: {e}") from e
+    if not isinstance(metadata, dict):
+      raise ValueError(f"{METADATA_FILE} holds a {type(metadata).__name__}, not an object")
   if metadata.get("format") != FORMAT:
     raise ValueError(f"{metadata_file} is not phi_jax checkpoint metadata")
   if metadata.get("format_version", 0) > FORMAT_VERSION:
@@ -163,8 +237,9 @@ def read_tokenizer(path: str) -> Tokenizer | None:
   tokenizer_file = os.path.join(resolve_step_dir(path), TOKENIZER, TOKENIZER_FILE)
   if not os.path.isfile(tokenizer_file):
     return None
-  with open(tokenizer_file) as f:
-    return Tokenizer.from_json_str(f.read())
+  with reading(os.path.dirname(os.path.dirname(tokenizer_file)), TOKENIZER):
+    with open(tokenizer_file) as f:
+      return Tokenizer.from_json_str(f.read())
 
 
 def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -203,8 +278,9 @@ def load_params(path: str, config: PhiConfig, shardings: Any = None) -> dict:
   root, step = os.path.dirname(step_dir), int(os.path.basename(step_dir))
   expected = abstract_params(config)
   with _manager(root, read_only=True) as manager:
-    stored = manager.item_metadata(step)[PARAMS]
-    stored = getattr(stored, "tree", stored)
+    with reading(step_dir, PARAMS):
+      stored = manager.item_metadata(step)[PARAMS]
+      stored = getattr(stored, "tree", stored)
     check_shapes(stored, expected, step_dir)
     if shardings is None:
       device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -213,6 +289,7 @@ def load_params(path: str, config: PhiConfig, shardings: Any = None) -> dict:
         lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, config.params_dtype,
                                                     sharding=sharding),
         expected, shardings)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        **{PARAMS: ocp.args.StandardRestore(target)}))
+    with reading(step_dir, PARAMS):
+      restored = manager.restore(step, args=ocp.args.Composite(
+          **{PARAMS: ocp.args.StandardRestore(target)}))
   return restored[PARAMS]

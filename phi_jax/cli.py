@@ -117,6 +117,58 @@ def run(main: Callable[[list[str]], object], prog: str | None = None,
   """absl `app.run(main)` with phi_jax's error convention; absl flag errors exit 2."""
   from absl import app  # pylint: disable=g-import-not-at-top
 
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
   prog = prog or os.path.basename(sys.argv[0])
-  kwargs = {"flags_parser": flags_parser} if flags_parser is not None else {}
-  app.run(guarded(prog, main, on_interrupt), **kwargs)
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return (flags_parser or flags.FLAGS)(argv)
+    except flags.Error as e:  # an unknown flag, a value of the wrong type: exit 2
+      fail(prog, UsageError(str(e)))
+      raise  # not reached: fail exits
+
+  app.run(guarded(prog, main, on_interrupt), flags_parser=parse)
+
+
+# ----------------------------------------------------------------------------- paths
+# Checks of the paths a command line names, run before any work: each raises
+# UsageError naming the flag (`what`, e.g. '--out') and the path.
+
+
+def check_file(path: str, what: str) -> str:
+  """`path`, an existing readable file."""
+  if not os.path.exists(path):
+    raise UsageError(f"{what} {path} does not exist")
+  if not os.path.isfile(path):
+    raise UsageError(f"{what} {path} is not a file")
+  if not os.access(path, os.R_OK):
+    raise UsageError(f"{what} {path}: no permission to read it")
+  return path
+
+
+def check_dir(path: str, what: str) -> str:
+  """`path`, an existing readable directory."""
+  if not os.path.exists(path):
+    raise UsageError(f"{what} {path} does not exist")
+  if not os.path.isdir(path):
+    raise UsageError(f"{what} {path} is not a directory")
+  if not os.access(path, os.R_OK | os.X_OK):
+    raise UsageError(f"{what} {path}: no permission to read it")
+  return path
+
+
+def check_output_dir(path: str, what: str) -> str:
+  """The absolute `path`, a directory that exists or can be created: not a file, not
+  under a file, its nearest existing ancestor writable."""
+  path = os.path.abspath(path)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UsageError(f"{what} {path} is a file, not a directory")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise UsageError(f"{what} {path}: {existing} is a file, not a directory")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise UsageError(f"{what} {path}: no permission to write in {existing}")
+  return path

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 
 import ml_dtypes
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from phi_jax import checkpoint, hf_convert, hf_io, pretrained
+from phi_jax import atomic, checkpoint, cli, hf_convert, hf_io, pretrained
 from phi_jax.config import PhiConfig
 from phi_jax.tokenizer import Tokenizer
 
@@ -32,7 +32,7 @@ def export_hf(params: Mapping, config: PhiConfig, out_dir: str, *,
   if dtype not in EXPORT_DTYPES:
     raise ValueError(f"dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
   eos = tokenizer.eos_id if tokenizer is not None else None
-  with hf_io.AtomicDirectory(out_dir, overwrite=overwrite) as tmp:
+  with atomic.AtomicDirectory(out_dir, overwrite=overwrite) as tmp:
     tensors = hf_convert.params_to_hf(params, config, dtype=EXPORT_DTYPES[dtype])
     hf_io.write_safetensors(tensors, tmp, max_shard_bytes=max_shard_bytes)
     hf_io.write_json(hf_convert.config_to_hf(config, bos_token_id=eos, eos_token_id=eos,
@@ -47,10 +47,10 @@ def export_hf(params: Mapping, config: PhiConfig, out_dir: str, *,
 
 def hf_to_orbax(hf_path: str, out: str, step: int = 0) -> str:
   """Imports a transformers directory (or hub repo id) as an Orbax checkpoint root."""
-  directory = hf_io.resolve_model_dir(hf_path)
-  config, params, tokenizer = pretrained.load_hf(directory)
   if checkpoint.steps(out):
     raise FileExistsError(f"{out} already holds checkpoint steps {checkpoint.steps(out)}")
+  directory = hf_io.resolve_model_dir(hf_path)
+  config, params, tokenizer = pretrained.load_hf(directory)
   return checkpoint.save(out, step, params, config, tokenizer=tokenizer,
                          source=f"transformers:{hf_path}")
 
@@ -58,39 +58,61 @@ def hf_to_orbax(hf_path: str, out: str, step: int = 0) -> str:
 def orbax_to_hf(checkpoint_path: str, out: str, *, dtype: str = "float32",
                 overwrite: bool = False) -> str:
   """Exports an Orbax checkpoint (root or step) as a transformers directory."""
+  if os.path.exists(out) and not overwrite:
+    raise FileExistsError(f"{os.path.abspath(out)} already exists (pass overwrite to replace it)")
   config = checkpoint.read_config(checkpoint_path)
   params = checkpoint.load_params(checkpoint_path, config)
   return export_hf(params, config, out, tokenizer=checkpoint.read_tokenizer(checkpoint_path),
                    dtype=dtype, overwrite=overwrite)
 
 
-_HF_DIR = flags.DEFINE_string("hf_dir", None, "hf-to-orbax: transformers directory or repo id.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "orbax-to-hf: checkpoint root or step dir.")
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", sorted(EXPORT_DTYPES), "orbax-to-hf: weight dtype.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "orbax-to-hf: replace an existing --out.")
+# ----------------------------------------------------------------------------- CLI
 
+COMMANDS = ("hf-to-orbax", "orbax-to-hf")
 _USAGE = ("usage: python -m phi_jax.convert hf-to-orbax --hf_dir DIR --out CKPT_DIR\n"
           "       python -m phi_jax.convert orbax-to-hf --checkpoint CKPT_DIR --out DIR")
 
 
+def _define_flags() -> None:
+  flags.DEFINE_string("hf_dir", None, "hf-to-orbax: transformers directory or repo id.")
+  flags.DEFINE_string("checkpoint", None, "orbax-to-hf: checkpoint root or step dir.")
+  flags.DEFINE_string("out", None, "Output directory.")
+  flags.DEFINE_enum("dtype", "float32", sorted(EXPORT_DTYPES), "orbax-to-hf: weight dtype.")
+  flags.DEFINE_bool("overwrite", False, "orbax-to-hf: replace an existing --out.")
+
+
 def main(argv):
-  if len(argv) != 2 or argv[1] not in ("hf-to-orbax", "orbax-to-hf"):
-    raise app.UsageError(_USAGE)
-  if not _OUT.value:
-    raise app.UsageError("--out is required\n" + _USAGE)
+  f = flags.FLAGS
+  if len(argv) != 2 or argv[1] not in COMMANDS:
+    raise cli.UsageError(f"expected one command, {' or '.join(COMMANDS)}; got "
+                         f"{' '.join(argv[1:]) or 'none'}\n{_USAGE}")
+  if not f.out:
+    raise cli.UsageError("--out is required")
   if argv[1] == "hf-to-orbax":
-    if not _HF_DIR.value:
-      raise app.UsageError("hf-to-orbax needs --hf_dir\n" + _USAGE)
-    path = hf_to_orbax(_HF_DIR.value, _OUT.value)
+    if not f.hf_dir:
+      raise cli.UsageError("hf-to-orbax needs --hf_dir")
+    if not hf_io.looks_like_repo_id(f.hf_dir) or os.path.exists(f.hf_dir):
+      cli.check_dir(f.hf_dir, "--hf_dir")
+    cli.check_output_dir(f.out, "--out")
+    if checkpoint.steps(f.out):
+      raise cli.UsageError(f"--out {f.out} already holds checkpoint steps "
+                           f"{checkpoint.steps(f.out)}; choose another directory")
+    path = hf_to_orbax(f.hf_dir, f.out)
   else:
-    if not _CHECKPOINT.value:
-      raise app.UsageError("orbax-to-hf needs --checkpoint\n" + _USAGE)
-    path = orbax_to_hf(_CHECKPOINT.value, _OUT.value, dtype=_DTYPE.value,
-                       overwrite=_OVERWRITE.value)
+    if not f.checkpoint:
+      raise cli.UsageError("orbax-to-hf needs --checkpoint")
+    cli.check_dir(f.checkpoint, "--checkpoint")
+    if not checkpoint.is_checkpoint(f.checkpoint):
+      raise cli.UsageError(f"--checkpoint {f.checkpoint} is not an Orbax checkpoint (no step "
+                           f"directory with {checkpoint.PARAMS}/ and {checkpoint.METADATA}/)")
+    cli.check_output_dir(f.out, "--out")
+    if os.path.exists(f.out) and not f.overwrite:
+      raise cli.UsageError(f"--out {f.out} already exists; pass --overwrite to replace it")
+    path = orbax_to_hf(f.checkpoint, f.out, dtype=f.dtype, overwrite=f.overwrite)
   logging.info("wrote %s", path)
   print(path)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _define_flags()
+  cli.run(main, prog="python -m phi_jax.convert")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 
 import numpy as np
+
+from phi_jax import atomic
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -26,13 +26,18 @@ HUB_PATTERNS = ("*.json", "*.safetensors", "*.bin", "*.txt", "*.model")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def looks_like_repo_id(path: str) -> bool:
+  """Whether `path` reads as a Hugging Face hub repo id (org/name), not a local path."""
+  return bool(_REPO_ID.match(path)) and not path.startswith((".", "/"))
+
+
 def resolve_model_dir(path: str) -> str:
   """A local directory for `path`: the path itself, or a hub snapshot of a repo id."""
   if os.path.isdir(path):
     return path
   if os.path.exists(path):
     raise NotADirectoryError(f"{path} is a file; expected a checkpoint directory")
-  if _REPO_ID.match(path) and not path.startswith((".", "/")):
+  if looks_like_repo_id(path):
     try:
       import huggingface_hub  # pylint: disable=g-import-not-at-top
     except ImportError as e:
@@ -42,9 +47,13 @@ def resolve_model_dir(path: str) -> str:
     try:
       return huggingface_hub.snapshot_download(repo_id=path, allow_patterns=list(HUB_PATTERNS))
     except Exception as e:  # offline, unknown repo, gated repo...
+      reason = (str(e).strip().splitlines() or [""])[0][:300]
       raise FileNotFoundError(
           f"{path} is not a local directory and could not be downloaded from the Hugging "
-          f"Face hub ({type(e).__name__}: {e})") from e
+          f"Face hub ({type(e).__name__}: {reason}); downloading needs network access to "
+          f"huggingface.co: on an offline machine, fetch it elsewhere with "
+          f"`huggingface-cli download {path} --local-dir DIR`, copy DIR here and pass its "
+          "path instead") from e
   raise FileNotFoundError(
       f"No checkpoint at {path}: the directory does not exist (expected an Orbax "
       "checkpoint directory, a transformers directory, or a hub repo id like org/name)")
@@ -140,13 +149,19 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], directory: str,
     shards[-1][name] = np.ascontiguousarray(array)
     size += array.nbytes
   metadata = {"format": "pt"}
+
+  def save(shard: dict[str, np.ndarray], name: str) -> None:
+    path = os.path.join(directory, name)
+    save_file(shard, path, metadata=metadata)
+    os.chmod(path, atomic.file_mode())  # safetensors' save_file creates 0600 files
+
   if len(shards) == 1:
-    save_file(shards[0], os.path.join(directory, SAFETENSORS_SINGLE), metadata=metadata)
+    save(shards[0], SAFETENSORS_SINGLE)
     return [SAFETENSORS_SINGLE]
   names, weight_map = [], {}
   for i, shard in enumerate(shards):
     name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-    save_file(shard, os.path.join(directory, name), metadata=metadata)
+    save(shard, name)
     names.append(name)
     weight_map.update({tensor: name for tensor in shard})
   total = sum(a.nbytes for a in tensors.values())
@@ -159,32 +174,3 @@ def write_json(obj, path: str) -> None:
   with open(path, "w") as f:
     json.dump(obj, f, indent=2, sort_keys=True)
     f.write("\n")
-
-
-class AtomicDirectory:
-  """Builds a directory under a temporary name and renames it into place on success.
-
-  A crash leaves only `<path>.tmp-*`, never a directory that looks complete.
-  """
-
-  def __init__(self, path: str, overwrite: bool = False):
-    self.path = os.path.abspath(path)
-    self.overwrite = overwrite
-    self.tmp = ""
-
-  def __enter__(self) -> str:
-    if os.path.exists(self.path) and not self.overwrite:
-      raise FileExistsError(f"{self.path} already exists (pass overwrite to replace it)")
-    parent = os.path.dirname(self.path)
-    os.makedirs(parent, exist_ok=True)
-    self.tmp = tempfile.mkdtemp(prefix=os.path.basename(self.path) + ".tmp-", dir=parent)
-    return self.tmp
-
-  def __exit__(self, exc_type, exc, tb):
-    if exc_type is not None:
-      shutil.rmtree(self.tmp, ignore_errors=True)
-      return False
-    if os.path.exists(self.path):
-      shutil.rmtree(self.path)
-    os.rename(self.tmp, self.path)
-    return False

@@ -1,14 +1,16 @@
 """Reading JSON-lines files (.jsonl, or .jsonl.gz) with errors that name file:line.
 
 The one reader behind benchmark data, samples, problem files and training documents;
-writes go through `phi_jax.atomic`.
+writes go through `phi_jax.atomic`, or, for output that grows as work is done and must
+survive a kill (resumable evaluation), through `Appender` and `read_appended`.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 # on_error(reason, "path:line", detail) for a skipped line; reasons:
@@ -49,3 +51,68 @@ def read_jsonl(path: str, *, error: type[Exception] = ValueError, objects: bool 
         bad("not_an_object", where, f"expected a JSON object, got {type(value).__name__}")
         continue
       yield number, value
+
+
+def read_appended(path: str, *, repair: bool = True) -> list[tuple[int, dict]]:
+  """(line number, object) of each record of an append-only JSONL file (see `Appender`).
+
+  A writer killed mid-line leaves a last line without its newline: that line is
+  dropped, and with `repair` cut off the file so appending can go on. Any other bad
+  line raises ValueError naming path:line (the file is corrupt, not interrupted).
+  A missing file has no records.
+  """
+  records: list[tuple[int, dict]] = []
+  if not os.path.exists(path):
+    return records
+  complete_end = 0  # bytes up to the end of the last complete line
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      if not raw.endswith(b"\n"):
+        break
+      complete_end += len(raw)
+      if not raw.strip():
+        continue
+      try:
+        value = json.loads(raw.decode("utf-8"))
+      except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}:{number}: corrupt record ({e}); fix or delete that line "
+                         "to resume") from None
+      if not isinstance(value, dict):
+        raise ValueError(f"{path}:{number}: expected a JSON object, got "
+                         f"{type(value).__name__}")
+      records.append((number, value))
+  if repair and complete_end < os.path.getsize(path):
+    with open(path, "r+b") as f:
+      f.truncate(complete_end)
+  return records
+
+
+class Appender:
+  """Appends JSON objects to a file, one line each, flushed to disk per `write` call, so
+  a killed process loses at most the line being written (which `read_appended` drops).
+
+      with Appender(path) as out:
+        out.write(rows)
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    self._file = open(path, "ab")  # pylint: disable=consider-using-with
+
+  def write(self, rows: Iterable[dict]) -> None:
+    data = b"".join(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n" for row in rows)
+    if data:
+      self._file.write(data)
+      self._file.flush()
+      os.fsync(self._file.fileno())
+
+  def close(self) -> None:
+    self._file.close()
+
+  def __enter__(self) -> Appender:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import queue
 import secrets
 import signal
@@ -39,9 +40,9 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from phi_jax import pretrained
+from phi_jax import cli, hf_io, pretrained
 from phi_jax.model import PhiForCausalLM
 from phi_jax.serving import protocol
 from phi_jax.serving.protocol import APIError
@@ -474,15 +475,26 @@ def _define_flags() -> None:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not 0 <= f.port <= 65535:
+    raise cli.UsageError(f"--port must be an integer in [0, 65535] (0 = any free port), got "
+                         f"{f.port}")
+  if f.max_batch < 1:
+    raise cli.UsageError(f"--max_batch must be an integer >= 1, got {f.max_batch}")
+  if f.chunk_size < 1:
+    raise cli.UsageError(f"--chunk_size must be an integer >= 1, got {f.chunk_size}")
+  if not f.host.strip():
+    raise cli.UsageError("--host must not be empty")
+  if os.path.exists(f.checkpoint) or not hf_io.looks_like_repo_id(f.checkpoint):
+    cli.check_dir(f.checkpoint, "--checkpoint")
+  model = load_model(f.checkpoint, f.dtype)
   try:
-    model = load_model(f.checkpoint, f.dtype)
-  except (ValueError, FileNotFoundError) as e:
-    raise SystemExit(f"error: {e}") from None
-  server = Server(model, host=f.host, port=f.port, model_name=f.model_name or f.checkpoint,
-                  max_batch=f.max_batch, chunk_size=f.chunk_size)
+    server = Server(model, host=f.host, port=f.port, model_name=f.model_name or f.checkpoint,
+                    max_batch=f.max_batch, chunk_size=f.chunk_size)
+  except OSError as e:  # the port is taken, the host is not an address of this machine
+    raise OSError(e.errno, f"cannot listen on {f.host}:{f.port}: {e.strerror or e}") from e
   serve_until_signalled(server)
 
 
@@ -503,4 +515,4 @@ def serve_until_signalled(server: Server) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main, prog="python -m phi_jax.serve")

@@ -27,9 +27,12 @@ def _rows_from_hub() -> list[dict]:
         "install `datasets` to read the Hugging Face dataset when online") from e
   try:
     return list(datasets.load_dataset(HF_DATASET, "full", split="test"))
-  except Exception as e:
-    raise FileNotFoundError(f"MBPP data: cannot load {HF_DATASET} from the hub ({e}); "
-                            "pass a local mbpp.jsonl") from e
+  except Exception as e:  # offline, hub unreachable, dataset moved
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    raise FileNotFoundError(
+        f"MBPP data: loading the Hugging Face dataset {HF_DATASET} needs network access "
+        f"to huggingface.co ({reason}); pass a local copy of the original mbpp.jsonl "
+        "instead (eval.run --data=PATH, or the run config's eval.mbpp_path)") from e
 
 
 class MBPP(Benchmark):

@@ -12,7 +12,9 @@
 Saves are asynchronous (the step loop continues while Orbax writes) and atomic: Orbax
 writes `<step>.orbax-checkpoint-tmp-*` and renames it when every item is written, so
 a crash mid-save leaves no step that looks complete. Restores pick the latest step
-that has every item.
+that has every item; a step damaged afterwards (a truncated file) raises
+`checkpoint.CheckpointError` naming the step, the item and the next older complete
+step, which `restore(..., step=older)` resumes from.
 """
 
 from __future__ import annotations
@@ -94,22 +96,44 @@ class TrainCheckpointer:
     args[DATA_ITERATOR] = ocp.args.JsonSave(dict(iterator_state))
     return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
 
+  def older_complete_steps(self, step: int) -> list[int]:
+    """The complete steps below `step`, newest first: where to resume when `step` is
+    corrupt (CheckpointError.older_step is the first of them)."""
+    return checkpoint.older_complete_steps(self.step_dir(step), RESUME_ITEMS)
+
   def restore(self, abstract_state: TrainState,
               step: int | None = None) -> tuple[TrainState, dict] | None:
     """(state, iterator state) of `step` (default: the latest complete), into the
-    shardings of `abstract_state` (Trainer.abstract_state()); None when there is none."""
+    shardings of `abstract_state` (Trainer.abstract_state()); None when there is none.
+
+    Raises checkpoint.CheckpointError naming the step, the item that cannot be read and
+    the next older complete step (restore that one by passing it as `step`).
+    """
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    restored = self.manager.restore(step, args=ocp.args.Composite(**{
-        checkpoint.PARAMS: ocp.args.StandardRestore(abstract_state.params),
-        OPT_STATE: ocp.args.StandardRestore(abstract_state.opt_state),
-        TRAIN_STATE: ocp.args.JsonRestore(),
-        DATA_ITERATOR: ocp.args.JsonRestore(),
-    }))
-    stored_step = int(restored[TRAIN_STATE]["step"])
-    if stored_step != step:
-      raise ValueError(f"{self.step_dir(step)}: train_state says step {stored_step}")
+    step_dir = self.step_dir(step)
+    if step not in self.complete_steps():
+      raise FileNotFoundError(f"{step_dir}: no complete training checkpoint of step {step} "
+                              f"(complete steps: {self.complete_steps()})")
+    args = {checkpoint.PARAMS: ocp.args.StandardRestore(abstract_state.params),
+            OPT_STATE: ocp.args.StandardRestore(abstract_state.opt_state),
+            TRAIN_STATE: ocp.args.JsonRestore(),
+            DATA_ITERATOR: ocp.args.JsonRestore()}
+    with checkpoint.reading(step_dir, checkpoint.PARAMS, RESUME_ITEMS):
+      stored = self.manager.item_metadata(step)[checkpoint.PARAMS]
+      stored = getattr(stored, "tree", stored)
+    # A model that changed since the save is a config error, not a corrupt checkpoint.
+    checkpoint.check_shapes(stored, abstract_state.params, step_dir)
+    restored = {}
+    for item, item_args in args.items():  # one at a time, so an error names its item
+      with checkpoint.reading(step_dir, item, RESUME_ITEMS):
+        restored[item] = self.manager.restore(
+            step, args=ocp.args.Composite(**{item: item_args}))[item]
+    with checkpoint.reading(step_dir, TRAIN_STATE, RESUME_ITEMS):
+      stored_step = int(restored[TRAIN_STATE]["step"])
+      if stored_step != step:
+        raise ValueError(f"train_state says step {stored_step}")
     step_array = jax.device_put(jnp.asarray(step, abstract_state.step.dtype),
                                 abstract_state.step.sharding)
     state = TrainState(step=step_array, params=restored[checkpoint.PARAMS],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from eval import run as eval_run
+from eval import settings
 from eval.benchmarks import BENCHMARKS
 from eval.sandbox import SandboxLimits
 from phi_jax import atomic
@@ -20,19 +21,18 @@ from recipe.stages import common
 
 def run(ctx: Context) -> dict:
   cfg = ctx.config.eval
+  s = settings.from_config(cfg, seed=int(ctx.config.seed))
   path = common.model_ref(ctx, "eval", "eval").spec
-  limits = SandboxLimits(timeout_s=cfg.timeout_s, cpu_s=max(1, int(cfg.timeout_s + 0.999)),
-                         memory_mb=cfg.memory_mb)
+  limits = SandboxLimits(timeout_s=s.timeout_s, cpu_s=s.cpu_s, memory_mb=s.memory_mb)
   data = {"humaneval": cfg.humaneval_path or None, "mbpp": cfg.mbpp_path or None}
   summary = {}
   for benchmark in cfg.benchmarks:
     print(f"[eval] {benchmark}: {path}", flush=True)
     report = eval_run.evaluate(
         benchmark, os.path.join(ctx.node_dir("eval"), benchmark), checkpoint=path,
-        data_path=data.get(benchmark), n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens, ks=[int(k) for k in cfg.k],
-        batch_size=cfg.batch_size, limit=cfg.limit, seed=ctx.config.seed, limits=limits,
-        isolation=cfg.isolation, workers=cfg.workers or None)
+        data_path=data.get(benchmark), n=s.n, temperature=s.temperature, top_p=s.top_p,
+        max_new_tokens=s.max_new_tokens, ks=s.ks, batch_size=s.batch_size, limit=s.limit,
+        seed=s.seed, limits=limits, isolation=s.isolation, workers=s.workers or None)
     summary[benchmark] = {"overall": report["overall"], "num_problems": report["num_problems"],
                           "isolation": report["isolation"]}
   atomic.write_json(summary, os.path.join(ctx.node_dir("eval"), "summary.json"))
@@ -40,6 +40,7 @@ def run(ctx: Context) -> dict:
 
 
 def validate(ctx: Context) -> None:
+  """The ranges of every eval field are eval/settings.py's (one definition)."""
   cfg = ctx.config.eval
   if not list(cfg.benchmarks):
     raise UsageError("config.eval.benchmarks names no benchmark")
@@ -47,16 +48,7 @@ def validate(ctx: Context) -> None:
   if unknown:
     raise UsageError(f"config.eval.benchmarks: unknown {unknown}; known: "
                      f"{', '.join(sorted(BENCHMARKS))}")
-  checks = (("n", int(cfg.n) >= 1, ">= 1"), ("limit", int(cfg.limit) >= 0, ">= 0"),
-            ("temperature", float(cfg.temperature) >= 0, ">= 0"),
-            ("top_p", 0 < float(cfg.top_p) <= 1, "in (0, 1]"),
-            ("max_new_tokens", int(cfg.max_new_tokens) >= 1, ">= 1"),
-            ("batch_size", int(cfg.batch_size) >= 1, ">= 1"),
-            ("timeout_s", float(cfg.timeout_s) > 0, "> 0"),
-            ("memory_mb", int(cfg.memory_mb) >= 16, ">= 16"),
-            ("workers", int(cfg.workers) >= 0, ">= 0"),
-            ("k", bool(cfg.k) and all(int(k) >= 1 for k in cfg.k), "positive integers"))
-  common.check_fields("config.eval", cfg, checks)
+  settings.from_config(cfg, seed=int(ctx.config.seed))
 
 
 def _partial(ctx: Context) -> str | None:

@@ -2,11 +2,13 @@
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
 
 from data_pipeline import example_proto, token_dataset
+from phi_jax import atomic
 from phi_jax.tokenizer import byte_level
 from tests.data_pipeline.test_token_dataset import (BAD_COUNTS, BAD_LINES, code_rows,
                                                     exercise_rows, write_jsonl)
@@ -67,6 +69,12 @@ def test_code_dataset_splits_counts_metadata_idempotence(tmp_path):
   assert info["tokenizer_sha256"] == token_dataset.tokenizer_sha256(TOK)
   with open(os.path.join(path, "features.json")) as f:
     assert json.load(f) == token_dataset.FEATURES_JSON  # what the TF-free writer writes
+  # The umask's modes (0755 / 0644 under 022): readable by a training job's other user.
+  for directory, _, names in os.walk(os.path.join(data_dir, "phi1_filtered_code")):
+    assert stat.S_IMODE(os.stat(directory).st_mode) == atomic.dir_mode(), directory
+    for name in names:
+      mode = stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode)
+      assert mode == atomic.file_mode(), name
 
   stamp = os.stat(os.path.join(path, "metadata.json")).st_mtime_ns
   assert tfds_builders.build_dataset("phi1_filtered_code", [jsonl], TOK, data_dir, 0.2) == path

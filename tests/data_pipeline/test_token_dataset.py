@@ -5,12 +5,14 @@ Also the small corpora the other data_pipeline tests build datasets from.
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
 
 from data_pipeline import example_proto, token_dataset
 from data_pipeline.token_dataset import DatasetError, JsonlDocuments, TokenRecord
+from phi_jax import atomic
 from phi_jax.tokenizer import byte_level
 
 
@@ -126,6 +128,10 @@ def test_write_records_and_dataset_info(tmp_path):
     np.testing.assert_array_equal(a.tokens, b.tokens)
     assert a.prompt_length == b.prompt_length
   assert not [n for n in os.listdir(tmp_path / "toy_set") if n != "1.0.0"]  # no temp dirs left
+  # The umask's modes (0755 / 0644 under 022), readable by a training job's other user.
+  assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~atomic.umask()
+  for name in os.listdir(path):
+    assert stat.S_IMODE(os.stat(os.path.join(path, name)).st_mode) == 0o666 & ~atomic.umask()
 
   # Rewriting replaces the old dataset whole.
   token_dataset.write_records("toy_set", {"train": train[:3]}, str(tmp_path), tok)

@@ -1,15 +1,25 @@
 """The evaluator end to end on real benchmark data: verdicts, pass@k files, the CLI."""
 
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+import types
 
 import pytest
 
+from configs import base as base_config
 from eval import run as eval_run
 from eval.benchmarks import HumanEval, MBPP
 from eval.sandbox import SandboxLimits
+from eval import settings as eval_settings
+from eval.settings import DEFAULT_TOP_P, EvalSettings, SettingsError
 from tests.conftest import REPO_ROOT
+from tests.files import tree_hashes
 from tests.eval.benchmarks.test_benchmarks import MBPP_PATH, needs_mbpp
 
 FAST = SandboxLimits(timeout_s=3.0, cpu_s=3)
@@ -101,9 +111,10 @@ def test_generate_and_execute_from_a_checkpoint(tmp_path, hf_phi_dir):
   assert report["source"]["checkpoint"] == directory
 
 
-def run_cli(*args):
+def run_cli(*args, env=None):
   return subprocess.run([sys.executable, "-m", "eval.run", *args], cwd=REPO_ROOT,
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, **(env or {})})
 
 
 def test_cli_scores_samples_and_rejects_bad_files(tmp_path, humaneval_problems):
@@ -123,3 +134,279 @@ def test_cli_scores_samples_and_rejects_bad_files(tmp_path, humaneval_problems):
   assert result.returncode == 1 and "bad.jsonl:1: invalid JSON" in result.stderr
   result = run_cli("--benchmark=humaneval", f"--out={tmp_path / 'o4'}")
   assert result.returncode == 2  # neither --checkpoint nor --samples
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, humaneval_problems):
+  """(samples path, out dir) of a finished execute-only evaluation of 4 problems."""
+  root = tmp_path_factory.mktemp("finished")
+  samples = write_samples(root / "s.jsonl", [
+      {"task_id": p.task_id, "completion": p.canonical_solution} for p in humaneval_problems[:4]])
+  out = str(root / "out")
+  eval_run.evaluate("humaneval", out, samples_path=samples, ks=[1], limits=FAST)
+  assert sorted(os.listdir(out)) == ["pass_at_k.json", "results.jsonl", "run.json"]
+  return samples, out
+
+
+def assert_refused(out, message, *args):
+  """The CLI exits 2 with `message` in one line (and a hint line), `out` unchanged."""
+  before = tree_hashes(out)
+  result = run_cli(*args)
+  assert result.returncode == 2, result.stderr
+  assert result.stdout == ""
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 2 and message in lines[0] and "nothing was changed" in lines[1], lines
+  assert tree_hashes(out) == before
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--n=0", "--n must be an integer >= 1, got 0"),
+    ("--n=two", "flag --n=two"),
+    ("--limit=-1", "--limit must be an integer >= 0"),
+    ("--timeout_s=-1", "--timeout_s must be a number > 0"),
+    ("--top_p=1.01", "--top_p must be a number in (0, 1]"),
+    ("--k=0", "--k must be a non-empty list of integers >= 1, got 0"),
+    ("--isolation=docker", "--isolation must be one of auto, bwrap, unshare, rlimits"),
+    ("--samples=MISSING", "--samples MISSING does not exist"),
+    ("--grader_model=gpt-4o", "--grader_model is not a flag of `python -m eval.run`"),
+    ("--no_such_flag=1", "Unknown command line flag 'no_such_flag'"),
+    ("extra", "unknown command 'extra'"),
+])
+def test_a_bad_flag_is_one_line_exit_2_and_changes_nothing(finished, tmp_path, flag, message):
+  samples, out = finished
+  missing = str(tmp_path / "missing.jsonl")
+  assert_refused(out, message.replace("MISSING", missing), "--benchmark=humaneval",
+                 f"--samples={samples}", f"--out={out}", "--k=1",
+                 flag.replace("MISSING", missing))
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--grader_max_concurrency=0", "--grader_max_concurrency must be an integer >= 1"),
+    ("--benchmark=mbpp", "--benchmark is not a flag of `python -m eval.run grade`"),
+])
+def test_grade_refuses_bad_flags(finished, flag, message):
+  _, out = finished
+  assert_refused(out, message, "grade", "--reference", f"--out={out}", "--grader_model=m", flag)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(n=-3), "--n must be an integer >= 1, got -3"),
+    (dict(timeout_s=0.0), "--timeout_s must be a number > 0"),
+    (dict(timeout_s=float("nan")), "--timeout_s must be a number > 0"),
+    (dict(temperature=-0.5), "--temperature must be a number >= 0"),
+    (dict(top_p=0.0), "--top_p must be a number in (0, 1]"),
+    (dict(k=["1", "x"]), "--k must be a non-empty list of integers >= 1, got '1,x'"),
+    (dict(k=[]), "--k must be a non-empty list of integers >= 1, got "),
+    (dict(batch_size=0), "--batch_size must be an integer >= 1"),
+    (dict(max_new_tokens=0), "--max_new_tokens must be an integer >= 1"),
+    (dict(workers=-2), "--workers must be an integer >= 0"),
+    (dict(memory_mb=0), "--memory_mb must be an integer >= 16"),
+])
+def test_every_flag_range_is_checked(flags, message):
+  values = dict(n=1, temperature=0.0, top_p=0.95, max_new_tokens=8, k=["1"], batch_size=1,
+                limit=0, seed=0, timeout_s=1.0, memory_mb=512, isolation="auto", workers=0)
+  values.update(flags)
+  with pytest.raises(SettingsError, match=re.escape(message)):
+    eval_run._flag_settings(types.SimpleNamespace(**values))  # pylint: disable=protected-access
+
+
+def test_out_must_be_a_writable_directory(finished, tmp_path):
+  samples, _ = finished
+  a_file = tmp_path / "file"
+  a_file.write_text("keep")
+  for out, message in [(a_file, "is a file, not a directory"),
+                       (a_file / "sub", f"{a_file} is a file, not a directory")]:
+    result = run_cli("--benchmark=humaneval", f"--samples={samples}", f"--out={out}")
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+  assert a_file.read_text() == "keep"
+  if os.geteuid() != 0:  # root writes anywhere
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    result = run_cli("--benchmark=humaneval", f"--samples={samples}", f"--out={locked / 'o'}")
+    assert result.returncode == 2 and "no permission" in result.stderr
+
+
+def test_another_evaluation_in_out_is_refused_unless_overwrite(finished, humaneval_problems,
+                                                                tmp_path):
+  samples, out = finished
+  before = tree_hashes(out)
+  other = write_samples(tmp_path / "other.jsonl", [
+      {"task_id": p.task_id, "completion": "    pass\n"} for p in humaneval_problems[:4]])
+  result = run_cli("--benchmark=humaneval", f"--samples={other}", f"--out={out}", "--k=1")
+  assert result.returncode == 2 and "holds another evaluation" in result.stderr
+  assert "samples_sha256" in result.stderr and "--overwrite" in result.stderr
+  assert tree_hashes(out) == before
+  # The same evaluation again is a resume of a finished one: the same verdicts.
+  report = eval_run.evaluate("humaneval", out, samples_path=samples, ks=[1], limits=FAST)
+  assert report["num_correct"] == 4
+  assert tree_hashes(out)["results.jsonl"] == before["results.jsonl"]
+  copy = tmp_path / "copy"
+  shutil.copytree(out, copy)
+  report = eval_run.evaluate("humaneval", str(copy), samples_path=other, ks=[1], limits=FAST,
+                             overwrite=True)
+  assert report["num_correct"] == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=0), "n must be an integer >= 1, got 0"),
+    (dict(limit=-1), "limit must be an integer >= 0"),
+    (dict(ks=[]), "k must be a non-empty list"),
+    (dict(top_p=0.0), "top_p must be a number in (0, 1]"),
+    (dict(limits=SandboxLimits(timeout_s=float("inf"))), "timeout_s must be a number > 0"),
+    (dict(workers=-1), "workers must be an integer >= 0"),
+])
+def test_evaluate_checks_its_arguments_before_writing(finished, kwargs, message):
+  samples, out = finished
+  before = tree_hashes(out)
+  with pytest.raises(SettingsError, match=re.escape(message)):
+    eval_run.evaluate("humaneval", out, samples_path=samples, **kwargs)
+  assert tree_hashes(out) == before
+
+
+def test_top_p_has_one_default():
+  assert eval_run.evaluate.__kwdefaults__["top_p"] == DEFAULT_TOP_P == 0.95
+  assert base_config.get_config().eval.top_p == DEFAULT_TOP_P
+  assert EvalSettings().top_p == DEFAULT_TOP_P
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _without_durations(path):
+  """Result rows less what differs between two runs (durations, sandbox dir names)."""
+  rows = []
+  for line in open(path):
+    row = json.loads(line)
+    del row["duration_s"]
+    row["stderr_tail"] = re.sub(r"phi_sandbox_\w+", "phi_sandbox_X", row["stderr_tail"])
+    rows.append(row)
+  return rows
+
+
+def test_execution_killed_mid_way_resumes_without_running_a_sample_twice(
+    tmp_path, humaneval_problems):
+  rows = []
+  for i, p in enumerate(humaneval_problems[:20]):
+    rows.append({"task_id": p.task_id, "completion": p.canonical_solution})
+    rows.append({"task_id": p.task_id, "completion": "    return None\n" if i % 2 else "    x(\n"})
+  samples = write_samples(tmp_path / "s.jsonl", rows)  # 40 samples: 3 chunks of <= 16
+  assert eval_run.CHUNK_PER_WORKER == 16
+  args = ("--benchmark=humaneval", f"--samples={samples}", "--k=1,2", "--workers=1",
+          "--timeout_s=5")
+  reference = tmp_path / "reference"
+  assert run_cli(*args, f"--out={reference}").returncode == 0
+
+  out = tmp_path / "out"
+  killed = run_cli(*args, f"--out={out}", env={eval_run.FAULT_ENV: "execute:1"})
+  assert killed.returncode == -signal.SIGKILL
+  partial = out / "results.jsonl.partial"
+  first_chunk = partial.read_text().splitlines()
+  assert len(first_chunk) == 16 and not (out / "results.jsonl").exists()
+  with open(partial, "a") as f:
+    f.write(first_chunk[0][:30])  # a line cut off by the kill
+  # The rerun appends twice (the two missing chunks); a third append would kill it.
+  resumed = run_cli(*args, f"--out={out}", env={eval_run.FAULT_ENV: "execute:3"})
+  assert resumed.returncode == 0, resumed.stderr
+  assert sorted(os.listdir(out)) == ["pass_at_k.json", "results.jsonl", "run.json"]
+  assert _without_durations(out / "results.jsonl") == _without_durations(
+      reference / "results.jsonl")
+  # The first chunk's rows are the killed run's, durations and all: not run again.
+  assert (out / "results.jsonl").read_text().splitlines()[:16] == first_chunk
+  got, want = (json.load(open(d / "pass_at_k.json")) for d in (out, reference))
+  assert got["overall"] == want["overall"] and got["per_task"] == want["per_task"]
+
+
+def test_a_corrupt_partial_file_is_named(tmp_path, humaneval_problems):
+  samples = write_samples(tmp_path / "s.jsonl", [
+      {"task_id": p.task_id, "completion": p.canonical_solution} for p in humaneval_problems[:2]])
+  out = tmp_path / "out"
+  eval_run.evaluate("humaneval", str(out), samples_path=samples, ks=[1], limits=FAST)
+  (out / "results.jsonl").unlink()
+  partial = out / "results.jsonl.partial"
+  partial.write_text('{"task_id": "HumanEval/0", "sample_index": 0}\nnot json\n')
+  with pytest.raises(ValueError, match=r"results.jsonl.partial:2: corrupt record"):
+    eval_run.evaluate("humaneval", str(out), samples_path=samples, ks=[1], limits=FAST)
+  partial.write_text('{"task_id": "HumanEval/7", "sample_index": 0}\n')
+  with pytest.raises(ValueError, match=r"results.jsonl.partial:1: a record of another"):
+    eval_run.evaluate("humaneval", str(out), samples_path=samples, ks=[1], limits=FAST)
+
+
+@pytest.mark.slow
+def test_generation_and_execution_killed_mid_way_resume_to_the_same_files(tmp_path, hf_phi_dir):
+  from phi_jax.tokenizer import byte_level
+  directory, _ = hf_phi_dir(vocab_size=320)
+  byte_level().save(directory)
+  # 3 problems x 2 samples, one problem per batch: 3 generation batches.
+  args = ("--benchmark=humaneval", f"--checkpoint={directory}", "--limit=3", "--n=2",
+          "--batch_size=2", "--max_new_tokens=6", "--temperature=0.8", "--dtype=float32",
+          "--k=1,2", "--timeout_s=5", "--workers=1")
+  reference = tmp_path / "reference"
+  assert run_cli(*args, f"--out={reference}").returncode == 0
+
+  out = tmp_path / "out"
+  killed = run_cli(*args, f"--out={out}", env={eval_run.FAULT_ENV: "generate:1"})
+  assert killed.returncode == -signal.SIGKILL
+  assert len((out / "samples.jsonl.partial").read_text().splitlines()) == 2
+  assert not (out / "samples.jsonl").exists()
+  # Generates the 2 missing batches only (a third would kill it), then dies executing.
+  killed = run_cli(*args, f"--out={out}",
+                   env={eval_run.FAULT_ENV: "generate:3,execute:1"})
+  assert killed.returncode == -signal.SIGKILL, killed.stderr
+  assert (out / "samples.jsonl").read_bytes() == (reference / "samples.jsonl").read_bytes()
+  assert not (out / "samples.jsonl.partial").exists() and not (out / "results.jsonl").exists()
+  executed = (out / "results.jsonl.partial").read_text().splitlines()
+  assert len(executed) == 6
+  # Nothing is left to generate or execute: no model load, no append.
+  resumed = run_cli(*args, f"--out={out}", env={eval_run.FAULT_ENV: "execute:1"})
+  assert resumed.returncode == 0, resumed.stderr
+  assert (out / "results.jsonl").read_text().splitlines() == executed
+  assert _without_durations(out / "results.jsonl") == _without_durations(
+      reference / "results.jsonl")
+
+
+def test_the_run_configs_eval_section_is_checked_by_field_name():
+  cfg = base_config.get_config()
+  settings = eval_settings.from_config(cfg.eval, seed=cfg.seed)
+  assert settings.ks == (1, 10, 100) and settings.top_p == DEFAULT_TOP_P
+  for field, value, message in [("n", 0, "config.eval.n must be an integer >= 1, got 0"),
+                                ("k", "1,0", "config.eval.k must be a non-empty list"),
+                                ("timeout_s", -1.0, "config.eval.timeout_s must be a number > 0"),
+                                ("workers", -1, "config.eval.workers must be an integer >= 0")]:
+    bad = base_config.get_config().eval
+    bad[field] = value
+    with pytest.raises(SettingsError, match=re.escape(message)):
+      eval_settings.from_config(bad)
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_what_ran_and_the_rerun_finishes(tmp_path, humaneval_problems):
+  task = humaneval_problems[0]
+  slow = "    import time\n    time.sleep(0.2)\n" + task.canonical_solution
+  samples = write_samples(tmp_path / "s.jsonl",
+                          [{"task_id": task.task_id, "completion": slow}] * 20)
+  args = ("--benchmark=humaneval", f"--samples={samples}", f"--out={tmp_path / 'out'}",
+          "--k=1", "--workers=1", "--timeout_s=10")  # chunks of 16
+  partial = tmp_path / "out" / "results.jsonl.partial"
+  proc = subprocess.Popen([sys.executable, "-m", "eval.run", *args], cwd=REPO_ROOT,
+                          stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  try:
+    deadline = time.monotonic() + 120
+    while not (partial.exists() and partial.read_text()) and time.monotonic() < deadline:
+      assert proc.poll() is None, proc.communicate()
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, stderr
+  assert "interrupted: what was generated and executed is kept in" in stderr
+  assert "Traceback" not in stderr
+  assert len(partial.read_text().splitlines()) == 16
+  assert not (tmp_path / "out" / "results.jsonl").exists()
+  result = run_cli(*args)
+  assert result.returncode == 0, result.stderr
+  results = [json.loads(line) for line in open(tmp_path / "out" / "results.jsonl")]
+  assert len(results) == 20 and all(r["passed"] for r in results)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import stat
 import subprocess
 
 import jax
@@ -11,11 +12,12 @@ import pytest
 from jax.sharding import Mesh
 
 import phi_jax
-from phi_jax import checkpoint, sharding
+from phi_jax import atomic, checkpoint, sharding
 from phi_jax.config import PhiConfig
 from phi_jax.model import abstract_params
 from phi_jax.tokenizer import byte_level
 from tests.conftest import REPO_ROOT, phi_logits, random_model, random_params
+from tests.files import truncate_largest_file
 
 CONFIG = PhiConfig(vocab_size=96, d_model=32, num_layers=2, num_heads=4, mlp_dim=64,
                    rotary_dim=4, max_seq_len=64, dtype="float32", initializer_range=0.1)
@@ -217,3 +219,54 @@ def test_load_params_with_shardings(two_steps):
   assert embed.sharding == shardings["embed"]
   assert embed.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
   assert {shard.data.shape for shard in embed.addressable_shards} == {(96, 32 // 4)}
+
+
+def test_checkpoint_files_get_the_umask_modes(two_steps):
+  root, _ = two_steps
+  for directory, dirs, files in os.walk(os.path.join(root, "10")):
+    for name in dirs:
+      assert stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode) == atomic.dir_mode()
+    for name in files:
+      assert stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode) == atomic.file_mode()
+
+
+# Orbax leaves the other reads of a failed restore as never-awaited coroutines.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_truncated_parameter_file_names_the_step_item_and_older_step(tmp_path):
+  root = str(tmp_path / "ckpt")
+  for step in (3, 5, 8):
+    checkpoint.save(root, step, random_params(CONFIG, seed=step), CONFIG,
+                    tokenizer=byte_level())
+  os.makedirs(os.path.join(root, "4", "params"))  # incomplete: not an older complete step
+  truncate_largest_file(os.path.join(root, "8", "params"))
+  for load in (lambda: phi_jax.from_pretrained(root),
+               lambda: checkpoint.load_params(os.path.join(root, "8"), CONFIG)):
+    with pytest.raises(checkpoint.CheckpointError) as info:
+      load()
+    error = info.value
+    assert (error.step, error.item, error.older_step) == (8, "params", 5)
+    assert error.step_dir == os.path.join(root, "8")
+    message = str(error)
+    assert "\n" not in message and len(message) < 700
+    assert message.startswith(f"corrupt checkpoint: step 8, item 'params' ({root}/8/params)")
+    assert "OUT_OF_RANGE" in message  # TensorStore's own reason, without its spec dump
+    assert message.endswith(f"the next older complete step is 5 ({root}/5)")
+  assert checkpoint.older_complete_steps(os.path.join(root, "8")) == [5, 3]
+  # The older step named is loadable.
+  assert phi_jax.from_pretrained(os.path.join(root, "5")).config == CONFIG
+  truncate_largest_file(os.path.join(root, "3", "params"))
+  with pytest.raises(checkpoint.CheckpointError, match="there is no older complete step$"):
+    checkpoint.load_params(os.path.join(root, "3"), CONFIG)
+
+
+def test_corrupt_metadata_and_tokenizer_are_named(tmp_path):
+  root = str(tmp_path / "ckpt")
+  for step in (1, 2):
+    checkpoint.save(root, step, random_params(CONFIG), CONFIG, tokenizer=byte_level())
+  truncate_largest_file(os.path.join(root, "2", "tokenizer"))
+  with pytest.raises(checkpoint.CheckpointError, match="step 2, item 'tokenizer'.*step is 1"):
+    phi_jax.from_pretrained(root)
+  with open(os.path.join(root, "2", "metadata", "metadata.json"), "w") as f:
+    f.write('{"format": "phi_j')
+  with pytest.raises(checkpoint.CheckpointError, match="step 2, item 'metadata'.*step is 1"):
+    checkpoint.read_config(root)

@@ -3,6 +3,8 @@
 import json
 import os
 import re
+import shutil
+import stat
 import subprocess
 import sys
 
@@ -21,6 +23,7 @@ from phi_jax.config import ConfigError
 from phi_jax.pretrained import params_of
 from phi_jax.tokenizer import byte_level
 from tests.conftest import REPO_ROOT, hf_logits, make_hf_phi, phi_logits
+from tests.files import tree_hashes, truncate_largest_file
 
 INIT = 0.1  # see test_model.py: makes the logits sensitive to every conversion detail
 ATOL = 1e-4
@@ -245,6 +248,23 @@ def test_export_round_trip(reference, tmp_path):
     convert.export_hf(params_of(model), model.config, str(tmp_path / "x"), dtype="int8")
 
 
+def test_export_is_readable_by_other_users(reference, tmp_path):
+  """The export gets the umask's modes (0755 / 0644 under umask 022), not mkdtemp's 0700."""
+  directory = reference[0]
+  model = phi_jax.from_pretrained(directory, dtype="float32")
+  old = os.umask(0o022)
+  try:
+    out = convert.export_hf(params_of(model), model.config, str(tmp_path / "export"),
+                            tokenizer=byte_level())
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
+  for name in os.listdir(out):
+    assert stat.S_IMODE(os.stat(os.path.join(out, name)).st_mode) == 0o644, name
+  assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(os.listdir(out))
+  assert_transformers_loads(out, reference)
+
+
 def test_export_bfloat16(reference, tmp_path):
   directory, hf, _, want = reference
   model = phi_jax.from_pretrained(directory, dtype="float32")
@@ -322,6 +342,62 @@ def test_cli_bad_usage(tmp_path, args, message):
   assert result.returncode != 0
   assert message in result.stderr + result.stdout
   assert not os.path.exists(os.path.join(REPO_ROOT, "x"))
+
+
+def test_cli_refuses_bad_paths_and_changes_nothing(reference, tmp_path):
+  directory = reference[0]
+  existing = tmp_path / "existing"
+  existing.mkdir()
+  (existing / "keep.txt").write_text("keep")
+  a_file = tmp_path / "file"
+  a_file.write_text("x")
+  before = tree_hashes(tmp_path)
+  for args, message in [
+      (("hf-to-orbax", f"--hf_dir={tmp_path / 'missing'}", f"--out={tmp_path / 'o'}"),
+       f"--hf_dir {tmp_path / 'missing'} does not exist"),
+      (("hf-to-orbax", f"--hf_dir={a_file}", f"--out={tmp_path / 'o'}"),
+       f"--hf_dir {a_file} is not a directory"),
+      (("hf-to-orbax", f"--hf_dir={directory}", f"--out={a_file / 'o'}"),
+       f"{a_file} is a file, not a directory"),
+      (("orbax-to-hf", f"--checkpoint={directory}", f"--out={tmp_path / 'o'}"),
+       "is not an Orbax checkpoint"),
+      (("orbax-to-hf", f"--checkpoint={existing}", "--out=o", "--dtype=int8"),
+       "flag --dtype=int8"),
+  ]:
+    result = _run_cli(*args)
+    assert result.returncode == 2, (args, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert message in lines[0] and "nothing was changed" in lines[1], (args, lines)
+  assert tree_hashes(tmp_path) == before and not os.path.exists(tmp_path / "o")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_cli_names_a_corrupt_checkpoint_and_an_existing_out(reference, tmp_path):
+  ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+  assert _run_cli("hf-to-orbax", f"--hf_dir={reference[0]}", f"--out={ckpt}").returncode == 0
+  shutil.copytree(ckpt / "0", ckpt / "5")  # a later step, then damaged
+  truncate_largest_file(ckpt / "5" / "params")
+  out.mkdir()
+  (out / "keep.txt").write_text("keep")
+  before = tree_hashes(tmp_path)
+  result = _run_cli("orbax-to-hf", f"--checkpoint={ckpt}", f"--out={out}")
+  assert result.returncode == 2 and "--overwrite" in result.stderr.splitlines()[0]
+  result = _run_cli("orbax-to-hf", f"--checkpoint={ckpt}", f"--out={out}", "--overwrite")
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()
+  assert lines[-2].startswith(f"python -m phi_jax.convert: error: corrupt checkpoint: step 5, "
+                              f"item 'params' ({ckpt}/5/params) cannot be read: OUT_OF_RANGE")
+  assert lines[-2].endswith(f"the next older complete step is 0 ({ckpt}/0)")
+  assert tree_hashes(tmp_path) == before
+
+
+def test_cli_without_the_hub_says_how_to_use_a_local_copy(tmp_path):
+  result = _run_cli("hf-to-orbax", "--hf_dir=phi-jax-test/not-a-repo", f"--out={tmp_path / 'o'}")
+  assert result.returncode == 1
+  line = result.stderr.strip().splitlines()[-2]
+  assert "phi-jax-test/not-a-repo" in line and "needs network access to huggingface.co" in line
+  assert "huggingface-cli download phi-jax-test/not-a-repo --local-dir DIR" in line
+  assert not os.path.exists(tmp_path / "o")
 
 
 # ---------------------------------------------------------------------- errors

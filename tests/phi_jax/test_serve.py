@@ -11,6 +11,9 @@ import http.client
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 
 import openai
@@ -20,7 +23,7 @@ import phi_jax
 from phi_jax import serve
 from phi_jax.serving import chat_template, scheduler
 from phi_jax.tokenizer import byte_level
-from tests.conftest import make_hf_phi
+from tests.conftest import REPO_ROOT, make_hf_phi
 
 MODEL = "tiny-phi"
 NEW = 24  # max_tokens of most requests
@@ -424,3 +427,39 @@ def test_close_finishes_in_flight_requests_then_refuses(model_dir):
     assert pending.result().choices[0].finish_reason == "length"
   with pytest.raises(openai.APIConnectionError):
     client.completions.create(model=MODEL, prompt="x", max_tokens=2)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _run_cli(*args):
+  return subprocess.run([sys.executable, "-m", "phi_jax.serve", *args], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--port=65536", "--port must be an integer in [0, 65535]"),
+    ("--port=-1", "--port must be an integer in [0, 65535]"),
+    ("--max_batch=0", "--max_batch must be an integer >= 1"),
+    ("--checkpoint=MISSING", "--checkpoint MISSING does not exist"),
+    ("--dtype=int8", "flag --dtype=int8"),
+])
+def test_cli_refuses_bad_flags_in_one_line(model_dir, tmp_path, flag, message):
+  missing = str(tmp_path / "missing")
+  result = _run_cli(f"--checkpoint={model_dir}", flag.replace("MISSING", missing))
+  assert result.returncode == 2, result.stderr
+  assert message.replace("MISSING", missing) in result.stderr.splitlines()[0]
+  assert len(result.stderr.strip().splitlines()) == 2
+
+
+def test_cli_names_a_taken_port(model_dir):
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    result = _run_cli(f"--checkpoint={model_dir}", f"--port={port}", "--dtype=float32")
+  assert result.returncode == 1, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in lines[-2], lines
+  assert "PHI_JAX_TRACEBACK=1" in lines[-1]

@@ -82,3 +82,18 @@ def test_bad_data_is_named(tmp_path):
     MBPP().load(str(partial))
   with pytest.raises(ValueError, match="unknown benchmark"):
     get_benchmark("humaneval+")
+
+
+def test_mbpp_without_the_hub_says_how_to_use_a_local_copy(monkeypatch):
+  import datasets
+
+  def unreachable(*args, **kwargs):
+    raise ConnectionError("Couldn't reach 'google-research-datasets/mbpp' on the Hub "
+                          "(LocalEntryNotFoundError)\nmore detail")
+
+  monkeypatch.setattr(datasets, "load_dataset", unreachable)
+  with pytest.raises(FileNotFoundError) as info:
+    MBPP().load()
+  message = str(info.value)
+  assert "\n" not in message and "needs network access to huggingface.co" in message
+  assert "Couldn't reach" in message and "--data=PATH" in message and "eval.mbpp_path" in message

@@ -14,6 +14,7 @@ from phi_jax.config import PhiConfig
 from phi_jax.train import checkpointing, mesh as mesh_lib
 from phi_jax.train.step import Trainer
 from tests.conftest import random_params
+from tests.files import truncate_largest_file
 
 CONFIG = PhiConfig(vocab_size=320, d_model=32, num_layers=2, num_heads=4, mlp_dim=64,
                    rotary_dim=8, max_seq_len=64, dtype="float32")
@@ -84,3 +85,56 @@ def test_incomplete_steps_are_never_picked(tmp_path, trainer):
   assert int(state.step) == 2
   assert checkpoint.steps(str(root)) == [2]
   assert checkpoint.resolve_step_dir(str(root)).endswith(os.sep + "2")
+
+
+def _trained_state(trainer, step):
+  """A state whose optimizer moments are random (a fresh one's zeros compress to nothing)."""
+  state = _state(trainer, step, seed=step)
+  rng = np.random.default_rng(step)
+
+  def randomize(leaf):
+    if not np.issubdtype(leaf.dtype, np.floating):
+      return leaf
+    values = rng.standard_normal(leaf.shape).astype(leaf.dtype)
+    return jax.device_put(values, leaf.sharding)
+
+  return state.replace(opt_state=jax.tree.map(randomize, state.opt_state))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("item", [checkpoint.PARAMS, checkpointing.OPT_STATE])
+def test_a_corrupt_step_names_itself_and_the_older_step_resumes(tmp_path, trainer, item):
+  root = str(tmp_path / "checkpoints")
+  with checkpointing.TrainCheckpointer(root, CONFIG, None, every=2, keep=5) as ckpt:
+    for step in (2, 4, 6):
+      ckpt.save(_trained_state(trainer, step), {"epoch": 0, "position": step, "seed": 0})
+  os.makedirs(os.path.join(root, "5", "params"))  # missing items: not a complete step
+  truncate_largest_file(os.path.join(root, "6", item))
+  with checkpointing.TrainCheckpointer(root, CONFIG, None, every=2, keep=5) as ckpt:
+    with pytest.raises(checkpoint.CheckpointError) as info:
+      ckpt.restore(trainer.abstract_state())
+    error = info.value
+    assert (error.step, error.item, error.older_step) == (6, item, 4)
+    assert f"step 6, item '{item}' ({root}/6/{item})" in str(error)
+    assert ckpt.older_complete_steps(6) == [4, 2]
+    # Resuming from the step the error names.
+    state, iterator_state = ckpt.restore(trainer.abstract_state(), step=error.older_step)
+  want = _trained_state(trainer, 4)
+  assert int(state.step) == 4 and iterator_state["position"] == 4
+  assert _equal(state.params, want.params) and _equal(state.opt_state, want.opt_state)
+
+
+def test_a_changed_model_is_named_as_such_not_as_corrupt(tmp_path, trainer):
+  root = str(tmp_path / "checkpoints")
+  with checkpointing.TrainCheckpointer(root, CONFIG, None, every=1, keep=2) as ckpt:
+    ckpt.save(_state(trainer, 1), {"epoch": 0, "position": 1, "seed": 0})
+  wider = CONFIG.replace(mlp_dim=128)
+  train_cfg = base_config.train_config(steps=10, batch_size=8, lr=1e-3, warmup_steps=1)
+  other = Trainer(wider, train_cfg, trainer.mesh, mesh_lib.parse_rules(
+      base_config.get_config().mesh.rules), total_steps=10)
+  with checkpointing.TrainCheckpointer(root, wider, None, every=1, keep=2) as ckpt:
+    with pytest.raises(ValueError, match=r"checkpoints/1: parameter blocks/mlp/fc1/bias has "
+                                         r"shape \(2, 64\) in the checkpoint but the model "
+                                         r"config needs \(2, 128\)") as info:
+      ckpt.restore(other.abstract_state())
+  assert not isinstance(info.value, checkpoint.CheckpointError)
