@@ -55,6 +55,10 @@ def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
       # per-document positions); False = the paper's plain concatenation
       segment_ids=False,
       loader_workers=0,  # grain worker processes reading the data (0 = in-process)
+      # resuming when the latest checkpoint cannot be read (truncated, corrupt): 'fail'
+      # (stop, naming the step, the item and the next older complete step) or
+      # 'previous' (resume from that older step)
+      on_corrupt_checkpoint="fail",
       optimizer=ml_collections.ConfigDict(dict(
           lr=lr,  # peak learning rate (after warmup)
           warmup_steps=warmup_steps,  # linear warmup from 0 to lr

@@ -74,6 +74,8 @@ class Node:
     group: the stage it belongs to ('' = a stage of its own): `--stages=data` selects
       every node of group `data`.
     config: dotted config paths whose values are inputs ('train', 'data.sources', ...).
+    operational: dotted paths inside those that do not change the output (how to run,
+      not what to make: 'train.on_corrupt_checkpoint'); left out of the inputs.
     after: the nodes it reads, or a function of the context returning them (a stage's
       starting model is named by the config).
     files: the input files it reads (their sha256 are inputs), as a function.
@@ -93,6 +95,7 @@ class Node:
   doc: str = ""
   group: str = ""
   config: tuple[str, ...] = ()
+  operational: tuple[str, ...] = ()
   after: tuple[str, ...] | Callable[["Context"], Sequence[str]] = ()
   files: Callable[["Context"], Sequence[str]] | None = None
   extra: Callable[["Context"], dict] | None = None
@@ -225,6 +228,14 @@ def node_inputs(node: Node, ctx: Context, fingerprints: Mapping[str, str]) -> di
       "config": {path: config_value(ctx.config, path) for path in node.config},
       "after": {},
   }
+  for dotted in node.operational:
+    section, _, rest = dotted.partition(".")
+    value = inputs["config"].get(section)
+    *parents, leaf = rest.split(".")
+    for parent in parents:
+      value = value.get(parent) if isinstance(value, dict) else None
+    if isinstance(value, dict):
+      value.pop(leaf, None)
   for name in node.upstream(ctx):
     if name in fingerprints:
       inputs["after"][name] = fingerprints[name]

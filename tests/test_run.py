@@ -1,6 +1,5 @@
 """run.py end to end on the embedded default (configs/tiny.py), in subprocesses."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -234,17 +233,9 @@ def test_the_paper_config_offline_says_which_source_needs_the_network(tmp_path):
 
 def test_bad_values_and_paths_change_nothing_in_a_finished_workdir(tiny_run, tmp_path):
   """Each bad value is refused with one line, before any file of the run is touched."""
+  from tests.files import tree_hashes
   workdir, _ = tiny_run
-
-  def snapshot():
-    out = {}
-    for root, _, names in os.walk(workdir):
-      for name in names:
-        path = os.path.join(root, name)
-        with open(path, "rb") as f:
-          out[path] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
+  snapshot = lambda: tree_hashes(workdir)
   before = snapshot()
   cases = [("--stages=pretrain", "--force=pretrain", "--config.train.steps=-5"),
            ("--stages=sample", "--config.sample.num_samples=-1"),

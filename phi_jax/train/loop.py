@@ -29,6 +29,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from phi_jax import checkpoint
 from phi_jax.config import PhiConfig
 from phi_jax.tokenizer import Tokenizer
 from phi_jax.train import flops
@@ -83,6 +84,9 @@ class TrainJob:
     metadata: more checkpoint metadata fields (the run config, ...).
     eval_hooks: extra metrics at every evaluation.
     step_hooks: called after every step.
+    on_corrupt_checkpoint: what a resume does when the latest checkpoint cannot be
+      read: 'fail' (stop, naming the step, the item and the next older complete step)
+      or 'previous' (resume from that older step).
   """
   name: str
   out_dir: str
@@ -99,6 +103,7 @@ class TrainJob:
   metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   eval_hooks: Sequence[EvalHook] = ()
   step_hooks: Sequence[StepHook] = ()
+  on_corrupt_checkpoint: str = "fail"
 
 
 def _oom_error(e: Exception, train_cfg: Any, model_config: PhiConfig) -> Exception:
@@ -135,8 +140,25 @@ class _Run:
         every=int(job.cfg.checkpoint_every), keep=int(job.cfg.keep_checkpoints),
         source=job.source, stage=job.name, **dict(job.metadata))
 
+  def restore(self):
+    """The latest complete checkpoint's (state, iterator state), or None; a corrupt one
+    stops the run or, with on_corrupt_checkpoint='previous', gives way to older steps."""
+    abstract = self.trainer.abstract_state()
+    step = None
+    while True:
+      try:
+        return self.checkpointer.restore(abstract, step=step)
+      except checkpoint.CheckpointError as e:
+        if self.job.on_corrupt_checkpoint != "previous" or e.older_step is None:
+          hint = (f"; set on_corrupt_checkpoint='previous' in the {self.name} config to "
+                  f"resume from step {e.older_step}" if e.older_step is not None else "")
+          raise TrainingError(f"[{self.name}] {e}{hint}") from None
+        print(f"[{self.name}] {e}: resuming from step {e.older_step} "
+              f"(on_corrupt_checkpoint='previous')", flush=True)
+        step = e.older_step
+
   def initial_state(self):
-    restored = self.checkpointer.restore(self.trainer.abstract_state())
+    restored = self.restore()
     if restored is not None:
       state, iterator_state = restored
       self.iterator.set_state(iterator_state)

@@ -31,9 +31,9 @@ LOCAL_MODEL_NAME = "phi-jax-local-teacher"
 _STAGE_FIELDS = ("local_teacher", "local_max_batch")
 
 
-def synth_values(ctx: Context) -> dict:
-  """config.synth as data_pipeline.synth takes it."""
-  return {k: v for k, v in ctx.config.synth.to_dict().items() if k not in _STAGE_FIELDS}
+def synth_values(synth_config) -> dict:
+  """config.synth as data_pipeline.synth takes it (without the stage's own fields)."""
+  return {k: v for k, v in synth_config.to_dict().items() if k not in _STAGE_FIELDS}
 
 
 def out_dir(ctx: Context) -> str:
@@ -90,7 +90,7 @@ def teacher_client(ctx: Context):
 
 
 def run(ctx: Context) -> dict:
-  values = synth_values(ctx)
+  values = synth_values(ctx.config.synth)
   options = synth.SynthConfig.from_mapping(values)
   sandbox = synth.sandbox_for(options.exercises) if options.exercises.count else None
   curated = [p for p in (ctx.path("data", "curated", "code.jsonl"),) if os.path.exists(p)]
@@ -103,7 +103,7 @@ def run(ctx: Context) -> dict:
 def validate(ctx: Context) -> None:
   cfg = ctx.config.synth
   try:
-    synth.SynthConfig.from_mapping(synth_values(ctx))
+    synth.SynthConfig.from_mapping(synth_values(ctx.config.synth))
   except ValueError as e:
     raise UsageError(str(e)) from None
   if not cfg.local_teacher and not cfg.teacher.model:

@@ -89,7 +89,8 @@ def train(ctx: Context, name: str, section: str) -> dict:
       rules=mesh_lib.parse_rules(ctx.config.mesh.rules), seed=seed, batches=batches,
       eval_batches=eval_batches, init_params=load_params,
       source=f"{name}:{ref.spec}", metadata={"run_config": ctx.config.to_dict()},
-      step_hooks=(functools.partial(_kill_after, kill_after),) if kill_after else ())
+      step_hooks=(functools.partial(_kill_after, kill_after),) if kill_after else (),
+      on_corrupt_checkpoint=cfg.on_corrupt_checkpoint)
   return dict(loop.train(job), **summary_extra)
 
 
@@ -127,6 +128,9 @@ def validate(ctx: Context, section: str) -> None:
       raise UsageError(f"{where}.optimizer.{field} = {opt[field]}: must be in [0, 1)")
   if not list(cfg.data):
     raise UsageError(f"{where}.data names no dataset")
+  if cfg.on_corrupt_checkpoint not in ("fail", "previous"):
+    raise UsageError(f"{where}.on_corrupt_checkpoint = {cfg.on_corrupt_checkpoint!r}: must "
+                     f"be 'fail' or 'previous'")
   start_ref(ctx, section_node(section), section)  # a malformed model reference
 
 
@@ -160,6 +164,7 @@ def _node(name: str, section: str, doc: str) -> Node:
   return Node(
       name=name, doc=doc, run=functools.partial(train, name=name, section=section),
       config=(section, "model", "mesh", "seed"),
+      operational=(f"{section}.on_corrupt_checkpoint", f"{section}.loader_workers"),
       after=functools.partial(_after, name=name, section=section),
       extra=functools.partial(_extra, name=name, section=section),
       validate=functools.partial(validate, section=section), expensive=True,

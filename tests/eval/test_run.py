@@ -372,7 +372,7 @@ def test_the_run_configs_eval_section_is_checked_by_field_name():
   settings = eval_settings.from_config(cfg.eval, seed=cfg.seed)
   assert settings.ks == (1, 10, 100) and settings.top_p == DEFAULT_TOP_P
   for field, value, message in [("n", 0, "config.eval.n must be an integer >= 1, got 0"),
-                                ("k", "1,0", "config.eval.k must be a non-empty list"),
+                                ("k", (1, 0), "config.eval.k must be a non-empty list"),
                                 ("timeout_s", -1.0, "config.eval.timeout_s must be a number > 0"),
                                 ("workers", -1, "config.eval.workers must be an integer >= 0")]:
     bad = base_config.get_config().eval

@@ -187,3 +187,16 @@ def test_groups_select_their_steps(tmp_path):
   assert sorted(os.listdir(tmp_path / "g" / "steps")) == ["s1.json", "s2.json"]
   assert plan_actions(ctx, ("g", "z"), force=("s2",)) == {"s1": "skip", "s2": "force",
                                                            "z": "run"}
+
+
+def test_operational_fields_are_not_inputs(tmp_path):
+  config = tiny.get_config()
+  nodes = [runner.Node("t", lambda ctx: {}, config=("train",),
+                       operational=("train.on_corrupt_checkpoint", "train.loader_workers"))]
+  ctx = runner.Context(config, str(tmp_path), runner.Graph(nodes))
+  run(ctx, stages=("t",))
+  config.train.on_corrupt_checkpoint = "previous"
+  config.train.loader_workers = 2
+  assert plan_actions(ctx, ("t",)) == {"t": "skip"}
+  config.train.steps = 7
+  assert plan_actions(ctx, ("t",)) == {"t": "rerun"}

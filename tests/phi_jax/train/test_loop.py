@@ -112,3 +112,23 @@ def test_longer_pretrain_generalises(tmp_path, run_stages):
   evals = [r["loss"] for r in rows if r["kind"] == "eval"]
   assert train[-1] < 0.55 * train[0], train
   assert len(evals) == 3 and evals[-1] < evals[0] < train[0], evals
+
+
+def test_corrupt_latest_checkpoint_is_named_and_resumed_past_when_asked(tmp_path, run_stages):
+  from tests.files import truncate_largest_file
+  killed = run_stages(tmp_path, "pretrain", extra_env={"PHI_JAX_TEST_KILL_AFTER_STEP": "10"},
+                      check=False)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  root = tmp_path / "pretrain" / "checkpoints"
+  steps = sorted(int(d) for d in os.listdir(root) if d.isdigit())  # saves end complete
+  assert len(steps) >= 2, steps
+  latest, older = steps[-1], steps[-2]
+  truncate_largest_file(str(root / str(latest) / "params"))
+  failed = run_stages(tmp_path, "pretrain", check=False)
+  assert failed.returncode != 0
+  assert (f"corrupt checkpoint: step {latest}, item 'params'" in failed.stderr
+          and f"the next older complete step is {older}" in failed.stderr
+          and "on_corrupt_checkpoint='previous'" in failed.stderr), failed.stderr[-2000:]
+  resumed = run_stages(tmp_path, "pretrain", {"train.on_corrupt_checkpoint": "previous"})
+  assert f"resuming from step {older}" in resumed.stdout, resumed.stdout[-2000:]
+  assert (root / "12").is_dir()
