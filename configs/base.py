@@ -54,6 +54,14 @@ def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
       # per-document positions); False = the paper's plain concatenation
       segment_ids=False,
       loader_workers=0,  # grain worker processes reading the data (0 = in-process)
+      # longer context (docs/long_context.md): settings given to the starting model
+      # before training (phi_jax.config.with_context); 0 / '' keep the model's own
+      context=ml_collections.ConfigDict(dict(
+          max_seq_len=0,  # the context length to train for (>= seq_len)
+          rope_base=0.0,  # a larger rotary base (Code Llama: 1e6)
+          rope_scaling_type="",  # 'linear': position interpolation; 'none': no scaling
+          rope_scaling_factor=0.0,  # 'linear': positions are divided by this (new/old)
+      )),
       optimizer=ml_collections.ConfigDict(dict(
           lr=lr,  # peak learning rate (after warmup)
           warmup_steps=warmup_steps,  # linear warmup from 0 to lr
