@@ -1,12 +1,15 @@
 """APPS (Hendrycks et al. 2021): competitive-programming problems with stdin/stdout and
 call-based tests, in three difficulty levels.
 
-Data: the public release as one JSON object per line (the `test.jsonl` of the Hugging Face
-dataset `codeparrot/apps`, or the original release's per-problem folders written out one
-line each), with fields problem_id, question, starter_code, difficulty ('introductory',
-'interview' or 'competition'), solutions (a JSON string: a list of programs) and
-input_output (a JSON string: {"inputs": [...], "outputs": [...], "fn_name"?: str}).
-The user passes the path; nothing is downloaded.
+Data, from the path the user passes (nothing is downloaded), in either public form:
+
+- JSONL, one problem a line (the `test.jsonl` of the Hugging Face dataset
+  `codeparrot/apps`): problem_id, question, starter_code, difficulty ('introductory',
+  'interview' or 'competition'), solutions (a JSON string: a list of programs) and
+  input_output (a JSON string: {"inputs": [...], "outputs": [...], "fn_name"?: str});
+- the original release's folder (APPS.tar.gz's `test/`): one folder per problem, named
+  by its id, with question.txt, input_output.json, metadata.json ({"difficulty", "url"}),
+  and optionally solutions.json and starter_code.py.
 
 Benchmarks: `apps` (all problems), `apps-introductory`, `apps-interview` and
 `apps-competition`. The prompt is the APPS paper's: "\\nQUESTION:\\n" + question, the
@@ -18,6 +21,8 @@ testing_util timeout); see `_apps_check.py` for how outputs are compared.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 
 from eval.benchmarks.base import Benchmark, Problem, embedded_source, read_rows
 
@@ -34,6 +39,31 @@ def _decoded(value, what: str, where: str):
     except json.JSONDecodeError as e:
       raise ValueError(f"{where}: {what} is not valid JSON ({e})") from None
   return value
+
+
+def _folder_rows(path: str) -> Iterator[tuple[str, dict]]:
+  """(where, row) of the original release's per-problem folders, in the JSONL's fields."""
+  names = sorted((n for n in os.listdir(path) if n.isdigit()), key=int)
+  if not names:
+    raise ValueError(f"{path}: no problem folders (named by problem id) in it")
+  for name in names:
+    folder = os.path.join(path, name)
+
+    def text(file_name, required=True, folder=folder):
+      file_path = os.path.join(folder, file_name)
+      if not os.path.isfile(file_path):
+        if required:
+          raise ValueError(f"{folder}: no {file_name}")
+        return ""
+      with open(file_path, encoding="utf-8") as f:
+        return f.read()
+
+    metadata = _decoded(text("metadata.json"), "metadata.json", folder) or {}
+    yield folder, {"problem_id": int(name), "question": text("question.txt"),
+                   "input_output": text("input_output.json"),
+                   "solutions": text("solutions.json", required=False),
+                   "starter_code": text("starter_code.py", required=False),
+                   "difficulty": metadata.get("difficulty")}
 
 
 def prompt_for(question: str, starter_code: str, call_based: bool) -> str:
@@ -58,9 +88,12 @@ class APPS(Benchmark):
     self.time_limit_s = time_limit_s
 
   def load(self, path: str | None = None) -> list[Problem]:
-    source = "the APPS test split as JSONL (the codeparrot/apps dataset's test.jsonl)"
+    source = ("the APPS test split: JSONL (the codeparrot/apps dataset's test.jsonl) or the "
+              "original release's test/ folder")
+    rows = (_folder_rows(path) if path is not None and os.path.isdir(path)
+            else read_rows(self.name, path, FIELDS, source))
     problems = []
-    for where, row in read_rows(self.name, path, FIELDS, source):
+    for where, row in rows:
       if row["difficulty"] not in DIFFICULTIES:
         raise ValueError(f"{where}: difficulty {row['difficulty']!r} is not one of "
                          f"{DIFFICULTIES}")

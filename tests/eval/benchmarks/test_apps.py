@@ -64,6 +64,24 @@ def test_right_and_wrong_solutions_of_both_formats(tmp_path, data):
   assert {r["failure"] for r in results.values()} == {"assertion"}
 
 
+def test_the_original_release_folders_read_as_the_jsonl(tmp_path, data):
+  for row in ROWS:
+    folder = tmp_path / "test" / f"{row['problem_id']:04d}"
+    folder.mkdir(parents=True)
+    (folder / "question.txt").write_text(row["question"])
+    (folder / "input_output.json").write_text(row["input_output"])
+    (folder / "solutions.json").write_text(row["solutions"])
+    (folder / "metadata.json").write_text(json.dumps({"difficulty": row["difficulty"],
+                                                      "url": ""}))
+    if row["starter_code"]:
+      (folder / "starter_code.py").write_text(row["starter_code"])
+  assert APPS().load(str(tmp_path / "test")) == APPS().load(data)
+  assert [p.task_id for p in APPSInterview().load(str(tmp_path / "test"))] == ["APPS/1"]
+  (tmp_path / "test" / "0002" / "input_output.json").unlink()
+  with pytest.raises(ValueError, match="0002: no input_output.json"):
+    APPS().load(str(tmp_path / "test"))
+
+
 def test_difficulty_splits(data):
   assert [p.task_id for p in get_benchmark("apps-introductory").load(data)] == ["APPS/0"]
   assert [p.task_id for p in APPSInterview().load(data)] == ["APPS/1"]
