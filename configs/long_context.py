@@ -11,9 +11,10 @@ pass@k and transformers export carry the scaling (config.json `rope_parameters`
 {"rope_type": "linear", "factor": 4.0}).
 
 Code Llama's recipe instead raises the rotary base: --config.finetune.context.rope_base=1e6
---config.finetune.context.rope_scaling_type=none (docs/long_context.md). On a small
-machine, the same with the tiny model: --config.finetune.model=workdir/tiny/pretrain/checkpoints
---config.finetune.seq_len=512 --config.finetune.context.max_seq_len=2048 (from 512).
+--config.finetune.context.rope_scaling_type=none (docs/long_context.md). The context
+settings work with any config; on a small machine, configs/tiny.py (512 tokens) with
+--config.finetune.context.max_seq_len=2048 --config.finetune.context.rope_scaling_type=linear
+--config.finetune.context.rope_scaling_factor=4 --config.finetune.seq_len=2048.
 """
 
 from configs import base, phi1
