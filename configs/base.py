@@ -59,6 +59,14 @@ def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
       # (stop, naming the step, the item and the next older complete step) or
       # 'previous' (resume from that older step)
       on_corrupt_checkpoint="fail",
+      # longer context (docs/long_context.md): settings given to the starting model
+      # before training (phi_jax.config.with_context); 0 / '' keep the model's own
+      context=ml_collections.ConfigDict(dict(
+          max_seq_len=0,  # the context length to train for (>= seq_len)
+          rope_base=0.0,  # a larger rotary base (Code Llama: 1e6)
+          rope_scaling_type="",  # 'linear': position interpolation; 'none': no scaling
+          rope_scaling_factor=0.0,  # 'linear': positions are divided by this (new/old)
+      )),
       optimizer=ml_collections.ConfigDict(dict(
           lr=lr,  # peak learning rate (after warmup)
           warmup_steps=warmup_steps,  # linear warmup from 0 to lr

@@ -18,6 +18,7 @@ ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "pallas", "cudnn")
 ACTIVATIONS = ("gelu_tanh", "gelu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 DTYPES = ("float32", "bfloat16", "float16")
+ROPE_SCALING_TYPES = ("none", "linear")
 
 
 class ConfigError(UsageError):
@@ -52,7 +53,14 @@ class PhiConfig:
     mlp_dim: hidden width of the MLP (fc1 output).
     rotary_dim: leading dims of each head that get the rotary embedding (NeoX
       rotate-half); the remaining head_dim - rotary_dim dims pass unchanged.
-    rope_base: rotary frequency base (theta).
+    rope_base: rotary frequency base (theta). A larger base (Code Llama: 1e6) slows
+      the rotation of every frequency, for a longer context (docs/long_context.md).
+    rope_scaling_type: 'none', or 'linear' (position interpolation, Chen et al. 2023:
+      positions are divided by rope_scaling_factor, so a context rope_scaling_factor
+      times longer maps onto the angles the model was trained on); transformers'
+      `rope_parameters` {"rope_type": "linear", "factor": ...}.
+    rope_scaling_factor: the divisor of the positions under 'linear' (> 0; usually the
+      new context length over the trained one); must be 1.0 under 'none'.
     max_seq_len: the context length the model is trained for (2048).
     layer_norm_eps: epsilon of every LayerNorm.
     activation: 'gelu_tanh' (phi: gelu_new, the tanh approximation) or 'gelu' (erf).
@@ -86,6 +94,8 @@ class PhiConfig:
   mlp_dim: int = 8192
   rotary_dim: int = 32
   rope_base: float = 10000.0
+  rope_scaling_type: str = "none"
+  rope_scaling_factor: float = 1.0
   max_seq_len: int = 2048
   layer_norm_eps: float = 1e-5
   activation: str = "gelu_tanh"
@@ -107,6 +117,11 @@ class PhiConfig:
   @property
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
+
+  @property
+  def rope_position_scale(self) -> float:
+    """What the rotary embedding multiplies positions by (1 / factor under 'linear')."""
+    return 1.0 / self.rope_scaling_factor if self.rope_scaling_type == "linear" else 1.0
 
   @property
   def compute_dtype(self):
@@ -134,6 +149,14 @@ class PhiConfig:
       fail("rotary_dim", f"must be an integer in [0, head_dim={self.head_dim}]")
     if self.rotary_dim % 2:
       fail("rotary_dim", "must be even (rotate-half pairs dims)")
+    if self.rope_scaling_type not in ROPE_SCALING_TYPES:
+      fail("rope_scaling_type", f"must be one of {ROPE_SCALING_TYPES}")
+    if (not isinstance(self.rope_scaling_factor, (int, float))
+        or isinstance(self.rope_scaling_factor, bool) or not self.rope_scaling_factor > 0):
+      fail("rope_scaling_factor", "must be a number > 0")
+    if self.rope_scaling_type == "none" and self.rope_scaling_factor != 1.0:
+      fail("rope_scaling_factor", "must be 1.0 when rope_scaling_type is 'none' (set "
+           "rope_scaling_type = 'linear' to scale positions)")
     for field in ("embed_dropout", "attention_dropout", "residual_dropout"):
       if not 0.0 <= float(getattr(self, field)) < 1.0:
         fail(field, "must be in [0, 1)")
@@ -170,3 +193,29 @@ class PhiConfig:
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
+
+
+# The fields a training run may change on the model it starts from, to train it for a
+# longer context (docs/long_context.md); each leaves the parameters' shapes as they are.
+CONTEXT_FIELDS = ("max_seq_len", "rope_base", "rope_scaling_type", "rope_scaling_factor")
+
+
+def with_context(config: PhiConfig, context: Mapping[str, Any],
+                 where: str = "context") -> PhiConfig:
+  """`config` with the context settings in `context` that are set (0 or '' keeps config's).
+
+  Setting rope_scaling_type 'none' without a factor resets the factor to 1.0. Raises
+  ConfigError naming `where` for an unknown key or a value the model cannot take.
+  """
+  if hasattr(context, "to_dict"):
+    context = context.to_dict()
+  unknown = sorted(set(context) - set(CONTEXT_FIELDS))
+  if unknown:
+    raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {list(CONTEXT_FIELDS)}")
+  changes = {field: value for field, value in context.items() if value not in (0, "", None)}
+  if changes.get("rope_scaling_type") == "none":
+    changes.setdefault("rope_scaling_factor", 1.0)
+  try:
+    return config.replace(**changes)
+  except (ConfigError, TypeError) as e:
+    raise ConfigError(f"{where} = {changes}: {e}") from None

@@ -35,6 +35,7 @@ from phi_jax.config import ConfigError, PhiConfig
 _HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                    "gelu_fast": "gelu_tanh", "gelu": "gelu"}
 _LEGACY_MODEL_TYPES = ("phi-msft", "mixformer-sequential")
+_HF_ROPE_TYPES = {"default": "none", "linear": "linear"}  # transformers rope_type -> ours
 
 
 def config_from_hf(hf: Mapping[str, Any], where: str = "config.json") -> PhiConfig:
@@ -51,9 +52,16 @@ def config_from_hf(hf: Mapping[str, Any], where: str = "config.json") -> PhiConf
     d_model, num_heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
     head_dim = d_model // num_heads
     rope = dict(get("rope_parameters", {}) or {})
+    scaling = dict(get("rope_scaling", {}) or {})
+    if scaling:  # transformers 4.x's form; 5.x too reads it over rope_parameters' type
+      rope = {k: v for k, v in rope.items() if k not in ("rope_type", "type")}
+      rope.update(scaling)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if get("rope_scaling") or rope_type != "default":
-      raise ConfigError(f"{where}: rope scaling ({rope_type!r}) is not supported")
+    if rope_type not in _HF_ROPE_TYPES:
+      raise ConfigError(f"{where}: rope scaling {rope_type!r} is not supported; supported: "
+                        f"{sorted(_HF_ROPE_TYPES)}")
+    if rope_type == "linear" and "factor" not in rope:
+      raise ConfigError(f"{where}: linear rope scaling without a 'factor'")
     factor = rope.get("partial_rotary_factor", get("partial_rotary_factor", 0.5))
     if get("head_dim") not in (None, head_dim):
       raise ConfigError(f"{where}: head_dim {hf['head_dim']} != hidden_size / heads")
@@ -76,6 +84,8 @@ def config_from_hf(hf: Mapping[str, Any], where: str = "config.json") -> PhiConf
         mlp_dim=int(get("intermediate_size", 4 * d_model)),
         rotary_dim=int(head_dim * float(factor)),
         rope_base=float(rope.get("rope_theta", get("rope_theta", 10000.0))),
+        rope_scaling_type=_HF_ROPE_TYPES[rope_type],
+        rope_scaling_factor=float(rope.get("factor", 1.0)) if rope_type == "linear" else 1.0,
         max_seq_len=int(get("max_position_embeddings", 2048)),
         layer_norm_eps=float(get("layer_norm_eps", 1e-5)),
         activation=activation,
@@ -119,6 +129,12 @@ def config_to_hf(config: PhiConfig, *, bos_token_id: int | None = None,
                  eos_token_id: int | None = None, torch_dtype: str = "float32") -> dict:
   """A transformers `PhiConfig` dict (readable by transformers 4.x and 5.x)."""
   factor = config.rotary_dim / config.head_dim
+  rope_parameters = {"rope_type": "default", "rope_theta": config.rope_base,
+                     "partial_rotary_factor": factor}
+  rope_scaling = None
+  if config.rope_scaling_type == "linear":
+    rope_parameters.update(rope_type="linear", factor=config.rope_scaling_factor)
+    rope_scaling = {"type": "linear", "factor": config.rope_scaling_factor}  # 4.x's form
   return {
       "architectures": ["PhiForCausalLM"],
       "model_type": "phi",
@@ -133,8 +149,8 @@ def config_to_hf(config: PhiConfig, *, bos_token_id: int | None = None,
       "layer_norm_eps": config.layer_norm_eps,
       "rope_theta": config.rope_base,
       "partial_rotary_factor": factor,
-      "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_base,
-                          "partial_rotary_factor": factor},
+      "rope_parameters": rope_parameters,
+      "rope_scaling": rope_scaling,
       "embd_pdrop": config.embed_dropout,
       "resid_pdrop": config.residual_dropout,
       "attention_dropout": config.attention_dropout,

@@ -79,11 +79,16 @@ class LayerNorm(nnx.Module):
     return y.astype(self.dtype)
 
 
-def rotary_angles(positions_BT: jax.Array, rotary_dim: int,
-                  base: float) -> tuple[jax.Array, jax.Array]:
-  """cos and sin of the rotary angles, each [B, T, rotary_dim // 2], in fp32."""
+def rotary_angles(positions_BT: jax.Array, rotary_dim: int, base: float,
+                  position_scale: float = 1.0) -> tuple[jax.Array, jax.Array]:
+  """cos and sin of the rotary angles, each [B, T, rotary_dim // 2], in fp32.
+
+  position_scale: positions are multiplied by it first (linear RoPE scaling, i.e.
+  position interpolation: 1 / factor; PhiConfig.rope_position_scale).
+  """
   inv_freq = 1.0 / (base ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
-  angles_BTR = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+  # transformers scales inv_freq, the same product: angles = position * (inv_freq / factor)
+  angles_BTR = positions_BT.astype(jnp.float32)[..., None] * (inv_freq * position_scale)
   return jnp.cos(angles_BTR), jnp.sin(angles_BTR)
 
 
@@ -287,7 +292,8 @@ class PhiForCausalLM(nnx.Module):
     if dropout_rng is not None:
       embed_rng, dropout_rng = jax.random.split(dropout_rng)
       x_BTE = dropout(x_BTE, config.embed_dropout, embed_rng)
-    rope = rotary_angles(positions_BT, config.rotary_dim, config.rope_base)
+    rope = rotary_angles(positions_BT, config.rotary_dim, config.rope_base,
+                         config.rope_position_scale)
     graphdef, stacked_state = nnx.split(self.blocks)
 
     def layer_step(carry, xs):

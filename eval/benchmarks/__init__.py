@@ -1,10 +1,17 @@
 """The benchmarks, by name."""
 
+from eval.benchmarks.apps import APPS, APPSCompetition, APPSInterview, APPSIntroductory
 from eval.benchmarks.base import Benchmark, Problem, truncate_at_stop
+from eval.benchmarks.evalplus import HumanEvalPlus, HumanEvalPlusBase, MBPPPlus, MBPPPlusBase
 from eval.benchmarks.humaneval import HumanEval
+from eval.benchmarks.humaneval_infilling import (HumanEvalInfillMulti, HumanEvalInfillSingle,
+                                                 HumanEvalInfillSpan)
 from eval.benchmarks.mbpp import MBPP
 
-BENCHMARKS = {b.name: b for b in (HumanEval, MBPP)}
+BENCHMARKS = {b.name: b for b in (
+    HumanEval, MBPP, HumanEvalInfillSingle, HumanEvalInfillMulti, HumanEvalInfillSpan,
+    HumanEvalPlus, HumanEvalPlusBase, MBPPPlus, MBPPPlusBase, APPS, APPSIntroductory,
+    APPSInterview, APPSCompetition)}
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -14,5 +21,7 @@ def get_benchmark(name: str) -> Benchmark:
     raise ValueError(f"unknown benchmark {name!r}; available: {sorted(BENCHMARKS)}") from None
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "HumanEval", "MBPP", "Problem", "get_benchmark",
-           "truncate_at_stop"]
+__all__ = ["APPS", "APPSCompetition", "APPSInterview", "APPSIntroductory", "BENCHMARKS",
+           "Benchmark", "HumanEval", "HumanEvalInfillMulti", "HumanEvalInfillSingle",
+           "HumanEvalInfillSpan", "HumanEvalPlus", "HumanEvalPlusBase", "MBPP", "MBPPPlus",
+           "MBPPPlusBase", "Problem", "get_benchmark", "truncate_at_stop"]

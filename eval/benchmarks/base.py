@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+import functools
+import os
+from collections.abc import Iterator, Sequence
+
+from phi_jax.jsonl import read_jsonl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +24,7 @@ class Problem:
   entry_point: str = ""  # the function under test, where the benchmark names one
   canonical_solution: str | None = None  # a completion known to pass
   setup: str = ""  # code to run before the program (imports, fixtures)
+  suffix: str = ""  # infilling: the text after the middle (the completion fills the gap)
 
 
 class Benchmark(abc.ABC):
@@ -42,3 +47,32 @@ def truncate_at_stop(completion: str, stop: Sequence[str]) -> str:
   """The completion up to the earliest stop sequence (for samples from elsewhere)."""
   cut = min((i for i in (completion.find(s) for s in stop) if i >= 0), default=-1)
   return completion if cut < 0 else completion[:cut]
+
+
+def read_rows(benchmark: str, path: str | None, fields: Sequence[str],
+              source: str) -> Iterator[tuple[str, dict]]:
+  """(where, row) for each line of a local JSONL benchmark file; `where` is 'path:line'.
+
+  Args:
+    benchmark: the benchmark's name, for messages.
+    path: the file the user gave; None is an error naming `source` (nothing is downloaded).
+    fields: the fields every row must have.
+    source: what the file is and where it is published.
+  """
+  if path is None:
+    raise FileNotFoundError(f"{benchmark}: pass the path of {source}; nothing is downloaded")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{benchmark} data: no file {path}")
+  for number, row in read_jsonl(path):
+    missing = set(fields) - set(row)
+    if missing:
+      raise ValueError(f"{path}:{number}: missing field(s) {sorted(missing)}")
+    yield f"{path}:{number}", row
+
+
+@functools.cache
+def embedded_source(file_name: str) -> str:
+  """The text of a module of this package that programs embed (a checker run in-sandbox)."""
+  with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), file_name),
+            encoding="utf-8") as f:
+    return f.read()

@@ -26,6 +26,7 @@ from data_pipeline import batches as batches_lib
 from data_pipeline import catalog
 from phi_jax import checkpoint
 from phi_jax.cli import UsageError
+from phi_jax.config import PhiConfig, with_context
 from phi_jax.train import loop
 from phi_jax.train import mesh as mesh_lib
 from recipe import models
@@ -54,6 +55,7 @@ def train(ctx: Context, name: str, section: str) -> dict:
   cfg = ctx.config[section]
   ref = start_ref(ctx, name, section)
   model_config, tokenizer, load_params = init_stage.load_start(ctx, ref, _field(section))
+  model_config = with_context(model_config, cfg.context, f"config.{section}.context")
   if tokenizer is None:
     raise StageError(f"the starting model {ref.spec!r} has no tokenizer to tokenize the "
                      f"data with; set config.init.tokenizer")
@@ -131,6 +133,7 @@ def validate(ctx: Context, section: str) -> None:
   if cfg.on_corrupt_checkpoint not in ("fail", "previous"):
     raise UsageError(f"{where}.on_corrupt_checkpoint = {cfg.on_corrupt_checkpoint!r}: must "
                      f"be 'fail' or 'previous'")
+  with_context(PhiConfig(), cfg.context, f"{where}.context")  # values no model can take
   start_ref(ctx, section_node(section), section)  # a malformed model reference
 
 

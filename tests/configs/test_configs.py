@@ -7,12 +7,13 @@ import re
 import ml_collections
 import pytest
 
-from configs import base, phi1, phi1_small, tiny
+from configs import base, long_context, phi1, phi1_small, tiny
 from phi_jax import PhiConfig, count_params
+from phi_jax.config import ConfigError, with_context
 from recipe import graph
 from tests.conftest import REPO_ROOT
 
-CONFIGS = {"phi1": phi1, "phi1_small": phi1_small, "tiny": tiny}
+CONFIGS = {"phi1": phi1, "phi1_small": phi1_small, "tiny": tiny, "long_context": long_context}
 
 
 def _leaves(config, prefix=()):
@@ -78,3 +79,30 @@ def test_every_field_is_documented():
     assert hits, f"config field {'.'.join(path)} is not set in configs/base.py"
     documented = any("#" in lines[i] or lines[i - 1].strip().startswith("#") for i in hits)
     assert documented, f"config field {'.'.join(path)} has no comment in configs/base.py"
+
+
+def test_long_context_finetunes_phi1_to_four_times_its_context():
+  config = long_context.get_config()
+  pretrained = PhiConfig.from_mapping(config.model)  # what phi-1-base was trained as
+  extended = with_context(pretrained, config.finetune.context, "config.finetune.context")
+  assert (pretrained.max_seq_len, extended.max_seq_len) == (2048, 8192)
+  assert (extended.rope_scaling_type, extended.rope_scaling_factor) == ("linear", 4.0)
+  assert extended.rope_position_scale == 0.25
+  assert config.finetune.seq_len == extended.max_seq_len
+  assert extended.replace(rope_scaling_type="none", rope_scaling_factor=1.0,
+                          max_seq_len=2048) == pretrained  # nothing else changes
+  assert config.finetune.model == long_context.FROM_MODEL
+
+
+def test_context_settings_keep_what_is_not_set():
+  model = PhiConfig(rope_scaling_type="linear", rope_scaling_factor=2.0, max_seq_len=4096)
+  unset = base.get_config().finetune.context
+  assert with_context(model, unset) == model
+  assert with_context(model, dict(rope_base=1e6)).rope_base == 1e6
+  # 'none' without a factor drops the model's scaling
+  plain = with_context(model, dict(rope_scaling_type="none"))
+  assert (plain.rope_scaling_type, plain.rope_scaling_factor) == ("none", 1.0)
+  with pytest.raises(ConfigError, match="config.finetune.context.*rope_scaling_type"):
+    with_context(model, dict(rope_scaling_type="ntk"), "config.finetune.context")
+  with pytest.raises(ConfigError, match=r"unknown field\(s\) \['rotary_dim'\]"):
+    with_context(model, dict(rotary_dim=16))

@@ -481,7 +481,9 @@ def test_unsupported_transformers_models(hf_phi_dir, overrides, message):
 @pytest.mark.parametrize("changes, message", [
     (dict(hidden_act="relu"), "hidden_act"),
     (dict(tie_word_embeddings=True), "tie_word_embeddings"),
-    (dict(rope_scaling={"type": "linear", "factor": 2.0}), "rope scaling"),
+    (dict(rope_scaling={"type": "dynamic", "factor": 2.0}), "rope scaling 'dynamic'"),
+    (dict(rope_parameters={"rope_type": "yarn", "factor": 2.0}), "rope scaling 'yarn'"),
+    (dict(rope_parameters={"rope_type": "linear"}), "without a 'factor'"),
     (dict(model_type="llama"), "not a phi model"),
     (dict(hidden_size=None), "hidden_size"),
     (dict(num_attention_heads=5, num_key_value_heads=5), "num_heads"),
@@ -505,6 +507,74 @@ def test_config_round_trip(reference):
     assert getattr(exported, field) == getattr(hf_config, field), field
   assert exported.rope_parameters["partial_rotary_factor"] == (
       hf_config.rope_parameters["partial_rotary_factor"])
+
+
+# ---------------------------------------------------------------------- rope scaling
+
+ROPE_SETTINGS = [  # (phi_jax fields, transformers rope_parameters)
+    (dict(rope_scaling_type="linear", rope_scaling_factor=4.0),
+     {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}),
+    (dict(rope_base=1e6), {"rope_type": "default", "rope_theta": 1e6}),  # Code Llama's base
+    (dict(rope_scaling_type="linear", rope_scaling_factor=2.5, rope_base=5e5),
+     {"rope_type": "linear", "factor": 2.5, "rope_theta": 5e5}),
+]
+
+
+@pytest.mark.parametrize("fields, rope_parameters", ROPE_SETTINGS)
+def test_rope_scaling_logits_match_transformers(tmp_path, fields, rope_parameters):
+  directory = str(tmp_path / "hf")
+  hf = make_hf_phi(directory, initializer_range=INIT, num_hidden_layers=NUM_LAYERS,
+                   rope_parameters=dict(rope_parameters, partial_rotary_factor=0.5))
+  tokens = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 48))
+  want = hf_logits(hf, tokens)
+  model = phi_jax.from_pretrained(directory, dtype="float32")
+  for field, value in fields.items():
+    assert getattr(model.config, field) == value, field
+  np.testing.assert_allclose(phi_logits(model, tokens), want, atol=ATOL, rtol=0)
+  # the settings matter at these positions: without them the logits are far off
+  plain = phi_jax.model_from_params(model.config.replace(
+      rope_scaling_type="none", rope_scaling_factor=1.0, rope_base=10000.0), params_of(model))
+  assert np.abs(phi_logits(plain, tokens) - want).max() > 100 * ATOL
+
+
+def test_export_with_rope_scaling_loads_in_transformers(reference, tmp_path):
+  directory, _, tokens, _ = reference
+  base = phi_jax.from_pretrained(directory, dtype="float32")
+  config = base.config.replace(rope_scaling_type="linear", rope_scaling_factor=4.0,
+                               rope_base=5e4, max_seq_len=1024)
+  model = phi_jax.model_from_params(config, params_of(base))
+  out = convert.export_hf(params_of(model), config, str(tmp_path / "export"))
+  loaded = transformers.PhiForCausalLM.from_pretrained(out).eval()
+  rope = loaded.config.rope_parameters
+  assert (rope["rope_type"], rope["factor"], rope["rope_theta"]) == ("linear", 4.0, 5e4)
+  assert loaded.config.max_position_embeddings == 1024
+  assert loaded.model.rotary_emb.rope_type == "linear"
+  np.testing.assert_allclose(hf_logits(loaded, tokens), phi_logits(model, tokens), atol=ATOL,
+                             rtol=0)
+  assert phi_jax.from_pretrained(out, dtype="float32").config == model.config
+
+
+def test_rope_scaling_in_transformers_4x_form():
+  """transformers 4.x wrote `rope_scaling` {"type", "factor"} beside `rope_theta`."""
+  config = dict(model_type="phi", vocab_size=64, hidden_size=32, num_hidden_layers=1,
+                num_attention_heads=4, partial_rotary_factor=0.5, rope_theta=2e4,
+                rope_scaling={"type": "linear", "factor": 2.0})
+  imported = hf_convert.config_from_hf(config)
+  assert (imported.rope_scaling_type, imported.rope_scaling_factor, imported.rope_base) == (
+      "linear", 2.0, 2e4)
+  assert hf_convert.config_to_hf(imported)["rope_scaling"] == {"type": "linear", "factor": 2.0}
+  assert hf_convert.config_to_hf(imported.replace(
+      rope_scaling_type="none", rope_scaling_factor=1.0))["rope_scaling"] is None
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(rope_scaling_type="yarn"), "rope_scaling_type"),
+    (dict(rope_scaling_factor=2.0), "must be 1.0 when rope_scaling_type is 'none'"),
+    (dict(rope_scaling_type="linear", rope_scaling_factor=0.0), "rope_scaling_factor"),
+])
+def test_bad_rope_settings_are_named(changes, message):
+  with pytest.raises(ConfigError, match=message):
+    phi_jax.PhiConfig(**changes)
 
 
 def test_hub_repo_offline():

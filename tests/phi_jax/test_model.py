@@ -416,3 +416,19 @@ def test_config_from_mapping():
     PhiConfig.from_mapping({"attention": "splash"})
   assert issubclass(ConfigError, ValueError)
   assert PhiConfig.from_mapping(small_config().to_dict()) == small_config()
+
+
+def test_linear_rope_scaling_is_position_interpolation():
+  """Under linear scaling by f, positions f * p see the angles that p sees unscaled."""
+  factor = 4.0
+  plain = small_config(max_seq_len=256)
+  scaled = plain.replace(rope_scaling_type="linear", rope_scaling_factor=factor)
+  params = params_of(init_model(plain, 0))
+  tokens = random_tokens((2, 16), plain.vocab_size)
+  positions = np.tile(np.arange(16, dtype=np.int32), (2, 1))
+  want = phi_logits(model_from_params(plain, params), tokens, positions=positions)
+  got = phi_logits(model_from_params(scaled, params), tokens,
+                   positions=(positions * int(factor)).astype(np.int32))
+  np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+  assert np.abs(phi_logits(model_from_params(scaled, params), tokens, positions=positions)
+                - want).max() > 100 * ATOL

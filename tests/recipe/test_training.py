@@ -98,3 +98,10 @@ def test_bad_training_values_are_refused_before_any_work(tmp_path):
   config.train.steps = 10
   with pytest.raises(UsageError, match="warmup_steps = 20: must be >= 0 and below"):
     runner.make_plan(ctx, ["data", "init", "pretrain"])
+
+
+def test_bad_context_settings_are_refused_before_any_work(tmp_path):
+  config = tiny.get_config()
+  config.finetune.context.rope_scaling_type = "ntk"
+  with pytest.raises(UsageError, match=r"config.finetune.context = .*rope_scaling_type"):
+    runner.make_plan(context(tmp_path, config), ["data", "init", "pretrain", "finetune"])

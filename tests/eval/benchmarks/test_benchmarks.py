@@ -81,7 +81,7 @@ def test_bad_data_is_named(tmp_path):
   with pytest.raises(ValueError, match="expected the 500 test problems"):
     MBPP().load(str(partial))
   with pytest.raises(ValueError, match="unknown benchmark"):
-    get_benchmark("humaneval+")
+    get_benchmark("humaneval++")
 
 
 def test_mbpp_without_the_hub_says_how_to_use_a_local_copy(monkeypatch):

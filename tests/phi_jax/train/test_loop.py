@@ -132,3 +132,19 @@ def test_corrupt_latest_checkpoint_is_named_and_resumed_past_when_asked(tmp_path
   resumed = run_stages(tmp_path, "pretrain", {"train.on_corrupt_checkpoint": "previous"})
   assert f"resuming from step {older}" in resumed.stdout, resumed.stdout[-2000:]
   assert (root / "12").is_dir()
+
+
+def test_finetune_extends_the_context(tmp_path, run_stages):
+  """config.finetune.context: trains past the model's max_seq_len with linear RoPE scaling,
+  and the checkpoints carry the new settings to the stages after it."""
+  overrides = {"finetune.model": "random", "finetune.steps": 2, "finetune.checkpoint_every": 2,
+               "finetune.eval_every": 0, "finetune.seq_len": 128,
+               "finetune.optimizer.warmup_steps": 1, "finetune.context.max_seq_len": 256,
+               "finetune.context.rope_scaling_type": "linear",
+               "finetune.context.rope_scaling_factor": 4.0}
+  run_stages(tmp_path, "finetune", overrides)  # the model's own max_seq_len is 64
+  config, _ = _params(str(tmp_path / "finetune" / "checkpoints" / "2"))
+  assert (config.max_seq_len, config.rope_scaling_type, config.rope_scaling_factor) == (
+      256, "linear", 4.0)
+  losses = [r["loss"] for r in read_metrics(str(tmp_path / "finetune")) if r["kind"] == "train"]
+  assert len(losses) == 2 and np.all(np.isfinite(losses))

@@ -1,0 +1,94 @@
+"""HumanEval+ and MBPP+ (EvalPlus, Liu et al. 2023): the same problems, many more tests.
+
+EvalPlus's released files (HumanEvalPlus-v0.1.10.jsonl, MbppPlus-v0.2.0.jsonl, from the
+evalplus/humanevalplus_release and mbppplus_release GitHub releases; the user passes the
+path) hold, per problem: task_id, prompt, entry_point, canonical_solution, base_input (the
+original benchmark's test inputs), plus_input (EvalPlus's added inputs) and atol. There
+are no expected outputs: the reference solution's outputs on the same inputs are the
+oracle, and its run time sets each input's time limit (see `_evalplus_check.py`).
+
+Benchmarks: `humaneval+` and `mbpp+` test on base + plus inputs (EvalPlus's "plus"
+score); `humaneval+base` and `mbpp+base` on the base inputs only (its "base" score).
+Prompts are the files' `prompt` (HumanEval+: signature and docstring, continued by the
+model; MBPP+: a docstring with the description and one assert, after which the model
+writes the function); stop sequences are HumanEval's and MBPP's.
+"""
+
+from __future__ import annotations
+
+import json
+
+from eval.benchmarks.base import Benchmark, Problem, embedded_source, read_rows
+from eval.benchmarks.humaneval import HumanEval
+from eval.benchmarks.mbpp import MBPP
+
+FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input")
+# evalplus/evaluate.py's defaults (v0.3): per input, max(4 s, 4 x the reference's time)
+MIN_TIME_LIMIT_S = 4.0
+TIME_LIMIT_FACTOR = 4.0
+
+
+class _EvalPlus(Benchmark):
+  """One EvalPlus dataset; `plus` chooses base + plus inputs (True) or base inputs only."""
+
+  dataset: str = ""  # 'humaneval' or 'mbpp': which of EvalPlus's oracles apply
+  release_file: str = ""
+  plus: bool = True
+
+  def __init__(self, min_time_limit_s: float = MIN_TIME_LIMIT_S,
+               time_limit_factor: float = TIME_LIMIT_FACTOR):
+    if min_time_limit_s <= 0 or time_limit_factor <= 0:
+      raise ValueError(f"{self.name}: time limits must be positive, got min_time_limit_s="
+                       f"{min_time_limit_s}, time_limit_factor={time_limit_factor}")
+    self.min_time_limit_s = min_time_limit_s
+    self.time_limit_factor = time_limit_factor
+
+  def load(self, path: str | None = None) -> list[Problem]:
+    problems = []
+    for where, row in read_rows(self.name, path, FIELDS, f"EvalPlus's {self.release_file}"):
+      for field in ("base_input", "plus_input"):
+        if not isinstance(row[field], list):
+          raise ValueError(f"{where}: {field} must be a list of argument lists")
+      inputs = row["base_input"] + (row["plus_input"] if self.plus else [])
+      test = json.dumps({"inputs": inputs, "atol": float(row.get("atol") or 0)})
+      problems.append(Problem(task_id=row["task_id"], prompt=row["prompt"], test=test,
+                              entry_point=row["entry_point"],
+                              canonical_solution=row["canonical_solution"]))
+    if not problems:
+      raise ValueError(f"{path}: no problems")
+    return problems
+
+  def program(self, problem: Problem, completion: str) -> str:
+    test = json.loads(problem.test)
+    call = (f"check(dataset={self.dataset!r}, task_id={problem.task_id!r}, "
+            f"entry_point={problem.entry_point!r}, "
+            f"reference={problem.prompt + problem.canonical_solution!r}, "
+            f"candidate={problem.prompt + completion!r}, "
+            f"inputs_json={json.dumps(test['inputs'])!r}, atol={test['atol']!r}, "
+            f"min_time_limit_s={self.min_time_limit_s!r}, "
+            f"time_limit_factor={self.time_limit_factor!r})\n")
+    return embedded_source("_evalplus_check.py") + "\n\n" + call
+
+
+class HumanEvalPlus(_EvalPlus):
+  name = "humaneval+"
+  dataset = "humaneval"
+  release_file = "HumanEvalPlus-v0.1.10.jsonl"
+  stop = HumanEval.stop
+
+
+class HumanEvalPlusBase(HumanEvalPlus):
+  name = "humaneval+base"
+  plus = False
+
+
+class MBPPPlus(_EvalPlus):
+  name = "mbpp+"
+  dataset = "mbpp"
+  release_file = "MbppPlus-v0.2.0.jsonl"
+  stop = MBPP.stop
+
+
+class MBPPPlusBase(MBPPPlus):
+  name = "mbpp+base"
+  plus = False

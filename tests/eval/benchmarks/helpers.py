@@ -1,0 +1,24 @@
+"""Writing benchmark files and samples, and scoring them through the evaluator."""
+
+import json
+
+from eval import run as eval_run
+from eval.sandbox import SandboxLimits
+
+LIMITS = SandboxLimits(timeout_s=10.0, cpu_s=10)
+
+
+def write_jsonl(path, rows):
+  with open(path, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+  return str(path)
+
+
+def score(tmp_path, name, data, samples, tag, limits=LIMITS):
+  """(report, results by task_id) of `samples` on benchmark `name` with data file `data`."""
+  report = eval_run.evaluate(name, str(tmp_path / tag), data_path=data, ks=[1], limits=limits,
+                             samples_path=write_jsonl(tmp_path / f"{tag}.jsonl", samples))
+  with open(tmp_path / tag / "results.jsonl") as f:
+    results = [json.loads(line) for line in f]
+  return report, {r["task_id"]: r for r in results}
