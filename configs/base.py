@@ -208,6 +208,9 @@ def get_config() -> ml_collections.ConfigDict:
       # '' = the Hugging Face dataset google-research-datasets/mbpp (online); else a
       # local copy of the original mbpp.jsonl
       mbpp_path="",
+      # "benchmark=path" pairs for the benchmarks read from a local file
+      # (humaneval-infill-*, humaneval+, mbpp+, apps*; docs/benchmarks.md)
+      data_paths=(),
       limit=0,  # evaluate only the first N problems of each benchmark (0 = all)
       n=1,  # samples per problem (pass@k needs n >= k)
       temperature=0.0,  # 0 = greedy (pass@1); the Codex paper uses 0.8 for pass@100

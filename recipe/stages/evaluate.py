@@ -24,7 +24,7 @@ def run(ctx: Context) -> dict:
   s = settings.from_config(cfg, seed=int(ctx.config.seed))
   path = common.model_ref(ctx, "eval", "eval").spec
   limits = SandboxLimits(timeout_s=s.timeout_s, cpu_s=s.cpu_s, memory_mb=s.memory_mb)
-  data = {"humaneval": cfg.humaneval_path or None, "mbpp": cfg.mbpp_path or None}
+  data = data_paths(cfg)
   summary = {}
   for benchmark in cfg.benchmarks:
     print(f"[eval] {benchmark}: {path}", flush=True)
@@ -39,6 +39,17 @@ def run(ctx: Context) -> dict:
   return summary
 
 
+def data_paths(cfg) -> dict[str, str | None]:
+  """{benchmark: local file}: humaneval_path, mbpp_path and the data_paths pairs."""
+  paths = {"humaneval": cfg.humaneval_path or None, "mbpp": cfg.mbpp_path or None}
+  for pair in cfg.data_paths:
+    name, sep, path = str(pair).partition("=")
+    if not sep or not name.strip() or not path.strip():
+      raise UsageError(f"config.eval.data_paths: {pair!r} is not 'benchmark=path'")
+    paths[name.strip()] = path.strip()
+  return paths
+
+
 def validate(ctx: Context) -> None:
   """The ranges of every eval field are eval/settings.py's (one definition)."""
   cfg = ctx.config.eval
@@ -49,6 +60,9 @@ def validate(ctx: Context) -> None:
     raise UsageError(f"config.eval.benchmarks: unknown {unknown}; known: "
                      f"{', '.join(sorted(BENCHMARKS))}")
   settings.from_config(cfg, seed=int(ctx.config.seed))
+  for name, path in data_paths(cfg).items():
+    if path and not os.path.exists(path):
+      raise UsageError(f"config.eval: the {name} data {path} does not exist")
 
 
 def _partial(ctx: Context) -> str | None:
