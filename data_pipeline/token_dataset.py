@@ -33,6 +33,7 @@ import numpy as np
 from data_pipeline import catalog, example_proto
 from data_pipeline.example_proto import TokenRecord
 from phi_jax import atomic
+from phi_jax.digest import file_sha256
 from phi_jax.jsonl import read_jsonl
 from phi_jax.tokenizer import Tokenizer
 
@@ -77,14 +78,6 @@ def tokenizer_sha256(tokenizer: Tokenizer) -> str:
 def hash_fraction(key: str) -> float:
   """A stable number in [0, 1) per document id (the same on every machine and run)."""
   return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2.0**64
-
-
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def version_dir(data_dir: str, name: str) -> str:

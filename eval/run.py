@@ -32,7 +32,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
-import hashlib
 import os
 import signal
 import time
@@ -44,6 +43,7 @@ from eval.benchmarks import BENCHMARKS, Benchmark, HumanEval, Problem, get_bench
 from eval.sandbox import Sandbox, SandboxLimits
 from eval.settings import DEFAULT_TOP_P, RANGES, EvalSettings, parse_ks
 from phi_jax import atomic, cli
+from phi_jax.digest import file_sha256
 from phi_jax.cli import UsageError
 from phi_jax.jsonl import Appender, read_appended, read_jsonl
 from phi_jax.progress import Progress
@@ -248,14 +248,6 @@ def check_model_source(path: str, what: str = "checkpoint") -> None:
     cli.check_dir(path, what)
 
 
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def _model_identity(checkpoint: str) -> str:
   """The step directory an Orbax root resolves to (a new step is another model)."""
   if os.path.isdir(checkpoint):
@@ -356,7 +348,7 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
   else:
     samples = read_samples(samples_path, problems)
     record["source"] = {"samples": os.path.abspath(samples_path),
-                        "samples_sha256": _sha256(samples_path)}
+                        "samples_sha256": file_sha256(samples_path)}
     problems = [p for p in problems if p.task_id in {s["task_id"] for s in samples}]
   sandbox = Sandbox(limits, isolation=isolation)  # fails here if the level cannot run
   _claim_output(out_dir, record, overwrite)

@@ -42,6 +42,7 @@ from typing import Any
 import ml_collections
 
 from phi_jax import atomic, checkpoint
+from phi_jax.digest import file_sha256
 from phi_jax.cli import UsageError
 
 COMPLETE = "COMPLETE.json"
@@ -213,13 +214,7 @@ def config_value(config: ml_collections.ConfigDict, dotted: str) -> Any:
 
 
 def _file_digest(path: str) -> str:
-  if not os.path.isfile(path):
-    return "missing"
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
+  return file_sha256(path) if os.path.isfile(path) else "missing"
 
 
 def node_inputs(node: Node, ctx: Context, fingerprints: Mapping[str, str]) -> dict:
