@@ -18,7 +18,7 @@ import ml_dtypes
 import numpy as np
 from absl import app, flags, logging
 
-from phi_jax import checkpoint, hf_convert, hf_io, pretrained
+from phi_jax import checkpoint, cli, hf_convert, hf_io, pretrained
 from phi_jax.config import PhiConfig
 from phi_jax.tokenizer import Tokenizer
 
@@ -92,5 +92,11 @@ def main(argv):
   print(path)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+  """The `phi-jax-convert` console script (and `python -m phi_jax.convert`)."""
+  cli.help_shows_flags_of(__name__)
   app.run(main)
+
+
+if __name__ == "__main__":
+  entry()

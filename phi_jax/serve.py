@@ -41,7 +41,7 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
-from phi_jax import pretrained
+from phi_jax import cli, pretrained
 from phi_jax.model import PhiForCausalLM
 from phi_jax.serving import protocol
 from phi_jax.serving.protocol import APIError
@@ -501,6 +501,12 @@ def serve_until_signalled(server: Server) -> None:
   logging.info("stopped")
 
 
-if __name__ == "__main__":
+def entry() -> None:
+  """The `phi-jax-serve` console script (and `python -m phi_jax.serve`)."""
   _define_flags()
+  cli.help_shows_flags_of(__name__)
   app.run(main)
+
+
+if __name__ == "__main__":
+  entry()
