@@ -224,6 +224,8 @@ class PhiForCausalLM(nnx.Module):
             f"({self.dtype_source}), parameters {c.param_dtype}, attention {c.attention}, "
             f"tokenizer {'stored' if self.tokenizer is not None else 'none'})")
 
+  __str__ = __repr__  # print(model) too (nnx's own str lists every array)
+
   def __call__(self, tokens_BT: jax.Array, *, attention_mask: jax.Array | None = None,
                segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
                dropout_rng: jax.Array | None = None) -> jax.Array:

@@ -45,7 +45,7 @@ def test_hf_checkpoint_computes_in_fp32_on_cpu_and_matches_transformers(tmp_path
   assert jax.default_backend() == "cpu"
   model = phi_jax.from_pretrained(directory)
   assert model.config.dtype == "float32"
-  assert "compute dtype float32 (float32 on CPU)" in repr(model)
+  assert "compute dtype float32 (float32 on CPU)" in repr(model) == str(model)
   tokens = np.random.RandomState(0).randint(0, 101, (2, 9)).astype(np.int32)
   # fp32 on CPU: the logits equal transformers' fp32 ones (bf16 would differ by ~1e-2)
   np.testing.assert_allclose(np.asarray(model(tokens)), hf_logits(hf, tokens), atol=1e-4)
