@@ -15,13 +15,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(RUN_STAMP): requirements.txt | $(PY)
-	$(PY) -m pip install -q -r requirements.txt
+# The same pins `pip install ".[data]"` installs (pyproject.toml reads these files); the
+# checkout runs from its root (run.py), so nothing is installed as a package here.
+$(RUN_STAMP): requirements.txt requirements-data.txt | $(PY)
+	$(PY) -m pip install -q -r requirements.txt -r requirements-data.txt
 	touch $@
 
 # Tests also compile for GPUs and TPUs without them: triton, XLA's CUDA compiler and
 # libtpu go into their own directories, off the venv's path (see those requirements files).
-$(TEST_STAMP): requirements.txt requirements-test.txt requirements-triton.txt \
+$(TEST_STAMP): requirements.txt requirements-data.txt requirements-test.txt requirements-triton.txt \
                requirements-cuda-compile-only.txt requirements-tpu-compile-only.txt | $(PY)
 	$(PY) -m pip install -q -r requirements-test.txt
 	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/triton -r requirements-triton.txt

@@ -1,8 +1,8 @@
-"""phi_jax's one entry point: runs the stages a config names, each resumable.
+"""phi_jax's one entry point in a checkout: `python run.py` is `phi-jax-run` (recipe/main.py).
 
     python run.py                                   # configs/tiny.py: whole pipeline on CPU
     python run.py --config=configs/phi1.py --workdir=/data/phi1
-    python run.py --config=configs/tiny.py --config.model.num_layers=2 --stages=init,sample
+    python run.py --config=tiny --config.model.num_layers=2 --stages=init,sample
     python run.py --plan                            # what would run, be skipped or refused
     python run.py --serve                           # the run's model behind the server
 
@@ -11,154 +11,8 @@ its output is complete and its inputs did not change, so a run that died resumes
 it stopped (recipe/runner.py decides; docs/architecture.md).
 """
 
-from __future__ import annotations
-
-import ast
-import os
-import sys
-
-from absl import flags
-from ml_collections import config_flags
-
-from phi_jax import cli
-
-REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CONFIG = os.path.join(REPO_ROOT, "configs", "tiny.py")
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (default: config.workdir).")
-_STAGES = flags.DEFINE_list("stages", None, "Stages or data steps to run, in pipeline order "
-                            "(default: config.stages).")
-_FORCE = flags.DEFINE_list("force", None, "Stages or steps to rebuild even if complete "
-                           "(default: config.force).")
-_PLAN = flags.DEFINE_bool("plan", False, "Print what would run, be skipped or be refused, "
-                          "and why, then exit without doing anything.")
-_SERVE = flags.DEFINE_bool("serve", False, "Serve the run's model (config.serve) with the "
-                           "OpenAI-compatible server until Ctrl-C, instead of running stages.")
-
-
-def _config_path(argv: list[str]) -> str:
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      return arg.split("=", 1)[1]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return DEFAULT_CONFIG
-
-
-def _as_tuple_literal(value: str, default: tuple) -> str:
-  """The comma form of a tuple override ('a,b', '1,10') as the literal config_flags reads."""
-  text = value.strip()
-  if text.startswith(("(", "[")):
-    return value
-  items = [item.strip() for item in text.split(",") if item.strip()]
-  kinds = {type(x) for x in default}
-  if kinds and kinds <= {int}:
-    try:
-      return repr(tuple(int(item) for item in items))
-    except ValueError:
-      pass
-  if kinds and kinds <= {int, float}:
-    try:
-      return repr(tuple(float(item) for item in items))
-    except ValueError:
-      pass
-  return repr(tuple(items))
-
-
-def _check_overrides(argv: list[str]) -> list[str]:
-  """Names an unknown --config.X override clearly (config_flags only says AttributeError)
-  and rewrites the comma form of tuple fields; returns the arguments to parse."""
-  path = _config_path(argv)
-  if not os.path.isfile(path.split(":", 1)[0]):
-    raise cli.UsageError(f"--config: no config file {path}")
-  module = config_flags.config_flags._LoadConfigModule("config", path.split(":", 1)[0])  # pylint: disable=protected-access
-  config = module.get_config()
-  out = []
-  for i, arg in enumerate(argv):
-    if not arg.startswith("--config.") or (i and argv[i - 1] == "--config"):
-      out.append(arg)
-      continue
-    field, has_value, value = arg[len("--config."):].partition("=")
-    node, parts = config, field.split(".")
-    for depth, part in enumerate(parts):
-      if not hasattr(node, "keys") or part not in node.keys():
-        where = "config" + "".join("." + p for p in parts[:depth])
-        known = sorted(node.keys()) if hasattr(node, "keys") else []
-        raise cli.UsageError(
-            f"unknown config field '{field}' in {arg!r} ({path}): {where} has no field "
-            f"'{part}'" + (f"; its fields are: {', '.join(known)}" if known else ""))
-      node = node[part]
-    if has_value and isinstance(node, tuple):
-      arg = f"--config.{field}={_as_tuple_literal(value, node)}"
-    out.append(arg)
-  return out
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  try:
-    args = _check_overrides(argv[1:])
-    config_flags.DEFINE_config_file(
-        "config", DEFAULT_CONFIG, "Run config file (configs/*.py); override fields with "
-        "--config.FIELD=VALUE (tuples also as --config.FIELD=a,b).", lock_config=True)
-    return flags.FLAGS([argv[0]] + args)
-  except (cli.UsageError, flags.Error, ValueError, SyntaxError) as e:
-    cli.fail("run.py", e if isinstance(e, cli.UsageError) else cli.UsageError(str(e)))
-  return []  # not reached
-
-
-def _workdir(config) -> str:
-  workdir = os.path.abspath(_WORKDIR.value or config.workdir)
-  probe = workdir
-  while not os.path.exists(probe):
-    probe = os.path.dirname(probe)
-  if not os.path.isdir(probe):
-    raise cli.UsageError(f"--workdir {workdir}: {probe} is a file, not a directory")
-  if not os.access(probe, os.W_OK):
-    raise cli.UsageError(f"--workdir {workdir}: {probe} is not writable")
-  return workdir
-
-
-def _serve(ctx) -> None:
-  from phi_jax import serve  # pylint: disable=g-import-not-at-top
-  from recipe import models  # pylint: disable=g-import-not-at-top
-  cfg = ctx.config.serve
-  path = models.resolve(ctx, cfg.model, "config.serve.model").spec
-  model = serve.load_model(path, cfg.dtype or None)
-  server = serve.Server(model, host=cfg.host, port=cfg.port, model_name=cfg.model_name or path,
-                        max_batch=cfg.max_batch, chunk_size=cfg.chunk_size)
-  serve.serve_until_signalled(server)
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
-  os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-  # imported after flag parsing, so --help and flag errors are instant
-  # pylint: disable=g-import-not-at-top
-  from phi_jax.config import PhiConfig
-  from phi_jax.train.mesh import maybe_initialize_distributed
-  from recipe import graph, runner
-
-  config = flags.FLAGS.config
-  ctx = runner.Context(config, _workdir(config), graph.build())
-  PhiConfig.from_mapping(config.model)  # a bad model config fails before any work
-  if _SERVE.value:
-    ctx.selected = []
-    _serve(ctx)
-    return
-  stages = _STAGES.value or list(config.stages)
-  force = _FORCE.value if _FORCE.value is not None else list(config.force)
-  plan = runner.make_plan(ctx, stages, force)
-  if _PLAN.value:
-    print(runner.format_plan(plan, ctx.workdir))
-    return
-  runner.check_refusals(plan, ctx.workdir)
-  maybe_initialize_distributed()  # multi-host jobs: before any JAX computation
-  todo = [d.node.name for d in plan if d.action != "skip"]
-  runner.say(f"phi_jax: {len(plan)} nodes in {ctx.workdir}; to build: "
-             f"{', '.join(todo) if todo else 'nothing'}")
-  runner.execute(ctx, plan)
-
+from recipe import main
 
 if __name__ == "__main__":
-  cli.run(main, prog="run.py", flags_parser=_parse_flags)
+  main.PROG = "run.py"
+  main.entry()

@@ -67,6 +67,11 @@ def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
           rope_scaling_type="",  # 'linear': position interpolation; 'none': no scaling
           rope_scaling_factor=0.0,  # 'linear': positions are divided by this (new/old)
       )),
+      # several hosts: 'documents' = each reads its share of the documents (batches
+      # depend on the host count; resume with as many hosts); 'rows' = each reads all
+      # and keeps its rows of the global batch (the one-host run's batches and loss;
+      # resumes in any host count; every host reads all the data). docs/multihost.md
+      host_sharding="documents",
       optimizer=ml_collections.ConfigDict(dict(
           lr=lr,  # peak learning rate (after warmup)
           warmup_steps=warmup_steps,  # linear warmup from 0 to lr

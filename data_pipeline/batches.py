@@ -58,7 +58,8 @@ def make_batches(train_cfg: Any, workdir: str, tokenizer: Tokenizer, *, split: s
         batch_size=int(train_cfg.batch_size), seed=seed, eos_id=tokenizer.eos_id,
         segment_ids=bool(train_cfg.segment_ids), worker_count=int(train_cfg.loader_workers),
         tokenizer_sha256=token_dataset.tokenizer_sha256(tokenizer),
-        mask_prompts=bool(train_cfg.loss_on_solution_only))
+        mask_prompts=bool(train_cfg.loss_on_solution_only),
+        host_sharding=str(train_cfg.get("host_sharding", "documents")))
   except token_dataset.DatasetError as e:
     raise DataError(f"config.{where}.data = {train_cfg.data!r}: {e}") from None
   return loader

@@ -5,8 +5,14 @@ Reads the ArrayRecord files of one or more token datasets (`tfds_builders` /
 `tf.train.Example` records with `example_proto` (never importing TensorFlow):
 
   documents   the split's documents of every dataset, in order (a "mixture" is the
-              datasets' documents together); host `shard_index` of `shard_count` takes
-              documents shard_index, shard_index + shard_count, ... and reads only those
+              datasets' documents together); host_sharding="documents" (the default):
+              host `shard_index` of `shard_count` takes documents shard_index,
+              shard_index + shard_count, ... and reads only those, so the global batch
+              depends on the number of hosts; host_sharding="rows": every host reads
+              every document, packs the same global batches and keeps its rows
+              (batch_size // shard_count of them, in host order), so the global batches,
+              the loss and the saved position equal a one-host run's for any number of
+              hosts, for the price of each host reading all the data
   epochs      epoch e visits each of the host's documents once, in grain's index
               permutation for seed + e (a new permutation each epoch; shuffle=False
               keeps file order); epochs follow each other without a gap
@@ -46,6 +52,7 @@ from data_pipeline import example_proto, token_dataset
 from data_pipeline.token_dataset import DatasetError
 
 STATE_VERSION = 1
+HOST_SHARDING = ("documents", "rows")
 
 
 def dataset_info(dataset_dir: str) -> dict[str, Any]:
@@ -89,10 +96,15 @@ class Loader(grain.DatasetIterator):
 
   def __init__(self, documents: grain.MapDataset, *, seq_len: int, rows: int, eos_id: int,
                segment_ids: bool, mask_prompts: bool, worker_count: int, read_threads: int,
-               tokens_per_epoch: int, documents_per_epoch: int, identity: dict[str, Any]):
+               tokens_per_epoch: int, documents_per_epoch: int, identity: dict[str, Any],
+               packed_rows: int | None = None, first_row: int = 0):
     super().__init__()
     self._documents = documents
     self.seq_len, self.rows, self.eos_id = seq_len, rows, eos_id
+    # rows packed per batch (the global batch with host_sharding="rows"), and the first
+    # of the `rows` kept
+    self._packed_rows = packed_rows or rows
+    self._keep = slice(first_row, first_row + rows)
     self._segment_ids = segment_ids
     self._mask_prompts = mask_prompts
     self._worker_count, self._read_threads = worker_count, read_threads
@@ -113,7 +125,7 @@ class Loader(grain.DatasetIterator):
     self._it = None
     if not self._ended:
       ds = self._documents[doc:].to_iter_dataset(grain.ReadOptions(
-          num_threads=self._read_threads, prefetch_buffer_size=max(64, 8 * self.rows)))
+          num_threads=self._read_threads, prefetch_buffer_size=max(64, 8 * self._packed_rows)))
       if self._worker_count:
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (defaults here)
           flags.FLAGS.mark_as_parsed()
@@ -137,13 +149,13 @@ class Loader(grain.DatasetIterator):
   # ---------------------------------------------------------------- batches
   def __next__(self) -> dict[str, np.ndarray]:
     self._assert_not_closed()
-    shape = (self.rows, self.seq_len)
+    shape = (self._packed_rows, self.seq_len)
     tokens = np.empty(shape, np.int32)
     loss_mask = np.empty(shape, np.int32)
     segments = np.empty(shape, np.int32)
     positions = np.empty(shape, np.int32)
     doc, offset, current = self._doc, self._offset, self._current
-    for row in range(self.rows):
+    for row in range(self._packed_rows):
       filled, segment = 0, 0
       while filled < self.seq_len:
         if not self._fetch():
@@ -174,7 +186,16 @@ class Loader(grain.DatasetIterator):
     if self._segment_ids:
       batch["segment_ids"] = segments
       batch["positions"] = positions
+    if self._packed_rows != self.rows:
+      batch = {k: np.ascontiguousarray(v[self._keep]) for k, v in batch.items()}
     return batch
+
+  def epoch_documents(self, epoch: int):
+    """The token arrays of this host's documents in `epoch`, in the order it reads them
+    (without <|endoftext|>): what its batches of that epoch are packed from."""
+    start = epoch * self.documents_per_epoch
+    for i in range(start, min(start + self.documents_per_epoch, len(self._documents))):
+      yield np.asarray(self._documents[i][0])
 
   # ---------------------------------------------------------------- state
   def get_state(self) -> dict[str, Any]:
@@ -209,7 +230,8 @@ def make_loader(dataset_dirs: Sequence[str], *, split: str, seq_len: int, batch_
                 shard_index: int | None = None, shard_count: int | None = None,
                 worker_count: int = 0, num_epochs: int | None = None,
                 shuffle: bool = True, tokenizer_sha256: str | None = None,
-                read_threads: int = 2, mask_prompts: bool = True) -> Loader:
+                read_threads: int = 2, mask_prompts: bool = True,
+                host_sharding: str = "documents") -> Loader:
   """The grain loader of packed training batches over token datasets.
 
   Args:
@@ -231,6 +253,9 @@ def make_loader(dataset_dirs: Sequence[str], *, split: str, seq_len: int, batch_
     read_threads: grain reader threads in each reading process.
     mask_prompts: loss_mask 0 on exercises' prompt tokens (the finetuning default);
       False = every token counts.
+    host_sharding: "documents" (each host reads its share of the documents) or
+      "rows" (each host reads all, packs the global batch and keeps its rows: batches
+      and loader state independent of the number of hosts); see the module docstring.
 
   Raises:
     DatasetError: a directory is not a built token dataset, lacks the split, was
@@ -247,6 +272,9 @@ def make_loader(dataset_dirs: Sequence[str], *, split: str, seq_len: int, batch_
     raise ValueError(f"seq_len ({seq_len}) and batch_size ({batch_size}) must be >= 1")
   if shard_count < 1 or not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+  if host_sharding not in HOST_SHARDING:
+    raise ValueError(f"host_sharding={host_sharding!r} must be one of {HOST_SHARDING}")
+  by_rows = host_sharding == "rows"
   if batch_size % shard_count:
     raise ValueError(f"batch_size={batch_size} must be a multiple of the number of hosts "
                      f"(shard_count={shard_count})")
@@ -265,25 +293,32 @@ def make_loader(dataset_dirs: Sequence[str], *, split: str, seq_len: int, batch_
   if tokens_per_epoch < seq_len:
     raise DatasetError(f"the {split} split of {where} has {tokens_per_epoch} tokens (with "
                        f"<|endoftext|>), fewer than one sequence of seq_len={seq_len}")
-  host_documents = len(range(shard_index, documents, shard_count))
+  host_documents = documents if by_rows else len(range(shard_index, documents, shard_count))
   if host_documents == 0:
     raise DatasetError(f"the {split} split of {where} has {documents} documents, fewer than "
                        f"the {shard_count} hosts")
 
   paths = [path for s in splits for path in s["shards"]]
   ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))
-  ds = ds[shard_index::shard_count]
+  if not by_rows:
+    ds = ds[shard_index::shard_count]
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs).map(example_proto.decode_tokens)
   identity = {"datasets": [f"{info['name']}/{split}:{s['documents']}"
                            for info, s in zip(infos, splits)],
               "tokenizer_sha256": infos[0]["tokenizer_sha256"], "split": split,
-              "seq_len": int(seq_len), "rows": batch_size // shard_count, "seed": int(seed),
-              "shuffle": bool(shuffle), "shard_index": shard_index, "shard_count": shard_count,
+              "seq_len": int(seq_len), "seed": int(seed), "shuffle": bool(shuffle),
               "documents_per_epoch": host_documents}
-  return Loader(ds, seq_len=int(seq_len), rows=batch_size // shard_count, eos_id=int(eos_id),
+  rows = batch_size // shard_count
+  if by_rows:  # the position is the global stream's: any number of hosts may restore it
+    identity.update(host_sharding="rows", batch_size=int(batch_size))
+  else:
+    identity.update(rows=rows, shard_index=shard_index, shard_count=shard_count)
+  return Loader(ds, seq_len=int(seq_len), rows=rows, eos_id=int(eos_id),
                 segment_ids=segment_ids, mask_prompts=bool(mask_prompts),
                 worker_count=int(worker_count),
                 read_threads=int(read_threads), tokens_per_epoch=tokens_per_epoch,
-                documents_per_epoch=host_documents, identity=identity)
+                documents_per_epoch=host_documents, identity=identity,
+                packed_rows=batch_size if by_rows else rows,
+                first_row=shard_index * rows if by_rows else 0)

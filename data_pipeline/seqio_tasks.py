@@ -1,6 +1,7 @@
 """SeqIO tasks and mixtures naming the curated datasets (data stage only: imports TF).
 
-`register(data_dir, vocabulary)` registers, reading the token datasets under data_dir:
+`register(data_dir, vocabulary)` registers, reading the token datasets under data_dir
+(`import data_pipeline.seqio_registry` does it, as T5X programs expect):
 
   tasks     phi1_filtered_code, phi1_textbooks, phi1_exercises (splits train,
             validation): "targets" = the document's tokens + <|endoftext|>, "loss_mask"
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -56,11 +58,18 @@ def _checked_dir(name: str, data_dir: str, vocabulary_sha256: str) -> str:
   return path
 
 
+DataDir = str | Callable[[], str]  # a directory, or what finds it when data is first read
+
+
+def _resolve(data_dir: DataDir) -> str:
+  return os.path.abspath(data_dir() if callable(data_dir) else data_dir)
+
+
 def _token_dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *, name: str,
-                      data_dir: str, vocabulary_sha256: str) -> tf.data.Dataset:
+                      data_dir: DataDir, vocabulary: TokenizerVocabulary) -> tf.data.Dataset:
   """The raw records of one split, decoded by TFDS (file order; SeqIO shuffles them)."""
   del shuffle_files, seed  # SeqIO's shuffle=True shuffles the examples themselves
-  path = _checked_dir(name, data_dir, vocabulary_sha256)
+  path = _checked_dir(name, _resolve(data_dir), vocabulary.sha256)
   source = tfds.builder_from_directory(path).as_data_source(split=split)
 
   def generate():
@@ -72,16 +81,18 @@ def _token_dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, 
   return tf.data.Dataset.from_generator(generate, output_signature=_TOKEN_SIGNATURE)
 
 
-def _num_examples(name: str, data_dir: str) -> dict[str, int] | None:
+def _num_examples(name: str, data_dir: DataDir) -> dict[str, int] | None:
   try:
-    info = token_dataset.dataset_info(token_dataset.version_dir(data_dir, name))
-  except DatasetError:
+    info = token_dataset.dataset_info(token_dataset.version_dir(_resolve(data_dir), name))
+  except (DatasetError, ValueError):
     return None  # not built yet: registering still works, reading will say why
   return {split: s["documents"] for split, s in info["splits"].items()}
 
 
-def _targets_and_loss_mask(ds: tf.data.Dataset, eos_id: int) -> tf.data.Dataset:
+def _targets_and_loss_mask(ds: tf.data.Dataset,
+                          vocabulary: TokenizerVocabulary) -> tf.data.Dataset:
   """tokens + [EOS] as targets; loss_mask 0 on the prompt, 1 on the rest."""
+  eos_id = vocabulary.eos_id
 
   def convert(example):
     targets = tf.concat([example["tokens"], [tf.constant(eos_id, tf.int32)]], axis=0)
@@ -92,9 +103,9 @@ def _targets_and_loss_mask(ds: tf.data.Dataset, eos_id: int) -> tf.data.Dataset:
   return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _token_rate(task: seqio.Task, *, data_dir: str) -> float:
+def _token_rate(task: seqio.Task, *, data_dir: DataDir) -> float:
   """A mixture rate: the train split's tokens (with one EOS per document)."""
-  info = token_dataset.dataset_info(token_dataset.version_dir(data_dir, task.name))
+  info = token_dataset.dataset_info(token_dataset.version_dir(_resolve(data_dir), task.name))
   train = info["splits"].get("train")
   if train is None:
     raise DatasetError(f"{info['path']}: no train split to weigh task {task.name} by")
@@ -122,14 +133,19 @@ def _remove(name: str) -> None:
   seqio.TaskRegistry.remove(name)
 
 
-def register(data_dir: str, vocabulary: TokenizerVocabulary) -> None:
+def register(data_dir: DataDir, vocabulary: TokenizerVocabulary) -> None:
   """(Re-)registers the tasks and mixtures of the module docstring over data_dir.
+
+  data_dir: the TFDS data directory of the token datasets, or a function returning it
+    when data is first read (seqio_registry's lazy lookup).
+  vocabulary: read only when data is read (a LazyTokenizerVocabulary loads then).
 
   Idempotent; registering again (another data_dir or vocabulary) replaces them.
   """
   if not isinstance(vocabulary, TokenizerVocabulary):
     raise TypeError(f"vocabulary must be a TokenizerVocabulary, got {type(vocabulary)}")
-  data_dir = os.path.abspath(data_dir)
+  if not callable(data_dir):
+    data_dir = os.path.abspath(data_dir)
   for name in (*MIXTURES, *TOKEN_TASKS, HUMANEVAL):
     _remove(name)
   mask_feature = seqio.Feature(seqio.PassThroughVocabulary(2), add_eos=False, dtype=tf.int32)
@@ -138,10 +154,10 @@ def register(data_dir: str, vocabulary: TokenizerVocabulary) -> None:
         name,
         source=seqio.FunctionDataSource(
             functools.partial(_token_dataset_fn, name=name, data_dir=data_dir,
-                              vocabulary_sha256=vocabulary.sha256),
+                              vocabulary=vocabulary),
             splits=token_dataset.SPLITS, num_input_examples=_num_examples(name, data_dir),
             caching_permitted=False),
-        preprocessors=[functools.partial(_targets_and_loss_mask, eos_id=vocabulary.eos_id)],
+        preprocessors=[functools.partial(_targets_and_loss_mask, vocabulary=vocabulary)],
         output_features={"targets": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32),
                          "loss_mask": mask_feature})
   seqio.TaskRegistry.add(

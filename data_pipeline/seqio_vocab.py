@@ -9,6 +9,8 @@ their tokenizers' JSON is (same sha256).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import seqio
 import tensorflow as tf
@@ -95,3 +97,35 @@ class TokenizerVocabulary(seqio.Vocabulary):
 
   def __repr__(self) -> str:
     return f"TokenizerVocabulary(vocab_size={self.vocab_size}, sha256={self.sha256[:12]})"
+
+
+class LazyTokenizerVocabulary(TokenizerVocabulary):
+  """A TokenizerVocabulary whose tokenizer `load()` returns on first use (not before).
+
+  What `import data_pipeline.seqio_registry` registers: the tasks exist at import, the
+  tokenizer is read when a program first encodes, decodes or reads data.
+  """
+
+  def __init__(self, load: Callable[[], Tokenizer], description: str = "lazy"):
+    self._load = load
+    self._loaded: TokenizerVocabulary | None = None
+    self._description = description
+    seqio.Vocabulary.__init__(self, extra_ids=0)  # pylint: disable=non-parent-init-called
+
+  def _vocabulary(self) -> TokenizerVocabulary:
+    if self._loaded is None:
+      self._loaded = TokenizerVocabulary(self._load())
+    return self._loaded
+
+  @property
+  def tokenizer(self) -> Tokenizer:
+    return self._vocabulary().tokenizer
+
+  @property
+  def sha256(self) -> str:
+    return self._vocabulary().sha256
+
+  def __repr__(self) -> str:
+    if self._loaded is None:
+      return f"LazyTokenizerVocabulary({self._description}, not loaded yet)"
+    return f"Lazy{self._loaded!r}"

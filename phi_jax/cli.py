@@ -111,6 +111,20 @@ def _quiet_library_logs() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
+def help_shows_flags_of(module_name: str) -> None:
+  """`--help` lists the flags `module_name` defines.
+
+  absl's --help lists the flags of the program's main module, which for a console
+  script (`phi-jax-run`, ...) is the installed wrapper, defining none; `python -m X` and
+  run.py need nothing (the module is the main one).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if module_name == "__main__":
+    return
+  for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run(main: Callable[[list[str]], object], prog: str | None = None,
         flags_parser: Callable[[list[str]], list[str]] | None = None,
         on_interrupt: Callable[[], str] | None = None) -> None:
@@ -119,6 +133,7 @@ def run(main: Callable[[list[str]], object], prog: str | None = None,
 
   from absl import flags  # pylint: disable=g-import-not-at-top
 
+  help_shows_flags_of(main.__module__)
   prog = prog or os.path.basename(sys.argv[0])
 
   def parse(argv: list[str]) -> list[str]:
@@ -172,3 +187,30 @@ def check_output_dir(path: str, what: str) -> str:
   if not os.access(existing, os.W_OK | os.X_OK):
     raise UsageError(f"{what} {path}: no permission to write in {existing}")
   return path
+
+
+def builtin_config_args(argv: list[str], builtin_dir: str) -> list[str]:
+  """`--config=NAME` (or `--config NAME`, with an optional ':...' suffix) as the path of
+  the built-in config builtin_dir/NAME.py when NAME is no file: an installed user names
+  `--config=tiny` or `--config=phi1` without a checkout. Other arguments are unchanged.
+  """
+
+  def resolve(value: str) -> str:
+    path, sep, rest = value.partition(":")
+    if os.path.exists(path) or os.sep in path or path.endswith(".py"):
+      return value
+    builtin = os.path.join(builtin_dir, path + ".py")
+    if not os.path.isfile(builtin):
+      names = sorted(n[:-3] for n in os.listdir(builtin_dir)
+                     if n.endswith(".py") and not n.startswith("_") and n != "base.py")
+      raise UsageError(f"--config: {path!r} is neither a config file nor a built-in config "
+                       f"({', '.join(names)})")
+    return builtin + sep + rest
+
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      out[i] = "--config=" + resolve(arg.split("=", 1)[1])
+    elif arg == "--config" and i + 1 < len(out):
+      out[i + 1] = resolve(out[i + 1])
+  return out

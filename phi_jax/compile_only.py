@@ -372,7 +372,30 @@ def _define_flags() -> None:
   flags.DEFINE_enum("section", "train", ["train", "finetune"], "which training section")
 
 
-if __name__ == "__main__":
+def entry() -> None:
+  """The `phi-jax-compile-only` console script (and `python -m phi_jax.compile_only`)."""
   from absl import app  # pylint: disable=g-import-not-at-top
+  from phi_jax import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(main)
+  cli.help_shows_flags_of(__name__)
+  configs_dir = os.path.join(REPO_ROOT, "configs")  # the built-in configs beside phi_jax
+  app.run(main, flags_parser=lambda argv: flags_parser(argv, configs_dir))
+
+
+def flags_parser(argv: Sequence[str], configs_dir: str) -> list[str]:
+  """absl's parsing, with `--config=NAME` naming a built-in config (tiny, phi1, ...)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from phi_jax import cli  # pylint: disable=g-import-not-at-top
+  try:
+    args = cli.builtin_config_args(list(argv[1:]), configs_dir)
+  except cli.UsageError as e:
+    cli.fail(os.path.basename(argv[0]), e)
+  try:
+    return flags.FLAGS([argv[0]] + args)
+  except flags.Error as e:
+    cli.fail(os.path.basename(argv[0]), cli.UsageError(str(e)))
+  return []  # not reached
+
+
+if __name__ == "__main__":
+  entry()

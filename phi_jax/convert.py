@@ -113,6 +113,11 @@ def main(argv):
   print(path)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+  """The `phi-jax-convert` console script (and `python -m phi_jax.convert`)."""
   _define_flags()
-  cli.run(main, prog="python -m phi_jax.convert")
+  cli.run(main, prog="phi-jax-convert")
+
+
+if __name__ == "__main__":
+  entry()

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -212,12 +214,22 @@ class PhiForCausalLM(nnx.Module):
   def __init__(self, config: PhiConfig, *, rngs: nnx.Rngs):
     self.config = config
     self.tokenizer = None  # set by from_pretrained when a tokenizer is stored
+    self.dtype_source = "config"  # why config.dtype is what it is (from_pretrained sets it)
     self.embed = _param(_normal(rngs, (config.vocab_size, config.d_model), config),
                         ("vocab", "embed"))
     self.blocks = _stacked_blocks(config, rngs)
     self.final_norm = LayerNorm(config.d_model, config=config)
     self.lm_head = Dense((config.d_model,), (config.vocab_size,), ("embed",), ("vocab",),
                          config=config, rngs=rngs)
+
+  def __repr__(self) -> str:
+    c = self.config
+    return (f"PhiForCausalLM({count_params(c):,} parameters: {c.num_layers} layers, d_model "
+            f"{c.d_model}, {c.num_heads} heads, vocab {c.vocab_size}; compute dtype {c.dtype} "
+            f"({self.dtype_source}), parameters {c.param_dtype}, attention {c.attention}, "
+            f"tokenizer {'stored' if self.tokenizer is not None else 'none'})")
+
+  __str__ = __repr__  # print(model) too (nnx's own str lists every array)
 
   def __call__(self, tokens_BT: jax.Array, *, attention_mask: jax.Array | None = None,
                segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
@@ -342,6 +354,29 @@ def abstract_params(config: PhiConfig) -> dict:
   return nnx.state(abstract_model(config), nnx.Param).to_pure_dict()
 
 
-def count_params(config: PhiConfig) -> int:
-  """The number of parameters of a model of this config, without allocating them."""
-  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(abstract_params(config)))
+def as_phi_config(config: Any) -> PhiConfig:
+  """A PhiConfig from what a user holds: a PhiConfig, a run config or its model section.
+
+  config: a PhiConfig; a run config (an ml_collections ConfigDict or mapping with a
+    `model` section, e.g. configs/phi1.py's get_config()); or that `model` section
+    (a mapping of PhiConfig fields).
+  """
+  if isinstance(config, PhiConfig):
+    return config
+  if isinstance(config, Mapping) or hasattr(config, "keys"):
+    keys = set(config.keys())
+    if "model" in keys and hasattr(config["model"], "keys"):
+      return PhiConfig.from_mapping(config["model"], where="config.model")
+    return PhiConfig.from_mapping(config, where="model config")
+  raise TypeError(f"expected a PhiConfig, a run config or its model section, got "
+                  f"{type(config).__name__}")
+
+
+def count_params(config: Any) -> int:
+  """The number of parameters of a model of this config, without allocating them.
+
+  config: a PhiConfig, a run config (configs/*.py's get_config()) or its `model`
+    section.
+  """
+  return sum(math.prod(leaf.shape)
+             for leaf in jax.tree.leaves(abstract_params(as_phi_config(config))))

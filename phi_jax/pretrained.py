@@ -36,6 +36,9 @@ def params_of(model: PhiForCausalLM) -> dict:
   return nnx.state(model, nnx.Param).to_pure_dict()
 
 
+_HF_DTYPES = ("float32", "bfloat16", "float16")
+
+
 def load_hf(directory: str, **overrides: Any) -> tuple[PhiConfig, dict, Tokenizer | None]:
   """Config, parameters (numpy) and tokenizer of a transformers directory."""
   config = hf_convert.config_from_hf(
@@ -43,6 +46,33 @@ def load_hf(directory: str, **overrides: Any) -> tuple[PhiConfig, dict, Tokenize
       where=os.path.join(directory, "config.json")).replace(**overrides)
   params = hf_convert.hf_to_params(hf_io.read_state_dict(directory), config, source=directory)
   return config, params, Tokenizer.from_dir(directory)
+
+
+def hf_stored_dtype(directory: str) -> str | None:
+  """The dtype a transformers config.json records (`dtype`, or `torch_dtype` in older
+  files) when phi_jax computes in it, else None."""
+  hf = hf_io.read_json(os.path.join(directory, "config.json"))
+  stored = hf.get("dtype") or hf.get("torch_dtype")
+  return stored if stored in _HF_DTYPES else None
+
+
+def default_compute_dtype(stored: str | None, platform: str | None = None) -> tuple[str, str]:
+  """The compute dtype `from_pretrained` picks, and why.
+
+  stored: the checkpoint's compute dtype (an Orbax checkpoint's model config, or a
+    transformers config.json's `dtype`), None when it records none.
+  platform: the JAX platform ('cpu', 'gpu', 'tpu'); default: jax.default_backend().
+
+  On CPU: float32, since CPUs compute bf16/fp16 matmuls slower than fp32, and fp32
+  logits equal transformers' fp32 ones (bf16 differs by ~1e-2). On an accelerator: the
+  checkpoint's dtype, else bfloat16.
+  """
+  platform = platform or jax.default_backend()
+  if platform == "cpu":
+    return "float32", "float32 on CPU"
+  if stored:
+    return stored, f"the checkpoint's, on {platform.upper()}"
+  return "bfloat16", f"checkpoint records none: bfloat16 on {platform.upper()}"
 
 
 def from_pretrained(path: str, **overrides: Any) -> PhiForCausalLM:
@@ -55,13 +85,23 @@ def from_pretrained(path: str, **overrides: Any) -> PhiForCausalLM:
   overrides: PhiConfig fields to change, e.g. dtype='float32', attention='xla',
     scan_layers=False. Architecture fields must still match the stored weights.
 
+  The compute dtype (`dtype`), unless given: float32 on CPU (faster there than bf16,
+  and the logits match transformers in fp32); on a GPU or TPU the checkpoint's own (an
+  Orbax checkpoint's training dtype, a transformers config.json's `dtype`), bfloat16
+  when it records none. `repr(model)` says which dtype was picked and why.
+
   Returns the model; `model.config` is its PhiConfig and `model.tokenizer` the
   tokenizer stored with it (None when there is none).
   """
+  requested = "dtype" in overrides
   if os.path.isdir(path) and checkpoint.is_checkpoint(path):
-    config = checkpoint.read_config(path).replace(**overrides)
+    stored = checkpoint.read_config(path)
+    dtype, source = (overrides["dtype"], "requested") if requested else (
+        default_compute_dtype(stored.dtype))
+    config = stored.replace(**{**overrides, "dtype": dtype})
     model = model_from_params(config, checkpoint.load_params(path, config))
     model.tokenizer = checkpoint.read_tokenizer(path)
+    model.dtype_source = source
     return model
   directory = hf_io.resolve_model_dir(path)
   if not hf_io.is_hf_dir(directory):
@@ -70,7 +110,10 @@ def from_pretrained(path: str, **overrides: Any) -> PhiForCausalLM:
         f"with '{checkpoint.PARAMS}/' and '{checkpoint.METADATA}/') nor a transformers "
         f"directory (config.json with model.safetensors or pytorch_model.bin); found "
         f"{sorted(os.listdir(directory))[:10]}")
-  config, params, tokenizer = load_hf(directory, **overrides)
+  dtype, source = (overrides["dtype"], "requested") if requested else (
+      default_compute_dtype(hf_stored_dtype(directory)))
+  config, params, tokenizer = load_hf(directory, **{**overrides, "dtype": dtype})
   model = model_from_params(config, params)
   model.tokenizer = tokenizer
+  model.dtype_source = source
   return model

@@ -513,6 +513,11 @@ def serve_until_signalled(server: Server) -> None:
   logging.info("stopped")
 
 
-if __name__ == "__main__":
+def entry() -> None:
+  """The `phi-jax-serve` console script (and `python -m phi_jax.serve`)."""
   _define_flags()
-  cli.run(main, prog="python -m phi_jax.serve")
+  cli.run(main, prog="phi-jax-serve")
+
+
+if __name__ == "__main__":
+  entry()

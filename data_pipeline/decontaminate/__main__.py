@@ -120,5 +120,10 @@ def main(argv: list[str]) -> None:
 
 cli.register_usage_error(DecontConfigError)
 
+def entry() -> None:
+  """The `phi-jax-decontaminate` console script."""
+  cli.run(main, prog="phi-jax-decontaminate")
+
+
 if __name__ == "__main__":
   cli.run(main, prog="python -m data_pipeline.decontaminate")

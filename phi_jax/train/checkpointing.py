@@ -7,7 +7,8 @@
         tokenizer/tokenizer.json /  phi_jax.from_pretrained(<stage_dir>/checkpoints) works
         opt_state/               the optax state (Orbax PyTree, sharded like the params)
         train_state/train_state.json   {"step": N}
-        data_iterator/data_iterator.json  the data loader's state after N batches
+        data_iterator/data_iterator.json  the data loader's state after N batches (with
+                                 several processes: {"processes": [each one's state]})
 
 Saves are asynchronous (the step loop continues while Orbax writes) and atomic: Orbax
 writes `<step>.orbax-checkpoint-tmp-*` and renames it when every item is written, so
@@ -19,6 +20,7 @@ step, which `restore(..., step=older)` resumes from.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -93,7 +95,7 @@ class TrainCheckpointer:
                                 tokenizer=self.tokenizer, **self.metadata)
     args[OPT_STATE] = ocp.args.StandardSave(state.opt_state)
     args[TRAIN_STATE] = ocp.args.JsonSave({"step": step})
-    args[DATA_ITERATOR] = ocp.args.JsonSave(dict(iterator_state))
+    args[DATA_ITERATOR] = ocp.args.JsonSave(gather_iterator_states(dict(iterator_state)))
     return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
 
   def older_complete_steps(self, step: int) -> list[int]:
@@ -138,7 +140,7 @@ class TrainCheckpointer:
                                 abstract_state.step.sharding)
     state = TrainState(step=step_array, params=restored[checkpoint.PARAMS],
                        opt_state=restored[OPT_STATE])
-    return state, dict(restored[DATA_ITERATOR])
+    return state, this_process_state(dict(restored[DATA_ITERATOR]), self.step_dir(step))
 
   def wait(self) -> None:
     """Blocks until in-flight saves are written."""
@@ -153,3 +155,44 @@ class TrainCheckpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def gather_iterator_states(state: dict) -> dict:
+  """Every process's data-iterator state, as the one JSON the primary process writes.
+
+  One process: its state. Several: {"processes": [state of process 0, 1, ...]}, since
+  each host reads its own share of the data (Orbax writes JSON items from process 0
+  only). Every process must call it at the same step (it is a collective).
+  """
+  if jax.process_count() == 1:
+    return state
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  encoded = np.frombuffer(json.dumps(state, sort_keys=True).encode(), np.uint8)
+  lengths = multihost_utils.process_allgather(np.asarray([encoded.size], np.int64))
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:encoded.size] = encoded
+  gathered = multihost_utils.process_allgather(padded)
+  return {"processes": [json.loads(bytes(row[:int(n)]).decode())
+                        for row, n in zip(gathered, lengths.reshape(-1))]}
+
+
+def this_process_state(stored: dict, where: str) -> dict:
+  """This process's data-iterator state of a checkpoint's `stored` JSON.
+
+  Written by as many processes as run now: each takes its own. By another number: the
+  states must be equal (a loader whose position does not depend on the process count,
+  e.g. data_pipeline's host_sharding='rows'), else the data cannot resume exactly.
+  """
+  states = stored.get("processes")
+  if states is None:
+    states = [stored]
+  if len(states) == jax.process_count():
+    return dict(states[jax.process_index()])
+  if all(s == states[0] for s in states):
+    return dict(states[0])
+  raise ValueError(
+      f"{where}: the data loader's state was saved by {len(states)} processes, each at its "
+      f"own position in its share of the data; it cannot resume in {jax.process_count()}. "
+      f"Resume with {len(states)} processes, or train with a loader whose position does "
+      f"not depend on the process count (config.<section>.host_sharding = 'rows')")

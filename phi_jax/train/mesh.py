@@ -104,21 +104,54 @@ def batch_parallelism(mesh: Mesh, rules: sharding.Rules = sharding.DEFAULT_RULES
   return math.prod(mesh.shape[a] for a in batch_axes(mesh, rules))
 
 
-def maybe_initialize_distributed() -> None:
-  """jax.distributed.initialize() when the environment describes a multi-host job.
+def maybe_initialize_distributed(coordinator_address: str | None = None,
+                                 num_processes: int | None = None,
+                                 process_id: int | None = None,
+                                 local_device_ids: Sequence[int] | None = None) -> bool:
+  """jax.distributed.initialize() for a multi-host job; returns whether it ran.
 
-  Multi-host: JAX_COORDINATOR_ADDRESS is set, a TPU pod lists several workers, or
-  SLURM runs more than one task. Must run before any JAX computation (run.py calls it
-  first thing).
+  Explicit: with `coordinator_address` ('host:port' of process 0), `num_processes` and
+  `process_id` (all three, e.g. from phi-jax-run's --coordinator_address,
+  --num_processes and --process_id). Otherwise from the environment, when it describes
+  a multi-host job: JAX_COORDINATOR_ADDRESS is set, a TPU pod lists several workers
+  (TPU_WORKER_HOSTNAMES), or SLURM runs more than one task (SLURM_NTASKS); JAX then
+  finds the coordinator and process ids itself. A single process does nothing.
+  Must run before any JAX computation (phi-jax-run calls it first thing).
+
+  local_device_ids: the devices of this process (default: all it sees).
   """
-  multi_host = (os.environ.get("JAX_COORDINATOR_ADDRESS")
-                or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
-                or int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1)
-  if not multi_host or jax.distributed.is_initialized():
-    return
+  explicit = (coordinator_address, num_processes, process_id)
+  if any(v is not None for v in explicit) and any(v is None for v in explicit):
+    raise ConfigError(
+        "multi-host: give --coordinator_address, --num_processes and --process_id together "
+        f"(got {coordinator_address!r}, {num_processes!r}, {process_id!r}), or none of them "
+        "to read the environment (TPU pod, SLURM, JAX_COORDINATOR_ADDRESS)")
+  if coordinator_address is not None:
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise ConfigError(f"multi-host: --process_id {process_id} must be in [0, "
+                        f"--num_processes {num_processes})")
+    if ":" not in coordinator_address:
+      raise ConfigError(f"multi-host: --coordinator_address {coordinator_address!r} must be "
+                        "host:port (process 0's address, reachable from every host)")
+    if num_processes == 1:
+      return False
+    kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
+                  process_id=process_id)
+  else:
+    multi_host = (os.environ.get("JAX_COORDINATOR_ADDRESS")
+                  or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+                  or int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1)
+    if not multi_host:
+      return False
+    kwargs = {}
+  if local_device_ids is not None:
+    kwargs["local_device_ids"] = list(local_device_ids)
+  if jax.distributed.is_initialized():
+    return True
   try:
-    jax.distributed.initialize()
+    jax.distributed.initialize(**kwargs)
   except RuntimeError as e:
     raise RuntimeError(
         f"multi-host training: jax.distributed.initialize() failed ({e}); it must run "
-        f"before any JAX computation (run.py calls it at program start)") from e
+        f"before any JAX computation (phi-jax-run calls it at program start)") from e
+  return True

@@ -29,6 +29,7 @@ This stage is one process on one host; only training is distributed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -294,7 +295,6 @@ def tokenizer(ctx: Context) -> dict:
           "model_vocab_padding": padding, "out": Paths(ctx).tokenizer}
 
 def datasets(ctx: Context) -> dict:
-  from data_pipeline import tfds_builders  # pylint: disable=g-import-not-at-top
   from data_pipeline import token_dataset  # pylint: disable=g-import-not-at-top
   from phi_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   tokenizer = Tokenizer.from_dir(Paths(ctx).tokenizer)
@@ -304,11 +304,22 @@ def datasets(ctx: Context) -> dict:
     if not any(_has_rows(p) for p in paths):
       empty.append(name)  # e.g. no accepted textbook: mixtures name it missing
       continue
-    directory = tfds_builders.build_dataset(name, paths, tokenizer, tfds_dir,
-                                            float(ctx.config.data.validation_fraction))
+    directory = _build_token_dataset(name, paths, tokenizer, tfds_dir,
+                                     float(ctx.config.data.validation_fraction))
     info = token_dataset.dataset_info(directory)
     built[name] = {"dir": directory, **_dataset_counts(info)}
   return {"datasets": built, "empty": empty, "tfds_dir": tfds_dir}
+
+
+def _build_token_dataset(name, paths, tokenizer, tfds_dir, validation_fraction) -> str:
+  """The TFDS builder when TensorFlow Datasets is installed (the `data` extra), else the
+  TF-free writer of the same files (a plain `pip install phi-jax`)."""
+  if importlib.util.find_spec("tensorflow_datasets") is not None:
+    from data_pipeline import tfds_builders  # pylint: disable=g-import-not-at-top
+    return tfds_builders.build_dataset(name, paths, tokenizer, tfds_dir, validation_fraction)
+  from data_pipeline import token_dataset  # pylint: disable=g-import-not-at-top
+  return token_dataset.write_jsonl_dataset(name, paths, tokenizer, tfds_dir,
+                                           validation_fraction=validation_fraction)
 
 
 def _has_rows(path: str) -> bool:
