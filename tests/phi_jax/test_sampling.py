@@ -129,34 +129,36 @@ def test_no_recompilation_within_buckets(model):
   prefill, decode = sampling._compiled(nnx.split(model)[0])
 
   def sizes():
-    return prefill._cache_size(), decode._cache_size()
+    return np.array([prefill._cache_size(), decode._cache_size()])
 
-  # chunk_size 10 (so 80 generated slots for 41..80 new tokens) is used by no other
-  # test, so every program here is compiled by this test, whatever ran before it.
+  # chunk_size 10 is used by no other test, so every decode program here is compiled
+  # by this test, whatever ran before it.
   gen = lambda prompts, max_new_tokens=50, **kw: phi_jax.generate(
       model, prompts, max_new_tokens=max_new_tokens, eos_token_id=None, chunk_size=10, **kw)
-  start = sizes()
-  gen(_prompts([5]))  # prompt bucket 8, batch bucket 1
-  assert sizes() == (start[0] + 1, start[1] + 1)
+  gen(_prompts([5]))  # 1 row, cache of 64 slots, prompt bucket 8, decode over 64 slots
   before = sizes()
   gen(_prompts([3]))
-  gen(_prompts([8]), max_new_tokens=80)
+  gen(_prompts([8]), max_new_tokens=56)
   gen(_prompts([1]), max_new_tokens=41, temperature=0.7, top_k=5, seed=3)
-  assert sizes() == before
+  assert (sizes() == before).all()
 
-  gen(_prompts([2, 6, 7]))  # batch bucket 4
-  assert sizes() == (before[0] + 1, before[1] + 1)
+  gen(_prompts([2, 6, 7]))  # 4 rows: one new prefill (of 4 prompts) and decode
+  assert (sizes() == before + [1, 1]).all()
   before = sizes()
   gen(_prompts([4, 8, 1, 5]))
   gen(_prompts([3, 6]), num_samples=2, temperature=1.0, top_p=0.9)
-  assert sizes() == before
+  assert (sizes() == before).all()
 
-  gen(_prompts([9]))  # crosses into prompt bucket 16: one new prefill and decode
-  assert sizes() == (before[0] + 1, before[1] + 1)
+  gen(_prompts([9]))  # prompt bucket 16: a new prefill; decoding is the same program
+  assert (sizes() == before + [1, 0]).all()
   before = sizes()
-  gen(_prompts([16]))
-  gen(_prompts([12]), max_new_tokens=70, seed=1)
-  assert sizes() == before
+  # 12 + 100 tokens: a cache of 128 slots; decoding attends over 64 slots until the
+  # row outgrows them, then over 128: two decode programs.
+  gen(_prompts([12]), max_new_tokens=100)
+  assert (sizes() == before + [1, 2]).all()
+  before = sizes()
+  gen(_prompts([16]), max_new_tokens=70, seed=1)
+  assert (sizes() == before).all()
 
 
 def test_reloaded_model_with_its_own_tokenizer_reuses_compiled_programs(byte_dir, byte_model):
