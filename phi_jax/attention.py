@@ -64,19 +64,39 @@ def xla_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
   return _masked_attention(q_BTHD, k_BSHD, v_BSHD, mask, dropout_rate, dropout_rng)
 
 
-def cached_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
-                     q_positions_BT: jax.Array) -> jax.Array:
-  """Decoding attention over a KV cache whose rows are packed from slot 0.
+def cached_attention(q_BTHD: jax.Array, k_BTHD: jax.Array, v_BTHD: jax.Array,
+                     k_cache_BHSD: jax.Array, v_cache_BHSD: jax.Array, *,
+                     lengths_B: jax.Array) -> jax.Array:
+  """Decoding attention: T new tokens of every row against its KV cache and each other.
 
-  The query (b, t) sits at slot q_positions_BT[b, t] of row b and attends to keys at
-  slots 0 .. q_positions_BT[b, t] of its row (`phi_jax.kv_cache`: a row's slots below
-  its length hold its real tokens, with no padding between them). Rows may have
-  different lengths. Same numerics as xla_attention; k/v may be a bucketed prefix of
-  the cache (S = kv_len), which is what makes a step's cost follow the filled length.
+  Row b holds lengths_B[b] tokens in cache slots 0 .. lengths_B[b] - 1 (packed from
+  slot 0, `phi_jax.kv_cache`); its new token t attends to all of them and to its new
+  tokens t' <= t (given here, not yet in the cache). Rows may have different lengths.
+  The cache may be a bucketed prefix (S = kv_len): that is what makes a step's cost
+  follow the filled length.
+
+  Nothing is written into the cache here (the caller appends the new keys and values
+  after every layer has run). fp32 scores and softmax, probabilities in the value
+  dtype, as xla_attention.
   """
-  kv_index = jnp.arange(k_BSHD.shape[1], dtype=jnp.int32)
-  mask = kv_index[None, None, :] <= q_positions_BT[:, :, None]  # [B, T, S]
-  return _masked_attention(q_BTHD, k_BSHD, v_BSHD, mask[:, None], 0.0, None)
+  scale = q_BTHD.shape[-1] ** -0.5
+  f32, min_f32 = jnp.float32, jnp.finfo(jnp.float32).min
+  cache_len = k_cache_BHSD.shape[2]
+  scores_BHTS = jnp.einsum("bthd,bhsd->bhts", q_BTHD, k_cache_BHSD.astype(q_BTHD.dtype),
+                           preferred_element_type=f32) * scale
+  cached_BS = jnp.arange(cache_len, dtype=jnp.int32)[None, :] < lengths_B[:, None]
+  scores_BHTS = jnp.where(cached_BS[:, None, None, :], scores_BHTS, min_f32)
+  scores_BHTU = jnp.einsum("bthd,buhd->bhtu", q_BTHD, k_BTHD,
+                           preferred_element_type=f32) * scale
+  t = jnp.arange(q_BTHD.shape[1])
+  scores_BHTU = jnp.where(t[None, :] <= t[:, None], scores_BHTU, min_f32)
+  probs = jax.nn.softmax(jnp.concatenate([scores_BHTS, scores_BHTU], axis=-1), axis=-1)
+  probs = probs.astype(v_BTHD.dtype)
+  out_BTHD = jnp.einsum("bhts,bhsd->bthd", probs[..., :cache_len],
+                        v_cache_BHSD.astype(v_BTHD.dtype), preferred_element_type=f32)
+  out_BTHD += jnp.einsum("bhtu,buhd->bthd", probs[..., cache_len:], v_BTHD,
+                         preferred_element_type=f32)
+  return out_BTHD.astype(v_BTHD.dtype)
 
 
 def _masked_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array,

@@ -124,14 +124,14 @@ class Attention(nnx.Module):
   def __call__(self, x_BTE: jax.Array, rope: tuple[jax.Array, jax.Array],
                segment_ids_BT: jax.Array, *, dropout_rng: jax.Array | None,
                cached_kv: tuple[jax.Array, jax.Array] | None = None,
-               q_positions_BT: jax.Array | None = None,
+               cache_lengths_B: jax.Array | None = None,
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Attention output [B, T, E] and this layer's new keys and values [B, T, H, D].
 
     Without `cached_kv` the T tokens attend to each other (training, prefill) through
     the configured implementation. With it (decoding), `cached_kv` is this layer's
-    cache (k, v) [B, S, H, D] and token (b, t) goes to slot q_positions_BT[b, t] and
-    attends to the row's slots up to it (`attention.cached_attention`).
+    cache (k, v) [B, H, S, D], whose row b holds cache_lengths_B[b] tokens; the new
+    tokens attend to those and to each other (`attention.cached_attention`).
     """
     q_BTHD = apply_rotary(self.q_proj(x_BTE), *rope)
     k_BTHD = apply_rotary(self.k_proj(x_BTE), *rope)
@@ -143,13 +143,15 @@ class Attention(nnx.Module):
           kv_segment_ids=segment_ids_BT, q_offset=0, dropout_rate=self.dropout_rate,
           dropout_rng=dropout_rng)
     else:
-      k_BSHD, v_BSHD = cached_kv
-      rows_BT = jnp.broadcast_to(jnp.arange(k_BSHD.shape[0])[:, None], q_positions_BT.shape)
-      k_BSHD = k_BSHD.at[rows_BT, q_positions_BT].set(k_BTHD.astype(k_BSHD.dtype), mode="drop")
-      v_BSHD = v_BSHD.at[rows_BT, q_positions_BT].set(v_BTHD.astype(v_BSHD.dtype), mode="drop")
-      out_BTHD = attention_lib.cached_attention(
-          q_BTHD, k_BSHD.astype(q_BTHD.dtype), v_BSHD.astype(q_BTHD.dtype),
-          q_positions_BT=q_positions_BT)
+      k_cache_BHSD, v_cache_BHSD = cached_kv
+      out_BTHD = attention_lib.cached_attention(q_BTHD, k_BTHD, v_BTHD, k_cache_BHSD,
+                                                v_cache_BHSD, lengths_B=cache_lengths_B)
+      # The caller writes k/v into the cache buffers this attention reads. Making them
+      # depend on its output (+ 0 * out: the same values) orders that write after the
+      # read, so XLA updates the buffers in place; without it XLA copies the layer's
+      # whole cache every step (an optimization_barrier does not prevent that).
+      no_op_BTHD = jnp.zeros_like(out_BTHD) * out_BTHD
+      k_BTHD, v_BTHD = k_BTHD + no_op_BTHD, v_BTHD + no_op_BTHD
     return self.out_proj(out_BTHD), (k_BTHD, v_BTHD)
 
 
@@ -176,14 +178,14 @@ class Block(nnx.Module):
     self.residual_dropout = config.residual_dropout
 
   def __call__(self, x_BTE: jax.Array, rope, segment_ids_BT: jax.Array, *,
-               dropout_rng: jax.Array | None, cached_kv=None, q_positions_BT=None):
+               dropout_rng: jax.Array | None, cached_kv=None, cache_lengths_B=None):
     """The block's output [B, T, E] and its attention's new (k, v) (see Attention)."""
     attn_rng = resid_rng_a = resid_rng_m = None
     if dropout_rng is not None:
       attn_rng, resid_rng_a, resid_rng_m = jax.random.split(dropout_rng, 3)
     h_BTE = self.norm(x_BTE)
     attn_BTE, kv = self.attn(h_BTE, rope, segment_ids_BT, dropout_rng=attn_rng,
-                             cached_kv=cached_kv, q_positions_BT=q_positions_BT)
+                             cached_kv=cached_kv, cache_lengths_B=cache_lengths_B)
     mlp_BTE = self.mlp(h_BTE)
     attn_BTE = dropout(attn_BTE, self.residual_dropout, resid_rng_a)
     mlp_BTE = dropout(mlp_BTE, self.residual_dropout, resid_rng_m)
@@ -325,10 +327,9 @@ class PhiForCausalLM(nnx.Module):
                        f"{tokens_BT.shape[1]} new > max_len {cache.max_len}")
     mask_BT = _mask(tokens_BT, attention_mask)
     positions_BT = cache.lengths[:, None] + jnp.arange(tokens_BT.shape[1], dtype=jnp.int32)
-    hidden_BTE, (k_LBTHD, v_LBTHD) = self._forward(tokens_BT, positions_BT, mask_BT, None,
-                                                   cache=cache)
+    hidden_BTE, cache = self._forward(tokens_BT, positions_BT, mask_BT, None, cache=cache)
     num_new_B = mask_BT.sum(axis=1)
-    cache = cache.append(k_LBTHD, v_LBTHD, num_new_B)
+    cache = cache.advance(num_new_B)
     if last_only:
       hidden_BTE = hidden_BTE[jnp.arange(tokens_BT.shape[0]), jnp.maximum(num_new_B - 1, 0)]
     return self.lm_head(hidden_BTE, out_dtype=jnp.float32), cache
@@ -342,8 +343,13 @@ class PhiForCausalLM(nnx.Module):
 
   def _forward(self, tokens_BT, positions_BT, segment_ids_BT, dropout_rng, *,
                cache: KVCache | None = None, collect_kv: bool = False):
-    """Final hidden states [B, T, E], and every layer's new keys and values (each
-    [L, B, T, H, D]) when decoding against `cache` or with collect_kv (else None)."""
+    """The final hidden states [B, T, E] and, second:
+
+    - decoding (`cache` given): the cache with every layer's keys/values of the T
+      tokens written at each row's next slots (not yet advanced past them);
+    - collect_kv (prefill): every layer's keys and values, each [L, B, T, H, D];
+    - else None.
+    """
     config = self.config
     x_BTE = jnp.take(self.embed[...], tokens_BT, axis=0).astype(config.compute_dtype)
     if dropout_rng is not None:
@@ -351,33 +357,37 @@ class PhiForCausalLM(nnx.Module):
       x_BTE = dropout(x_BTE, config.embed_dropout, embed_rng)
     rope = rotary_angles(positions_BT, config.rotary_dim, config.rope_base)
     graphdef, stacked_state = nnx.split(self.blocks)
-    q_positions_BT = None if cache is None else positions_BT
-    keep_kv = collect_kv or cache is not None
+    cache_lengths_B = None if cache is None else cache.lengths
 
     def layer_step(x_BTE, xs):
       layer_state, layer, cached_kv = xs
       block = nnx.merge(graphdef, layer_state)
       layer_rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, layer)
       x_BTE, kv = block(x_BTE, rope, segment_ids_BT, dropout_rng=layer_rng,
-                        cached_kv=cached_kv, q_positions_BT=q_positions_BT)
-      return x_BTE, (kv if keep_kv else None)
+                        cached_kv=cached_kv, cache_lengths_B=cache_lengths_B)
+      return x_BTE, (kv if collect_kv or cache is not None else None)
 
     if config.remat != "none":
       layer_step = jax.checkpoint(layer_step, policy=_REMAT_POLICIES[config.remat],
                                   prevent_cse=not config.scan_layers)
-    cache_kv = None if cache is None else (cache.k, cache.v)
-    if config.scan_layers:
+    if config.scan_layers and cache is None:
       layers = jnp.arange(config.num_layers, dtype=jnp.int32)
-      x_BTE, kv = jax.lax.scan(layer_step, x_BTE, (stacked_state, layers, cache_kv))
-    else:
-      kvs = []
-      for layer in range(config.num_layers):
-        layer_state = jax.tree.map(lambda a, i=layer: a[i], stacked_state)
-        layer_kv = None if cache is None else (cache.k[layer], cache.v[layer])
-        x_BTE, kv = layer_step(x_BTE, (layer_state, layer, layer_kv))
-        kvs.append(kv)
-      kv = jax.tree.map(lambda *a: jnp.stack(a), *kvs) if keep_kv else None
-    return self.final_norm(x_BTE), kv
+      x_BTE, kv = jax.lax.scan(layer_step, x_BTE, (stacked_state, layers, None))
+      return self.final_norm(x_BTE), kv
+    # Decoding always runs the layers unrolled: each reads and then updates its own
+    # cache buffer in place, where a scan would copy every layer's slice every step.
+    kvs = []
+    for layer in range(config.num_layers):
+      layer_state = jax.tree.map(lambda a, i=layer: a[i], stacked_state)
+      layer_kv = None if cache is None else cache.layer(layer)
+      x_BTE, kv = layer_step(x_BTE, (layer_state, layer, layer_kv))
+      if cache is not None:
+        cache = cache.write(layer, *kv)
+      kvs.append(kv)
+    if cache is not None:
+      return self.final_norm(x_BTE), cache
+    return self.final_norm(x_BTE), (jax.tree.map(lambda *a: jnp.stack(a), *kvs)
+                                     if collect_kv else None)
 
 
 def _mask(tokens_BT: jax.Array, attention_mask: jax.Array | None) -> jax.Array:

@@ -267,12 +267,12 @@ class Generator:
   Requests wait in a queue until a row is free; a step admits as many as there are
   free rows (one prefill), decodes every admitted row by up to `chunk_size` tokens,
   and reports each row's new tokens and, as soon as it finishes, its Completion. The
-  KV cache starts at `max_len` slots and grows (to a power of two) when a request
-  needs more.
+  KV cache starts at `max_len` slots and grows (to a power of two) when a row reaches
+  its end, so memory follows what the rows hold, not their max_new_tokens.
   """
 
   def __init__(self, model: PhiForCausalLM, *, rows: int, chunk_size: int = 16,
-               max_len: int = 256, eos_token_ids: Sequence[int] = (),
+               max_len: int = 64, eos_token_ids: Sequence[int] = (),
                tokenizer: Tokenizer | None = None):
     if rows < 1 or chunk_size < 1:
       raise ValueError(f"rows and chunk_size must be >= 1, got {rows}, {chunk_size}")
@@ -288,7 +288,7 @@ class Generator:
     graphdef, state = _split(model)
     self._state = inference_state(state, model.config.compute_dtype)
     self._prefill, self._decode = _compiled(graphdef)
-    self._cache = model.init_cache(rows, _bucket(max_len, 1))
+    self._cache = model.init_cache(rows, _bucket(max_len, 64))
     self._logits = jnp.zeros((rows, self.vocab_size), jnp.float32)
     self._rng = jnp.zeros((rows, 2), jnp.uint32)
     self._temperature = np.zeros(rows, np.float32)
@@ -348,7 +348,12 @@ class Generator:
       return
     longest = max(row.request.max_new_tokens for _, row in active)
     steps = min(self.chunk_size, _bucket(longest, 1))
-    kv_len = min(self.max_len, _bucket(max(row.length for _, row in active) + steps, 64))
+    # Slots this chunk writes: each row's length plus `steps`, less the last token,
+    # which is sampled but never fed back (a row's max_new_tokens-th token needs no slot).
+    needed = max(min(row.length + steps, len(row.request.prompt) + row.request.max_new_tokens)
+                 for _, row in active)
+    self._reserve(needed)
+    kv_len = min(self.max_len, _bucket(needed, 64))
     done = np.asarray([row is None for row in self._slots])
     tokens, valid, self._cache, self._logits, self._rng, done = self._decode(
         self._state, self._cache, self._logits, self._rng, jnp.asarray(done),
@@ -370,16 +375,18 @@ class Generator:
         if on_finish is not None:
           on_finish(row.request.tag, completion)
 
+  def _reserve(self, slots: int) -> None:
+    """Grows the KV cache (to a power of two) so every row has `slots` slots."""
+    if slots > self.max_len:
+      self._cache = self._cache.grow(_bucket(slots, 1))
+
   def _admit(self) -> None:
     """Prefills queued requests into free rows (one call, bucketed shapes)."""
     free = [r for r, row in enumerate(self._slots) if row is None]
     admitted = [self._queue.popleft() for _ in range(min(len(free), len(self._queue)))]
     if not admitted:
       return
-    held = [row.request for row in self._slots if row is not None]
-    needed = max(len(q.prompt) + q.max_new_tokens for q in admitted + held)
-    if needed > self.max_len:
-      self._grow(_bucket(needed, 1))
+    self._reserve(max(len(q.prompt) for q in admitted))
     n = _bucket(len(admitted), 1)
     prompt_len = min(self.max_len, _bucket(max(len(q.prompt) for q in admitted), 8))
     tokens = np.zeros((n, prompt_len), np.int32)
@@ -397,12 +404,6 @@ class Generator:
     self._cache, self._logits, self._rng = self._prefill(
         self._state, self._cache, self._logits, self._rng, jnp.asarray(tokens),
         jnp.asarray(mask), jnp.asarray(rows), jnp.asarray(keys))
-
-  def _grow(self, max_len: int) -> None:
-    """Pads every row of the cache to max_len slots (what they hold is kept)."""
-    pad = ((0, 0), (0, 0), (0, max_len - self.max_len), (0, 0), (0, 0))
-    self._cache = self._cache.replace(k=jnp.pad(self._cache.k, pad),
-                                      v=jnp.pad(self._cache.v, pad))
 
 
 def row_key(seed: int, index: int | None = None) -> jax.Array:
@@ -502,7 +503,7 @@ def generate_tokens(model: PhiForCausalLM, prompts: Sequence[Sequence[int]],
     return []
   generator = Generator(
       model, rows=_bucket(min(batch_size, n_rows), 1), chunk_size=chunk_size,
-      max_len=max(len(p) + m for p, m in zip(prompts, max_new)),
+      max_len=max(len(p) for p in prompts) + chunk_size,
       eos_token_ids=eos_token_ids, tokenizer=tokenizer)
   keys = (jax.vmap(functools.partial(jax.random.fold_in, row_key(int(seed))))(
       jnp.arange(n_rows, dtype=jnp.uint32)) if isinstance(seed, (int, np.integer))
