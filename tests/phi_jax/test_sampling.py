@@ -176,6 +176,22 @@ def test_reloaded_model_with_its_own_tokenizer_reuses_compiled_programs(byte_dir
   assert again.tokenizer is tokenizer
 
 
+def test_inference_state_holds_matmul_weights_in_the_compute_dtype(hf_phi):
+  """bf16 compute: kernels and the embedding are stored in bf16 once, biases and
+  LayerNorms stay fp32, and the logits are bit-identical to casting on every call."""
+  model = phi_jax.from_pretrained(hf_phi[0], dtype="bfloat16")
+  graphdef, state = nnx.split(model)
+  cast = sampling.inference_state(state, jnp.bfloat16)
+  dtypes = {jax.tree_util.keystr(path): leaf.dtype
+            for path, leaf in jax.tree_util.tree_leaves_with_path(cast)}
+  assert dtypes and all((v == jnp.bfloat16) == ("kernel" in k or "embed" in k)
+                        for k, v in dtypes.items()), dtypes
+  tokens = jnp.asarray(_prompts([12, 12], seed=9))
+  logits = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
+  np.testing.assert_array_equal(np.asarray(logits(cast, tokens)),
+                                np.asarray(logits(state, tokens)))
+
+
 # ----------------------------------------------------------------------------- sample_logits
 
 
