@@ -205,3 +205,28 @@ def test_decode_outside_jit_checks_overflow(model):
     model.decode(jnp.ones((1, 1), jnp.int32), cache)
   with pytest.raises(ValueError, match="overflow"):
     model.prefill(jnp.ones((1, 5), jnp.int32), cache)
+
+
+def test_prefill_runs_the_flash_kernel_and_matches_xla(monkeypatch):
+  """With attention='pallas' the prompt goes through phi_jax's flash kernel (a static
+  offset: the cache does not push it onto the XLA fallback), with the XLA logits."""
+  from phi_jax import kernels
+
+  calls = []
+  flash = kernels.flash_attention
+  monkeypatch.setattr(kernels, "flash_attention",
+                      lambda *a, **kw: calls.append(kw["q_offset"]) or flash(*a, **kw))
+  prompts = [_rng_tokens(5, 15), _rng_tokens(8, 16)]
+  tokens, mask = _right_padded(prompts, 8)
+  results = []
+  for attention in ("pallas", "xla"):
+    model = random_model(_config(attention=attention, attention_block_q=16,
+                                 attention_block_kv=16), seed=6)
+    graphdef, state = nnx.split(model)
+    logits, cache = _prefill(graphdef, state, tokens, model.init_cache(2, max_len=16), mask,
+                             jnp.arange(2))
+    results.append((np.asarray(logits), cache))
+  assert calls and set(calls) == {0}  # traced once per layer of the pallas model
+  np.testing.assert_allclose(results[0][0], results[1][0], atol=ATOL, rtol=0)
+  for a, b in zip(results[0][1].k, results[1][1].k):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=ATOL)
