@@ -263,8 +263,6 @@ def run(args: argparse.Namespace) -> Result:
   import phi_jax
   import torch
 
-  if args.torch_threads:
-    torch.set_num_threads(args.torch_threads)
   hf_model = build_hf_model(args.size, args.seed)
   prompts = np.random.default_rng(args.seed).integers(
       0, hf_model.config.vocab_size, (args.batch, args.prompt_len)).tolist()
@@ -334,6 +332,9 @@ def print_table(args: argparse.Namespace, result: Result) -> None:
 
 def main(argv=None) -> None:
   args = parse_args(argv)
+  if args.torch_threads:
+    import torch
+    torch.set_num_threads(args.torch_threads)  # before the row records the thread count
   # Other work on a CPU host skews both sides; the row records the load at the start.
   machine = machine_description()
   result = run(args)
