@@ -1,12 +1,19 @@
-"""Batched greedy sampling throughput: phi_jax vs transformers, side by side.
+"""Batched greedy decoding: phi_jax vs transformers, and the cost of an unused budget.
 
 Builds one random transformers PhiForCausalLM, saves it to a temporary directory,
-loads it into phi_jax with `phi_jax.from_pretrained`, and times greedy generation of
-exactly `--new_tokens` tokens (end-of-text disabled) for the same batch of random
-prompts on both sides. Each side is warmed up once (for phi_jax: compiled) and then
-timed `--repeats` times; the reported throughput is batch * new_tokens / seconds of
-the median repeat. The result is printed as a table and appended as a dated row to
-BENCHMARKS.md at the repository root.
+loads it into phi_jax with `phi_jax.from_pretrained`, and measures, in one run:
+
+1. throughput: greedy generation of exactly `--new_tokens` tokens (end-of-text
+   disabled) for the same batch of random prompts on both sides. Each side is warmed
+   up once (for phi_jax: compiled), then the sides are timed alternately `--repeats`
+   times (so a change in the machine's load hits both); tok/s is batch * new_tokens /
+   the median seconds.
+2. budget: phi_jax generating the same `--stop_after` greedy tokens per row, ended by
+   a per-row stop string, with max_new_tokens 64 and 2000 (`--budgets`): the time
+   should follow the tokens generated, not the budget (ratio near 1). Stop strings
+   need text: a tokenizer that maps every id to its own character stands in for one.
+
+The result is printed as a table and appended as a dated row to BENCHMARKS.md.
 
     .venv/bin/python bench/generate.py                       # tiny model, CPU
     .venv/bin/python bench/generate.py --size=small --batch=16 --check
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import statistics
 import sys
@@ -37,17 +45,22 @@ if REPO_ROOT not in sys.path:
 
 from bench import record  # noqa: E402  pylint: disable=g-import-not-at-top
 
-SECTION = "## bench/generate.py: batched greedy generation, phi_jax vs transformers"
+SECTION = ("## bench/generate.py: greedy decoding, phi_jax vs transformers, and the cost "
+           "of an unused max_new_tokens")
 SECTION_INTRO = """
 Greedy decoding of exactly `new` tokens (end-of-text disabled) for a batch of random
 prompts of `prompt` tokens on a random PhiForCausalLM of the given size, after one
-warm-up (compile) run. tok/s = batch * new / median seconds over `repeats` runs;
-ratio = phi_jax tok/s / transformers tok/s (> 1: phi_jax is faster). `check` says
-whether both produced identical tokens in fp32 before timing (`--check`).
+warm-up (compile) run; the two sides are timed alternately. tok/s = batch * new /
+median seconds over `repeats` runs; ratio = phi_jax tok/s / transformers tok/s (> 1:
+phi_jax is faster). `check` says whether both produced identical tokens in fp32 before
+timing (`--check`). budget: phi_jax's seconds to generate the same `stop` tokens per
+row (ended by per-row stop strings) with max_new_tokens 64 and 2000, and their ratio
+(1: an unused budget costs nothing).
 
 """
 COLUMNS = ("date", "machine", "jax", "torch", "size", "batch", "prompt", "new", "dtype",
-           "repeats", "phi_jax tok/s", "transformers tok/s", "ratio", "check")
+           "repeats", "phi_jax tok/s", "transformers tok/s", "ratio", "check", "stop",
+           "budget 64 s", "budget 2000 s", "2000/64")
 SECTION_INTRO += record.table_header(COLUMNS)
 
 # transformers PhiConfig fields of each size; every size uses the CodeGen vocabulary.
@@ -68,6 +81,7 @@ class Result:
   phi_jax_seconds: list[float]
   transformers_seconds: list[float]
   check: str
+  budget_seconds: dict[int, float]  # max_new_tokens -> median seconds ({} if skipped)
 
   @property
   def ratio(self) -> float:
@@ -93,6 +107,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="torch intra-op threads (0: torch's default). On a CPU shared "
                       "with other work, OpenMP threads that wait for each other can make "
                       "transformers many times slower; 1 avoids that")
+  parser.add_argument("--stop_after", type=int, default=39,
+                      help="tokens per row before its stop string, in the budget measurement")
+  parser.add_argument("--budgets", default="64,2000",
+                      help="two max_new_tokens budgets to compare (comma-separated); "
+                      "'' skips the budget measurement")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no_record", action="store_true",
                       help="print the table but do not append a row to BENCHMARKS.md")
@@ -101,9 +120,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.error("--prompt_len + --new_tokens must be <= 2048 (max_position_embeddings)")
   if args.torch_threads < 0:
     parser.error("--torch_threads must be >= 0")
-  for name in ("batch", "prompt_len", "new_tokens", "repeats", "chunk_size"):
+  for name in ("batch", "prompt_len", "new_tokens", "repeats", "chunk_size", "stop_after"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1")
+  try:
+    args.budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+  except ValueError:
+    parser.error(f"--budgets must be comma-separated integers, got {args.budgets!r}")
+  if args.budgets and (len(args.budgets) != 2 or min(args.budgets) < args.stop_after):
+    parser.error(f"--budgets needs two values >= --stop_after ({args.stop_after})")
   return args
 
 
@@ -168,13 +193,59 @@ def check_identical(hf_model, directory, prompts, args) -> str:
   return f"ok ({len(prompts)}x{args.new_tokens} tokens)"
 
 
-def time_runs(fn, repeats: int) -> list[float]:
-  seconds = []
+def time_alternately(fns, repeats: int) -> list[list[float]]:
+  """Seconds of `repeats` runs of each fn, the fns taking turns (fair under drift)."""
+  seconds = [[] for _ in fns]
   for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    seconds.append(time.perf_counter() - start)
+    for fn, times in zip(fns, seconds):
+      start = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - start)
   return seconds
+
+
+class CharTokenizer:
+  """Stands in for a tokenizer in the budget measurement: id i is the character
+  U+0100 + i, so any window of a row's ids is a stop string found exactly there."""
+
+  def __init__(self, vocab_size: int):
+    self.vocab_size = vocab_size
+    self.eos_id = None
+
+  def decode(self, ids) -> str:
+    return "".join(chr(0x100 + i) for i in ids)
+
+
+def budget_seconds(model, prompts, args) -> dict[int, float]:
+  """Median seconds to generate the same --stop_after greedy tokens per row (per-row
+  stop strings) with each max_new_tokens budget; checks every row stops there."""
+  from phi_jax import sampling
+  tokenizer = CharTokenizer(model.config.vocab_size)
+  greedy = sampling.SamplingParams()
+  n = args.stop_after
+  first = sampling.generate_tokens(model, prompts, [greedy] * len(prompts),
+                                   max_new_tokens=n, batch_size=len(prompts),
+                                   chunk_size=args.chunk_size)
+  stops = []
+  for completion in first:
+    text = tokenizer.decode(completion.tokens)
+    # The shortest tail of the first n tokens that appears nowhere before it.
+    width = next(w for w in range(1, n + 1) if text.find(text[n - w:]) == n - w)
+    stops.append([text[n - width:]])
+
+  def run(budget):
+    outs = sampling.generate_tokens(model, prompts, [greedy] * len(prompts),
+                                    max_new_tokens=budget, stop=stops, tokenizer=tokenizer,
+                                    batch_size=len(prompts), chunk_size=args.chunk_size)
+    got = [o.tokens for o in outs]
+    assert got == [c.tokens for c in first], "a budget changed the generated tokens"
+    return got
+
+  for budget in args.budgets:
+    run(budget)  # warm-up: compiles
+  fns = [functools.partial(run, budget) for budget in args.budgets]
+  seconds = time_alternately(fns, args.repeats)
+  return {b: statistics.median(s) for b, s in zip(args.budgets, seconds)}
 
 
 def machine_description() -> str:
@@ -192,8 +263,6 @@ def run(args: argparse.Namespace) -> Result:
   import phi_jax
   import torch
 
-  if args.torch_threads:
-    torch.set_num_threads(args.torch_threads)
   hf_model = build_hf_model(args.size, args.seed)
   prompts = np.random.default_rng(args.seed).integers(
       0, hf_model.config.vocab_size, (args.batch, args.prompt_len)).tolist()
@@ -212,12 +281,13 @@ def run(args: argparse.Namespace) -> Result:
   lengths |= {len(t) for t in run_hf()}
   print(f"transformers warm-up: {time.perf_counter() - start:.1f}s")
   assert lengths == {args.new_tokens}, lengths
-  jax_seconds = time_runs(run_jax, args.repeats)
-  hf_seconds = time_runs(run_hf, args.repeats)
+  jax_seconds, hf_seconds = time_alternately([run_jax, run_hf], args.repeats)
+  budgets = budget_seconds(jax_model, prompts, args) if args.budgets else {}
   tokens = args.batch * args.new_tokens
   return Result(phi_jax_tok_s=tokens / statistics.median(jax_seconds),
                 transformers_tok_s=tokens / statistics.median(hf_seconds),
-                phi_jax_seconds=jax_seconds, transformers_seconds=hf_seconds, check=check)
+                phi_jax_seconds=jax_seconds, transformers_seconds=hf_seconds, check=check,
+                budget_seconds=budgets)
 
 
 def table_row(args: argparse.Namespace, result: Result, machine: str) -> str:
@@ -229,7 +299,16 @@ def table_row(args: argparse.Namespace, result: Result, machine: str) -> str:
       jax.__version__, torch.__version__, args.size, args.batch, args.prompt_len,
       args.new_tokens, args.dtype, args.repeats, f"{result.phi_jax_tok_s:.1f}",
       f"{result.transformers_tok_s:.1f}", f"{result.ratio:.2f}", result.check,
+      *budget_cells(args, result),
   ])
+
+
+def budget_cells(args: argparse.Namespace, result: Result) -> list[str]:
+  """stop, the two budgets' seconds and their ratio ('-' when not measured)."""
+  if not result.budget_seconds:
+    return ["-"] * 4
+  low, high = (result.budget_seconds[b] for b in args.budgets)
+  return [str(args.stop_after), f"{low:.2f}", f"{high:.2f}", f"{high / low:.2f}"]
 
 
 def print_table(args: argparse.Namespace, result: Result) -> None:
@@ -245,10 +324,17 @@ def print_table(args: argparse.Namespace, result: Result) -> None:
     runs = ", ".join(f"{s:.2f}" for s in seconds)
     print(f"{name:14}{tok_s:10.1f}{statistics.median(seconds):10.2f}   {runs}")
   print(f"ratio phi_jax / transformers: {result.ratio:.2f}   check: {result.check}")
+  if result.budget_seconds:
+    stop, low, high, ratio = budget_cells(args, result)
+    print(f"budget: {stop} tokens per row in {low} s with max_new_tokens {args.budgets[0]}, "
+          f"{high} s with {args.budgets[1]}: ratio {ratio}")
 
 
 def main(argv=None) -> None:
   args = parse_args(argv)
+  if args.torch_threads:
+    import torch
+    torch.set_num_threads(args.torch_threads)  # before the row records the thread count
   # Other work on a CPU host skews both sides; the row records the load at the start.
   machine = machine_description()
   result = run(args)

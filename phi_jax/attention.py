@@ -5,21 +5,26 @@ does not know which one runs:
 
 - a query at buffer index i may attend keys at buffer index j <= i (causal), where the
   queries occupy buffer indices `q_offset .. q_offset + T - 1` and the keys `0 .. S - 1`
-  (training: q_offset = 0 and S = T; decoding: the KV cache is the key buffer);
+  (training and prefill: q_offset = 0 and S = T);
 - and only keys of its own segment: `q_segment_ids[b, i] == kv_segment_ids[b, j]`.
-  Segment id 0 marks padding (and empty cache slots); packed documents may carry ids
+  Segment id 0 marks padding; packed documents may carry ids
   1, 2, ... to keep them from attending to each other.
 
 Implementations (`PhiConfig.attention`; docs/attention.md):
 
 - 'xla': plain jnp (einsum, fp32 softmax); every backend; materialises [T, S] scores.
 - 'pallas': phi_jax's flash-attention kernel (`phi_jax.kernels.flash_attention`):
-  Triton on GPU, Mosaic on TPU, interpret mode on CPU (slow; for tests). Decoding
-  (a traced q_offset: the KV cache index) falls back to 'xla'.
+  Triton on GPU, Mosaic on TPU, interpret mode on CPU (slow; for tests). A traced
+  q_offset falls back to 'xla'.
 - 'cudnn': `jax.nn.dot_product_attention(implementation='cudnn')`; CUDA GPUs only,
-  no attention dropout; decoding falls back to 'xla'.
+  no attention dropout; a traced q_offset falls back to 'xla'.
 - 'auto': resolved when traced, by the target backend (`phi_jax.target`): 'xla' on
   CPU, 'pallas' on GPU and TPU.
+
+Decoding (docs/decoding.md): a prompt is prefilled with the implementation above
+(self-attention over the prompt, q_offset 0, so the flash kernels apply), then its
+keys/values go into the KV cache; decode steps attend over a bucketed prefix of the
+cache with `cached_attention` (plain jnp: few query rows, per-row lengths).
 """
 
 from __future__ import annotations
@@ -57,13 +62,55 @@ def xla_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
   so a row with nothing to attend (a padding query) yields finite garbage that
   the caller discards, never NaN.
   """
+  mask = attention_mask(q_segment_ids, kv_segment_ids, q_offset)
+  return _masked_attention(q_BTHD, k_BSHD, v_BSHD, mask, dropout_rate, dropout_rng)
+
+
+def cached_attention(q_BTHD: jax.Array, k_BTHD: jax.Array, v_BTHD: jax.Array,
+                     k_cache_BHSD: jax.Array, v_cache_BHSD: jax.Array, *,
+                     lengths_B: jax.Array) -> jax.Array:
+  """Decoding attention: T new tokens of every row against its KV cache and each other.
+
+  Row b holds lengths_B[b] tokens in cache slots 0 .. lengths_B[b] - 1 (packed from
+  slot 0, `phi_jax.kv_cache`); its new token t attends to all of them and to its new
+  tokens t' <= t (given here, not yet in the cache). Rows may have different lengths.
+  The cache may be a bucketed prefix (S = kv_len): that is what makes a step's cost
+  follow the filled length.
+
+  Nothing is written into the cache here (the caller appends the new keys and values
+  after every layer has run). fp32 scores and softmax, probabilities in the value
+  dtype, as xla_attention.
+  """
+  scale = q_BTHD.shape[-1] ** -0.5
+  f32, min_f32 = jnp.float32, jnp.finfo(jnp.float32).min
+  cache_len = k_cache_BHSD.shape[2]
+  scores_BHTS = jnp.einsum("bthd,bhsd->bhts", q_BTHD, k_cache_BHSD.astype(q_BTHD.dtype),
+                           preferred_element_type=f32) * scale
+  cached_BS = jnp.arange(cache_len, dtype=jnp.int32)[None, :] < lengths_B[:, None]
+  scores_BHTS = jnp.where(cached_BS[:, None, None, :], scores_BHTS, min_f32)
+  scores_BHTU = jnp.einsum("bthd,buhd->bhtu", q_BTHD, k_BTHD,
+                           preferred_element_type=f32) * scale
+  t = jnp.arange(q_BTHD.shape[1])
+  scores_BHTU = jnp.where(t[None, :] <= t[:, None], scores_BHTU, min_f32)
+  probs = jax.nn.softmax(jnp.concatenate([scores_BHTS, scores_BHTU], axis=-1), axis=-1)
+  probs = probs.astype(v_BTHD.dtype)
+  out_BTHD = jnp.einsum("bhts,bhsd->bthd", probs[..., :cache_len],
+                        v_cache_BHSD.astype(v_BTHD.dtype), preferred_element_type=f32)
+  out_BTHD += jnp.einsum("bhtu,buhd->bthd", probs[..., cache_len:], v_BTHD,
+                         preferred_element_type=f32)
+  return out_BTHD.astype(v_BTHD.dtype)
+
+
+def _masked_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array,
+                      mask_B1TS: jax.Array, dropout_rate: float,
+                      dropout_rng: jax.Array | None) -> jax.Array:
+  """softmax(q k^T / sqrt(D), masked) v in fp32 scores; xla_attention's numerics."""
   head_dim = q_BTHD.shape[-1]
   precision = jax.lax.Precision.HIGHEST if q_BTHD.dtype == jnp.float32 else None
   scores_BHTS = jnp.einsum("bthd,bshd->bhts", q_BTHD, k_BSHD, precision=precision,
                            preferred_element_type=jnp.float32)
   scores_BHTS = scores_BHTS * (head_dim ** -0.5)
-  mask = attention_mask(q_segment_ids, kv_segment_ids, q_offset)
-  scores_BHTS = jnp.where(mask, scores_BHTS, jnp.finfo(jnp.float32).min)
+  scores_BHTS = jnp.where(mask_B1TS, scores_BHTS, jnp.finfo(jnp.float32).min)
   probs_BHTS = jax.nn.softmax(scores_BHTS, axis=-1)
   if dropout_rate > 0.0 and dropout_rng is not None:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs_BHTS.shape)

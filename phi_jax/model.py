@@ -129,24 +129,37 @@ class Attention(nnx.Module):
     self.dropout_rate = config.attention_dropout
 
   def __call__(self, x_BTE: jax.Array, rope: tuple[jax.Array, jax.Array],
-               segment_ids_BT: jax.Array, *, cache: KVCache | None, layer,
-               dropout_rng: jax.Array | None) -> tuple[jax.Array, KVCache | None]:
+               segment_ids_BT: jax.Array, *, dropout_rng: jax.Array | None,
+               cached_kv: tuple[jax.Array, jax.Array] | None = None,
+               cache_lengths_B: jax.Array | None = None,
+               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Attention output [B, T, E] and this layer's new keys and values [B, T, H, D].
+
+    Without `cached_kv` the T tokens attend to each other (training, prefill) through
+    the configured implementation. With it (decoding), `cached_kv` is this layer's
+    cache (k, v) [B, H, S, D], whose row b holds cache_lengths_B[b] tokens; the new
+    tokens attend to those and to each other (`attention.cached_attention`).
+    """
     q_BTHD = apply_rotary(self.q_proj(x_BTE), *rope)
     k_BTHD = apply_rotary(self.k_proj(x_BTE), *rope)
     v_BTHD = self.v_proj(x_BTE)
-    if cache is None:
-      k_BSHD, v_BSHD, kv_segment_ids, q_offset = k_BTHD, v_BTHD, segment_ids_BT, 0
+    if cached_kv is None:
+      out_BTHD = attention_lib.dot_product_attention(
+          q_BTHD, k_BTHD, v_BTHD, implementation=self.implementation,
+          block_q=self.block_q, block_kv=self.block_kv, q_segment_ids=segment_ids_BT,
+          kv_segment_ids=segment_ids_BT, q_offset=0, dropout_rate=self.dropout_rate,
+          dropout_rng=dropout_rng)
     else:
-      cache = cache.write_layer(layer, k_BTHD, v_BTHD)
-      k_BSHD, v_BSHD = cache.layer(layer)
-      kv_segment_ids, q_offset = cache.segment_ids, cache.index
-    out_BTHD = attention_lib.dot_product_attention(
-        q_BTHD, k_BSHD.astype(q_BTHD.dtype), v_BSHD.astype(q_BTHD.dtype),
-        implementation=self.implementation, block_q=self.block_q, block_kv=self.block_kv,
-        q_segment_ids=segment_ids_BT,
-        kv_segment_ids=kv_segment_ids, q_offset=q_offset,
-        dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
-    return self.out_proj(out_BTHD), cache
+      k_cache_BHSD, v_cache_BHSD = cached_kv
+      out_BTHD = attention_lib.cached_attention(q_BTHD, k_BTHD, v_BTHD, k_cache_BHSD,
+                                                v_cache_BHSD, lengths_B=cache_lengths_B)
+      # The caller writes k/v into the cache buffers this attention reads. Making them
+      # depend on its output (+ 0 * out: the same values) orders that write after the
+      # read, so XLA updates the buffers in place; without it XLA copies the layer's
+      # whole cache every step (an optimization_barrier does not prevent that).
+      no_op_BTHD = jnp.zeros_like(out_BTHD) * out_BTHD
+      k_BTHD, v_BTHD = k_BTHD + no_op_BTHD, v_BTHD + no_op_BTHD
+    return self.out_proj(out_BTHD), (k_BTHD, v_BTHD)
 
 
 class MLP(nnx.Module):
@@ -172,17 +185,18 @@ class Block(nnx.Module):
     self.residual_dropout = config.residual_dropout
 
   def __call__(self, x_BTE: jax.Array, rope, segment_ids_BT: jax.Array, *,
-               cache: KVCache | None, layer, dropout_rng: jax.Array | None):
+               dropout_rng: jax.Array | None, cached_kv=None, cache_lengths_B=None):
+    """The block's output [B, T, E] and its attention's new (k, v) (see Attention)."""
     attn_rng = resid_rng_a = resid_rng_m = None
     if dropout_rng is not None:
       attn_rng, resid_rng_a, resid_rng_m = jax.random.split(dropout_rng, 3)
     h_BTE = self.norm(x_BTE)
-    attn_BTE, cache = self.attn(h_BTE, rope, segment_ids_BT, cache=cache, layer=layer,
-                                dropout_rng=attn_rng)
+    attn_BTE, kv = self.attn(h_BTE, rope, segment_ids_BT, dropout_rng=attn_rng,
+                             cached_kv=cached_kv, cache_lengths_B=cache_lengths_B)
     mlp_BTE = self.mlp(h_BTE)
     attn_BTE = dropout(attn_BTE, self.residual_dropout, resid_rng_a)
     mlp_BTE = dropout(mlp_BTE, self.residual_dropout, resid_rng_m)
-    return x_BTE + attn_BTE + mlp_BTE, cache
+    return x_BTE + attn_BTE + mlp_BTE, kv
 
 
 _REMAT_POLICIES = {
@@ -206,8 +220,9 @@ def _stacked_blocks(config: PhiConfig, rngs: nnx.Rngs) -> Block:
 class PhiForCausalLM(nnx.Module):
   """The phi causal language model.
 
-  `model(tokens_BT)` returns fp32 logits [B, T, V]; `model.decode(tokens_BT, cache)`
-  runs incrementally against a KVCache. Dropout is active only when a `dropout_rng`
+  `model(tokens_BT)` returns fp32 logits [B, T, V]; `model.prefill(prompts_BT, cache)`
+  fills KV cache rows and `model.decode(tokens_BT, cache)` runs incrementally against
+  them (phi_jax.kv_cache, docs/decoding.md). Dropout is active only when a `dropout_rng`
   is passed (training); without one the model is deterministic (evaluation).
   """
 
@@ -256,49 +271,102 @@ class PhiForCausalLM(nnx.Module):
     In the compute dtype; the arguments are those of `__call__`, which is
     `lm_head(hidden_states(...))`. Embeddings (data_pipeline.embed) pool these.
     """
-    mask_BT = jnp.ones(tokens_BT.shape, jnp.int32) if attention_mask is None else (
-        attention_mask.astype(jnp.int32))
+    mask_BT = _mask(tokens_BT, attention_mask)
     if segment_ids is None:
       segment_ids_BT = mask_BT
     else:
       segment_ids_BT = segment_ids.astype(jnp.int32) * mask_BT
     if positions is None:
       positions = _positions_from_mask(mask_BT)
-    hidden_BTE, _ = self._forward(tokens_BT, positions, segment_ids_BT, None, dropout_rng)
+    hidden_BTE, _ = self._forward(tokens_BT, positions, segment_ids_BT, dropout_rng)
     return hidden_BTE
+
+  def prefill(self, tokens_BT: jax.Array, cache: KVCache, *,
+              attention_mask: jax.Array | None = None,
+              rows: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
+    """Writes prompts into cache rows, replacing what those rows held.
+
+    Each prompt attends only to itself, through the configured attention
+    implementation (static offset 0: the flash kernels on GPU/TPU), and its keys and
+    values go into slots 0 .. T - 1 of its row; the other rows are untouched, so a
+    server can admit a request into a free row while the others are mid-decode.
+
+    Args:
+      tokens_BT: prompts [N, T], right-padded.
+      cache: the KV cache; T must fit its max_len.
+      attention_mask: [N, T], 1 on each prompt's tokens (which come first) and 0 on
+        the padding after them; default: every token is real.
+      rows: [N] int, the cache row each prompt goes to (default 0 .. N - 1). Indices
+        >= cache.batch are skipped, so N can be padded to a bucket size.
+
+    Returns:
+      The fp32 logits [N, V] of each prompt's last token, and the updated cache.
+    """
+    n, prompt_len = tokens_BT.shape
+    if prompt_len > cache.max_len:
+      raise ValueError(f"KV cache overflow: prompts of {prompt_len} tokens > max_len "
+                       f"{cache.max_len}")
+    mask_BT = _mask(tokens_BT, attention_mask)
+    rows_B = jnp.arange(n, dtype=jnp.int32) if rows is None else jnp.asarray(rows, jnp.int32)
+    positions_BT = jnp.broadcast_to(jnp.arange(prompt_len, dtype=jnp.int32), (n, prompt_len))
+    hidden_BTE, (k_LBTHD, v_LBTHD) = self._forward(tokens_BT, positions_BT, mask_BT, None,
+                                                   collect_kv=True)
+    lengths_B = mask_BT.sum(axis=1)
+    cache = cache.fill_rows(rows_B, k_LBTHD, v_LBTHD, lengths_B)
+    last_BE = hidden_BTE[jnp.arange(n), jnp.maximum(lengths_B - 1, 0)]
+    return self.lm_head(last_BE, out_dtype=jnp.float32), cache
 
   def decode(self, tokens_BT: jax.Array, cache: KVCache, *,
              attention_mask: jax.Array | None = None,
              last_only: bool = True) -> tuple[jax.Array, KVCache]:
-    """Runs T new tokens against the cache and writes their keys/values into it.
+    """Appends T new tokens to every row of the cache and runs them against it.
 
-    Used for both the prompt (prefill, left-padded, `attention_mask` 0 on padding)
-    and single decode steps. Returns the fp32 logits of the last position [B, V]
-    (or of every position [B, T, V] with last_only=False) and the updated cache.
-    The cache must have room for the T tokens (checked when called outside jit;
-    under jit an overflowing write would be clamped, so size the cache up front).
+    Token (b, t) goes to slot (and rotary position) cache.lengths[b] + t and attends
+    to its row's slots up to it; rows advance by their real tokens. The cost follows
+    the cache's max_len, so decode against `cache.prefix(kv_len)` (kv_len: a bucket
+    above the longest row) and write it back with `with_prefix`, as phi_jax.sampling
+    does. Writes past max_len are dropped (checked when called outside jit).
+
+    Args:
+      tokens_BT: [B, T] new tokens of every row (T = 1 for a decode step).
+      cache: the KV cache (B rows).
+      attention_mask: [B, T], 1 on each row's new tokens (which come first) and 0
+        after them; a row with none stays as it is. Default: all real.
+      last_only: return the logits of each row's last real new token [B, V]
+        instead of every position's [B, T, V].
+
+    Returns:
+      fp32 logits and the updated cache.
     """
-    if not isinstance(cache.index, jax.core.Tracer) and (
-        int(cache.index) + tokens_BT.shape[1] > cache.max_len):
-      raise ValueError(f"KV cache overflow: {int(cache.index)} tokens cached + "
+    if not isinstance(cache.lengths, jax.core.Tracer) and (
+        int(jnp.max(cache.lengths)) + tokens_BT.shape[1] > cache.max_len):
+      raise ValueError(f"KV cache overflow: {int(jnp.max(cache.lengths))} tokens cached + "
                        f"{tokens_BT.shape[1]} new > max_len {cache.max_len}")
-    mask_BT = jnp.ones(tokens_BT.shape, jnp.int32) if attention_mask is None else (
-        attention_mask.astype(jnp.int32))
-    positions_BT = cache.next_position[:, None] + _positions_from_mask(mask_BT)
-    cache = cache.append_segments(mask_BT)
-    hidden_BTE, cache = self._forward(tokens_BT, positions_BT, mask_BT, cache, None)
-    cache = cache.advance(mask_BT)
+    mask_BT = _mask(tokens_BT, attention_mask)
+    positions_BT = cache.lengths[:, None] + jnp.arange(tokens_BT.shape[1], dtype=jnp.int32)
+    hidden_BTE, cache = self._forward(tokens_BT, positions_BT, mask_BT, None, cache=cache)
+    num_new_B = mask_BT.sum(axis=1)
+    cache = cache.advance(num_new_B)
     if last_only:
-      hidden_BTE = hidden_BTE[:, -1]
+      hidden_BTE = hidden_BTE[jnp.arange(tokens_BT.shape[0]), jnp.maximum(num_new_B - 1, 0)]
     return self.lm_head(hidden_BTE, out_dtype=jnp.float32), cache
 
   def init_cache(self, batch: int, max_len: int, dtype: jnp.dtype | None = None) -> KVCache:
+    """An empty KV cache of `batch` rows of `max_len` slots (default: compute dtype)."""
     config = self.config
     return KVCache.empty(num_layers=config.num_layers, batch=batch, max_len=max_len,
                          num_heads=config.num_heads, head_dim=config.head_dim,
                          dtype=dtype or config.compute_dtype)
 
-  def _forward(self, tokens_BT, positions_BT, segment_ids_BT, cache, dropout_rng):
+  def _forward(self, tokens_BT, positions_BT, segment_ids_BT, dropout_rng, *,
+               cache: KVCache | None = None, collect_kv: bool = False):
+    """The final hidden states [B, T, E] and, second:
+
+    - decoding (`cache` given): the cache with every layer's keys/values of the T
+      tokens written at each row's next slots (not yet advanced past them);
+    - collect_kv (prefill): every layer's keys and values, each [L, B, T, H, D];
+    - else None.
+    """
     config = self.config
     x_BTE = jnp.take(self.embed[...], tokens_BT, axis=0).astype(config.compute_dtype)
     if dropout_rng is not None:
@@ -307,29 +375,44 @@ class PhiForCausalLM(nnx.Module):
     rope = rotary_angles(positions_BT, config.rotary_dim, config.rope_base,
                          config.rope_position_scale)
     graphdef, stacked_state = nnx.split(self.blocks)
+    cache_lengths_B = None if cache is None else cache.lengths
 
-    def layer_step(carry, xs):
-      x_BTE, cache = carry
-      layer_state, layer = xs
+    def layer_step(x_BTE, xs):
+      layer_state, layer, cached_kv = xs
       block = nnx.merge(graphdef, layer_state)
       layer_rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, layer)
-      x_BTE, cache = block(x_BTE, rope, segment_ids_BT, cache=cache, layer=layer,
-                           dropout_rng=layer_rng)
-      return (x_BTE, cache), None
+      x_BTE, kv = block(x_BTE, rope, segment_ids_BT, dropout_rng=layer_rng,
+                        cached_kv=cached_kv, cache_lengths_B=cache_lengths_B)
+      return x_BTE, (kv if collect_kv or cache is not None else None)
 
     if config.remat != "none":
       layer_step = jax.checkpoint(layer_step, policy=_REMAT_POLICIES[config.remat],
                                   prevent_cse=not config.scan_layers)
-    carry = (x_BTE, cache)
-    if config.scan_layers:
+    if config.scan_layers and cache is None:
       layers = jnp.arange(config.num_layers, dtype=jnp.int32)
-      carry, _ = jax.lax.scan(layer_step, carry, (stacked_state, layers))
-    else:
-      for layer in range(config.num_layers):
-        layer_state = jax.tree.map(lambda a, i=layer: a[i], stacked_state)
-        carry, _ = layer_step(carry, (layer_state, layer))
-    x_BTE, cache = carry
-    return self.final_norm(x_BTE), cache
+      x_BTE, kv = jax.lax.scan(layer_step, x_BTE, (stacked_state, layers, None))
+      return self.final_norm(x_BTE), kv
+    # Decoding always runs the layers unrolled: each reads and then updates its own
+    # cache buffer in place, where a scan would copy every layer's slice every step.
+    kvs = []
+    for layer in range(config.num_layers):
+      layer_state = jax.tree.map(lambda a, i=layer: a[i], stacked_state)
+      layer_kv = None if cache is None else cache.layer(layer)
+      x_BTE, kv = layer_step(x_BTE, (layer_state, layer, layer_kv))
+      if cache is not None:
+        cache = cache.write(layer, *kv)
+      kvs.append(kv)
+    if cache is not None:
+      return self.final_norm(x_BTE), cache
+    return self.final_norm(x_BTE), (jax.tree.map(lambda *a: jnp.stack(a), *kvs)
+                                     if collect_kv else None)
+
+
+def _mask(tokens_BT: jax.Array, attention_mask: jax.Array | None) -> jax.Array:
+  """The int32 [B, T] mask of real tokens (all ones by default)."""
+  if attention_mask is None:
+    return jnp.ones(tokens_BT.shape, jnp.int32)
+  return attention_mask.astype(jnp.int32)
 
 
 def _positions_from_mask(mask_BT: jax.Array) -> jax.Array:

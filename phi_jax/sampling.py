@@ -1,25 +1,35 @@
-"""Batched autoregressive sampling with the KV cache.
+"""Batched autoregressive sampling with a KV cache whose rows are refilled continuously.
 
-Prompts are left-padded into a batch; prefill runs the whole prompt once, then decoding
-runs `chunk_size` steps per jitted call (a `lax.scan`), after which the host checks stop
-sequences and stops early once every row is finished. Shapes are bucketed (batch and
-prompt length to powers of two, generation length to whole chunks), so a new prompt
-reuses a compiled program instead of recompiling.
+`Generator` owns a fixed number of rows (a KV cache with one length per row,
+`phi_jax.kv_cache`). Each `step` first admits queued requests into free rows (one
+jitted prefill of just those prompts, through the configured attention kernel), then
+runs `chunk_size` decode steps of every row in one jitted call (a `lax.scan`), and
+then checks, on the host, each row's new tokens for end-of-text, its stop strings and
+its `max_new_tokens`. A finished row is free again at the next step, so a long
+generation never holds up the requests behind it: `generate_tokens` and the server's
+scheduler both run on it.
+
+Cost follows what the rows hold: a decode chunk attends over the smallest bucket
+(power of two) of cache slots that holds the longest active row, not the whole cache,
+and stop strings are searched in the text of new tokens only. Shapes are bucketed
+(rows fixed per Generator, prompt length and admitted count to powers of two, cache
+prefix to powers of two), so new prompts reuse compiled programs. Weights run in the
+compute dtype: they are cast once per Generator, not on every call.
 
 Per row: greedy (temperature 0), or temperature with top-k and top-p (nucleus)
 filtering, with the row's own random key, so a row's samples depend on its seed only,
-not on the other rows or the batch size. A row finishes at an end-of-text token, at one
-of its stop sequences, or after its `max_new_tokens`. Callbacks report each row's new
-tokens after every chunk and its Completion as soon as it finishes (for streaming
-servers).
+not on the other rows, the batch size or when it was admitted. Ids at or past the
+tokenizer's vocabulary (the model's vocabulary is padded, to 51200 for phi-1) are
+never sampled.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -55,27 +65,44 @@ class Completion:
   prompt_tokens: int
 
 
+def filter_logits(scaled_BV: jax.Array, top_p_B: jax.Array, top_k_B: jax.Array) -> jax.Array:
+  """Temperature-scaled logits with everything outside the top-k and the nucleus at -inf.
+
+  top-k keeps the k largest (0: all); top-p then keeps the most likely tokens, in
+  order, until their (top-k renormalised) mass reaches top_p, always keeping the most
+  likely one. top_p = 1 and top_k = 0 return the logits unchanged, bit for bit (the
+  cumulative mass can round to 1 before the last token, which must not drop it).
+  """
+  vocab = scaled_BV.shape[-1]
+  sorted_desc = -jnp.sort(-scaled_BV, axis=-1)
+  k = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, vocab), vocab)
+  kth = jnp.take_along_axis(sorted_desc, (k - 1)[:, None], axis=-1)
+  sorted_desc = jnp.where(jnp.arange(vocab)[None] < k[:, None], sorted_desc, -jnp.inf)
+  probs = jax.nn.softmax(sorted_desc, axis=-1)
+  mass_before = jnp.cumsum(probs, axis=-1) - probs
+  keep = (mass_before < top_p_B[:, None]) | (top_p_B[:, None] >= 1.0)
+  p_threshold = jnp.min(jnp.where(keep, sorted_desc, jnp.inf), axis=-1, keepdims=True)
+  threshold = jnp.maximum(kth, p_threshold)
+  no_filter = ((top_k_B == 0) & (top_p_B >= 1.0))[:, None]
+  return jnp.where(no_filter | (scaled_BV >= threshold), scaled_BV, -jnp.inf)
+
+
 def sample_logits(logits_BV: jax.Array, rng: jax.Array, temperature_B: jax.Array,
-                  top_p_B: jax.Array, top_k_B: jax.Array) -> jax.Array:
+                  top_p_B: jax.Array, top_k_B: jax.Array,
+                  vocab_limit: jax.Array | int | None = None) -> jax.Array:
   """Next tokens [B] from fp32 logits; rows with temperature 0 take the argmax.
 
   rng: one raw PRNG key [2] for the whole batch, or one per row [B, 2].
+  vocab_limit: ids >= it are never returned (the model's padded vocabulary rows).
   """
+  if vocab_limit is not None:
+    ids_V = jnp.arange(logits_BV.shape[-1])
+    logits_BV = jnp.where(ids_V[None] < vocab_limit, logits_BV, -jnp.inf)
   greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
 
   def stochastic():
-    vocab = logits_BV.shape[-1]
     scaled = logits_BV / jnp.maximum(temperature_B, 1e-6)[:, None]
-    sorted_desc = -jnp.sort(-scaled, axis=-1)
-    k = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, vocab), vocab)
-    kth = jnp.take_along_axis(sorted_desc, (k - 1)[:, None], axis=-1)
-    sorted_desc = jnp.where(jnp.arange(vocab)[None] < k[:, None], sorted_desc, -jnp.inf)
-    probs = jax.nn.softmax(sorted_desc, axis=-1)
-    mass_before = jnp.cumsum(probs, axis=-1) - probs
-    keep = mass_before < top_p_B[:, None]  # always keeps the most likely token
-    p_threshold = jnp.min(jnp.where(keep, sorted_desc, jnp.inf), axis=-1, keepdims=True)
-    threshold = jnp.maximum(kth, p_threshold)
-    filtered = jnp.where(scaled >= threshold, scaled, -jnp.inf)
+    filtered = filter_logits(scaled, top_p_B, top_k_B)
     if rng.ndim == 2:
       return jax.vmap(jax.random.categorical)(rng, filtered).astype(jnp.int32)
     return jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
@@ -88,31 +115,36 @@ def sample_logits(logits_BV: jax.Array, rng: jax.Array, temperature_B: jax.Array
 def _compiled(graphdef: nnx.GraphDef):
   """The jitted prefill and decode programs of one model structure."""
 
-  @functools.partial(jax.jit, static_argnames=("cache_len",))
-  def prefill(state, tokens_BP, mask_BP, *, cache_len: int):
+  @functools.partial(jax.jit, donate_argnames=("cache", "logits_BV", "rng_B2"))
+  def prefill(state, cache, logits_BV, rng_B2, tokens_NP, mask_NP, rows_N, keys_N2):
+    """Prompts into rows rows_N (>= batch: skipped); their first logits and keys."""
     model = nnx.merge(graphdef, state)
-    cache = model.init_cache(tokens_BP.shape[0], cache_len)
-    return model.decode(tokens_BP, cache, attention_mask=mask_BP)
+    logits_NV, cache = model.prefill(tokens_NP, cache, attention_mask=mask_NP, rows=rows_N)
+    return (cache, logits_BV.at[rows_N].set(logits_NV, mode="drop"),
+            rng_B2.at[rows_N].set(keys_N2, mode="drop"))
 
-  @functools.partial(jax.jit, static_argnames=("steps",), donate_argnames=("cache",))
+  @functools.partial(jax.jit, static_argnames=("steps", "kv_len"),
+                     donate_argnames=("cache", "logits_BV", "rng_B2"))
   def decode(state, cache, logits_BV, rng_B2, done_B, temperature_B, top_p_B, top_k_B,
-             eos_ids, *, steps: int):
+             eos_ids, vocab_limit, *, steps: int, kv_len: int):
+    """`steps` tokens of every row, attending over the first kv_len cache slots."""
     model = nnx.merge(graphdef, state)
 
     def step(carry, _):
       cache, logits_BV, rng_B2, done_B = carry
       keys_B22 = jax.vmap(jax.random.split)(rng_B2)
       rng_B2, key_B2 = keys_B22[:, 0], keys_B22[:, 1]
-      token_B = sample_logits(logits_BV, key_B2, temperature_B, top_p_B, top_k_B)
+      token_B = sample_logits(logits_BV, key_B2, temperature_B, top_p_B, top_k_B, vocab_limit)
       token_B = jnp.where(done_B, 0, token_B)
       valid_B = ~done_B
       done_B = done_B | jnp.isin(token_B, eos_ids)
       logits_BV, cache = model.decode(token_B[:, None], cache, attention_mask=valid_B[:, None])
       return (cache, logits_BV, rng_B2, done_B), (token_B, valid_B)
 
-    carry, (tokens_SB, valid_SB) = jax.lax.scan(step, (cache, logits_BV, rng_B2, done_B),
-                                                None, length=steps)
-    return (tokens_SB.T, valid_SB.T) + carry
+    carry = (cache.prefix(kv_len), logits_BV, rng_B2, done_B)
+    (prefix, logits_BV, rng_B2, done_B), (tokens_SB, valid_SB) = jax.lax.scan(
+        step, carry, None, length=steps)
+    return tokens_SB.T, valid_SB.T, cache.with_prefix(prefix), logits_BV, rng_B2, done_B
 
   return prefill, decode
 
@@ -134,6 +166,25 @@ def _split(model: PhiForCausalLM) -> tuple[nnx.GraphDef, nnx.State]:
     model.tokenizer = tokenizer
 
 
+def inference_state(state: nnx.State, dtype: jnp.dtype) -> nnx.State:
+  """The model state with its matmul weights (kernels, embedding) in `dtype`.
+
+  The model casts every kernel to the compute dtype where it is used; holding them in
+  it already makes those casts no-ops, so a decode step reads half the bytes of fp32
+  weights (bf16) and converts nothing. Biases and LayerNorm parameters stay as they
+  are (they are added in fp32), so the logits are bit-identical.
+  """
+
+  def cast(path, leaf):
+    names = {getattr(key, "key", None) for key in path}
+    if ({"kernel", "embed"} & names) and jnp.issubdtype(leaf.dtype, jnp.floating) and (
+        leaf.dtype != dtype):
+      return leaf.astype(dtype)
+    return leaf
+
+  return jax.tree_util.tree_map_with_path(cast, state)
+
+
 def _bucket(n: int, minimum: int) -> int:
   return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
@@ -144,16 +195,221 @@ def _stop_index(text: str, stop: Sequence[str]) -> int:
   return min(hits) if hits else -1
 
 
-class _Row:
-  """Host-side state of one row while it decodes."""
+_REPLACEMENT = "\ufffd"
+# New tokens a row's incremental text waits for to complete a multi-byte character
+# (a UTF-8 character has at most 4 bytes, so byte-level tokens complete it within 4).
+_MAX_PENDING_TOKENS = 8
 
-  def __init__(self, prompt_len: int, max_new_tokens: int, stop: tuple[str, ...]):
+
+@dataclasses.dataclass(eq=False)
+class Request:
+  """One row to generate: a token prompt and how to continue it.
+
+  key: the row's raw PRNG key [2] (`row_key`); tag: anything hashable that the
+  Generator's callbacks hand back to say which request they are about.
+  """
+  prompt: Sequence[int]
+  params: SamplingParams
+  max_new_tokens: int
+  key: jax.Array
+  tag: Hashable
+  stop: tuple[str, ...] = ()
+
+
+class _Row:
+  """Host-side state of one admitted request while it decodes."""
+
+  def __init__(self, request: Request):
+    self.request = request
     self.tokens: list[int] = []
-    self.prompt_tokens = prompt_len
-    self.max_new_tokens = max_new_tokens
-    self.stop = stop
     self.reported = 0  # tokens already passed to on_chunk
-    self.finished = False
+    # The text of tokens[:read_offset], built incrementally for stop strings: only
+    # the text of the tokens since prefix_offset is decoded again after a chunk.
+    self.text = ""
+    self.prefix_offset = self.read_offset = 0
+    self.searched = 0  # chars of `text` already searched for stop strings
+
+  @property
+  def length(self) -> int:
+    """Tokens this row holds in the KV cache (prompt and every fed token)."""
+    return len(self.request.prompt) + len(self.tokens)
+
+  def hit_stop(self, tokenizer: Tokenizer) -> bool:
+    """Whether a stop string appears in the text of this row's new tokens.
+
+    Decodes only the tokens since the last stable point, and searches only the new
+    text (with an overlap of the longest stop string), so a chunk costs what it adds.
+    """
+    stop = self.request.stop
+    prefix_text = tokenizer.decode(self.tokens[self.prefix_offset:self.read_offset])
+    new_text = tokenizer.decode(self.tokens[self.prefix_offset:])
+    pending = len(self.tokens) - self.read_offset
+    if len(new_text) <= len(prefix_text) or (new_text.endswith(_REPLACEMENT) and
+                                             pending < _MAX_PENDING_TOKENS):
+      return False  # nothing new, or a character still incomplete
+    self.text += new_text[len(prefix_text):]
+    self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
+    start = max(0, self.searched - max(map(len, stop)) + 1)
+    self.searched = len(self.text)
+    return any(self.text.find(s, start) >= 0 for s in stop)
+
+
+class Generator:
+  """Continuous batching: a fixed number of KV-cache rows, each refilled when it frees.
+
+  Usage (a server's loop, or `generate_tokens`):
+
+      gen = Generator(model, rows=8, chunk_size=16, eos_token_ids=[eos], tokenizer=tok)
+      gen.add(Request(prompt, params, max_new_tokens, key=row_key(seed), tag=i))
+      while not gen.idle:
+        gen.step(on_chunk=..., on_finish=...)    # requests may be added between steps
+
+  Requests wait in a queue until a row is free; a step admits as many as there are
+  free rows (one prefill), decodes every admitted row by up to `chunk_size` tokens,
+  and reports each row's new tokens and, as soon as it finishes, its Completion. The
+  KV cache starts at `max_len` slots and grows (to a power of two) when a row reaches
+  its end, so memory follows what the rows hold, not their max_new_tokens.
+  """
+
+  def __init__(self, model: PhiForCausalLM, *, rows: int, chunk_size: int = 16,
+               max_len: int = 64, eos_token_ids: Sequence[int] = (),
+               tokenizer: Tokenizer | None = None):
+    if rows < 1 or chunk_size < 1:
+      raise ValueError(f"rows and chunk_size must be >= 1, got {rows}, {chunk_size}")
+    self.rows = rows
+    self.chunk_size = chunk_size
+    self.tokenizer = tokenizer
+    self.vocab_size = model.config.vocab_size
+    # Ids the tokenizer cannot decode (the model's vocabulary is padded) are never sampled.
+    self._vocab_limit = jnp.asarray(min(self.vocab_size, tokenizer.vocab_size)
+                                    if tokenizer is not None else self.vocab_size, jnp.int32)
+    self._eos_ids = jnp.asarray(list(eos_token_ids) or [-1], jnp.int32)
+    self._eos_set = set(eos_token_ids)
+    graphdef, state = _split(model)
+    self._state = inference_state(state, model.config.compute_dtype)
+    self._prefill, self._decode = _compiled(graphdef)
+    self._cache = model.init_cache(rows, _bucket(max_len, 64))
+    self._logits = jnp.zeros((rows, self.vocab_size), jnp.float32)
+    self._rng = jnp.zeros((rows, 2), jnp.uint32)
+    self._temperature = np.zeros(rows, np.float32)
+    self._top_p = np.ones(rows, np.float32)
+    self._top_k = np.zeros(rows, np.int32)
+    self._slots: list[_Row | None] = [None] * rows
+    self._queue: collections.deque[Request] = collections.deque()
+
+  @property
+  def max_len(self) -> int:
+    """Slots per row of the KV cache now."""
+    return self._cache.max_len
+
+  @property
+  def active(self) -> int:
+    """Rows decoding now."""
+    return sum(slot is not None for slot in self._slots)
+
+  @property
+  def queued(self) -> int:
+    """Requests waiting for a free row."""
+    return len(self._queue)
+
+  @property
+  def idle(self) -> bool:
+    """Nothing admitted and nothing queued."""
+    return not self._queue and not self.active
+
+  def add(self, request: Request) -> None:
+    """Queues a request; it is admitted into the first free row at a later step."""
+    prompt = request.prompt
+    if len(prompt) == 0:
+      raise ValueError(f"request {request.tag!r}: the prompt is empty")
+    if min(prompt) < 0 or max(prompt) >= self.vocab_size:
+      raise ValueError(f"request {request.tag!r}: prompt token ids outside "
+                       f"[0, {self.vocab_size})")
+    if request.max_new_tokens < 1:
+      raise ValueError(f"request {request.tag!r}: max_new_tokens must be >= 1, got "
+                       f"{request.max_new_tokens}")
+    if request.stop and self.tokenizer is None:
+      raise ValueError("stop sequences need a tokenizer")
+    self._queue.append(request)
+
+  def step(self, on_chunk: Callable[[Hashable, list[int]], None] | None = None,
+           on_finish: Callable[[Hashable, Completion], None] | None = None) -> None:
+    """Admits queued requests into free rows, then decodes every row by one chunk.
+
+    on_chunk(tag, new_tokens): after the chunk, for each row unfinished before it,
+      with its new tokens (within its max_new_tokens, up to and including an
+      end-of-text id; text past a stop string is included, the Completion cuts it);
+      not called with no new tokens.
+    on_finish(tag, completion): as soon as a row finishes, after its last on_chunk.
+    """
+    self._admit()
+    active = [(r, row) for r, row in enumerate(self._slots) if row is not None]
+    if not active:
+      return
+    longest = max(row.request.max_new_tokens for _, row in active)
+    steps = min(self.chunk_size, _bucket(longest, 1))
+    # Slots this chunk writes: each row's length plus `steps`, less the last token,
+    # which is sampled but never fed back (a row's max_new_tokens-th token needs no slot).
+    needed = max(min(row.length + steps, len(row.request.prompt) + row.request.max_new_tokens)
+                 for _, row in active)
+    self._reserve(needed)
+    kv_len = min(self.max_len, _bucket(needed, 64))
+    done = np.asarray([row is None for row in self._slots])
+    tokens, valid, self._cache, self._logits, self._rng, done = self._decode(
+        self._state, self._cache, self._logits, self._rng, jnp.asarray(done),
+        jnp.asarray(self._temperature), jnp.asarray(self._top_p), jnp.asarray(self._top_k),
+        self._eos_ids, self._vocab_limit, steps=steps, kv_len=kv_len)
+    tokens, valid, done = np.asarray(tokens), np.asarray(valid), np.asarray(done)
+    for r, row in active:
+      row.tokens.extend(tokens[r][valid[r]].tolist())
+      max_new = row.request.max_new_tokens
+      if on_chunk is not None:
+        new_tokens = row.tokens[row.reported:max_new]
+        row.reported += len(new_tokens)
+        if new_tokens:
+          on_chunk(row.request.tag, new_tokens)
+      if done[r] or len(row.tokens) >= max_new or (
+          row.request.stop and row.hit_stop(self.tokenizer)):
+        self._slots[r] = None
+        completion = _finish(row, self._eos_set, self.tokenizer)
+        if on_finish is not None:
+          on_finish(row.request.tag, completion)
+
+  def _reserve(self, slots: int) -> None:
+    """Grows the KV cache (to a power of two) so every row has `slots` slots."""
+    if slots > self.max_len:
+      self._cache = self._cache.grow(_bucket(slots, 1))
+
+  def _admit(self) -> None:
+    """Prefills queued requests into free rows (one call, bucketed shapes)."""
+    free = [r for r, row in enumerate(self._slots) if row is None]
+    admitted = [self._queue.popleft() for _ in range(min(len(free), len(self._queue)))]
+    if not admitted:
+      return
+    self._reserve(max(len(q.prompt) for q in admitted))
+    n = _bucket(len(admitted), 1)
+    prompt_len = min(self.max_len, _bucket(max(len(q.prompt) for q in admitted), 8))
+    tokens = np.zeros((n, prompt_len), np.int32)
+    mask = np.zeros((n, prompt_len), np.int32)
+    rows = np.full((n,), self.rows, np.int32)  # filler entries: row index past the end
+    keys = np.zeros((n, 2), np.uint32)
+    for i, (r, request) in enumerate(zip(free, admitted)):
+      tokens[i, :len(request.prompt)] = request.prompt
+      mask[i, :len(request.prompt)] = 1
+      rows[i], keys[i] = r, np.asarray(request.key)
+      self._slots[r] = _Row(request)
+      params = request.params
+      self._temperature[r], self._top_p[r], self._top_k[r] = (
+          params.temperature, params.top_p, params.top_k)
+    self._cache, self._logits, self._rng = self._prefill(
+        self._state, self._cache, self._logits, self._rng, jnp.asarray(tokens),
+        jnp.asarray(mask), jnp.asarray(rows), jnp.asarray(keys))
+
+
+def row_key(seed: int, index: int | None = None) -> jax.Array:
+  """A row's raw PRNG key [2]: PRNGKey(seed), or fold_in(PRNGKey(seed), index)."""
+  key = jax.random.PRNGKey(seed)
+  return key if index is None else jax.random.fold_in(key, index)
 
 
 def _per_row_stops(stop: Sequence[str] | Sequence[Sequence[str]],
@@ -185,21 +441,6 @@ def _per_row_ints(value: int | Sequence[int], n: int, name: str) -> list[int]:
   return [int(v) for v in value]
 
 
-def _row_keys(seed: int | Sequence[int], start: int, batch: int) -> jax.Array:
-  """Raw PRNG keys [batch, 2] of the rows start .. start + batch - 1.
-
-  A shared int seed gives row i the key fold_in(PRNGKey(seed), i); per-row seeds give
-  row i PRNGKey(seed[i]) (filler rows past the last prompt get seed 0).
-  """
-  if isinstance(seed, (int, np.integer)):
-    base = jax.random.PRNGKey(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(
-        jnp.arange(start, start + batch, dtype=jnp.uint32))
-  seeds = list(seed[start:start + batch])
-  seeds += [0] * (batch - len(seeds))
-  return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-
-
 def generate_tokens(model: PhiForCausalLM, prompts: Sequence[Sequence[int]],
                     params: Sequence[SamplingParams], *,
                     max_new_tokens: int | Sequence[int],
@@ -222,10 +463,12 @@ def generate_tokens(model: PhiForCausalLM, prompts: Sequence[Sequence[int]],
     eos_token_ids: end-of-text ids; a row stops after generating one (kept in
       `tokens`, not in `text`).
     tokenizer: decodes `text` and finds stop strings; required when there are any.
+      Ids at or past its vocabulary size are never sampled.
     seed: an int (row i samples with key fold_in(PRNGKey(seed), i)) or one int per
       row (row i samples with PRNGKey(seed[i])); either way a row's samples do not
       depend on the other rows or on batch_size.
-    batch_size: rows decoded together; more rows run in consecutive batches.
+    batch_size: the most rows decoded together; the rest wait and take the rows that
+      finish (continuous batching, `Generator`), in order.
     chunk_size: decode steps per compiled call; stop strings and callbacks are
       checked between chunks.
     on_chunk: called as on_chunk(i, new_tokens) after each decode chunk, for each
@@ -233,7 +476,7 @@ def generate_tokens(model: PhiForCausalLM, prompts: Sequence[Sequence[int]],
       max_new_tokens, up to and including an end-of-text id; text past a stop
       string is included, the Completion cuts it). Not called with no new tokens.
     on_finish: called as on_finish(i, completion) as soon as row i finishes (before
-      the rest of its batch), after its last on_chunk.
+      the rows decoding beside it), after its last on_chunk.
 
   Returns:
     One Completion per prompt, in order.
@@ -251,74 +494,43 @@ def generate_tokens(model: PhiForCausalLM, prompts: Sequence[Sequence[int]],
     raise ValueError(f"{n_rows} prompts but {len(seed)} seeds")
   if chunk_size < 1 or batch_size < 1:
     raise ValueError(f"chunk_size and batch_size must be >= 1, got {chunk_size}, {batch_size}")
-  vocab = model.config.vocab_size
   for i, prompt in enumerate(prompts):
     if len(prompt) == 0:
       raise ValueError(f"prompt {i} is empty")
-    if min(prompt) < 0 or max(prompt) >= vocab:
-      raise ValueError(f"prompt {i} has token ids outside [0, {vocab})")
-  graphdef, state = _split(model)
-  prefill, decode = _compiled(graphdef)
-  eos_ids = jnp.asarray(list(eos_token_ids) or [-1], jnp.int32)
-  eos_set = set(eos_token_ids)
+    if min(prompt) < 0 or max(prompt) >= model.config.vocab_size:
+      raise ValueError(f"prompt {i} has token ids outside [0, {model.config.vocab_size})")
+  if n_rows == 0:
+    return []
+  generator = Generator(
+      model, rows=_bucket(min(batch_size, n_rows), 1), chunk_size=chunk_size,
+      max_len=max(len(p) for p in prompts) + chunk_size,
+      eos_token_ids=eos_token_ids, tokenizer=tokenizer)
+  keys = (jax.vmap(functools.partial(jax.random.fold_in, row_key(int(seed))))(
+      jnp.arange(n_rows, dtype=jnp.uint32)) if isinstance(seed, (int, np.integer))
+          else jnp.stack([row_key(int(s)) for s in seed]))
+  waiting = collections.deque(
+      Request(prompt=list(prompt), params=p, max_new_tokens=m, key=key, tag=i, stop=row_stop)
+      for i, (prompt, p, m, row_stop, key) in enumerate(
+          zip(prompts, params, max_new, stops, keys)))
   completions: list[Completion | None] = [None] * n_rows
-  for start in range(0, n_rows, batch_size):
-    batch_prompts = prompts[start:start + batch_size]
-    batch_params = params[start:start + batch_size]
-    rows = [_Row(len(p), m, s) for p, m, s in zip(
-        batch_prompts, max_new[start:start + batch_size], stops[start:start + batch_size])]
-    n = len(rows)
-    batch_max_new = max(row.max_new_tokens for row in rows)
-    # A short generation runs a shorter chunk (a power of two), not chunk_size steps.
-    steps = min(chunk_size, _bucket(batch_max_new, 1))
-    gen_len = _bucket(math.ceil(batch_max_new / steps), 1) * steps
-    batch = _bucket(n, 1)
-    prompt_len = _bucket(max(len(p) for p in batch_prompts), 8)
-    tokens = np.zeros((batch, prompt_len), np.int32)
-    mask = np.zeros((batch, prompt_len), np.int32)
-    for r, prompt in enumerate(batch_prompts):
-      tokens[r, prompt_len - len(prompt):] = prompt
-      mask[r, prompt_len - len(prompt):] = 1
-    mask[n:, -1] = 1  # filler rows: one token, discarded
-    padded_params = list(batch_params) + [SamplingParams()] * (batch - n)
-    temperature = jnp.asarray([p.temperature for p in padded_params], jnp.float32)
-    top_p = jnp.asarray([p.top_p for p in padded_params], jnp.float32)
-    top_k = jnp.asarray([p.top_k for p in padded_params], jnp.int32)
-    logits, cache = prefill(state, jnp.asarray(tokens), jnp.asarray(mask),
-                            cache_len=prompt_len + gen_len)
-    rng = _row_keys(seed, start, batch)
-    done = jnp.asarray(np.arange(batch) >= n)
-    generated = 0
-    while generated < batch_max_new:
-      chunk_tokens, chunk_valid, cache, logits, rng, done = decode(
-          state, cache, logits, rng, done, temperature, top_p, top_k, eos_ids, steps=steps)
-      generated += steps
-      chunk_tokens, chunk_valid = np.asarray(chunk_tokens), np.asarray(chunk_valid)
-      host_done = np.asarray(done).copy()
-      for r, row in enumerate(rows):
-        if row.finished:
-          continue
-        row.tokens.extend(chunk_tokens[r][chunk_valid[r]].tolist())
-        if on_chunk is not None:
-          new_tokens = row.tokens[row.reported:row.max_new_tokens]
-          row.reported += len(new_tokens)
-          if new_tokens:
-            on_chunk(start + r, new_tokens)
-        if host_done[r] or len(row.tokens) >= row.max_new_tokens or (
-            row.stop and _stop_index(tokenizer.decode(row.tokens), row.stop) >= 0):
-          row.finished = host_done[r] = True
-          completion = completions[start + r] = _finish(row, eos_set, tokenizer)
-          if on_finish is not None:
-            on_finish(start + r, completion)
-      if all(row.finished for row in rows):
-        break
-      done = jnp.asarray(host_done)
+
+  def finished(i: int, completion: Completion) -> None:
+    completions[i] = completion
+    if on_finish is not None:
+      on_finish(i, completion)
+
+  while waiting or not generator.idle:
+    # At most batch_size rows at once (the Generator's rows are a power of two above).
+    while waiting and generator.active + generator.queued < batch_size:
+      generator.add(waiting.popleft())
+    generator.step(on_chunk=on_chunk, on_finish=finished)
   return completions  # type: ignore[return-value]
 
 
 def _finish(row: _Row, eos_ids: set[int], tokenizer: Tokenizer | None) -> Completion:
-  tokens = row.tokens[:row.max_new_tokens]
-  stop = row.stop
+  """A finished row's Completion: cut at its first end-of-text id or stop string."""
+  tokens = row.tokens[:row.request.max_new_tokens]
+  stop = row.request.stop
   reason = "length"
   for i, token in enumerate(tokens):
     if token in eos_ids:
@@ -340,7 +552,7 @@ def _finish(row: _Row, eos_ids: set[int], tokenizer: Tokenizer | None) -> Comple
           lo = mid + 1
       tokens = text_tokens[:lo]
   return Completion(text=text, tokens=tokens, finish_reason=reason,
-                    prompt_tokens=row.prompt_tokens)
+                    prompt_tokens=len(row.request.prompt))
 
 
 def generate(model: PhiForCausalLM, prompts: Sequence[str] | Sequence[Sequence[int]], *,

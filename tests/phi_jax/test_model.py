@@ -140,8 +140,16 @@ def _decode(graphdef, state, tokens, cache, last_only, mask=None):
                                            last_only=last_only)
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def _prefill(graphdef, state, tokens, cache, mask):
+  return nnx.merge(graphdef, state).prefill(tokens, cache, attention_mask=mask)
+
+
 @pytest.mark.parametrize("scan_layers", [True, False])
 def test_kv_cache_decode_matches_full_recomputation(scan_layers):
+  """Prefill of prompts of different lengths, then decode steps: the logits of every
+  step equal the full forward pass over the whole sequence (tests/phi_jax/
+  test_kv_cache.py covers refilled rows and bucketed prefixes)."""
   config = small_config(num_layers=3, scan_layers=scan_layers)
   model = random_model(config, seed=7)
   graphdef, state = nnx.split(model)
@@ -149,26 +157,27 @@ def test_kv_cache_decode_matches_full_recomputation(scan_layers):
   prompt_len, new = int(prompt_lens.max()), 4
   batch = len(prompt_lens)
   prompt = random_tokens((batch, prompt_len), config.vocab_size, seed=8)  # junk in pads
-  prompt_mask = (np.arange(prompt_len)[None] >= prompt_len - prompt_lens[:, None]).astype(np.int32)
+  prompt_mask = (np.arange(prompt_len)[None] < prompt_lens[:, None]).astype(np.int32)
   continuation = random_tokens((batch, new), config.vocab_size, seed=9)
 
-  full_tokens = np.concatenate([prompt, continuation], axis=1)
-  full_mask = np.concatenate([prompt_mask, np.ones((batch, new), np.int32)], axis=1)
-  full = phi_logits(model, full_tokens, full_mask)
+  # The reference: one forward pass over each whole sequence (prompt, continuation),
+  # right-padded to one width (causality: padding after a token does not change it).
+  full_tokens = np.zeros((batch, prompt_len + new), np.int32)
+  for row, n in enumerate(prompt_lens):
+    full_tokens[row, :n + new] = np.concatenate([prompt[row, :n], continuation[row]])
+  full_mask = (np.arange(prompt_len + new)[None] < (prompt_lens + new)[:, None])
+  full = phi_logits(model, full_tokens, full_mask.astype(np.int32))
 
-  cache = model.init_cache(batch, max_len=prompt_len + new + 3)  # 3 slots stay empty
-  logits, cache = _decode(graphdef, state, prompt, cache, False, prompt_mask)
-  real = prompt_mask.astype(bool)
-  np.testing.assert_allclose(np.asarray(logits)[real], full[:, :prompt_len][real],
-                             atol=1e-5, rtol=0)
-  for k in range(new):
-    logits, cache = _decode(graphdef, state, continuation[:, k:k + 1], cache, True)
+  cache = model.init_cache(batch, max_len=prompt_len + new + 3)
+  logits, cache = _prefill(graphdef, state, prompt, cache, prompt_mask)
+  np.testing.assert_array_equal(np.asarray(cache.lengths), prompt_lens)
+  for k in range(-1, new):
+    if k >= 0:
+      logits, cache = _decode(graphdef, state, continuation[:, k:k + 1], cache, True)
     assert logits.shape == (batch, config.vocab_size)
-    np.testing.assert_allclose(np.asarray(logits), full[:, prompt_len + k], atol=1e-5, rtol=0)
-  assert int(cache.index) == prompt_len + new
-  np.testing.assert_array_equal(np.asarray(cache.next_position), prompt_lens + new)
-  np.testing.assert_array_equal(np.asarray(cache.segment_ids),
-                                np.concatenate([full_mask, np.zeros((batch, 3))], axis=1))
+    want = full[np.arange(batch), prompt_lens + k]
+    np.testing.assert_allclose(np.asarray(logits), want, atol=1e-5, rtol=0)
+  np.testing.assert_array_equal(np.asarray(cache.lengths), prompt_lens + new)
 
 
 # ---------------------------------------------------------------------- dropout

@@ -129,34 +129,37 @@ def test_no_recompilation_within_buckets(model):
   prefill, decode = sampling._compiled(nnx.split(model)[0])
 
   def sizes():
-    return prefill._cache_size(), decode._cache_size()
+    return np.array([prefill._cache_size(), decode._cache_size()])
 
-  # chunk_size 10 (so 80 generated slots for 41..80 new tokens) is used by no other
-  # test, so every program here is compiled by this test, whatever ran before it.
+  # chunk_size 10 is used by no other test, so every decode program here is compiled
+  # by this test, whatever ran before it; so is every prefill of a prompt bucket of 32
+  # (other tests' prompts on this model are shorter).
   gen = lambda prompts, max_new_tokens=50, **kw: phi_jax.generate(
       model, prompts, max_new_tokens=max_new_tokens, eos_token_id=None, chunk_size=10, **kw)
-  start = sizes()
-  gen(_prompts([5]))  # prompt bucket 8, batch bucket 1
-  assert sizes() == (start[0] + 1, start[1] + 1)
+  gen(_prompts([5]))  # 1 row, cache of 64 slots, prompt bucket 8, decode over 64 slots
   before = sizes()
   gen(_prompts([3]))
-  gen(_prompts([8]), max_new_tokens=80)
+  gen(_prompts([8]), max_new_tokens=56)
   gen(_prompts([1]), max_new_tokens=41, temperature=0.7, top_k=5, seed=3)
-  assert sizes() == before
+  assert (sizes() == before).all()
 
-  gen(_prompts([2, 6, 7]))  # batch bucket 4
-  assert sizes() == (before[0] + 1, before[1] + 1)
+  gen(_prompts([2, 6, 7]))  # 4 rows: one new prefill (of 4 prompts) and decode
+  assert (sizes() == before + [1, 1]).all()
   before = sizes()
   gen(_prompts([4, 8, 1, 5]))
   gen(_prompts([3, 6]), num_samples=2, temperature=1.0, top_p=0.9)
-  assert sizes() == before
+  assert (sizes() == before).all()
 
-  gen(_prompts([9]))  # crosses into prompt bucket 16: one new prefill and decode
-  assert sizes() == (before[0] + 1, before[1] + 1)
+  gen(_prompts([17]), max_new_tokens=40)  # prompt bucket 32: a new prefill, same decoding
+  assert (sizes() == before + [1, 0]).all()
   before = sizes()
-  gen(_prompts([16]))
-  gen(_prompts([12]), max_new_tokens=70, seed=1)
-  assert sizes() == before
+  # 20 + 100 tokens: the cache grows from 64 slots to 128 when the row outgrows it;
+  # the prefill (cache of 64, prompt bucket 32) exists, one decode program is new.
+  gen(_prompts([20]), max_new_tokens=100)
+  assert (sizes() == before + [0, 1]).all()
+  before = sizes()
+  gen(_prompts([30]), max_new_tokens=70, seed=1)
+  assert (sizes() == before).all()
 
 
 def test_reloaded_model_with_its_own_tokenizer_reuses_compiled_programs(byte_dir, byte_model):
@@ -171,6 +174,22 @@ def test_reloaded_model_with_its_own_tokenizer_reuses_compiled_programs(byte_dir
   assert sampling._compiled.cache_info().misses == misses
   assert second == first
   assert again.tokenizer is tokenizer
+
+
+def test_inference_state_holds_matmul_weights_in_the_compute_dtype(hf_phi):
+  """bf16 compute: kernels and the embedding are stored in bf16 once, biases and
+  LayerNorms stay fp32, and the logits are bit-identical to casting on every call."""
+  model = phi_jax.from_pretrained(hf_phi[0], dtype="bfloat16")
+  graphdef, state = nnx.split(model)
+  cast = sampling.inference_state(state, jnp.bfloat16)
+  dtypes = {jax.tree_util.keystr(path): leaf.dtype
+            for path, leaf in jax.tree_util.tree_leaves_with_path(cast)}
+  assert dtypes and all((v == jnp.bfloat16) == ("kernel" in k or "embed" in k)
+                        for k, v in dtypes.items()), dtypes
+  tokens = jnp.asarray(_prompts([12, 12], seed=9))
+  logits = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
+  np.testing.assert_array_equal(np.asarray(logits(cast, tokens)),
+                                np.asarray(logits(state, tokens)))
 
 
 # ----------------------------------------------------------------------------- sample_logits
@@ -271,6 +290,50 @@ def test_temperature_zero_rows_are_greedy_while_others_sample():
   # All rows greedy (the fast path): argmax everywhere.
   tokens = _sample_logits(logits, jax.random.PRNGKey(1), 0 * ones, ones, no_top_k)
   assert np.all(np.asarray(tokens) == np.argmax(LOGITS))
+
+
+def test_top_p_one_and_no_top_k_leave_the_logits_exactly_unchanged():
+  """Rounding makes the mass before the last token 1.0 here ([0, 0, -17]: 0.5 + 0.5), so
+  a nucleus of 'mass before < top_p' would drop it; top_p = 1 must keep everything."""
+  logits = jnp.asarray([[0.0, 0.0, -17.0], [1.0, 0.0, 0.0, -16.0][:3], [2.0, -1.0, -30.0]],
+                       jnp.float32)
+  probs = np.asarray(jax.nn.softmax(logits[:1], axis=-1), np.float32)
+  assert np.cumsum(probs)[1] >= 1.0  # the case is the adversarial one
+  ones, zeros = jnp.ones((3,), jnp.float32), jnp.zeros((3,), jnp.int32)
+  filtered = sampling.filter_logits(logits, ones, zeros)
+  np.testing.assert_array_equal(np.asarray(filtered), np.asarray(logits))
+  # And sampling with top_p = 1 is jax.random.categorical on the scaled logits, draw
+  # for draw (same key).
+  key = jax.random.PRNGKey(3)
+  n = 4096
+  big = jnp.tile(logits, (n // 3 + 1, 1))[:n]
+  got = _sample_logits(big, key, jnp.full((n,), 0.7), jnp.ones((n,)), jnp.zeros((n,), jnp.int32))
+  want = jax.random.categorical(key, big / 0.7, axis=-1)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_padded_vocabulary_ids_are_never_sampled(tmp_path):
+  """A model whose vocabulary (320) is padded past its tokenizer's (257), with the
+  padding id 300 made the most likely after any input: neither greedy nor sampled
+  decoding returns an id the tokenizer does not have."""
+  directory = str(tmp_path / "padded")
+  hf_model = make_hf_phi(directory, vocab_size=320)
+  with torch.no_grad():
+    hf_model.lm_head.bias[300] += 100.0
+  hf_model.save_pretrained(directory)
+  model = phi_jax.from_pretrained(directory, dtype="float32")
+  # Without a tokenizer every id of the model is a valid output: 300 wins.
+  [raw] = phi_jax.generate(model, [[1, 2, 3]], max_new_tokens=4, eos_token_id=None)
+  assert raw.tokens == [300] * 4
+  model.tokenizer = byte_level()
+  for kwargs in (dict(), dict(temperature=1.0, seed=1), dict(temperature=2.0, top_k=5),
+                 dict(temperature=1.0, top_p=0.5)):
+    outs = phi_jax.generate(model, ["abc", "xyz"], max_new_tokens=16, eos_token_id=None,
+                            **kwargs)
+    assert all(0 <= t < 257 for out in outs for t in out.tokens), kwargs
+  assert max(_sample_logits(jnp.asarray([[0.0, 1.0, 50.0]]), jax.random.PRNGKey(0),
+                            jnp.zeros((1,)), jnp.ones((1,)), jnp.zeros((1,), jnp.int32),
+                            2)) == 1
 
 
 def test_sampling_params_validation():
@@ -398,6 +461,68 @@ def test_rows_in_a_batch_finish_independently(byte_model):
   assert (out_a.tokens, out_a.text, out_a.finish_reason) == (tokens_a, text_a, "length")
   assert (out_b.text, out_b.finish_reason) == (text_b[:at], "stop")
   assert len(out_b.tokens) < NEW_TOKENS
+
+
+class _CountingTokenizer:
+  """byte_level(), counting the tokens it decodes."""
+
+  def __init__(self):
+    self.inner = byte_level()
+    self.decoded = 0
+
+  def decode(self, ids):
+    ids = list(ids)
+    self.decoded += len(ids)
+    return self.inner.decode(ids)
+
+
+def test_stop_string_search_decodes_only_the_new_tokens():
+  """_Row.hit_stop finds a stop string (here one with a two-byte character, split
+  across chunks) no earlier than the whole text has it and at most one chunk later (a
+  chunk that ends inside a character waits for it), decoding each token a bounded
+  number of times in all."""
+  tokenizer = _CountingTokenizer()
+  text = "x = 1  # caf\u00e9\n" * 150 + "return caf\u00e9!" + " tail" * 20
+  stop = "caf\u00e9!"
+  tokens = tokenizer.inner.encode(text)
+  request = sampling.Request(prompt=[1], params=GREEDY, max_new_tokens=len(tokens),
+                             key=None, tag=0, stop=(stop,))
+  for chunk in (1, 3, 16):
+    row = sampling._Row(request)
+    tokenizer.decoded = 0
+    found_at = whole_at = None
+    for start in range(0, len(tokens), chunk):
+      row.tokens.extend(tokens[start:start + chunk])
+      if whole_at is None and stop in tokenizer.inner.decode(row.tokens):
+        whole_at = start
+      if row.hit_stop(tokenizer):
+        found_at = start
+        break
+    assert whole_at is not None and found_at in (whole_at, whole_at + chunk), chunk
+    # Linear in the tokens (decoding the whole text after every chunk would be about
+    # n^2 / (2 chunk): 2.5 million tokens for chunk 1).
+    assert tokenizer.decoded <= 4 * len(row.tokens) + 16 * chunk, (chunk, tokenizer.decoded)
+
+
+def test_continuous_batching_refills_free_rows_without_changing_any_row(byte_model):
+  """Four requests, two rows: a short request frees its row early and the next one is
+  admitted into it while the long one keeps decoding; every row's tokens equal its
+  generation alone."""
+  prompts = [_tokens(BYTE_PROMPTS[0]), _tokens(BYTE_PROMPTS[1]), _tokens("abc"),
+             _tokens("def g(")]
+  max_new = [5, NEW_TOKENS, 12, NEW_TOKENS]
+  hot = sampling.SamplingParams(temperature=1.0)
+  params = [GREEDY, hot, GREEDY, hot]
+  alone = [sampling.generate_tokens(byte_model, [p], [q], max_new_tokens=m, seed=[s],
+                                    chunk_size=4)[0].tokens
+           for p, q, m, s in zip(prompts, params, max_new, [1, 2, 3, 4])]
+  finished = []
+  outs = sampling.generate_tokens(byte_model, prompts, params, max_new_tokens=max_new,
+                                  seed=[1, 2, 3, 4], batch_size=2, chunk_size=4,
+                                  on_finish=lambda i, c: finished.append(i))
+  assert [o.tokens for o in outs] == alone
+  assert finished.index(0) < finished.index(1)  # row 0's slot went to request 2 ...
+  assert finished.index(2) < finished.index(1)  # ... which finished before request 1
 
 
 # ----------------------------------------------------------------------------- per row
