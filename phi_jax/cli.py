@@ -94,7 +94,12 @@ def guarded(prog: str, main: Callable[..., object],
     except KeyboardInterrupt:
       message = on_interrupt() if on_interrupt is not None else "interrupted"
       print(f"{prog}: {message}", file=sys.stderr)
-      sys.exit(130)
+      # What the command keeps is written and closed by now; native threads (XLA's
+      # compiler, Orbax's writers) interrupted mid-way can crash a normal interpreter
+      # shutdown, so the process ends here.
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(130)
     except SystemExit:
       raise
     except tuple(_USAGE_ERRORS + _RUN_ERRORS) as e:  # pylint: disable=catching-non-exception
