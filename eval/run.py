@@ -127,11 +127,15 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
              temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 512,
              ks: Sequence[int] = (1, 10, 100), batch_size: int = 32, limit: int = 0,
              seed: int = 0, limits: SandboxLimits | None = None, isolation: str = "auto",
-             workers: int | None = None, model_overrides: dict | None = None) -> dict:
-  """Generate (from `checkpoint`) or read (`samples_path`) samples, execute, score."""
+             workers: int | None = None, model_overrides: dict | None = None,
+             benchmark_options: dict | None = None) -> dict:
+  """Generate (from `checkpoint`) or read (`samples_path`) samples, execute, score.
+
+  benchmark_options: the benchmark's options (MBPP: {"prompt_format": "all_tests"}).
+  """
   if (checkpoint is None) == (samples_path is None):
     raise ValueError("pass exactly one of checkpoint (generate + execute) or samples (execute)")
-  benchmark = get_benchmark(benchmark_name)
+  benchmark = get_benchmark(benchmark_name, **(benchmark_options or {}))
   problems = benchmark.load(data_path)
   if limit:
     problems = problems[:limit]
@@ -157,7 +161,7 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
       "source": {"checkpoint": checkpoint, "samples": samples_path},
       "settings": {"n": n, "temperature": temperature, "top_p": top_p,
                    "max_new_tokens": max_new_tokens, "limit": limit, "seed": seed,
-                   "data": data_path},
+                   "data": data_path, "benchmark_options": dict(benchmark_options or {})},
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
   })
   atomic.write_json(report, os.path.join(out_dir, "pass_at_k.json"))

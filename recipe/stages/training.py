@@ -116,7 +116,33 @@ def validate(ctx: Context, section: str) -> None:
       raise UsageError(f"{where}.optimizer.{field} = {opt[field]}: must be in [0, 1)")
   if not list(cfg.data):
     raise UsageError(f"{where}.data names no dataset")
-  start_ref(ctx, section_node(section), section)  # a malformed model reference
+  if any(int(s) < 1 for s in cfg.keep_steps):
+    raise UsageError(f"{where}.keep_steps = {tuple(cfg.keep_steps)}: steps must be >= 1")
+  ref = start_ref(ctx, section_node(section), section)  # a malformed model reference
+  _check_start_is_kept(ctx, ref, section)
+
+
+def kept_steps(cfg) -> set[int]:
+  """The steps a training section's run leaves on disk: its keep_steps, and the last
+  keep_checkpoints of its saves (every checkpoint_every steps and the last step)."""
+  steps = int(cfg.steps)
+  saves = sorted(set(range(int(cfg.checkpoint_every), steps + 1, int(cfg.checkpoint_every)))
+                 | {steps} | {int(s) for s in cfg.keep_steps if int(s) <= steps})
+  return {int(s) for s in cfg.keep_steps if int(s) <= steps} | set(
+      saves[-int(cfg.keep_checkpoints):])
+
+
+def _check_start_is_kept(ctx: Context, ref: models.ModelRef, section: str) -> None:
+  """A start at '<stage>:<step>' of this run names a step that stage keeps (or has)."""
+  if ref.node not in ("pretrain", "finetune") or ref.step is None or os.path.isdir(ref.spec):
+    return
+  source = "train" if ref.node == "pretrain" else "finetune"
+  if ref.step not in kept_steps(ctx.config[source]):
+    raise UsageError(
+        f"config.{section}.model = '{ref.node}:{ref.step}': {ref.node} will not keep step "
+        f"{ref.step} (it saves every {ctx.config[source].checkpoint_every} steps and keeps "
+        f"the last {ctx.config[source].keep_checkpoints}); add {ref.step} to "
+        f"config.{source}.keep_steps")
 
 
 def section_node(section: str) -> str:
