@@ -5,6 +5,7 @@
     python run.py --config=configs/tiny.py --config.model.num_layers=2 --stages=init,sample
     python run.py --plan                            # what would run, be skipped or refused
     python run.py --serve                           # the run's model behind the server
+    python run.py --report=workdir/tiny             # rebuild its report, run nothing
 
 Every stage (and every step of the data stage) writes under WORKDIR and is skipped when
 its output is complete and its inputs did not change, so a run that died resumes where
@@ -34,6 +35,9 @@ _PLAN = flags.DEFINE_bool("plan", False, "Print what would run, be skipped or be
                           "and why, then exit without doing anything.")
 _SERVE = flags.DEFINE_bool("serve", False, "Serve the run's model (config.serve) with the "
                            "OpenAI-compatible server until Ctrl-C, instead of running stages.")
+_REPORT = flags.DEFINE_string("report", None, "Rebuild WORKDIR/report/report.md and "
+                              "report.html from what the stages of WORKDIR wrote, without "
+                              "running any stage (also while a run is going).")
 
 
 def _config_path(argv: list[str]) -> str:
@@ -129,6 +133,17 @@ def _serve(ctx) -> None:
   serve.serve_until_signalled(server)
 
 
+def _report(workdir: str, config, graph) -> None:
+  from recipe import report  # pylint: disable=g-import-not-at-top
+  workdir = os.path.abspath(workdir)
+  if not os.path.isdir(workdir):
+    raise cli.UsageError(f"--report {workdir}: no such work directory")
+  # the config the report stage recorded; else the one these flags name
+  recorded = os.path.isfile(os.path.join(workdir, report.REPORT_DIR, report.CONFIG_FILE))
+  paths = report.build_report(workdir, graph.nodes, None if recorded else config.to_dict())
+  print(f"{paths['markdown']}\n{paths['html']}")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -140,6 +155,9 @@ def main(argv: list[str]) -> None:
   from recipe import graph, runner
 
   config = flags.FLAGS.config
+  if _REPORT.value is not None:
+    _report(_REPORT.value, config, graph.build())
+    return
   ctx = runner.Context(config, _workdir(config), graph.build())
   PhiConfig.from_mapping(config.model)  # a bad model config fails before any work
   if _SERVE.value:

@@ -11,7 +11,7 @@ import ml_collections
 from phi_jax.config import PhiConfig
 
 # The stages run.py runs by default, in pipeline order (recipe/graph.py has them all).
-ALL_STAGES = ("data", "init", "pretrain", "finetune", "sample", "eval", "export_hf")
+ALL_STAGES = ("data", "init", "pretrain", "finetune", "sample", "eval", "export_hf", "report")
 
 
 def model_config() -> ml_collections.ConfigDict:

@@ -1,7 +1,7 @@
 """The recipe's graph, as data: every stage and data step in pipeline order.
 
     curate -> annotate, embed -> classify -> exercises -> tokenizer -> datasets -> data
-      -> init -> pretrain -> finetune -> sample -> eval -> export_hf
+      -> init -> pretrain -> finetune -> sample -> eval -> export_hf -> report
 
 Each node declares its own inputs (recipe/runner.py: config fields, upstream nodes,
 files); this list only fixes the order. A new stage is a module in recipe/stages/ with
@@ -11,9 +11,10 @@ a NODES tuple, placed here after the nodes it reads.
 from __future__ import annotations
 
 from recipe.runner import Graph
-from recipe.stages import data, evaluate, export_hf, init, sample, training
+from recipe.stages import data, evaluate, export_hf, init, report, sample, training
 
 
 def build() -> Graph:
   return Graph(data.NODES + init.NODES + training.NODES + sample.NODES + evaluate.NODES
-               + export_hf.NODES)
+               + export_hf.NODES
+               + report.NODES)  # last: it reads every other node

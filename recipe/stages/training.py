@@ -24,12 +24,15 @@ import signal
 
 from data_pipeline import batches as batches_lib
 from data_pipeline import catalog
+from eval import bpb as eval_bpb
 from phi_jax import checkpoint
 from phi_jax.cli import UsageError
 from phi_jax.train import loop
 from phi_jax.train import mesh as mesh_lib
+from phi_jax import bpb as bpb_lib
 from recipe import models
 from recipe.runner import Context, Node, StageError
+from recipe.stages import evaluate as eval_stage
 from recipe.stages import init as init_stage
 
 # Test hook: the process SIGKILLs itself right after completing this step.
@@ -71,6 +74,11 @@ def train(ctx: Context, name: str, section: str) -> dict:
       eval_batches = functools.partial(make, split="validation")
     except batches_lib.DataError as e:
       print(f"[{name}] no held-out loss: {e}", flush=True)
+  eval_hooks = ()
+  if int(cfg.eval_every) > 0:
+    sets = eval_stage.bpb_sets(ctx, tokenizer, model_config.max_seq_len, where=name)
+    if sets:
+      eval_hooks = (functools.partial(_bpb_hook, sets=sets, batch_size=int(cfg.batch_size)),)
   kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
   job = loop.TrainJob(
       name=name, out_dir=ctx.node_dir(name), model_config=model_config, tokenizer=tokenizer,
@@ -78,8 +86,15 @@ def train(ctx: Context, name: str, section: str) -> dict:
       rules=mesh_lib.parse_rules(ctx.config.mesh.rules), seed=seed, batches=batches,
       eval_batches=eval_batches, init_params=load_params,
       source=f"{name}:{ref.spec}", metadata={"run_config": ctx.config.to_dict()},
+      eval_hooks=eval_hooks,
       step_hooks=(functools.partial(_kill_after, kill_after),) if kill_after else ())
   return loop.train(job)
+
+
+def _bpb_hook(step, state, trainer, *, sets, batch_size) -> dict[str, float]:
+  """Bits per byte of the benchmarks' canonical solutions at this evaluation."""
+  del step
+  return eval_bpb.evaluate_bpb(bpb_lib.trainer_nll_sums(trainer, state), sets, batch_size)
 
 
 def validate(ctx: Context, section: str) -> None:
