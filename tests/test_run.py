@@ -40,7 +40,7 @@ def tiny_run(tmp_path_factory):
 
 def test_tiny_pipeline_writes_every_stage(tiny_run):
   workdir, result = tiny_run
-  for stage in ("data", "init", "pretrain", "finetune", "sample", "eval", "export_hf"):
+  for stage in ("data", "init", "pretrain", "finetune", "sample", "eval", "export_hf", "report"):
     marker = json.load(open(os.path.join(workdir, stage, "COMPLETE.json")))
     assert marker["stage"] == stage and marker["fingerprint"]
   assert "data stage summary" in result.stdout
@@ -61,6 +61,18 @@ def test_tiny_pipeline_writes_every_stage(tiny_run):
   report = json.load(open(os.path.join(workdir, "eval", "humaneval", "pass_at_k.json")))
   assert report["num_problems"] == 20 and report["overall"]["pass@1"] == 0.0  # untrained
   assert report["isolation"] in ("bwrap", "unshare", "rlimits")
+  # bits per byte of HumanEval's solutions at every evaluation and per kept checkpoint
+  evals = [json.loads(l) for l in open(os.path.join(workdir, "pretrain", "metrics.jsonl"))]
+  evals = [r for r in evals if r["kind"] == "eval"]
+  assert [r["step"] for r in evals] == [3, 6] and all(0 < r["bpb_humaneval"] < 20 for r in evals)
+  sweep = json.load(open(os.path.join(workdir, "eval", "checkpoints.json")))
+  assert [e["model"] for e in sweep] == ["finetune:3"]
+  assert sweep[0]["benchmarks"]["humaneval"]["bpb"] > 0
+  # the report: pass@1, bits per byte per checkpoint, the loss plot
+  md = open(os.path.join(workdir, "report", "report.md")).read()
+  assert "| humaneval | 20 | 0.00% |" in md and "| finetune:3 | 0.00% |" in md
+  assert "![pretrain loss](pretrain_loss.png)" in md and "bpb_humaneval" in md
+  assert os.path.isfile(os.path.join(workdir, "report", "report.html"))
 
 
 def test_export_loads_in_transformers_with_same_logits(tiny_run):
