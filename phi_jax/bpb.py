@@ -120,11 +120,18 @@ def model_nll_sums(model) -> NllSums:
 
 
 def trainer_nll_sums(trainer, state) -> NllSums:
-  """The scorer of a training state: the training loop's compiled, sharded eval step."""
+  """The scorer of a training state: the training loop's compiled, sharded eval step.
+
+  Every host builds the same global batches; each hands the trainer its own share of
+  the rows (in process order), as training batches are fed.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
 
   def nll_sums(batch):
-    import jax  # pylint: disable=g-import-not-at-top
-    out = jax.device_get(trainer.eval_step(state, trainer.shard_batch(batch)))
+    count, index = jax.process_count(), jax.process_index()
+    rows = batch["tokens"].shape[0] // count
+    local = {k: v[index * rows:(index + 1) * rows] for k, v in batch.items()}
+    out = jax.device_get(trainer.eval_step(state, trainer.shard_batch(local)))
     return float(out["loss"]) * float(out["tokens"]), float(out["tokens"])
 
   return nll_sums
