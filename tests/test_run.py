@@ -64,7 +64,7 @@ def test_tiny_pipeline_writes_every_stage(tiny_run):
   # bits per byte of HumanEval's solutions at every evaluation and per kept checkpoint
   evals = [json.loads(l) for l in open(os.path.join(workdir, "pretrain", "metrics.jsonl"))]
   evals = [r for r in evals if r["kind"] == "eval"]
-  assert [r["step"] for r in evals] == [3, 6] and all(0 < r["bpb_humaneval"] < 20 for r in evals)
+  assert [r["step"] for r in evals] == [0, 3, 6] and all(0 < r["bpb_humaneval"] < 20 for r in evals)
   sweep = json.load(open(os.path.join(workdir, "eval", "checkpoints.json")))
   assert [e["model"] for e in sweep] == ["finetune:3"]
   assert sweep[0]["benchmarks"]["humaneval"]["bpb"] > 0
@@ -98,7 +98,7 @@ def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
   again = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
               "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("complete, skipped") == 14  # 8 data nodes + 6 stages
+  assert again.stdout.count("complete, skipped") == 15  # 8 data nodes + 7 stages
   changed = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
                 "--config.sample.max_new_tokens=8", "--stages=sample", *SHORT_TRAINING)
   assert changed.returncode == 0, changed.stderr[-3000:]
@@ -124,7 +124,7 @@ def test_plan_of_a_fresh_workdir_runs_everything(tmp_path):
   plan = _plan(tmp_path / "fresh")
   assert list(plan) == ["curate", "annotate", "embed", "classify", "exercises", "tokenizer",
                         "datasets", "data", "init", "pretrain", "finetune", "sample", "eval",
-                        "export_hf"]
+                        "export_hf", "report"]
   assert {action for action, _ in plan.values()} == {"run"}
   assert not (tmp_path / "fresh").exists()  # --plan writes nothing
 
@@ -141,15 +141,15 @@ def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
                      "exercises": "skip", "tokenizer": "rerun", "datasets": "rerun",
                      "data": "rerun", "init": "rerun", "pretrain": "refuse",
                      "finetune": "refuse", "sample": "rerun", "eval": "rerun",
-                     "export_hf": "rerun"}
+                     "export_hf": "rerun", "report": "rerun"}
   assert plan["classify"][1] == "config data.quality.keep_threshold: 0.5 -> 0.6"
-  # a field only the sampler reads
+  # a field only the sampler reads (and the report, which shows the config)
   plan = _plan(workdir, "--config.sample.temperature=0.5")
-  assert [n for n, (a, _) in plan.items() if a != "skip"] == ["sample"]
+  assert [n for n, (a, _) in plan.items() if a != "skip"] == ["sample", "report"]
   # a finetune field: finetune is refused, what reads its model reruns
   plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002")
   assert [n for n, (a, _) in plan.items() if a != "skip"] == ["finetune", "sample", "eval",
-                                                              "export_hf"]
+                                                              "export_hf", "report"]
   assert plan["finetune"][0] == "refuse"
   plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002", "--force=finetune")
   assert plan["finetune"][0] == "force"

@@ -194,6 +194,8 @@ class _Run:
     run_start = time.time()
     saved_step = start_step
     try:
+      if self.has_eval and start_step == 0:  # the curves' starting point: the initial model
+        writer.write(0, self.evaluate(state, 0), kind="eval")
       for step in range(start_step, self.total_steps):
         batch = self.trainer.shard_batch(next(self.iterator))
         rng = jax.random.fold_in(base_key, step)

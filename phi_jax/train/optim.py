@@ -24,13 +24,13 @@ def learning_rate_schedule(opt_cfg: Any, total_steps: int) -> optax.Schedule:
   The schedule is called with `s`, the number of updates already applied; the update
   it prices is number u = s + 1 (1-based). With W = warmup_steps and N = total_steps:
 
-      lr(u) = lr * u / W                                   for 1 <= u <= W
-      lr(u) = lr + (end_lr - lr) * (u - W') / (N - W')     for W' <= u <= N, W' = max(W, 1)
-      lr(u) = end_lr                                       after N
+      lr(u) = lr * u / W                                       for 1 <= u <= W
+      lr(u) = lr + (end_lr - lr) * (u - W') / (N + 1 - W')     for W' <= u <= N, W' = max(W, 1)
+      lr(u) = end_lr                                           after N
 
-  so the first update runs at lr / W (never at 0: a step at learning rate 0 would be a
-  wasted batch that still moves Adam's moments), update W at the peak lr and the last
-  update (u = N) at end_lr.
+  so the first update runs at lr / W and the last one just above end_lr: neither runs
+  at learning rate 0 when end_lr = 0 (a wasted batch that still moves Adam's moments);
+  update W runs at the peak lr, and the line would reach end_lr at update N + 1.
   """
   lr, end_lr = float(_get(opt_cfg, "lr")), float(_get(opt_cfg, "end_lr"))
   warmup = int(_get(opt_cfg, "warmup_steps"))
@@ -38,7 +38,7 @@ def learning_rate_schedule(opt_cfg: Any, total_steps: int) -> optax.Schedule:
     raise ConfigError(f"optimizer: warmup_steps ({warmup}) must be >= 0 and below the "
                      f"total steps ({total_steps})")
   decay_start = max(warmup, 1)
-  decay_len = max(total_steps - decay_start, 1)
+  decay_len = total_steps + 1 - decay_start
 
   def schedule(count):
     update = jnp.asarray(count, jnp.float32) + 1.0
