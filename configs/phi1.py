@@ -20,7 +20,8 @@ the filtered-code dataset is The Stack's share of the paper's.
 
 The tokenizer is CodeGen's, from `microsoft/phi-1` (online) or a local transformers
 directory (config.data.tokenizer.spec). To evaluate the released weights instead:
---stages=init,eval --config.init.model=microsoft/phi-1 --config.init.tokenizer=''.
+--stages=init,eval --config.init.model=microsoft/phi-1 --config.init.tokenizer=''
+--config.eval.checkpoints=() (no finetuning checkpoints to sweep).
 """
 
 from configs import base

@@ -103,14 +103,26 @@ def sweep_models(ctx: Context) -> list[tuple[str, str]]:
   return out
 
 
+def _step_dir(path: str) -> str | None:
+  """The checkpoint step directory `path` loads, or None (not a phi_jax checkpoint)."""
+  try:
+    return checkpoint.resolve_step_dir(path) if os.path.isdir(path) else None
+  except FileNotFoundError:
+    return None
+
+
 def run(ctx: Context) -> dict:
   path = _ref(ctx).spec
   summary = _evaluate_model(ctx, path, ctx.node_dir("eval"))
+  main_step_dir = _step_dir(path)
   sweep = []
   for ref, model_path in sweep_models(ctx):
-    out_dir = os.path.join(ctx.node_dir("eval"), "checkpoints", ref.replace(":", "_"))
-    sweep.append({"model": ref, "path": model_path,
-                  "benchmarks": _evaluate_model(ctx, model_path, out_dir)})
+    if main_step_dir is not None and _step_dir(model_path) == main_step_dir:
+      results = summary  # the evaluated model itself: its results, not a second run
+    else:
+      out_dir = os.path.join(ctx.node_dir("eval"), "checkpoints", ref.replace(":", "_"))
+      results = _evaluate_model(ctx, model_path, out_dir)
+    sweep.append({"model": ref, "path": model_path, "benchmarks": results})
   if list(ctx.config.eval.checkpoints):
     atomic.write_json(sweep, os.path.join(ctx.node_dir("eval"), "checkpoints.json"))
   atomic.write_json(summary, os.path.join(ctx.node_dir("eval"), "summary.json"))
