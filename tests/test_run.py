@@ -143,9 +143,9 @@ def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
                      "finetune": "refuse", "sample": "rerun", "eval": "rerun",
                      "export_hf": "rerun", "report": "rerun"}
   assert plan["classify"][1] == "config data.quality.keep_threshold: 0.5 -> 0.6"
-  # a field only the sampler reads (and the report, which shows the config)
+  # a field only the sampler reads
   plan = _plan(workdir, "--config.sample.temperature=0.5")
-  assert [n for n, (a, _) in plan.items() if a != "skip"] == ["sample", "report"]
+  assert [n for n, (a, _) in plan.items() if a != "skip"] == ["sample"]
   # a finetune field: finetune is refused, what reads its model reruns
   plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002")
   assert [n for n, (a, _) in plan.items() if a != "skip"] == ["finetune", "sample", "eval",

@@ -1,9 +1,9 @@
 """Stage `report`: WORKDIR/report/report.md and report.html from what the stages wrote.
 
-The last node of the graph. It reads every other node that is complete or built in
-this run (so it reruns whenever any of them changed) and renders recipe/report.py's
-report; `python run.py --report WORKDIR` renders the same report without running a
-stage.
+The last node of the graph. It reads the nodes whose output it shows (SHOWN) that are
+complete or built in this run, so it reruns whenever one of them changed, and renders
+recipe/report.py's report; `python run.py --report WORKDIR` renders the same report
+without running a stage.
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ from recipe import report as report_lib
 from recipe.runner import Context, Node
 
 
+# The nodes whose output the report shows (the timings of the others aside).
+SHOWN = ("data", "synthesize", "decontaminate", "pretrain", "finetune", "eval")
+
+
 def _after(ctx: Context) -> list[str]:
-  return [node.name for node in ctx.graph.nodes
-          if node.name != "report" and ctx.complete_or_selected(node.name)]
+  return [name for name in SHOWN
+          if name in ctx.graph.by_name and ctx.complete_or_selected(name)]
 
 
 def run(ctx: Context) -> dict:
@@ -23,5 +27,7 @@ def run(ctx: Context) -> dict:
   return paths
 
 
+# Its inputs are those nodes' fingerprints (which hold every config value that shaped
+# their output): it reruns exactly when something it shows was rebuilt.
 NODES = (Node(name="report", run=run, doc="the run report: report/report.md and report.html",
-              after=_after, extra=lambda ctx: {"config": ctx.config.to_dict()}),)
+              after=_after),)
