@@ -17,8 +17,8 @@ The base is configs/tiny.py (CPU, minutes per arm). To run at the paper's 350M s
 change the size fields only: `--config.model.d_model=1024 --config.model.num_layers=20
 --config.model.num_heads=16 --config.model.mlp_dim=4096` (and the training length and
 batch fields to a real budget); `arms` stays as it is. The textbook arm needs synthetic
-textbooks: a JSONL of {"id", "text"} (the synthesize stage's output, or
---config.ablation.textbooks=PATH).
+textbooks: JSONL records {"id", "text", "origin", "license", "meta"} (the synthesize
+stage's output, or --config.ablation.textbooks=PATH).
 
 Caveat, stated in the report: each arm trains its own tokenizer on its own data
 (config.data.tokenizer.spec = 'train'), so bits per byte, which does not depend on the
@@ -39,7 +39,8 @@ def get_config():
   config.ablation = ml_collections.ConfigDict(dict(
       # the arms, in order; each names the config fields it changes (and nothing but data)
       arms=("unfiltered", "filtered", "filtered_textbooks"),
-      # JSONL files of synthetic textbooks for the filtered_textbooks arm
+      # JSONL files of synthetic textbooks for the filtered_textbooks arm (records
+      # {"id", "text", "origin", "license", "meta"}: data_pipeline/records.py)
       textbooks=(),
   ))
   return config

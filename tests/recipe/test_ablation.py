@@ -50,7 +50,8 @@ def _textbooks(path):
   makes the real ones with a teacher LLM)."""
   rows = []
   for i in range(40):
-    rows.append({"id": f"book-{i}", "text": (
+    rows.append({"id": f"book-{i}", "origin": f"test-textbook-{i}", "license": "",
+                 "meta": {}, "text": (
         f"## Lesson {i}: loops and sums\n\nA loop visits every item of a list once. To add "
         f"the numbers up to {i}, keep a running total and add each number to it.\n\n"
         f"```python\ndef total_{i}(numbers):\n    total = 0\n    for n in numbers:\n"
@@ -74,7 +75,7 @@ def test_ablation_runs_three_arms_and_draws_the_chart(tmp_path):
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3000)
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.load(open(os.path.join(workdir, "ablation.json")))
-  assert list(results) == ["unfiltered", "filtered", "filtered_textbooks"]
+  assert set(results) == {"unfiltered", "filtered", "filtered_textbooks"}
   for arm in results.values():
     assert arm["humaneval"]["pass@1"] is not None and arm["humaneval"]["bpb"] > 0
   for png in ("ablation_pass1.png", "ablation_bpb.png"):
