@@ -5,6 +5,7 @@
     python run.py --config=tiny --config.model.num_layers=2 --stages=init,sample
     python run.py --plan                            # what would run, be skipped or refused
     python run.py --serve                           # the run's model behind the server
+    python run.py --report=workdir/tiny             # rebuild its report, run nothing
 
 Every stage (and every step of the data stage) writes under WORKDIR and is skipped when
 its output is complete and its inputs did not change, so a run that died resumes where

@@ -13,7 +13,7 @@ from phi_jax.config import PhiConfig
 
 # The stages run.py runs by default, in pipeline order (recipe/graph.py has them all).
 ALL_STAGES = ("data", "synthesize", "decontaminate", "init", "pretrain", "finetune", "sample",
-              "eval", "export_hf")
+              "eval", "export_hf", "report")
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -28,7 +28,8 @@ def model_config() -> ml_collections.ConfigDict:
 
 def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
                  data: tuple[str, ...] = ("phi1_code_textbook",), model: str = "init",
-                 loss_on_solution_only: bool = False) -> ml_collections.ConfigDict:
+                 loss_on_solution_only: bool = False,
+                 weight_decay: float = 0.1) -> ml_collections.ConfigDict:
   """config.train / config.finetune: one training run's length, batches and optimizer."""
   return ml_collections.ConfigDict(dict(
       # the model training starts from (recipe/models.py): 'random' (config.model),
@@ -41,6 +42,9 @@ def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
       microbatches=1,  # gradient accumulation: batch_size is split into this many
       checkpoint_every=1000,  # save an Orbax checkpoint every N steps (and at the end)
       keep_checkpoints=3,  # keep the last K checkpoints
+      # steps whose checkpoints are kept for good besides the last K (each saved when
+      # reached): phi-1-base is pretraining's step 24000 (configs/phi1.py)
+      keep_steps=(),
       log_every=50,  # log metrics every N steps (TensorBoard + console)
       eval_every=1000,  # held-out loss every N steps (0 = never)
       eval_batches=8,  # batches of the held-out split per evaluation
@@ -49,7 +53,8 @@ def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
       # phi1_code_exercises) or paths of built dataset directories
       data=tuple(data),
       # exercises: the loss counts only the solution tokens (and the closing
-      # <|endoftext|>), not the prompt; other documents count every token
+      # <|endoftext|>), not the prompt; other documents count every token. False = the
+      # paper's plain next-token loss on the concatenated exercises
       loss_on_solution_only=loss_on_solution_only,
       # packed sequences: keep documents from attending to each other (segment ids and
       # per-document positions); False = the paper's plain concatenation
@@ -75,12 +80,21 @@ def train_config(*, steps: int, batch_size: int, lr: float, warmup_steps: int,
       optimizer=ml_collections.ConfigDict(dict(
           lr=lr,  # peak learning rate (after warmup)
           warmup_steps=warmup_steps,  # linear warmup from 0 to lr
-          end_lr=0.0,  # learning rate at the last step (linear decay from lr)
-          weight_decay=0.1,  # AdamW decoupled weight decay (not on biases/LayerNorm)
+          # learning rate at the last step (linear decay from lr). A choice: the paper
+          # says "linear decay" without a floor; 0 is the usual reading
+          end_lr=0.0,
+          # AdamW decoupled weight decay (not on biases/LayerNorm): the paper's 0.1 for
+          # pretraining and 0.01 for finetuning
+          weight_decay=weight_decay,
+          # Adam beta1 / beta2 / epsilon: choices, the paper does not state them. 0.9 /
+          # 0.98 / 1e-7: beta2 below the 0.999 default is the common choice for stable
+          # large-batch LM pretraining; the small epsilon keeps Adam's step size intact
           b1=0.9,  # Adam beta1
           b2=0.98,  # Adam beta2
           eps=1e-7,  # Adam epsilon
-          grad_clip=1.0,  # global gradient-norm clipping (0 = off)
+          # global gradient-norm clipping (0 = off). A choice: the paper does not say;
+          # 1.0 is the common default for transformer LMs at this scale
+          grad_clip=1.0,
       )),
   ))
 
@@ -110,10 +124,13 @@ def get_config() -> ml_collections.ConfigDict:
                               loss_on_solution_only=False)
 
   # Finetuning on exercises from the pretrained model (the paper: batch 256, lr 1e-4,
-  # warmup 50, 6k steps); its own optimizer state, schedule and data.
+  # warmup 50, 6k steps, weight decay 0.01); its own optimizer state, schedule and
+  # data. loss_on_solution_only=True here is an option the paper did not use
+  # (configs/phi1.py sets the paper's False): it spends the small budgets of the CPU
+  # configs on the solutions.
   config.finetune = train_config(steps=6000, batch_size=256, lr=1e-4, warmup_steps=50,
                                  data=("phi1_code_exercises",), model="pretrain",
-                                 loss_on_solution_only=True)
+                                 loss_on_solution_only=True, weight_decay=0.01)
 
   # The `data` stage (data_pipeline/, docs/data.md): raw code -> clean, dedup -> annotate
   # -> embed -> classifier -> filtered code; tokenizer; exercises; tokenized TFDS
@@ -216,6 +233,23 @@ def get_config() -> ml_collections.ConfigDict:
       # "benchmark=path" pairs for the benchmarks read from a local file
       # (humaneval-infill-*, humaneval+, mbpp+, apps*; docs/benchmarks.md)
       data_paths=(),
+      # MBPP prompt (eval/benchmarks/mbpp.py): 'one_test' (the description and the first
+      # assert in a docstring: bigcode-evaluation-harness's zero-shot format) or
+      # 'all_tests' (all three asserts); the phi-1 paper does not publish its format
+      mbpp_prompt="one_test",
+      # more models to evaluate besides `model` (the paper reports the best of the
+      # finetuning checkpoints saved every 1000 steps): model references
+      # ('finetune:3000') or '<stage>:*' for every kept checkpoint of a stage. Each gets
+      # pass@k and bits per byte in eval/checkpoints/<stage>_<step>/. Picking the best
+      # by HumanEval is selection on the test set: the report says so
+      checkpoints=(),
+      # held-out bits per byte of the benchmarks' canonical solutions given their
+      # prompts (never trained on): at every evaluation of pretraining and finetuning
+      # and for every evaluated model; () = none. Benchmarks whose data is missing
+      # offline are skipped with a message
+      bpb_benchmarks=("humaneval", "mbpp"),
+      bpb_max_len=512,  # tokens per prompt + solution scored (longer ones are cut)
+      bpb_limit=0,  # score only the first N problems of each benchmark (0 = all)
       limit=0,  # evaluate only the first N problems of each benchmark (0 = all)
       n=1,  # samples per problem (pass@k needs n >= k)
       temperature=0.0,  # 0 = greedy (pass@1); the Codex paper uses 0.8 for pass@100

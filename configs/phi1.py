@@ -6,9 +6,22 @@ with the CodeGen tokenizer padded to 51200, trained with the paper's hyperparame
 CodeExercises) on data the `data` stage curates from The Stack (Python, streamed from
 the Hugging Face hub: online) with GPT-4-style annotation through config.llm.
 
+Training follows the paper (§2.3): pretraining 36k steps; phi-1-base is its step-24000
+checkpoint, kept for good (config.train.keep_steps), and finetuning starts from it
+(config.finetune.model = 'pretrain:24000') with weight decay 0.01 and the plain
+next-token loss on the concatenated exercises (loss_on_solution_only=False). Values
+the paper does not state are choices, marked as such in configs/base.py (AdamW betas
+and epsilon, gradient clipping, the decay floor end_lr) and below (bf16).
+
+Data gap: the paper's filtered web data is The Stack (Python) *and* StackOverflow
+(together ~6B tokens before filtering). This config reads only The Stack; StackOverflow
+is not a source here (no streamed StackOverflow dump with licences is wired in), so
+the filtered-code dataset is The Stack's share of the paper's.
+
 The tokenizer is CodeGen's, from `microsoft/phi-1` (online) or a local transformers
 directory (config.data.tokenizer.spec). To evaluate the released weights instead:
---stages=init,eval --config.init.model=microsoft/phi-1 --config.init.tokenizer=''.
+--stages=init,eval --config.init.model=microsoft/phi-1 --config.init.tokenizer=''
+--config.eval.checkpoints=() (no finetuning checkpoints to sweep).
 """
 
 from configs import base
@@ -17,6 +30,7 @@ from configs import base
 def get_config():
   config = base.get_config()
   config.workdir = "workdir/phi1"
+  # The Stack's Python only: the paper's StackOverflow share is not a source (above)
   config.data.update(dict(
       sources=("hf:bigcode/the-stack-dedup:data/python",), text_field="content",
       license_field="max_stars_repo_licenses", validation_fraction=0.002))
@@ -29,4 +43,15 @@ def get_config():
   # the paper's synthetic data came from GPT-3.5 (textbooks and CodeExercises); its
   # annotator/judge was GPT-4 (config.llm)
   config.synth.teacher.model = "gpt-3.5-turbo"
+  # phi-1-base: the 24k-step checkpoint of the 36k-step pretraining, kept for good
+  config.train.keep_steps = (24000,)
+  config.finetune.model = "pretrain:24000"
+  # the paper's finetuning loss: plain next-token loss over the concatenated exercises
+  config.finetune.loss_on_solution_only = False
+  # the paper picked the best of the finetuning checkpoints saved every 1000 steps:
+  # keep all six and evaluate each (selection on the test set; the report says so)
+  config.finetune.keep_checkpoints = 6
+  config.eval.checkpoints = ("finetune:*",)
+  # bf16 compute (config.model.dtype) is a choice: the paper trained in fp16 with
+  # DeepSpeed; bf16 has fp32's range (no loss scaling) on TPUs and recent GPUs
   return config

@@ -305,12 +305,13 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
              ks: Sequence[int] = (1, 10, 100), batch_size: int = 32, limit: int = 0,
              seed: int = 0, limits: SandboxLimits | None = None, isolation: str = "auto",
              workers: int | None = None, model_overrides: dict | None = None,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, benchmark_options: dict | None = None) -> dict:
   """Generate (from `checkpoint`) or read (`samples_path`) samples, execute, score.
 
   Every argument is checked first (SettingsError / UsageError, a ValueError, naming
   it); nothing is written before. Resumes an interrupted evaluation in `out_dir` with
   the same arguments; another evaluation there is a UsageError unless `overwrite`.
+  benchmark_options: the benchmark's options (MBPP: {"prompt_format": "all_tests"}).
   Returns the report written to pass_at_k.json.
   """
   limits = limits or SandboxLimits()
@@ -330,7 +331,7 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
     check_model_source(checkpoint)
   if data_path is not None:
     cli.check_file(data_path, "data")
-  benchmark = get_benchmark(benchmark_name)
+  benchmark = get_benchmark(benchmark_name, **(benchmark_options or {}))
   problems = benchmark.load(data_path)
   if limit:
     problems = problems[:limit]
@@ -370,7 +371,7 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
       "source": {"checkpoint": checkpoint, "samples": samples_path},
       "settings": {"n": n, "temperature": temperature, "top_p": top_p,
                    "max_new_tokens": max_new_tokens, "limit": limit, "seed": seed,
-                   "data": data_path},
+                   "data": data_path, "benchmark_options": dict(benchmark_options or {})},
       "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
   })
   atomic.write_json(report, os.path.join(out_dir, REPORT))

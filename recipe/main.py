@@ -39,6 +39,9 @@ _FORCE = flags.DEFINE_list("force", None, "Stages or steps to rebuild even if co
                            "(default: config.force).")
 _PLAN = flags.DEFINE_bool("plan", False, "Print what would run, be skipped or be refused, "
                           "and why, then exit without doing anything.")
+_REPORT = flags.DEFINE_string("report", None, "Rebuild WORKDIR/report/report.md and "
+                              "report.html from what the stages of WORKDIR wrote, without "
+                              "running any stage (also while a run is going).")
 _SERVE = flags.DEFINE_bool("serve", False, "Serve the run's model (config.serve) with the "
                            "OpenAI-compatible server until Ctrl-C, instead of running stages.")
 _COORDINATOR = flags.DEFINE_string(
@@ -145,6 +148,17 @@ def _serve(ctx) -> None:
   serve.serve_until_signalled(server)
 
 
+def _report(workdir: str, config, graph) -> None:
+  from recipe import report  # pylint: disable=g-import-not-at-top
+  workdir = os.path.abspath(workdir)
+  if not os.path.isdir(workdir):
+    raise cli.UsageError(f"--report {workdir}: no such work directory")
+  # the config the report stage recorded; else the one these flags name
+  recorded = os.path.isfile(os.path.join(workdir, report.REPORT_DIR, report.CONFIG_FILE))
+  paths = report.build_report(workdir, graph.nodes, None if recorded else config.to_dict())
+  print(f"{paths['markdown']}\n{paths['html']}")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -156,6 +170,9 @@ def main(argv: list[str]) -> None:
   from recipe import graph, runner
 
   config = flags.FLAGS.config
+  if _REPORT.value is not None:
+    _report(_REPORT.value, config, graph.build())
+    return
   ctx = runner.Context(config, _workdir(config), graph.build())
   PhiConfig.from_mapping(config.model)  # a bad model config fails before any work
   if _SERVE.value:

@@ -41,7 +41,7 @@ def tiny_run(tmp_path_factory):
 def test_tiny_pipeline_writes_every_stage(tiny_run):
   workdir, result = tiny_run
   for stage in ("data", "synthesize", "decontaminate", "init", "pretrain", "finetune",
-                "sample", "eval", "export_hf"):
+                "sample", "eval", "export_hf", "report"):
     marker = json.load(open(os.path.join(workdir, stage, "COMPLETE.json")))
     assert marker["stage"] == stage and marker["fingerprint"]
   assert "data stage summary" in result.stdout
@@ -69,6 +69,18 @@ def test_tiny_pipeline_writes_every_stage(tiny_run):
   report = json.load(open(os.path.join(workdir, "eval", "humaneval", "pass_at_k.json")))
   assert report["num_problems"] == 20 and report["overall"]["pass@1"] == 0.0  # untrained
   assert report["isolation"] in ("bwrap", "unshare", "rlimits")
+  # bits per byte of HumanEval's solutions at every evaluation and per kept checkpoint
+  evals = [json.loads(l) for l in open(os.path.join(workdir, "pretrain", "metrics.jsonl"))]
+  evals = [r for r in evals if r["kind"] == "eval"]
+  assert [r["step"] for r in evals] == [0, 3, 6] and all(0 < r["bpb_humaneval"] < 20 for r in evals)
+  sweep = json.load(open(os.path.join(workdir, "eval", "checkpoints.json")))
+  assert [e["model"] for e in sweep] == ["finetune:3"]
+  assert sweep[0]["benchmarks"]["humaneval"]["bpb"] > 0
+  # the report: pass@1, bits per byte per checkpoint, the loss plot
+  md = open(os.path.join(workdir, "report", "report.md")).read()
+  assert "| humaneval | 20 | 0.00% |" in md and "| finetune:3 | 0.00% |" in md
+  assert "![pretrain loss](pretrain_loss.png)" in md and "bpb_humaneval" in md
+  assert os.path.isfile(os.path.join(workdir, "report", "report.html"))
 
 
 def test_export_loads_in_transformers_with_same_logits(tiny_run):
@@ -94,7 +106,7 @@ def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
   again = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
               "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("complete, skipped") == 16  # 8 data nodes + 8 stages
+  assert again.stdout.count("complete, skipped") == 17  # 8 data nodes + 9 stages
   changed = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
                 "--config.sample.max_new_tokens=8", "--stages=sample", *SHORT_TRAINING)
   assert changed.returncode == 0, changed.stderr[-3000:]
@@ -120,7 +132,7 @@ def test_plan_of_a_fresh_workdir_runs_everything(tmp_path):
   plan = _plan(tmp_path / "fresh")
   assert list(plan) == ["curate", "annotate", "embed", "classify", "exercises", "synthesize",
                         "decontaminate", "tokenizer", "datasets", "data", "init", "pretrain",
-                        "finetune", "sample", "eval", "export_hf"]
+                        "finetune", "sample", "eval", "export_hf", "report"]
   assert {action for action, _ in plan.values()} == {"run"}
   assert not (tmp_path / "fresh").exists()  # --plan writes nothing
 
@@ -138,7 +150,7 @@ def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
                      "tokenizer": "rerun", "datasets": "rerun",
                      "data": "rerun", "init": "rerun", "pretrain": "refuse",
                      "finetune": "refuse", "sample": "rerun", "eval": "rerun",
-                     "export_hf": "rerun"}
+                     "export_hf": "rerun", "report": "rerun"}
   assert plan["classify"][1] == "config data.quality.keep_threshold: 0.5 -> 0.6"
   # a field only the sampler reads
   plan = _plan(workdir, "--config.sample.temperature=0.5")
@@ -146,7 +158,7 @@ def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
   # a finetune field: finetune is refused, what reads its model reruns
   plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002")
   assert [n for n, (a, _) in plan.items() if a != "skip"] == ["finetune", "sample", "eval",
-                                                              "export_hf"]
+                                                              "export_hf", "report"]
   assert plan["finetune"][0] == "refuse"
   plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002", "--force=finetune")
   assert plan["finetune"][0] == "force"

@@ -14,11 +14,13 @@ BENCHMARKS = {b.name: b for b in (
     APPSInterview, APPSCompetition)}
 
 
-def get_benchmark(name: str) -> Benchmark:
+def get_benchmark(name: str, **options) -> Benchmark:
+  """The benchmark `name`, built with its options (MBPP: prompt_format)."""
   try:
-    return BENCHMARKS[name]()
+    cls = BENCHMARKS[name]
   except KeyError:
     raise ValueError(f"unknown benchmark {name!r}; available: {sorted(BENCHMARKS)}") from None
+  return cls(**options)
 
 
 __all__ = ["APPS", "APPSCompetition", "APPSInterview", "APPSIntroductory", "BENCHMARKS",

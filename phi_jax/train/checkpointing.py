@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as ocp_preservation
 
 from phi_jax import checkpoint
 from phi_jax.config import ConfigError, PhiConfig
@@ -52,20 +53,29 @@ class TrainCheckpointer:
 
   model_config, tokenizer: stored with every step (the model checkpoint items).
   every: save when the step is a multiple of it (`save(..., force=True)` saves any
-    step). keep: keep the last K steps. metadata: extra metadata.json fields (the run
-    config, the stage, the model's source).
+    step). keep: keep the last K steps. keep_steps: steps kept for good besides those
+    (phi-1-base is pretraining's step 24000, which finetuning starts from); each is
+    saved when reached even if not a multiple of `every`. metadata: extra
+    metadata.json fields (the run config, the stage, the model's source).
   """
 
   def __init__(self, root: str, model_config: PhiConfig, tokenizer: Tokenizer | None, *,
-               every: int, keep: int, **metadata: Any):
+               every: int, keep: int, keep_steps: tuple[int, ...] = (), **metadata: Any):
     if every < 1 or keep < 1:
       raise ConfigError(f"checkpoint_every ({every}) and keep_checkpoints ({keep}) must be >= 1")
+    if any(int(s) < 1 for s in keep_steps):
+      raise ConfigError(f"keep_steps {tuple(keep_steps)}: steps must be >= 1")
+    self.keep_steps = tuple(sorted({int(s) for s in keep_steps}))
     self.root = os.path.abspath(root)
     self.model_config = model_config
     self.tokenizer = tokenizer
     self.metadata = metadata
+    policies = [ocp_preservation.LatestN(keep)]
+    if self.keep_steps:
+      policies.append(ocp_preservation.CustomSteps(self.keep_steps))
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=every, max_to_keep=keep, create=True,
+        save_interval_steps=every, create=True,
+        preservation_policy=ocp_preservation.AnyPreservationPolicy(policies),
         enable_async_checkpointing=True, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.root, item_handlers=item_handlers(),
                                          options=options)
@@ -87,10 +97,12 @@ class TrainCheckpointer:
     return os.path.join(self.root, str(step))
 
   def save(self, state: TrainState, iterator_state: dict, *, force: bool = False) -> bool:
-    """Starts saving `state` (asynchronously) if its step is due or `force`; whether it did."""
+    """Starts saving `state` (asynchronously) if its step is due (a multiple of `every`
+    or one of `keep_steps`) or `force`; whether it did."""
     step = int(state.step)
     if step in self.manager.all_steps():
       return False
+    force = force or step in self.keep_steps
     args = checkpoint.save_args(state.params, self.model_config, step,
                                 tokenizer=self.tokenizer, **self.metadata)
     args[OPT_STATE] = ocp.args.StandardSave(state.opt_state)

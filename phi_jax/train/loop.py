@@ -73,7 +73,7 @@ class TrainJob:
     model_config: the architecture and numerics to train.
     tokenizer: stored with every checkpoint.
     cfg: the training section (steps, batch_size, seq_len, microbatches,
-      checkpoint_every, keep_checkpoints, log_every, eval_every, eval_batches,
+      checkpoint_every, keep_checkpoints, keep_steps (optional), log_every, eval_every, eval_batches,
       optimizer.*): a ConfigDict or any object with those attributes.
     mesh: the device mesh; rules: logical axis -> mesh axis rules.
     seed: seeds the random init and the dropout keys.
@@ -138,6 +138,7 @@ class _Run:
     self.checkpointer = TrainCheckpointer(
         os.path.join(job.out_dir, "checkpoints"), self.model_config, self.tokenizer,
         every=int(job.cfg.checkpoint_every), keep=int(job.cfg.keep_checkpoints),
+        keep_steps=tuple(int(s) for s in getattr(job.cfg, "keep_steps", ())),
         source=job.source, stage=job.name, **dict(job.metadata))
 
   def restore(self):
@@ -215,6 +216,8 @@ class _Run:
     run_start = time.time()
     saved_step = start_step
     try:
+      if self.has_eval and start_step == 0:  # the curves' starting point: the initial model
+        writer.write(0, self.evaluate(state, 0), kind="eval")
       for step in range(start_step, self.total_steps):
         batch = self.trainer.shard_batch(next(self.iterator))
         rng = jax.random.fold_in(base_key, step)
@@ -226,11 +229,17 @@ class _Run:
           raise
         done = step + 1
         pending.append((done, metrics))
-        window_steps += 1
+        if step == start_step:
+          # The first step of a process compiles: the throughput window starts after it.
+          jax.block_until_ready(metrics)
+          window_start, window_steps = time.time(), 0
+        else:
+          window_steps += 1
         eval_now = self.has_eval and (
             done % eval_every == 0 or done == self.total_steps)
         log_now = done % log_every == 0 or done == self.total_steps or eval_now
-        save_now = done % int(self.cfg.checkpoint_every) == 0 or done == self.total_steps
+        save_now = (done % int(self.cfg.checkpoint_every) == 0 or done == self.total_steps
+                    or done in self.checkpointer.keep_steps)
         if log_now or save_now:
           fetched = [(s, jax.device_get(m)) for s, m in pending[n_fetched:]]
           self.check_finite(fetched)  # never checkpoint a diverged state
@@ -238,13 +247,15 @@ class _Run:
           pending, n_fetched = pending[:n_fetched] + fetched, len(pending)
           last_loss = float(pending[-1][1]["loss"])
         if log_now:
-          elapsed = time.time() - window_start
-          tokens_per_s = window_steps * int(self.cfg.batch_size) * seq_len / max(elapsed, 1e-9)
           scalars = {"loss": last_loss, "lr": float(pending[-1][1]["lr"]),
-                     "grad_norm": float(pending[-1][1]["grad_norm"]),
-                     "tokens_per_s": tokens_per_s, "step_time_s": elapsed / window_steps,
-                     "mfu": flops.mfu(tokens_per_s, self.model_config, seq_len, n_devices,
-                                      jax.devices()[0])}
+                     "grad_norm": float(pending[-1][1]["grad_norm"])}
+          if window_steps:  # None of these for a window holding only the compiling step
+            jax.block_until_ready(state.step)
+            elapsed = time.time() - window_start
+            tokens_per_s = window_steps * int(self.cfg.batch_size) * seq_len / max(elapsed, 1e-9)
+            scalars.update(tokens_per_s=tokens_per_s, step_time_s=elapsed / window_steps,
+                           mfu=flops.mfu(tokens_per_s, self.model_config, seq_len, n_devices,
+                                         jax.devices()[0]))
           for s, m in pending[:-1]:  # every step's loss goes into the record
             writer.write(s, {"loss": float(m["loss"]), "lr": float(m["lr"]),
                              "grad_norm": float(m["grad_norm"])})

@@ -19,20 +19,34 @@ def _get(cfg: Any, name: str):
 
 
 def learning_rate_schedule(opt_cfg: Any, total_steps: int) -> optax.Schedule:
-  """lr(s) = lr * s / warmup for s < warmup, then linear from lr to end_lr at total_steps.
+  """The learning rate of each update: linear warmup to lr, then linear decay to end_lr.
 
-  lr(s) = lr + (end_lr - lr) * (s - warmup) / (total_steps - warmup) for
-  warmup <= s <= total_steps, and end_lr after. `s` is the number of updates already
-  applied, so the first update (s = 0) uses lr 0 when warmup_steps > 0.
+  The schedule is called with `s`, the number of updates already applied; the update
+  it prices is number u = s + 1 (1-based). With W = warmup_steps and N = total_steps:
+
+      lr(u) = lr * u / W                                       for 1 <= u <= W
+      lr(u) = lr + (end_lr - lr) * (u - W') / (N + 1 - W')     for W' <= u <= N, W' = max(W, 1)
+      lr(u) = end_lr                                           after N
+
+  so the first update runs at lr / W and the last one just above end_lr: neither runs
+  at learning rate 0 when end_lr = 0 (a wasted batch that still moves Adam's moments);
+  update W runs at the peak lr, and the line would reach end_lr at update N + 1.
   """
   lr, end_lr = float(_get(opt_cfg, "lr")), float(_get(opt_cfg, "end_lr"))
   warmup = int(_get(opt_cfg, "warmup_steps"))
   if warmup < 0 or total_steps <= warmup:
     raise ConfigError(f"optimizer: warmup_steps ({warmup}) must be >= 0 and below the "
                      f"total steps ({total_steps})")
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, lr, warmup),
-       optax.linear_schedule(lr, end_lr, total_steps - warmup)], [warmup])
+  decay_start = max(warmup, 1)
+  decay_len = total_steps + 1 - decay_start
+
+  def schedule(count):
+    update = jnp.asarray(count, jnp.float32) + 1.0
+    warm = lr * update / max(warmup, 1)
+    frac = jnp.clip((update - decay_start) / decay_len, 0.0, 1.0)
+    return jnp.where(update <= warmup, warm, lr + (end_lr - lr) * frac)
+
+  return schedule
 
 
 def decay_mask(params: Any) -> Any:

@@ -24,13 +24,16 @@ import signal
 
 from data_pipeline import batches as batches_lib
 from data_pipeline import catalog
+from eval import bpb as eval_bpb
 from phi_jax import checkpoint
 from phi_jax.cli import UsageError
 from phi_jax.config import PhiConfig, with_context
 from phi_jax.train import loop
 from phi_jax.train import mesh as mesh_lib
+from phi_jax import bpb as bpb_lib
 from recipe import models
 from recipe.runner import Context, Node, StageError
+from recipe.stages import evaluate as eval_stage
 from recipe.stages import init as init_stage
 
 # Test hook: the process SIGKILLs itself right after completing this step.
@@ -84,6 +87,11 @@ def train(ctx: Context, name: str, section: str) -> dict:
       eval_batches = functools.partial(make, split="validation")
     except batches_lib.DataError as e:
       print(f"[{name}] no held-out loss: {e}", flush=True)
+  eval_hooks = ()
+  if int(cfg.eval_every) > 0:
+    sets = eval_stage.bpb_sets(ctx, tokenizer, model_config.max_seq_len, where=name)
+    if sets:
+      eval_hooks = (functools.partial(_bpb_hook, sets=sets, batch_size=int(cfg.batch_size)),)
   kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
   job = loop.TrainJob(
       name=name, out_dir=ctx.node_dir(name), model_config=model_config, tokenizer=tokenizer,
@@ -91,9 +99,16 @@ def train(ctx: Context, name: str, section: str) -> dict:
       rules=mesh_lib.parse_rules(ctx.config.mesh.rules), seed=seed, batches=batches,
       eval_batches=eval_batches, init_params=load_params,
       source=f"{name}:{ref.spec}", metadata={"run_config": ctx.config.to_dict()},
+      eval_hooks=eval_hooks,
       step_hooks=(functools.partial(_kill_after, kill_after),) if kill_after else (),
       on_corrupt_checkpoint=cfg.on_corrupt_checkpoint)
   return dict(loop.train(job), **summary_extra)
+
+
+def _bpb_hook(step, state, trainer, *, sets, batch_size) -> dict[str, float]:
+  """Bits per byte of the benchmarks' canonical solutions at this evaluation."""
+  del step
+  return eval_bpb.evaluate_bpb(bpb_lib.trainer_nll_sums(trainer, state), sets, batch_size)
 
 
 def validate(ctx: Context, section: str) -> None:
@@ -134,7 +149,33 @@ def validate(ctx: Context, section: str) -> None:
     raise UsageError(f"{where}.on_corrupt_checkpoint = {cfg.on_corrupt_checkpoint!r}: must "
                      f"be 'fail' or 'previous'")
   with_context(PhiConfig(), cfg.context, f"{where}.context")  # values no model can take
-  start_ref(ctx, section_node(section), section)  # a malformed model reference
+  if any(int(s) < 1 for s in cfg.keep_steps):
+    raise UsageError(f"{where}.keep_steps = {tuple(cfg.keep_steps)}: steps must be >= 1")
+  ref = start_ref(ctx, section_node(section), section)  # a malformed model reference
+  _check_start_is_kept(ctx, ref, section)
+
+
+def kept_steps(cfg) -> set[int]:
+  """The steps a training section's run leaves on disk: its keep_steps, and the last
+  keep_checkpoints of its saves (every checkpoint_every steps and the last step)."""
+  steps = int(cfg.steps)
+  saves = sorted(set(range(int(cfg.checkpoint_every), steps + 1, int(cfg.checkpoint_every)))
+                 | {steps} | {int(s) for s in cfg.keep_steps if int(s) <= steps})
+  return {int(s) for s in cfg.keep_steps if int(s) <= steps} | set(
+      saves[-int(cfg.keep_checkpoints):])
+
+
+def _check_start_is_kept(ctx: Context, ref: models.ModelRef, section: str) -> None:
+  """A start at '<stage>:<step>' of this run names a step that stage keeps (or has)."""
+  if ref.node not in ("pretrain", "finetune") or ref.step is None or os.path.isdir(ref.spec):
+    return
+  source = "train" if ref.node == "pretrain" else "finetune"
+  if ref.step not in kept_steps(ctx.config[source]):
+    raise UsageError(
+        f"config.{section}.model = '{ref.node}:{ref.step}': {ref.node} will not keep step "
+        f"{ref.step} (it saves every {ctx.config[source].checkpoint_every} steps and keeps "
+        f"the last {ctx.config[source].keep_checkpoints}); add {ref.step} to "
+        f"config.{source}.keep_steps")
 
 
 def section_node(section: str) -> str:

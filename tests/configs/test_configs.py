@@ -106,3 +106,57 @@ def test_context_settings_keep_what_is_not_set():
     with_context(model, dict(rope_scaling_type="ntk"), "config.finetune.context")
   with pytest.raises(ConfigError, match=r"unknown field\(s\) \['rotary_dim'\]"):
     with_context(model, dict(rotary_dim=16))
+
+
+# ------------------------------------------------------------ fidelity to the paper
+def test_paper_optimizer_and_schedule_values():
+  """§2.3: pretraining lr 1e-3, warmup 750, wd 0.1, batch 1024, 36k steps; finetuning
+  lr 1e-4, warmup 50, wd 0.01, batch 256, 6k steps."""
+  for module in (phi1, phi1_small):
+    config = module.get_config()
+    train, finetune = config.train, config.finetune
+    assert (train.steps, train.batch_size, train.seq_len) == (36000, 1024, 2048)
+    assert (train.optimizer.lr, train.optimizer.warmup_steps) == (1e-3, 750)
+    assert train.optimizer.weight_decay == 0.1
+    assert (finetune.steps, finetune.batch_size) == (6000, 256)
+    assert (finetune.optimizer.lr, finetune.optimizer.warmup_steps) == (1e-4, 50)
+    assert finetune.optimizer.weight_decay == 0.01
+    assert config.model.attention_dropout == config.model.residual_dropout == 0.1
+
+
+def test_phi1_base_is_the_kept_24k_step_and_finetuning_starts_there():
+  from recipe import runner
+  from recipe.stages import training
+  for module in (phi1, phi1_small):
+    config = module.get_config()
+    assert 24000 in config.train.keep_steps
+    assert 24000 in training.kept_steps(config.train)  # despite keep_checkpoints=3
+    assert config.finetune.model == "pretrain:24000"
+    ctx = runner.Context(config, "/nonexistent/workdir", graph.build())
+    ref = training.start_ref(ctx, "finetune", "finetune")
+    assert (ref.node, ref.step) == ("pretrain", 24000)
+    assert ref.spec.endswith(os.path.join("pretrain", "checkpoints", "24000"))
+    training.validate(ctx, "finetune")
+    # a start at a step pretraining would delete is refused before anything runs
+    config.train.keep_steps = ()
+    with pytest.raises(Exception, match="keep_steps"):
+      training.validate(ctx, "finetune")
+
+
+def test_phi1_finetune_loss_is_the_papers_plain_next_token_loss():
+  for module in (phi1, phi1_small):
+    assert module.get_config().finetune.loss_on_solution_only is False
+    assert module.get_config().train.loss_on_solution_only is False
+
+
+def test_unstated_values_are_marked_as_choices():
+  """Every optimizer value the paper does not state carries 'choice' in its comment."""
+  with open(os.path.join(REPO_ROOT, "configs", "base.py")) as f:
+    text = f.read()
+  for field in ("end_lr", "b1", "grad_clip"):
+    line = text.index(f"          {field}=")
+    comment = text[text.rindex("=", 0, line - 1):line]  # the comment lines above it
+    assert "choice" in comment, field
+  with open(os.path.join(REPO_ROOT, "configs", "phi1.py")) as f:
+    phi1_text = f.read()
+  assert "bf16" in phi1_text and "choice" in phi1_text and "StackOverflow" in phi1_text

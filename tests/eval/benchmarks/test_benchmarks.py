@@ -48,8 +48,9 @@ def test_mbpp_is_the_500_problem_test_split():
   rows = {r["task_id"]: r for r in map(json.loads, open(MBPP_PATH))}
   first = problems[0]
   assert rows[11]["text"] in first.prompt
-  for test in rows[11]["test_list"]:  # the prompt shows the three asserts, as in Codex/phi-1
-    assert test in first.prompt and test in first.test
+  for test in rows[11]["test_list"]:  # the program runs all three asserts
+    assert test in first.test
+  assert rows[11]["test_list"][0] in first.prompt  # the default prompt shows the first
   assert first.prompt.startswith('"""\n') and first.prompt.endswith('"""\n')
   assert first.canonical_solution == rows[11]["code"]
 
@@ -97,3 +98,22 @@ def test_mbpp_without_the_hub_says_how_to_use_a_local_copy(monkeypatch):
   message = str(info.value)
   assert "\n" not in message and "needs network access to huggingface.co" in message
   assert "Couldn't reach" in message and "--data=PATH" in message and "eval.mbpp_path" in message
+
+
+@needs_mbpp
+def test_mbpp_prompt_formats():
+  """one_test: bigcode-evaluation-harness's docstring with the first assert; all_tests:
+  all three. Both programs run every assert."""
+  rows = {r["task_id"]: r for r in map(json.loads, open(MBPP_PATH))}
+  one = {p.task_id: p for p in MBPP().load(MBPP_PATH)}
+  every = {p.task_id: p for p in get_benchmark("mbpp", prompt_format="all_tests").load(MBPP_PATH)}
+  for task_id in ("MBPP/11", "MBPP/200", "MBPP/510"):
+    row = rows[int(task_id.split("/")[1])]
+    assert one[task_id].prompt == '"""\n' + row["text"].strip() + "\n" + row["test_list"][0] + '\n"""\n'
+    assert every[task_id].prompt == ('"""\n' + row["text"].strip() + "\n"
+                                     + "\n".join(row["test_list"]) + '\n"""\n')
+    for problem in (one[task_id], every[task_id]):
+      program = MBPP().program(problem, "pass")
+      assert all(t in program.split('"""\n', 2)[-1] for t in row["test_list"])
+  with pytest.raises(ValueError, match="prompt format"):
+    MBPP(prompt_format="three")

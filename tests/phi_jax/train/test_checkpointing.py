@@ -138,3 +138,22 @@ def test_a_changed_model_is_named_as_such_not_as_corrupt(tmp_path, trainer):
                                          r"config needs \(2, 128\)") as info:
       ckpt.restore(other.abstract_state())
   assert not isinstance(info.value, checkpoint.CheckpointError)
+
+
+def test_keep_steps_survive_retention(tmp_path, trainer):
+  """phi-1-base: a designated step is saved when reached (not a multiple of `every`)
+  and outlives keep=2, while the other steps rotate out."""
+  root = str(tmp_path / "checkpoints")
+  with checkpointing.TrainCheckpointer(root, CONFIG, None, every=2, keep=2,
+                                       keep_steps=(3,)) as ckpt:
+    for step in range(1, 11):
+      ckpt.save(_state(trainer, step), {"epoch": 0, "position": step, "seed": 0})
+    ckpt.wait()
+    assert ckpt.complete_steps() == [3, 8, 10]
+  with checkpointing.TrainCheckpointer(root, CONFIG, None, every=2, keep=2,
+                                       keep_steps=(3,)) as ckpt:
+    ckpt.save(_state(trainer, 12), {"epoch": 0, "position": 12, "seed": 0})
+    ckpt.wait()
+    assert ckpt.complete_steps() == [3, 10, 12]
+    state, _ = ckpt.restore(trainer.abstract_state(), step=3)
+  assert int(state.step) == 3

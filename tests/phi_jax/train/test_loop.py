@@ -61,7 +61,8 @@ def test_killed_run_resumes_bit_identically(tmp_path, run_stages):
   for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
     assert np.array_equal(np.asarray(a), np.asarray(b))
   curve = _curve(str(tmp_path / "straight" / "pretrain"))
-  assert len([c for c in curve if c[0] == "train"]) == 12 and len(curve) == 14
+  # 12 steps, evaluations at 0 (the initial model), 6 and 12
+  assert len([c for c in curve if c[0] == "train"]) == 12 and len(curve) == 15
   assert _curve(str(stage)) == curve
   assert os.listdir(tmp_path / "straight" / "pretrain" / "tensorboard")
 
@@ -79,7 +80,8 @@ def test_pretrain_learns_and_finetune_writes_a_model(tmp_path, run_stages):
   train_losses = [r["loss"] for r in rows if r["kind"] == "train"]
   assert len(train_losses) == 40
   assert train_losses[-1] < 0.7 * train_losses[0], train_losses
-  assert [r["step"] for r in rows if r["kind"] == "eval"] == [20, 40]
+  # the initial model is evaluated too: the curves' starting point
+  assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 20, 40]
   assert summaries[0]["summary"]["steps"] == 40
   root = str(tmp_path / "finetune" / "checkpoints")
   assert checkpoint.steps(root) == [4]
@@ -111,7 +113,7 @@ def test_longer_pretrain_generalises(tmp_path, run_stages):
   train = [r["loss"] for r in rows if r["kind"] == "train"]
   evals = [r["loss"] for r in rows if r["kind"] == "eval"]
   assert train[-1] < 0.55 * train[0], train
-  assert len(evals) == 3 and evals[-1] < evals[0] < train[0], evals
+  assert len(evals) == 4 and evals[-1] < evals[1] < evals[0], evals  # steps 0, 100, 200, 300
 
 
 def test_corrupt_latest_checkpoint_is_named_and_resumed_past_when_asked(tmp_path, run_stages):

@@ -179,10 +179,23 @@ def test_schedule_matches_formula():
   cfg = train_config(steps=100, batch_size=8, lr=1e-3, warmup_steps=10).optimizer
   cfg.end_lr = 1e-4
   schedule = optim.learning_rate_schedule(cfg, total_steps=100)
-  expected = {0: 0.0, 5: 5e-4, 10: 1e-3, 55: 1e-3 + (1e-4 - 1e-3) * 45 / 90, 100: 1e-4,
-              150: 1e-4}
+  # schedule(s) prices update s + 1: the first update (s = 0) runs at lr / warmup, the
+  # 10th (s = 9) at the peak, the 100th and last (s = 99) one step above end_lr
+  expected = {0: 1e-4, 4: 5e-4, 9: 1e-3, 54: 1e-3 + (1e-4 - 1e-3) * 45 / 91,
+              99: 1e-3 + (1e-4 - 1e-3) * 90 / 91, 100: 1e-4, 150: 1e-4}
   for step, lr in expected.items():
     np.testing.assert_allclose(schedule(step), lr, rtol=1e-6, atol=1e-12)
+  # brute force: every update's rate from the definition, none of them 0
+  for s in range(100):
+    u = s + 1
+    want = 1e-3 * u / 10 if u <= 10 else 1e-3 + (1e-4 - 1e-3) * (u - 10) / 91
+    np.testing.assert_allclose(schedule(s), want, rtol=1e-5)
+  # no warmup and decay to 0: the first update at the peak, the last one not at 0
+  cfg.warmup_steps, cfg.end_lr = 0, 0.0
+  schedule = optim.learning_rate_schedule(cfg, total_steps=100)
+  np.testing.assert_allclose([schedule(0), schedule(99), schedule(100)], [1e-3, 1e-5, 0.0],
+                             rtol=1e-5, atol=1e-12)
+  cfg.warmup_steps = 10
   with pytest.raises(ValueError, match="warmup_steps"):
     optim.learning_rate_schedule(cfg, total_steps=10)
 

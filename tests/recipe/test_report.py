@@ -1,0 +1,104 @@
+"""The run report, rebuilt from the files a finished run leaves (written here by hand)."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+
+from recipe import graph, report
+from tests.conftest import REPO_ROOT
+
+
+def _write(path, value):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    if path.endswith(".jsonl"):
+      f.write("".join(json.dumps(row) + "\n" for row in value))
+    else:
+      json.dump(value, f)
+
+
+def _finished_run(workdir):
+  """The files of a small finished run: metrics, evaluation, sweep, data, synthetic
+  data and decontamination outputs, markers."""
+  pretrain = []
+  for step in range(1, 21):
+    pretrain.append({"step": step, "kind": "train", "loss": 6.0 - 0.1 * step})
+  pretrain[-1].update(tokens_per_s=1234.0, step_time_s=0.5)
+  for step, bpb in ((10, 3.2), (20, 2.7)):
+    pretrain.append({"step": step, "kind": "eval", "loss": 5.0 - step / 20,
+                     "bpb_humaneval": bpb, "bpb_mbpp": bpb + 0.1})
+  _write(f"{workdir}/pretrain/metrics.jsonl", pretrain)
+  _write(f"{workdir}/finetune/metrics.jsonl",
+         [{"step": 1, "kind": "train", "loss": 2.0},
+          {"step": 2, "kind": "train", "loss": 1.8, "tokens_per_s": 99.0, "mfu": 0.25},
+          {"step": 2, "kind": "eval", "loss": 1.9, "bpb_humaneval": 2.5}])
+  _write(f"{workdir}/eval/summary.json",
+         {"humaneval": {"overall": {"pass@1": 0.125}, "num_problems": 8,
+                        "isolation": "rlimits", "bpb": 2.4567}})
+  _write(f"{workdir}/eval/checkpoints.json", [
+      {"model": "finetune:1", "path": "x", "benchmarks": {"humaneval": {
+          "overall": {"pass@1": 0.0}, "bpb": 2.61}}},
+      {"model": "finetune:2", "path": "y", "benchmarks": {"humaneval": {
+          "overall": {"pass@1": 0.125}, "bpb": 2.4567}}}])
+  _write(f"{workdir}/eval/humaneval/results.jsonl",
+         [{"task_id": f"HumanEval/{i}", "passed": i == 0} for i in range(8)])
+  _write(f"{workdir}/data/stats.json", {"steps": {
+      "curate": {"read": 100, "kept": 80, "dropped": {"too_long": 5, "near_duplicate": 15}},
+      "classify": {"metrics": {"accuracy": 0.81, "f1": 0.7}},
+      "datasets": {"datasets": {"phi1_filtered_code": {"tokens": {"train": 12345,
+                                                                  "validation": 321}}}}}})
+  _write(f"{workdir}/synthesize/summary.json", {"textbooks": {"accepted": 9, "rejected": {
+      "too_short": 2}}})
+  _write(f"{workdir}/synthesize/diversity.json", {"distinct_5gram_ratio": 0.93})
+  _write(f"{workdir}/decontaminate/report.json", {
+      "summary": {"records": 50, "kept": 47, "removed": 3, "out_dir": "/elsewhere"},
+      "similar": {"humaneval": {"0.9": ["HumanEval/0"], "0.8": ["HumanEval/0", "HumanEval/1"]}}})
+  _write(f"{workdir}/pretrain/COMPLETE.json", {"seconds": 12.5, "finished_at": "T"})
+
+
+def test_report_has_pass_at_1_bpb_per_checkpoint_and_plots(tmp_path):
+  workdir = str(tmp_path / "work")
+  _finished_run(workdir)
+  paths = report.build_report(workdir, graph.build().nodes, {"seed": 0, "workdir": workdir})
+  md = open(paths["markdown"]).read()
+  assert "| humaneval | 8 | 12.50% | 2.457 |" in md  # pass@1 and bits per byte
+  assert "| finetune:1 | 0.00% | 2.61 |" in md and "| finetune:2 | 12.50% | 2.457 |" in md
+  assert "selection on the test set" in md
+  assert "| 20 | 4 | 2.7 | 2.8 |" in md  # pretraining's evaluation at step 20
+  assert "![pretrain loss](pretrain_loss.png)" in md and "pretrain_bpb.png" in md
+  assert "| phi1_filtered_code | 12,345 | 321 |" in md  # tokens per dataset
+  assert "| dropped.near_duplicate | 15 |" in md and "| metrics.accuracy | 0.81 |" in md
+  assert "| textbooks.rejected.too_short | 2 |" in md and "distinct_5gram_ratio" in md
+  assert "| removed | 3 |" in md
+  assert "| 0.9 | similar | 1 | 100.0% |" in md and "|  | non-similar | 6 | 0.0% |" in md
+  assert "| 1234 | 0.5 | n/a" in md and "25.0%" in md  # throughput; finetune's MFU
+  assert "| pretrain | complete | 12.5 | T |" in md and "| sample | not run |" in md
+  png = open(os.path.join(workdir, "report", "pretrain_loss.png"), "rb").read()
+  assert png.startswith(b"\x89PNG")
+  page = open(paths["html"]).read()
+  assert base64.b64encode(png).decode() in page  # embedded, self-contained
+  assert "<strong>Warning.</strong>" in page
+  # rebuilt from the same files: the same bytes (deterministic)
+  report.build_report(workdir, graph.build().nodes, {"seed": 0, "workdir": workdir})
+  assert open(paths["markdown"]).read() == md and open(paths["html"]).read() == page
+
+
+def test_run_py_report_rebuilds_without_running_stages(tmp_path):
+  workdir = str(tmp_path / "work")
+  _finished_run(workdir)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run.py"),
+                           f"--report={workdir}"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert os.path.isfile(os.path.join(workdir, "report", "report.html"))
+  assert sorted(os.listdir(workdir)) == ["data", "decontaminate", "eval", "finetune",
+                                         "pretrain", "report", "synthesize"]  # nothing ran
+  md = open(os.path.join(workdir, "report", "report.md")).read()
+  assert '"workdir": "workdir/tiny"' in md  # no recorded config: the flags' config
+  missing = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run.py"),
+                            f"--report={tmp_path}/none"], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+  assert missing.returncode == 2 and "no such work directory" in missing.stderr
