@@ -231,9 +231,7 @@ def _forked_run(config: dict, fds: list) -> None:
   input_fd, stdout_fd, stderr_fd, result_fd = fds
   nonce = ""
   try:
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # the zygote ignores them
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    _usual_signal_dispositions()  # the zygote ignores them
     os.dup2(stdout_fd, 1)
     os.dup2(stderr_fd, 2)
     os.close(stdout_fd)
@@ -298,8 +296,17 @@ def _enter_cgroup(procs_fd: int) -> None:
 
 
 # ------------------------------------------------------------------------ the program
+def _usual_signal_dispositions() -> None:
+  """SIGINT raises KeyboardInterrupt, SIGTERM and SIGHUP kill: what a program expects,
+  whatever its parent ignored (a zygote, or an evaluator that ignores Ctrl-C)."""
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+  signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _run_program(source: bytes, path: str, nonce: str, result_fd: int) -> None:
   """Runs the program to its end or first uncaught exception; reports; exits."""
+  _usual_signal_dispositions()
   reserve = [mmap.mmap(-1, _RESERVE_BYTES)]
   error = None
   try:

@@ -113,11 +113,11 @@ def main(argv):
   print(path)
 
 
-def entry() -> None:
+def entry(prog: str = "phi-jax-convert") -> None:
   """The `phi-jax-convert` console script (and `python -m phi_jax.convert`)."""
   _define_flags()
-  cli.run(main, prog="phi-jax-convert")
+  cli.run(main, prog=prog)
 
 
 if __name__ == "__main__":
-  entry()
+  entry("python -m phi_jax.convert")

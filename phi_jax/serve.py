@@ -513,11 +513,11 @@ def serve_until_signalled(server: Server) -> None:
   logging.info("stopped")
 
 
-def entry() -> None:
+def entry(prog: str = "phi-jax-serve") -> None:
   """The `phi-jax-serve` console script (and `python -m phi_jax.serve`)."""
   _define_flags()
-  cli.run(main, prog="phi-jax-serve")
+  cli.run(main, prog=prog)
 
 
 if __name__ == "__main__":
-  entry()
+  entry("python -m phi_jax.serve")

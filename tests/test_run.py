@@ -274,12 +274,13 @@ def test_ctrl_c_ends_a_stage_with_one_line_and_the_rerun_resumes(tmp_path):
   env.pop("XLA_FLAGS", None)
   args = [sys.executable, os.path.join(REPO_ROOT, "run.py"), "--config=configs/tiny.py",
           f"--workdir={tmp_path}", "--stages=curate,annotate,embed",
-          "--config.data.max_files=300", "--config.data.quality.annotate=40"]
+          "--config.data.max_files=1500", "--config.data.quality.annotate=40",
+          "--config.data.quality.embed_max_len=512"]  # embedding takes > 10 s: time to stop it
   proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   for line in proc.stdout:
     if line.startswith("[embed] run"):
-      time.sleep(1.0)
+      time.sleep(0.5)
       proc.send_signal(signal.SIGINT)
       break
   out, err = proc.communicate(timeout=120)

@@ -384,17 +384,17 @@ def test_cli_names_a_corrupt_checkpoint_and_an_existing_out(reference, tmp_path)
   assert result.returncode == 2 and "--overwrite" in result.stderr.splitlines()[0]
   result = _run_cli("orbax-to-hf", f"--checkpoint={ckpt}", f"--out={out}", "--overwrite")
   assert result.returncode == 1
-  lines = result.stderr.strip().splitlines()
-  assert lines[-2].startswith(f"python -m phi_jax.convert: error: corrupt checkpoint: step 5, "
-                              f"item 'params' ({ckpt}/5/params) cannot be read: OUT_OF_RANGE")
-  assert lines[-2].endswith(f"the next older complete step is 0 ({ckpt}/0)")
+  line = next(l for l in result.stderr.splitlines() if ": error: " in l)
+  assert line.startswith(f"python -m phi_jax.convert: error: corrupt checkpoint: step 5, "
+                         f"item 'params' ({ckpt}/5/params) cannot be read: OUT_OF_RANGE")
+  assert line.endswith(f"the next older complete step is 0 ({ckpt}/0)")
   assert tree_hashes(tmp_path) == before
 
 
 def test_cli_without_the_hub_says_how_to_use_a_local_copy(tmp_path):
   result = _run_cli("hf-to-orbax", "--hf_dir=phi-jax-test/not-a-repo", f"--out={tmp_path / 'o'}")
   assert result.returncode == 1
-  line = result.stderr.strip().splitlines()[-2]
+  line = next(l for l in result.stderr.splitlines() if ": error: " in l)
   assert "phi-jax-test/not-a-repo" in line and "needs network access to huggingface.co" in line
   assert "huggingface-cli download phi-jax-test/not-a-repo --local-dir DIR" in line
   assert not os.path.exists(tmp_path / "o")
