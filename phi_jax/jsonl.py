@@ -53,21 +53,26 @@ def read_jsonl(path: str, *, error: type[Exception] = ValueError, objects: bool 
       yield number, value
 
 
-def read_appended(path: str, *, repair: bool = True) -> list[tuple[int, dict]]:
-  """(line number, object) of each record of an append-only JSONL file (see `Appender`).
+def iter_appended(path: str, *, repair: bool = True,
+                  on_partial: Callable[[int], None] | None = None,
+                  bad_line: str = "corrupt record") -> Iterator[tuple[int, dict]]:
+  """(line number, object) of each record of an append-only JSONL file (see `Appender`),
+  streamed.
 
   A writer killed mid-line leaves a last line without its newline: that line is
-  dropped, and with `repair` cut off the file so appending can go on. Any other bad
-  line raises ValueError naming path:line (the file is corrupt, not interrupted).
-  A missing file has no records.
+  dropped (`on_partial` gets its length in bytes), and with `repair` cut off the file,
+  once the iteration ends, so appending can go on. Any other bad line raises
+  ValueError naming path:line and `bad_line` (the file is corrupt, not interrupted). A
+  missing file has no records.
   """
-  records: list[tuple[int, dict]] = []
   if not os.path.exists(path):
-    return records
+    return
   complete_end = 0  # bytes up to the end of the last complete line
   with open(path, "rb") as f:
     for number, raw in enumerate(f, 1):
       if not raw.endswith(b"\n"):
+        if on_partial is not None:
+          on_partial(len(raw))
         break
       complete_end += len(raw)
       if not raw.strip():
@@ -75,16 +80,20 @@ def read_appended(path: str, *, repair: bool = True) -> list[tuple[int, dict]]:
       try:
         value = json.loads(raw.decode("utf-8"))
       except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}:{number}: corrupt record ({e}); fix or delete that line "
+        raise ValueError(f"{path}:{number}: {bad_line} ({e}); fix or delete that line "
                          "to resume") from None
       if not isinstance(value, dict):
         raise ValueError(f"{path}:{number}: expected a JSON object, got "
                          f"{type(value).__name__}")
-      records.append((number, value))
+      yield number, value
   if repair and complete_end < os.path.getsize(path):
     with open(path, "r+b") as f:
       f.truncate(complete_end)
-  return records
+
+
+def read_appended(path: str, *, repair: bool = True) -> list[tuple[int, dict]]:
+  """`iter_appended`'s records as a list."""
+  return list(iter_appended(path, repair=repair))
 
 
 class Appender:

@@ -84,21 +84,13 @@ def default_responder(request: FakeRequest) -> str:
   return f"echo: {request.user_text}"
 
 
-class FakeOpenAI:
-  """The server; a context manager that starts it on 127.0.0.1 (a free port) and stops it."""
+class LoopbackServer:
+  """An HTTP server thread on 127.0.0.1 (a free port): a context manager that starts it
+  and stops it. Subclasses call `_serve(handler_class)` in their __init__."""
 
-  def __init__(self, responder: Callable[[FakeRequest], Any] = default_responder,
-               delay_s: float = 0.0):
-    self.responder = responder
-    self.delay_s = delay_s  # every answer waits this long (to observe concurrency)
-    self.requests: list[FakeRequest] = []
-    self.max_inflight = 0
-    self._inflight = 0
-    self._script: collections.deque = collections.deque()
-    self._seen: collections.Counter = collections.Counter()
-    self._lock = threading.Lock()
+  def _serve(self, handler_class) -> None:
     self._closed = False
-    self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+    self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
     self._server.daemon_threads = True
     self._server.block_on_close = False
     self._thread = threading.Thread(target=self._server.serve_forever,
@@ -110,7 +102,7 @@ class FakeOpenAI:
     host, port = self._server.server_address[:2]
     return f"http://{host}:{port}/v1"
 
-  def __enter__(self) -> FakeOpenAI:
+  def __enter__(self):
     self._thread.start()
     return self
 
@@ -124,6 +116,22 @@ class FakeOpenAI:
     if self._thread.is_alive():
       self._server.shutdown()
     self._server.server_close()
+
+
+class FakeOpenAI(LoopbackServer):
+  """The server; a context manager that starts it on 127.0.0.1 (a free port) and stops it."""
+
+  def __init__(self, responder: Callable[[FakeRequest], Any] = default_responder,
+               delay_s: float = 0.0):
+    self.responder = responder
+    self.delay_s = delay_s  # every answer waits this long (to observe concurrency)
+    self.requests: list[FakeRequest] = []
+    self.max_inflight = 0
+    self._inflight = 0
+    self._script: collections.deque = collections.deque()
+    self._seen: collections.Counter = collections.Counter()
+    self._lock = threading.Lock()
+    self._serve(self._handler_class())
 
   def script(self, *answers) -> None:
     """Queues answers for the next requests, in arrival order."""

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from phi_jax import atomic
+from phi_jax import atomic, jsonl
 from phi_jax.llm.client import LLMClient, LLMError
 from phi_jax.progress import Progress
 
@@ -38,30 +38,18 @@ def read_done_ids(path: str, repair: bool = True) -> set:
   A run killed mid-write leaves a last line without its newline: it is cut off (when
   `repair`) or ignored. Any other unreadable line is corruption, reported as file:line.
   """
+
+  def partial(size: int) -> None:
+    if repair:
+      print(f"map_jsonl: {path}: dropping a partial last line ({size} bytes) left by an "
+            f"interrupted run", file=sys.stderr)
+
   ids: set = set()
-  if not os.path.exists(path):
-    return ids
-  complete_end = 0  # bytes up to the end of the last complete line
-  with open(path, "rb") as f:
-    for lineno, line in enumerate(f, start=1):
-      if not line.endswith(b"\n"):
-        if repair:
-          print(f"map_jsonl: {path}: dropping a partial last line ({len(line)} bytes) left "
-                f"by an interrupted run", file=sys.stderr)
-        break
-      complete_end += len(line)
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except ValueError as e:
-        raise ValueError(f"{path}:{lineno}: not a JSON line ({e}); the file is corrupt: "
-                         f"fix or delete that line to resume") from None
-      if not isinstance(record, dict) or "id" not in record:
-        raise ValueError(f"{path}:{lineno}: a record without 'id'; not a map_jsonl output?")
-      ids.add(record["id"])
-  if repair and complete_end < os.path.getsize(path):
-    os.truncate(path, complete_end)
+  for lineno, record in jsonl.iter_appended(path, repair=repair, on_partial=partial,
+                                            bad_line="not a JSON line"):
+    if "id" not in record:
+      raise ValueError(f"{path}:{lineno}: a record without 'id'; not a map_jsonl output?")
+    ids.add(record["id"])
   return ids
 
 

@@ -104,6 +104,7 @@ def curate(ctx: Context) -> dict:
   return {"documents": len(records), "bytes": sum(len(r.text.encode()) for r in records),
           "stats": collect_stats(*source_stats, *steps), "out": Paths(ctx).code}
 
+
 def annotator_kind(ctx: Context) -> str:
   kind = ctx.config.data.quality.annotator
   if kind not in ("auto", "llm", "heuristic"):
@@ -117,6 +118,7 @@ def annotator_kind(ctx: Context) -> str:
                      "or use the offline 'heuristic' annotator")
   return kind
 
+
 def annotate(ctx: Context) -> dict:
   from data_pipeline import annotate  # pylint: disable=g-import-not-at-top
   q = ctx.config.data.quality
@@ -129,6 +131,7 @@ def annotate(ctx: Context) -> dict:
     if client is not None:
       client.close()
 
+
 def make_llm_client(ctx: Context):
   from phi_jax.llm import LLMClient, LLMConfig  # pylint: disable=g-import-not-at-top
   values = ctx.config.llm.to_dict()
@@ -139,18 +142,15 @@ def make_llm_client(ctx: Context):
   except ValueError as e:
     raise StageError(str(e)) from None
 
+
 def make_embedder(ctx: Context):
-  from data_pipeline.embed import Embedder  # pylint: disable=g-import-not-at-top
+  """The quality filter's embedder (config.data.quality.embed_model, or a random-init
+  model of config.model's shape)."""
+  from data_pipeline import embed as embed_lib  # pylint: disable=g-import-not-at-top
   q = ctx.config.data.quality
-  if q.embed_model:
-    return Embedder.from_pretrained(q.embed_model)
-  from phi_jax import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-  from phi_jax.config import PhiConfig  # pylint: disable=g-import-not-at-top
-  config = PhiConfig.from_mapping(ctx.config.model)
-  byte_level = tokenizer_lib.byte_level()
-  config = config.replace(vocab_size=max(config.vocab_size, byte_level.vocab_size),
-                          max_seq_len=max(config.max_seq_len, int(q.embed_max_len)))
-  return Embedder.from_config(config, byte_level, seed=_seed(ctx))
+  return embed_lib.make_embedder(q.embed_model, ctx.config.model.to_dict(),
+                                 max_len=int(q.embed_max_len), seed=_seed(ctx))
+
 
 def embed(ctx: Context) -> dict:
   from data_pipeline.embed import save_embeddings  # pylint: disable=g-import-not-at-top
@@ -163,6 +163,7 @@ def embed(ctx: Context) -> dict:
                   source=embedder.source)
   return {"documents": len(records), "dims": int(x_ND.shape[1]), "model": embedder.source,
           "out": Paths(ctx).embeddings}
+
 
 def classify(ctx: Context) -> dict:
   # pylint: disable=g-import-not-at-top
@@ -205,6 +206,7 @@ def classify(ctx: Context) -> dict:
   return {"documents": len(ids), "kept": len(kept), "report": report,
           "plot": Paths(ctx).path("quality", "scores.png"), "histogram": histogram,
           "out": Paths(ctx).filtered}
+
 
 def exercises(ctx: Context) -> dict:
   """Exercises mined from documented self-contained functions of the curated code."""
@@ -293,6 +295,7 @@ def tokenizer(ctx: Context) -> dict:
   tokenizer.save(Paths(ctx).tokenizer)
   return {"spec": spec, "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id,
           "model_vocab_padding": padding, "out": Paths(ctx).tokenizer}
+
 
 def datasets(ctx: Context) -> dict:
   from data_pipeline import token_dataset  # pylint: disable=g-import-not-at-top

@@ -30,11 +30,13 @@ import threading
 import time
 import urllib.parse
 
+from tests.fake_openai import LoopbackServer
+
 FAULTS = ("pass", "429", "500", "drop", "slow", "malformed", "no_code")
 NO_CODE_TEXT = "I would rather explain this in words: loop over the items and add them up."
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
   """The proxy; a context manager serving on 127.0.0.1 (a free port)."""
 
   def __init__(self, upstream: str, faults=FAULTS, slow_s: float = 1.5,
@@ -46,23 +48,7 @@ class FaultProxy:
     self.injected: collections.Counter = collections.Counter()
     self._attempts: collections.Counter = collections.Counter()
     self._lock = threading.Lock()
-    self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-    self._server.daemon_threads = True
-    self._thread = threading.Thread(target=self._server.serve_forever,
-                                    kwargs={"poll_interval": 0.02}, daemon=True)
-
-  @property
-  def url(self) -> str:
-    host, port = self._server.server_address[:2]
-    return f"http://{host}:{port}/v1"
-
-  def __enter__(self) -> FaultProxy:
-    self._thread.start()
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self._server.shutdown()
-    self._server.server_close()
+    self._serve(self._handler())
 
   def count(self) -> int:
     with self._lock:
