@@ -34,14 +34,15 @@ def jax_version() -> str:
 
 
 RUNTIME = requirements("requirements.txt")
+JAX = jax_version()
 
 setuptools.setup(
     install_requires=RUNTIME,
     extras_require={
         "data": requirements("requirements-data.txt"),
         "test": [r for r in requirements("requirements-test.txt") if r not in RUNTIME],
-        "cuda": [f"jax[cuda13]=={jax_version()}"],
-        "cuda12": [f"jax[cuda12]=={jax_version()}"],
-        "tpu": [f"jax[tpu]=={jax_version()}"],
+        "cuda": [f"jax[cuda13]=={JAX}"],
+        "cuda12": [f"jax[cuda12]=={JAX}"],
+        "tpu": [f"jax[tpu]=={JAX}"],
     },
 )
