@@ -80,12 +80,19 @@ def cached_attention(q_BTHD: jax.Array, k_BTHD: jax.Array, v_BTHD: jax.Array,
   Nothing is written into the cache here (the caller appends the new keys and values
   after every layer has run). fp32 scores and softmax, probabilities in the value
   dtype, as xla_attention.
+
+  The cache may be held in a wider dtype than q/k/v (`kv_cache.storage_dtype`: fp32
+  for bf16 on the CPU) while holding values of their dtype: the small operands are
+  widened to it rather than the whole cache narrowed, which gives the same products
+  without a pass over the cache.
   """
   scale = q_BTHD.shape[-1] ** -0.5
   f32, min_f32 = jnp.float32, jnp.finfo(jnp.float32).min
   cache_len = k_cache_BHSD.shape[2]
-  scores_BHTS = jnp.einsum("bthd,bhsd->bhts", q_BTHD, k_cache_BHSD.astype(q_BTHD.dtype),
-                           preferred_element_type=f32) * scale
+  wide_k = jnp.promote_types(q_BTHD.dtype, k_cache_BHSD.dtype)
+  wide_v = jnp.promote_types(v_BTHD.dtype, v_cache_BHSD.dtype)
+  scores_BHTS = jnp.einsum("bthd,bhsd->bhts", q_BTHD.astype(wide_k),
+                           k_cache_BHSD.astype(wide_k), preferred_element_type=f32) * scale
   cached_BS = jnp.arange(cache_len, dtype=jnp.int32)[None, :] < lengths_B[:, None]
   scores_BHTS = jnp.where(cached_BS[:, None, None, :], scores_BHTS, min_f32)
   scores_BHTU = jnp.einsum("bthd,buhd->bhtu", q_BTHD, k_BTHD,
@@ -94,8 +101,8 @@ def cached_attention(q_BTHD: jax.Array, k_BTHD: jax.Array, v_BTHD: jax.Array,
   scores_BHTU = jnp.where(t[None, :] <= t[:, None], scores_BHTU, min_f32)
   probs = jax.nn.softmax(jnp.concatenate([scores_BHTS, scores_BHTU], axis=-1), axis=-1)
   probs = probs.astype(v_BTHD.dtype)
-  out_BTHD = jnp.einsum("bhts,bhsd->bthd", probs[..., :cache_len],
-                        v_cache_BHSD.astype(v_BTHD.dtype), preferred_element_type=f32)
+  out_BTHD = jnp.einsum("bhts,bhsd->bthd", probs[..., :cache_len].astype(wide_v),
+                        v_cache_BHSD.astype(wide_v), preferred_element_type=f32)
   out_BTHD += jnp.einsum("bhtu,buhd->bthd", probs[..., cache_len:], v_BTHD,
                          preferred_element_type=f32)
   return out_BTHD.astype(v_BTHD.dtype)

@@ -16,6 +16,14 @@ to hold every token it needs.
 
 Decoding attends over a static prefix of the buffer, `prefix(kv_len)`, with kv_len
 bucketed to the longest row: a step's cost follows the filled length, not max_len.
+
+Storage dtype (`storage_dtype`): the compute dtype, except 16-bit floats on the CPU,
+which are held in fp32. XLA's CPU backend has no bf16/fp16 scatter: it converts the
+whole buffer to fp32 and back around every write, which made a bf16 decode step several
+times slower than an fp32 one. The keys and values are rounded to the compute dtype
+before they are stored, so an fp32 buffer holds exactly the same values and attention
+over it gives the same result (`attention.cached_attention` widens the new tokens'
+operands rather than narrowing the cache); only the memory doubles.
 """
 
 from __future__ import annotations
@@ -110,6 +118,17 @@ class KVCache:
     put = lambda full, part: jax.lax.dynamic_update_slice(full, part, (0, 0, 0, 0))
     return self.replace(k=tuple(map(put, self.k, prefix.k)),
                         v=tuple(map(put, self.v, prefix.v)), lengths=prefix.lengths)
+
+
+def storage_dtype(compute_dtype: jnp.dtype, platform: str | None = None) -> jnp.dtype:
+  """The dtype a KV cache of `compute_dtype` keys/values is held in on `platform`
+  (default: JAX's default backend): fp32 for 16-bit floats on the CPU, else itself."""
+  compute_dtype = jnp.dtype(compute_dtype)
+  platform = platform or jax.default_backend()
+  if platform == "cpu" and jnp.issubdtype(compute_dtype, jnp.floating) and (
+      compute_dtype.itemsize < 4):
+    return jnp.dtype(jnp.float32)
+  return compute_dtype
 
 
 def _scatter(buffer_BHSD: jax.Array, rows_NT: jax.Array, slots_NT: jax.Array,

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from phi_jax import attention as attention_lib
+from phi_jax import kv_cache as kv_cache_lib
 from phi_jax.config import PhiConfig
 from phi_jax.kv_cache import KVCache
 
@@ -352,11 +353,12 @@ class PhiForCausalLM(nnx.Module):
     return self.lm_head(hidden_BTE, out_dtype=jnp.float32), cache
 
   def init_cache(self, batch: int, max_len: int, dtype: jnp.dtype | None = None) -> KVCache:
-    """An empty KV cache of `batch` rows of `max_len` slots (default: compute dtype)."""
+    """An empty KV cache of `batch` rows of `max_len` slots, held in `dtype` (default:
+    `kv_cache.storage_dtype` of the compute dtype: fp32 for bf16 on the CPU)."""
     config = self.config
     return KVCache.empty(num_layers=config.num_layers, batch=batch, max_len=max_len,
                          num_heads=config.num_heads, head_dim=config.head_dim,
-                         dtype=dtype or config.compute_dtype)
+                         dtype=dtype or kv_cache_lib.storage_dtype(config.compute_dtype))
 
   def _forward(self, tokens_BT, positions_BT, segment_ids_BT, dropout_rng, *,
                cache: KVCache | None = None, collect_kv: bool = False):

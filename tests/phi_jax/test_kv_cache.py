@@ -230,3 +230,37 @@ def test_prefill_runs_the_flash_kernel_and_matches_xla(monkeypatch):
   np.testing.assert_allclose(results[0][0], results[1][0], atol=ATOL, rtol=0)
   for a, b in zip(results[0][1].k, results[1][1].k):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=ATOL)
+
+
+def test_storage_dtype_is_fp32_only_for_16_bit_floats_on_the_cpu():
+  from phi_jax.kv_cache import storage_dtype
+  assert storage_dtype(jnp.bfloat16, "cpu") == jnp.float32
+  assert storage_dtype(jnp.float16, "cpu") == jnp.float32
+  assert storage_dtype(jnp.float32, "cpu") == jnp.float32
+  assert storage_dtype(jnp.bfloat16, "gpu") == jnp.bfloat16
+  assert storage_dtype(jnp.bfloat16, "tpu") == jnp.bfloat16
+
+
+def test_bf16_decoding_with_an_fp32_held_cache_equals_a_bf16_cache():
+  """A bf16 model's cache held in fp32 (the CPU default: no 16-bit scatter there)
+  stores the same bf16-rounded keys and values, so prefill and decode logits equal those
+  with the cache held in bf16, for rows of different lengths."""
+  model = random_model(_config(dtype="bfloat16"), seed=5)
+  assert model.init_cache(1, 8).k[0].dtype == jnp.float32  # this CPU test's default
+  graphdef, state = nnx.split(model)
+  prompts = [_rng_tokens(5, 11), _rng_tokens(9, 12), _rng_tokens(2, 13)]
+  tokens, mask = _right_padded(prompts, 12)
+  results = []
+  for dtype in (jnp.float32, jnp.bfloat16):
+    cache = model.init_cache(3, max_len=32, dtype=dtype)
+    logits, cache = _prefill(graphdef, state, tokens, cache, mask, jnp.arange(3))
+    steps = [logits]
+    for step in range(4):
+      logits, cache = _decode(graphdef, state, jnp.full((3, 1), 3 + step, jnp.int32), cache,
+                              None)
+      steps.append(logits)
+    results.append(np.stack([np.asarray(s, np.float32) for s in steps]))
+    np.testing.assert_array_equal(
+        np.asarray(cache.k[0][0, :, :5], np.float32),
+        np.asarray(cache.k[0][0, :, :5].astype(jnp.bfloat16), np.float32))
+  np.testing.assert_allclose(results[0], results[1], atol=1e-6, rtol=0)

@@ -6,6 +6,8 @@ transformers' own `generate`, a full-recomputation argmax loop, and a numpy
 implementation of the temperature / top-k / top-p distribution.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 from flax import nnx
 
 import phi_jax
-from phi_jax import sampling
+from phi_jax import kv_cache, sampling
 from phi_jax.tokenizer import byte_level
 from tests.conftest import make_hf_phi
 
@@ -176,16 +178,27 @@ def test_reloaded_model_with_its_own_tokenizer_reuses_compiled_programs(byte_dir
   assert again.tokenizer is tokenizer
 
 
-def test_inference_state_holds_matmul_weights_in_the_compute_dtype(hf_phi):
-  """bf16 compute: kernels and the embedding are stored in bf16 once, biases and
-  LayerNorms stay fp32, and the logits are bit-identical to casting on every call."""
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
+def test_inference_state_holds_matmul_weights_in_the_compute_dtype(hf_phi, platform,
+                                                                    monkeypatch):
+  """bf16 compute: kernels are stored in bf16 once; the embedding holds bf16 values,
+  in fp32 on the CPU (no 16-bit gather there); biases and LayerNorms stay fp32; the
+  logits are bit-identical to casting on every call."""
+  monkeypatch.setattr(sampling.kv_cache_lib, "storage_dtype",
+                      functools.partial(kv_cache.storage_dtype, platform=platform))
   model = phi_jax.from_pretrained(hf_phi[0], dtype="bfloat16")
   graphdef, state = nnx.split(model)
   cast = sampling.inference_state(state, jnp.bfloat16)
   dtypes = {jax.tree_util.keystr(path): leaf.dtype
             for path, leaf in jax.tree_util.tree_leaves_with_path(cast)}
-  assert dtypes and all((v == jnp.bfloat16) == ("kernel" in k or "embed" in k)
+  embed_dtype = jnp.float32 if platform == "cpu" else jnp.bfloat16
+  assert dtypes and all(v == (jnp.bfloat16 if "kernel" in k else
+                              embed_dtype if "embed" in k else jnp.float32)
                         for k, v in dtypes.items()), dtypes
+  embed = next(leaf for path, leaf in jax.tree_util.tree_leaves_with_path(cast)
+               if "embed" in jax.tree_util.keystr(path))
+  np.testing.assert_array_equal(np.asarray(embed, np.float32),
+                                np.asarray(embed.astype(jnp.bfloat16), np.float32))
   tokens = jnp.asarray(_prompts([12, 12], seed=9))
   logits = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
   np.testing.assert_array_equal(np.asarray(logits(cast, tokens)),
@@ -258,6 +271,20 @@ def test_reference_distribution_sanity():
   np.testing.assert_allclose(p, [0.5 / 0.8, 0.3 / 0.8, 0, 0])
   p = _reference_distribution(np.log([0.1, 0.6, 0.3]), 1.0, 2, 1.0)
   np.testing.assert_allclose(p, [0, 2 / 3, 1 / 3])
+
+
+def test_first_argmax_equals_jnp_argmax_with_ties_infs_and_nans():
+  rng = np.random.default_rng(3)
+  x = rng.integers(-3, 4, size=(64, 50)).astype(np.float32)  # many ties
+  x[5] = -np.inf
+  x[6, 7] = x[6, 30] = np.inf
+  x[7, 11] = x[7, 40] = np.nan
+  x[8, 2] = np.nan
+  x[8, 3] = np.inf
+  got = sampling.first_argmax(jnp.asarray(x))
+  assert got.dtype == jnp.int32
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(jnp.argmax(jnp.asarray(x), -1)))
+  np.testing.assert_array_equal(np.asarray(got)[5:9], [0, 7, 11, 2])
 
 
 def test_top_k_one_and_tiny_top_p_are_argmax():
