@@ -177,3 +177,74 @@ def test_exercises_are_not_transformed(tmp_path):
   jsonl = write_jsonl(tmp_path / "ex.jsonl", exercise_rows(4))
   with pytest.raises(ValueError, match="applies to text documents"):
     JsonlDocuments([jsonl], "exercise", 0.0, fim=FimConfig(rate=0.5))
+
+
+# ---------------------------------------------------------------------- a model learns it
+FUNCTIONS = ("def add(a, b):\n    return a + b\n",
+             "def neg(x):\n    return -x\n",
+             "def first(items):\n    return items[0]\n",
+             "def is_even(n):\n    return n % 2 == 0\n")
+
+
+def _middle_loss(model, documents, tokenizer, config):
+  """Mean cross entropy of the middles (and their <|endoftext|>) of FIM documents."""
+  from phi_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from phi_jax.pretrained import params_of  # pylint: disable=g-import-not-at-top
+  rows, masks = [], []
+  for (doc_id, text), tokens in zip(documents, fim_lib.tokenize(documents, tokenizer, config)):
+    split = fim_lib.split_document(doc_id, text, config)
+    start = len(fim.infill_prompt(tokenizer, split.prefix, split.suffix, split.mode))
+    row = list(tokens) + [tokenizer.eos_id]
+    mask = [0] * len(row)
+    mask[start:] = [1] * (len(row) - start)  # loss_mask[t]: target t is counted
+    rows.append(row + [0] * (64 - len(row)))
+    masks.append(mask + [0] * (64 - len(mask)))
+  total, count = step_lib.loss_sums(
+      params_of(model), model.config,
+      {"tokens": np.asarray(rows, np.int32), "loss_mask": np.asarray(masks, np.int32)})
+  return float(total / count)
+
+
+STEPS = 100  # ~20 s on 2 CPU cores
+
+
+def test_a_tiny_model_trained_with_fim_learns_to_infill_its_corpus(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs.base import get_config, train_config  # pylint: disable=g-import-not-at-top
+  from data_pipeline import loader as loader_lib  # pylint: disable=g-import-not-at-top
+  from phi_jax.config import PhiConfig  # pylint: disable=g-import-not-at-top
+  from phi_jax.pretrained import model_from_params  # pylint: disable=g-import-not-at-top
+  from phi_jax.train import mesh as mesh_lib, step as step_lib  # pylint: disable=g-import-not-at-top
+
+  tokenizer = tok_lib.with_special_tokens(byte_level(), fim.FIM_TOKENS)
+  config = FimConfig(rate=1.0, spm_rate=0.5, seed=0)
+  # the small corpus, repeated: every copy has its own id, so its own cut
+  rows = [{"id": f"f{k}-{r}", "text": text} for r in range(64)
+          for k, text in enumerate(FUNCTIONS)]
+  path = token_dataset.write_jsonl_dataset("phi1_filtered_code",
+                                           [write_jsonl(tmp_path / "code.jsonl", rows)],
+                                           tokenizer, str(tmp_path / "tfds"), fim=config)
+  batches = loader_lib.make_loader([path], split="train", seq_len=64, batch_size=16, seed=0,
+                                   eos_id=tokenizer.eos_id, segment_ids=True, shard_index=0,
+                                   shard_count=1)
+  model_config = PhiConfig(vocab_size=264, d_model=64, num_layers=2, num_heads=4, mlp_dim=256,
+                           rotary_dim=8, max_seq_len=64, dtype="float32",
+                           attention_dropout=0.0, residual_dropout=0.0)
+  train_cfg = train_config(steps=STEPS, batch_size=16, lr=3e-3, warmup_steps=10,
+                           weight_decay=0.0)
+  mesh = mesh_lib.make_mesh(dict(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+  trainer = step_lib.Trainer(model_config, train_cfg, mesh,
+                             mesh_lib.parse_rules(get_config().mesh.rules), total_steps=STEPS)
+  state = trainer.init_state(seed=0)
+  # other copies of the same functions, cut elsewhere: infilling, not recall of the cut
+  held_out = [(f"held-out-{k}-{r}", text) for r in range(8) for k, text in enumerate(FUNCTIONS)]
+  before = _middle_loss(model_from_params(model_config, state.params), held_out, tokenizer,
+                        config)
+  for i in range(STEPS):
+    batch = next(batches)
+    state, _ = trainer.train_step(state, trainer.shard_batch(batch), jax.random.key(i))
+  batches.close()
+  after = _middle_loss(model_from_params(model_config, state.params), held_out, tokenizer,
+                       config)
+  # measured: 5.5 nats per middle token at the random init, 0.65 after 100 steps
+  assert after < 0.2 * before, (before, after)
