@@ -33,6 +33,9 @@ class Benchmark(abc.ABC):
   name: str = ""
   # stop sequences that end a completion (the model would start a new top-level block)
   stop: Sequence[str] = ()
+  # the completion fills the gap between a problem's prompt and its suffix: generation
+  # prompts the model in the fill-in-the-middle format (phi_jax.fim)
+  infilling: bool = False
 
   @abc.abstractmethod
   def load(self, path: str | None = None) -> list[Problem]:
