@@ -129,7 +129,8 @@ def test_bad_settings_and_tokenizers_without_sentinels_are_refused():
     fim_lib.tokenize([("a", "text")], byte_level(), FimConfig(rate=1.0))
 
 
-def _read_split(path, split):
+def read_split(path, split):
+  """The decoded records of a built token dataset's split, in file order."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   from data_pipeline import example_proto  # pylint: disable=g-import-not-at-top
   records = []
@@ -150,7 +151,7 @@ def test_dataset_build_applies_the_transform_reproducibly(tokenizer, tmp_path):
     path = token_dataset.write_jsonl_dataset("phi1_filtered_code", [jsonl], tokenizer,
                                              str(tmp_path / f"tfds{attempt}"),
                                              validation_fraction=0.1, fim=config)
-    built.append({s: _read_split(path, s) for s in ("train", "validation")})
+    built.append({s: read_split(path, s) for s in ("train", "validation")})
   n_fim = 0
   for split in ("train", "validation"):
     for a, b in zip(*(b[split] for b in built)):

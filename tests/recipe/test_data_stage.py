@@ -122,10 +122,10 @@ def test_bad_fim_rates_are_refused_while_planning(tmp_path):
 
 def test_fim_rate_rebuilds_the_tokenizer_and_text_datasets_with_sentinels(built, capsys):
   # last in this module: it leaves the work directory built with FIM
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  from data_pipeline import example_proto, token_dataset  # pylint: disable=g-import-not-at-top
+  from data_pipeline import token_dataset  # pylint: disable=g-import-not-at-top
   from phi_jax import fim  # pylint: disable=g-import-not-at-top
   from phi_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  from tests.data_pipeline.test_fim import read_split  # pylint: disable=g-import-not-at-top
   ctx, _ = built
   run_data(ctx)  # as the module's config has it (an earlier test may have changed it)
   before = _step_runs(ctx)
@@ -141,13 +141,8 @@ def test_fim_rate_rebuilds_the_tokenizer_and_text_datasets_with_sentinels(built,
   assert tokenizer.vocab_size == 512 and max(ids.prefix, ids.middle, ids.suffix) == 511
   share = {}
   for name in ("phi1_filtered_code", "phi1_mined_exercises"):
-    info = token_dataset.dataset_info(token_dataset.version_dir(catalog.tfds_dir(ctx.workdir),
-                                                                name))
-    records = []
-    for shard in info["splits"]["train"]["shards"]:
-      reader = array_record_module.ArrayRecordReader(shard)
-      records += [example_proto.decode(r) for r in reader.read_all()]
-      reader.close()
+    records = read_split(token_dataset.version_dir(catalog.tfds_dir(ctx.workdir), name),
+                         "train")
     share[name] = sum(ids.prefix in r.tokens for r in records) / len(records)
   assert 0.3 < share["phi1_filtered_code"] < 0.7  # fim_rate 0.5 of the code documents
   assert share["phi1_mined_exercises"] == 0  # exercises keep their prompt -> solution form
