@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import math
 import os
 import signal
 import time
@@ -387,6 +388,8 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
     record["source"] = {"samples": os.path.abspath(samples_path),
                         "samples_sha256": file_sha256(samples_path)}
     problems = [p for p in problems if p.task_id in {s["task_id"] for s in samples}]
+  limits = benchmark_limits(benchmark, problems, limits)
+  record["execution"] = dataclasses.asdict(limits)
   sandbox = Sandbox(limits, isolation=isolation)  # fails here if the level cannot run
   _claim_output(out_dir, record, overwrite)
   # Everything is checked: from here on the directory is written.
@@ -413,6 +416,18 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
   atomic.write_json(report, os.path.join(out_dir, REPORT))
   print(format_table(report), flush=True)
   return report
+
+
+def benchmark_limits(benchmark: Benchmark, problems: Sequence[Problem],
+                     limits: SandboxLimits) -> SandboxLimits:
+  """`limits` with the wall clock (and CPU time) raised to what the benchmark's own
+  per-test time limits need on its longest problem (`Benchmark.timeout_s`), so that no
+  test within its limit is cut off by the sandbox; unchanged otherwise."""
+  need = max((benchmark.timeout_s(p) for p in problems), default=0.0)
+  if need <= limits.timeout_s:
+    return limits
+  return dataclasses.replace(limits, timeout_s=float(need),
+                             cpu_s=max(limits.cpu_s, math.ceil(need)))
 
 
 def _generate_resumably(out_dir: str, checkpoint: str, benchmark: Benchmark,

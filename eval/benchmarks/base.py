@@ -45,6 +45,15 @@ class Benchmark(abc.ABC):
   def program(self, problem: Problem, completion: str) -> str:
     """The program that exits normally iff the completion passes the tests."""
 
+  def timeout_s(self, problem: Problem) -> float:
+    """The wall clock a program of `problem` may need when each of its tests runs up to
+    the benchmark's own time limit, start-up included: the evaluator raises the
+    sandbox's per-program timeout to it, so that tests within their limits are never
+    cut off by the sandbox. 0 = the benchmark has no per-test limits (the sandbox's
+    timeout governs)."""
+    del problem
+    return 0.0
+
 
 def truncate_at_stop(completion: str, stop: Sequence[str]) -> str:
   """The completion up to the earliest stop sequence (for samples from elsewhere)."""
