@@ -158,6 +158,17 @@ def get_config() -> ml_collections.ConfigDict:
       # False = an error naming the component (the paper's runs); tiny sets True
       allow_partial_mixtures=False,
       validation_fraction=0.02,  # fraction of each dataset's documents held out
+      # Fill-in-the-middle training (Bavarian et al. 2022; docs/fim.md), beyond the
+      # paper: the probability that a document of the text datasets (filtered code,
+      # textbooks; not exercises) is cut at two random characters into prefix, middle
+      # and suffix and trained middle-last between the <|fim_prefix|>, <|fim_suffix|>,
+      # <|fim_middle|> tokens (added to the tokenizer when > 0). 0 = off (the paper);
+      # the FIM paper found 0.5-0.9 costs no left-to-right quality. Each document's cut
+      # is a function of its id and config.seed, so a rebuild makes the same dataset.
+      fim_rate=0.0,
+      # the share of FIM documents in SPM (suffix, prefix, middle) rather than PSM
+      # (prefix, suffix, middle) order (the FIM paper's joint training: 0.5)
+      fim_spm_rate=0.5,
       quality=ml_collections.ConfigDict(dict(
           # who labels the educational value of the annotated sample: 'llm' (config.llm),
           # 'heuristic' (an offline proxy score), 'auto' (llm when config.llm.model is set)

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipeline import token_dataset
+from data_pipeline.fim import FimConfig
 from data_pipeline.token_dataset import DATASETS, DatasetError, JsonlDocuments
 from phi_jax.tokenizer import Tokenizer
 
@@ -47,6 +48,7 @@ class _TokenDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     jsonl_paths: the curated JSONL files.
     tokenizer: the phi_jax Tokenizer to tokenize with.
     validation_fraction: in [0, 1).
+    fim: the fill-in-the-middle transform of text documents (None = none).
   """
 
   VERSION = tfds.core.Version(token_dataset.VERSION)
@@ -64,8 +66,9 @@ class _TokenDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     return None
 
   def __init__(self, *, jsonl_paths: Sequence[str] = (), tokenizer: Tokenizer | None = None,
-               validation_fraction: float = 0.0, **kwargs):
+               validation_fraction: float = 0.0, fim: FimConfig | None = None, **kwargs):
     self._jsonl_paths = list(jsonl_paths)
+    self._fim = fim
     self._tokenizer = tokenizer
     self._validation_fraction = float(validation_fraction)
     self._documents: JsonlDocuments | None = None
@@ -89,7 +92,8 @@ class _TokenDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     del dl_manager  # the inputs are local files
     if self._tokenizer is None or not self._jsonl_paths:
       raise DatasetError(f"{self.name}: building needs jsonl_paths and a tokenizer")
-    self._documents = JsonlDocuments(self._jsonl_paths, self.KIND, self._validation_fraction)
+    self._documents = JsonlDocuments(self._jsonl_paths, self.KIND, self._validation_fraction,
+                                     fim=self._fim)
     metadata = self.info.metadata
     metadata.update(token_dataset.base_metadata(self._tokenizer, self.KIND))
     metadata["skipped"] = dict(sorted(self._documents.skipped.items()))
@@ -146,11 +150,11 @@ def _existing(path: str) -> dict[str, Any] | None:
 
 
 def build_dataset(name: str, jsonl_paths: Sequence[str], tokenizer: Tokenizer, data_dir: str,
-                  validation_fraction: float = 0.0) -> str:
+                  validation_fraction: float = 0.0, fim: FimConfig | None = None) -> str:
   """Builds (or reuses) the token dataset `name`; returns its version directory.
 
   An already-built dataset with the same inputs (file contents, tokenizer, fraction,
-  format) is reused; one built from other inputs is replaced. TFDS writes into an
+  FIM transform, format) is reused; one built from other inputs is replaced. TFDS writes into an
   `incomplete.*` directory and renames it when done, so an interrupted build never
   looks complete.
 
@@ -160,13 +164,15 @@ def build_dataset(name: str, jsonl_paths: Sequence[str], tokenizer: Tokenizer, d
     tokenizer: a phi_jax Tokenizer with <|endoftext|>.
     data_dir: the TFDS data directory (the dataset goes to <data_dir>/<name>/1.0.0).
     validation_fraction: in [0, 1): the share of documents held out (by id hash).
+    fim: the fill-in-the-middle transform (`data_pipeline.fim`) of a text dataset's
+      documents; None = none.
   """
   if name not in BUILDERS:
     raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(BUILDERS)}")
   if not jsonl_paths:
     raise ValueError(f"{name}: no JSONL inputs given")
   built_from = token_dataset.inputs_description(name, jsonl_paths, tokenizer,
-                                                validation_fraction)
+                                                validation_fraction, fim)
   target = token_dataset.version_dir(data_dir, name)
   existing = _existing(target)
   if existing is not None and existing.get("built_from", {}).get("sha256") == built_from["sha256"]:
@@ -176,7 +182,8 @@ def build_dataset(name: str, jsonl_paths: Sequence[str], tokenizer: Tokenizer, d
     log.info("%s: %s was built from other inputs (or is incomplete); rebuilding", name, target)
     shutil.rmtree(target)
   builder = BUILDERS[name](data_dir=os.path.abspath(data_dir), jsonl_paths=jsonl_paths,
-                           tokenizer=tokenizer, validation_fraction=validation_fraction)
+                           tokenizer=tokenizer, validation_fraction=validation_fraction,
+                           fim=fim)
   builder.info.metadata["built_from"] = built_from
   tfds.display_progress_bar(False)  # the data stage reports its own progress
   builder.download_and_prepare(

@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from data_pipeline import catalog, example_proto
+from data_pipeline import fim as fim_lib
 from data_pipeline.example_proto import TokenRecord
+from data_pipeline.fim import FimConfig
 from phi_jax import atomic
 from phi_jax.digest import file_sha256
 from phi_jax.jsonl import read_jsonl
@@ -127,11 +129,17 @@ class JsonlDocuments:
       "solution", "origin"}: tokens are encode(prompt) + encode(solution),
       prompt_length = len(encode(prompt))).
     validation_fraction: in [0, 1).
+    fim: the fill-in-the-middle transform of text documents (`data_pipeline.fim`);
+      None = none.
   """
 
-  def __init__(self, jsonl_paths: Sequence[str], kind: str, validation_fraction: float):
+  def __init__(self, jsonl_paths: Sequence[str], kind: str, validation_fraction: float,
+               fim: FimConfig | None = None):
     if kind not in ("text", "exercise"):
       raise ValueError(f"kind must be 'text' or 'exercise', got {kind!r}")
+    if fim is not None and kind != "text":
+      raise ValueError("the fill-in-the-middle transform applies to text documents, not "
+                       f"{kind} documents")
     if not 0.0 <= validation_fraction < 1.0:
       raise ValueError(f"validation_fraction = {validation_fraction}: must be in [0, 1)")
     self.paths = [os.path.abspath(p) for p in jsonl_paths]
@@ -139,6 +147,7 @@ class JsonlDocuments:
     if missing:
       raise FileNotFoundError(f"JSONL input(s) not found: {missing}")
     self.kind = kind
+    self.fim = fim
     self.validation_fraction = float(validation_fraction)
     self.skipped: collections.Counter = collections.Counter()
     self._lines: list[np.ndarray] = []  # per file: line numbers of kept documents
@@ -208,6 +217,12 @@ class JsonlDocuments:
       yield from self._tokenize(batch, tokenizer)
 
   def _tokenize(self, batch, tokenizer: Tokenizer) -> Iterator[TokenRecord]:
+    if self.fim is not None:
+      tokens = fim_lib.tokenize([(doc_id, texts[0]) for doc_id, texts, _ in batch],
+                                tokenizer, self.fim)
+      for (doc_id, _, origin), doc_tokens in zip(batch, tokens):
+        yield TokenRecord(id=doc_id, tokens=doc_tokens, prompt_length=0, origin=origin)
+      return
     columns = list(zip(*(texts for _, texts, _ in batch)))
     encoded = [tokenizer.encode_batch(list(column)) for column in columns]
     for i, (doc_id, _, origin) in enumerate(batch):
@@ -218,7 +233,8 @@ class JsonlDocuments:
 
 
 def inputs_description(name: str, jsonl_paths: Sequence[str], tokenizer: Tokenizer,
-                       validation_fraction: float) -> dict[str, Any]:
+                       validation_fraction: float,
+                       fim: FimConfig | None = None) -> dict[str, Any]:
   """What a dataset is built from; equal descriptions = the same dataset (reusable)."""
   paths = [os.path.abspath(p) for p in jsonl_paths]
   missing = [p for p in paths if not os.path.isfile(p)]
@@ -228,6 +244,8 @@ def inputs_description(name: str, jsonl_paths: Sequence[str], tokenizer: Tokeniz
   description = {"name": name, "version": VERSION, "format": FORMAT, "inputs": inputs,
                  "tokenizer_sha256": tokenizer_sha256(tokenizer),
                  "validation_fraction": float(validation_fraction)}
+  if fim is not None:
+    description["fim"] = fim.describe()
   description["sha256"] = hashlib.sha256(
       json.dumps(description, sort_keys=True).encode()).hexdigest()
   return description
@@ -384,12 +402,16 @@ def dataset_info(dataset_dir: str) -> dict[str, Any]:
 
 def write_jsonl_dataset(name: str, jsonl_paths: Sequence[str], tokenizer: Tokenizer,
                         data_dir: str, *, validation_fraction: float = 0.0,
-                        kind: str | None = None) -> str:
+                        kind: str | None = None, fim: FimConfig | None = None) -> str:
   """Tokenizes curated JSONL into the dataset `name` without TensorFlow; returns its
   version directory. The same files as `tfds_builders.build_dataset` (which the data
-  stage uses); this one serves tests, benchmarks and TF-free machines."""
+  stage uses when TFDS is installed); this one serves TF-free machines, tests and
+  benchmarks. `fim`: the fill-in-the-middle transform of text documents (None = none)."""
   kind = kind or DATASETS.get(name, "text")
-  documents = JsonlDocuments(jsonl_paths, kind, validation_fraction)
+  documents = JsonlDocuments(jsonl_paths, kind, validation_fraction, fim=fim)
   return write_records(
       name, {split: documents.records(split, tokenizer) for split in documents.splits()},
-      data_dir, tokenizer, kind=kind, metadata={"skipped": dict(documents.skipped)})
+      data_dir, tokenizer, kind=kind,
+      metadata={"skipped": dict(documents.skipped),
+                "built_from": inputs_description(name, jsonl_paths, tokenizer,
+                                                 validation_fraction, fim)})

@@ -14,6 +14,11 @@ pipeline, or another language): the same layout, with `vocab_size` counting ever
   ids 256..n-1               merges, in the order they were learned
   id n                       `<|endoftext|>` (special)
   ids n+1..n+38              CodeGen's whitespace runs (31..2 spaces, 9..2 tabs)
+  ids n+39..                 `special_tokens` asked for (the fill-in-the-middle
+                             sentinels of `phi_jax.fim` when training with FIM)
+
+`with_special_tokens` appends such tokens to a loaded tokenizer (CodeGen's: ids
+50295.. of its 51200 model rows, which are padding otherwise).
 
 The ByteLevel pre-tokenizer (GPT-2 regex, no prefix space) and the full 256-byte alphabet
 make every string round-trip. The whitespace runs are added tokens: `tokenizers` cuts
@@ -44,7 +49,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -90,14 +95,18 @@ def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2,
+              special_tokens: Sequence[str] = (),
               show_progress: bool | None = None) -> Tokenizer:
   """Trains a CodeGen-style byte-level BPE (see the module docstring for the layout).
 
   Args:
     texts: the training documents (any iterable; consumed once, streamed in batches).
     vocab_size: the size of the final vocabulary, counting the 256 bytes, the merges,
-      `<|endoftext|>` and the 38 whitespace-run tokens (so at least 295).
+      `<|endoftext|>`, the 38 whitespace-run tokens and `special_tokens` (so at least
+      295 + len(special_tokens)).
     min_frequency: a pair must occur at least this often to be merged.
+    special_tokens: more special tokens, given the last ids (never split, never
+      learned from: the training text is cut at them like at `<|endoftext|>`).
     show_progress: the `tokenizers` progress bar; None = when stderr is a terminal.
 
   Returns:
@@ -105,20 +114,23 @@ def train_bpe(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2,
     pairs occurring `min_frequency` times first; then it is smaller and a warning says
     how many it got.
   """
-  n_fixed = 256 + 1 + len(CODEGEN_WHITESPACE_TOKENS)
+  special_tokens = _check_special_tokens(special_tokens)
+  n_fixed = 256 + 1 + len(CODEGEN_WHITESPACE_TOKENS) + len(special_tokens)
   if vocab_size < n_fixed:
     raise ValueError(f"train_bpe: vocab_size {vocab_size} is below {n_fixed} (256 bytes, "
-                     f"<|endoftext|> and {len(CODEGEN_WHITESPACE_TOKENS)} whitespace runs)")
+                     f"<|endoftext|>, {len(CODEGEN_WHITESPACE_TOKENS)} whitespace runs and "
+                     f"{len(special_tokens)} more special tokens)")
   if show_progress is None:
     show_progress = sys.stderr.isatty()
   # The trainer's pre-tokenizer first drops what encoding cuts out as added tokens
   # (whitespace runs, <|endoftext|>), so the merges are learned on exactly the pieces
   # that reach the BPE model when encoding.
   trainee = _empty_byte_level(models.BPE())
+  pattern = "|".join([_ADDED_TOKEN_PATTERN, *map(re.escape, special_tokens)])
   trainee.pre_tokenizer = pre_tokenizers.Sequence([
-      pre_tokenizers.Split(tokenizers.Regex(_ADDED_TOKEN_PATTERN), behavior="removed"),
+      pre_tokenizers.Split(tokenizers.Regex(pattern), behavior="removed"),
       pre_tokenizers.ByteLevel(add_prefix_space=False)])
-  n_base = vocab_size - 1 - len(CODEGEN_WHITESPACE_TOKENS)
+  n_base = vocab_size - 1 - len(CODEGEN_WHITESPACE_TOKENS) - len(special_tokens)
   trainer = trainers.BpeTrainer(vocab_size=n_base, min_frequency=min_frequency,
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                 special_tokens=[], show_progress=show_progress)
@@ -127,7 +139,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2,
   learned = sorted(model["vocab"].items(), key=lambda kv: kv[1])
   merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
             for m in model["merges"]]
-  tokenizer = from_vocab_merges([token for token, _ in learned], merges)
+  tokenizer = from_vocab_merges([token for token, _ in learned], merges, special_tokens)
   if tokenizer.vocab_size != vocab_size:
     warnings.warn(f"train_bpe: the corpus gave only {tokenizer.vocab_size} of the "
                   f"{vocab_size} tokens asked for ({len(merges)} merges occur at least "
@@ -136,11 +148,13 @@ def train_bpe(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2,
   return tokenizer
 
 
-def from_vocab_merges(base_tokens: list[str], merges: list[tuple[str, str]]) -> Tokenizer:
+def from_vocab_merges(base_tokens: list[str], merges: list[tuple[str, str]],
+                      special_tokens: Sequence[str] = ()) -> Tokenizer:
   """The CodeGen-layout tokenizer of a byte-level BPE: `base_tokens[i]` gets id i.
 
   `<|endoftext|>` follows the base vocabulary and the whitespace runs follow it, as in
-  CodeGen (GPT-2's 50257 tokens, of which `<|endoftext|>` is the last, then 38 runs).
+  CodeGen (GPT-2's 50257 tokens, of which `<|endoftext|>` is the last, then 38 runs);
+  `special_tokens` come last.
   """
   vocab = {token: i for i, token in enumerate(base_tokens)}
   if len(vocab) != len(base_tokens):
@@ -153,14 +167,36 @@ def from_vocab_merges(base_tokens: list[str], merges: list[tuple[str, str]]) -> 
   backend = _empty_byte_level(models.BPE(vocab=vocab, merges=list(merges)))
   backend.add_special_tokens([EOS])
   backend.add_tokens(_whitespace_added_tokens())
-  return Tokenizer(backend)
+  return with_special_tokens(Tokenizer(backend), special_tokens)
+
+
+def _check_special_tokens(tokens: Sequence[str]) -> tuple[str, ...]:
+  if isinstance(tokens, str) or not all(isinstance(t, str) and t for t in tokens):
+    raise TypeError(f"special tokens must be a sequence of non-empty strings, got {tokens!r}")
+  tokens = tuple(tokens)
+  if len(set(tokens)) != len(tokens) or EOS in tokens:
+    raise ValueError(f"special tokens must be distinct and not {EOS}: {tokens!r}")
+  return tokens
+
+
+def with_special_tokens(tokenizer: Tokenizer, tokens: Sequence[str]) -> Tokenizer:
+  """A copy of `tokenizer` with the special tokens it lacks appended, in order, at the
+  next free ids (those it has keep theirs)."""
+  tokens = _check_special_tokens(tokens)
+  copy = Tokenizer.from_json_str(tokenizer.to_json_str())
+  missing = [t for t in tokens if copy.backend.token_to_id(t) is None]
+  for token in missing:  # one at a time: each at the next id, in the order given
+    copy.backend.add_special_tokens([tokenizers.AddedToken(token, special=True,
+                                                           normalized=False)])
+  return copy
 
 
 def save_gpt2_files(tokenizer: Tokenizer, directory: str) -> list[str]:
   """Writes `tokenizer` as GPT-2/CodeGen style files: vocab.json, merges.txt, added_tokens.json.
 
   vocab.json holds the BPE vocabulary (with `<|endoftext|>`, as GPT-2's does) and
-  added_tokens.json the added tokens that are not in it (CodeGen's whitespace runs), so
+  added_tokens.json the added tokens that are not in it (CodeGen's whitespace runs, the
+  fill-in-the-middle sentinels), so
   `phi_jax.tokenizer.Tokenizer.from_dir` and transformers' GPT2/CodeGen tokenizers
   rebuild the same ids from them. Files are written atomically; returns their paths.
   """
@@ -170,12 +206,14 @@ def save_gpt2_files(tokenizer: Tokenizer, directory: str) -> list[str]:
     raise ValueError(f"save_gpt2_files: the tokenizer's model is {model.get('type')}, not BPE")
   vocab = dict(model["vocab"])
   added = {}
-  for entry in spec.get("added_tokens", []):
-    if entry["content"] not in vocab:
-      if entry["special"]:
-        vocab[entry["content"]] = entry["id"]
-      else:
-        added[entry["content"]] = entry["id"]
+  for entry in sorted(spec.get("added_tokens", []), key=lambda e: e["id"]):
+    if entry["content"] in vocab:
+      continue
+    # a special token right after the vocabulary joins it (GPT-2's <|endoftext|>)
+    if entry["special"] and entry["id"] == len(vocab) and not added:
+      vocab[entry["content"]] = entry["id"]
+    else:
+      added[entry["content"]] = entry["id"]
   merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
   paths = [os.path.join(directory, name) for name in
            ("vocab.json", "merges.txt", "added_tokens.json")]

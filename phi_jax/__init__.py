@@ -7,6 +7,8 @@ The notebook API:
     logits = model(tokens)                        # int32 [batch, seq] -> fp32 [batch, seq, vocab]
     out = phi_jax.generate(model, ["def fib(n):"], max_new_tokens=64, stop=["\\ndef"])
     print(out[0].text)
+    # fill in the middle (a model trained with FIM, docs/fim.md): out[0].text is the gap
+    out = phi_jax.generate(model, ["def add(a, b):\\n    return "], suffix=["\\n\\nadd(1, 2)\\n"])
     phi_jax.count_params(phi_jax.PhiConfig())     # 1,418,270,720 (phi-1)
 
 Names are imported on first use, so `import phi_jax.llm` (say) does not pay for jax.

@@ -5,7 +5,8 @@
 
 hf-to-orbax writes step 0 of a checkpoint root (CKPT_DIR/0/{params,metadata,tokenizer});
 orbax-to-hf writes config.json, generation_config.json, safetensors weights and the
-tokenizer, loadable by `transformers.AutoModelForCausalLM.from_pretrained` and vLLM.
+tokenizer (tokenizer.json, tokenizer_config.json), loadable by transformers'
+`AutoModelForCausalLM` and `AutoTokenizer` and by vLLM.
 Both write under a temporary name and rename when complete.
 """
 
@@ -20,7 +21,8 @@ from absl import flags, logging
 
 from phi_jax import atomic, checkpoint, cli, hf_convert, hf_io, pretrained
 from phi_jax.config import PhiConfig
-from phi_jax.tokenizer import Tokenizer
+from phi_jax.fim import FIM_TOKENS, has_fim_tokens
+from phi_jax.tokenizer import EOS, Tokenizer
 
 EXPORT_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 
@@ -42,7 +44,22 @@ def export_hf(params: Mapping, config: PhiConfig, out_dir: str, *,
                      os.path.join(tmp, "generation_config.json"))
     if tokenizer is not None:
       tokenizer.save(tmp)
+      hf_io.write_json(tokenizer_config(tokenizer, config),
+                       os.path.join(tmp, "tokenizer_config.json"))
   return out_dir
+
+
+def tokenizer_config(tokenizer: Tokenizer, config: PhiConfig) -> dict:
+  """transformers' tokenizer_config.json of an exported tokenizer: the CodeGen class
+  (phi-1's), <|endoftext|> as bos/eos/unk, and the fill-in-the-middle sentinels, when the
+  tokenizer has them, as additional special tokens (their ids are in tokenizer.json)."""
+  special = {}
+  if tokenizer.eos_id is not None:
+    special = {"bos_token": EOS, "eos_token": EOS, "unk_token": EOS}
+  return {"tokenizer_class": "CodeGenTokenizer", **special,
+          "additional_special_tokens": list(FIM_TOKENS) if has_fim_tokens(tokenizer) else [],
+          "model_max_length": config.max_seq_len, "add_prefix_space": False,
+          "clean_up_tokenization_spaces": False}
 
 
 def hf_to_orbax(hf_path: str, out: str, step: int = 0) -> str:

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from phi_jax import fim
 from phi_jax import kv_cache as kv_cache_lib
 from phi_jax.model import PhiForCausalLM
 from phi_jax.tokenizer import Tokenizer
@@ -582,19 +583,29 @@ def generate(model: PhiForCausalLM, prompts: Sequence[str] | Sequence[Sequence[i
              top_k: int = 0, stop: Sequence[str] | None = None, num_samples: int = 1,
              seed: int = 0, tokenizer: Tokenizer | None = None,
              eos_token_id: int | None | str = "auto", batch_size: int = 32,
-             chunk_size: int = 16) -> list[Completion]:
-  """Samples continuations of text (or token-id) prompts.
+             chunk_size: int = 16, suffix: str | Sequence[str] | None = None,
+             fim_mode: str = fim.PSM) -> list[Completion]:
+  """Samples continuations of text (or token-id) prompts, or infills between text
+  prompts and suffixes.
 
   Returns len(prompts) * num_samples Completions: the samples of prompt i are at
   [i * num_samples, (i + 1) * num_samples); the randomness of row r (prompt r //
   num_samples) comes from (seed, r) alone, whatever batch_size. The tokenizer defaults to
   `model.tokenizer`; eos_token_id 'auto' is the tokenizer's <|endoftext|>, None
   never stops early except on `stop` sequences or max_new_tokens.
+
+  With `suffix` (one string for every prompt, or one per prompt) each text prompt is
+  the prefix of a fill-in-the-middle prompt (`phi_jax.fim.infill_prompt`, in `fim_mode`
+  'psm' or 'spm' order) and a Completion's text is the middle: what goes between the
+  prompt and its suffix. The model must have been trained with FIM (its tokenizer has
+  the sentinel tokens; else ValueError).
   """
   tokenizer = tokenizer or getattr(model, "tokenizer", None)
   if isinstance(prompts, str):
     raise TypeError("prompts must be a list of prompts, not one string")
-  if len(prompts) and isinstance(prompts[0], str):
+  if suffix is not None:
+    token_prompts = _infill_prompts(prompts, suffix, tokenizer, fim_mode)
+  elif len(prompts) and isinstance(prompts[0], str):
     if tokenizer is None:
       raise ValueError("text prompts need a tokenizer: the model has none; pass tokenizer=")
     token_prompts = tokenizer.encode_batch(list(prompts))
@@ -609,3 +620,16 @@ def generate(model: PhiForCausalLM, prompts: Sequence[str] | Sequence[Sequence[i
                          eos_token_ids=() if eos_token_id is None else (eos_token_id,),
                          tokenizer=tokenizer, seed=seed, batch_size=batch_size,
                          chunk_size=chunk_size)
+
+
+def _infill_prompts(prefixes: Sequence[str], suffix: str | Sequence[str],
+                    tokenizer: Tokenizer | None, mode: str) -> list[list[int]]:
+  """The fill-in-the-middle token prompts of text prefixes and their suffix(es)."""
+  suffixes = [suffix] * len(prefixes) if isinstance(suffix, str) else list(suffix)
+  if len(suffixes) != len(prefixes):
+    raise ValueError(f"{len(prefixes)} prompts but {len(suffixes)} suffixes")
+  if not all(isinstance(t, str) for t in [*prefixes, *suffixes]):
+    raise TypeError("infilling (suffix=) needs text prompts and text suffixes")
+  if tokenizer is None:
+    raise ValueError("infilling needs a tokenizer: the model has none; pass tokenizer=")
+  return [fim.infill_prompt(tokenizer, p, s, mode) for p, s in zip(prefixes, suffixes)]

@@ -16,8 +16,11 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
 from phi_jax import atomic
+from phi_jax.fim import FIM_TOKENS
 
 EOS = "<|endoftext|>"
+# The special tokens phi_jax knows: end-of-text and the fill-in-the-middle sentinels.
+SPECIAL_TOKENS = (EOS, *FIM_TOKENS)
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -50,13 +53,23 @@ class Tokenizer:
       backend = tokenizers.Tokenizer(models.BPE.from_file(vocab, merges))
       backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
       backend.decoder = decoders.ByteLevel()
+      # special tokens may be in vocab.json (GPT-2's <|endoftext|>) or added_tokens.json
+      backend.add_special_tokens([t for t in SPECIAL_TOKENS if backend.token_to_id(t) is not None])
       added = os.path.join(directory, "added_tokens.json")
       if os.path.isfile(added):
         with open(added) as f:
           extra = sorted(json.load(f).items(), key=lambda kv: kv[1])
-        backend.add_tokens([tokenizers.AddedToken(t, normalized=False) for t, _ in extra])
-      if backend.token_to_id(EOS) is not None:
-        backend.add_special_tokens([EOS])
+        for token, token_id in extra:  # one at a time: each takes the next id
+          added_token = tokenizers.AddedToken(token, special=token in SPECIAL_TOKENS,
+                                              normalized=False)
+          if added_token.special:
+            backend.add_special_tokens([added_token])
+          else:
+            backend.add_tokens([added_token])
+          got = backend.token_to_id(token)
+          if got != token_id:
+            raise ValueError(f"{added}: {token!r} has id {token_id} there but gets {got} (the "
+                             "ids of vocab.json and added_tokens.json are not contiguous)")
       return cls(backend)
     return None
 

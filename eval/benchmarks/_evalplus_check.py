@@ -6,10 +6,13 @@ the candidate. Standard library only. As in EvalPlus (evalplus/evaluate.py and
 evalplus/eval/__init__.py, v0.3):
 
 1. the reference solution runs on every input (a deep copy of it), recording the output
-   and its time; this happens before any candidate code runs;
+   and its time; this happens before any candidate code runs; if it takes more than
+   task_time_limit_s in all, the task cannot be judged here (`ReferenceFailed`);
 2. the candidate runs on every input with a per-input limit of
-   max(min_time_limit_s, time_limit_factor * the reference's time), enforced by an
-   interval timer; going over raises `TimeLimitExceeded`;
+   max(min_time_limit_s, time_limit_factor * the reference's time), and all inputs
+   together within min(task_time_limit_s, the sum of those limits) + 1 s (EvalPlus's
+   per-task timeout), enforced by an interval timer; going over raises
+   `TimeLimitExceeded`;
 3. outputs must equal the reference's, except: floats (and sequences of floats) within
    `atol` (1e-6 where the problem's atol is 0) at rtol 1e-7, like numpy.allclose;
    HumanEval/32 `find_zero`, whose root is checked by evaluating the polynomial; and
@@ -43,7 +46,7 @@ _ALL_TUPLES = (580, 615, 791)
 
 
 class TimeLimitExceeded(Exception):
-  """The candidate ran longer than its per-input time limit."""
+  """The candidate ran longer than its per-input time limit, or the task's."""
 
 
 class ReferenceFailed(Exception):
@@ -151,7 +154,16 @@ def _matches(dataset: str, entry_point: str, inp, output, expected, atol: float)
 
 
 def _on_alarm(signum, frame):
-  raise TimeLimitExceeded("over the per-input time limit")
+  raise TimeLimitExceeded("over the time limit")
+
+
+def _timed(fn, inp, seconds: float):
+  """fn(*deep copy of inp), interrupted by TimeLimitExceeded after `seconds`."""
+  signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+  try:
+    return fn(*copy.deepcopy(inp))
+  finally:
+    signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _function(source: str, entry_point: str, who: str):
@@ -164,7 +176,7 @@ def _function(source: str, entry_point: str, who: str):
 
 def check(*, dataset: str, task_id: str, entry_point: str, reference: str, candidate: str,
           inputs_json: str, atol: float, min_time_limit_s: float,
-          time_limit_factor: float) -> None:
+          time_limit_factor: float, task_time_limit_s: float = 60.0) -> None:
   """Raises unless the candidate's outputs match the reference's within the time limits."""
   inputs = json.loads(inputs_json)
   if dataset == "mbpp":
@@ -173,11 +185,16 @@ def check(*, dataset: str, task_id: str, entry_point: str, reference: str, candi
     reference_fn = _function(reference, entry_point, "reference")
   except Exception as e:
     raise ReferenceFailed(f"{task_id}: the reference does not run: {e!r}") from e
+  signal.signal(signal.SIGALRM, _on_alarm)
   expected, limits = [], []
+  deadline = time.perf_counter() + task_time_limit_s
   for index, inp in enumerate(inputs):
     start = time.perf_counter()
     try:
-      output = reference_fn(*copy.deepcopy(inp))
+      output = _timed(reference_fn, inp, deadline - start)
+    except TimeLimitExceeded:
+      raise ReferenceFailed(f"{task_id}: the reference takes over {task_time_limit_s} s on "
+                            f"the inputs up to {index}") from None
     except Exception as e:
       raise ReferenceFailed(f"{task_id}: the reference fails on input {index}: {e!r}") from e
     limits.append(max(min_time_limit_s, time_limit_factor * (time.perf_counter() - start)))
@@ -185,12 +202,15 @@ def check(*, dataset: str, task_id: str, entry_point: str, reference: str, candi
       output = output is not None
     expected.append(output)
   candidate_fn = _function(candidate, entry_point, "candidate")
-  signal.signal(signal.SIGALRM, _on_alarm)
+  budget = min(task_time_limit_s, sum(limits)) + 1.0
+  deadline = time.perf_counter() + budget
   for index, (inp, want, limit) in enumerate(zip(inputs, expected, limits)):
-    signal.setitimer(signal.ITIMER_REAL, limit)
+    left = deadline - time.perf_counter()
     try:
-      output = candidate_fn(*copy.deepcopy(inp))
-    finally:
-      signal.setitimer(signal.ITIMER_REAL, 0)
+      output = _timed(candidate_fn, inp, min(limit, left))
+    except TimeLimitExceeded:
+      over = (f"its {limit:.3g} s limit" if limit <= left else
+              f"the task's {budget:.3g} s for all inputs")
+      raise TimeLimitExceeded(f"input {index}: over {over}") from None
     if not _matches(dataset, entry_point, inp, output, want, atol):
       raise AssertionError(f"input {index}: got {output!r:.200}, expected {want!r:.200}")

@@ -117,6 +117,11 @@ class APPS(Benchmark):
       raise ValueError(f"{path}: no {self.difficulty or ''} problems".replace("  ", " "))
     return problems
 
+  def timeout_s(self, problem: Problem) -> float:
+    # each test case's limit plus 1 s to feed it and compare, plus 5 s to start: the
+    # global timeout of the APPS-derived harnesses (e.g. LiveCodeBench's)
+    return (self.time_limit_s + 1.0) * len(json.loads(problem.test)["inputs"]) + 5.0
+
   def program(self, problem: Problem, completion: str) -> str:
     call = (f"check(candidate={completion!r}, tests_json={problem.test!r}, "
             f"time_limit_s={self.time_limit_s!r})\n")

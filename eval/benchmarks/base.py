@@ -33,6 +33,9 @@ class Benchmark(abc.ABC):
   name: str = ""
   # stop sequences that end a completion (the model would start a new top-level block)
   stop: Sequence[str] = ()
+  # the completion fills the gap between a problem's prompt and its suffix: generation
+  # prompts the model in the fill-in-the-middle format (phi_jax.fim)
+  infilling: bool = False
 
   @abc.abstractmethod
   def load(self, path: str | None = None) -> list[Problem]:
@@ -41,6 +44,15 @@ class Benchmark(abc.ABC):
   @abc.abstractmethod
   def program(self, problem: Problem, completion: str) -> str:
     """The program that exits normally iff the completion passes the tests."""
+
+  def timeout_s(self, problem: Problem) -> float:
+    """The wall clock a program of `problem` may need when each of its tests runs up to
+    the benchmark's own time limit, start-up included: the evaluator raises the
+    sandbox's per-program timeout to it, so that tests within their limits are never
+    cut off by the sandbox. 0 = the benchmark has no per-test limits (the sandbox's
+    timeout governs)."""
+    del problem
+    return 0.0
 
 
 def truncate_at_stop(completion: str, stop: Sequence[str]) -> str:

@@ -5,7 +5,10 @@ evalplus/humanevalplus_release and mbppplus_release GitHub releases; the user pa
 path) hold, per problem: task_id, prompt, entry_point, canonical_solution, base_input (the
 original benchmark's test inputs), plus_input (EvalPlus's added inputs) and atol. There
 are no expected outputs: the reference solution's outputs on the same inputs are the
-oracle, and its run time sets each input's time limit (see `_evalplus_check.py`).
+oracle, and its run time sets each input's time limit; the candidate's inputs together
+get at most min(60 s, the sum of those limits) + 1 s, as in EvalPlus (see
+`_evalplus_check.py`). The evaluator gives each program the wall clock both runs may
+take (`timeout_s`), whatever its own per-program timeout.
 
 Benchmarks: `humaneval+` and `mbpp+` test on base + plus inputs (EvalPlus's "plus"
 score); `humaneval+base` and `mbpp+base` on the base inputs only (its "base" score).
@@ -26,6 +29,10 @@ FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input"
 # evalplus/evaluate.py's defaults (v0.3): per input, max(4 s, 4 x the reference's time)
 MIN_TIME_LIMIT_S = 4.0
 TIME_LIMIT_FACTOR = 4.0
+# evalplus/eval/__init__.py untrusted_check: a task's candidate gets
+# min(EVALPLUS_TIMEOUT_PER_TASK = 60 s, the sum of its inputs' limits) + 1 s in all
+TASK_TIME_LIMIT_S = 60.0
+STARTUP_S = 5.0  # the program's start and its compiles, beside the two timed phases
 
 
 class _EvalPlus(Benchmark):
@@ -36,12 +43,15 @@ class _EvalPlus(Benchmark):
   plus: bool = True
 
   def __init__(self, min_time_limit_s: float = MIN_TIME_LIMIT_S,
-               time_limit_factor: float = TIME_LIMIT_FACTOR):
-    if min_time_limit_s <= 0 or time_limit_factor <= 0:
+               time_limit_factor: float = TIME_LIMIT_FACTOR,
+               task_time_limit_s: float = TASK_TIME_LIMIT_S):
+    if min_time_limit_s <= 0 or time_limit_factor <= 0 or task_time_limit_s <= 0:
       raise ValueError(f"{self.name}: time limits must be positive, got min_time_limit_s="
-                       f"{min_time_limit_s}, time_limit_factor={time_limit_factor}")
+                       f"{min_time_limit_s}, time_limit_factor={time_limit_factor}, "
+                       f"task_time_limit_s={task_time_limit_s}")
     self.min_time_limit_s = min_time_limit_s
     self.time_limit_factor = time_limit_factor
+    self.task_time_limit_s = task_time_limit_s
 
   def load(self, path: str | None = None) -> list[Problem]:
     problems = []
@@ -58,6 +68,12 @@ class _EvalPlus(Benchmark):
       raise ValueError(f"{path}: no problems")
     return problems
 
+  def timeout_s(self, problem: Problem) -> float:
+    # the reference's run (capped at the task limit), then the candidate's (the task
+    # limit + 1 s at most, as in EvalPlus), then start-up
+    del problem
+    return 2 * self.task_time_limit_s + 1.0 + STARTUP_S
+
   def program(self, problem: Problem, completion: str) -> str:
     test = json.loads(problem.test)
     call = (f"check(dataset={self.dataset!r}, task_id={problem.task_id!r}, "
@@ -66,7 +82,8 @@ class _EvalPlus(Benchmark):
             f"candidate={problem.prompt + completion!r}, "
             f"inputs_json={json.dumps(test['inputs'])!r}, atol={test['atol']!r}, "
             f"min_time_limit_s={self.min_time_limit_s!r}, "
-            f"time_limit_factor={self.time_limit_factor!r})\n")
+            f"time_limit_factor={self.time_limit_factor!r}, "
+            f"task_time_limit_s={self.task_time_limit_s!r})\n")
     return embedded_source("_evalplus_check.py") + "\n\n" + call
 
 

@@ -13,9 +13,11 @@ openai/human-eval-infilling (`data/`, MIT licence); the user passes the file's p
 Each line: task_id, entry_point, prompt (the text before the gap), suffix (the text after
 it), canonical_solution (the removed middle) and test. A sample's `completion` is the
 middle; the program is prompt + middle + suffix, the test code and `check(entry_point)`,
-as in the human-eval-infilling package. The model ends the middle with its end-of-text
-(or end-of-middle) token; single-line infilling also stops at the end of the line, and
-the newline the stop sequence removes is put back.
+as in the human-eval-infilling package. Generating (`eval.run --checkpoint`) prompts the
+model with prefix and suffix in the fill-in-the-middle format (`phi_jax.fim`, PSM order;
+the model must have been trained with FIM); the model ends the middle with its
+end-of-text token; single-line infilling also stops at the end of the line, and the
+newline the stop sequence removes is put back.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class _HumanEvalInfilling(Benchmark):
   """One of the three infilling files; `file_name` is its name in the public repository."""
 
   file_name: str = ""
+  infilling = True
 
   def load(self, path: str | None = None) -> list[Problem]:
     source = f"{self.file_name} (data/ of the public openai/human-eval-infilling repository)"

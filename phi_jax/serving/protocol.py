@@ -12,7 +12,9 @@ Supported request fields (others are rejected with 400, so typos do not pass sil
         n, stop (string or list), stream, stream_options.include_usage, seed, user;
         logprobs, presence/frequency_penalty, logit_bias only at their no-op values.
   completions: prompt (string, list of strings, token ids, list of token-id lists),
-        echo (false only), best_of (1 only), suffix (empty only).
+        echo (false only), best_of (1 only), suffix (fill-in-the-middle: the text
+        after the gap, the prompts being the text before it; the completion is the
+        middle. Needs a model trained with FIM, else 400; empty = no suffix).
   chat: messages (system/user/assistant; string content or text parts),
         max_completion_tokens, response_format ({"type": "text"} only).
 """
@@ -26,6 +28,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from phi_jax import fim
 from phi_jax.sampling import Completion, SamplingParams
 from phi_jax.serving import chat_template
 from phi_jax.tokenizer import Tokenizer
@@ -113,11 +116,11 @@ def parse_completion(body: Any, info: ModelInfo) -> GenerationRequest:
     raise APIError(400, "echo is not supported", param="echo")
   if _get(body, "best_of", int, 1) != 1:
     raise APIError(400, "best_of is not supported (only 1)", param="best_of")
-  if _get(body, "suffix", str, ""):
-    raise APIError(400, "suffix is not supported", param="suffix")
+  suffix = _get(body, "suffix", str, "")
   if body.get("logprobs") is not None:
     raise APIError(400, "logprobs is not supported", param="logprobs")
-  prompts = _prompts(body["prompt"], info)
+  prompts = (_infill_prompts(body["prompt"], suffix, info) if suffix
+             else _prompts(body["prompt"], info))
   return _request(body, info, prompts, chat=False, stop=(),
                   default_max_tokens=16, max_tokens_field="max_tokens")
 
@@ -243,6 +246,22 @@ def _prompts(prompt: Any, info: ModelInfo) -> list[list[int]]:
       raise APIError(400, f"prompt {i} has token ids outside [0, {info.vocab_size})",
                      param="prompt")
   return [list(t) for t in token_lists]
+
+
+def _infill_prompts(prompt: Any, suffix: str, info: ModelInfo) -> list[list[int]]:
+  """Fill-in-the-middle token prompts: each text prompt is the prefix before the gap,
+  `suffix` the text after it (`phi_jax.fim`)."""
+  texts = [prompt] if isinstance(prompt, str) else prompt
+  if not isinstance(texts, list) or not texts or not all(isinstance(p, str) for p in texts):
+    raise APIError(400, f"with a suffix, prompt must be a string or a list of strings; got "
+                   f"{_describe(prompt)}", param="prompt")
+  if len(texts) > MAX_ROWS:
+    raise APIError(400, f"at most {MAX_ROWS} prompts per request", param="prompt")
+  try:
+    return [fim.infill_prompt(info.tokenizer, text, suffix) for text in texts]
+  except ValueError as e:
+    raise APIError(400, f"suffix is not supported by this model: {e}",
+                   param="suffix") from None
 
 
 def _messages(messages: Any) -> list[tuple[str, str]]:

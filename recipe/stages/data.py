@@ -280,14 +280,17 @@ def training_texts(ctx: Context):
 def tokenizer(ctx: Context) -> dict:
   from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   spec = ctx.config.data.tokenizer.spec
+  special = _tokenizer_special_tokens(ctx)
   if spec == "train":
     tokenizer = tokenizer_lib.train_bpe(training_texts(ctx),
-                                        int(ctx.config.data.tokenizer.vocab_size))
+                                        int(ctx.config.data.tokenizer.vocab_size),
+                                        special_tokens=special)
   else:
     try:
       tokenizer = tokenizer_lib.load_tokenizer(spec)
     except (OSError, ValueError) as e:
       raise StageError(f"config.data.tokenizer.spec = {spec!r}: {e}") from None
+    tokenizer = tokenizer_lib.with_special_tokens(tokenizer, special)
   try:
     padding = tokenizer_lib.check_model_vocab(tokenizer, int(ctx.config.model.vocab_size))
   except ValueError as e:
@@ -297,32 +300,65 @@ def tokenizer(ctx: Context) -> dict:
           "model_vocab_padding": padding, "out": Paths(ctx).tokenizer}
 
 
+def fim_config(ctx: Context):
+  """The fill-in-the-middle transform of the text datasets (config.data.fim_rate,
+  fim_spm_rate, seed), or None when config.data.fim_rate is 0."""
+  from data_pipeline.fim import FimConfig  # pylint: disable=g-import-not-at-top
+  cfg = ctx.config.data
+  try:
+    config = FimConfig(rate=float(cfg.fim_rate), spm_rate=float(cfg.fim_spm_rate),
+                       seed=_seed(ctx))
+  except ValueError as e:
+    raise UsageError(f"config.data.fim_rate / fim_spm_rate: {e}") from None
+  return config if config.rate > 0 else None
+
+
+def _tokenizer_special_tokens(ctx: Context) -> tuple[str, ...]:
+  """The special tokens the tokenizer gets beside <|endoftext|>: the FIM sentinels
+  when the datasets use them."""
+  from phi_jax.fim import FIM_TOKENS  # pylint: disable=g-import-not-at-top
+  return FIM_TOKENS if fim_config(ctx) is not None else ()
+
+
+def _tokenizer_inputs(ctx: Context) -> dict:
+  special = _tokenizer_special_tokens(ctx)
+  # a tokenizer without extra special tokens keeps the fingerprint it had before FIM
+  return {"datasets": sorted(corpora(ctx)), **({"special_tokens": special} if special else {})}
+
+
 def datasets(ctx: Context) -> dict:
   from data_pipeline import token_dataset  # pylint: disable=g-import-not-at-top
+  from phi_jax.fim import has_fim_tokens  # pylint: disable=g-import-not-at-top
   from phi_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   tokenizer = Tokenizer.from_dir(Paths(ctx).tokenizer)
+  if fim_config(ctx) is not None and not has_fim_tokens(tokenizer):
+    raise StageError(f"config.data.fim_rate = {ctx.config.data.fim_rate} but the tokenizer "
+                     f"{Paths(ctx).tokenizer} has no fill-in-the-middle tokens; rebuild it "
+                     "(--force=tokenizer)")
   tfds_dir = catalog.tfds_dir(ctx.workdir)
   built, empty = {}, []
   for name, paths in corpora(ctx).items():
     if not any(_has_rows(p) for p in paths):
       empty.append(name)  # e.g. no accepted textbook: mixtures name it missing
       continue
+    fim = fim_config(ctx) if catalog.DATASETS[name] == "text" else None
     directory = _build_token_dataset(name, paths, tokenizer, tfds_dir,
-                                     float(ctx.config.data.validation_fraction))
+                                     float(ctx.config.data.validation_fraction), fim)
     info = token_dataset.dataset_info(directory)
     built[name] = {"dir": directory, **_dataset_counts(info)}
   return {"datasets": built, "empty": empty, "tfds_dir": tfds_dir}
 
 
-def _build_token_dataset(name, paths, tokenizer, tfds_dir, validation_fraction) -> str:
+def _build_token_dataset(name, paths, tokenizer, tfds_dir, validation_fraction, fim) -> str:
   """The TFDS builder when TensorFlow Datasets is installed (the `data` extra), else the
   TF-free writer of the same files (a plain `pip install phi-jax`)."""
   if importlib.util.find_spec("tensorflow_datasets") is not None:
     from data_pipeline import tfds_builders  # pylint: disable=g-import-not-at-top
-    return tfds_builders.build_dataset(name, paths, tokenizer, tfds_dir, validation_fraction)
+    return tfds_builders.build_dataset(name, paths, tokenizer, tfds_dir,
+                                       validation_fraction, fim=fim)
   from data_pipeline import token_dataset  # pylint: disable=g-import-not-at-top
   return token_dataset.write_jsonl_dataset(name, paths, tokenizer, tfds_dir,
-                                           validation_fraction=validation_fraction)
+                                           validation_fraction=validation_fraction, fim=fim)
 
 
 def _has_rows(path: str) -> bool:
@@ -427,9 +463,10 @@ FINAL_STEPS = (
     _step("tokenizer", tokenizer, "the tokenizer: tokenizer/tokenizer.json",
           config=("data.tokenizer.spec", "data.tokenizer.vocab_size", "model.vocab_size"),
           after=_corpus_nodes, files=_given_files, validate=_validate_given_files,
-          extra=lambda ctx: {"datasets": sorted(corpora(ctx))}),
+          extra=_tokenizer_inputs),
     _step("datasets", datasets, "tokenized TFDS ArrayRecord datasets: tfds/",
-          config=("data.validation_fraction",),
+          config=("data.validation_fraction", "data.fim_rate", "data.fim_spm_rate", "seed"),
+          validate=fim_config,
           after=lambda ctx: _corpus_nodes(ctx) + ["tokenizer"], files=_given_files,
           extra=lambda ctx: {"datasets": sorted(corpora(ctx))}),
 )

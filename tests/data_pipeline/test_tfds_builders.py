@@ -120,3 +120,28 @@ def test_tfds_reads_what_the_tf_free_writer_writes(tmp_path):
   assert infos[0]["splits"] == infos[1]["splits"]  # same shards, counts and bytes
   assert {k: infos[0][k] for k in ("fileFormat", "name", "version")} == \
       {k: infos[1][k] for k in ("fileFormat", "name", "version")}
+
+
+def test_fim_datasets_agree_between_the_writers_and_fim_settings_rebuild(tmp_path):
+  from data_pipeline import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
+  from data_pipeline.fim import FimConfig  # pylint: disable=g-import-not-at-top
+  from phi_jax import fim  # pylint: disable=g-import-not-at-top
+  tokenizer = tok_lib.with_special_tokens(TOK, fim.FIM_TOKENS)
+  jsonl = write_jsonl(tmp_path / "c.jsonl", code_rows(30))
+  config = FimConfig(rate=0.5, seed=4)
+  data_dir = str(tmp_path / "tfds")
+  path = tfds_builders.build_dataset("phi1_filtered_code", [jsonl], tokenizer, data_dir, 0.0,
+                                     fim=config)
+  free = token_dataset.write_jsonl_dataset("phi1_filtered_code", [jsonl], tokenizer,
+                                           str(tmp_path / "free"), fim=config)
+  ours = _raw_records(token_dataset.dataset_info(path), "train")
+  theirs = {r["id"].decode(): r for r in _tfds_records(free, "train")}
+  _assert_agree(ours, [theirs[r.id] for r in ours])  # the same records (TFDS orders by key)
+  assert any(fim.fim_ids(tokenizer).prefix in r.tokens for r in ours)
+  stamp = os.stat(os.path.join(path, "metadata.json")).st_mtime_ns
+  tfds_builders.build_dataset("phi1_filtered_code", [jsonl], tokenizer, data_dir, 0.0,
+                              fim=config)
+  assert os.stat(os.path.join(path, "metadata.json")).st_mtime_ns == stamp  # reused
+  tfds_builders.build_dataset("phi1_filtered_code", [jsonl], tokenizer, data_dir, 0.0,
+                              fim=FimConfig(rate=0.5, seed=5))
+  assert os.stat(os.path.join(path, "metadata.json")).st_mtime_ns != stamp  # rebuilt

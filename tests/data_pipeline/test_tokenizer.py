@@ -20,6 +20,7 @@ from transformers import CodeGenTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from data_pipeline import tokenizer as tok_lib
+from phi_jax.fim import FIM_TOKENS
 from phi_jax.tokenizer import EOS, Tokenizer, byte_level
 
 VOCAB = 2048
@@ -373,3 +374,50 @@ def test_check_model_vocab(trained):
   assert tok_lib.check_model_vocab(byte_level(), 320) == 320 - 257
   with pytest.raises(ValueError, match="vocab_size is 256"):
     tok_lib.check_model_vocab(byte_level(), 256)
+
+
+# ------------------------------------------------------------------ special tokens (FIM)
+def test_trained_with_special_tokens_keeps_the_size_and_puts_them_last(corpus):
+  texts = corpus[0][:40]
+  with_fim = tok_lib.train_bpe(texts, 700, special_tokens=FIM_TOKENS, show_progress=False)
+  plain = tok_lib.train_bpe(texts, 697, show_progress=False)
+  assert with_fim.vocab_size == 700  # the sentinels count in vocab_size
+  assert [with_fim.backend.token_to_id(t) for t in FIM_TOKENS] == [697, 698, 699]
+  # the same merges as a tokenizer 3 tokens smaller: the sentinels cost no BPE training
+  for text in texts[:5] + EDGE_CASES:
+    assert with_fim.encode(text) == plain.encode(text)
+  # a sentinel in a text is the one special token, never its characters
+  assert with_fim.encode("a" + FIM_TOKENS[2] + "b") == (
+      with_fim.encode("a") + [699] + with_fim.encode("b"))
+  assert with_fim.decode(with_fim.encode(FIM_TOKENS[0] + "x"), skip_special_tokens=True) == "x"
+
+
+def test_with_special_tokens_appends_only_the_missing_ones(trained):
+  first = tok_lib.with_special_tokens(trained, FIM_TOKENS[:1])
+  both = tok_lib.with_special_tokens(first, FIM_TOKENS)
+  assert trained.backend.token_to_id(FIM_TOKENS[0]) is None  # the original is unchanged
+  assert [both.backend.token_to_id(t) for t in FIM_TOKENS] == [VOCAB, VOCAB + 1, VOCAB + 2]
+  assert tok_lib.token_id_bound(both) == both.vocab_size == VOCAB + 3
+  with pytest.raises(ValueError, match="distinct"):
+    tok_lib.with_special_tokens(trained, ["<a>", "<a>"])
+
+
+def test_special_tokens_round_trip_through_gpt2_files(trained, tmp_path):
+  tokenizer = tok_lib.with_special_tokens(trained, FIM_TOKENS)
+  tok_lib.save_gpt2_files(tokenizer, str(tmp_path))
+  with open(tmp_path / "added_tokens.json") as f:
+    added = json.load(f)
+  assert [added[t] for t in FIM_TOKENS] == [VOCAB, VOCAB + 1, VOCAB + 2]
+  again = Tokenizer.from_dir(str(tmp_path))
+  text = FIM_TOKENS[0] + "def f():" + FIM_TOKENS[2] + "\n    return 1\n" + FIM_TOKENS[1]
+  assert again.encode(text) == tokenizer.encode(text)
+  assert again.decode(again.encode(text), skip_special_tokens=True) == (
+      "def f():\n    return 1\n")
+  # transformers' CodeGen tokenizer with the added tokens maps them to the same ids
+  hf = CodeGenTokenizer.from_pretrained(str(tmp_path))
+  assert hf.convert_tokens_to_ids(list(FIM_TOKENS)) == [VOCAB, VOCAB + 1, VOCAB + 2]
+  assert hf.encode(text, add_special_tokens=False) == tokenizer.encode(text)
+  # the byte-level tokenizer's specials all follow its 256 bytes in vocab.json
+  byte_fim = tok_lib.with_special_tokens(byte_level(), FIM_TOKENS)
+  tok_lib.save_gpt2_files(byte_fim, str(tmp_path / "bytes"))
+  assert Tokenizer.from_dir(str(tmp_path / "bytes")).encode(text) == byte_fim.encode(text)

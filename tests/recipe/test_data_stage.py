@@ -110,3 +110,39 @@ def test_llm_annotation_without_an_endpoint_is_a_clear_error(tmp_path):
   with pytest.raises(UsageError, match="config.llm.model"):
     run_data(context(config, tmp_path))
   assert not os.listdir(tmp_path)  # refused while planning: nothing written
+
+
+def test_bad_fim_rates_are_refused_while_planning(tmp_path):
+  config = small_config()
+  config.data.fim_spm_rate = 1.5
+  with pytest.raises(UsageError, match="spm_rate must be in"):
+    run_data(context(config, tmp_path))
+  assert not os.listdir(tmp_path)
+
+
+def test_fim_rate_rebuilds_the_tokenizer_and_text_datasets_with_sentinels(built, capsys):
+  # last in this module: it leaves the work directory built with FIM
+  from data_pipeline import token_dataset  # pylint: disable=g-import-not-at-top
+  from phi_jax import fim  # pylint: disable=g-import-not-at-top
+  from phi_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  from tests.data_pipeline.test_fim import read_split  # pylint: disable=g-import-not-at-top
+  ctx, _ = built
+  run_data(ctx)  # as the module's config has it (an earlier test may have changed it)
+  before = _step_runs(ctx)
+  ctx.config.data.fim_rate = 0.5
+  try:
+    run_data(ctx)
+  finally:
+    ctx.config.data.fim_rate = 0.0
+  after = _step_runs(ctx)
+  assert {s for s in before if before[s] != after[s]} == {"tokenizer", "datasets"}
+  tokenizer = Tokenizer.from_dir(catalog.tokenizer_dir(ctx.workdir))
+  ids = fim.fim_ids(tokenizer)
+  assert tokenizer.vocab_size == 512 and max(ids.prefix, ids.middle, ids.suffix) == 511
+  share = {}
+  for name in ("phi1_filtered_code", "phi1_mined_exercises"):
+    records = read_split(token_dataset.version_dir(catalog.tfds_dir(ctx.workdir), name),
+                         "train")
+    share[name] = sum(ids.prefix in r.tokens for r in records) / len(records)
+  assert 0.3 < share["phi1_filtered_code"] < 0.7  # fim_rate 0.5 of the code documents
+  assert share["phi1_mined_exercises"] == 0  # exercises keep their prompt -> solution form

@@ -6,7 +6,7 @@ import pytest
 
 from eval.benchmarks import APPS, APPSInterview, get_benchmark
 from eval.benchmarks import _apps_check
-from eval.sandbox import Sandbox
+from eval.sandbox import Sandbox, SandboxLimits
 from tests.eval.benchmarks.helpers import LIMITS, score, write_jsonl
 
 
@@ -129,3 +129,19 @@ def test_bad_rows_are_named(tmp_path):
       {"inputs": ["1 2"], "outputs": []}))])
   with pytest.raises(ValueError, match="equally long"):
     APPS().load(bad)
+
+
+def test_the_sandbox_gives_a_program_every_test_cases_time_limit(tmp_path):
+  """A solution within the 4 s limit on each of 8 test cases, 3.2 s in all, passes even
+  where the evaluator's per-program timeout is 2 s: the sandbox gets what the test cases
+  may take, (4 s + 1 s) per case + 5 s."""
+  row = dict(ROWS[0], input_output=json.dumps({"inputs": ["1 2\n"] * 8,
+                                               "outputs": ["3\n"] * 8}))
+  data = write_jsonl(tmp_path / "test.jsonl", [row])
+  problem = APPS().load(data)[0]
+  assert APPS().timeout_s(problem) == 45.0
+  slow = "import time\ntime.sleep(0.4)\n" + STDIN_RIGHT
+  report, results = score(tmp_path, "apps", data, [{"task_id": "APPS/0", "completion": slow}],
+                          "slow", limits=SandboxLimits(timeout_s=2.0, cpu_s=2))
+  assert results["APPS/0"]["passed"], results["APPS/0"]
+  assert "wall 45.0s" in report["sandbox"]["in_force"]

@@ -6,7 +6,7 @@ import pytest
 
 from eval.benchmarks import HumanEvalPlus, MBPPPlus, MBPPPlusBase, get_benchmark
 from eval.benchmarks import _evalplus_check
-from eval.sandbox import Sandbox
+from eval.sandbox import Sandbox, SandboxLimits
 from tests.eval.benchmarks.helpers import LIMITS, score, write_jsonl
 
 
@@ -145,3 +145,38 @@ def test_bad_files_are_named(tmp_path):
     get_benchmark("humaneval+").load(None)
   with pytest.raises(ValueError, match="time limits must be positive"):
     MBPPPlus(min_time_limit_s=0)
+
+
+def test_the_sandbox_gives_a_program_every_inputs_time_limit(tmp_path):
+  """A solution within its 4 s per input, 3 s in all, passes even where the evaluator's
+  per-program timeout is 2 s: the sandbox gets what the reference's and the candidate's
+  runs may take (EvalPlus's 60 s per task for each, + 1 s + start-up)."""
+  data = write_jsonl(tmp_path / "MbppPlus.jsonl", MBPP_PLUS)
+  slow = ("import time\ndef is_not_prime(n):\n  time.sleep(0.5)\n"
+          "  return n < 2 or any(n % d == 0 for d in range(2, n))\n")
+  assert MBPPPlus().timeout_s(MBPPPlus().load(data)[0]) == 126.0
+  report, results = score(tmp_path, "mbpp+", data, [{"task_id": "Mbpp/3", "completion": slow}],
+                          "slow", limits=SandboxLimits(timeout_s=2.0, cpu_s=2))
+  assert results["Mbpp/3"]["passed"], results["Mbpp/3"]
+  assert "wall 126.0s" in report["sandbox"]["in_force"]
+
+
+def test_the_task_time_limit_bounds_the_inputs_together(tmp_path):
+  data = write_jsonl(tmp_path / "MbppPlus.jsonl", MBPP_PLUS)
+  benchmark = MBPPPlus(task_time_limit_s=1.0)  # all 6 inputs in min(1 s, 6 x 4 s) + 1 s
+  problem = {p.task_id: p for p in benchmark.load(data)}["Mbpp/3"]
+  body = "  return n < 2 or any(n % d == 0 for d in range(2, n))\n"
+  outcomes = Sandbox(LIMITS).run_many([
+      benchmark.program(problem, f"import time\ndef is_not_prime(n):\n  time.sleep({t})\n"
+                        + body) for t in (0.5, 0.1)], workers=1)
+  assert outcomes[0].failure == "exception:TimeLimitExceeded"
+  assert "over the task's 2 s for all inputs" in outcomes[0].stderr_tail
+  assert outcomes[1].passed
+  # a reference slower than the task limit cannot judge anything: named as such
+  slow_reference = dict(MBPP_PLUS[1], canonical_solution=(
+      "import time\ndef is_not_prime(n):\n  time.sleep(0.1)\n" + body))
+  benchmark = MBPPPlus(task_time_limit_s=0.2)
+  problem = benchmark.load(write_jsonl(tmp_path / "slow.jsonl", [slow_reference]))[0]
+  outcome = Sandbox(LIMITS).run(benchmark.program(problem, MBPP_RIGHT["Mbpp/3"]))
+  assert outcome.failure == "exception:ReferenceFailed"
+  assert "the reference takes over 0.2 s" in outcome.stderr_tail

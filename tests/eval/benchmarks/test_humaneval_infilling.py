@@ -117,3 +117,51 @@ def test_all_8488_canonical_middles_pass(tmp_path, name):
   report = eval_run.evaluate(name, str(tmp_path / "out"), samples_path=samples,
                              data_path=data_path(name), ks=[1], limits=LIMITS)
   assert report["num_correct"] == FILES[name][1] == len(problems)
+
+
+def _fim_model_dir(directory, hf_phi_dir, with_sentinels=True):
+  """A random transformers Phi over the byte vocabulary (+ the FIM sentinels)."""
+  from phi_jax import fim  # pylint: disable=g-import-not-at-top
+  from phi_jax.tokenizer import byte_level  # pylint: disable=g-import-not-at-top
+  tokenizer = byte_level()
+  if with_sentinels:
+    tokenizer.backend.add_special_tokens(list(fim.FIM_TOKENS))
+  path, _ = hf_phi_dir(directory, vocab_size=260, max_position_embeddings=1024, seed=1)
+  tokenizer.save(path)
+  return path
+
+
+@needs_data
+def test_generating_middles_prompts_with_the_suffix(tmp_path, hf_phi_dir):
+  import phi_jax  # pylint: disable=g-import-not-at-top
+  name = "humaneval-infill-single"
+  checkpoint = _fim_model_dir("fim", hf_phi_dir)
+  out = tmp_path / "out"
+  # what `python -m eval.run --benchmark=... --checkpoint=... --temperature=0` runs
+  report = eval_run.evaluate(name, str(out), checkpoint=checkpoint, data_path=data_path(name),
+                             limit=2, n=1, temperature=0.0, max_new_tokens=8, ks=[1],
+                             limits=WRONG_LIMITS, model_overrides={"dtype": "float32"})
+  samples = [json.loads(line) for line in open(out / "samples.jsonl")]
+  problems = get_benchmark(name).load(data_path(name))[:2]
+  assert [s["task_id"] for s in samples] == [p.task_id for p in problems]
+  # each sample is the greedy middle between the problem's prompt and suffix
+  model = phi_jax.from_pretrained(checkpoint, dtype="float32")
+  want = phi_jax.generate(model, [p.prompt for p in problems],
+                          suffix=[p.suffix for p in problems], max_new_tokens=8, stop=["\n"])
+  assert [s["completion"] for s in samples] == [w.text for w in want]
+  # (which the prompt alone does not give: the suffix reached the model)
+  left_to_right = phi_jax.generate(model, [p.prompt for p in problems], max_new_tokens=8,
+                                   stop=["\n"])
+  assert [w.text for w in want] != [w.text for w in left_to_right]
+  assert report["num_samples"] == 2
+
+
+@needs_data
+def test_generating_middles_needs_a_model_trained_with_fim(tmp_path, hf_phi_dir):
+  from phi_jax.cli import UsageError  # pylint: disable=g-import-not-at-top
+  name = "humaneval-infill-multi"
+  checkpoint = _fim_model_dir("plain", hf_phi_dir, with_sentinels=False)
+  with pytest.raises(UsageError, match="no fill-in-the-middle tokens"):
+    eval_run.evaluate(name, str(tmp_path / "out"), checkpoint=checkpoint,
+                      data_path=data_path(name), limit=1, ks=[1])
+  assert not os.path.exists(tmp_path / "out")  # refused before anything was written

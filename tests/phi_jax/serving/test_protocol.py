@@ -81,3 +81,25 @@ def test_bodies_parse_as_openai_objects():
   assert parsed.choices[0].message.content == "hi"
   chunk = ChatCompletionChunk.model_validate(protocol.chunk(chat, 0, "h", role=True))
   assert (chunk.choices[0].delta.role, chunk.choices[0].delta.content) == ("assistant", "h")
+
+
+def test_completion_suffix_builds_fill_in_the_middle_prompts():
+  from phi_jax import fim  # pylint: disable=g-import-not-at-top
+  tokenizer = byte_level()
+  tokenizer.backend.add_special_tokens(list(fim.FIM_TOKENS))  # ids 257, 258, 259
+  info = protocol.ModelInfo(name="m", tokenizer=tokenizer, max_seq_len=256, vocab_size=260)
+  request = protocol.parse_completion({"prompt": ["ab", ""], "suffix": "c", "n": 2}, info)
+  assert request.prompts == [[257, 97, 98, 259, 99, 258], [257, 259, 99, 258]]
+  assert request.num_choices == 4
+  # an empty suffix is a plain completion, as with OpenAI
+  assert protocol.parse_completion({"prompt": "ab", "suffix": ""}, info).prompts == [[97, 98]]
+  with pytest.raises(APIError, match="with a suffix, prompt must be a string") as e:
+    protocol.parse_completion({"prompt": [1, 2], "suffix": "c"}, info)
+  assert e.value.param == "prompt"
+  # the prompt and suffix count against the context
+  with pytest.raises(APIError, match="maximum context length") as e:
+    protocol.parse_completion({"prompt": "a" * 200, "suffix": "b" * 60}, info)
+  # a model whose tokenizer has no sentinels cannot infill: 400 naming why
+  with pytest.raises(APIError, match="no fill-in-the-middle tokens") as e:
+    protocol.parse_completion({"prompt": "a", "suffix": "z"}, INFO)
+  assert (e.value.status, e.value.param) == (400, "suffix")
