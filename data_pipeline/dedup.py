@@ -14,7 +14,7 @@ an LSH candidate counts only when its estimated Jaccard is >= threshold too.
     clusters(pairs)                    connected components of those pairs
 
 Near-dedup clusters are defined without reference to an index or an input order, so a
-distributed engine finds the same ones with a shuffle (data_pipeline/beam_pipeline.py):
+distributed engine finds the same ones with a keyed shuffle (data_pipeline/datatrove_pipeline.py):
 each signature is cut into LSH bands (`band_keys`); documents that share a band key are
 candidates; a candidate pair counts when its MinHash Jaccard estimate is >= threshold
 (`signature_jaccard`); the clusters are the connected components of the counted pairs.
