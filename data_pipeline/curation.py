@@ -24,8 +24,8 @@ file list in runs of `shard_files` files, a JSONL or HF source whole) and:
      estimate (`dedup.bucket_pairs`); the clusters of the pairs keep their smallest
      record (`dedup.removals`), as the in-process steps do;
   3. each shard drops what the decision removes (`dedup_shard`), counting into the same
-     dedup stats, and writes `work_dir/final/`; the final shards are joined, in shard
-     order, into the output file (atomically).
+     dedup stats, and writes the run's `final/` (a directory per run's inputs); the
+     final shards are joined, in shard order, into the output file (atomically).
 
 Bad input is counted, never fatal, on both paths: the sources' reasons (not_utf8,
 binary, too_large_file, invalid_json, unreadable, ...) and `missing_shard` for a source
@@ -242,12 +242,13 @@ def shard_signatures(shard: Shard, settings: CurationSettings, work_dir: str
            hasher.signature(record.text).tobytes())
 
 
-def dedup_shard(shard: Shard, settings: CurationSettings, work_dir: str,
+def dedup_shard(shard: Shard, settings: CurationSettings, work_dir: str, final_dir: str,
                 exact_removed: dict, near_removed: dict) -> dict[str, Any]:
   """Drops a filtered shard's records that the cross-shard decision removes ({order key:
   kept order key}; near only among exact survivors), counting into ExactDedup's and
-  MinHashDedup's stats; writes the shard's final records, then its stats (atomically)."""
-  records_path, stats_path = _paths(work_dir, "final", shard)
+  MinHashDedup's stats; writes the shard's final records, then its stats, under
+  `final_dir` (atomically)."""
+  records_path, stats_path = _paths(final_dir, "final", shard)
   exact, near = (step.stats for step in settings.dedup_steps())
 
   def kept() -> Iterator[Record]:
@@ -296,27 +297,41 @@ def merge_shard_stats(shards: Sequence[Shard], filtered: dict[int, dict],
   return [s.to_dict() for s in list(merged_sources.values()) + merged_steps]
 
 
-def join_shards(shards: Sequence[Shard], work_dir: str, out_path: str) -> list[Record]:
+def join_shards(shards: Sequence[Shard], final_dir: str, out_path: str) -> list[Record]:
   """Concatenates the final shards, in shard order, into `out_path` (atomically)."""
   kept = [record for shard in shards
-          for record in read_records(_paths(work_dir, "final", shard)[0])]
+          for record in read_records(_paths(final_dir, "final", shard)[0])]
   write_records(kept, out_path)
   return kept
 
 
-def read_shard_stats(shards: Sequence[Shard], settings: CurationSettings, work_dir: str
-                     ) -> tuple[dict[int, dict], dict[int, dict]]:
-  """The filtered and final stats of every shard (after an engine run)."""
+def read_shard_stats(shards: Sequence[Shard], settings: CurationSettings, work_dir: str,
+                     final_dir: str) -> tuple[dict[int, dict], dict[int, dict]]:
+  """The filtered and final stats of every shard (after an engine run); a shard without
+  complete outputs raises CurationError naming it."""
   filtered, final = {}, {}
   for shard in shards:
     stats = _complete(_paths(work_dir, "filtered", shard)[1], shard.fingerprint(settings))
-    with open(_paths(work_dir, "final", shard)[1], encoding="utf-8") as f:
-      final[shard.index] = json.load(f)
-    if stats is None:
+    final_path = _paths(final_dir, "final", shard)[1]
+    if stats is None or not os.path.isfile(final_path):
       raise CurationError(f"shard {shard.name} of {shard.spec!r} has no complete output "
-                          f"under {work_dir}")
+                          f"under {work_dir} (the engine run did not finish)")
     filtered[shard.index] = stats
+    with open(final_path, encoding="utf-8") as f:
+      final[shard.index] = json.load(f)
   return filtered, final
+
+
+def collect(shards: Sequence[Shard], settings: CurationSettings, work_dir: str,
+            final_dir: str, out_path: str) -> dict[str, Any]:
+  """After an engine run over `shards` (on this host, or submitted to a cluster and
+  finished): joins the final shards (under `final_dir`, the run's directory) into
+  `out_path` and merges their stats. Returns {"documents", "bytes", "stats", "out",
+  "shards"}."""
+  filtered, final = read_shard_stats(shards, settings, work_dir, final_dir)
+  kept = join_shards(shards, final_dir, out_path)
+  return {**_result(kept, merge_shard_stats(shards, filtered, final), out_path),
+          "shards": len(shards)}
 
 
 # ---------------------------------------------------------------------- entry point
@@ -346,11 +361,8 @@ def curate(specs: Sequence[str], settings: CurationSettings, out_path: str, *,
     from data_pipeline import datatrove_pipeline  # pylint: disable=g-import-not-at-top
     work_dir = work_dir or os.path.splitext(out_path)[0] + "_shards"
     shards = plan_shards(specs, settings, shard_files)
-    datatrove_pipeline.run(shards, settings, work_dir, workers=workers)
-    filtered, final = read_shard_stats(shards, settings, work_dir)
-    kept = join_shards(shards, work_dir, out_path)
-    result = {**_result(kept, merge_shard_stats(shards, filtered, final), out_path),
-              "shards": len(shards), "runner": runner}
+    run_dir = datatrove_pipeline.run(shards, settings, work_dir, workers=workers)
+    result = {**collect(shards, settings, work_dir, run_dir, out_path), "runner": runner}
   else:
     raise CurationError(f"runner {runner!r}: expected one of {', '.join(RUNNERS)}")
   log_bad_inputs(result["stats"])

@@ -3,6 +3,7 @@ through a keyed shuffle on files (data_pipeline/curation.py describes the phases
 
     run(shards, settings, work_dir, workers=2)          # LocalPipelineExecutor, 2 processes
     run(shards, settings, work_dir, executor=slurm)     # any datatrove executor factory
+  curation.collect(shards, settings, work_dir, run_dir, out_path)   # the result
 
 datatrove has no shuffle of its own: its MinHash dedup, like this module, has each task
 write its keys into one file per key partition, and then one task per partition read
@@ -141,8 +142,8 @@ class Job:
   def dedup(self, rank: int) -> None:
     shard = self.shards[rank]
     removals = _load(self.path("removals", f"{shard.name}.pkl"))
-    curation.dedup_shard(shard, self.settings, self.work_dir, removals["exact"],
-                         removals["near"])
+    curation.dedup_shard(shard, self.settings, self.work_dir, self.run_dir,
+                         removals["exact"], removals["near"])
 
 
 class Phase(PipelineStep):
@@ -184,7 +185,9 @@ def run(shards: Sequence[curation.Shard], settings: curation.CurationSettings,
       cluster's settings bound); default the local one.
 
   Returns:
-    the run's directory under work_dir.
+    the run's directory under work_dir (its final/ holds the deduplicated shards:
+    curation.collect joins them). An executor that submits to a cluster returns before
+    the tasks finish: collect once they have.
   """
   if not shards:
     raise curation.CurationError("no shard to curate (the sources listed no input)")
