@@ -29,7 +29,8 @@ file list in runs of `shard_files` files, a JSONL or HF source whole) and:
 
 Bad input is counted, never fatal, on both paths: the sources' reasons (not_utf8,
 binary, too_large_file, invalid_json, unreadable, ...) and `missing_shard` for a source
-file that is gone when it is read; each is named in the stats' examples and in the log.
+file that is gone when it is read; each is named in the stats' examples and in the log
+(`log_bad_inputs`, at the end of the step).
 """
 
 from __future__ import annotations
@@ -116,10 +117,9 @@ class Shard:
 
 
 def source_records(spec: str, settings: CurationSettings, stats: StepStats,
-                   paths: Sequence[str] | None = None, *,
-                   log: TextIO | None = None) -> Iterator[Record]:
+                   paths: Sequence[str] | None = None) -> Iterator[Record]:
   """The records of source `spec` (or of its files `paths`), counted in `stats`. A source
-  file gone by the time it is read is counted as `missing_shard` and logged."""
+  file gone by the time it is read is counted as `missing_shard`."""
   if paths is not None:
     yield from sources.file_records(spec, paths, stats=stats)
     return
@@ -134,14 +134,13 @@ def source_records(spec: str, settings: CurationSettings, stats: StepStats,
       raise CurationError(f"source {spec!r}: {e}") from None
     stats.records_in += 1
     stats.drop(MISSING_SHARD, f"{spec} (gone before it was read)")
-    print(f"curate: skipped {MISSING_SHARD}: {spec} (gone before it was read)",
-          file=log or sys.stderr, flush=True)
     return
   yield from records
 
 
 def log_bad_inputs(stats: Sequence[dict[str, Any]], stream: TextIO | None = None) -> None:
-  """One log line per bad input named in the stats' examples, and a count per reason."""
+  """One log line per bad input named in the stats' examples (the first MAX_EXAMPLES of
+  each step), and a count per reason."""
   stream = stream or sys.stderr
   for step in stats:
     bad = {r: n for r, n in step["dropped"].items() if r in BAD_INPUT_REASONS}
