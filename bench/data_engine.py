@@ -11,8 +11,9 @@ work directory, and checks that every run kept the same documents. Reported per 
 wall seconds, files/s, and (for the runs in one process: local, and datatrove with one
 worker, which runs its tasks in-process) the CPU seconds per file.
 
-The projection takes the engine's measured CPU seconds per file (datatrove, one worker:
-filters, keys, shuffle files, dedup, all phases) and assumes the shards scale out
+The projection takes the engine's measured CPU seconds per file (datatrove, one worker,
+which runs its tasks in this process: filters, keys, shuffle files, dedup, all phases;
+the in-process run's figure is printed beside it) and assumes the shards scale out
 (independent tasks): core-hours = files x s/file / 3600, wall = core-hours / workers.
 It leaves out the serial union-find of the near-duplicate pairs (one task; its input is
 the pairs, far fewer than the files) and the executors' start-up per phase.
@@ -116,11 +117,15 @@ def main(argv=None) -> None:
         run["kept"], f"{run['wall_s']:.2f}", f"{files_s:.1f}", cpu, f"{speedup:.2f}"]))
 
   projected = []
-  for source in [r for r in runs if r["cpu_per_file"]]:
-    label = f"{source['runner']}, 1 worker"
+  if engine is not None:
     for workers in PROJECTED_WORKERS:
-      wall_h, core_h = projection(source["cpu_per_file"], workers)
-      projected.append((label, source["cpu_per_file"], workers, wall_h, core_h))
+      wall_h, core_h = projection(engine["cpu_per_file"], workers)
+      projected.append(("datatrove, 1 worker", engine["cpu_per_file"], workers, wall_h,
+                        core_h))
+    local = runs[0]["cpu_per_file"]
+    print(f"\nengine CPU per file: {engine['cpu_per_file'] * 1000:.2f} ms, in-process "
+          f"{local * 1000:.2f} ms ({engine['cpu_per_file'] / local - 1:+.0%}: the keys, "
+          f"shuffle files and re-reads of the sharded dedup)")
   print(f"\n{'from':<22}{'CPU s/file':>11}{'files':>12}{'workers':>8}{'wall h':>9}"
         f"{'core-h':>9}")
   for label, cpu, workers, wall_h, core_h in projected:
