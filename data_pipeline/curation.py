@@ -241,14 +241,15 @@ def shard_signatures(shard: Shard, settings: CurationSettings, work_dir: str
            hasher.signature(record.text).tobytes())
 
 
-def dedup_shard(shard: Shard, settings: CurationSettings, work_dir: str, final_dir: str,
-                exact_removed: dict, near_removed: dict) -> dict[str, Any]:
+def dedup_shard(shard: Shard, work_dir: str, final_dir: str, exact_removed: dict,
+                near_removed: dict) -> dict[str, Any]:
   """Drops a filtered shard's records that the cross-shard decision removes ({order key:
   kept order key}; near only among exact survivors), counting into ExactDedup's and
   MinHashDedup's stats; writes the shard's final records, then its stats, under
   `final_dir` (atomically)."""
   records_path, stats_path = _paths(final_dir, "final", shard)
-  exact, near = (step.stats for step in settings.dedup_steps())
+  # the dedup steps' stats, without building the steps (MinHashDedup loads datasketch)
+  exact, near = StepStats(dedup.ExactDedup.name), StepStats(dedup.MinHashDedup.name)
 
   def kept() -> Iterator[Record]:
     for record in read_records(_paths(work_dir, "filtered", shard)[0]):

@@ -142,8 +142,8 @@ class Job:
   def dedup(self, rank: int) -> None:
     shard = self.shards[rank]
     removals = _load(self.path("removals", f"{shard.name}.pkl"))
-    curation.dedup_shard(shard, self.settings, self.work_dir, self.run_dir,
-                         removals["exact"], removals["near"])
+    curation.dedup_shard(shard, self.work_dir, self.run_dir, removals["exact"],
+                         removals["near"])
 
 
 class Phase(PipelineStep):
