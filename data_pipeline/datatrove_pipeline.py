@@ -1,9 +1,9 @@
 """The curate step on datatrove's executors: shard-parallel filters, dedup across shards
 through a keyed shuffle on files (data_pipeline/curation.py describes the phases).
 
-    run(shards, settings, work_dir, workers=2)          # LocalPipelineExecutor, 2 processes
-    run(shards, settings, work_dir, executor=slurm)     # any datatrove executor factory
-  curation.collect(shards, settings, work_dir, run_dir, out_path)   # the result
+    run_dir = run(shards, settings, work_dir, workers=2)   # LocalPipelineExecutor
+    run_dir = run(shards, settings, work_dir, executor=slurm)   # any executor factory
+    curation.collect(shards, settings, work_dir, run_dir, out_path)   # the result
 
 datatrove has no shuffle of its own: its MinHash dedup, like this module, has each task
 write its keys into one file per key partition, and then one task per partition read
