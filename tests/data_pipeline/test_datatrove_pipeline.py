@@ -68,3 +68,22 @@ def test_a_killed_run_resumes_without_losing_or_duplicating_records(tmp_path):
     assert a.read() == b.read()
   assert _strip(engine["stats"]) == _strip(local["stats"])
   assert engine["shards"] == len(shards) == 30
+
+
+def test_a_file_gone_between_listing_and_reading_is_counted_not_fatal(tmp_path):
+  source = tmp_path / "code"
+  source.mkdir()
+  for i in range(6):
+    (source / f"m{i}.py").write_text(f"def f{i}(x):\n  return x + {i} * {i}\n")
+  shards = curation.plan_shards([str(source)], SETTINGS, shard_files=2)
+  os.remove(source / "m3.py")  # listed in a shard, gone before that shard is read
+  from data_pipeline import datatrove_pipeline  # pylint: disable=g-import-not-at-top
+  work_dir = str(tmp_path / "shards")
+  run_dir = datatrove_pipeline.run(shards, SETTINGS, work_dir, workers=1)
+  result = curation.collect(shards, SETTINGS, work_dir, run_dir, str(tmp_path / "out.jsonl"))
+  source_stats = result["stats"][0]
+  assert (source_stats["in"], source_stats["out"]) == (6, 5)
+  assert source_stats["dropped"] == {"unreadable": 1}
+  assert source_stats["examples"] == [
+      f"unreadable: {source}/m3.py (No such file or directory)"]
+  assert result["documents"] == 5
