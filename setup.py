@@ -40,6 +40,7 @@ setuptools.setup(
     install_requires=RUNTIME,
     extras_require={
         "data": requirements("requirements-data.txt"),
+        "engine": requirements("requirements-engine.txt"),
         "test": [r for r in requirements("requirements-test.txt") if r not in RUNTIME],
         "cuda": [f"jax[cuda13]=={JAX}"],
         "cuda12": [f"jax[cuda12]=={JAX}"],

@@ -147,6 +147,13 @@ def get_config() -> ml_collections.ConfigDict:
       max_chars=100_000,  # drop documents longer than this (data dumps, vendored bundles)
       near_dup_threshold=0.8,  # MinHash LSH Jaccard threshold of near-duplicates (5-grams)
       num_perm=128,  # MinHash permutations
+      # where the curate step runs (docs/data_at_scale.md): 'local' (in this process) or
+      # 'datatrove' (datatrove's executor: shard-parallel filters, dedup across shards
+      # by a keyed shuffle, resumable per task; the same documents and stats;
+      # requirements-engine.txt)
+      runner="local",
+      runner_workers=0,  # 'datatrove': worker processes (0 = one per core)
+      runner_shard_files=200,  # 'datatrove': files per shard (task) of a file source
       # more JSONL files of textbooks ({"id","text",...}) for phi1_textbooks, beside
       # what the synthesize stage writes
       textbooks=(),

@@ -7,23 +7,31 @@ permutations, seeded) estimates the Jaccard similarity of two sets, and LSH band
 finds the pairs above `threshold` without comparing all pairs. With `verify` (default)
 an LSH candidate counts only when its estimated Jaccard is >= threshold too.
 
-    ExactDedup()                       Step: keeps the first of each normalised text
-    MinHashDedup(threshold=0.8, ...)   Step: keeps a document unless it is near an earlier one
+    ExactDedup()                       Step: keeps one document of each normalised text
+    MinHashDedup(threshold=0.8, ...)   Step: keeps one document of each near-duplicate cluster
     near_duplicate_pairs(a, b=None)    (key_a, key_b, jaccard) pairs within a, or from a to b
                                        (decontamination: training data vs. benchmarks)
     clusters(pairs)                    connected components of those pairs
 
-Both steps keep the first document of a group in stream order, so the result is
-deterministic for a given input order.
+Near-dedup clusters are defined without reference to an index or an input order, so a
+distributed engine finds the same ones with a keyed shuffle (data_pipeline/datatrove_pipeline.py):
+each signature is cut into LSH bands (`band_keys`); documents that share a band key are
+candidates; a candidate pair counts when its MinHash Jaccard estimate is >= threshold
+(`signature_jaccard`); the clusters are the connected components of the counted pairs.
+Both steps keep the smallest `order_key` (record id, then origin) of each group and drop
+the others (`removals`), so the kept documents do not depend on the order or the sharding
+of the input. Both steps hold their input until it ends (the decision needs every
+document), and yield the kept records in input order.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
-
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from data_pipeline.records import Record
 from data_pipeline.steps import Step
@@ -84,9 +92,62 @@ class MinHasher:
     minhash.update_batch(list(shingles(text, self.shingle_size)))
     return minhash
 
+  def signature(self, text: str) -> np.ndarray:
+    """The MinHash signature of `text`: uint64[num_perm]."""
+    return self(text).hashvalues.astype(np.uint64)
+
   def lsh(self, threshold: float) -> datasketch.MinHashLSH:
     """An empty LSH index for these signatures at `threshold`."""
     return self._datasketch.MinHashLSH(threshold=threshold, num_perm=self.num_perm)
+
+  def bands(self, threshold: float) -> tuple[int, int]:
+    """(bands, rows per band) that datasketch's LSH picks for `threshold` (the banding
+    that minimises false positives + false negatives for num_perm)."""
+    lsh = self.lsh(threshold)
+    return lsh.b, lsh.r
+
+
+def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
+  """One key per LSH band: the band's index and a 16-byte hash of its rows. Two
+  signatures are LSH candidates when they share any key."""
+  return [bytes([band % 256, band // 256]) + hashlib.blake2b(
+      signature[band * rows:(band + 1) * rows].tobytes(), digest_size=16).digest()
+          for band in range(bands)]
+
+
+def signature_jaccard(a: np.ndarray | bytes, b: np.ndarray | bytes) -> float:
+  """MinHash estimate of the Jaccard similarity: the fraction of equal hash values (as
+  datasketch's MinHash.jaccard). Signatures as arrays or their uint64 bytes."""
+  a_N = np.frombuffer(a, np.uint64) if isinstance(a, bytes) else a
+  b_N = np.frombuffer(b, np.uint64) if isinstance(b, bytes) else b
+  return float(np.count_nonzero(a_N == b_N)) / len(a_N)
+
+
+def order_key(record: Record) -> tuple[str, str]:
+  """What decides which member of a duplicate group is kept: the smallest (id, origin)."""
+  return (record.id, record.origin)
+
+
+def bucket_pairs(members: Sequence[tuple[Hashable, np.ndarray | bytes]], threshold: float,
+                 verify: bool = True) -> Iterator[tuple[Hashable, Hashable]]:
+  """The counted pairs (smaller key, larger key) among the members of one LSH bucket
+  ((key, signature) items): every pair, or with `verify` those whose Jaccard estimate is
+  >= threshold."""
+  members = sorted(members, key=lambda m: m[0])
+  for i, (key_a, sig_a) in enumerate(members):
+    for key_b, sig_b in members[i + 1:]:
+      if key_a != key_b and (not verify or signature_jaccard(sig_a, sig_b) >= threshold):
+        yield key_a, key_b
+
+
+def removals(pairs: Iterable[tuple[Hashable, Hashable]]) -> dict[Hashable, Hashable]:
+  """{dropped key: kept key} of the clusters (connected components) of `pairs`: each
+  cluster keeps its smallest key."""
+  dropped = {}
+  for group in clusters(pairs):
+    for key in group[1:]:
+      dropped[key] = group[0]
+  return dropped
 
 
 def _check(threshold: float, num_perm: int) -> None:
@@ -97,26 +158,29 @@ def _check(threshold: float, num_perm: int) -> None:
 
 
 class ExactDedup(Step):
-  """Drops a record whose whitespace-normalised text equals an earlier record's
-  ("exact_duplicate"). Keeps a 32-byte hash per distinct text."""
+  """Drops a record whose whitespace-normalised text equals another record's
+  ("exact_duplicate"), keeping the one with the smallest `order_key` of each text."""
   name = "exact_dedup"
 
-  def __init__(self, name: str | None = None):
-    super().__init__(name)
-    self._seen: set[bytes] = set()
-
   def process(self, records: Iterable[Record]) -> Iterator[Record]:
+    records = list(records)
+    kept: dict[bytes, Record] = {}
     for record in records:
       key = text_hash(record.text)
-      if key in self._seen:
-        self.stats.drop("exact_duplicate", record.origin)
-        continue
-      self._seen.add(key)
-      yield record
+      if key not in kept or order_key(record) < order_key(kept[key]):
+        kept[key] = record
+    keepers = {id(record) for record in kept.values()}
+    for record in records:
+      if id(record) in keepers:
+        yield record
+      else:
+        self.stats.drop("exact_duplicate",
+                        f"{record.origin} = {kept[text_hash(record.text)].origin}")
 
 
 class MinHashDedup(Step):
-  """Drops a record that is a near-duplicate of an earlier one ("near_duplicate").
+  """Drops every record of a near-duplicate cluster but the one with the smallest
+  `order_key` ("near_duplicate"; the example names the kept one).
 
   Args:
     threshold: Jaccard similarity of word shingles at or above which two documents are
@@ -124,8 +188,8 @@ class MinHashDedup(Step):
     num_perm: MinHash permutations (more: better estimates, slower).
     shingle_size: words per shingle.
     seed: seed of the permutations.
-    verify: also require the MinHash Jaccard estimate >= threshold for an LSH candidate
-      (fewer false positives; keeps each kept document's signature in memory).
+    verify: count an LSH candidate pair only when its MinHash Jaccard estimate is >=
+      threshold too (fewer false positives).
   """
   name = "near_dedup"
 
@@ -135,28 +199,25 @@ class MinHashDedup(Step):
     _check(threshold, num_perm)
     self.threshold, self.verify = threshold, verify
     self.hasher = MinHasher(num_perm, seed, shingle_size)
-    self._lsh = self.hasher.lsh(threshold)
-    self._kept: dict[int, tuple[str, datasketch.MinHash | None]] = {}
+    self.bands, self.rows = self.hasher.bands(threshold)
 
   def process(self, records: Iterable[Record]) -> Iterator[Record]:
+    records = list(records)
+    by_key = {order_key(record): record for record in records}
+    buckets: dict[bytes, list[tuple[tuple[str, str], np.ndarray]]] = {}
+    for key, record in by_key.items():
+      signature = self.hasher.signature(record.text)
+      for band in band_keys(signature, self.bands, self.rows):
+        buckets.setdefault(band, []).append((key, signature))
+    pairs = {pair for members in buckets.values() if len(members) > 1
+             for pair in bucket_pairs(members, self.threshold, self.verify)}
+    dropped = removals(pairs)
     for record in records:
-      minhash = self.hasher(record.text)
-      match = self._match(minhash)
-      if match is not None:
-        self.stats.drop("near_duplicate", f"{record.origin} ~ {match}")
-        continue
-      key = len(self._kept)
-      self._lsh.insert(key, minhash, check_duplication=False)
-      self._kept[key] = (record.origin, minhash if self.verify else None)
-      yield record
-
-  def _match(self, minhash: datasketch.MinHash) -> str | None:
-    """Origin of an earlier kept record near `minhash`, or None."""
-    for key in sorted(self._lsh.query(minhash)):
-      origin, kept = self._kept[key]
-      if kept is None or kept.jaccard(minhash) >= self.threshold:
-        return origin
-    return None
+      kept = dropped.get(order_key(record))
+      if kept is None:
+        yield record
+      else:
+        self.stats.drop("near_duplicate", f"{record.origin} ~ {by_key[kept].origin}")
 
 
 def near_duplicate_pairs(texts: Iterable[tuple[str, str]],

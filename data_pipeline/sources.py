@@ -466,3 +466,34 @@ def read_source(spec: str, *, max_files: int | None = None, seed: int = 0,
     return python_files(spec, max_files=max_files, seed=seed, stats=stats)
   raise SourceError(f"source {spec!r}: expected installed, stdlib, site-packages, a "
                     f"directory of .py files, a .jsonl[.gz] file or hf:<dataset>[:<data_dir>]")
+
+
+# ---------------------------------------------------------------------- file shards
+def file_source_paths(spec: str, *, max_files: int | None = None,
+                      seed: int = 0) -> list[str] | None:
+  """The sampled .py files `read_source(spec, max_files=, seed=)` reads, in its order,
+  for a file source (installed, stdlib, site-packages, a directory); None for the other
+  sources. A distributed run splits this list into shards read by `file_records`."""
+  if spec in ("installed", "stdlib", "site-packages"):
+    return _seeded_sample([path for _, _, path in _installed_files(spec)], max_files, seed)
+  if not spec.startswith("hf:") and not spec.endswith((".jsonl", ".jsonl.gz")) \
+      and os.path.isdir(spec):
+    return _seeded_sample(list_python_files(spec), max_files, seed)
+  return None
+
+
+def file_records(spec: str, paths: Sequence[str], *,
+                 max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
+                 stats: StepStats | None = None) -> Iterator[Record]:
+  """The records `read_source(spec)` makes of `paths` (a slice of `file_source_paths`):
+  the same ids, licenses and meta."""
+  stats = stats if stats is not None else StepStats(spec)
+  if spec in ("installed", "stdlib", "site-packages"):
+    by_path = {path: (name, root) for name, root, path in _installed_files(spec)}
+    return _file_records(
+        paths, stats, max_file_bytes,
+        lambda p: _installed_license(p, *by_path[p]),
+        lambda p: {"root": by_path[p][0], "path": os.path.relpath(p, by_path[p][1])})
+  root = os.path.abspath(spec)
+  return _file_records(paths, stats, max_file_bytes, lambda _: None,
+                       lambda p: {"root": root, "path": os.path.relpath(p, root)})

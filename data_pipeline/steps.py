@@ -65,6 +65,25 @@ class StepStats:
     """Inputs handled per second of the step's own time (0 when nothing was timed)."""
     return self.records_in / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+  def merge(self, other: StepStats) -> StepStats:
+    """Adds `other`'s counts, examples (up to max_examples, after this one's) and time:
+    the stats of a step run over shards are their merge in shard order."""
+    self.records_in += other.records_in
+    self.records_out += other.records_out
+    self.dropped.update(other.dropped)
+    self.extra.update(other.extra)
+    self.examples.extend(other.examples[:max(0, self.max_examples - len(self.examples))])
+    self.elapsed_s += other.elapsed_s
+    return self
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> StepStats:
+    """The StepStats of its `to_dict()`."""
+    return cls(d["name"], records_in=d["in"], records_out=d["out"],
+               dropped=collections.Counter(d["dropped"]),
+               extra=collections.Counter(d["extra"]), examples=list(d["examples"]),
+               elapsed_s=float(d["elapsed_s"]))
+
   def to_dict(self) -> dict[str, Any]:
     return {
         "name": self.name,

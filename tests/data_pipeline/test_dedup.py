@@ -60,9 +60,15 @@ def test_exact_dedup_on_normalised_whitespace():
   texts = ["def f():\n    return 1\n", "def f():\n\treturn 1   \n\n", "def  f():  return 1",
            "def f():\n    return 2\n", "def f():\n    return 1\n"]
   step = dedup.ExactDedup()
-  kept = list(step(record(f"f{i}.py", t) for i, t in enumerate(texts)))
-  # all but the `return 2` one normalise to "def f(): return 1"
-  assert [r.origin for r in kept] == ["f0.py", "f3.py"]
+  records = [record(f"f{i}.py", t) for i, t in enumerate(texts)]
+  kept = list(step(records))
+  # all but the `return 2` one normalise to "def f(): return 1"; the smallest id stays
+  group = [r for r in records if r.origin != "f3.py"]
+  keeper = min(group, key=lambda r: r.id)
+  assert [r.origin for r in kept] == [r.origin for r in records
+                                      if r.origin in (keeper.origin, "f3.py")]
+  assert sorted(step.stats.examples) == sorted(
+      f"exact_duplicate: {r.origin} = {keeper.origin}" for r in group if r is not keeper)
   assert dedup.normalize_whitespace(texts[1]) == "def f(): return 1"
   stats = step.stats.to_dict()
   assert stats["dropped"] == {"exact_duplicate": 3}
@@ -87,12 +93,17 @@ def test_brute_force_sees_the_planted_copies_and_nothing_else(brute_force):
 def test_minhash_dedup_drops_the_planted_copies(corpus, brute_force, threshold):
   step = dedup.MinHashDedup(threshold=threshold, num_perm=128, seed=1)
   kept = list(run_steps((record(k, t) for k, t in corpus.items()), [step]))
-  assert [r.origin for r in kept] == MODULES  # every distinct file survives
+  # of each planted pair, the one with the smaller id stays; every other file survives
+  dropped = {}
+  for original, copy in (("colorsys.py", "copy/colorsys_renamed.py"),
+                         ("heapq.py", "copy/heapq_edited.py")):
+    keeper, other = sorted((original, copy), key=record_id)
+    dropped[other] = keeper
+  assert [r.origin for r in kept] == [k for k in corpus if k not in dropped]
   (stats,) = collect_stats(step)
   assert stats["dropped"] == {"near_duplicate": 2}
-  assert stats["examples"] == [
-      "near_duplicate: copy/colorsys_renamed.py ~ colorsys.py",
-      "near_duplicate: copy/heapq_edited.py ~ heapq.py"]
+  assert stats["examples"] == [f"near_duplicate: {k} ~ {dropped[k]}"
+                               for k in corpus if k in dropped]  # in input order
   assert stats["in"] == stats["out"] + stats["dropped_total"]
 
 
@@ -115,6 +126,22 @@ def test_near_duplicate_pairs_between_two_sets(corpus):
   training = [(k, t) for k, t in corpus.items() if k != "colorsys.py"]
   pairs = dedup.near_duplicate_pairs(training, benchmark, threshold=0.75, exact=True)
   assert [(a, b) for a, b, _ in pairs] == [("copy/colorsys_renamed.py", "bench/colorsys")]
+
+
+def test_near_dedup_keeps_the_smallest_id_of_a_chain_whatever_the_order():
+  """A chain a ~ b ~ c with a !~ c is one cluster: only its smallest id stays, in any
+  input order (a greedy first-seen rule would keep two of them, which depend on order)."""
+  a = [f"w{i}" for i in range(400)]
+  b = a[:383] + [f"x{i}" for i in range(17)]  # a's last 17 words changed: J(a, b) 0.90
+  c = [f"y{i}" for i in range(17)] + b[17:]  # b's first 17 words changed: J(b, c) 0.90
+  docs = [record(name, " ".join(words)) for name, words in (("a", a), ("b", b), ("c", c))]
+  sh = {r.origin: dedup.shingles(r.text) for r in docs}
+  assert dedup.jaccard(sh["a"], sh["b"]) > 0.89 and dedup.jaccard(sh["b"], sh["c"]) > 0.89
+  assert dedup.jaccard(sh["a"], sh["c"]) < 0.85  # a and c are linked only through b
+  smallest = min(docs, key=lambda r: r.id).origin
+  for order in itertools.permutations(docs):
+    step = dedup.MinHashDedup(threshold=0.85, num_perm=256, seed=1)
+    assert [r.origin for r in step(list(order))] == [smallest]
 
 
 def test_clusters_are_connected_components():

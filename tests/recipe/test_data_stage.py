@@ -112,6 +112,36 @@ def test_llm_annotation_without_an_endpoint_is_a_clear_error(tmp_path):
   assert not os.listdir(tmp_path)  # refused while planning: nothing written
 
 
+def test_curate_on_datatrove_writes_what_the_in_process_run_wrote(built, tmp_path):
+  pytest.importorskip("datatrove")
+  from recipe.stages import data as data_stage  # pylint: disable=g-import-not-at-top
+  ctx, _ = built
+  config = small_config()
+  config.data.update(dict(runner="datatrove", runner_workers=1, runner_shard_files=16))
+  engine_ctx = context(config, tmp_path)
+  summary = data_stage.curate(engine_ctx)
+  assert summary["runner"] == "datatrove" and summary["shards"] == 8
+  with open(data_stage.Paths(ctx).code, "rb") as a, open(summary["out"], "rb") as b:
+    assert a.read() == b.read()
+  local = ctx.marker("curate")["summary"]["stats"]
+  strip = lambda stats: [{k: v for k, v in s.items() if k not in ("elapsed_s", "records_per_s")}
+                         for s in stats]
+  assert strip(summary["stats"]) == strip(local)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("runner", "spark", "config.data.runner = 'spark'"),
+    ("sources", ("/no/such/file.jsonl",), "no file /no/such/file.jsonl"),
+    ("sources", ("/no/such/dir",), "no file or directory /no/such/dir"),
+])
+def test_a_bad_runner_or_source_is_refused_while_planning(tmp_path, field, value, message):
+  config = small_config()
+  config.data[field] = value
+  with pytest.raises(UsageError, match=message):
+    run_data(context(config, tmp_path))
+  assert not os.listdir(tmp_path)
+
+
 def test_bad_fim_rates_are_refused_while_planning(tmp_path):
   config = small_config()
   config.data.fim_spm_rate = 1.5
