@@ -115,6 +115,9 @@ class ExerciseMiner(Step):
   """
   name = "exercises"
   count_input = False
+  # How a record's text is parsed: cached, so a tree an earlier ParseFilter made for the
+  # record in flight is reused.
+  parse = staticmethod(parse_python)
 
   def __init__(self, min_docstring_chars: int = 16, max_prompt_chars: int = 2000,
                max_solution_chars: int = 2000, max_solution_lines: int = 40,
@@ -133,7 +136,7 @@ class ExerciseMiner(Step):
       if not is_python(record):
         self.stats.extra["files_not_python"] += 1
         continue
-      tree = parse_python(record.text)  # shared with ParseFilter when chained after it
+      tree = self.parse(record.text)
       if tree is None:
         self.stats.extra["files_unparsable"] += 1
         continue
