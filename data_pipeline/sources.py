@@ -306,28 +306,8 @@ def jsonl_records(path: str, text_field: str = "text", license_field: str | None
   stats = stats if stats is not None else StepStats("jsonl")
   if not os.path.isfile(path):
     raise SourceError(f"JSONL source {path!r} does not exist")
-  return _timed(_jsonl_rows(path, text_field, license_field, meta_fields, max_records,
-                            stats), stats)
-
-
-def _jsonl_rows(path: str, text_field: str, license_field: str | None,
-                meta_fields: Sequence[str], max_records: int | None,
-                stats: StepStats) -> Iterator[Record]:
-  reasons = {"invalid_utf8": "not_utf8"}  # this module's name for it
-
-  def skip(reason: str, where: str, detail: str) -> None:
-    stats.records_in += 1
-    stats.drop(reasons.get(reason, reason), f"{where} ({detail})")
-
-  for number, row in read_jsonl(path, objects=False, on_error=skip):
-    if max_records is not None and stats.records_out >= max_records:
-      return
-    stats.records_in += 1
-    where = f"{path}:{number}"
-    record = _row_record(row, where, text_field, license_field, meta_fields, stats, where)
-    if record is not None:
-      stats.records_out += 1
-      yield record
+  return _timed(_shard_rows([path], 1, 0, text_field, license_field, meta_fields,
+                            max_records, stats), stats)
 
 
 # ---------------------------------------------------------------------- file shards
