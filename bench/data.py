@@ -59,11 +59,14 @@ THROUGHPUT_COLUMNS = ("date", "machine", "step", "files", "MB", "before files/s"
                       "after files/s", "after MB/s", "speed-up", "reference", "x reference")
 THROUGHPUT_INTRO = """
 Each optimised data step next to its frozen pre-optimisation copy (bench/data_before.py)
-on the same stdlib .py files in one process (after MB/s = input MB / after seconds).
+on the same stdlib .py files in one process, per core: files/s of CPU time (all threads'
+core-seconds, so the Rust tokenizer's threads count too; the fastest of 3 alternating
+runs), after MB/s = input MB / after CPU seconds.
 `reference`: the limit the step is compared with in the same run (one `ast.parse` per
 file for the curation chain; `tokenizers`' own `encode_batch` for tokenization); `x
 reference` = step seconds / reference seconds (1.0 = at the limit). Embedding: documents/s
-per device of the tiny random-init embedder (bucketed, batch split over the devices).
+per device of the tiny random-init embedder (wall time; bucketed, batch split over the
+devices; max_len 512, batch 64).
 
 """ + record.table_header(THROUGHPUT_COLUMNS)
 
@@ -128,21 +131,24 @@ def time_data_steps(texts: Sequence[str],
 
 
 # ---------------------------------------------------------------------- throughput
-def _timed(function: Callable[[], object]) -> float:
-  start = time.perf_counter()
+def _timed(function: Callable[[], object], clock: Callable[[], float] = time.process_time
+           ) -> float:
+  """Seconds `function` takes: CPU seconds of this process by default (all its threads:
+  core-seconds, little moved by other jobs on a shared machine), or wall seconds."""
+  start = clock()
   function()
-  return time.perf_counter() - start
+  return clock() - start
 
 
 REPEATS = 3  # before/after alternate this many times; the fastest run of each counts
 
 
-def _best(function: Callable[[], object], before_each: Callable[[], None] = lambda: None
-          ) -> float:
+def _best(function: Callable[[], object], before_each: Callable[[], None] = lambda: None,
+          clock: Callable[[], float] = time.process_time) -> float:
   seconds = []
   for _ in range(REPEATS):
     before_each()
-    seconds.append(_timed(function))
+    seconds.append(_timed(function, clock))
   return min(seconds)
 
 
@@ -167,7 +173,7 @@ def throughput_rows(texts: Sequence[str], embed_docs: int = 96) -> list[tuple]:
   from phi_jax.tokenizer import byte_level
   texts = list(texts)
   megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
-  parse_s = _best(lambda: [filters.parse_python_uncached(t) for t in texts])
+  parse_s = _best(lambda: all(filters.parse_python_uncached(t) or True for t in texts))
   rows = []
 
   def compare(name, before_fn, after_fn, reference=("", None)):
@@ -177,8 +183,10 @@ def throughput_rows(texts: Sequence[str], embed_docs: int = 96) -> list[tuple]:
 
   compare("parse filter", _chain(lambda: [before.ParseFilterBefore()], texts),
           _chain(lambda: [filters.ParseFilter()], texts), ("ast.parse", parse_s))
-  compare("data-dump filter", _chain(lambda: [before.DataDumpFilterBefore()], texts),
-          _chain(lambda: [filters.DataDumpFilter()], texts))
+  compare("parse + data-dump filters",
+          _chain(lambda: [before.ParseFilterBefore(), before.DataDumpFilterBefore()], texts),
+          _chain(lambda: [filters.ParseFilter(), filters.DataDumpFilter()], texts),
+          ("ast.parse", parse_s))
   compare("MinHash near-dedup", _chain(lambda: [before.MinHashDedupBefore()], texts),
           _chain(lambda: [before.curation_steps_after()[-1]], texts))
   compare("curation chain (size, parse, autogen, data-dump, exact, MinHash)",
@@ -200,7 +208,8 @@ def throughput_rows(texts: Sequence[str], embed_docs: int = 96) -> list[tuple]:
 
 
 def _embedding_rows(texts: Sequence[str]) -> list[tuple]:
-  """Documents/s per device of the tiny config's random-init embedder (max_len 512)."""
+  """Documents/s per device (wall time) of the tiny config's random-init embedder
+  (max_len 512)."""
   # pylint: disable=g-import-not-at-top
   import jax
 
@@ -212,7 +221,7 @@ def _embedding_rows(texts: Sequence[str]) -> list[tuple]:
     embedder = embed.make_embedder("", model, max_len=512, dtype=dtype)
     embedder.embed(list(texts[:64]), batch_size=64, max_len=512, progress=False)  # compile
     seconds = _best(lambda: embedder.embed(list(texts), batch_size=64, max_len=512,
-                                           progress=False))
+                                           progress=False), clock=time.perf_counter)
     devices = len(embedder.devices)
     name = (f"embed ({dtype}, {devices} {jax.default_backend()} device(s), "
             f"docs/s per device)")

@@ -9,11 +9,14 @@ Thresholds follow the BigCode/StarCoder cleaning (max line length 1000, mean lin
 100, alphanumeric fraction 0.25) and are constructor arguments. Run SizeFilter first:
 the others read the whole text.
 
-Each text is parsed once: `parse_python` keeps the trees of the last few texts it parsed
-(keyed by the text, so by the record in flight), and ParseFilter, DataDumpFilter and the
-exercise miner (data_pipeline/exercises.py) chained over one stream share that tree.
-The cache is bounded and lives outside the Record, so nothing is serialised with a
-record, pickled to an engine worker, or kept alive by a list of curated records.
+Each text is parsed once: `parse_python` keeps the tree of the last text it parsed
+(keyed by the text), and ParseFilter, DataDumpFilter and the exercise miner
+(data_pipeline/exercises.py) chained over one stream share it: a chain of generators
+moves one record at a time through all its steps. The cache lives outside the Record,
+so nothing is serialised with a record, pickled to an engine worker, or kept alive by a
+list of curated records; and it holds one tree, because every live tree is traversed by
+the cyclic garbage collector while the next file is parsed (on 250 stdlib files the parse
+filter ran at 0.37x its uncached speed with 64 cached trees, 0.8x with 4, 0.96x with 1).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def is_python(record: Record) -> bool:
   return str(record.meta.get("language", "python")).lower() == "python"
 
 
-PARSE_CACHE_SIZE = 64  # texts whose tree is kept: the records in flight through a chain
+PARSE_CACHE_SIZE = 1  # trees kept: the record in flight (see the module docstring)
 
 
 def parse_python_uncached(text: str) -> ast.Module | None:
