@@ -14,8 +14,14 @@ up. Rows go to BENCHMARKS.md.
 Data steps: `data_steps()` maps a step name to a function over a list of file texts;
 each is timed over the same stdlib files and reported as files/s in its own table:
 tokenization, each filter and dedup step of the data stage, the heuristic annotator,
-exercise mining and BPE training (embedding throughput is model-bound: see
-bench/generate.py for forward-pass speed).
+exercise mining and BPE training.
+
+Throughput (`throughput_rows()`, its own table): each optimised step next to its frozen
+"before" copy (bench/data_before.py), on the same files in the same run, as files/s and
+MB/s on one process; the whole curation chain against one `ast.parse` per file (its
+floor: every file is parsed once); tokenization into token arrays against `tokenizers`'
+own `encode_batch`; and embedding documents/s per device (the random-init embedder of
+the tiny config, on this host's devices).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+
+import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -45,6 +53,22 @@ shown apart). `x H100 phi-1 need` = tokens/s / {H100_PHI1_TOKENS_PER_S:,} (the t
 consumes training phi-1); > 1: the loader keeps up. workers 0 = in-process (one core).
 
 """ + record.table_header(LOADER_COLUMNS)
+
+THROUGHPUT_SECTION = "## bench/data.py: data step throughput, before and after"
+THROUGHPUT_COLUMNS = ("date", "machine", "step", "files", "MB", "before files/s",
+                      "after files/s", "after MB/s", "speed-up", "reference", "x reference")
+THROUGHPUT_INTRO = """
+Each optimised data step next to its frozen pre-optimisation copy (bench/data_before.py)
+on the same stdlib .py files in one process, per core: files/s of CPU time (all threads'
+core-seconds, so the Rust tokenizer's threads count too; the fastest of 3 alternating
+runs), after MB/s = input MB / after CPU seconds.
+`reference`: the limit the step is compared with in the same run (one `ast.parse` per
+file for the curation chain; `tokenizers`' own `encode_batch` for tokenization); `x
+reference` = step seconds / reference seconds (1.0 = at the limit). Embedding: documents/s
+per device of the tiny random-init embedder (wall time; bucketed, batch split over the
+devices; max_len 512, batch 64).
+
+""" + record.table_header(THROUGHPUT_COLUMNS)
 
 STEPS_SECTION = "## bench/data.py: data steps, files/s"
 STEPS_COLUMNS = ("date", "machine", "step", "files", "MB", "seconds", "files/s")
@@ -106,6 +130,127 @@ def time_data_steps(texts: Sequence[str],
   return rows
 
 
+# ---------------------------------------------------------------------- throughput
+def _timed(function: Callable[[], object], clock: Callable[[], float] = time.process_time
+           ) -> float:
+  """Seconds `function` takes: CPU seconds of this process by default (all its threads:
+  core-seconds, little moved by other jobs on a shared machine), or wall seconds."""
+  start = clock()
+  function()
+  return clock() - start
+
+
+REPEATS = 3  # before/after alternate this many times; the fastest run of each counts
+
+
+def _best(function: Callable[[], object], before_each: Callable[[], None] = lambda: None,
+          clock: Callable[[], float] = time.process_time) -> float:
+  seconds = []
+  for _ in range(REPEATS):
+    before_each()
+    seconds.append(_timed(function, clock))
+  return min(seconds)
+
+
+def _chain(make_steps: Callable[[], list], texts: Sequence[str]) -> Callable[[], object]:
+  from data_pipeline.steps import run_steps  # pylint: disable=g-import-not-at-top
+  records = _records(texts)
+  return lambda: sum(1 for _ in run_steps(records, make_steps()))
+
+
+def _fresh_parses() -> None:
+  from data_pipeline import filters  # pylint: disable=g-import-not-at-top
+  filters.parse_python.cache_clear()
+
+
+def throughput_rows(texts: Sequence[str], embed_docs: int = 96) -> list[tuple]:
+  """(step, files, MB, before s, after s, reference name, reference s) per compared step;
+  `before` None where there is no before (embedding), reference '' where none."""
+  # pylint: disable=g-import-not-at-top
+  from bench import data_before as before
+  from data_pipeline import exercises, filters
+  from data_pipeline.tokenizer import encode_ids, train_bpe
+  from phi_jax.tokenizer import byte_level
+  texts = list(texts)
+  megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+  parse_s = _best(lambda: all(filters.parse_python_uncached(t) or True for t in texts))
+  rows = []
+
+  def compare(name, before_fn, after_fn, reference=("", None)):
+    before_s = _best(before_fn, _fresh_parses)
+    rows.append((name, len(texts), megabytes, before_s, _best(after_fn, _fresh_parses),
+                 *reference))
+
+  compare("parse filter", _chain(lambda: [before.ParseFilterBefore()], texts),
+          _chain(lambda: [filters.ParseFilter()], texts), ("ast.parse", parse_s))
+  compare("parse + data-dump filters",
+          _chain(lambda: [before.ParseFilterBefore(), before.DataDumpFilterBefore()], texts),
+          _chain(lambda: [filters.ParseFilter(), filters.DataDumpFilter()], texts),
+          ("ast.parse", parse_s))
+  compare("MinHash near-dedup", _chain(lambda: [before.MinHashDedupBefore()], texts),
+          _chain(lambda: [before.curation_steps_after()[-1]], texts))
+  compare("curation chain (size, parse, autogen, data-dump, exact, MinHash)",
+          _chain(before.curation_steps_before, texts),
+          _chain(before.curation_steps_after, texts), ("ast.parse", parse_s))
+  compare("curation chain + exercise mining",
+          _chain(lambda: before.curation_steps_before() + [before.ExerciseMinerBefore()],
+                 texts),
+          _chain(lambda: before.curation_steps_after() + [exercises.ExerciseMiner()], texts))
+  for label, tokenizer in (("byte-level", byte_level()),
+                           ("BPE 4096", train_bpe(texts[:300], 4096, show_progress=False))):
+    library_s = _best(lambda: tokenizer.backend.encode_batch(texts, add_special_tokens=False))
+    compare(f"tokenize to arrays ({label})",
+            lambda: before.tokenize_before(tokenizer, texts),
+            lambda: [np.asarray(ids, np.int32) for ids in encode_ids(tokenizer, texts)],
+            ("tokenizers encode_batch", library_s))
+  rows.extend(_embedding_rows(texts[:embed_docs]))
+  return rows
+
+
+def _embedding_rows(texts: Sequence[str]) -> list[tuple]:
+  """Documents/s per device (wall time) of the tiny config's random-init embedder
+  (max_len 512)."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from configs import tiny
+  from data_pipeline import embed
+  model = tiny.get_config().model.to_dict()
+  rows = []
+  for dtype in ("float32", "bfloat16"):
+    embedder = embed.make_embedder("", model, max_len=512, dtype=dtype)
+    embedder.embed(list(texts[:64]), batch_size=64, max_len=512, progress=False)  # compile
+    seconds = _best(lambda: embedder.embed(list(texts), batch_size=64, max_len=512,
+                                           progress=False), clock=time.perf_counter)
+    devices = len(embedder.devices)
+    name = (f"embed ({dtype}, {devices} {jax.default_backend()} device(s), "
+            f"docs/s per device)")
+    rows.append((name, len(texts), sum(len(t.encode()) for t in texts) / 1e6, None,
+                 seconds * devices, "", None))
+  return rows
+
+
+def print_throughput(rows: list[tuple]) -> None:
+  print(f"\n{'throughput (one process)':<66}{'files':>6}{'before/s':>10}{'after/s':>10}"
+        f"{'MB/s':>7}{'x':>6}  reference")
+  for name, files, megabytes, before_s, after_s, ref_name, ref_s in rows:
+    before = f"{files / before_s:,.0f}" if before_s else "-"
+    speedup = f"{before_s / after_s:.1f}" if before_s else "-"
+    ref = f"{ref_name}: {files / ref_s:,.0f}/s, x{after_s / ref_s:.2f}" if ref_s else ""
+    print(f"{name:<66}{files:>6}{before:>10}{files / after_s:>10,.0f}"
+          f"{megabytes / after_s:>7.1f}{speedup:>6}  {ref}")
+
+
+def record_throughput(rows: list[tuple], machine: str) -> None:
+  for name, files, megabytes, before_s, after_s, ref_name, ref_s in rows:
+    record.append_row(THROUGHPUT_SECTION, THROUGHPUT_INTRO, record.markdown_row([
+        record.now(), machine, name, files, f"{megabytes:.1f}",
+        f"{files / before_s:,.0f}" if before_s else "-", f"{files / after_s:,.0f}",
+        f"{megabytes / after_s:.2f}", f"{before_s / after_s:.1f}" if before_s else "-",
+        f"{ref_name} {files / ref_s:,.0f}/s" if ref_s else "-",
+        f"{after_s / ref_s:.2f}" if ref_s else "-"]))
+
+
 # ---------------------------------------------------------------------- loader
 def stdlib_texts(max_files: int) -> list[tuple[str, str]]:
   """(origin, text) of a seeded sample of up to max_files readable stdlib .py files."""
@@ -156,12 +301,22 @@ def main(argv=None) -> None:
                       help="comma-separated worker counts to time (0 = in-process)")
   parser.add_argument("--max_files", type=int, default=4000, help="stdlib .py files to use")
   parser.add_argument("--no_record", action="store_true")
+  parser.add_argument("--only_throughput", action="store_true",
+                      help="only the before/after throughput table")
+  parser.add_argument("--throughput_files", type=int, default=400,
+                      help="stdlib files of the before/after throughput table")
   args = parser.parse_args(argv)
   worker_counts = [int(w) for w in args.workers.split(",")]
 
   import grain  # pylint: disable=g-import-not-at-top
   machine = record.cpu_description()
   texts = stdlib_texts(args.max_files)
+  throughput = throughput_rows([text for _, text in texts[:args.throughput_files]])
+  print_throughput(throughput)
+  if args.only_throughput:
+    if not args.no_record:
+      record_throughput(throughput, machine)
+    return
   step_rows = time_data_steps([text for _, text in texts], data_steps())
   with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
     dataset_dir, eos_id = build_dataset(texts, tmp)
@@ -178,6 +333,7 @@ def main(argv=None) -> None:
 
   if args.no_record:
     return
+  record_throughput(throughput, machine)
   for workers, first, tokens_s in results:
     row = record.markdown_row([
         record.now(), machine, grain.__version__, len(texts), args.seq_len, args.batch,

@@ -9,6 +9,8 @@ samples and kept the rest of The Stack where it predicted "educational". Here:
     scores_N = classifier.predict_scores(all_embeddings)    # P(educational)
     keep_N = classifier.keep(scores_N)                      # scores >= config.threshold
     classifier.save("quality/classifier.pkl"); QualityClassifier.load(...)
+    stream_scores(classifier, embedder, records, "scores.jsonl", kept_path="kept.jsonl")
+                                            # a shard scored chunk by chunk, not in memory
 
 `fit` holds out `test_fraction` of the labels (stratified by label when each class has
 at least two examples; else a plain seeded split, and the report says so), trains on
@@ -27,10 +29,13 @@ every label was educational, 0.0 when none), and the report says so.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import itertools
+import json
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -299,3 +304,45 @@ class QualityClassifier:
     classifier.forest, classifier.constant = state["forest"], state["constant"]
     classifier.report = state["report"]
     return classifier
+
+
+def stream_scores(classifier: QualityClassifier, embedder: Any, records: Iterable[Any],
+                  scores_path: str, *, kept_path: str | None = None, chunk_size: int = 4096,
+                  batch_size: int = 32, max_len: int = 512) -> dict[str, int]:
+  """Scores records a chunk at a time, never holding the corpus (a host's shard) in memory.
+
+  Each chunk of `chunk_size` records is embedded (`data_pipeline.embed.embed_chunks`:
+  on the embedder's devices, length-bucketed) and scored; `{"id", "score"}` lines go to
+  `scores_path` and, with `kept_path`, the records scoring >= the threshold (with
+  meta["educational_score"]) go there as JSONL. Both files are written atomically:
+  they appear complete or not at all.
+
+  Args:
+    classifier: a fitted QualityClassifier.
+    embedder: a `data_pipeline.embed.Embedder`.
+    records: `Record`s (any iterable: a reader of a shard streams through).
+    scores_path, kept_path: outputs.
+    chunk_size, batch_size, max_len: see `embed_chunks`.
+
+  Returns:
+    {"documents": scored, "kept": kept}.
+  """
+  from data_pipeline.embed import embed_chunks  # pylint: disable=g-import-not-at-top  (jax)
+  counts = {"documents": 0, "kept": 0}
+  iterator = iter(records)
+  with contextlib.ExitStack() as stack:
+    scores_file = stack.enter_context(atomic.writing(scores_path, "w"))
+    kept_file = stack.enter_context(atomic.writing(kept_path, "w")) if kept_path else None
+    while chunk := list(itertools.islice(iterator, chunk_size)):
+      (x_ND,) = embed_chunks(embedder, [r.text for r in chunk], chunk_size=len(chunk),
+                             batch_size=batch_size, max_len=max_len)
+      scores_N = classifier.predict_scores(x_ND)
+      keep_N = classifier.keep(scores_N)
+      for record, score, keep in zip(chunk, scores_N, keep_N):
+        scores_file.write(json.dumps({"id": record.id, "score": float(score)}) + "\n")
+        if keep and kept_file is not None:
+          record.meta["educational_score"] = round(float(score), 4)
+          kept_file.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+      counts["documents"] += len(chunk)
+      counts["kept"] += int(keep_N.sum())
+  return counts

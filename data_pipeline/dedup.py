@@ -58,15 +58,18 @@ def words(text: str) -> list[str]:
   return _WORD.findall(text)
 
 
+def _shingle_strings(text: str, size: int) -> set[str]:
+  """`shingles(text, size)` before UTF-8 encoding."""
+  tokens = words(text)
+  if len(tokens) <= size:
+    return {" ".join(tokens)} if tokens else set()
+  return set(map(" ".join, zip(*(tokens[i:] for i in range(size)))))
+
+
 def shingles(text: str, size: int = 5) -> set[bytes]:
   """The set of `size`-word shingles of `text` (one shingle of all words when there are
   fewer than `size`; empty for a text without words)."""
-  tokens = words(text)
-  if not tokens:
-    return set()
-  if len(tokens) < size:
-    return {" ".join(tokens).encode("utf-8")}
-  return {" ".join(tokens[i:i + size]).encode("utf-8") for i in range(len(tokens) - size + 1)}
+  return {gram.encode("utf-8") for gram in _shingle_strings(text, size)}
 
 
 def jaccard(a: set, b: set) -> float:
@@ -76,21 +79,56 @@ def jaccard(a: set, b: set) -> float:
 
 
 class MinHasher:
-  """MinHash signatures of texts, all with the same seeded permutations."""
+  """MinHash signatures of texts, all with the same seeded permutations.
+
+  `signature(text)` computes the hash values of datasketch's default scheme (sha1 of
+  each shingle, then the scheme's seeded permutations, min over shingles) in numpy over
+  all of a text's shingles at once, without datasketch's per-shingle Python hash
+  calls; `__call__` wraps them in a `datasketch.MinHash` (for its LSH and `jaccard`).
+  The values equal `datasketch.MinHash.update_batch` over `shingles(text)` (tested).
+  """
 
   def __init__(self, num_perm: int = 128, seed: int = 1, shingle_size: int = 5):
     import datasketch  # pylint: disable=g-import-not-at-top
     self._datasketch = datasketch
     self.num_perm, self.seed, self.shingle_size = num_perm, seed, shingle_size
     self._template = datasketch.MinHash(num_perm=num_perm, seed=seed)
+    self.scheme = self._template.scheme
+    a, b = self._template.permutations
+    self._a_1P, self._b_1P = a[None, :], b[None, :]
+    self._dtype = self._template.hashvalues.dtype
+    # sha1_hash32 (legacy, affine32) or sha1_hash64 (affine64): the digest's first bytes.
+    self._hash_bytes = 8 if self.scheme == "affine64" else 4
+
+  def shingle_hashes(self, text: str) -> np.ndarray:
+    """The sha1-based hash of each distinct shingle of `text` (datasketch's hashfunc)."""
+    grams = _shingle_strings(text, self.shingle_size)
+    n = self._hash_bytes
+    digests = b"".join([hashlib.sha1(g.encode("utf-8")).digest()[:n] for g in grams])
+    return np.frombuffer(digests, "<u8" if n == 8 else "<u4")
+
+  def signature(self, text: str) -> np.ndarray:
+    """The MinHash hash values [num_perm] of `text`'s shingles (max value when none)."""
+    hv_S = self.shingle_hashes(text)
+    if not len(hv_S):
+      return self._template.hashvalues.copy()
+    if self.scheme == "legacy":
+      hv_S1 = hv_S.astype(np.uint64)[:, None]
+      phv_SP = np.bitwise_and((hv_S1 * self._a_1P + self._b_1P) % np.uint64((1 << 61) - 1),
+                              np.uint64((1 << 32) - 1))
+    else:
+      width = 8 * self._hash_bytes
+      hv_S1 = _fmix(hv_S.astype(self._dtype), width)[:, None]
+      phv_SP = np.multiply(hv_S1, self._a_1P)  # wraps mod 2^width, as in datasketch
+      phv_SP += self._b_1P
+    return phv_SP.min(axis=0).astype(self._dtype, copy=False)
 
   def __call__(self, text: str) -> datasketch.MinHash:
     """The MinHash of the shingles of `text`."""
-    minhash = self._datasketch.MinHash(num_perm=self.num_perm, seed=self.seed,
-                                 permutations=self._template.permutations,
-                                 scheme=self._template.scheme)
-    minhash.update_batch(list(shingles(text, self.shingle_size)))
-    return minhash
+    return self._datasketch.MinHash(num_perm=self.num_perm, seed=self.seed,
+                                    hashvalues=self.signature(text),
+                                    permutations=self._template.permutations,
+                                    scheme=self.scheme)
 
   def signature(self, text: str) -> np.ndarray:
     """The MinHash signature of `text`: uint64[num_perm]."""
@@ -148,6 +186,22 @@ def removals(pairs: Iterable[tuple[Hashable, Hashable]]) -> dict[Hashable, Hasha
     for key in group[1:]:
       dropped[key] = group[0]
   return dropped
+
+
+def _fmix(hv: np.ndarray, width: int) -> np.ndarray:
+  """MurmurHash3's finalizer on uint32/uint64 values (datasketch's pre-mix of the
+  affine schemes; the multiplications wrap mod 2^width)."""
+  if width == 32:
+    s1, m1, s2, m2, s3 = 16, 0x85EBCA6B, 13, 0xC2B2AE35, 16
+  else:
+    s1, m1, s2, m2, s3 = 33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33
+    hv = hv.astype(np.uint64)
+  dtype = hv.dtype.type
+  hv = hv ^ (hv >> dtype(s1))
+  hv = hv * dtype(m1)
+  hv = hv ^ (hv >> dtype(s2))
+  hv = hv * dtype(m2)
+  return hv ^ (hv >> dtype(s3))
 
 
 def _check(threshold: float, num_perm: int) -> None:

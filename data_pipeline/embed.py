@@ -16,6 +16,14 @@ and the batch dimension to `batch_size`, so the jitted forward compiles once per
 not once per batch. Results come back in input order. A text with no tokens (empty)
 gets a zero vector.
 
+At scale each host embeds its own shard on its own accelerators: the embedder runs on
+`jax.local_devices()` (or the `devices` given), each padded batch split along the batch
+axis over them (batch_size is rounded up to a multiple of the device count), with no
+cross-host communication. `embed_chunks` streams: it embeds an iterable of texts a
+chunk at a time (length-sorted and bucketed within the chunk), so a host's shard never
+has to be in memory; `data_pipeline.classifier.stream_scores` scores records that way.
+`make_embedder(..., dtype="bfloat16")` runs the forward in bf16 (pooling stays fp32).
+
 What the embeddings mean depends on the model: the paper's come from a pretrained code
 model. A randomly initialised model (`Embedder.from_config`, what the offline tiny
 pipeline uses when no pretrained checkpoint is on the machine) gives random features:
@@ -28,19 +36,23 @@ from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from phi_jax import atomic
 from phi_jax.config import PhiConfig
 from phi_jax.model import PhiForCausalLM
 from phi_jax.progress import Progress
 from phi_jax.tokenizer import Tokenizer
+
+from data_pipeline.tokenizer import encode_ids
 
 DEFAULT_MIN_BUCKET = 32
 
@@ -79,6 +91,8 @@ class Embedder:
     tokenizer: default: `model.tokenizer` (set by from_pretrained when stored).
     min_bucket: the shortest padded length.
     source: what the model is, for records and reports (a path, or 'random-init').
+    devices: the devices a batch is split over (default: this host's,
+      `jax.local_devices()`); the parameters are replicated on each.
 
   Attributes:
     d_model: the embedding size.
@@ -87,7 +101,8 @@ class Embedder:
   """
 
   def __init__(self, model: PhiForCausalLM, tokenizer: Tokenizer | None = None, *,
-               min_bucket: int = DEFAULT_MIN_BUCKET, source: str = "model"):
+               min_bucket: int = DEFAULT_MIN_BUCKET, source: str = "model",
+               devices: Sequence[jax.Device] | None = None):
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tokenizer is None:
       raise ValueError(f"Embedder: no tokenizer: the model from {source} stores none; pass "
@@ -103,7 +118,13 @@ class Embedder:
     self.source = source
     self.d_model = model.config.d_model
     self.compiled_shapes: set[tuple[int, int]] = set()
-    self._graphdef, self._state = nnx.split(model)
+    self.devices = list(devices) if devices is not None else jax.local_devices()
+    if not self.devices:
+      raise ValueError("Embedder: no devices")
+    mesh = Mesh(np.asarray(self.devices), ("batch",))
+    self._batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+    self._graphdef, state = nnx.split(model)
+    self._state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
     self._pad_id = tokenizer.eos_id or 0
 
   @classmethod
@@ -119,18 +140,19 @@ class Embedder:
     return cls(model, tokenizer, source=path)
 
   @classmethod
-  def from_config(cls, config: PhiConfig, tokenizer: Tokenizer, seed: int = 0) -> Embedder:
+  def from_config(cls, config: PhiConfig, tokenizer: Tokenizer, seed: int = 0,
+                  devices: Sequence[jax.Device] | None = None) -> Embedder:
     """A randomly initialised model's embedder: random features (see the module doc)."""
     from phi_jax import pretrained  # pylint: disable=import-outside-toplevel
     return cls(pretrained.init_model(config, seed), tokenizer,
-               source=f"random-init (seed {seed}): random features")
+               source=f"random-init (seed {seed}): random features", devices=devices)
 
   def tokenize(self, texts: Sequence[str], max_len: int) -> list[list[int]]:
     """Token ids of each text, cut to its first max_len tokens."""
     for index, text in enumerate(texts):
       if not isinstance(text, str):
         raise TypeError(f"Embedder.embed: texts[{index}] is a {type(text).__name__}, not a str")
-    return [ids[:max_len] for ids in self.tokenizer.encode_batch(list(texts))]
+    return [ids[:max_len] for ids in encode_ids(self.tokenizer, list(texts))]
 
   def embed(self, texts: Sequence[str], batch_size: int = 32, max_len: int = 512, *,
             normalize: bool = False, progress: bool = True) -> np.ndarray:
@@ -138,7 +160,8 @@ class Embedder:
 
     Args:
       texts: the strings to embed.
-      batch_size: texts per forward pass.
+      batch_size: texts per forward pass, over all the embedder's devices (rounded up
+        to a multiple of their count).
       max_len: tokens kept per text (its first max_len); at most the model's
         max_seq_len.
       normalize: scale each row to unit L2 norm.
@@ -153,6 +176,7 @@ class Embedder:
     if max_len > self.model.config.max_seq_len:
       raise ValueError(f"Embedder.embed: max_len {max_len} exceeds the model's max_seq_len "
                        f"{self.model.config.max_seq_len} ({self.source})")
+    batch_size = -(-batch_size // len(self.devices)) * len(self.devices)
     token_lists = self.tokenize(texts, max_len)
     out_ND = np.zeros((len(token_lists), self.d_model), np.float32)
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
@@ -170,27 +194,53 @@ class Embedder:
         tokens_BT[b, :len(token_lists[i])] = token_lists[i]
         mask_BT[b, :len(token_lists[i])] = 1
       self.compiled_shapes.add((batch_size, length))
-      pooled_BE = _mean_pooled(self._graphdef, self._state, tokens_BT, mask_BT)
+      pooled_BE = _mean_pooled(self._graphdef, self._state,
+                               jax.device_put(tokens_BT, self._batch_sharding),
+                               jax.device_put(mask_BT, self._batch_sharding))
       out_ND[rows] = np.asarray(pooled_BE)[:len(rows)]
       meter.update(start + len(rows))
     meter.update(len(order), final=True)
     return l2_normalize(out_ND) if normalize else out_ND
 
 
+def embed_chunks(embedder: Embedder, texts: Iterable[str], *, chunk_size: int = 4096,
+                 batch_size: int = 32, max_len: int = 512, normalize: bool = False
+                 ) -> Iterator[np.ndarray]:
+  """fp32 embeddings [n, d_model] of `texts`, `chunk_size` texts at a time, in input order.
+
+  Streams: only one chunk of texts and embeddings is in memory; within a chunk the
+  texts are length-sorted and bucketed as in `Embedder.embed` (larger chunks pad less).
+  """
+  if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    raise ValueError(f"embed_chunks: chunk_size must be a positive integer, got "
+                     f"{chunk_size!r}")
+  iterator = iter(texts)
+  while chunk := list(itertools.islice(iterator, chunk_size)):
+    yield embedder.embed(chunk, batch_size=batch_size, max_len=max_len,
+                         normalize=normalize, progress=False)
+
+
 def make_embedder(embed_model: str, model: Mapping[str, Any], *, max_len: int = 512,
-                  seed: int = 0) -> Embedder:
+                  seed: int = 0, dtype: str | None = None,
+                  devices: Sequence[jax.Device] | None = None) -> Embedder:
   """The embedder a config names: of `embed_model` (an Orbax checkpoint, transformers
   dir or hub id) or, when it is '', a random-init model of shape `model` (PhiConfig
   fields) with the byte-level tokenizer, its vocab and max_seq_len raised to fit
-  (random features: see the module docstring)."""
+  (random features: see the module docstring). `dtype` ('bfloat16', 'float32'):
+  the forward's compute dtype (default: the model's); `devices`: see `Embedder`."""
+  overrides = {"dtype": dtype} if dtype else {}
   if embed_model:
-    return Embedder.from_pretrained(embed_model)
+    embedder = Embedder.from_pretrained(embed_model, **overrides)
+    if devices is not None:
+      embedder = Embedder(embedder.model, embedder.tokenizer, source=embedder.source,
+                          devices=devices)
+    return embedder
   from phi_jax import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
   config = PhiConfig.from_mapping(dict(model), where="embedding model")
   byte_level = tokenizer_lib.byte_level()
   config = config.replace(vocab_size=max(config.vocab_size, byte_level.vocab_size),
-                          max_seq_len=max(config.max_seq_len, max_len))
-  return Embedder.from_config(config, byte_level, seed=seed)
+                          max_seq_len=max(config.max_seq_len, max_len), **overrides)
+  return Embedder.from_config(config, byte_level, seed=seed, devices=devices)
 
 
 # -- embeddings on disk --------------------------------------------------------------------

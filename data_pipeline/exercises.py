@@ -37,11 +37,10 @@ import ast
 import builtins
 import copy
 import symtable
-import warnings
 from collections.abc import Iterable, Iterator
 
 from data_pipeline.dedup import text_hash
-from data_pipeline.filters import is_python
+from data_pipeline.filters import is_python, parse_python, parse_python_uncached
 from data_pipeline.records import Exercise, Record, record_id
 from data_pipeline.steps import Step, StepStats
 
@@ -52,15 +51,6 @@ SAFE_BUILTINS = frozenset(
     if not name.startswith("_")
     and name not in ("exit", "quit", "copyright", "credits", "license", "help")
 ) | {"__import__", "__build_class__", "__debug__"}
-
-
-def _parse(source: str) -> ast.Module | None:
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore")
-      return ast.parse(source)
-  except (SyntaxError, ValueError, RecursionError, MemoryError):
-    return None
 
 
 def external_names(source: str, function_name: str) -> tuple[set[str], bool]:
@@ -125,6 +115,9 @@ class ExerciseMiner(Step):
   """
   name = "exercises"
   count_input = False
+  # How a record's text is parsed: cached, so a tree an earlier ParseFilter made for the
+  # record in flight is reused.
+  parse = staticmethod(parse_python)
 
   def __init__(self, min_docstring_chars: int = 16, max_prompt_chars: int = 2000,
                max_solution_chars: int = 2000, max_solution_lines: int = 40,
@@ -143,7 +136,7 @@ class ExerciseMiner(Step):
       if not is_python(record):
         self.stats.extra["files_not_python"] += 1
         continue
-      tree = _parse(record.text)
+      tree = self.parse(record.text)
       if tree is None:
         self.stats.extra["files_unparsable"] += 1
         continue
@@ -218,7 +211,7 @@ class ExerciseMiner(Step):
       return "prompt_too_long"
     if len(solution) > self.max_solution_chars or len(solution_lines) > self.max_solution_lines:
       return "solution_too_long"
-    rebuilt = _parse(prompt + solution)
+    rebuilt = parse_python_uncached(prompt + solution)
     if (rebuilt is None or len(rebuilt.body) != 1
         or _function_dump(rebuilt.body[0]) != _function_dump(function)):
       return "not_reproducible"

@@ -15,16 +15,30 @@ and counted, never fatal; a source that does not exist at all raises SourceError
     stdlib | site-packages        one of those roots only
     /path/to/dir                  every .py file under it (sampled with max_files)
     /path/to/file.jsonl[.gz]      one record per line (text_field, license_field)
+    /path/to/file.parquet         one record per row, read a row group at a time
+    /path/to/shards/*.parquet     the files a glob matches (.parquet, .jsonl, .jsonl.gz),
+                                  streamed in sorted order: The Stack / StackOverflow
+                                  dumps as downloaded shards
     hf:<dataset>[:<data_dir>][?key=value&...]
                                   a Hugging Face dataset, streamed and sharded; keys:
                                   split, config, data_files, revision, text_field,
                                   license_field (e.g. "hf:bigcode/the-stack-dedup:data/python
                                   ?text_field=content&license_field=max_stars_repo_licenses")
+
+Sharded reading, so that no host holds (or reads) the corpus: `read_source(...,
+num_shards=jax.process_count(), shard_index=jax.process_index())` (see `host_shard`)
+gives each host a disjoint part, and the parts together are the whole source. File
+shards (a glob, a .parquet or .jsonl file) are split like `datasets`'
+`split_dataset_by_node`: whole files per host when the file count divides by
+num_shards, else every num_shards-th row; `hf:` sources use `split_dataset_by_node`
+itself (files on a bucket: `hf:parquet?data_files=gs://bucket/stack/*.parquet`).
+Everything is a generator: rows are read as they are consumed.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import sysconfig
 import time
@@ -292,28 +306,112 @@ def jsonl_records(path: str, text_field: str = "text", license_field: str | None
   stats = stats if stats is not None else StepStats("jsonl")
   if not os.path.isfile(path):
     raise SourceError(f"JSONL source {path!r} does not exist")
-  return _timed(_jsonl_rows(path, text_field, license_field, meta_fields, max_records,
-                            stats), stats)
+  return _timed(_shard_rows([path], 1, 0, text_field, license_field, meta_fields,
+                            max_records, stats), stats)
 
 
-def _jsonl_rows(path: str, text_field: str, license_field: str | None,
-                meta_fields: Sequence[str], max_records: int | None,
-                stats: StepStats) -> Iterator[Record]:
-  reasons = {"invalid_utf8": "not_utf8"}  # this module's name for it
+# ---------------------------------------------------------------------- file shards
+_SHARD_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
+_GLOB_CHARS = frozenset("*?[")
+PARQUET_BATCH_ROWS = 1024  # rows decoded at a time (a row group is read lazily)
 
-  def skip(reason: str, where: str, detail: str) -> None:
-    stats.records_in += 1
-    stats.drop(reasons.get(reason, reason), f"{where} ({detail})")
 
-  for number, row in read_jsonl(path, objects=False, on_error=skip):
-    if max_records is not None and stats.records_out >= max_records:
-      return
-    stats.records_in += 1
-    where = f"{path}:{number}"
-    record = _row_record(row, where, text_field, license_field, meta_fields, stats, where)
-    if record is not None:
-      stats.records_out += 1
-      yield record
+def host_shard() -> tuple[int, int]:
+  """(shard_index, num_shards) of this host: jax.process_index(), jax.process_count()."""
+  import jax  # pylint: disable=g-import-not-at-top  (only when asked)
+  return jax.process_index(), jax.process_count()
+
+
+def is_file_shards(spec: str) -> bool:
+  """True when `spec` is a glob, or a .parquet file (read by `file_shard_records`)."""
+  return bool(_GLOB_CHARS & set(spec)) or spec.endswith(".parquet")
+
+
+def shard_files(pattern: str) -> list[str]:
+  """The sorted files a glob (or one path) names that `file_shard_records` reads."""
+  paths = sorted(glob.glob(pattern, recursive=True)) if _GLOB_CHARS & set(pattern) else [pattern]
+  paths = [p for p in paths if p.endswith(_SHARD_SUFFIXES) and os.path.isfile(p)]
+  if not paths:
+    raise SourceError(f"source {pattern!r}: no {', '.join(_SHARD_SUFFIXES)} file matches")
+  return paths
+
+
+def file_shard_records(pattern: str, text_field: str = "text",
+                       license_field: str | None = "license", *, num_shards: int = 1,
+                       shard_index: int = 0, meta_fields: Sequence[str] = (),
+                       max_records: int | None = None,
+                       stats: StepStats | None = None) -> Iterator[Record]:
+  """Records of shard `shard_index` of `num_shards` of the files `pattern` matches.
+
+  Files are taken in sorted order; a host gets whole files when their count divides by
+  num_shards (files i with i % num_shards == shard_index), else every num_shards-th row
+  of all of them (`datasets.distributed.split_dataset_by_node`'s rule), so the shards
+  partition the rows. Parquet is read `PARQUET_BATCH_ROWS` rows at a time, only the
+  needed columns; JSONL a line at a time. A row's origin is `path:row` (row 1-based, the
+  line number for JSONL). Unusable rows and files (not JSON, no text field, a file that
+  cannot be read or has disappeared) are counted in `stats` and skipped.
+
+  Args:
+    pattern: a glob ("/data/stack/python/*.parquet") or one .parquet/.jsonl file.
+    text_field: the field holding the document ("content" in The Stack).
+    license_field: the field holding its license, or None.
+    num_shards, shard_index: which shard this reader takes.
+    meta_fields: fields copied into meta.
+    max_records: stop after this many records.
+    stats: counts rows in, records out, unusable rows and files by reason.
+  """
+  if not 0 <= shard_index < num_shards:
+    raise SourceError(f"shard_index {shard_index} is not in [0, num_shards={num_shards})")
+  paths = shard_files(pattern)
+  stats = stats if stats is not None else StepStats(f"files:{pattern}")
+  if len(paths) % num_shards == 0:
+    paths, row_stride = paths[shard_index::num_shards], 1
+  else:
+    row_stride = num_shards
+  return _timed(_shard_rows(paths, row_stride, shard_index, text_field, license_field,
+                            meta_fields, max_records, stats), stats)
+
+
+def _shard_rows(paths, row_stride, shard_index, text_field, license_field, meta_fields,
+                max_records, stats) -> Iterator[Record]:
+  position = -1  # index of the row over all files (for row-strided shards)
+  for path in paths:
+    for number, row in _file_rows(path, (text_field, license_field, *meta_fields), stats):
+      position += 1
+      if row_stride > 1 and position % row_stride != shard_index:
+        continue
+      if max_records is not None and stats.records_out >= max_records:
+        return
+      stats.records_in += 1
+      where = f"{path}:{number}"
+      record = _row_record(row, where, text_field, license_field, meta_fields, stats, where)
+      if record is not None:
+        stats.records_out += 1
+        yield record
+
+
+def _file_rows(path: str, columns: Sequence[str | None],
+               stats: StepStats) -> Iterator[tuple[int, Any]]:
+  """(row number from 1, row) of a .parquet or .jsonl[.gz] file; a file that cannot be
+  read is counted ("unreadable_file") and yields nothing more."""
+  try:
+    if path.endswith(".parquet"):
+      import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+      parquet = pq.ParquetFile(path)
+      wanted = [c for c in dict.fromkeys(columns) if c in parquet.schema_arrow.names]
+      number = 0
+      for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
+        for row in batch.to_pylist():
+          number += 1
+          yield number, row
+    else:
+      def bad_line(reason: str, where: str, detail: str) -> None:
+        stats.records_in += 1
+        stats.drop({"invalid_utf8": "not_utf8"}.get(reason, reason), f"{where} ({detail})")
+
+      yield from read_jsonl(path, objects=False, on_error=bad_line)
+  except (OSError, ValueError) as e:  # gone, truncated, not parquet, not gzip
+    stats.drop("unreadable_file", f"{path} ({type(e).__name__}: {str(e)[:200]})")
 
 
 # ---------------------------------------------------------------------- Hugging Face
@@ -446,7 +544,8 @@ def read_source(spec: str, *, max_files: int | None = None, seed: int = 0,
     seed: sampling seed for file sources.
     text_field, license_field: field names for JSONL/HF (defaults: JSONL "text" and
       "license", HF "content" and "license"; the hf: spec's own options win).
-    num_shards, shard_index: HF sharding.
+    num_shards, shard_index: this reader's shard of an hf: source or of file shards
+      (see `host_shard`); other sources are not sharded.
     max_records: cap for JSONL/HF sources.
     stats: counts the source's inputs, records and skipped inputs.
   """
@@ -459,16 +558,21 @@ def read_source(spec: str, *, max_files: int | None = None, seed: int = 0,
     options.setdefault("license_field", license_field or "license")
     return hf_records(name, data_dir=data_dir, num_shards=num_shards,
                       shard_index=shard_index, max_records=max_records, stats=stats, **options)
+  if is_file_shards(spec) or (num_shards > 1 and spec.endswith((".jsonl", ".jsonl.gz"))):
+    return file_shard_records(spec, text_field or "text", license_field or "license",
+                              num_shards=num_shards, shard_index=shard_index,
+                              max_records=max_records, stats=stats)
   if spec.endswith((".jsonl", ".jsonl.gz")):
     return jsonl_records(spec, text_field or "text", license_field or "license",
                          max_records=max_records, stats=stats)
   if os.path.isdir(spec):
     return python_files(spec, max_files=max_files, seed=seed, stats=stats)
   raise SourceError(f"source {spec!r}: expected installed, stdlib, site-packages, a "
-                    f"directory of .py files, a .jsonl[.gz] file or hf:<dataset>[:<data_dir>]")
+                    f"directory of .py files, a .jsonl[.gz] or .parquet file, a glob of "
+                    f"them, or hf:<dataset>[:<data_dir>]")
 
 
-# ---------------------------------------------------------------------- file shards
+# ------------------------------------------- .py file sources split into engine shards
 def file_source_paths(spec: str, *, max_files: int | None = None,
                       seed: int = 0) -> list[str] | None:
   """The sampled .py files `read_source(spec, max_files=, seed=)` reads, in its order,

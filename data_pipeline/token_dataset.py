@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ from data_pipeline import catalog, example_proto
 from data_pipeline import fim as fim_lib
 from data_pipeline.example_proto import TokenRecord
 from data_pipeline.fim import FimConfig
+from data_pipeline.tokenizer import encode_ids
 from phi_jax import atomic
 from phi_jax.digest import file_sha256
 from phi_jax.jsonl import read_jsonl
@@ -224,10 +226,11 @@ class JsonlDocuments:
         yield TokenRecord(id=doc_id, tokens=doc_tokens, prompt_length=0, origin=origin)
       return
     columns = list(zip(*(texts for _, texts, _ in batch)))
-    encoded = [tokenizer.encode_batch(list(column)) for column in columns]
+    encoded = [encode_ids(tokenizer, list(column)) for column in columns]
     for i, (doc_id, _, origin) in enumerate(batch):
       parts = [ids[i] for ids in encoded]
-      tokens = np.asarray([t for part in parts for t in part], np.int32)
+      tokens = np.fromiter(itertools.chain.from_iterable(parts), np.int32,
+                           sum(map(len, parts)))
       prompt_length = len(parts[0]) if self.kind == "exercise" else 0
       yield TokenRecord(id=doc_id, tokens=tokens, prompt_length=prompt_length, origin=origin)
 

@@ -2,6 +2,7 @@
 labels of real code embedded by the real Embedder; degenerate label sets; persistence."""
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -9,8 +10,9 @@ import pytest
 
 from data_pipeline.annotate import HeuristicAnnotator
 from data_pipeline.classifier import (ClassifierConfig, ClassifierError, QualityClassifier,
-                                      binary_metrics, labelled_matrix)
+                                      binary_metrics, labelled_matrix, stream_scores)
 from data_pipeline.embed import Embedder
+from data_pipeline.records import Record, read_records
 from phi_jax import tokenizer as tokenizer_lib
 from phi_jax.config import ConfigError, PhiConfig
 from tests.conftest import random_model
@@ -166,3 +168,34 @@ def test_config_errors_name_the_field():
     ClassifierConfig.from_mapping({"n_trees": 5})
   assert ClassifierConfig.from_mapping({"max_depth": 0, "class_weight": ""}) == ClassifierConfig(
       max_depth=None, class_weight=None)
+
+
+def test_stream_scores_matches_in_memory_scoring(tmp_path):
+  texts = [s["text"] for s in stdlib_snippets(40, seed=1)]
+  records = [Record(id=f"r{i}", text=t, origin=f"o{i}") for i, t in enumerate(texts)]
+  config = PhiConfig(vocab_size=320, d_model=32, num_layers=1, num_heads=2, mlp_dim=64,
+                     rotary_dim=8, max_seq_len=128, dtype="float32")
+  embedder = Embedder(random_model(config, seed=0), tokenizer_lib.byte_level(), min_bucket=128)
+  x_ND = embedder.embed(texts, batch_size=8, max_len=128, progress=False)
+  y_N = (x_ND[:, 0] > np.median(x_ND[:, 0])).astype(int)
+  classifier = QualityClassifier(ClassifierConfig(n_estimators=20, seed=0, min_labels=2))
+  classifier.fit(x_ND, y_N)
+  expected = classifier.predict_scores(x_ND)
+
+  pulled = []
+
+  def stream():
+    for record in records:
+      pulled.append(record.id)
+      yield record
+
+  counts = stream_scores(classifier, embedder, stream(), str(tmp_path / "scores.jsonl"),
+                         kept_path=str(tmp_path / "kept.jsonl"), chunk_size=16, batch_size=8,
+                         max_len=128)
+  assert counts == {"documents": 40, "kept": int(classifier.keep(expected).sum())}
+  rows = [json.loads(line) for line in open(tmp_path / "scores.jsonl")]
+  assert [r["id"] for r in rows] == pulled == [r.id for r in records]
+  np.testing.assert_allclose([r["score"] for r in rows], expected, atol=1e-6)
+  kept = list(read_records(str(tmp_path / "kept.jsonl")))
+  assert [r.id for r in kept] == [r.id for r, k in zip(records, classifier.keep(expected)) if k]
+  assert all(r.meta["educational_score"] >= 0.5 for r in kept)

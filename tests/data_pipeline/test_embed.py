@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from data_pipeline import embed as embed_lib
 from data_pipeline.embed import (Embedder, bucket_lengths, l2_normalize, load_embeddings,
                                  save_embeddings)
 from phi_jax import tokenizer as tokenizer_lib
@@ -81,14 +82,14 @@ def test_batching_padding_and_bucketing_do_not_change_embeddings(model):
   reference = Embedder(model, tokenizer, min_bucket=MAX_LEN).embed(
       TEXTS, batch_size=1, max_len=MAX_LEN, progress=False)
   for batch_size, min_bucket in ((2, 8), (16, 32)):
-    embedder = Embedder(model, tokenizer, min_bucket=min_bucket)
+    embedder = Embedder(model, tokenizer, min_bucket=min_bucket, devices=jax.devices()[:1])
     x_ND = embedder.embed(TEXTS, batch_size=batch_size, max_len=MAX_LEN, progress=False)
     np.testing.assert_allclose(x_ND, reference, rtol=1e-4, atol=1e-5)
     # Fixed shapes: one compilation per bucket, whatever the number of batches.
     buckets = bucket_lengths(MAX_LEN, min(min_bucket, MAX_LEN))
     assert embedder.compiled_shapes <= {(batch_size, b) for b in buckets}
     assert len(embedder.compiled_shapes) == (2 if batch_size == 2 else 1)  # 32 and 96
-  reversed_x = Embedder(model, tokenizer, min_bucket=8).embed(
+  reversed_x = Embedder(model, tokenizer, min_bucket=8, devices=jax.devices()[:1]).embed(
       TEXTS[::-1], batch_size=2, max_len=MAX_LEN, progress=False)
   np.testing.assert_allclose(reversed_x[::-1], reference, rtol=1e-4, atol=1e-5)  # input order
 
@@ -155,3 +156,33 @@ def test_make_embedder_random_init_fits_the_byte_level_tokenizer():
   assert embedder.model.config.vocab_size >= embedder.tokenizer.vocab_size == 257
   assert embedder.model.config.max_seq_len == 128 and embedder.d_model == 32
   assert embedder.embed(["def f(): pass"], max_len=128, progress=False).shape == (1, 32)
+
+
+def test_batches_split_over_the_local_devices_give_the_same_embeddings(model):
+  tokenizer = tokenizer_lib.byte_level()
+  reference = Embedder(model, tokenizer, devices=jax.devices()[:1]).embed(
+      TEXTS, batch_size=1, max_len=MAX_LEN, progress=False)
+  embedder = Embedder(model, tokenizer, min_bucket=8)  # default: jax.local_devices()
+  assert embedder.devices == jax.local_devices() and len(embedder.devices) == 8
+  x_ND = embedder.embed(TEXTS, batch_size=3, max_len=MAX_LEN, progress=False)
+  np.testing.assert_allclose(x_ND, reference, rtol=1e-4, atol=1e-5)
+  assert {batch for batch, _ in embedder.compiled_shapes} == {8}  # 3 rounded up to 8
+
+
+def test_embed_chunks_streams_in_input_order(model):
+  tokenizer = tokenizer_lib.byte_level()
+  embedder = Embedder(model, tokenizer, min_bucket=8, devices=jax.devices()[:2])
+  whole = embedder.embed(TEXTS, batch_size=2, max_len=MAX_LEN, progress=False)
+  pulled = []
+
+  def texts():
+    for text in TEXTS:
+      pulled.append(text)
+      yield text
+
+  chunks = embed_lib.embed_chunks(embedder, texts(), chunk_size=2, batch_size=2,
+                                  max_len=MAX_LEN)
+  first = next(chunks)
+  assert first.shape == (2, CONFIG.d_model) and len(pulled) == 2  # nothing read ahead
+  streamed = np.concatenate([first, *chunks])
+  np.testing.assert_allclose(streamed, whole, rtol=1e-4, atol=1e-5)

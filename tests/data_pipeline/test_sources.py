@@ -1,6 +1,7 @@
 """Tests of data_pipeline.sources: .py directories with bad files, JSONL with bad lines,
 the seeded sample of the installed Python, Hugging Face datasets (local, sharded)."""
 
+import glob
 import gzip
 import json
 import os
@@ -240,3 +241,58 @@ def test_an_unreachable_hub_dataset_is_one_clear_error():
                      r"dataset and the hub is unreachable .*point config.data.sources at "
                      r"local data"):
     next(iter(sources.hf_records("someorg/somedata")))
+
+
+@pytest.fixture(scope="module")
+def stack_parquet(tmp_path_factory):
+  """Four parquet shards of 5 rows (The Stack's field names); one row's content is null."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  root = tmp_path_factory.mktemp("stack")
+  for part in range(4):
+    rows = [{"content": f"def f{part}_{i}():\n    return {i}\n",
+             "max_stars_repo_licenses": ["MIT", "BSD-3-Clause"], "size": i}
+            for i in range(5)]
+    if part == 2:
+      rows[1]["content"] = None
+    pq.write_table(pa.Table.from_pylist(rows), str(root / f"shard-{part:05d}.parquet"),
+                   row_group_size=2)
+  return str(root / "*.parquet")
+
+
+@pytest.mark.parametrize("num_shards", [1, 2, 3])  # 3: 4 files do not divide: by row
+def test_file_shards_partition_the_rows_as_split_dataset_by_node_does(stack_parquet, tmp_path,
+                                                                      num_shards):
+  seen = []
+  for index in range(num_shards):
+    stats = StepStats(f"shard{index}")
+    shard = list(sources.read_source(stack_parquet, text_field="content",
+                                     license_field="max_stars_repo_licenses",
+                                     num_shards=num_shards, shard_index=index, stats=stats))
+    hf = list(sources.hf_records("parquet", data_files=sorted(glob.glob(stack_parquet)),
+                                 text_field="content", num_shards=num_shards,
+                                 shard_index=index, cache_dir=str(tmp_path / "cache")))
+    assert [r.text for r in shard] == [r.text for r in hf]  # the same rows, same order
+    for record in shard:
+      assert record.license == "MIT, BSD-3-Clause" and record.id == record_id(record.origin)
+      assert ".parquet:" in record.origin
+    seen.extend(r.text for r in shard)
+  assert len(seen) == len(set(seen)) == 19  # disjoint, and all but the null row
+
+
+def test_file_shards_stream_and_count_a_shard_that_disappears(tmp_path):
+  for part in range(2):
+    lines = [json.dumps({"text": f"x = {part}{i}"}) for i in range(3)]
+    lines.insert(1, "{not json")
+    (tmp_path / f"part{part}.jsonl").write_text("\n".join(lines) + "\n")
+  stats = StepStats("files")
+  records = sources.read_source(str(tmp_path / "part*.jsonl"), stats=stats)
+  first = next(records)
+  assert first.text == "x = 00" and first.origin == f"{tmp_path}/part0.jsonl:1"
+  os.remove(tmp_path / "part1.jsonl")  # gone before the reader gets to it
+  rest = [r.text for r in records]
+  assert rest == ["x = 01", "x = 02"]
+  assert stats.dropped == {"invalid_json": 1, "unreadable_file": 1}
+  assert any("part1.jsonl" in e for e in stats.examples)
+  with pytest.raises(sources.SourceError, match="no .parquet, .jsonl, .jsonl.gz file matches"):
+    list(sources.read_source(str(tmp_path / "nothing*.parquet")))
