@@ -108,10 +108,11 @@ class MinHasher:
     return np.frombuffer(digests, "<u8" if n == 8 else "<u4")
 
   def signature(self, text: str) -> np.ndarray:
-    """The MinHash hash values [num_perm] of `text`'s shingles (max value when none)."""
+    """The MinHash hash values of `text`'s shingles, uint64[num_perm] (the max value
+    when it has none)."""
     hv_S = self.shingle_hashes(text)
     if not len(hv_S):
-      return self._template.hashvalues.copy()
+      return self._template.hashvalues.astype(np.uint64)
     if self.scheme == "legacy":
       hv_S1 = hv_S.astype(np.uint64)[:, None]
       phv_SP = np.bitwise_and((hv_S1 * self._a_1P + self._b_1P) % np.uint64((1 << 61) - 1),
@@ -121,7 +122,7 @@ class MinHasher:
       hv_S1 = _fmix(hv_S.astype(self._dtype), width)[:, None]
       phv_SP = np.multiply(hv_S1, self._a_1P)  # wraps mod 2^width, as in datasketch
       phv_SP += self._b_1P
-    return phv_SP.min(axis=0).astype(self._dtype, copy=False)
+    return phv_SP.min(axis=0).astype(self._dtype, copy=False).astype(np.uint64, copy=False)
 
   def __call__(self, text: str) -> datasketch.MinHash:
     """The MinHash of the shingles of `text`."""
@@ -129,10 +130,6 @@ class MinHasher:
                                     hashvalues=self.signature(text),
                                     permutations=self._template.permutations,
                                     scheme=self.scheme)
-
-  def signature(self, text: str) -> np.ndarray:
-    """The MinHash signature of `text`: uint64[num_perm]."""
-    return self(text).hashvalues.astype(np.uint64)
 
   def lsh(self, threshold: float) -> datasketch.MinHashLSH:
     """An empty LSH index for these signatures at `threshold`."""
