@@ -188,7 +188,11 @@ def get_config() -> ml_collections.ConfigDict:
           # (random features: point it at a pretrained model for the real recipe)
           embed_model="",
           embed_max_len=512,  # tokens per document embedded (truncated)
-          embed_batch_size=32,  # documents embedded together
+          embed_batch_size=32,  # documents embedded together (split over local devices)
+          embed_dtype="",  # the embedder's compute dtype: '' = the model's, or 'bfloat16'
+          # documents embedded and scored at a time by the classify step (its memory bound:
+          # no step holds the whole corpus's embeddings)
+          score_chunk_size=4096,
           n_estimators=200,  # random forest trees
           max_depth=0,  # random forest depth limit (0 = none)
           test_fraction=0.2,  # annotated documents held out to score the classifier

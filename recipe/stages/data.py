@@ -9,9 +9,11 @@ threshold, redoes only what it must:
                 and MinHash near-dedup                     curated/code.jsonl
     annotate    a seeded sample labelled for educational value, by the LLM
                 (config.llm) or the offline heuristic proxy  quality/labels.jsonl
-    embed       mean-pooled hidden states of a phi_jax model  quality/embeddings.npz
+    embed       mean-pooled hidden states of a phi_jax model, of the labelled sample
+                                                            quality/embeddings.npz
     classify    random forest on the labelled sample, held-out P/R/F1 vs. a constant
-                predictor; scores every document; keeps >= keep_threshold
+                predictor; embeds and scores every document a chunk at a time (the
+                corpus's embeddings are never held); keeps >= keep_threshold
                                                             curated/filtered_code.jsonl,
                                                             quality/scores.png (+ .json)
     exercises   config.data.exercises, or mined from the curated code
@@ -40,6 +42,7 @@ from data_pipeline import records as records_lib
 from data_pipeline.steps import StepStats
 from phi_jax import atomic
 from phi_jax.cli import UsageError
+from phi_jax.jsonl import read_jsonl
 from recipe.runner import Context, Node, StageError
 from recipe.stages import decontaminate, synthesize
 
@@ -141,13 +144,20 @@ def make_embedder(ctx: Context):
   from data_pipeline import embed as embed_lib  # pylint: disable=g-import-not-at-top
   q = ctx.config.data.quality
   return embed_lib.make_embedder(q.embed_model, ctx.config.model.to_dict(),
-                                 max_len=int(q.embed_max_len), seed=_seed(ctx))
+                                 max_len=int(q.embed_max_len), seed=_seed(ctx),
+                                 dtype=q.embed_dtype or None)
 
 
 def embed(ctx: Context) -> dict:
-  from data_pipeline.embed import save_embeddings  # pylint: disable=g-import-not-at-top
+  """Embeds the annotated sample, the classifier's training set; every other document
+  is embedded and scored a chunk at a time by `classify`, so no step holds the
+  corpus's embeddings (35M x 2048 fp32 would be 287 GB)."""
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline import annotate
+  from data_pipeline.embed import save_embeddings
   q = ctx.config.data.quality
-  records = _code_records(ctx)
+  labels = annotate.load_labels(Paths(ctx).labels)
+  records = [r for r in records_lib.read_records(Paths(ctx).code) if r.id in labels]
   embedder = make_embedder(ctx)
   x_ND = embedder.embed([r.text for r in records], batch_size=int(q.embed_batch_size),
                         max_len=int(q.embed_max_len))
@@ -158,6 +168,10 @@ def embed(ctx: Context) -> dict:
 
 
 def classify(ctx: Context) -> dict:
+  """Fits the classifier on the annotated sample's embeddings, then streams every
+  curated document through the embedder and the classifier (`classifier.stream_scores`,
+  config.data.quality.score_chunk_size at a time): quality/scores.jsonl and the kept
+  code, both written atomically."""
   # pylint: disable=g-import-not-at-top
   from data_pipeline import annotate, classifier, plots
   from data_pipeline.embed import load_embeddings
@@ -175,27 +189,24 @@ def classify(ctx: Context) -> dict:
   except classifier.ClassifierError as e:
     raise StageError(f"quality classifier: {e}") from None
   model.save(Paths(ctx).path("quality", "classifier.pkl"))
-  scores_N = model.predict_scores(x_ND)
-  keep_N = model.keep(scores_N)
-  index = {rid: i for i, rid in enumerate(ids)}
-  kept = [r for r in _code_records(ctx) if keep_N[index[r.id]]]
-  if not kept:
+  scores_path = Paths(ctx).path("quality", "scores.jsonl")
+  counts = classifier.stream_scores(
+      model, make_embedder(ctx), records_lib.read_records(Paths(ctx).code), scores_path,
+      kept_path=Paths(ctx).filtered, chunk_size=int(q.score_chunk_size),
+      batch_size=int(q.embed_batch_size), max_len=int(q.embed_max_len))
+  if not counts["kept"]:
     raise StageError(f"the quality classifier kept no document at keep_threshold="
                      f"{q.keep_threshold} (config.data.quality.keep_threshold)")
-  for record in kept:
-    record.meta["educational_score"] = round(float(scores_N[index[record.id]]), 4)
-  records_lib.write_records(kept, Paths(ctx).filtered)
-  atomic.write_jsonl([{"id": rid, "score": float(s)} for rid, s in zip(ids, scores_N)],
-                     Paths(ctx).path("quality", "scores.jsonl"))
-  annotated = [rid for rid in labels if rid in index]
+  scores = {row["id"]: row["score"] for _, row in read_jsonl(scores_path)}
+  annotated = [rid for rid in labels if rid in scores]
   histogram = plots.plot_scores(
-      Paths(ctx).path("quality", "scores.png"), scores_N.tolist(),
+      Paths(ctx).path("quality", "scores.png"), list(scores.values()),
       threshold=float(q.keep_threshold),
       annotated_labels=[labels[rid]["label"] for rid in annotated],
-      annotated_scores=[float(scores_N[index[rid]]) for rid in annotated],
+      annotated_scores=[scores[rid] for rid in annotated],
       annotator_scores=[labels[rid]["score"] for rid in annotated],
       label_threshold=float(q.label_threshold))
-  return {"documents": len(ids), "kept": len(kept), "report": report,
+  return {"documents": counts["documents"], "kept": counts["kept"], "report": report,
           "plot": Paths(ctx).path("quality", "scores.png"), "histogram": histogram,
           "out": Paths(ctx).filtered}
 
@@ -452,13 +463,14 @@ NODES = (
     _step("annotate", annotate, "educational-value labels of a sample: quality/labels.jsonl",
           config=(_Q + "annotate", _Q + "label_threshold", "seed"), after=("curate",),
           extra=_annotate_inputs, validate=_validate_annotator),
-    _step("embed", embed, "document embeddings: quality/embeddings.npz",
-          config=(_Q + "embed_model", _Q + "embed_max_len", "seed"), after=("curate",),
-          extra=_embed_inputs),
-    _step("classify", classify, "the quality classifier and the kept code: "
-          "curated/filtered_code.jsonl",
+    _step("embed", embed, "the annotated sample's embeddings: quality/embeddings.npz",
+          config=(_Q + "embed_model", _Q + "embed_max_len", _Q + "embed_dtype", "seed"),
+          after=("annotate",), extra=_embed_inputs),
+    _step("classify", classify, "the quality classifier, every document's score and the "
+          "kept code: curated/filtered_code.jsonl",
           config=(_Q + "n_estimators", _Q + "max_depth", _Q + "test_fraction",
-                  _Q + "keep_threshold", "seed"), after=("annotate", "embed")),
+                  _Q + "keep_threshold", _Q + "score_chunk_size", "seed"),
+          after=("annotate", "embed")),
     _step("exercises", exercises, "exercises mined from the curated code: "
           "curated/exercises.jsonl", after=("curate",)),
 )
