@@ -332,6 +332,19 @@ class Generator:
       raise ValueError("stop sequences need a tokenizer")
     self._queue.append(request)
 
+  def cancel(self, tag: Hashable) -> bool:
+    """Drops the request tagged `tag`: from the queue, or from its row, which is free
+    for the next step (nothing more is reported about it). False when there is none."""
+    for request in self._queue:
+      if request.tag == tag:
+        self._queue.remove(request)
+        return True
+    for r, row in enumerate(self._slots):
+      if row is not None and row.request.tag == tag:
+        self._slots[r] = None
+        return True
+    return False
+
   def step(self, on_chunk: Callable[[Hashable, list[int]], None] | None = None,
            on_finish: Callable[[Hashable, Completion], None] | None = None) -> None:
     """Admits queued requests into free rows, then decodes every row by one chunk.
