@@ -274,6 +274,7 @@ class Server:
 class _HTTPServer(http.server.ThreadingHTTPServer):
   """Threads per connection; remembers open connections so `close` can end idle ones."""
   daemon_threads = True
+  request_queue_size = 1024  # the listen backlog: bursts of clients connect at once
   app: Server
 
   def __init__(self, *args, **kwargs):
