@@ -401,6 +401,53 @@ def test_keep_alive_connection_serves_several_requests(server):
   connection.close()
 
 
+# ----------------------------------------------------------------------------- API key
+
+KEY = "sk-test-" + "0123456789abcdef" * 2
+
+
+@pytest.fixture(scope="module")
+def keyed_server(model_dir):
+  model = serve.load_model(model_dir, dtype="float32")
+  with serve.Server(model, port=0, model_name=MODEL, max_batch=8, chunk_size=CHUNK,
+                    api_key=KEY).start() as s:
+    yield s
+
+
+@pytest.mark.parametrize("api_key", ["unused", KEY[:-1], KEY + "0", KEY.upper()])
+def test_a_wrong_or_missing_key_is_401(keyed_server, api_key):
+  client = openai.OpenAI(base_url=keyed_server.url + "/v1", api_key=api_key, max_retries=0)
+  with pytest.raises(openai.AuthenticationError, match="API key"):
+    client.completions.create(model=MODEL, prompt="x", max_tokens=2)
+  for path in ("/health", "/metrics", "/v1/models"):
+    status, body, headers = _raw(keyed_server, "GET", path)  # no Authorization header
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert headers["WWW-Authenticate"] == "Bearer"
+  assert keyed_server.scheduler.stats.rows_submitted == 0
+
+
+def test_the_right_key_is_served(keyed_server, reference):
+  client = openai.OpenAI(base_url=keyed_server.url + "/v1", api_key=KEY, max_retries=0)
+  out = client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=NEW,
+                                  temperature=0)
+  assert out.choices[0].text == _greedy(reference, PROMPTS[0]).text
+  status, body, _ = _raw(keyed_server, "GET", "/health", headers={"Authorization":
+                                                                   f"bearer {KEY}"})
+  assert status == 200 and body["status"] == "ok"
+
+
+@pytest.mark.parametrize("host,api_key,warns", [
+    ("127.0.0.1", None, False), ("127.0.0.2", None, False), ("::1", None, False),
+    ("[::1]", None, False), ("localhost", None, False), ("0.0.0.0", None, True),
+    ("::", None, True), ("192.168.1.20", None, True), ("example.org", None, True),
+    ("0.0.0.0", KEY, False)])
+def test_exposure_warning(host, api_key, warns):
+  warning = serve.exposure_warning(host, api_key)
+  assert (warning is not None) == warns
+  if warns:
+    assert host in warning and "--api_key_env" in warning
+
+
 # ----------------------------------------------------------------------------- lifecycle
 
 
@@ -443,6 +490,10 @@ def _run_cli(*args):
     ("--port=65536", "--port must be an integer in [0, 65535]"),
     ("--port=-1", "--port must be an integer in [0, 65535]"),
     ("--max_batch=0", "--max_batch must be an integer >= 1"),
+    ("--max_queue=0", "--max_queue must be an integer >= 1"),
+    ("--batching=dynamic", "flag --batching=dynamic"),
+    ("--api_key_env=PHI_JAX_TEST_UNSET_KEY", "the environment variable PHI_JAX_TEST_UNSET_KEY "
+     "is not set or empty"),
     ("--checkpoint=MISSING", "--checkpoint MISSING does not exist"),
     ("--dtype=int8", "flag --dtype=int8"),
 ])
