@@ -345,6 +345,33 @@ class Generator:
         return True
     return False
 
+  def resize(self, rows: int) -> None:
+    """Sets the number of rows: added rows are free; removed ones must be free (rows
+    past the last admitted one). Admitted rows decode on unchanged, so a server can
+    size the batch (and the cost of each decode chunk) to its load."""
+    if rows < 1:
+      raise ValueError(f"rows must be >= 1, got {rows}")
+    occupied = [r for r, row in enumerate(self._slots) if row is not None]
+    if occupied and occupied[-1] >= rows:
+      raise ValueError(f"cannot resize to {rows} rows: row {occupied[-1]} is decoding")
+    if rows == self.rows:
+      return
+
+    def fit(x, fill=0):
+      if rows < x.shape[0]:
+        return x[:rows]
+      widths = [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+      return (jnp.pad if isinstance(x, jax.Array) else np.pad)(x, widths, constant_values=fill)
+
+    cache = self._cache
+    self._cache = cache.replace(k=tuple(map(fit, cache.k)), v=tuple(map(fit, cache.v)),
+                                lengths=fit(cache.lengths))
+    self._logits, self._rng = fit(self._logits), fit(self._rng)
+    self._temperature, self._top_k = fit(self._temperature), fit(self._top_k)
+    self._top_p = fit(self._top_p, fill=1)
+    self._slots = (self._slots + [None] * rows)[:rows]
+    self.rows = rows
+
   def step(self, on_chunk: Callable[[Hashable, list[int]], None] | None = None,
            on_finish: Callable[[Hashable, Completion], None] | None = None) -> None:
     """Admits queued requests into free rows, then decodes every row by one chunk.

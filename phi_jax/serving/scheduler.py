@@ -18,6 +18,10 @@ Batching policies (`batching`):
               until its longest row finishes (the baseline that bench/serve.py
               compares against).
 
+The generator has as many rows as the load needs (a power of two up to `max_batch`):
+it grows when more rows decode and shrinks when it is idle, so one request alone
+decodes one row, not `max_batch`.
+
 The queue of items waiting for a row is bounded (`max_queue`): `submit` raises
 `QueueFull`, with an estimate of when to retry, instead of queueing more.
 """
@@ -107,8 +111,16 @@ class Scheduler:
     self.stats = Stats()
 
   def _new_generator(self) -> sampling.Generator:
-    return sampling.Generator(self._model, rows=self.max_batch, chunk_size=self._chunk_size,
+    return sampling.Generator(self._model, rows=1, chunk_size=self._chunk_size,
                               eos_token_ids=self._eos_token_ids, tokenizer=self._tokenizer)
+
+  def _size_for(self, rows: int) -> None:
+    """Sizes the generator for `rows` decoding rows: the next power of two (at most
+    max_batch), so a decode chunk costs what the load needs. It grows while rows decode
+    and shrinks only when none do (a decoding row never moves)."""
+    target = min(self.max_batch, 1 << (rows - 1).bit_length())
+    if target > self._generator.rows or (target < self._generator.rows and not self._running):
+      self._generator.resize(target)
 
   # ----------------------------------------------------------------------------- state
   @property
@@ -212,6 +224,8 @@ class Scheduler:
       for item in cancelled:
         self._generator.cancel(item)
         self._running.discard(item)
+      if admit:
+        self._size_for(len(self._running) + len(admit))
       for item in admit:
         try:
           self._generator.add(sampling.Request(
