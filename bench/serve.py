@@ -7,8 +7,8 @@ workload: every client sends `--requests_per_client` non-streamed completions on
 after another, with random prompts and a mix of lengths (`--max_tokens`, drawn per
 request; greedy, so both policies generate the same tokens). Reported per policy and
 client count: requests/s (requests / wall seconds), p50 / p95 request latency, and
-generated tokens/s. Each policy first runs the whole schedule once untimed (compiles
-every shape), then timed; the policies take turns per client count, so a change in
+generated tokens/s. Each policy first runs the whole schedule untimed (compiling every
+shape it meets; the two servers share compiled programs), then again timed; the policies take turns per client count, so a change in
 the machine's load hits both.
 
 The result is printed as a table and appended as dated rows (one per client count)
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[tuple[str, int], Result]:
                                   chunk_size=args.chunk_size, batching=policy).start()
              for policy in POLICIES}
   try:
-    for policy in POLICIES:  # warm-up: compile every shape the schedule meets
+    for policy in POLICIES:  # warm-up: the same schedule compiles every shape it meets
       for clients in args.clients:
         run_clients(servers[policy], workload(args, clients))
     results = {}
