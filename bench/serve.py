@@ -4,12 +4,13 @@ Starts `phi_jax.serve.Server` in this process on a random phi_jax model with the
 byte-level tokenizer, once per batching policy (`--batching static|continuous` of the
 server), and measures, at each number of concurrent clients (`--clients`), the same
 workload: every client sends `--requests_per_client` non-streamed completions one
-after another, with random prompts and a mix of lengths (`--max_tokens`, drawn per
-request; greedy, so both policies generate the same tokens). Reported per policy and
-client count: requests/s (requests / wall seconds), p50 / p95 request latency, and
-generated tokens/s. Each policy first runs the whole schedule untimed (compiling every
-shape it meets; the two servers share compiled programs), then again timed; the policies take turns per client count, so a change in
-the machine's load hits both.
+after another (more when few clients would send under `--min_requests` in all), with
+random prompts and a mix of lengths (`--max_tokens`, drawn per request; greedy, so
+both policies generate the same tokens). Reported per policy and client count:
+requests/s (requests / wall seconds), p50 / p95 request latency, and generated
+tokens/s. Each policy first runs the whole schedule `--warmups` times untimed
+(compiling the shapes it meets; the two servers share compiled programs), then timed;
+the policies take turns per client count, so a change in the machine's load hits both.
 
 The result is printed as a table and appended as dated rows (one per client count)
 to BENCHMARKS.md.
@@ -40,7 +41,7 @@ from bench import record  # noqa: E402  pylint: disable=g-import-not-at-top
 
 SECTION = "## bench/serve.py: the server under concurrent clients, static vs continuous batching"
 SECTION_INTRO = """
-`clients` threads each send `per client` non-streamed greedy completions in turn to an
+`clients` threads each send non-streamed greedy completions in turn (`requests` in all) to an
 in-process `phi_jax.serve.Server` (random model of `size`, byte-level tokenizer,
 `max_batch` rows, `chunk` decode steps per chunk); each request's max_tokens is drawn
 from `max_tokens`, its prompt is 8-64 random characters. req/s = requests / wall
@@ -87,7 +88,13 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
   parser.add_argument("--clients", default="1,8,32",
                       help="comma-separated numbers of concurrent clients")
-  parser.add_argument("--requests_per_client", type=int, default=4)
+  parser.add_argument("--requests_per_client", type=int, default=2)
+  parser.add_argument("--min_requests", type=int, default=8,
+                      help="at least this many requests per client count (few clients "
+                      "send more each)")
+  parser.add_argument("--warmups", type=int, default=2,
+                      help="untimed runs of the schedule per policy first: continuous "
+                      "batching meets timing-dependent shapes, which one run may miss")
   parser.add_argument("--max_tokens", default="8,32,128",
                       help="comma-separated max_tokens values, drawn per request")
   parser.add_argument("--max_batch", type=int, default=32, help="the server's --max_batch")
@@ -104,7 +111,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.error("--clients and --max_tokens must be comma-separated integers")
   if min(args.clients) < 1 or min(args.max_tokens) < 1 or max(args.max_tokens) > 400:
     parser.error("--clients must be >= 1 and --max_tokens in [1, 400] (the context is 512)")
-  for name in ("requests_per_client", "max_batch", "chunk_size"):
+  for name in ("requests_per_client", "min_requests", "max_batch", "chunk_size"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1")
   return args
@@ -128,9 +135,10 @@ def workload(args: argparse.Namespace, clients: int) -> list[list[dict]]:
   """Per client, its request bodies in order (the same for both policies)."""
   rng = random.Random(f"{args.seed}/{clients}")
   alphabet = "abcdefghijklmnopqrstuvwxyz _():=\n"
+  per_client = max(args.requests_per_client, -(-args.min_requests // clients))
   return [[{"model": "bench", "temperature": 0, "max_tokens": rng.choice(args.max_tokens),
             "prompt": "".join(rng.choice(alphabet) for _ in range(rng.randint(8, 64)))}
-           for _ in range(args.requests_per_client)] for _ in range(clients)]
+           for _ in range(per_client)] for _ in range(clients)]
 
 
 def run_clients(server, bodies: list[list[dict]]) -> Result:
@@ -172,9 +180,10 @@ def run(args: argparse.Namespace) -> dict[tuple[str, int], Result]:
                                   chunk_size=args.chunk_size, batching=policy).start()
              for policy in POLICIES}
   try:
-    for policy in POLICIES:  # warm-up: the same schedule compiles every shape it meets
-      for clients in args.clients:
-        run_clients(servers[policy], workload(args, clients))
+    for _ in range(args.warmups):  # compiles the shapes the schedule meets
+      for policy in POLICIES:
+        for clients in args.clients:
+          run_clients(servers[policy], workload(args, clients))
     results = {}
     for clients in args.clients:
       for policy in POLICIES:

@@ -268,7 +268,9 @@ class Generator:
   free rows (one prefill), decodes every admitted row by up to `chunk_size` tokens,
   and reports each row's new tokens and, as soon as it finishes, its Completion. The
   KV cache starts at `max_len` slots and grows (to a power of two) when a row reaches
-  its end, so memory follows what the rows hold, not their max_new_tokens.
+  its end, so memory follows what the rows hold, not their max_new_tokens. Between
+  steps, `cancel` drops a request (its row is free at once) and `resize` changes the
+  number of rows (a server sizes the batch to its load).
   """
 
   def __init__(self, model: PhiForCausalLM, *, rows: int, chunk_size: int = 16,

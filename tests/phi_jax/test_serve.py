@@ -22,8 +22,7 @@ import pytest
 import phi_jax
 from phi_jax import sampling, serve
 from phi_jax.serving import chat_template
-from phi_jax.tokenizer import byte_level
-from tests.conftest import REPO_ROOT, make_hf_phi
+from tests.conftest import REPO_ROOT, make_servable_phi
 
 MODEL = "tiny-phi"
 NEW = 24  # max_tokens of most requests
@@ -37,10 +36,7 @@ MESSAGES = [{"role": "system", "content": "You write Python."},
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
   """A random byte-vocabulary Phi saved by transformers, with tokenizer.json beside it."""
-  directory = str(tmp_path_factory.mktemp("serve") / "hf")
-  make_hf_phi(directory, vocab_size=257, initializer_range=0.1)
-  byte_level().save(directory)
-  return directory
+  return make_servable_phi(str(tmp_path_factory.mktemp("serve") / "hf"))
 
 
 @pytest.fixture(scope="module")

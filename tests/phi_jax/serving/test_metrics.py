@@ -10,8 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from phi_jax import serve
 from phi_jax.serving import metrics
-from phi_jax.tokenizer import byte_level
-from tests.conftest import make_hf_phi
+from tests.conftest import make_servable_phi
 
 MODEL = "tiny-phi"
 
@@ -51,9 +50,7 @@ def test_counter_and_histogram_render_what_they_recorded():
 
 @pytest.fixture(scope="module")
 def metered_server(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("metrics") / "hf")
-  make_hf_phi(directory, vocab_size=257, initializer_range=0.1)
-  byte_level().save(directory)
+  directory = make_servable_phi(str(tmp_path_factory.mktemp("metrics") / "hf"))
   model = serve.load_model(directory, dtype="float32")
   with serve.Server(model, port=0, model_name=MODEL, max_batch=4, chunk_size=4).start() as s:
     yield s

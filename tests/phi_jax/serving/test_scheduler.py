@@ -18,8 +18,7 @@ import pytest
 
 import phi_jax
 from phi_jax import sampling, serve
-from phi_jax.tokenizer import byte_level
-from tests.conftest import make_hf_phi
+from tests.conftest import make_servable_phi
 
 MODEL = "tiny-phi"
 CHUNK = 4
@@ -29,10 +28,7 @@ WAIT_S = 60  # generous bound on waits that only end early when something is bro
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("scheduler") / "hf")
-  make_hf_phi(directory, vocab_size=257, initializer_range=0.1)
-  byte_level().save(directory)
-  return directory
+  return make_servable_phi(str(tmp_path_factory.mktemp("scheduler") / "hf"))
 
 
 @pytest.fixture(scope="module")
