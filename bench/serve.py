@@ -47,12 +47,14 @@ in-process `phi_jax.serve.Server` (random model of `size`, byte-level tokenizer,
 from `max_tokens`, its prompt is 8-64 random characters. req/s = requests / wall
 seconds; p50/p95: request latency (s); tok/s: generated tokens / wall seconds. static:
 a batch runs until its longest row finishes; continuous: rows join and leave at every
-decode chunk. speedup = continuous req/s / static req/s.
+decode chunk. speedup = continuous req/s / static req/s. timed compiles: XLA
+compilations during the timed runs (of the whole run, all client counts; each costs
+seconds on a CPU, so a row with many is skewed by them).
 
 """
 COLUMNS = ("date", "machine", "jax", "size", "max_batch", "chunk", "max_tokens", "clients",
            "requests", "static req/s", "continuous req/s", "speedup", "static p50/p95 s",
-           "continuous p50/p95 s", "static tok/s", "continuous tok/s")
+           "continuous p50/p95 s", "static tok/s", "continuous tok/s", "timed compiles")
 SECTION_INTRO += record.table_header(COLUMNS)
 
 # phi_jax PhiConfig fields of each size (vocabulary: the 257 byte-level ids, padded).
@@ -92,9 +94,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--min_requests", type=int, default=8,
                       help="at least this many requests per client count (few clients "
                       "send more each)")
-  parser.add_argument("--warmups", type=int, default=2,
-                      help="untimed runs of the schedule per policy first: continuous "
-                      "batching meets timing-dependent shapes, which one run may miss")
+  parser.add_argument("--warmups", type=int, default=4,
+                      help="at most this many untimed runs of the schedule first, until "
+                      "one compiles nothing: which shapes (rows, admitted count, cache "
+                      "prefix) a run meets depends on timing")
   parser.add_argument("--max_tokens", default="8,32,128",
                       help="comma-separated max_tokens values, drawn per request")
   parser.add_argument("--max_batch", type=int, default=32, help="the server's --max_batch")
@@ -172,18 +175,41 @@ def run_clients(server, bodies: list[list[dict]]) -> Result:
                 generated_tokens=sum(tokens for _, tokens in results))
 
 
-def run(args: argparse.Namespace) -> dict[tuple[str, int], Result]:
+class CompileCounter:
+  """Counts XLA compilations in this process (jax's backend-compile events)."""
+
+  def __init__(self):
+    import jax.monitoring
+
+    self.count = 0
+    jax.monitoring.register_event_duration_secs_listener(self._on_event)
+
+  def _on_event(self, event: str, duration: float, **kwargs) -> None:
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      self.count += 1
+
+
+def run(args: argparse.Namespace) -> tuple[dict[tuple[str, int], Result], int]:
+  """Results per (policy, clients), and the compilations during the timed runs."""
   from phi_jax import serve
+
+  compiles = CompileCounter()
 
   model = build_model(args.size, args.dtype, args.seed)
   servers = {policy: serve.Server(model, port=0, model_name="bench", max_batch=args.max_batch,
                                   chunk_size=args.chunk_size, batching=policy).start()
              for policy in POLICIES}
   try:
-    for _ in range(args.warmups):  # compiles the shapes the schedule meets
+    for warmup in range(args.warmups):  # compiles the shapes the schedule meets
+      before = compiles.count
       for policy in POLICIES:
         for clients in args.clients:
           run_clients(servers[policy], workload(args, clients))
+      print(f"warm-up {warmup + 1}: {compiles.count - before} compilations", flush=True)
+      if compiles.count == before:
+        break
+    before = compiles.count
     results = {}
     for clients in args.clients:
       for policy in POLICIES:
@@ -193,10 +219,10 @@ def run(args: argparse.Namespace) -> dict[tuple[str, int], Result]:
   finally:
     for server in servers.values():
       server.close()
-  return results
+  return results, compiles.count - before
 
 
-def table_rows(args, results, machine: str) -> list[str]:
+def table_rows(args, results, compiles: int, machine: str) -> list[str]:
   import jax
 
   rows = []
@@ -209,7 +235,7 @@ def table_rows(args, results, machine: str) -> list[str]:
         f"{continuous.requests_per_s / static.requests_per_s:.2f}",
         f"{static.percentile(0.5):.2f}/{static.percentile(0.95):.2f}",
         f"{continuous.percentile(0.5):.2f}/{continuous.percentile(0.95):.2f}",
-        f"{static.tokens_per_s:.0f}", f"{continuous.tokens_per_s:.0f}"]))
+        f"{static.tokens_per_s:.0f}", f"{continuous.tokens_per_s:.0f}", compiles]))
   return rows
 
 
@@ -229,10 +255,11 @@ def print_table(args, results) -> None:
 def main(argv=None) -> None:
   args = parse_args(argv)
   machine = record.cpu_description()  # the load at the start skews both policies alike
-  results = run(args)
+  results, compiles = run(args)
   print_table(args, results)
+  print(f"compilations during the timed runs: {compiles}")
   if not args.no_record:
-    for row in table_rows(args, results, machine):
+    for row in table_rows(args, results, compiles, machine):
       record.append_row(SECTION, SECTION_INTRO, row)
       print(f"appended to {record.BENCHMARKS_FILE}:\n{row}")
 
