@@ -530,9 +530,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
   def _client_gone(self) -> bool:
     """Whether the client closed the connection (a read would see end-of-file)."""
     try:
-      readable, _, _ = select.select([self.connection], [], [], 0)
-      return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
+      poller = select.poll()  # not select.select: no limit on the descriptor's number
+      poller.register(self.connection, select.POLLIN)
+      if not poller.poll(0):
+        return False
+      return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:  # readable, but nothing to peek after all
+      return False
+    except OSError:  # reset by the peer
       return True
 
   def _next_event(self, events: queue.Queue) -> tuple:
