@@ -291,7 +291,9 @@ class Generator:
   free rows (one prefill), decodes every admitted row by up to `chunk_size` tokens,
   and reports each row's new tokens and, as soon as it finishes, its Completion. The
   KV cache starts at `max_len` slots and grows (to a power of two) when a row reaches
-  its end, so memory follows what the rows hold, not their max_new_tokens.
+  its end, so memory follows what the rows hold, not their max_new_tokens. Between
+  steps, `cancel` drops a request (its row is free at once) and `resize` changes the
+  number of rows (a server sizes the batch to its load).
   """
 
   def __init__(self, model: PhiForCausalLM, *, rows: int, chunk_size: int = 16,
@@ -354,6 +356,46 @@ class Generator:
     if request.stop and self.tokenizer is None:
       raise ValueError("stop sequences need a tokenizer")
     self._queue.append(request)
+
+  def cancel(self, tag: Hashable) -> bool:
+    """Drops the request tagged `tag`: from the queue, or from its row, which is free
+    for the next step (nothing more is reported about it). False when there is none."""
+    for request in self._queue:
+      if request.tag == tag:
+        self._queue.remove(request)
+        return True
+    for r, row in enumerate(self._slots):
+      if row is not None and row.request.tag == tag:
+        self._slots[r] = None
+        return True
+    return False
+
+  def resize(self, rows: int) -> None:
+    """Sets the number of rows: added rows are free; removed ones must be free (rows
+    past the last admitted one). Admitted rows decode on unchanged, so a server can
+    size the batch (and the cost of each decode chunk) to its load."""
+    if rows < 1:
+      raise ValueError(f"rows must be >= 1, got {rows}")
+    occupied = [r for r, row in enumerate(self._slots) if row is not None]
+    if occupied and occupied[-1] >= rows:
+      raise ValueError(f"cannot resize to {rows} rows: row {occupied[-1]} is decoding")
+    if rows == self.rows:
+      return
+
+    def fit(x, fill=0):
+      if rows < x.shape[0]:
+        return x[:rows]
+      widths = [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+      return (jnp.pad if isinstance(x, jax.Array) else np.pad)(x, widths, constant_values=fill)
+
+    cache = self._cache
+    self._cache = cache.replace(k=tuple(map(fit, cache.k)), v=tuple(map(fit, cache.v)),
+                                lengths=fit(cache.lengths))
+    self._logits, self._rng = fit(self._logits), fit(self._rng)
+    self._temperature, self._top_k = fit(self._temperature), fit(self._top_k)
+    self._top_p = fit(self._top_p, fill=1)
+    self._slots = (self._slots + [None] * rows)[:rows]
+    self.rows = rows
 
   def step(self, on_chunk: Callable[[Hashable, list[int]], None] | None = None,
            on_finish: Callable[[Hashable, Completion], None] | None = None) -> None:

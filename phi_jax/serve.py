@@ -1,12 +1,14 @@
 """An OpenAI-compatible HTTP server for a phi_jax model (standard library only).
 
     python -m phi_jax.serve --checkpoint PATH --host 127.0.0.1 --port 8000 \\
-        [--model_name NAME] [--max_batch 32] [--chunk_size 16] [--dtype bfloat16]
+        [--model_name NAME] [--max_batch 32] [--chunk_size 16] [--dtype bfloat16] \\
+        [--max_queue 1024] [--batching continuous] [--api_key_env PHI_JAX_API_KEY]
 
 PATH is an Orbax checkpoint (root or step) or a transformers directory; the model must
 come with its tokenizer. Routes:
 
   GET  /health                 {"status": "ok", ...}
+  GET  /metrics                Prometheus text: requests, queue, rows, tokens, latency
   GET  /v1/models              the served model (also GET /v1/models/NAME)
   POST /v1/completions         text or token-id prompts (phi_jax.serving.protocol)
   POST /v1/chat/completions    messages in the chat template (serving.chat_template)
@@ -16,9 +18,12 @@ transfer encoding, delivering text after every decode chunk, ending with
 `data: [DONE]`. Errors are OpenAI-style JSON: {"error": {"message", "type", "param",
 "code"}} with a 4xx status for bad requests and 500 when generation fails.
 
-Concurrent requests are batched: handler threads queue one work item per prompt x
-choice and one scheduler thread owns the model, running everything queued (up to
---max_batch rows) as one batch (serving/scheduler.py). From Python:
+Concurrent requests are batched continuously: handler threads queue one work item per
+prompt x choice, and one scheduler thread owns the model, whose --max_batch rows take
+queued items at every decode chunk and free the moment a row finishes
+(serving/scheduler.py). A client that disconnects cancels its rows; a full queue
+(--max_queue rows) answers 429 with Retry-After. With --api_key_env, every request
+must carry `Authorization: Bearer <key>` (401 otherwise). From Python:
 
     with Server(model, port=0).start() as server:   # model.tokenizer must be set
       client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
@@ -27,11 +32,14 @@ choice and one scheduler thread owns the model, running everything queued (up to
 from __future__ import annotations
 
 import hashlib
+import hmac
 import http.server
+import ipaddress
 import json
 import os
 import queue
 import secrets
+import select
 import signal
 import socket
 import sys
@@ -44,13 +52,46 @@ from absl import flags, logging
 
 from phi_jax import cli, hf_io, pretrained
 from phi_jax.model import PhiForCausalLM
-from phi_jax.serving import protocol
+from phi_jax.serving import metrics, protocol
 from phi_jax.serving.protocol import APIError
-from phi_jax.serving.scheduler import Scheduler, WorkItem
+from phi_jax.serving.scheduler import BATCHING, QueueFull, Scheduler, WorkItem
 from phi_jax.serving.text_stream import TextStream
 
 MAX_BODY_BYTES = 64 * 2**20
 IDLE_TIMEOUT_S = 300  # keep-alive connections idle this long are closed
+DISCONNECT_POLL_S = 0.1  # how often a waiting handler checks that its client is still there
+CLIENT_CLOSED = 499  # the status logged and counted for requests whose client went away
+
+
+class _HeaderError(APIError):
+  """An APIError answered with extra response headers (WWW-Authenticate, Retry-After)."""
+
+  def __init__(self, status: int, message: str, headers: dict[str, str], **kwargs):
+    super().__init__(status, message, **kwargs)
+    self.headers = headers
+
+
+def _digest(key: str) -> bytes:
+  return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+class _ClientGone(ConnectionError):
+  """The client closed its connection while its request was being generated."""
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+  """A warning when `host` is reachable from other machines and no API key guards it."""
+  if api_key:
+    return None
+  try:
+    loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+  except ValueError:  # a host name
+    loopback = host == "localhost"
+  if loopback:
+    return None
+  return (f"serving on {host}, which other machines can reach, without an API key: anyone "
+          "who can connect can use the model. Set --api_key_env (a variable holding a "
+          "secret key that clients send as 'Authorization: Bearer <key>'), or bind 127.0.0.1")
 
 
 class Server:
@@ -61,7 +102,11 @@ class Server:
   """
 
   def __init__(self, model: PhiForCausalLM, *, host: str = "127.0.0.1", port: int = 0,
-               model_name: str = "phi_jax", max_batch: int = 32, chunk_size: int = 16):
+               model_name: str = "phi_jax", max_batch: int = 32, chunk_size: int = 16,
+               max_queue: int = 1024, batching: str = "continuous",
+               api_key: str | None = None):
+    """See the module doc; api_key: when set, every request must carry
+    `Authorization: Bearer <api_key>`; batching: 'continuous' or 'static' (scheduler.py)."""
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
       raise ValueError(
@@ -74,9 +119,21 @@ class Server:
                                    vocab_size=model.config.vocab_size)
     self.eos_token_ids = () if tokenizer.eos_id is None else (tokenizer.eos_id,)
     self.scheduler = Scheduler(model, tokenizer, max_batch=max_batch, chunk_size=chunk_size,
-                               eos_token_ids=self.eos_token_ids)
+                               eos_token_ids=self.eos_token_ids, max_queue=max_queue,
+                               batching=batching)
+    if api_key is not None and not api_key:
+      raise ValueError("api_key is empty: pass None to serve without one")
+    self._api_key_digest = _digest(api_key) if api_key else None
+    self.requests = metrics.LabelledCounter(
+        "phi_jax_requests_total", "HTTP requests answered, by route and status (499: the "
+        "client disconnected).", ("route", "status"))
+    self.latency = metrics.Histogram(
+        "phi_jax_request_duration_seconds", "Time from a request's arrival to the end of "
+        "its response, by route.", ("route",))
     self.created = int(time.time())
     self._httpd = _HTTPServer((host, port), _Handler)
+    if (warning := exposure_warning(host, api_key)) is not None:
+      logging.warning("%s", warning)
     self._httpd.app = self
     self._thread: threading.Thread | None = None
     self._serving = False
@@ -169,6 +226,48 @@ class Server:
                      f"{', '.join(sorted(methods))}", code="method_not_allowed")
     return methods[method]
 
+  def authorized(self, header: str | None) -> bool:
+    """Whether an Authorization header carries the API key (always, without one)."""
+    if self._api_key_digest is None:
+      return True
+    scheme, _, token = (header or "").strip().partition(" ")
+    # Digests of equal length, compared in constant time: the time to refuse a key
+    # reveals neither how much of it was right nor the key's length.
+    return scheme.lower() == "bearer" and hmac.compare_digest(_digest(token.strip()),
+                                                              self._api_key_digest)
+
+  def render_metrics(self) -> str:
+    """Every metric in the Prometheus text format."""
+    stats = self.scheduler.stats
+    scheduler_counters = [
+        ("phi_jax_prompt_tokens_total", "Prompt tokens prefilled (once per row: prompt x n).",
+         stats.prompt_tokens),
+        ("phi_jax_generation_tokens_total", "Tokens generated, those of cancelled rows "
+         "included.", stats.generated_tokens),
+        ("phi_jax_rows_submitted_total", "Rows (prompt x choice) queued.", stats.rows_submitted),
+        ("phi_jax_rows_finished_total", "Rows that finished with a completion.",
+         stats.rows_finished),
+        ("phi_jax_rows_cancelled_total", "Rows dropped because their client disconnected.",
+         stats.rows_cancelled),
+        ("phi_jax_rows_failed_total", "Rows that ended with a generation error.",
+         stats.rows_failed),
+        ("phi_jax_decode_steps_total", "Decode chunks run.", stats.steps),
+        ("phi_jax_decode_rows_total", "Rows decoded, summed over decode chunks (divided by "
+         "phi_jax_decode_steps_total: the mean batch occupancy).", stats.rows_decoded),
+    ]
+    gauges = [
+        ("phi_jax_queue_depth", "Rows waiting for a free batch row.", self.scheduler.queued),
+        ("phi_jax_active_rows", "Rows decoding now.", self.scheduler.active),
+        ("phi_jax_max_batch", "Rows the batch holds (--max_batch).", self.scheduler.max_batch),
+        ("phi_jax_max_queue", "Rows the queue holds (--max_queue).", self.scheduler.max_queue),
+    ]
+    parts = [self.requests.render(), self.latency.render()]
+    parts += [metrics.family(name, "counter", text, [("", {}, value)])
+              for name, text, value in scheduler_counters]
+    parts += [metrics.family(name, "gauge", text, [("", {}, value)])
+              for name, text, value in gauges]
+    return "".join(parts)
+
   def row_seed(self, seed: int | None, choice: int) -> int:
     """The sampling seed of one choice: derived from the request seed, else random."""
     if seed is None:
@@ -180,6 +279,7 @@ class Server:
 class _HTTPServer(http.server.ThreadingHTTPServer):
   """Threads per connection; remembers open connections so `close` can end idle ones."""
   daemon_threads = True
+  request_queue_size = 1024  # the listen backlog: bursts of clients connect at once
   app: Server
 
   def __init__(self, *args, **kwargs):
@@ -248,6 +348,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     app_ = self.server.app
     app_._request_started()  # pylint: disable=protected-access
     try:
+      if not app_.authorized(self.headers.get("Authorization")):
+        self.close_connection = True  # the body stays unread
+        raise _HeaderError(401, "Incorrect or missing API key: send the header "
+                           "'Authorization: Bearer <key>' with the server's key",
+                           {"WWW-Authenticate": "Bearer"}, code="invalid_api_key")
       body = self._read_body()
       if app_.closing:
         self.close_connection = True
@@ -255,8 +360,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       app_.route(method, path)(self, body)
     except APIError as e:
       self._send_error(e)
-    except (BrokenPipeError, ConnectionResetError):
+    except ConnectionError:
       self.close_connection = True
+      self._status = CLIENT_CLOSED
       logging.info("%s %s: the client disconnected", method, path)
     except Exception as e:  # pylint: disable=broad-except
       logging.exception("%s %s failed", method, path)
@@ -264,6 +370,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                 type="server_error"))
     finally:
       app_._request_ended()  # pylint: disable=protected-access
+      route = path if path in _ROUTES else "/v1/models/{id}" if path.startswith(
+          "/v1/models/") else "other"  # bounded label values, whatever URLs arrive
+      app_.requests.inc(route, str(self._status))
+      app_.latency.observe(time.perf_counter() - start, route)
       logging.info("%s %s %d %.1f ms prompt_tokens=%d completion_tokens=%d", method,
                    self.path, self._status, 1000 * (time.perf_counter() - start),
                    *self._usage)
@@ -313,7 +423,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send_event(error.body())
         self._end_stream()
         return
-      headers = {}
+      headers = dict(getattr(error, "headers", {}))
       if error.status == 405:
         headers["Allow"] = error.message.rsplit("allowed: ", 1)[-1]
       self._send_json(error.status, error.body(), headers)
@@ -353,7 +463,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     del body
     app_ = self.server.app
     self._send_json(200, {"status": "ok", "model": app_.info.name,
-                          "batches_run": app_.batches_run})
+                          "batching": app_.scheduler.batching,
+                          "batches_run": app_.batches_run,
+                          "active_rows": app_.scheduler.active,
+                          "queued_rows": app_.scheduler.queued})
+
+  def metrics(self, body: bytes) -> None:
+    del body
+    data = self.server.app.render_metrics().encode()
+    self.send_response(200)
+    self.send_header("Content-Type", metrics.CONTENT_TYPE)
+    self.send_header("Content-Length", str(len(data)))
+    self.end_headers()
+    self._headers_sent = True
+    self.wfile.write(data)
 
   def list_models(self, body: bytes) -> None:
     del body
@@ -386,18 +509,51 @@ class _Handler(http.server.BaseHTTPRequestHandler):
              for i in range(request.num_choices)]
     try:
       app_.scheduler.submit(items)
+    except ValueError as e:
+      raise APIError(400, str(e), param="n") from None
+    except QueueFull as e:
+      raise _HeaderError(429, str(e), {"Retry-After": str(e.retry_after_s)},
+                         type="server_error", code="queue_full") from None
     except RuntimeError as e:
       raise APIError(503, str(e), type="server_error") from None
-    if request.stream:
-      self._stream(request, events)
-    else:
-      self._respond(request, events)
+    completed = False
+    try:
+      if request.stream:
+        self._stream(request, events)
+      else:
+        self._respond(request, events)
+      completed = True
+    finally:
+      if not completed:  # the client left, or a row failed: free the rows still running
+        app_.scheduler.cancel(items)
+
+  def _client_gone(self) -> bool:
+    """Whether the client closed the connection (a read would see end-of-file)."""
+    try:
+      poller = select.poll()  # not select.select: no limit on the descriptor's number
+      poller.register(self.connection, select.POLLIN)
+      if not poller.poll(0):
+        return False
+      return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:  # readable, but nothing to peek after all
+      return False
+    except OSError:  # reset by the peer
+      return True
+
+  def _next_event(self, events: queue.Queue) -> tuple:
+    """The next scheduler event; raises _ClientGone when the client disconnects first."""
+    while True:
+      try:
+        return events.get(timeout=DISCONNECT_POLL_S)
+      except queue.Empty:
+        if self._client_gone():
+          raise _ClientGone("the client disconnected") from None
 
   def _respond(self, request: protocol.GenerationRequest, events: queue.Queue) -> None:
     completions: list = [None] * request.num_choices
     errors = []
     for _ in range(request.num_choices):
-      kind, index, payload = events.get()
+      kind, index, payload = self._next_event(events)
       if kind == "done":
         completions[index] = payload
       elif kind == "error":
@@ -419,7 +575,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send_event(protocol.chunk(request, i, None, role=True))
     remaining = request.num_choices
     while remaining:
-      kind, index, payload = events.get()
+      kind, index, payload = self._next_event(events)
       if kind == "tokens":
         text = streams[index].push(payload)
         if text:
@@ -440,6 +596,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 _ROUTES: dict[str, dict[str, Callable[[_Handler, bytes], None]]] = {
     "/health": {"GET": _Handler.health},
+    "/metrics": {"GET": _Handler.metrics},
     "/v1/models": {"GET": _Handler.list_models},
     "/v1/completions": {"POST": _Handler.completions},
     "/v1/chat/completions": {"POST": _Handler.chat_completions},
@@ -472,6 +629,13 @@ def _define_flags() -> None:
                        "updates.")
   flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                     "Compute dtype (default: the checkpoint's).")
+  flags.DEFINE_integer("max_queue", 1024, "Most rows (prompts x n) waiting for a batch row; "
+                       "beyond it requests get 429 with Retry-After.")
+  flags.DEFINE_enum("batching", "continuous", list(BATCHING),
+                    "continuous: queued rows join the running batch at every decode chunk; "
+                    "static: a batch runs until its longest row finishes (a baseline).")
+  flags.DEFINE_string("api_key_env", None, "Name of an environment variable holding the API "
+                      "key; when set, every request must send 'Authorization: Bearer <key>'.")
 
 
 def main(argv) -> None:
@@ -485,14 +649,23 @@ def main(argv) -> None:
     raise cli.UsageError(f"--max_batch must be an integer >= 1, got {f.max_batch}")
   if f.chunk_size < 1:
     raise cli.UsageError(f"--chunk_size must be an integer >= 1, got {f.chunk_size}")
+  if f.max_queue < 1:
+    raise cli.UsageError(f"--max_queue must be an integer >= 1, got {f.max_queue}")
   if not f.host.strip():
     raise cli.UsageError("--host must not be empty")
+  api_key = None
+  if f.api_key_env is not None:
+    api_key = os.environ.get(f.api_key_env, "")
+    if not api_key.strip():
+      raise cli.UsageError(f"--api_key_env={f.api_key_env}: the environment variable "
+                           f"{f.api_key_env} is not set or empty; export the key in it")
   if os.path.exists(f.checkpoint) or not hf_io.looks_like_repo_id(f.checkpoint):
     cli.check_dir(f.checkpoint, "--checkpoint")
   model = load_model(f.checkpoint, f.dtype)
   try:
     server = Server(model, host=f.host, port=f.port, model_name=f.model_name or f.checkpoint,
-                    max_batch=f.max_batch, chunk_size=f.chunk_size)
+                    max_batch=f.max_batch, chunk_size=f.chunk_size, max_queue=f.max_queue,
+                    batching=f.batching, api_key=api_key)
   except OSError as e:  # the port is taken, the host is not an address of this machine
     raise OSError(e.errno, f"cannot listen on {f.host}:{f.port}: {e.strerror or e}") from e
   serve_until_signalled(server)

@@ -57,6 +57,16 @@ def make_hf_phi(directory=None, *, seed=0, **overrides):
   return model
 
 
+def make_servable_phi(directory):
+  """A random byte-vocabulary Phi saved by transformers in `directory`, with the byte-level
+  tokenizer.json beside it (what `phi_jax.serve` needs); returns the directory."""
+  from phi_jax.tokenizer import byte_level
+
+  make_hf_phi(directory, vocab_size=257, initializer_range=0.1)
+  byte_level().save(directory)
+  return directory
+
+
 @pytest.fixture
 def hf_phi_dir(tmp_path):
   """Factory: (directory, torch model) of a random transformers Phi saved to tmp."""

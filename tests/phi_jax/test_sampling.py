@@ -731,3 +731,44 @@ def test_bad_arguments_raise(model):
     phi_jax.generate(model, [[1]], max_new_tokens=4, batch_size=0)
   with pytest.raises(TypeError):
     phi_jax.generate(model, "a string, not a list", max_new_tokens=4)
+
+
+def test_generator_resize_and_cancel_leave_the_other_rows_unchanged(byte_model):
+  """A row decodes while the generator grows from one row to four and two requests
+  join; one is cancelled midway (its row is taken by the next request); the generator
+  shrinks back once idle. Every finished row equals its generation alone."""
+  prompts = [_tokens(BYTE_PROMPTS[0]), _tokens(BYTE_PROMPTS[1]), _tokens("abc"),
+             _tokens("def g(")]
+  hot = sampling.SamplingParams(temperature=1.0)
+  params, max_new, seeds = [GREEDY, hot, GREEDY, hot], [NEW_TOKENS, 24, NEW_TOKENS, 12], [
+      1, 2, 3, 4]
+  alone = [sampling.generate_tokens(byte_model, [p], [q], max_new_tokens=m, seed=[s],
+                                    chunk_size=4)[0].tokens
+           for p, q, m, s in zip(prompts, params, max_new, seeds)]
+  requests = [sampling.Request(p, q, m, key=sampling.row_key(s), tag=i)
+              for i, (p, q, m, s) in enumerate(zip(prompts, params, max_new, seeds))]
+  generator = sampling.Generator(byte_model, rows=1, chunk_size=4)
+  done = {}
+  step = lambda: generator.step(on_finish=lambda tag, c: done.__setitem__(tag, c.tokens))
+  generator.add(requests[0])
+  step()
+  generator.resize(4)
+  for request in requests[1:3]:
+    generator.add(request)
+  step()
+  assert generator.active == 3
+  with pytest.raises(ValueError, match="row 2 is decoding"):
+    generator.resize(2)
+  assert generator.cancel(1) and not generator.cancel(1) and not generator.cancel("none")
+  assert generator.active == 2
+  generator.add(requests[3])
+  while not generator.idle:
+    step()
+  assert set(done) == {0, 2, 3}
+  assert [done[i] for i in (0, 2, 3)] == [alone[i] for i in (0, 2, 3)]
+  generator.resize(1)
+  assert generator.rows == 1
+  generator.add(requests[2])
+  while not generator.idle:
+    step()
+  assert done[2] == alone[2]

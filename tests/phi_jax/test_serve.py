@@ -20,10 +20,9 @@ import openai
 import pytest
 
 import phi_jax
-from phi_jax import serve
-from phi_jax.serving import chat_template, scheduler
-from phi_jax.tokenizer import byte_level
-from tests.conftest import REPO_ROOT, make_hf_phi
+from phi_jax import sampling, serve
+from phi_jax.serving import chat_template
+from tests.conftest import REPO_ROOT, make_servable_phi
 
 MODEL = "tiny-phi"
 NEW = 24  # max_tokens of most requests
@@ -37,10 +36,7 @@ MESSAGES = [{"role": "system", "content": "You write Python."},
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
   """A random byte-vocabulary Phi saved by transformers, with tokenizer.json beside it."""
-  directory = str(tmp_path_factory.mktemp("serve") / "hf")
-  make_hf_phi(directory, vocab_size=257, initializer_range=0.1)
-  byte_level().save(directory)
-  return directory
+  return make_servable_phi(str(tmp_path_factory.mktemp("serve") / "hf"))
 
 
 @pytest.fixture(scope="module")
@@ -188,17 +184,17 @@ def test_stream_delivers_text_while_generation_runs(client, monkeypatch):
   """The scheduler pauses after its second decode chunk until the client holds text."""
   received = threading.Event()
   waited = []
-  generate_tokens = scheduler.sampling.generate_tokens
+  step = sampling.Generator.step
 
-  def gated(*args, on_chunk, **kwargs):
+  def gated(self, on_chunk=None, on_finish=None):
     def chunk_then_wait(row, tokens):
       on_chunk(row, tokens)
       waited.append(None)
       if len(waited) == 2:
         waited.append(received.wait(timeout=30))
-    return generate_tokens(*args, on_chunk=chunk_then_wait, **kwargs)
+    return step(self, on_chunk=chunk_then_wait, on_finish=on_finish)
 
-  monkeypatch.setattr(scheduler.sampling, "generate_tokens", gated)
+  monkeypatch.setattr(sampling.Generator, "step", gated)
   for chunk in client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=NEW,
                                          temperature=0, stream=True):
     if chunk.choices[0].text:
@@ -263,11 +259,12 @@ def test_concurrent_requests_are_batched_and_independent(server, client, referen
     return client.completions.create(model=MODEL, prompt=PROMPTS[i], max_tokens=NEW,
                                      temperature=0).choices[0].text
 
-  before = server.batches_run
+  stats = server.scheduler.stats
+  steps, rows = stats.steps, stats.rows_decoded
   with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
     got = list(pool.map(ask, range(len(PROMPTS))))
   assert got == want
-  assert server.batches_run - before < len(PROMPTS)
+  assert stats.rows_decoded - rows > stats.steps - steps  # some chunks decoded several rows
 
 
 # ----------------------------------------------------------------------------- errors
@@ -378,7 +375,7 @@ def test_generation_failure_is_500_and_the_server_keeps_running(client, monkeypa
     raise RuntimeError("device on fire")
 
   with monkeypatch.context() as patch:
-    patch.setattr(scheduler.sampling, "generate_tokens", fail)
+    patch.setattr(sampling.Generator, "step", fail)
     with pytest.raises(openai.InternalServerError, match="device on fire"):
       client.completions.create(model=MODEL, prompt="x", max_tokens=NEW)
     with pytest.raises(openai.APIError, match="device on fire"):
@@ -398,6 +395,53 @@ def test_keep_alive_connection_serves_several_requests(server):
     assert response.status in (200, 400)
     assert response.getheader("Connection") != "close"
   connection.close()
+
+
+# ----------------------------------------------------------------------------- API key
+
+KEY = "sk-test-" + "0123456789abcdef" * 2
+
+
+@pytest.fixture(scope="module")
+def keyed_server(model_dir):
+  model = serve.load_model(model_dir, dtype="float32")
+  with serve.Server(model, port=0, model_name=MODEL, max_batch=8, chunk_size=CHUNK,
+                    api_key=KEY).start() as s:
+    yield s
+
+
+@pytest.mark.parametrize("api_key", ["unused", KEY[:-1], KEY + "0", KEY.upper()])
+def test_a_wrong_or_missing_key_is_401(keyed_server, api_key):
+  client = openai.OpenAI(base_url=keyed_server.url + "/v1", api_key=api_key, max_retries=0)
+  with pytest.raises(openai.AuthenticationError, match="API key"):
+    client.completions.create(model=MODEL, prompt="x", max_tokens=2)
+  for path in ("/health", "/metrics", "/v1/models"):
+    status, body, headers = _raw(keyed_server, "GET", path)  # no Authorization header
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert headers["WWW-Authenticate"] == "Bearer"
+  assert keyed_server.scheduler.stats.rows_submitted == 0
+
+
+def test_the_right_key_is_served(keyed_server, reference):
+  client = openai.OpenAI(base_url=keyed_server.url + "/v1", api_key=KEY, max_retries=0)
+  out = client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=NEW,
+                                  temperature=0)
+  assert out.choices[0].text == _greedy(reference, PROMPTS[0]).text
+  status, body, _ = _raw(keyed_server, "GET", "/health", headers={"Authorization":
+                                                                   f"bearer {KEY}"})
+  assert status == 200 and body["status"] == "ok"
+
+
+@pytest.mark.parametrize("host,api_key,warns", [
+    ("127.0.0.1", None, False), ("127.0.0.2", None, False), ("::1", None, False),
+    ("[::1]", None, False), ("localhost", None, False), ("0.0.0.0", None, True),
+    ("::", None, True), ("192.168.1.20", None, True), ("example.org", None, True),
+    ("0.0.0.0", KEY, False)])
+def test_exposure_warning(host, api_key, warns):
+  warning = serve.exposure_warning(host, api_key)
+  assert (warning is not None) == warns
+  if warns:
+    assert host in warning and "--api_key_env" in warning
 
 
 # ----------------------------------------------------------------------------- lifecycle
@@ -442,6 +486,10 @@ def _run_cli(*args):
     ("--port=65536", "--port must be an integer in [0, 65535]"),
     ("--port=-1", "--port must be an integer in [0, 65535]"),
     ("--max_batch=0", "--max_batch must be an integer >= 1"),
+    ("--max_queue=0", "--max_queue must be an integer >= 1"),
+    ("--batching=dynamic", "flag --batching=dynamic"),
+    ("--api_key_env=PHI_JAX_TEST_UNSET_KEY", "the environment variable PHI_JAX_TEST_UNSET_KEY "
+     "is not set or empty"),
     ("--checkpoint=MISSING", "--checkpoint MISSING does not exist"),
     ("--dtype=int8", "flag --dtype=int8"),
 ])

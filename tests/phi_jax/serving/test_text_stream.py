@@ -1,5 +1,7 @@
 """Tests of phi_jax.serving.text_stream: what a streamed reply may emit, and when."""
 
+import random
+
 import pytest
 
 from phi_jax.serving.text_stream import TextStream, stable_prefix_length
@@ -18,6 +20,8 @@ EOS = 256
     ("xab", ["abc", "b"], 1),  # "b" is complete, but "abc" may start earlier
     ("zzab", ["abd", "b"], 2),
     ("ab", ["abc"], 0),
+    ("xaab", ["ab"], 2),  # the "a" before the stop string is followed by it: final
+    ("xb\ufffd", ["b€"], 1),  # the incomplete character may be the € that ends "b€"
 ])
 def test_stable_prefix_length(text, stop, expected):
   assert stable_prefix_length(text, stop) == expected
@@ -70,3 +74,51 @@ def test_end_of_text_is_not_text():
   assert stream.push([104, 105]) == "hi"
   assert stream.push([EOS]) == ""
   assert stream.finish("hi") == ""
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_incremental_text_equals_full_decoding(seed):
+  """After every push, what was emitted is exactly the final part of the whole text
+  decoded from scratch (`stable_prefix_length` of decode(all tokens)), for random
+  byte streams over a small alphabet (stop strings hit, start and break off often),
+  multi-byte characters, invalid bytes, end-of-text ids and random push sizes."""
+  rng = random.Random(seed)
+  tokenizer = byte_level()
+  pieces = ["a", "b", "c", "\n", "é", "€", "😀"]
+  alphabet = [b for p in pieces for b in p.encode()] + [0xFF, 0xE2]
+  tokens = [rng.choice(alphabet) for _ in range(rng.randint(0, 120))]
+  if tokens and rng.random() < 0.5:
+    tokens.insert(rng.randrange(len(tokens)), EOS)
+  stop = rng.sample(["ab", "ca", "b\nc", "€a", "cc", "a😀", "\n\n"], rng.randint(0, 3))
+  stream = TextStream(tokenizer, stop, eos_token_ids=[EOS])
+  pushed = 0
+  while pushed < len(tokens):
+    n = rng.randint(1, 9)
+    stream.push(tokens[pushed:pushed + n])
+    pushed += n
+    text = tokenizer.decode([t for t in tokens[:pushed] if t != EOS])
+    assert stream.emitted == text[:stable_prefix_length(text, stop)], (tokens[:pushed], stop)
+  text = tokenizer.decode([t for t in tokens if t != EOS])
+  hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+  final = text[:min(hits)] if hits else text
+  stream.finish(final)
+  assert stream.emitted == final
+
+
+def test_a_push_decodes_a_window_not_the_whole_row():
+  """A long row streamed token by token decodes each token about twice, not the row
+  again on every push (the cost the incremental window exists to avoid)."""
+  tokenizer = byte_level()
+  decoded = []
+
+  class Counting:
+    def decode(self, ids):
+      decoded.append(len(ids))
+      return tokenizer.decode(ids)
+
+  text = "def f(x):\n  return x + 1  # é€\n" * 40
+  stream = TextStream(Counting(), stop=["\n\n\n"])
+  for token in tokenizer.encode(text):
+    stream.push([token])
+  assert stream.emitted == text[:stable_prefix_length(text, ["\n\n\n"])]
+  assert sum(decoded) <= 4 * len(text.encode())
