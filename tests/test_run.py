@@ -273,23 +273,23 @@ def test_ctrl_c_ends_a_stage_with_one_line_and_the_rerun_resumes(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
   env.pop("XLA_FLAGS", None)
   args = [sys.executable, os.path.join(REPO_ROOT, "run.py"), "--config=configs/tiny.py",
-          f"--workdir={tmp_path}", "--stages=curate,annotate,embed,classify",
+          f"--workdir={tmp_path}", "--stages=curate,annotate,embed",
           "--config.data.max_files=1500",
-          # scoring every document takes > 10 s: time to stop it
+          # embedding the annotated sample (400) takes > 10 s: time to stop it
           "--config.data.quality.embed_max_len=512"]
   proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   for line in proc.stdout:
-    if line.startswith("[classify] run"):
+    if line.startswith("[embed] run"):
       time.sleep(0.5)
       proc.send_signal(signal.SIGINT)
       break
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 130, err[-2000:]
-  assert "[classify] interrupted: kept" in out and "Run the same command again" in out
+  assert "[embed] interrupted: kept" in out and "Run the same command again" in out
   assert "Traceback" not in err
-  assert not (tmp_path / "data" / "steps" / "classify.json").exists()  # not complete
+  assert not (tmp_path / "data" / "steps" / "embed.json").exists()  # not complete
   again = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                          timeout=600)
   assert again.returncode == 0, again.stderr[-2000:]
-  assert "[embed] complete, skipped" in again.stdout and "[classify] done" in again.stdout
+  assert "[annotate] complete, skipped" in again.stdout and "[embed] done" in again.stdout
