@@ -15,13 +15,15 @@ def tree_hashes(root) -> dict[str, str]:
   return hashes
 
 
-def truncate_largest_file(directory, keep: float = 0.5) -> str:
-  """Cuts the largest data file of an Orbax item (the array chunks under
-  ocdbt.process_*/d/; any file for JSON items) to `keep` of its size, as a full disk or
-  an interrupted copy leaves it; returns its path."""
+def truncate_item_files(directory, keep: float = 0.5) -> list[str]:
+  """Cuts the data files of an Orbax item to `keep` of their size, as a full disk or an
+  interrupted copy leaves them: every array-chunk file (under ocdbt.process_*/d/; which
+  of them a restore reads depends on how the async writer split the arrays), or the
+  largest file of an item without chunks (JSON items). Returns their paths."""
   files = [os.path.join(d, n) for d, _, names in os.walk(directory) for n in names]
   chunks = [f for f in files if os.sep + "ocdbt.process_" in f and f"{os.sep}d{os.sep}" in f]
-  largest = max(chunks or files, key=os.path.getsize)
-  with open(largest, "r+b") as f:
-    f.truncate(int(os.path.getsize(largest) * keep))
-  return largest
+  cut = chunks or [max(files, key=os.path.getsize)]
+  for path in cut:
+    with open(path, "r+b") as f:
+      f.truncate(int(os.path.getsize(path) * keep))
+  return cut

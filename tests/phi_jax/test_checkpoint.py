@@ -17,7 +17,7 @@ from phi_jax.config import PhiConfig
 from phi_jax.model import abstract_params
 from phi_jax.tokenizer import byte_level
 from tests.conftest import REPO_ROOT, phi_logits, random_model, random_params
-from tests.files import truncate_largest_file
+from tests.files import truncate_item_files
 
 CONFIG = PhiConfig(vocab_size=96, d_model=32, num_layers=2, num_heads=4, mlp_dim=64,
                    rotary_dim=4, max_seq_len=64, dtype="float32", initializer_range=0.1)
@@ -238,7 +238,7 @@ def test_a_truncated_parameter_file_names_the_step_item_and_older_step(tmp_path)
     checkpoint.save(root, step, random_params(CONFIG, seed=step), CONFIG,
                     tokenizer=byte_level())
   os.makedirs(os.path.join(root, "4", "params"))  # incomplete: not an older complete step
-  truncate_largest_file(os.path.join(root, "8", "params"))
+  truncate_item_files(os.path.join(root, "8", "params"))
   for load in (lambda: phi_jax.from_pretrained(root),
                lambda: checkpoint.load_params(os.path.join(root, "8"), CONFIG)):
     with pytest.raises(checkpoint.CheckpointError) as info:
@@ -254,7 +254,7 @@ def test_a_truncated_parameter_file_names_the_step_item_and_older_step(tmp_path)
   assert checkpoint.older_complete_steps(os.path.join(root, "8")) == [5, 3]
   # The older step named is loadable.
   assert phi_jax.from_pretrained(os.path.join(root, "5")).config == CONFIG
-  truncate_largest_file(os.path.join(root, "3", "params"))
+  truncate_item_files(os.path.join(root, "3", "params"))
   with pytest.raises(checkpoint.CheckpointError, match="there is no older complete step$"):
     checkpoint.load_params(os.path.join(root, "3"), CONFIG)
 
@@ -263,7 +263,7 @@ def test_corrupt_metadata_and_tokenizer_are_named(tmp_path):
   root = str(tmp_path / "ckpt")
   for step in (1, 2):
     checkpoint.save(root, step, random_params(CONFIG), CONFIG, tokenizer=byte_level())
-  truncate_largest_file(os.path.join(root, "2", "tokenizer"))
+  truncate_item_files(os.path.join(root, "2", "tokenizer"))
   with pytest.raises(checkpoint.CheckpointError, match="step 2, item 'tokenizer'.*step is 1"):
     phi_jax.from_pretrained(root)
   with open(os.path.join(root, "2", "metadata", "metadata.json"), "w") as f:

@@ -23,7 +23,7 @@ from phi_jax.config import ConfigError
 from phi_jax.pretrained import params_of
 from phi_jax.tokenizer import byte_level
 from tests.conftest import REPO_ROOT, hf_logits, make_hf_phi, phi_logits
-from tests.files import tree_hashes, truncate_largest_file
+from tests.files import tree_hashes, truncate_item_files
 
 INIT = 0.1  # see test_model.py: makes the logits sensitive to every conversion detail
 ATOL = 1e-4
@@ -376,7 +376,7 @@ def test_cli_names_a_corrupt_checkpoint_and_an_existing_out(reference, tmp_path)
   ckpt, out = tmp_path / "ckpt", tmp_path / "out"
   assert _run_cli("hf-to-orbax", f"--hf_dir={reference[0]}", f"--out={ckpt}").returncode == 0
   shutil.copytree(ckpt / "0", ckpt / "5")  # a later step, then damaged
-  truncate_largest_file(ckpt / "5" / "params")
+  truncate_item_files(ckpt / "5" / "params")
   out.mkdir()
   (out / "keep.txt").write_text("keep")
   before = tree_hashes(tmp_path)

@@ -14,7 +14,7 @@ from phi_jax.config import PhiConfig
 from phi_jax.train import checkpointing, mesh as mesh_lib
 from phi_jax.train.step import Trainer
 from tests.conftest import random_params
-from tests.files import truncate_largest_file
+from tests.files import truncate_item_files
 
 CONFIG = PhiConfig(vocab_size=320, d_model=32, num_layers=2, num_heads=4, mlp_dim=64,
                    rotary_dim=8, max_seq_len=64, dtype="float32")
@@ -109,7 +109,7 @@ def test_a_corrupt_step_names_itself_and_the_older_step_resumes(tmp_path, traine
     for step in (2, 4, 6):
       ckpt.save(_trained_state(trainer, step), {"epoch": 0, "position": step, "seed": 0})
   os.makedirs(os.path.join(root, "5", "params"))  # missing items: not a complete step
-  truncate_largest_file(os.path.join(root, "6", item))
+  truncate_item_files(os.path.join(root, "6", item))
   with checkpointing.TrainCheckpointer(root, CONFIG, None, every=2, keep=5) as ckpt:
     with pytest.raises(checkpoint.CheckpointError) as info:
       ckpt.restore(trainer.abstract_state())

@@ -117,7 +117,7 @@ def test_longer_pretrain_generalises(tmp_path, run_stages):
 
 
 def test_corrupt_latest_checkpoint_is_named_and_resumed_past_when_asked(tmp_path, run_stages):
-  from tests.files import truncate_largest_file
+  from tests.files import truncate_item_files
   killed = run_stages(tmp_path, "pretrain", extra_env={"PHI_JAX_TEST_KILL_AFTER_STEP": "10"},
                       check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]
@@ -125,7 +125,7 @@ def test_corrupt_latest_checkpoint_is_named_and_resumed_past_when_asked(tmp_path
   steps = sorted(int(d) for d in os.listdir(root) if d.isdigit())  # saves end complete
   assert len(steps) >= 2, steps
   latest, older = steps[-1], steps[-2]
-  truncate_largest_file(str(root / str(latest) / "params"))
+  truncate_item_files(str(root / str(latest) / "params"))
   failed = run_stages(tmp_path, "pretrain", check=False)
   assert failed.returncode != 0
   assert (f"corrupt checkpoint: step {latest}, item 'params'" in failed.stderr
