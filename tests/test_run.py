@@ -267,6 +267,16 @@ def test_bad_values_and_paths_change_nothing_in_a_finished_workdir(tiny_run, tmp
   assert result.returncode == 2 and "is a file, not a directory" in result.stderr
 
 
+def _sigint_deliverable():
+  """In the child before exec: SIGINT unblocked and at its default disposition. An
+  ignored or blocked SIGINT is inherited across exec, and Python then installs no
+  KeyboardInterrupt handler; whatever an earlier test in this process left, the child
+  must see Ctrl-C as a terminal sends it."""
+  import signal
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_ends_a_stage_with_one_line_and_the_rerun_resumes(tmp_path):
   import signal
   import time
@@ -278,7 +288,7 @@ def test_ctrl_c_ends_a_stage_with_one_line_and_the_rerun_resumes(tmp_path):
           # embedding the annotated sample (400) takes > 10 s: time to stop it
           "--config.data.quality.embed_max_len=512"]
   proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_deliverable)
   for line in proc.stdout:
     if line.startswith("[embed] run"):
       time.sleep(0.5)
