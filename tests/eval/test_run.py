@@ -20,16 +20,10 @@ from eval import settings as eval_settings
 from eval.settings import DEFAULT_TOP_P, EvalSettings, SettingsError
 from tests.conftest import REPO_ROOT
 from tests.files import tree_hashes
+from tests.eval.benchmarks.helpers import write_jsonl as write_samples
 from tests.eval.benchmarks.test_benchmarks import MBPP_PATH, needs_mbpp
 
 FAST = SandboxLimits(timeout_s=3.0, cpu_s=3)
-
-
-def write_samples(path, rows):
-  with open(path, "w") as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
-  return str(path)
 
 
 @pytest.fixture(scope="module")

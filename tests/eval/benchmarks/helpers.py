@@ -22,3 +22,14 @@ def score(tmp_path, name, data, samples, tag, limits=LIMITS):
   with open(tmp_path / tag / "results.jsonl") as f:
     results = [json.loads(line) for line in f]
   return report, {r["task_id"]: r for r in results}
+
+
+def assert_right_pass_and_wrong_fail(tmp_path, name, data, right, wrong):
+  """Every sample in `right` passes; every {task_id: completion} in `wrong` fails its
+  tests (an assertion, not a crash of the checker)."""
+  report, _ = score(tmp_path, name, data, right, "right")
+  assert report["num_samples"] == len(right) and report["num_correct"] == len(right)
+  wrong = [{"task_id": t, "completion": c} for t, c in wrong.items()]
+  report, results = score(tmp_path, name, data, wrong, "wrong")
+  assert report["num_correct"] == 0
+  assert {r["failure"] for r in results.values()} == {"assertion"}

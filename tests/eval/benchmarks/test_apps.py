@@ -7,7 +7,8 @@ import pytest
 from eval.benchmarks import APPS, APPSInterview, get_benchmark
 from eval.benchmarks import _apps_check
 from eval.sandbox import Sandbox, SandboxLimits
-from tests.eval.benchmarks.helpers import LIMITS, score, write_jsonl
+from tests.eval.benchmarks.helpers import (LIMITS, assert_right_pass_and_wrong_fail, score,
+                                           write_jsonl)
 
 
 STDIN_RIGHT = ("import sys\nfor line in sys.stdin:\n    a, b = map(int, line.split())\n"
@@ -56,12 +57,8 @@ def test_right_and_wrong_solutions_of_both_formats(tmp_path, data):
   right.append({"task_id": "APPS/0", "completion": (
       "while True:\n    try:\n        a, b = map(int, input().split())\n"
       "    except EOFError:\n        exit()\n    print(a + b, end='  \\n')\n")})
-  report, _ = score(tmp_path, "apps", data, right, "right")
-  assert report["num_samples"] == 4 and report["num_correct"] == 4
-  wrong = [{"task_id": t, "completion": c} for t, c in WRONG.items()]
-  report, results = score(tmp_path, "apps", data, wrong, "wrong")
-  assert report["num_correct"] == 0
-  assert {r["failure"] for r in results.values()} == {"assertion"}
+  assert len(right) == 4
+  assert_right_pass_and_wrong_fail(tmp_path, "apps", data, right, WRONG)
 
 
 def test_the_original_release_folders_read_as_the_jsonl(tmp_path, data):

@@ -7,7 +7,8 @@ import pytest
 from eval.benchmarks import HumanEvalPlus, MBPPPlus, MBPPPlusBase, get_benchmark
 from eval.benchmarks import _evalplus_check
 from eval.sandbox import Sandbox, SandboxLimits
-from tests.eval.benchmarks.helpers import LIMITS, score, write_jsonl
+from tests.eval.benchmarks.helpers import (LIMITS, assert_right_pass_and_wrong_fail, score,
+                                           write_jsonl)
 
 
 HUMANEVAL_PLUS = [
@@ -74,12 +75,8 @@ def test_humaneval_plus_right_and_wrong_solutions(tmp_path):
   right.append({"task_id": "HumanEval/32", "completion": (
       "    import numpy\n    roots = numpy.roots(list(reversed(xs)))\n"
       "    return float(min(r.real for r in roots if abs(r.imag) < 1e-9))\n")})
-  report, _ = score(tmp_path, "humaneval+", data, right, "right")
-  assert report["num_samples"] == 4 and report["num_correct"] == 4
-  wrong = [{"task_id": t, "completion": c} for t, c in HUMANEVAL_WRONG.items()]
-  report, results = score(tmp_path, "humaneval+", data, wrong, "wrong")
-  assert report["num_correct"] == 0
-  assert all(r["failure"] == "assertion" for r in results.values())
+  assert len(right) == 4
+  assert_right_pass_and_wrong_fail(tmp_path, "humaneval+", data, right, HUMANEVAL_WRONG)
 
 
 def test_mbpp_plus_base_and_plus_inputs(tmp_path):

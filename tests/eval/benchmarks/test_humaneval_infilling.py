@@ -12,7 +12,7 @@ from eval.benchmarks import (HumanEvalInfillMulti, HumanEvalInfillSingle, HumanE
                              get_benchmark)
 from eval.sandbox import SandboxLimits
 from tests.conftest import REPO_ROOT
-from tests.eval.benchmarks.helpers import LIMITS
+from tests.eval.benchmarks.helpers import LIMITS, write_jsonl
 
 DATA_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "humaneval-infilling")
 # benchmark -> (file, number of problems): the counts of the public files
@@ -31,11 +31,8 @@ def data_path(name):
 
 
 def write_samples(path, problems, completion=None):
-  with open(path, "w") as f:
-    for p in problems:
-      middle = p.canonical_solution if completion is None else completion
-      f.write(json.dumps({"task_id": p.task_id, "completion": middle}) + "\n")
-  return str(path)
+  return write_jsonl(path, [{"task_id": p.task_id, "completion": p.canonical_solution
+                             if completion is None else completion} for p in problems])
 
 
 def spread(problems, count):
@@ -57,11 +54,9 @@ def test_the_files_load_whole(name):
   assert empty == (14 if name == "humaneval-infill-span" else 0)
 
 
+@needs_data
 def test_program_is_prefix_middle_suffix_then_tests():
-  problem = HumanEvalInfillMulti().load(data_path("humaneval-infill-multi"))[0] if os.path.isdir(
-      DATA_DIR) else None
-  if problem is None:
-    pytest.skip(f"no {DATA_DIR}")
+  problem = HumanEvalInfillMulti().load(data_path("humaneval-infill-multi"))[0]
   program = HumanEvalInfillMulti().program(problem, "MIDDLE")
   assert program.startswith(problem.prompt + "MIDDLE" + problem.suffix)
   assert problem.test in program
