@@ -32,6 +32,7 @@ docs/data_at_scale.md), with the same result.
 
 from __future__ import annotations
 
+import array
 import importlib.util
 import json
 import os
@@ -197,13 +198,18 @@ def classify(ctx: Context) -> dict:
   if not counts["kept"]:
     raise StageError(f"the quality classifier kept no document at keep_threshold="
                      f"{q.keep_threshold} (config.data.quality.keep_threshold)")
-  scores = {row["id"]: row["score"] for _, row in read_jsonl(scores_path)}
-  annotated = [rid for rid in labels if rid in scores]
+  # the plot needs every score, but the ids only of the annotated documents
+  all_scores, annotated_scores = array.array("d"), {}
+  for _, row in read_jsonl(scores_path):
+    all_scores.append(row["score"])
+    if row["id"] in labels:
+      annotated_scores[row["id"]] = row["score"]
+  annotated = [rid for rid in labels if rid in annotated_scores]
   histogram = plots.plot_scores(
-      Paths(ctx).path("quality", "scores.png"), list(scores.values()),
+      Paths(ctx).path("quality", "scores.png"), all_scores,
       threshold=float(q.keep_threshold),
       annotated_labels=[labels[rid]["label"] for rid in annotated],
-      annotated_scores=[scores[rid] for rid in annotated],
+      annotated_scores=[annotated_scores[rid] for rid in annotated],
       annotator_scores=[labels[rid]["score"] for rid in annotated],
       label_threshold=float(q.label_threshold))
   return {"documents": counts["documents"], "kept": counts["kept"], "report": report,
