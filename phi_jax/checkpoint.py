@@ -21,6 +21,9 @@ import json
 import logging
 import os
 import subprocess
+import sys
+import traceback
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -97,10 +100,63 @@ def older_complete_steps(step_dir: str, items: Sequence[str] = MODEL_ITEMS) -> l
   return sorted(found, reverse=True)
 
 
+def _is_late_read_error(unraisable: Any) -> bool:
+  """True for what the reads of a failed restore report after it raised.
+
+  Orbax restores every array of an item concurrently on one asyncio loop; when one read
+  fails (a truncated file) the restore raises and the loop closes. A read still in
+  flight then fails to post its result to the closed loop ("Event loop is closed"), and
+  the read coroutines that never finished raise their own read errors when they are
+  collected. The CheckpointError raised carries the first of these.
+  """
+  error, where = unraisable.exc_value, unraisable.object
+  if isinstance(where, types.CoroutineType):
+    return f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in where.cr_code.co_filename
+  if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+    return False
+  frames = traceback.extract_tb(unraisable.exc_traceback)
+  return bool(frames) and frames[-1].name == "_check_closed" and "asyncio" in frames[-1].filename
+
+
+def _drop_late_read_errors() -> None:
+  """Keeps the reads of a failed restore (see `_is_late_read_error`) from printing a
+  traceback each, after and between the CheckpointError's message. Any other
+  unraisable exception reaches the previous hook."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_late_read_errors", False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    if not _is_late_read_error(unraisable):
+      previous(unraisable)
+
+  hook.drops_late_read_errors = True
+  sys.unraisablehook = hook
+
+
+# What the repr of a failed read's future contains: TensorStore's error or spec, or the
+# Orbax coroutine that read it.
+_READ_ERROR_MARKS = ("OCDBT", "TensorStore(", f"{os.sep}orbax{os.sep}checkpoint{os.sep}")
+
+
+class _QuietFailedRead(logging.Filter):
+  """Drops asyncio's "... exception was never retrieved" for the reads of a failed
+  restore (see `_is_late_read_error`)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not ("exception was never retrieved" in message
+                and any(mark in message for mark in _READ_ERROR_MARKS))
+
+
+logging.getLogger("asyncio").addFilter(_QuietFailedRead())
+
+
 @contextlib.contextmanager
 def reading(step_dir: str, item: str, items: Sequence[str] = MODEL_ITEMS) -> Iterator[None]:
   """Turns any error raised while reading `item` of `step_dir` into a CheckpointError
   (naming the next older step that has every one of `items`)."""
+  _drop_late_read_errors()
   try:
     yield
   except CheckpointError:

@@ -73,11 +73,12 @@ def fail(prog: str, error: BaseException) -> None:
   """Prints `prog: error: <one line>` (and a hint) and exits with the error's code."""
   code = exit_code(error)
   kind = "usage error" if code == 2 else "error"
-  print(f"{prog}: {kind}: {describe(error)}", file=sys.stderr)
-  if code == 2:
-    print(f"{prog}: pass --help for the flags; nothing was changed.", file=sys.stderr)
-  else:
-    print(f"{prog}: set {TRACEBACK_ENV}=1 for the traceback.", file=sys.stderr)
+  hint = ("pass --help for the flags; nothing was changed." if code == 2
+          else f"set {TRACEBACK_ENV}=1 for the traceback.")
+  # One write per line: library threads may print to stderr at the same time.
+  sys.stderr.write(f"{prog}: {kind}: {describe(error)}\n")
+  sys.stderr.write(f"{prog}: {hint}\n")
+  sys.stderr.flush()
   sys.exit(code)
 
 

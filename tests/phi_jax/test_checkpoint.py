@@ -1,10 +1,13 @@
 """Tests of phi_jax.checkpoint: the Orbax checkpoint format, and from_pretrained on it."""
 
+import asyncio
 import json
 import os
 import re
 import stat
 import subprocess
+import sys
+import types
 
 import jax
 import numpy as np
@@ -257,6 +260,57 @@ def test_a_truncated_parameter_file_names_the_step_item_and_older_step(tmp_path)
   truncate_item_files(os.path.join(root, "3", "params"))
   with pytest.raises(checkpoint.CheckpointError, match="there is no older complete step$"):
     checkpoint.load_params(os.path.join(root, "3"), CONFIG)
+
+
+def test_a_failed_restore_prints_nothing_after_its_error(tmp_path):
+  """The reads still in flight when a restore fails (their loop closed, their coroutines
+  collected at exit) print nothing; the CheckpointError alone reports the damage."""
+  root = str(tmp_path / "ckpt")
+  checkpoint.save(root, 8, random_params(CONFIG, seed=8), CONFIG)
+  truncate_item_files(os.path.join(root, "8", "params"))
+  program = (
+      "import sys\n"
+      "from phi_jax import checkpoint\n"
+      "for _ in range(6):\n"
+      "  try:\n"
+      f"    checkpoint.load_params({root!r}, checkpoint.read_config({root!r}))\n"
+      "  except checkpoint.CheckpointError as e:\n"
+      "    print('raised', e.step, e.item)\n")
+  result = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == ["raised 8 params"] * 6
+  assert result.stderr == ""
+
+
+def test_a_late_read_error_is_recognised_and_others_are_not():
+  """The unraisable-exception filter drops exactly a closed loop's error and the
+  errors of Orbax's read coroutines; anything else reaches the previous hook."""
+  loop = asyncio.new_event_loop()
+  loop.close()
+  try:
+    loop.call_soon_threadsafe(print)
+  except RuntimeError as e:
+    closed = e
+  late = types.SimpleNamespace(exc_value=closed, exc_traceback=closed.__traceback__,
+                               object=None)
+  assert checkpoint._is_late_read_error(late)
+  other = RuntimeError("Event loop is closed")  # raised by hand, not by asyncio
+  assert not checkpoint._is_late_read_error(
+      types.SimpleNamespace(exc_value=other, exc_traceback=None, object=None))
+  try:
+    raise ValueError("some other failure")
+  except ValueError as e:
+    unrelated = types.SimpleNamespace(exc_value=e, exc_traceback=e.__traceback__, object=None)
+  assert not checkpoint._is_late_read_error(unrelated)
+
+  async def not_orbax():
+    pass
+
+  coroutine = not_orbax()
+  assert not checkpoint._is_late_read_error(
+      types.SimpleNamespace(exc_value=ValueError(), exc_traceback=None, object=coroutine))
+  coroutine.close()
 
 
 def test_corrupt_metadata_and_tokenizer_are_named(tmp_path):
