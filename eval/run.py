@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import functools
 import math
 import os
 import signal
@@ -340,13 +341,18 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
              ks: Sequence[int] = (1, 10, 100), batch_size: int = 32, limit: int = 0,
              seed: int = 0, limits: SandboxLimits | None = None, isolation: str = "auto",
              workers: int | None = None, model_overrides: dict | None = None,
-             overwrite: bool = False, benchmark_options: dict | None = None) -> dict:
+             overwrite: bool = False, benchmark_options: dict | None = None,
+             load_model: Callable[[], Any] | None = None) -> dict:
   """Generate (from `checkpoint`) or read (`samples_path`) samples, execute, score.
 
   Every argument is checked first (SettingsError / UsageError, a ValueError, naming
   it); nothing is written before. Resumes an interrupted evaluation in `out_dir` with
   the same arguments; another evaluation there is a UsageError unless `overwrite`.
   benchmark_options: the benchmark's options (MBPP: {"prompt_format": "all_tests"}).
+  load_model: returns the model `checkpoint` names (with `model_overrides` applied),
+    called only when samples remain to be generated; default
+    `phi_jax.from_pretrained(checkpoint, **model_overrides)`. A caller evaluating one
+    model on several benchmarks passes one that loads it once.
   Returns the report written to pass_at_k.json.
   """
   limits = limits or SandboxLimits()
@@ -397,8 +403,9 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
   atomic.write_json(record, os.path.join(out_dir, RUN_RECORD))
 
   if samples is None:
-    samples = _generate_resumably(out_dir, checkpoint, benchmark, problems, settings,
-                                  model_overrides)
+    if load_model is None:
+      load_model = functools.partial(_load_model, checkpoint, model_overrides)
+    samples = _generate_resumably(out_dir, load_model, benchmark, problems, settings)
   start = time.time()
   results = _execute_resumably(out_dir, benchmark, problems, samples, sandbox, workers)
   report = summarize(results, settings.ks)
@@ -430,9 +437,13 @@ def benchmark_limits(benchmark: Benchmark, problems: Sequence[Problem],
                              cpu_s=max(limits.cpu_s, math.ceil(need)))
 
 
-def _generate_resumably(out_dir: str, checkpoint: str, benchmark: Benchmark,
-                        problems: Sequence[Problem], settings: EvalSettings,
-                        model_overrides: dict | None) -> list[dict]:
+def _load_model(checkpoint: str, model_overrides: dict | None):
+  import phi_jax  # pylint: disable=g-import-not-at-top
+  return phi_jax.from_pretrained(checkpoint, **(model_overrides or {}))
+
+
+def _generate_resumably(out_dir: str, load_model: Callable[[], Any], benchmark: Benchmark,
+                        problems: Sequence[Problem], settings: EvalSettings) -> list[dict]:
   """samples.jsonl, generated (or completed) through samples.jsonl.partial."""
   final, partial = os.path.join(out_dir, SAMPLES), os.path.join(out_dir, SAMPLES + PARTIAL)
   if os.path.exists(final):  # generation finished before (killed before the cleanup?)
@@ -442,8 +453,7 @@ def _generate_resumably(out_dir: str, checkpoint: str, benchmark: Benchmark,
   done = {(row["task_id"], row["sample_index"]): row["completion"]
           for row in _read_partial(partial, problems, settings.n)}
   if len(done) < len(problems) * settings.n:
-    import phi_jax  # pylint: disable=g-import-not-at-top
-    model = phi_jax.from_pretrained(checkpoint, **(model_overrides or {}))
+    model = load_model()
     with Appender(partial) as out:
 
       def append(rows: list[dict]) -> None:

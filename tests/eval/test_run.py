@@ -105,6 +105,36 @@ def test_generate_and_execute_from_a_checkpoint(tmp_path, hf_phi_dir):
   assert report["source"]["checkpoint"] == directory
 
 
+@needs_mbpp
+def test_one_loaded_model_serves_several_benchmarks(tmp_path, hf_phi_dir):
+  """`load_model` is called when samples remain to be generated, and only then; the eval
+  stage passes one loader for all of a model's benchmarks."""
+  import functools
+
+  import phi_jax
+  from phi_jax.tokenizer import byte_level
+  directory, _ = hf_phi_dir(vocab_size=320)
+  byte_level().save(directory)
+  calls = []
+
+  @functools.cache
+  def load():
+    calls.append(directory)
+    return phi_jax.from_pretrained(directory, dtype="float32")
+
+  common = dict(checkpoint=directory, n=1, max_new_tokens=6, ks=[1], limit=2, limits=FAST,
+                load_model=load)
+  first = eval_run.evaluate("humaneval", str(tmp_path / "humaneval"), **common)
+  second = eval_run.evaluate("mbpp", str(tmp_path / "mbpp"), data_path=MBPP_PATH, **common)
+  assert calls == [directory]
+  assert first["num_samples"] == second["num_samples"] == 2
+  # A finished evaluation rerun loads nothing.
+  unused = []
+  eval_run.evaluate("humaneval", str(tmp_path / "humaneval"),
+                    **{**common, "load_model": lambda: unused.append(1)})
+  assert not unused
+
+
 def run_cli(*args, env=None):
   return subprocess.run([sys.executable, "-m", "eval.run", *args], cwd=REPO_ROOT,
                         capture_output=True, text=True, timeout=300,
