@@ -46,6 +46,17 @@ class LLMResponse:
   cached: bool = False
 
 
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _usage(usage: dict) -> dict[str, int]:
+  """Token usage in one key order (the cache stores its JSON with sorted keys): a
+  response serialises to the same bytes whether it came from the server or the cache."""
+  if not usage:
+    return {}
+  return {k: int(usage.get(k) or 0) for k in USAGE_FIELDS}
+
+
 @dataclasses.dataclass
 class LLMStats:
   """What a client did (thread-safe counters, read them any time)."""
@@ -148,7 +159,7 @@ class LLMClient:
         self._count(cache_hits=1)
         response = entry["response"]
         return LLMResponse(response["text"], response.get("finish_reason"),
-                           dict(response.get("usage") or {}), cached=True)
+                           _usage(response.get("usage") or {}), cached=True)
     try:
       response = self._send_with_retries(endpoint, model, inputs, params)
     except LLMError:
@@ -231,8 +242,7 @@ class LLMClient:
         raise _MalformedResponse("the first choice has no text")
     usage = {}
     if getattr(result, "usage", None) is not None:
-      usage = {k: int(getattr(result.usage, k) or 0)
-               for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+      usage = _usage({k: getattr(result.usage, k, 0) for k in USAGE_FIELDS})
     return LLMResponse(text, choice.finish_reason, usage, cached=False)
 
 

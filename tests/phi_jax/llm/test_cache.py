@@ -34,6 +34,17 @@ def test_cache_makes_a_repeated_call_free_across_clients_and_urls(server, tmp_pa
   assert first.stats.cache_hits == 1
 
 
+def test_a_cached_answer_serialises_to_the_same_bytes(server, tmp_path):
+  """Outputs that record an answer's metadata (synthetic data's rejected.jsonl) must not
+  depend on whether it came from the server or the cache (stored with sorted keys)."""
+  client = make_client(server, tmp_path)
+  fresh, cached = client.chat(USER), client.chat(USER)
+  assert not fresh.cached and cached.cached
+  assert list(fresh.usage) == list(cached.usage) == list(llm.client.USAGE_FIELDS)
+  assert json.dumps(fresh.usage) == json.dumps(cached.usage)
+  assert fresh.usage["total_tokens"] > 0
+
+
 def test_cache_layout_one_json_file_per_key(server, tmp_path):
   client = make_client(server, tmp_path)
   client.chat(USER)
