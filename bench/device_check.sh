@@ -193,7 +193,7 @@ done
 {
   echo "# bench/device_check.sh: $MODE, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  echo "machine: ${GPU_LINE:-no GPU seen by nvidia-smi}; commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "machine: ${GPU_LINE:-no GPU seen by nvidia-smi}; commit $(git describe --always --dirty 2>/dev/null || echo '?')"
   echo
   echo "| part | status | seconds | result |"
   echo "|---|---|---|---|"
