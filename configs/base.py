@@ -105,6 +105,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # seeds parameter init and sampling
   config.stages = ALL_STAGES  # stages (or data steps) to run, in order; --stages overrides
   config.force = ()  # stages or steps to rebuild even when complete; --force overrides
+  # JAX's persistent compilation cache (phi_jax/compilation_cache.py): compiled programs
+  # kept here and reused by later processes (a resumed run, the next stage, the server);
+  # a relative path is under WORKDIR; '' = off. Keep it on a disk of this kind of machine
+  config.compilation_cache_dir = ""
 
   config.model = model_config()
 
@@ -289,12 +293,23 @@ def get_config() -> ml_collections.ConfigDict:
   # Ctrl-C (a service, not a stage; `python -m phi_jax.serve` serves any checkpoint)
   config.serve = ml_collections.ConfigDict(dict(
       model="",  # the model to serve: '' = the latest model of this run (as sample)
-      host="127.0.0.1",  # interface to bind (loopback by default: no auth, no TLS)
+      host="127.0.0.1",  # interface to bind (loopback by default; no TLS)
       port=8000,  # TCP port
       model_name="",  # the name clients pass as `model` ('' = the checkpoint path)
       max_batch=32,  # sequences decoded together
       chunk_size=16,  # decode steps between streamed text updates / stop checks
       dtype="",  # compute dtype override ('' = the checkpoint's)
+      max_queue=1024,  # rows waiting for a batch row; beyond it requests get 429
+      # 'continuous' (rows join and leave the batch at every decode chunk) or 'static'
+      # (a batch runs until its longest row ends; a baseline)
+      batching="continuous",
+      # name of an environment variable holding the API key ('' = no key); with one,
+      # every request must send 'Authorization: Bearer <key>'
+      api_key_env="",
+      # before serving, compile every batch size on prompts of this many tokens (0 = no
+      # warm-up: the first requests of each shape wait for its compilation)
+      warm_up_prompt_tokens=0,
+      warm_up_new_tokens=256,  # tokens each warm-up row generates
   ))
 
   config.export_hf = ml_collections.ConfigDict(dict(

@@ -30,6 +30,8 @@ from configs import base
 def get_config():
   config = base.get_config()
   config.workdir = "workdir/phi1"
+  # a training step of 1.3B compiles for minutes on a TPU or GPU: once per machine kind
+  config.compilation_cache_dir = "jax_cache"
   # The Stack's Python only: the paper's StackOverflow share is not a source (above)
   config.data.update(dict(
       sources=("hf:bigcode/the-stack-dedup:data/python",), text_field="content",

@@ -397,6 +397,31 @@ class Generator:
     self._slots = (self._slots + [None] * rows)[:rows]
     self.rows = rows
 
+  def warm_up(self, prompt_len: int, new_tokens: int) -> None:
+    """Compiles what a full batch of this generator's rows runs on prompts of
+    `prompt_len` tokens generating `new_tokens` tokens each: the prefill of every row at
+    once and the decode chunks up to prompt_len + new_tokens cached tokens (every 64-slot
+    bucket on the way). End-of-text is ignored, so every row runs to its end. Nothing is
+    reported; the generator must be idle and is idle after."""
+    if not self.idle:
+      raise RuntimeError("warm_up needs an idle generator")
+    if prompt_len < 1 or new_tokens < 1:
+      raise ValueError(f"prompt_len and new_tokens must be >= 1, got {prompt_len}, "
+                       f"{new_tokens}")
+    eos_ids, eos_set = self._eos_ids, self._eos_set
+    # the same shape and dtype, so the same compiled programs, matching no token
+    self._eos_ids, self._eos_set = jnp.full_like(eos_ids, -1), set()
+    try:
+      for r in range(self.rows):
+        self.add(Request(prompt=[0] * prompt_len, params=SamplingParams(temperature=1.0),
+                         max_new_tokens=new_tokens, key=row_key(0, r), tag=("warm_up", r)))
+      while not self.idle:
+        self.step()
+    finally:
+      self._eos_ids, self._eos_set = eos_ids, eos_set
+      self._queue.clear()
+      self._slots = [None] * self.rows
+
   def step(self, on_chunk: Callable[[Hashable, list[int]], None] | None = None,
            on_finish: Callable[[Hashable, Completion], None] | None = None) -> None:
     """Admits queued requests into free rows, then decodes every row by one chunk.

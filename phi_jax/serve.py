@@ -2,7 +2,9 @@
 
     python -m phi_jax.serve --checkpoint PATH --host 127.0.0.1 --port 8000 \\
         [--model_name NAME] [--max_batch 32] [--chunk_size 16] [--dtype bfloat16] \\
-        [--max_queue 1024] [--batching continuous] [--api_key_env PHI_JAX_API_KEY]
+        [--max_queue 1024] [--batching continuous] [--api_key_env PHI_JAX_API_KEY] \
+        [--warm_up_prompt_tokens 512 --warm_up_new_tokens 256] \
+        [--compilation_cache_dir ~/.cache/phi_jax/jax]
 
 PATH is an Orbax checkpoint (root or step) or a transformers directory; the model must
 come with its tokenizer. Routes:
@@ -23,7 +25,14 @@ prompt x choice, and one scheduler thread owns the model, whose --max_batch rows
 queued items at every decode chunk and free the moment a row finishes
 (serving/scheduler.py). A client that disconnects cancels its rows; a full queue
 (--max_queue rows) answers 429 with Retry-After. With --api_key_env, every request
-must carry `Authorization: Bearer <key>` (401 otherwise). From Python:
+must carry `Authorization: Bearer <key>` (401 otherwise).
+
+Each new shape (batch size, prompt length rounded up to 8 tokens, cached tokens
+rounded up to 64) compiles once, on the request that first needs it. With
+--warm_up_prompt_tokens the server compiles the common ones before it serves (the port
+is bound first, so a taken port fails at once; connections wait until the warm-up
+ends), and --compilation_cache_dir keeps every compiled program on disk for the next
+start. From Python:
 
     with Server(model, port=0).start() as server:   # model.tokenizer must be set
       client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
@@ -50,7 +59,7 @@ from collections.abc import Callable
 
 from absl import flags, logging
 
-from phi_jax import cli, hf_io, pretrained
+from phi_jax import cli, compilation_cache, hf_io, pretrained
 from phi_jax.model import PhiForCausalLM
 from phi_jax.serving import metrics, protocol
 from phi_jax.serving.protocol import APIError
@@ -163,6 +172,18 @@ class Server:
   @property
   def closing(self) -> bool:
     return self._closing
+
+  def warm_up(self, prompt_tokens: int, new_tokens: int) -> list[int]:
+    """Compiles, before `start`, the generation steps of every batch size on prompts of
+    `prompt_tokens` tokens generating `new_tokens` (`Scheduler.warm_up`); returns the
+    batch sizes. ValueError when the two do not fit the model's context."""
+    if prompt_tokens < 1 or new_tokens < 1:
+      raise ValueError(f"warm-up prompt and new tokens must be >= 1, got {prompt_tokens}, "
+                       f"{new_tokens}")
+    if prompt_tokens + new_tokens > self.info.max_seq_len:
+      raise ValueError(f"warm-up of {prompt_tokens} prompt + {new_tokens} new tokens exceeds "
+                       f"the model's context of {self.info.max_seq_len} tokens")
+    return self.scheduler.warm_up(prompt_tokens, new_tokens)
 
   def start(self) -> Server:
     """Serves on a background thread; returns self (usable as a context manager)."""
@@ -636,6 +657,34 @@ def _define_flags() -> None:
                     "static: a batch runs until its longest row finishes (a baseline).")
   flags.DEFINE_string("api_key_env", None, "Name of an environment variable holding the API "
                       "key; when set, every request must send 'Authorization: Bearer <key>'.")
+  flags.DEFINE_integer("warm_up_prompt_tokens", 0, "Before listening, compile the generation "
+                       "of every batch size on prompts of this many tokens (0: no warm-up; "
+                       "the first requests of each shape then wait for its compilation).")
+  flags.DEFINE_integer("warm_up_new_tokens", 256, "With --warm_up_prompt_tokens: the tokens "
+                       "each warm-up row generates (decode is compiled up to prompt + this "
+                       "many cached tokens).")
+  flags.DEFINE_string("compilation_cache_dir", None, "Keep compiled programs in this directory "
+                      "and reuse them at the next start (JAX's persistent compilation cache; "
+                      "default: off).")
+
+
+def api_key_from_env(name: str, what: str = "--api_key_env") -> str:
+  """The API key held by environment variable `name`; UsageError when unset or empty."""
+  api_key = os.environ.get(name, "")
+  if not api_key.strip():
+    raise cli.UsageError(f"{what}={name}: the environment variable {name} is not set or "
+                         f"empty; export the key in it")
+  return api_key
+
+
+def warm_up(server: Server, prompt_tokens: int, new_tokens: int) -> None:
+  """`server.warm_up`, with one line saying what it compiled and how long it took."""
+  start = time.perf_counter()
+  print(f"warming up: batches of {prompt_tokens}-token prompts generating {new_tokens} "
+        f"tokens ...", flush=True)
+  sizes = server.warm_up(prompt_tokens, new_tokens)
+  print(f"warmed up batch sizes {', '.join(map(str, sizes))} in "
+        f"{time.perf_counter() - start:.1f} s", flush=True)
 
 
 def main(argv) -> None:
@@ -653,14 +702,14 @@ def main(argv) -> None:
     raise cli.UsageError(f"--max_queue must be an integer >= 1, got {f.max_queue}")
   if not f.host.strip():
     raise cli.UsageError("--host must not be empty")
-  api_key = None
-  if f.api_key_env is not None:
-    api_key = os.environ.get(f.api_key_env, "")
-    if not api_key.strip():
-      raise cli.UsageError(f"--api_key_env={f.api_key_env}: the environment variable "
-                           f"{f.api_key_env} is not set or empty; export the key in it")
+  if f.warm_up_prompt_tokens < 0 or f.warm_up_new_tokens < 1:
+    raise cli.UsageError(f"--warm_up_prompt_tokens must be >= 0 and --warm_up_new_tokens "
+                         f">= 1, got {f.warm_up_prompt_tokens} and {f.warm_up_new_tokens}")
+  api_key = None if f.api_key_env is None else api_key_from_env(f.api_key_env)
   if os.path.exists(f.checkpoint) or not hf_io.looks_like_repo_id(f.checkpoint):
     cli.check_dir(f.checkpoint, "--checkpoint")
+  if f.compilation_cache_dir:
+    compilation_cache.enable(f.compilation_cache_dir)
   model = load_model(f.checkpoint, f.dtype)
   try:
     server = Server(model, host=f.host, port=f.port, model_name=f.model_name or f.checkpoint,
@@ -668,6 +717,11 @@ def main(argv) -> None:
                     batching=f.batching, api_key=api_key)
   except OSError as e:  # the port is taken, the host is not an address of this machine
     raise OSError(e.errno, f"cannot listen on {f.host}:{f.port}: {e.strerror or e}") from e
+  if f.warm_up_prompt_tokens:
+    try:
+      warm_up(server, f.warm_up_prompt_tokens, f.warm_up_new_tokens)
+    except ValueError as e:
+      raise cli.UsageError(f"--warm_up_prompt_tokens/--warm_up_new_tokens: {e}") from None
   serve_until_signalled(server)
 
 

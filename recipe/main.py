@@ -137,14 +137,30 @@ def _workdir(config) -> str:
   return workdir
 
 
+def _enable_compilation_cache(ctx) -> None:
+  """config.compilation_cache_dir, relative to WORKDIR ('' = off)."""
+  if ctx.config.compilation_cache_dir:
+    # pylint: disable=g-import-not-at-top
+    from phi_jax import compilation_cache
+    from recipe import runner
+    path = compilation_cache.enable(
+        os.path.join(ctx.workdir, os.path.expanduser(ctx.config.compilation_cache_dir)))
+    runner.say(f"phi_jax: compiled programs are kept in {path} (config.compilation_cache_dir)")
+
+
 def _serve(ctx) -> None:
   from phi_jax import serve  # pylint: disable=g-import-not-at-top
   from recipe import models  # pylint: disable=g-import-not-at-top
   cfg = ctx.config.serve
   path = models.resolve(ctx, cfg.model, "config.serve.model").spec
+  api_key = (serve.api_key_from_env(cfg.api_key_env, "config.serve.api_key_env")
+             if cfg.api_key_env else None)
   model = serve.load_model(path, cfg.dtype or None)
   server = serve.Server(model, host=cfg.host, port=cfg.port, model_name=cfg.model_name or path,
-                        max_batch=cfg.max_batch, chunk_size=cfg.chunk_size)
+                        max_batch=cfg.max_batch, chunk_size=cfg.chunk_size,
+                        max_queue=cfg.max_queue, batching=cfg.batching, api_key=api_key)
+  if cfg.warm_up_prompt_tokens:
+    serve.warm_up(server, cfg.warm_up_prompt_tokens, cfg.warm_up_new_tokens)
   serve.serve_until_signalled(server)
 
 
@@ -177,6 +193,7 @@ def main(argv: list[str]) -> None:
   PhiConfig.from_mapping(config.model)  # a bad model config fails before any work
   if _SERVE.value:
     ctx.selected = []
+    _enable_compilation_cache(ctx)
     _serve(ctx)
     return
   stages = _STAGES.value or list(config.stages)
@@ -188,6 +205,7 @@ def main(argv: list[str]) -> None:
   runner.check_refusals(plan, ctx.workdir)
   # multi-host jobs: before any JAX computation
   maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  _enable_compilation_cache(ctx)
   todo = [d.node.name for d in plan if d.action != "skip"]
   runner.say(f"phi_jax: {len(plan)} nodes in {ctx.workdir}; to build: "
              f"{', '.join(todo) if todo else 'nothing'}")

@@ -201,36 +201,54 @@ def test_bad_values_and_stages_fail_clearly(tmp_path):
 
 
 def test_serve_serves_the_latest_model_until_interrupted(tiny_run):
+  """`run.py --serve` with config.serve's key, queue and warm-up settings and the
+  compilation cache."""
   import signal
+  import urllib.error
   import urllib.request
 
   workdir, _ = tiny_run
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", PHI_JAX_TEST_KEY="k-123")
   env.pop("XLA_FLAGS", None)
   proc = subprocess.Popen(
       [sys.executable, os.path.join(REPO_ROOT, "run.py"), "--config=configs/tiny.py",
        "--config.model.num_layers=2", f"--workdir={workdir}", "--serve",
-       "--config.serve.port=0", "--config.serve.model_name=tiny"],
+       "--config.serve.port=0", "--config.serve.model_name=tiny",
+       "--config.serve.api_key_env=PHI_JAX_TEST_KEY", "--config.serve.max_batch=2",
+       "--config.serve.warm_up_prompt_tokens=8", "--config.serve.warm_up_new_tokens=8",
+       "--config.compilation_cache_dir=jax_cache"],
       cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
-    url = None
+    url, lines = None, []
     for line in proc.stdout:
+      lines.append(line)
       if line.startswith("serving "):
         url = line.split(" at ")[1].split()[0]
         break
     assert url, proc.stderr.read()[-2000:]
-    models = json.load(urllib.request.urlopen(url + "/models", timeout=60))
-    assert [m["id"] for m in models["data"]] == ["tiny"]
-    request = urllib.request.Request(
-        url + "/completions", method="POST", headers={"Content-Type": "application/json"},
-        data=json.dumps({"prompt": "def f(", "max_tokens": 4, "temperature": 0}).encode())
-    answer = json.load(urllib.request.urlopen(request, timeout=120))
+    assert any(l.startswith("warmed up batch sizes 1, 2 in ") for l in lines), lines
+    cache_dir = os.path.join(workdir, "jax_cache")
+    assert any(f"compiled programs are kept in {cache_dir}" in l for l in lines), lines
+
+    def call(path, body=None, key="k-123"):
+      request = urllib.request.Request(
+          url + path, method="POST" if body else "GET",
+          headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+          data=json.dumps(body).encode() if body else None)
+      return json.load(urllib.request.urlopen(request, timeout=120))
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+      call("/models", key="wrong")
+    assert refused.value.code == 401
+    assert [m["id"] for m in call("/models")["data"]] == ["tiny"]
+    answer = call("/completions", {"prompt": "def f(", "max_tokens": 4, "temperature": 0})
     assert answer["usage"]["completion_tokens"] == 4
   finally:
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
   assert proc.returncode == 0
   assert not os.path.exists(os.path.join(workdir, "serve"))  # a service, not a stage
+  assert os.path.isdir(cache_dir)
 
 
 def test_the_paper_config_offline_says_which_source_needs_the_network(tmp_path):

@@ -122,6 +122,30 @@ class Scheduler:
     if target > self._generator.rows or (target < self._generator.rows and not self._running):
       self._generator.resize(target)
 
+  def batch_sizes(self) -> list[int]:
+    """The generator sizes the load can ask for (`_size_for`): powers of two, then
+    max_batch."""
+    sizes = [1]
+    while sizes[-1] < self.max_batch:
+      sizes.append(min(2 * sizes[-1], self.max_batch))
+    return sizes
+
+  def warm_up(self, prompt_tokens: int, new_tokens: int) -> list[int]:
+    """Compiles, before `start`, what batches of every size run (`batch_sizes`) on
+    prompts of `prompt_tokens` tokens generating `new_tokens` (`Generator.warm_up`), so
+    the first requests of that shape do not wait for compilation. Prompts of another
+    length compile their prefill when first seen (they are padded to a multiple of 8
+    tokens); a persistent compilation cache (`phi_jax.compilation_cache`) keeps every
+    compiled shape for the next start. Returns the batch sizes compiled."""
+    if self._thread.is_alive():
+      raise RuntimeError("warm_up runs before start()")
+    sizes = self.batch_sizes()
+    for rows in sizes:
+      self._generator.resize(rows)
+      self._generator.warm_up(prompt_tokens, new_tokens)
+    self._generator.resize(1)
+    return sizes
+
   # ----------------------------------------------------------------------------- state
   @property
   def rows_submitted(self) -> int:

@@ -772,3 +772,38 @@ def test_generator_resize_and_cancel_leave_the_other_rows_unchanged(byte_model):
   while not generator.idle:
     step()
   assert done[2] == alone[2]
+
+
+def _compiled_count(generator):
+  """Compiled variants of the generator's prefill and decode programs so far."""
+  return generator._prefill._cache_size() + generator._decode._cache_size()
+
+
+def test_warm_up_compiles_what_a_full_batch_of_that_shape_runs_and_leaves_no_trace(
+    byte_model):
+  """After warm_up(8, 24) on 2 rows, two 8-token prompts generating 24 tokens compile
+  nothing new, and they generate what they generate without a warm-up, end-of-text
+  included (the warm-up ignores it, the real rows do not)."""
+  eos = byte_level().eos_id
+  prompts = [_tokens("def f(x)"), _tokens("import o")]
+  assert {len(p) for p in prompts} == {8}
+  hot = sampling.SamplingParams(temperature=1.0)
+  alone = [sampling.generate_tokens(byte_model, [p], [hot], max_new_tokens=24, seed=[s],
+                                    chunk_size=4, eos_token_ids=[eos])[0].tokens
+           for s, p in enumerate(prompts)]
+  generator = sampling.Generator(byte_model, rows=2, chunk_size=4, eos_token_ids=[eos])
+  generator.warm_up(8, 24)
+  assert generator.idle and generator.max_len >= 32
+  compiled = _compiled_count(generator)
+  done = {}
+  for s, p in enumerate(prompts):
+    generator.add(sampling.Request(p, hot, 24, key=sampling.row_key(s), tag=s))
+  while not generator.idle:
+    generator.step(on_finish=lambda tag, c: done.__setitem__(tag, c.tokens))
+  assert _compiled_count(generator) == compiled
+  assert [done[0], done[1]] == alone
+  with pytest.raises(ValueError, match="must be >= 1"):
+    generator.warm_up(0, 4)
+  generator.add(sampling.Request(prompts[0], hot, 4, key=sampling.row_key(0), tag="busy"))
+  with pytest.raises(RuntimeError, match="idle"):
+    generator.warm_up(8, 4)

@@ -492,6 +492,9 @@ def _run_cli(*args):
      "is not set or empty"),
     ("--checkpoint=MISSING", "--checkpoint MISSING does not exist"),
     ("--dtype=int8", "flag --dtype=int8"),
+    ("--warm_up_new_tokens=0", "--warm_up_new_tokens >= 1, got 0 and 0"),
+    ("--warm_up_prompt_tokens=-3", "--warm_up_prompt_tokens must be >= 0"),
+    ("--warm_up_prompt_tokens=4000", "exceeds the model's context of"),
 ])
 def test_cli_refuses_bad_flags_in_one_line(model_dir, tmp_path, flag, message):
   missing = str(tmp_path / "missing")

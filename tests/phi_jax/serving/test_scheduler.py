@@ -268,3 +268,25 @@ def test_a_full_queue_answers_429_with_retry_after(start_server, monkeypatch, re
     assert [r.result().choices[0].text for r in [running, *queued]] == want
   # Room again: served.
   assert client.completions.create(model=MODEL, prompt=PROMPTS[3], max_tokens=3).choices
+
+
+def test_warm_up_compiles_every_batch_size_before_serving(model_dir, reference):
+  """Server.warm_up runs a full batch of every size the load can ask for (powers of
+  two, then max_batch), leaves one row, and refuses what does not fit the model or
+  comes after start; requests after it generate what they generate alone."""
+  model = serve.load_model(model_dir, dtype="float32")
+  server = serve.Server(model, port=0, model_name=MODEL, chunk_size=CHUNK, max_batch=3)
+  try:
+    assert server.scheduler.batch_sizes() == [1, 2, 3]
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+      server.warm_up(model.config.max_seq_len, 1)
+    assert server.warm_up(6, 2 * CHUNK) == [1, 2, 3]
+    assert server.scheduler._generator.rows == 1 and server.scheduler._generator.idle
+    server.start()
+    with pytest.raises(RuntimeError, match="before start"):
+      server.warm_up(6, CHUNK)
+    got = _client(server).completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=8,
+                                             temperature=0)
+    assert got.choices[0].text == _alone(reference, PROMPTS[0], 8).text
+  finally:
+    server.close(timeout=WAIT_S)
