@@ -225,6 +225,9 @@ def execute_samples(benchmark: Benchmark, problems: Sequence[Problem], samples: 
   pending = [i for i, key in enumerate(keys) if key not in done]
   workers = max(1, workers or os.cpu_count() or 1)
   chunk_size = CHUNK_PER_WORKER * workers
+  if pending:  # once per problem with samples to run (EvalPlus: its reference's outputs)
+    pending_ids = {keys[i][0] for i in pending}
+    benchmark.prepare([p for p in problems if p.task_id in pending_ids], sandbox, workers)
   meter = Progress("eval: execute", len(samples), unit="samples")
   meter.update(len(samples) - len(pending),
                passed=sum(bool(row["passed"]) for row in done.values()))

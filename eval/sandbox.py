@@ -119,6 +119,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import dataclasses
 import os
 import secrets
@@ -244,6 +245,13 @@ class Sandbox:
       self._zygote, self.zygote_reason = reason is None, reason or ""
       if zygote and reason is not None:
         raise SandboxUnavailableError(f"no zygote at {self._isolation!r}: {reason}")
+
+  def with_limits(self, limits: SandboxLimits) -> Sandbox:
+    """A sandbox like this one (isolation level, python, memory cap, zygote, preload)
+    with other limits."""
+    other = copy.copy(self)
+    other.limits = limits
+    return other
 
   @property
   def isolation(self) -> str:

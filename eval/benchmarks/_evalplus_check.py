@@ -6,8 +6,11 @@ the candidate. Standard library only. As in EvalPlus (evalplus/evaluate.py and
 evalplus/eval/__init__.py, v0.3):
 
 1. the reference solution runs on every input (a deep copy of it), recording the output
-   and its time; this happens before any candidate code runs; if it takes more than
-   task_time_limit_s in all, the task cannot be judged here (`ReferenceFailed`);
+   and its time; if it takes more than task_time_limit_s in all, the task cannot be
+   judged here (`ReferenceFailed`). The evaluator runs this once per problem
+   (`print_oracle`, a program of its own, as EvalPlus computes its expected outputs
+   once) and hands each candidate's program the result (`check(oracle=...)`); without
+   an oracle, `check` runs the reference itself first, before any candidate code;
 2. the candidate runs on every input with a per-input limit of
    max(min_time_limit_s, time_limit_factor * the reference's time), and all inputs
    together within min(task_time_limit_s, the sum of those limits) + 1 s (EvalPlus's
@@ -22,10 +25,13 @@ evalplus/eval/__init__.py, v0.3):
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import math
+import pickle
 import signal
+import sys
 import time
 
 # EvalPlus's MBPP+ oracles that compare less than equality
@@ -43,6 +49,11 @@ _SECOND_ARG_TUPLE = (106, 750)
 _FIRST_ARG_TUPLE = (250, 405, 446, 617, 720, 763, 808)
 _NESTED_TUPLES = (259, 401, 445)
 _ALL_TUPLES = (580, 615, 791)
+
+
+# The line of an oracle program's output that carries the oracle: this prefix, then
+# base64 of the pickled (expected outputs, per-input time limits).
+ORACLE_MARK = "EVALPLUS_ORACLE "
 
 
 class TimeLimitExceeded(Exception):
@@ -174,13 +185,17 @@ def _function(source: str, entry_point: str, who: str):
   return namespace[entry_point]
 
 
-def check(*, dataset: str, task_id: str, entry_point: str, reference: str, candidate: str,
-          inputs_json: str, atol: float, min_time_limit_s: float,
-          time_limit_factor: float, task_time_limit_s: float = 60.0) -> None:
-  """Raises unless the candidate's outputs match the reference's within the time limits."""
+def _inputs(dataset: str, task_id: str, inputs_json: str) -> list:
   inputs = json.loads(inputs_json)
   if dataset == "mbpp":
     inputs = mbpp_inputs(int(task_id.split("/")[-1]), inputs)
+  return inputs
+
+
+def reference_outputs(*, dataset: str, task_id: str, entry_point: str, reference: str,
+                      inputs: list, min_time_limit_s: float, time_limit_factor: float,
+                      task_time_limit_s: float) -> tuple[list, list[float]]:
+  """(the reference's output on each input, each input's time limit for the candidate)."""
   try:
     reference_fn = _function(reference, entry_point, "reference")
   except Exception as e:
@@ -201,6 +216,50 @@ def check(*, dataset: str, task_id: str, entry_point: str, reference: str, candi
     if dataset == "mbpp" and entry_point in MBPP_NOT_NONE:
       output = output is not None
     expected.append(output)
+  return expected, limits
+
+
+def print_oracle(*, dataset: str, task_id: str, entry_point: str, reference: str,
+                 inputs_json: str, min_time_limit_s: float, time_limit_factor: float,
+                 task_time_limit_s: float = 60.0) -> None:
+  """Runs the reference and prints the oracle line (`ORACLE_MARK`); raises as `check`
+  would when the reference fails (no line then: each candidate's program says why)."""
+  expected, limits = reference_outputs(
+      dataset=dataset, task_id=task_id, entry_point=entry_point, reference=reference,
+      inputs=_inputs(dataset, task_id, inputs_json), min_time_limit_s=min_time_limit_s,
+      time_limit_factor=time_limit_factor, task_time_limit_s=task_time_limit_s)
+  blob = base64.b64encode(pickle.dumps((expected, limits), protocol=4)).decode("ascii")
+  sys.stdout.write(f"\n{ORACLE_MARK}{blob}\n")
+  sys.stdout.flush()
+
+
+def _decoded(oracle: str, count: int) -> tuple[list, list[float]] | None:
+  """The oracle's (expected, limits), or None when it is not one for `count` inputs."""
+  try:
+    expected, limits = pickle.loads(base64.b64decode(oracle))  # written by print_oracle
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return (expected, limits) if len(expected) == len(limits) == count else None
+
+
+def check(*, dataset: str, task_id: str, entry_point: str, reference: str, candidate: str,
+          inputs_json: str, atol: float, min_time_limit_s: float,
+          time_limit_factor: float, task_time_limit_s: float = 60.0,
+          oracle: str = "") -> None:
+  """Raises unless the candidate's outputs match the reference's within the time limits.
+
+  oracle: `print_oracle`'s output for this problem (the reference's outputs and the
+    time limits); without one (or an unreadable one), the reference runs here first.
+  """
+  inputs = _inputs(dataset, task_id, inputs_json)
+  known = _decoded(oracle, len(inputs)) if oracle else None
+  if known is None:
+    known = reference_outputs(
+        dataset=dataset, task_id=task_id, entry_point=entry_point, reference=reference,
+        inputs=inputs, min_time_limit_s=min_time_limit_s,
+        time_limit_factor=time_limit_factor, task_time_limit_s=task_time_limit_s)
+  expected, limits = known
+  signal.signal(signal.SIGALRM, _on_alarm)
   candidate_fn = _function(candidate, entry_point, "candidate")
   budget = min(task_time_limit_s, sum(limits)) + 1.0
   deadline = time.perf_counter() + budget

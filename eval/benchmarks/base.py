@@ -45,6 +45,12 @@ class Benchmark(abc.ABC):
   def program(self, problem: Problem, completion: str) -> str:
     """The program that exits normally iff the completion passes the tests."""
 
+  def prepare(self, problems: Sequence[Problem], sandbox, workers: int | None = None) -> None:
+    """Work done once per problem before its samples' programs are built and run, in
+    `sandbox` (an `eval.sandbox.Sandbox`) with up to `workers` programs at once: EvalPlus
+    runs each reference solution once here. Nothing by default."""
+    del problems, sandbox, workers
+
   def timeout_s(self, problem: Problem) -> float:
     """The wall clock a program of `problem` may need when each of its tests runs up to
     the benchmark's own time limit, start-up included: the evaluator raises the

@@ -7,8 +7,12 @@ original benchmark's test inputs), plus_input (EvalPlus's added inputs) and atol
 are no expected outputs: the reference solution's outputs on the same inputs are the
 oracle, and its run time sets each input's time limit; the candidate's inputs together
 get at most min(60 s, the sum of those limits) + 1 s, as in EvalPlus (see
-`_evalplus_check.py`). The evaluator gives each program the wall clock both runs may
-take (`timeout_s`), whatever its own per-program timeout.
+`_evalplus_check.py`). Before a problem's samples run, `prepare` runs its reference once
+in the sandbox (as EvalPlus computes expected outputs once per problem) and each
+sample's program carries the result, so the reference does not run again per sample; a
+problem whose reference fails gets no oracle, and its programs run the reference and
+report why. The evaluator gives each program the wall clock both runs may take
+(`timeout_s`), whatever its own per-program timeout.
 
 Benchmarks: `humaneval+` and `mbpp+` test on base + plus inputs (EvalPlus's "plus"
 score); `humaneval+base` and `mbpp+base` on the base inputs only (its "base" score).
@@ -19,8 +23,11 @@ writes the function); stop sequences are HumanEval's and MBPP's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 
+from eval.benchmarks import _evalplus_check
 from eval.benchmarks.base import Benchmark, Problem, embedded_source, read_rows
 from eval.benchmarks.humaneval import HumanEval
 from eval.benchmarks.mbpp import MBPP
@@ -33,6 +40,8 @@ TIME_LIMIT_FACTOR = 4.0
 # min(EVALPLUS_TIMEOUT_PER_TASK = 60 s, the sum of its inputs' limits) + 1 s in all
 TASK_TIME_LIMIT_S = 60.0
 STARTUP_S = 5.0  # the program's start and its compiles, beside the two timed phases
+# stdout kept from an oracle program: the pickled outputs of every input, in base64
+ORACLE_OUTPUT_KB = 256 << 10
 
 
 class _EvalPlus(Benchmark):
@@ -52,6 +61,7 @@ class _EvalPlus(Benchmark):
     self.min_time_limit_s = min_time_limit_s
     self.time_limit_factor = time_limit_factor
     self.task_time_limit_s = task_time_limit_s
+    self._oracles: dict[str, str] = {}  # task_id -> print_oracle's output (`prepare`)
 
   def load(self, path: str | None = None) -> list[Problem]:
     problems = []
@@ -74,16 +84,42 @@ class _EvalPlus(Benchmark):
     del problem
     return 2 * self.task_time_limit_s + 1.0 + STARTUP_S
 
-  def program(self, problem: Problem, completion: str) -> str:
+  def _arguments(self, problem: Problem) -> str:
+    """The keyword arguments `check` and `print_oracle` share, as Python source."""
     test = json.loads(problem.test)
-    call = (f"check(dataset={self.dataset!r}, task_id={problem.task_id!r}, "
+    return (f"dataset={self.dataset!r}, task_id={problem.task_id!r}, "
             f"entry_point={problem.entry_point!r}, "
             f"reference={problem.prompt + problem.canonical_solution!r}, "
-            f"candidate={problem.prompt + completion!r}, "
-            f"inputs_json={json.dumps(test['inputs'])!r}, atol={test['atol']!r}, "
+            f"inputs_json={json.dumps(test['inputs'])!r}, "
             f"min_time_limit_s={self.min_time_limit_s!r}, "
             f"time_limit_factor={self.time_limit_factor!r}, "
-            f"task_time_limit_s={self.task_time_limit_s!r})\n")
+            f"task_time_limit_s={self.task_time_limit_s!r}")
+
+  def oracle_program(self, problem: Problem) -> str:
+    """The program that runs the reference on every input and prints the oracle."""
+    return (embedded_source("_evalplus_check.py") + "\n\n"
+            + f"print_oracle({self._arguments(problem)})\n")
+
+  def prepare(self, problems: Sequence[Problem], sandbox, workers: int | None = None) -> None:
+    """Runs each problem's reference once (`oracle_program`) and keeps the oracles that
+    `program` hands the samples' programs."""
+    limits = dataclasses.replace(
+        sandbox.limits, timeout_s=self.task_time_limit_s + STARTUP_S,
+        cpu_s=max(sandbox.limits.cpu_s, int(self.task_time_limit_s + STARTUP_S)),
+        max_output_kb=ORACLE_OUTPUT_KB)
+    outcomes = sandbox.with_limits(limits).run_many(
+        [self.oracle_program(p) for p in problems], workers=workers)
+    for problem, outcome in zip(problems, outcomes):
+      line = outcome.stdout_tail.rstrip("\n").rpartition("\n")[2]
+      if outcome.passed and line.startswith(_evalplus_check.ORACLE_MARK):
+        self._oracles[problem.task_id] = line[len(_evalplus_check.ORACLE_MARK):]
+
+  def program(self, problem: Problem, completion: str) -> str:
+    test = json.loads(problem.test)
+    oracle = self._oracles.get(problem.task_id, "")
+    call = (f"check({self._arguments(problem)}, "
+            f"candidate={problem.prompt + completion!r}, atol={test['atol']!r}, "
+            f"oracle={oracle!r})\n")
     return embedded_source("_evalplus_check.py") + "\n\n" + call
 
 

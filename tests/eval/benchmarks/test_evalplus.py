@@ -1,5 +1,6 @@
 """HumanEval+ / MBPP+ on small files in EvalPlus's released format, written here."""
 
+import dataclasses
 import json
 
 import pytest
@@ -177,3 +178,50 @@ def test_the_task_time_limit_bounds_the_inputs_together(tmp_path):
   outcome = Sandbox(LIMITS).run(benchmark.program(problem, MBPP_RIGHT["Mbpp/3"]))
   assert outcome.failure == "exception:ReferenceFailed"
   assert "the reference takes over 0.2 s" in outcome.stderr_tail
+
+
+def _oracle_of(program):
+  """(expected, limits) of the oracle a candidate's program carries, or None."""
+  import ast
+  import base64
+  import pickle
+  call = ast.parse(program).body[-1].value
+  oracle = next(k.value.value for k in call.keywords if k.arg == "oracle")
+  return pickle.loads(base64.b64decode(oracle)) if oracle else None
+
+
+def test_the_reference_runs_once_per_problem_and_the_samples_reuse_its_outputs(tmp_path):
+  """`prepare` runs each reference once in the sandbox; every sample's program carries
+  its outputs (equal to the reference run here) and runs no reference: a program whose
+  reference source is broken still judges with the oracle."""
+  data = write_jsonl(tmp_path / "MbppPlus.jsonl", MBPP_PLUS)
+  benchmark = MBPPPlus()
+  problems = benchmark.load(data)
+  assert _oracle_of(benchmark.program(problems[1], MBPP_RIGHT["Mbpp/3"])) is None
+  benchmark.prepare(problems, Sandbox(LIMITS), workers=2)
+  for problem, row in zip(problems, MBPP_PLUS):
+    expected, limits = _oracle_of(benchmark.program(problem, MBPP_RIGHT[problem.task_id]))
+    inputs = _evalplus_check.mbpp_inputs(int(problem.task_id.split("/")[1]),
+                                         row["base_input"] + row["plus_input"])
+    here, _ = _evalplus_check.reference_outputs(
+        dataset="mbpp", task_id=problem.task_id, entry_point=row["entry_point"],
+        reference=row["prompt"] + row["canonical_solution"], inputs=inputs,
+        min_time_limit_s=4.0, time_limit_factor=4.0, task_time_limit_s=60.0)
+    assert expected == here and len(limits) == len(inputs)
+    assert all(limit >= 4.0 for limit in limits)
+  # a reference that ran would end the program early (SystemExit)
+  broken = dataclasses.replace(problems[1], canonical_solution="raise SystemExit('never')\n")
+  right, wrong = (benchmark.program(broken, c) for c in (MBPP_RIGHT["Mbpp/3"], MBPP_BASE_ONLY))
+  outcomes = Sandbox(LIMITS).run_many([right, wrong], workers=2)
+  assert outcomes[0].passed and outcomes[1].failure == "assertion"
+
+
+def test_a_problem_whose_reference_fails_gets_no_oracle_and_says_why(tmp_path):
+  row = dict(HUMANEVAL_PLUS[1], canonical_solution="    return number / 0\n")
+  data = write_jsonl(tmp_path / "he.jsonl", [row, HUMANEVAL_PLUS[0]])
+  samples = [{"task_id": "HumanEval/2", "completion": "    return number % 1.0\n"},
+             {"task_id": "HumanEval/0", "completion": HUMANEVAL_PLUS[0]["canonical_solution"]}]
+  report, results = score(tmp_path, "humaneval+", data, samples, "failing")
+  assert results["HumanEval/2"]["failure"] == "exception:ReferenceFailed"
+  assert "the reference fails on input 0" in results["HumanEval/2"]["stderr_tail"]
+  assert results["HumanEval/0"]["passed"] and report["num_correct"] == 1
