@@ -153,19 +153,21 @@ def make_embedder(ctx: Context):
 def embed(ctx: Context) -> dict:
   """Embeds the annotated sample, the classifier's training set; every other document
   is embedded and scored a chunk at a time by `classify`, so no step holds the
-  corpus's embeddings (35M x 2048 fp32 would be 287 GB)."""
+  corpus's embeddings (35M x 2048 fp32 would be 287 GB). On several hosts each embeds
+  its block of the sample's batches and process 0 gathers them (`embed.embed_to_file`)."""
   # pylint: disable=g-import-not-at-top
-  from data_pipeline import annotate
-  from data_pipeline.embed import save_embeddings
+  from data_pipeline import annotate, sources
+  from data_pipeline.embed import embed_to_file
   q = ctx.config.data.quality
+  shard_index, num_shards = sources.host_shard()
   labels = annotate.load_labels(Paths(ctx).labels)
   records = [r for r in records_lib.read_records(Paths(ctx).code) if r.id in labels]
   embedder = make_embedder(ctx)
-  x_ND = embedder.embed([r.text for r in records], batch_size=int(q.embed_batch_size),
-                        max_len=int(q.embed_max_len))
-  save_embeddings(Paths(ctx).embeddings, [r.id for r in records], x_ND,
-                  source=embedder.source)
-  return {"documents": len(records), "dims": int(x_ND.shape[1]), "model": embedder.source,
+  dims = embed_to_file(embedder, [r.id for r in records], [r.text for r in records],
+                       Paths(ctx).embeddings, batch_size=int(q.embed_batch_size),
+                       max_len=int(q.embed_max_len), shard_index=shard_index,
+                       num_shards=num_shards)
+  return {"documents": len(records), "dims": dims, "model": embedder.source,
           "out": Paths(ctx).embeddings}
 
 
