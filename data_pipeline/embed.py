@@ -22,6 +22,9 @@ axis over them (batch_size is rounded up to a multiple of the device count), wit
 cross-host communication. `embed_chunks` streams: it embeds an iterable of texts a
 chunk at a time (length-sorted and bucketed within the chunk), so a host's shard never
 has to be in memory; `data_pipeline.classifier.stream_scores` scores records that way.
+On several hosts `Embedder.embed_block` embeds one host's block of the length-sorted
+batches (bit for bit `embed`'s rows) and `embed_to_file` gathers the hosts' blocks into
+one embeddings file (data_pipeline/host_blocks.py).
 `make_embedder(..., dtype="bfloat16")` runs the forward in bf16 (pooling stays fp32).
 
 What the embeddings mean depends on the model: the paper's come from a pretrained code

@@ -27,7 +27,9 @@ and a last node `data` writes stats.json (records in/out and dropped by reason p
 step, tokens per dataset, the classifier report) with a summary table on the console.
 Training reads the datasets by name (config.train.data; data_pipeline/catalog.py).
 The curate step runs in this process or on datatrove's executors (config.data.runner;
-docs/data_at_scale.md), with the same result.
+docs/data_at_scale.md), with the same result. In a job of several hosts, embed and
+classify give each host its block of the documents and process 0 merges the parts
+(docs/multihost.md); the other steps run in full on every host.
 """
 
 from __future__ import annotations
