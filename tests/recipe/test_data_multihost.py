@@ -1,7 +1,7 @@
 """The data stage's embed and classify steps on two hosts (two processes on this
 machine, one CPU device each, jax.distributed on loopback): each embeds its block of
 the annotated sample and scores its block of the curated code, process 0 merges the
-parts, and the outputs are those of one process, bit for bit."""
+parts, and the outputs are byte-identical to one process's."""
 
 import json
 import os
@@ -16,10 +16,8 @@ from recipe import graph, runner
 from tests.phi_jax.train.multihost_driver import quality_config
 from tests.phi_jax.train.test_multihost import launch
 
-# byte-identical files; embeddings.npz is compared by its arrays (a zip's member
-# timestamps differ between any two runs)
-OUTPUTS = ("quality/scores.jsonl", "curated/filtered_code.jsonl", "quality/scores.json",
-           "quality/classifier.pkl")
+OUTPUTS = ("quality/embeddings.npz", "quality/scores.jsonl", "curated/filtered_code.jsonl",
+           "quality/scores.json", "quality/scores.png", "quality/classifier.pkl")
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +75,11 @@ def test_two_hosts_embed_and_score_their_blocks_and_merge_what_one_host_writes(
   assert single["embedded"][0] == annotated and annotated > 2 * 4  # batches of 4
   assert all(h["embedded"][0] > 0 for h in hosts)
   assert sum(h["embedded"][0] for h in hosts) == annotated
-  want, got = _embeddings(one), _embeddings(two)
-  assert sorted(got) == sorted(want)
-  for key in want:
-    assert got[key].dtype == want[key].dtype and np.array_equal(got[key], want[key]), key
-  assert want["x"].shape[0] == annotated
-  assert (np.abs(want["x"]).sum(axis=1) > 0).all()  # every annotated document embedded
-  for name in OUTPUTS:
+  for name in OUTPUTS:  # byte-identical
     assert _read(two, name) == _read(one, name), name
+  x_ND = _embeddings(one)["x"]
+  assert x_ND.shape[0] == annotated
+  assert (np.abs(x_ND).sum(axis=1) > 0).all()  # every annotated document embedded
   assert 0 < single["classify"]["kept"] < num_docs
   assert single["classify"]["documents"] == num_docs
   for host in hosts:  # every host's summaries are the whole job's
