@@ -385,6 +385,7 @@ def score_block(classifier: QualityClassifier, embedder: Any, records_path: str,
                          kept_path=paths[1] if kept_path else None, chunk_size=chunk_size,
                          batch_size=batch_size, max_len=max_len)
 
-  return host_blocks.write_blocks(outputs, write, shard_index=shard_index,
-                                  num_shards=num_shards, name=f"quality scores of {os.path.basename(records_path)}",
-                                  after_merge=after_merge, sync=sync)
+  return host_blocks.write_blocks(
+      outputs, write, shard_index=shard_index, num_shards=num_shards,
+      name=f"quality scores of {os.path.basename(records_path)}", after_merge=after_merge,
+      sync=sync)

@@ -2,6 +2,7 @@
 the hosts' parts (hosts simulated by threads with a barrier; the two-process run of
 the classify step is tests/recipe/test_data_multihost.py)."""
 
+import json
 import os
 import threading
 
@@ -64,7 +65,6 @@ def test_read_block_concatenates_to_the_file(tmp_path, num_records, align):
 def test_read_block_skips_blank_lines_and_does_not_decode_other_blocks(tmp_path):
   path = tmp_path / "code.jsonl"
   lines = [r.to_json() for r in _records(4)]
-  import json
   path.write_text("\n".join(json.dumps(line) for line in lines[:2]) + "\n\n  \nnot json\n"
                   + "\n".join(json.dumps(line) for line in lines[2:]) + "\n")
   # 5 records (the bad line counts): host 1 of 2 reads records 2..4 from the bad one on
