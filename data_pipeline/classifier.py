@@ -11,6 +11,9 @@ samples and kept the rest of The Stack where it predicted "educational". Here:
     classifier.save("quality/classifier.pkl"); QualityClassifier.load(...)
     stream_scores(classifier, embedder, records, "scores.jsonl", kept_path="kept.jsonl")
                                             # a shard scored chunk by chunk, not in memory
+    score_block(classifier, embedder, "code.jsonl", "scores.jsonl", kept_path="kept.jsonl",
+                shard_index=jax.process_index(), num_shards=jax.process_count())
+                                            # each host its block, the parts merged in order
 
 `fit` holds out `test_fraction` of the labels (stratified by label when each class has
 at least two examples; else a plain seeded split, and the report says so), trains on
@@ -34,8 +37,9 @@ import dataclasses
 import io
 import itertools
 import json
+import os
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +49,8 @@ from sklearn.model_selection import train_test_split
 
 from phi_jax import atomic
 from phi_jax.config import known_fields
+
+from data_pipeline import host_blocks
 
 FORMAT = "phi_jax.quality_classifier.v1"
 
@@ -346,3 +352,40 @@ def stream_scores(classifier: QualityClassifier, embedder: Any, records: Iterabl
       counts["documents"] += len(chunk)
       counts["kept"] += int(keep_N.sum())
   return counts
+
+
+def score_block(classifier: QualityClassifier, embedder: Any, records_path: str,
+                scores_path: str, *, kept_path: str | None = None, shard_index: int = 0,
+                num_shards: int = 1, chunk_size: int = 4096, batch_size: int = 32,
+                max_len: int = 512, after_merge: Callable[[], object] | None = None,
+                sync: Callable[[str, bool], list[bool]] = host_blocks.jax_sync
+                ) -> dict[str, int]:
+  """`stream_scores` of this host's block of the records of `records_path`, the hosts'
+  parts merged into `scores_path` and `kept_path` (data_pipeline/host_blocks.py).
+
+  With one shard this is `stream_scores` of every record into the outputs themselves.
+  With `num_shards` hosts each scores its contiguous block of whole chunks
+  (`host_blocks.block_bounds(..., align=chunk_size)`: the chunks, and so every score, are
+  those of one process), writes `<name>.part-IIIII-of-NNNNN.jsonl` parts, and process 0
+  concatenates them in order into the outputs after every host is done.
+
+  Args:
+    shard_index, num_shards: this host and the number of hosts (`sources.host_shard()`).
+    after_merge, sync: see `host_blocks.write_blocks`.
+    The rest: see `stream_scores`.
+
+  Returns:
+    This host's {"documents": scored, "kept": kept}.
+  """
+  outputs = [scores_path] + ([kept_path] if kept_path else [])
+
+  def write(paths: list[str]) -> dict[str, int]:
+    records = host_blocks.read_block(records_path, shard_index, num_shards, align=chunk_size)
+    return stream_scores(classifier, embedder, records, paths[0],
+                         kept_path=paths[1] if kept_path else None, chunk_size=chunk_size,
+                         batch_size=batch_size, max_len=max_len)
+
+  return host_blocks.write_blocks(
+      outputs, write, shard_index=shard_index, num_shards=num_shards,
+      name=f"quality scores of {os.path.basename(records_path)}", after_merge=after_merge,
+      sync=sync)

@@ -22,6 +22,9 @@ axis over them (batch_size is rounded up to a multiple of the device count), wit
 cross-host communication. `embed_chunks` streams: it embeds an iterable of texts a
 chunk at a time (length-sorted and bucketed within the chunk), so a host's shard never
 has to be in memory; `data_pipeline.classifier.stream_scores` scores records that way.
+On several hosts `Embedder.embed_block` embeds one host's block of the length-sorted
+batches (bit for bit `embed`'s rows) and `embed_to_file` gathers the hosts' blocks into
+one embeddings file (data_pipeline/host_blocks.py).
 `make_embedder(..., dtype="bfloat16")` runs the forward in bf16 (pooling stays fp32).
 
 What the embeddings mean depends on the model: the paper's come from a pretrained code
@@ -37,7 +40,8 @@ from __future__ import annotations
 import functools
 import io
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -52,6 +56,7 @@ from phi_jax.model import PhiForCausalLM
 from phi_jax.progress import Progress
 from phi_jax.tokenizer import Tokenizer
 
+from data_pipeline import host_blocks
 from data_pipeline.tokenizer import encode_ids
 
 DEFAULT_MIN_BUCKET = 32
@@ -168,6 +173,25 @@ class Embedder:
       progress: print a progress line on stderr (every ~15 s, and at the end) when
         there are more than a few batches.
     """
+    rows_R, x_RD = self.embed_block(texts, batch_size, max_len, progress=progress)
+    out_ND = np.zeros((len(texts), self.d_model), np.float32)
+    out_ND[rows_R] = x_RD
+    return l2_normalize(out_ND) if normalize else out_ND
+
+  def embed_block(self, texts: Sequence[str], batch_size: int = 32, max_len: int = 512, *,
+                  shard_index: int = 0, num_shards: int = 1, progress: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of block `shard_index` of `num_shards` of the batches `embed` runs.
+
+    The texts are tokenized and length-sorted as in `embed`, and the sorted batches are
+    split in contiguous blocks (`host_blocks.block_bounds`); this runs only its block's
+    batches, each the same batch as in `embed`, so its rows are bit for bit `embed`'s
+    (on the same number of devices). Empty texts belong to no block (`embed` gives them
+    zero rows). Arguments as in `embed`.
+
+    Returns:
+      (rows [R] int64: indices into `texts`, fp32 embeddings [R, d_model]).
+    """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
       raise ValueError(f"Embedder.embed: batch_size must be a positive integer, got "
                        f"{batch_size!r}")
@@ -178,12 +202,15 @@ class Embedder:
                        f"{self.model.config.max_seq_len} ({self.source})")
     batch_size = -(-batch_size // len(self.devices)) * len(self.devices)
     token_lists = self.tokenize(texts, max_len)
-    out_ND = np.zeros((len(token_lists), self.d_model), np.float32)
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     order = [i for i in order if token_lists[i]]  # empty texts keep their zero row
     buckets = bucket_lengths(max_len, min(self.min_bucket, max_len))
-    num_batches = -(-len(order) // batch_size)
-    meter = Progress("embed", len(order), enabled=progress and num_batches > 4, unit="texts")
+    first, last = host_blocks.block_bounds(-(-len(order) // batch_size), shard_index,
+                                           num_shards)
+    order = order[first * batch_size:last * batch_size]
+    out_RD = np.zeros((len(order), self.d_model), np.float32)
+    meter = Progress("embed", len(order), enabled=progress and last - first > 4,
+                     unit="texts")
     for start in range(0, len(order), batch_size):
       rows = order[start:start + batch_size]
       longest = len(token_lists[rows[-1]])
@@ -197,10 +224,10 @@ class Embedder:
       pooled_BE = _mean_pooled(self._graphdef, self._state,
                                jax.device_put(tokens_BT, self._batch_sharding),
                                jax.device_put(mask_BT, self._batch_sharding))
-      out_ND[rows] = np.asarray(pooled_BE)[:len(rows)]
+      out_RD[start:start + len(rows)] = np.asarray(pooled_BE)[:len(rows)]
       meter.update(start + len(rows))
     meter.update(len(order), final=True)
-    return l2_normalize(out_ND) if normalize else out_ND
+    return np.asarray(order, np.int64), out_RD
 
 
 def embed_chunks(embedder: Embedder, texts: Iterable[str], *, chunk_size: int = 4096,
@@ -267,3 +294,55 @@ def load_embeddings(path: str) -> tuple[list[str | int], np.ndarray]:
       return ids, data["x"].astype(np.float32)
   except (OSError, KeyError, ValueError) as e:
     raise ValueError(f"load_embeddings: {path}: not an embeddings file ({e})") from None
+
+
+def embed_to_file(embedder: Embedder, ids: Sequence[str | int], texts: Sequence[str],
+                  path: str, *, batch_size: int = 32, max_len: int = 512,
+                  shard_index: int = 0, num_shards: int = 1,
+                  sync: Callable[[str, bool], list[bool]] = host_blocks.jax_sync) -> int:
+  """Embeds `texts` into one `save_embeddings` file at `path`, on one host or several.
+
+  With one shard: `Embedder.embed` of every text, saved. With `num_shards` hosts (every
+  host passing the same ids and texts): each embeds its block of the length-sorted
+  batches (`Embedder.embed_block`, bit for bit `embed`'s rows) into a part
+  (`<name>.part-IIIII-of-NNNNN.npz`: its rows and their embeddings), and process 0
+  gathers the parts into the rows of one file in the order of `ids`
+  (data_pipeline/host_blocks.py). Returns the number of dimensions.
+  """
+  if len(ids) != len(texts):
+    raise ValueError(f"embed_to_file: {path}: {len(ids)} ids but {len(texts)} texts")
+
+  def write(paths: list[str]) -> None:
+    rows_R, x_RD = embedder.embed_block(texts, batch_size, max_len, shard_index=shard_index,
+                                        num_shards=num_shards)
+    if num_shards == 1:
+      x_ND = np.zeros((len(texts), embedder.d_model), np.float32)
+      x_ND[rows_R] = x_RD
+      save_embeddings(paths[0], ids, x_ND, source=embedder.source)
+    else:
+      buffer = io.BytesIO()
+      np.savez(buffer, rows=rows_R, x=x_RD)
+      atomic.write_bytes(paths[0], buffer.getvalue())
+
+  def merge(out: str, shards: int) -> None:
+    x_ND = np.zeros((len(texts), embedder.d_model), np.float32)
+    seen = np.zeros(len(texts), bool)
+    for part in host_blocks.check_parts(out, shards):
+      try:
+        with np.load(part, allow_pickle=False) as data:
+          rows_R, x_RD = data["rows"], data["x"]
+      except (OSError, KeyError, ValueError) as e:
+        raise host_blocks.BlockError(f"cannot merge {out}: its part {part} is not an "
+                                     f"embeddings part ({e})") from None
+      if x_RD.shape != (len(rows_R), embedder.d_model) or (rows_R < 0).any() \
+          or (rows_R >= len(texts)).any() or seen[rows_R].any():
+        raise host_blocks.BlockError(f"cannot merge {out}: its part {part} has rows outside "
+                                     f"the {len(texts)} texts, or already given")
+      seen[rows_R] = True
+      x_ND[rows_R] = x_RD
+    save_embeddings(out, ids, x_ND, source=embedder.source)
+    host_blocks.remove_parts(out)
+
+  host_blocks.write_blocks([path], write, shard_index=shard_index, num_shards=num_shards,
+                           name=f"embeddings {os.path.basename(path)}", merge=merge, sync=sync)
+  return embedder.d_model

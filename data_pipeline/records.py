@@ -123,8 +123,10 @@ def write_records(records: Iterable[_JsonRecord], path: str) -> int:
   return len(rows)
 
 
-def read_records(path: str, cls: type[_T] = Record) -> Iterator[_T]:  # type: ignore[assignment]
+def read_records(path: str, cls: type[_T] = Record, *,  # type: ignore[assignment]
+                 start: int = 0, stop: int | None = None) -> Iterator[_T]:
   """Records of a JSONL file written by `write_records`; a bad line raises RecordError
-  naming path:line (these are the pipeline's own files: a bad line is a bug, not data)."""
-  for number, obj in read_jsonl(path, error=RecordError):
+  naming path:line (these are the pipeline's own files: a bad line is a bug, not data).
+  start, stop: only records start .. stop-1 (the others are not decoded)."""
+  for number, obj in read_jsonl(path, error=RecordError, start=start, stop=stop):
     yield cls.from_json(obj, where=f"{path}:{number}")

@@ -18,14 +18,18 @@ BAD_LINE_REASONS = ("invalid_utf8", "invalid_json", "not_an_object")
 
 
 def read_jsonl(path: str, *, error: type[Exception] = ValueError, objects: bool = True,
-               on_error: Callable[[str, str, str], None] | None = None
-               ) -> Iterator[tuple[int, Any]]:
+               on_error: Callable[[str, str, str], None] | None = None,
+               start: int = 0, stop: int | None = None) -> Iterator[tuple[int, Any]]:
   """(line number, value) of each non-blank line.
 
   A line that is not UTF-8, not JSON, or (with objects=True) not a JSON object raises
   `error` with a message that starts with `path:line:`; with `on_error` given, it is
   reported as on_error(reason, "path:line", detail) instead and skipped (data files,
   where a bad line is counted, never fatal).
+
+  start, stop: only the non-blank lines start .. stop-1 (counted from 0, as
+  `count_jsonl` counts them); the lines before `start` are read but not decoded, and
+  reading ends at `stop`.
   """
 
   def bad(reason: str, where: str, detail: str) -> None:
@@ -34,10 +38,16 @@ def read_jsonl(path: str, *, error: type[Exception] = ValueError, objects: bool 
     on_error(reason, where, detail)
 
   opener = gzip.open if path.endswith(".gz") else open
+  index = -1
   with opener(path, "rb") as f:
     for number, raw in enumerate(f, 1):
       if not raw.strip():
         continue
+      index += 1
+      if index < start:
+        continue
+      if stop is not None and index >= stop:
+        break
       where = f"{path}:{number}"
       try:
         value = json.loads(raw.decode("utf-8"))
@@ -51,6 +61,14 @@ def read_jsonl(path: str, *, error: type[Exception] = ValueError, objects: bool 
         bad("not_an_object", where, f"expected a JSON object, got {type(value).__name__}")
         continue
       yield number, value
+
+
+def count_jsonl(path: str) -> int:
+  """The number of non-blank lines of a JSONL file (.jsonl or .jsonl.gz): the values
+  `read_jsonl` reads from a well-formed file, counted without decoding them."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    return sum(1 for raw in f if raw.strip())
 
 
 def iter_appended(path: str, *, repair: bool = True,

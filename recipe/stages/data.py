@@ -27,12 +27,15 @@ and a last node `data` writes stats.json (records in/out and dropped by reason p
 step, tokens per dataset, the classifier report) with a summary table on the console.
 Training reads the datasets by name (config.train.data; data_pipeline/catalog.py).
 The curate step runs in this process or on datatrove's executors (config.data.runner;
-docs/data_at_scale.md), with the same result.
+docs/data_at_scale.md), with the same result. In a job of several hosts, embed and
+classify give each host its block of the documents and process 0 merges the parts
+(docs/multihost.md); the other steps run in full on every host.
 """
 
 from __future__ import annotations
 
 import array
+import hashlib
 import importlib.util
 import json
 import os
@@ -152,31 +155,36 @@ def make_embedder(ctx: Context):
 def embed(ctx: Context) -> dict:
   """Embeds the annotated sample, the classifier's training set; every other document
   is embedded and scored a chunk at a time by `classify`, so no step holds the
-  corpus's embeddings (35M x 2048 fp32 would be 287 GB)."""
+  corpus's embeddings (35M x 2048 fp32 would be 287 GB). On several hosts each embeds
+  its block of the sample's batches and process 0 gathers them (`embed.embed_to_file`)."""
   # pylint: disable=g-import-not-at-top
-  from data_pipeline import annotate
-  from data_pipeline.embed import save_embeddings
+  from data_pipeline import annotate, sources
+  from data_pipeline.embed import embed_to_file
   q = ctx.config.data.quality
+  shard_index, num_shards = sources.host_shard()
   labels = annotate.load_labels(Paths(ctx).labels)
   records = [r for r in records_lib.read_records(Paths(ctx).code) if r.id in labels]
   embedder = make_embedder(ctx)
-  x_ND = embedder.embed([r.text for r in records], batch_size=int(q.embed_batch_size),
-                        max_len=int(q.embed_max_len))
-  save_embeddings(Paths(ctx).embeddings, [r.id for r in records], x_ND,
-                  source=embedder.source)
-  return {"documents": len(records), "dims": int(x_ND.shape[1]), "model": embedder.source,
+  dims = embed_to_file(embedder, [r.id for r in records], [r.text for r in records],
+                       Paths(ctx).embeddings, batch_size=int(q.embed_batch_size),
+                       max_len=int(q.embed_max_len), shard_index=shard_index,
+                       num_shards=num_shards)
+  return {"documents": len(records), "dims": dims, "model": embedder.source,
           "out": Paths(ctx).embeddings}
 
 
 def classify(ctx: Context) -> dict:
   """Fits the classifier on the annotated sample's embeddings, then streams every
-  curated document through the embedder and the classifier (`classifier.stream_scores`,
+  curated document through the embedder and the classifier (`classifier.score_block`,
   config.data.quality.score_chunk_size at a time): quality/scores.jsonl and the kept
-  code, both written atomically."""
+  code, both written atomically. On several hosts each scores its block of the
+  documents on its own devices and process 0 merges the parts in order
+  (docs/multihost.md); every host fits the same classifier, process 0 saves it."""
   # pylint: disable=g-import-not-at-top
-  from data_pipeline import annotate, classifier, plots
+  from data_pipeline import annotate, classifier, plots, sources
   from data_pipeline.embed import load_embeddings
   q = ctx.config.data.quality
+  shard_index, num_shards = sources.host_shard()
   ids, x_ND = load_embeddings(Paths(ctx).embeddings)
   labels = annotate.load_labels(Paths(ctx).labels)
   config = classifier.ClassifierConfig(
@@ -189,32 +197,55 @@ def classify(ctx: Context) -> dict:
     report = model.fit(x_labelled, y)
   except classifier.ClassifierError as e:
     raise StageError(f"quality classifier: {e}") from None
-  model.save(Paths(ctx).path("quality", "classifier.pkl"))
+  if num_shards > 1:
+    _check_same_classifier(model, x_labelled)
+  if shard_index == 0:
+    model.save(Paths(ctx).path("quality", "classifier.pkl"))
   scores_path = Paths(ctx).path("quality", "scores.jsonl")
-  counts = classifier.stream_scores(
-      model, make_embedder(ctx), records_lib.read_records(Paths(ctx).code), scores_path,
-      kept_path=Paths(ctx).filtered, chunk_size=int(q.score_chunk_size),
-      batch_size=int(q.embed_batch_size), max_len=int(q.embed_max_len))
-  if not counts["kept"]:
+  plot_path = Paths(ctx).path("quality", "scores.png")
+
+  def plot() -> None:
+    # the plot needs every score, but the ids only of the annotated documents
+    all_scores, annotated_scores = array.array("d"), {}
+    for _, row in read_jsonl(scores_path):
+      all_scores.append(row["score"])
+      if row["id"] in labels:
+        annotated_scores[row["id"]] = row["score"]
+    annotated = [rid for rid in labels if rid in annotated_scores]
+    plots.plot_scores(
+        plot_path, all_scores, threshold=float(q.keep_threshold),
+        annotated_labels=[labels[rid]["label"] for rid in annotated],
+        annotated_scores=[annotated_scores[rid] for rid in annotated],
+        annotator_scores=[labels[rid]["score"] for rid in annotated],
+        label_threshold=float(q.label_threshold))
+
+  classifier.score_block(
+      model, make_embedder(ctx), Paths(ctx).code, scores_path, kept_path=Paths(ctx).filtered,
+      shard_index=shard_index, num_shards=num_shards, chunk_size=int(q.score_chunk_size),
+      batch_size=int(q.embed_batch_size), max_len=int(q.embed_max_len), after_merge=plot)
+  # every host reads the counts of the whole corpus that process 0 wrote with the plot
+  with open(plots.counts_path_for(plot_path), encoding="utf-8") as f:
+    histogram = json.load(f)
+  documents, kept = histogram["classifier"]["total"], histogram["classifier"]["kept"]
+  if not kept:
     raise StageError(f"the quality classifier kept no document at keep_threshold="
                      f"{q.keep_threshold} (config.data.quality.keep_threshold)")
-  # the plot needs every score, but the ids only of the annotated documents
-  all_scores, annotated_scores = array.array("d"), {}
-  for _, row in read_jsonl(scores_path):
-    all_scores.append(row["score"])
-    if row["id"] in labels:
-      annotated_scores[row["id"]] = row["score"]
-  annotated = [rid for rid in labels if rid in annotated_scores]
-  histogram = plots.plot_scores(
-      Paths(ctx).path("quality", "scores.png"), all_scores,
-      threshold=float(q.keep_threshold),
-      annotated_labels=[labels[rid]["label"] for rid in annotated],
-      annotated_scores=[annotated_scores[rid] for rid in annotated],
-      annotator_scores=[labels[rid]["score"] for rid in annotated],
-      label_threshold=float(q.label_threshold))
-  return {"documents": counts["documents"], "kept": counts["kept"], "report": report,
-          "plot": Paths(ctx).path("quality", "scores.png"), "histogram": histogram,
-          "out": Paths(ctx).filtered}
+  return {"documents": documents, "kept": kept, "report": report, "plot": plot_path,
+          "histogram": histogram, "out": Paths(ctx).filtered}
+
+
+def _check_same_classifier(model, x_labelled) -> None:
+  """Every host fitted the classifier from the same files with the same seed; a host
+  whose predictions on the labelled set differ (another sklearn, other embeddings) stops
+  the step rather than score its block with another model."""
+  from data_pipeline import host_blocks  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256(model.predict_scores(x_labelled).tobytes()).digest()
+  digests = host_blocks.jax_gather_bytes("quality classifier digest", digest)
+  differ = [i for i, d in enumerate(digests) if d != digests[0]]
+  if differ:
+    raise StageError(f"the quality classifier fitted on process(es) {differ} predicts "
+                     f"differently on the labelled set from process 0's: every host needs "
+                     f"the same quality/embeddings.npz, labels and scikit-learn version")
 
 
 def exercises(ctx: Context) -> dict:

@@ -2,6 +2,7 @@
 batching/bucketing invariance, and the transformers import path."""
 
 import functools
+import os
 
 import jax
 import numpy as np
@@ -186,3 +187,44 @@ def test_embed_chunks_streams_in_input_order(model):
   assert first.shape == (2, CONFIG.d_model) and len(pulled) == 2  # nothing read ahead
   streamed = np.concatenate([first, *chunks])
   np.testing.assert_allclose(streamed, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_the_blocks_of_embed_block_are_embed_bit_for_bit(model):
+  embedder = Embedder(model, tokenizer_lib.byte_level(), min_bucket=8,
+                      devices=jax.devices()[:1])
+  texts = TEXTS * 3  # 15 texts, 3 of them empty: 6 batches of 2
+  whole = embedder.embed(texts, batch_size=2, max_len=MAX_LEN, progress=False)
+  for num_shards in (1, 2, 4, 9):  # 9: more hosts than batches
+    rows, x_RD = [], []
+    for shard_index in range(num_shards):
+      rows_R, block_RD = embedder.embed_block(texts, 2, MAX_LEN, shard_index=shard_index,
+                                              num_shards=num_shards, progress=False)
+      rows.append(rows_R)
+      x_RD.append(block_RD)
+    rows_R = np.concatenate(rows)
+    assert sorted(rows_R.tolist()) == [i for i, t in enumerate(texts) if t]  # each once
+    assert np.array_equal(np.concatenate(x_RD), whole[rows_R])
+
+
+def test_embed_to_file_gathers_the_hosts_blocks_in_order(model, tmp_path):
+  from tests.data_pipeline.test_host_blocks import ThreadHosts
+  embedder = Embedder(model, tokenizer_lib.byte_level(), min_bucket=8,
+                      devices=jax.devices()[:1])
+  ids = [f"doc{i}" for i in range(len(TEXTS) * 2)]
+  texts = TEXTS * 2
+  one = str(tmp_path / "one" / "embeddings.npz")
+  assert embed_lib.embed_to_file(embedder, ids, texts, one, batch_size=2,
+                                 max_len=MAX_LEN) == CONFIG.d_model
+  want_ids, want = load_embeddings(one)
+  assert want_ids == ids and np.array_equal(
+      want, embedder.embed(texts, batch_size=2, max_len=MAX_LEN, progress=False))
+  three = str(tmp_path / "three" / "embeddings.npz")
+
+  def host(index, sync):
+    return embed_lib.embed_to_file(embedder, ids, texts, three, batch_size=2, max_len=MAX_LEN,
+                                   shard_index=index, num_shards=3, sync=sync)
+
+  assert ThreadHosts(3).run(host) == [CONFIG.d_model] * 3
+  got_ids, got = load_embeddings(three)
+  assert got_ids == ids and np.array_equal(got, want)
+  assert os.listdir(tmp_path / "three") == ["embeddings.npz"]  # the parts removed

@@ -70,3 +70,20 @@ def test_a_writer_killed_mid_stream_loses_at_most_its_last_line(tmp_path):
   assert ids == list(range(len(ids))) and len(ids) >= 39
   with open(path, "rb") as f:
     assert all(json.loads(line)["id"] == i for i, line in enumerate(f))
+
+
+def test_a_range_of_records_is_read_and_counted_like_the_whole_file(tmp_path):
+  import gzip
+  from phi_jax.jsonl import count_jsonl, read_jsonl
+  text = '{"i": 0}\n\n   \n{"i": 1}\nnot json\n{"i": 3}\n{"i": 4}'  # no final newline
+  for name, opener in (("r.jsonl", open), ("r.jsonl.gz", gzip.open)):
+    path = str(tmp_path / name)
+    with opener(path, "wt") as f:
+      f.write(text)
+    assert count_jsonl(path) == 5
+    # the bad line (record 2) is not decoded outside its range
+    assert list(read_jsonl(path, stop=2)) == [(1, {"i": 0}), (4, {"i": 1})]
+    assert list(read_jsonl(path, start=3)) == [(6, {"i": 3}), (7, {"i": 4})]
+    assert list(read_jsonl(path, start=5)) == [] and list(read_jsonl(path, stop=0)) == []
+    with pytest.raises(ValueError, match=r"r.jsonl(.gz)?:5: invalid JSON"):
+      list(read_jsonl(path, start=2, stop=3))

@@ -6,11 +6,28 @@ MODE "stages": ... = WORKDIR STAGES OVERRIDES_JSON, the training stages of drive
 (the data must be built first: driver.build_data).
 MODE "epoch": ... = DATASET_DIR SEQ_LEN BATCH_SIZE HOST_SHARDING: prints one JSON line
 with this host's documents of epochs 0 and 1 (their token lists) and its first batch.
+MODE "quality": ... = WORKDIR: the data stage's embed and classify steps on WORKDIR
+(curate and annotate written by tests/recipe/test_data_multihost.py), with
+`quality_config()`; prints one JSON line with the steps' summaries and the numbers of
+documents this host embedded and scored.
 Each process has one CPU device (the caller unsets XLA_FLAGS).
 """
 
 import json
 import sys
+
+
+def quality_config():
+  """A tiny config for the data stage's quality steps: a random-init embedder of 32
+  dims, small score chunks (so each host scores several)."""
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.model.update(dict(vocab_size=512, d_model=32, num_layers=1, num_heads=2, mlp_dim=64,
+                           rotary_dim=8, max_seq_len=128))
+  config.data.update(dict(max_files=40))
+  config.data.quality.update(dict(annotate=40, embed_max_len=64, n_estimators=10,
+                                  score_chunk_size=8, embed_batch_size=4))
+  return config
 
 
 def main(argv):
@@ -36,6 +53,30 @@ def main(argv):
         "process": jax.process_index(),
         "epochs": [[t.tolist() for t in ld.epoch_documents(e)] for e in (0, 1)],
         "first_batch": next(ld)["tokens"].tolist(), "state": ld.get_state()}), flush=True)
+  elif mode == "quality":
+    from data_pipeline import classifier, embed
+    from recipe import graph, runner
+    from recipe.stages import data
+    (workdir,) = rest
+    scored = []  # the documents this host scored: its block only
+    stream_scores = classifier.stream_scores
+    def counting(*args, **kwargs):
+      counts = stream_scores(*args, **kwargs)
+      scored.append(counts["documents"])
+      return counts
+    classifier.stream_scores = counting
+    embedded = []  # the rows of each embed_block call: the embed step's first
+    embed_block = embed.Embedder.embed_block
+    def counting_rows(self, *args, **kwargs):
+      rows, x = embed_block(self, *args, **kwargs)
+      embedded.append(len(rows))
+      return rows, x
+    embed.Embedder.embed_block = counting_rows
+    ctx = runner.Context(quality_config(), workdir, graph.build())
+    summaries = {"embed": data.embed(ctx), "classify": data.classify(ctx)}
+    print(json.dumps({"process": jax.process_index(), "scored": scored,
+                      "embedded": embedded, **summaries}),
+          flush=True)
   else:
     raise SystemExit(f"unknown mode {mode}")
   # every process leaves together (the coordinator, in process 0, must outlive the rest;
