@@ -47,7 +47,7 @@ from sklearn import metrics
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import train_test_split
 
-from phi_jax import atomic
+from phi_jax import atomic, hosts
 from phi_jax.config import known_fields
 
 from data_pipeline import host_blocks
@@ -358,7 +358,7 @@ def score_block(classifier: QualityClassifier, embedder: Any, records_path: str,
                 scores_path: str, *, kept_path: str | None = None, shard_index: int = 0,
                 num_shards: int = 1, chunk_size: int = 4096, batch_size: int = 32,
                 max_len: int = 512, after_merge: Callable[[], object] | None = None,
-                sync: Callable[[str, bool], list[bool]] = host_blocks.jax_sync
+                sync: Callable[[str, bool], list[bool]] = hosts.sync
                 ) -> dict[str, int]:
   """`stream_scores` of this host's block of the records of `records_path`, the hosts'
   parts merged into `scores_path` and `kept_path` (data_pipeline/host_blocks.py).

@@ -50,7 +50,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from phi_jax import atomic
+from phi_jax import atomic, hosts
 from phi_jax.config import PhiConfig
 from phi_jax.model import PhiForCausalLM
 from phi_jax.progress import Progress
@@ -299,7 +299,7 @@ def load_embeddings(path: str) -> tuple[list[str | int], np.ndarray]:
 def embed_to_file(embedder: Embedder, ids: Sequence[str | int], texts: Sequence[str],
                   path: str, *, batch_size: int = 32, max_len: int = 512,
                   shard_index: int = 0, num_shards: int = 1,
-                  sync: Callable[[str, bool], list[bool]] = host_blocks.jax_sync) -> int:
+                  sync: Callable[[str, bool], list[bool]] = hosts.sync) -> int:
   """Embeds `texts` into one `save_embeddings` file at `path`, on one host or several.
 
   With one shard: `Embedder.embed` of every text, saved. With `num_shards` hosts (every

@@ -39,9 +39,7 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
-import numpy as np
-
-from phi_jax import atomic
+from phi_jax import atomic, hosts
 from phi_jax.jsonl import count_jsonl
 
 from data_pipeline import records as records_lib
@@ -158,27 +156,11 @@ def merge_parts(path: str, num_shards: int, *, remove: bool = True) -> int:
   return written
 
 
-def jax_gather_bytes(name: str, data: bytes) -> list[bytes]:
-  """Every process's `data` (of the same length on every process, e.g. a digest), in
-  process order, after a barrier named `name`."""
-  # pylint: disable=g-import-not-at-top  (jax only on the multi-host path)
-  from jax.experimental import multihost_utils
-  multihost_utils.sync_global_devices(name)
-  gathered = multihost_utils.process_allgather(np.frombuffer(data, np.uint8))
-  return [bytes(row) for row in np.asarray(gathered, np.uint8).reshape(-1, len(data))]
-
-
-def jax_sync(name: str, ok: bool) -> list[bool]:
-  """A barrier of every process of the `jax.distributed` job, named (every process must
-  arrive with the same name); returns every process's `ok`, in process order."""
-  return [data == b"\x01" for data in jax_gather_bytes(name, bytes([bool(ok)]))]
-
-
 def write_blocks(outputs: Sequence[str], write: Callable[[list[str]], _T], *,
                  shard_index: int, num_shards: int, name: str,
                  merge: Callable[[str, int], object] = merge_parts,
                  after_merge: Callable[[], object] | None = None,
-                 sync: Callable[[str, bool], list[bool]] = jax_sync) -> _T:
+                 sync: Callable[[str, bool], list[bool]] = hosts.sync) -> _T:
   """Runs this host's share of a step whose outputs are merged from per-host parts.
 
   Args:
@@ -192,7 +174,7 @@ def write_blocks(outputs: Sequence[str], write: Callable[[list[str]], _T], *,
       (default `merge_parts`: line files).
     after_merge: run by process 0 once the outputs are merged (or by the one process
       after `write`), before the hosts go on: e.g. a summary every host then reads.
-    sync: the barrier (default `jax_sync`); sync(name, ok) -> every host's ok.
+    sync: the barrier (default `phi_jax.hosts.sync`); sync(name, ok) -> every host's ok.
 
   Raises:
     BlockError: another host failed to write its parts, or process 0 failed to merge

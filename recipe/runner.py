@@ -24,6 +24,13 @@ Output is never lost to bad input: every selected node validates its config befo
 first node runs; a node that is rerun or forced has its old directory moved aside
 (WORKDIR/.previous/<node>) and deleted only when the new run has finished; if the new
 run fails, the old output is put back.
+
+In a job of several hosts (docs/multihost.md) every process runs the same command and
+every node: each process plans, and the plans must agree (a digest is compared before
+anything runs); process 0 alone moves old output aside, writes and removes markers;
+every process runs the node between two barriers, and the marker is written only when
+every process finished it (a node that failed on one host fails on all, and the old
+output is put back).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from typing import Any
 
 import ml_collections
 
-from phi_jax import atomic, checkpoint
+from phi_jax import atomic, checkpoint, hosts
 from phi_jax.digest import file_sha256
 from phi_jax.cli import UsageError
 
@@ -364,6 +371,7 @@ def say(text: str) -> None:
 def execute(ctx: Context, plan: Sequence[Decision]) -> list[dict]:
   """Runs the plan (after check_refusals); returns each node's marker."""
   check_refusals(plan, ctx.workdir)
+  _check_same_plan(plan)
   markers = []
   for decision in plan:
     node = decision.node
@@ -375,7 +383,22 @@ def execute(ctx: Context, plan: Sequence[Decision]) -> list[dict]:
   return markers
 
 
-def _run_node(ctx: Context, decision: Decision) -> dict:
+def _check_same_plan(plan: Sequence[Decision]) -> None:
+  """Every process of a multi-host job planned the same nodes, actions and inputs (they
+  read one work directory and config); StageError naming those that did not."""
+  listed = [(d.node.name, d.action, d.fingerprint) for d in plan]
+  digest = hashlib.sha256(json.dumps(listed).encode()).digest()
+  digests = hosts.gather_bytes("runner: plan", digest)
+  differ = [i for i, d in enumerate(digests) if d != digests[0]]
+  if differ:
+    raise StageError(f"process(es) {differ} planned other work than process 0: every host "
+                     f"must run the same command and config on one work directory that "
+                     f"all hosts see (a shared filesystem)")
+
+
+def _prepare_node(ctx: Context, decision: Decision) -> str | None:
+  """Clears the way for a node to run (its old output moved aside or its markers
+  removed) and writes its STARTED marker; returns where old output was moved, if any."""
   node = decision.node
   directory = ctx.node_dir(node.name)
   marker_path = ctx.path(node.marker_path)
@@ -393,8 +416,20 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
   os.makedirs(directory, exist_ok=True)
   atomic.write_json({"node": node.name, "fingerprint": decision.fingerprint,
                      "inputs": decision.inputs, "started_at": _now()}, started_path)
+  return aside
+
+
+def _run_node(ctx: Context, decision: Decision) -> dict:
+  node = decision.node
+  directory = ctx.node_dir(node.name)
+  marker_path = ctx.path(node.marker_path)
+  started_path = ctx.path(node.started_path)
+  primary = hosts.index() == 0  # the process that keeps the work directory's books
+  aside = _prepare_node(ctx, decision) if primary else None
+  hosts.sync(f"runner: {node.name} prepared")
   say(f"[{node.name}] {decision.action}: {decision.reason} ({directory})")
   start = time.time()
+  failure = None
   try:
     summary = node.run(ctx)
   except KeyboardInterrupt:
@@ -403,12 +438,31 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
     say(f"[{node.name}] interrupted: kept {kept} (not marked complete){note}. "
         f"Run the same command again to continue.")
     raise
-  except BaseException:
+  except BaseException as e:  # pylint: disable=broad-except  (re-raised below)
+    failure = e
+  finished = hosts.sync(f"runner: {node.name} ran", failure is None)
+  if failure is not None or not all(finished):
     if aside is not None:
       _restore(aside, directory)
       print(f"[{node.name}] failed: its previous output was put back in {directory}",
             file=sys.stderr, flush=True)
-    raise
+    if failure is not None:
+      raise failure
+    raise StageError(f"[{node.name}] failed on process(es) "
+                     f"{[i for i, ok in enumerate(finished) if not ok]}: see their output")
+  if primary:
+    _mark_complete(ctx, decision, summary, time.time() - start)
+  hosts.sync(f"runner: {node.name} marked")
+  marker = ctx.marker(node.name)
+  say(f"[{node.name}] done in {marker['seconds']:.1f}s")
+  return marker
+
+
+def _mark_complete(ctx: Context, decision: Decision, summary: Any, seconds: float) -> None:
+  """Writes the node's marker, then drops its STARTED marker and its old output."""
+  node = decision.node
+  marker_path = ctx.path(node.marker_path)
+  started_path = ctx.path(node.started_path)
   marker = {
       "format": MARKER_FORMAT,
       "node": node.name,
@@ -416,7 +470,7 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
       "fingerprint": decision.fingerprint,
       "inputs": decision.inputs,
       "summary": summary,
-      "seconds": round(time.time() - start, 3),
+      "seconds": round(seconds, 3),
       "finished_at": _now(),
       "code_version": checkpoint.code_version(),
   }
@@ -426,8 +480,6 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
   previous = ctx.path(PREVIOUS_DIR, node.name)
   if os.path.isdir(previous):
     shutil.rmtree(previous)
-  say(f"[{node.name}] done in {marker['seconds']:.1f}s")
-  return marker
 
 
 def _move_aside(ctx: Context, node: Node) -> str:

@@ -238,9 +238,9 @@ def _check_same_classifier(model, x_labelled) -> None:
   """Every host fitted the classifier from the same files with the same seed; a host
   whose predictions on the labelled set differ (another sklearn, other embeddings) stops
   the step rather than score its block with another model."""
-  from data_pipeline import host_blocks  # pylint: disable=g-import-not-at-top
+  from phi_jax import hosts  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256(model.predict_scores(x_labelled).tobytes()).digest()
-  digests = host_blocks.jax_gather_bytes("quality classifier digest", digest)
+  digests = hosts.gather_bytes("quality classifier digest", digest)
   differ = [i for i, d in enumerate(digests) if d != digests[0]]
   if differ:
     raise StageError(f"the quality classifier fitted on process(es) {differ} predicts "

@@ -10,10 +10,13 @@ MODE "quality": ... = WORKDIR: the data stage's embed and classify steps on WORK
 (curate and annotate written by tests/recipe/test_data_multihost.py), with
 `quality_config()`; prints one JSON line with the steps' summaries and the numbers of
 documents this host embedded and scored.
+MODE "runner": ... = WORKDIR SEED FAIL_B_ON: a two-node graph through recipe.runner
+(`run_graph`); prints one JSON line with the markers' summaries or the error.
 Each process has one CPU device (the caller unsets XLA_FLAGS).
 """
 
 import json
+import os
 import sys
 
 
@@ -77,6 +80,10 @@ def main(argv):
     print(json.dumps({"process": jax.process_index(), "scored": scored,
                       "embedded": embedded, **summaries}),
           flush=True)
+  elif mode == "runner":
+    workdir, seed, fail_b_on = rest
+    print(json.dumps({"process": jax.process_index(),
+                      **run_graph(workdir, seed, fail_b_on)}), flush=True)
   else:
     raise SystemExit(f"unknown mode {mode}")
   # every process leaves together (the coordinator, in process 0, must outlive the rest;
@@ -85,6 +92,38 @@ def main(argv):
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("multihost_driver done")
     jax.distributed.shutdown()
+
+
+def run_graph(workdir, seed, fail_b_on):
+  """Runs nodes a -> b of a small graph through the runner on this host: a writes
+  out.txt (config.seed) and ran-by-<process>; b does the same and fails on process
+  `fail_b_on` ('' = none). seed 'index' gives each process its own seed (plans differ).
+  Returns the markers' summaries, or the error."""
+  import jax
+  from configs import tiny
+  from recipe import runner
+
+  def body(name, fail_on=""):
+    def run(ctx):
+      directory = ctx.node_dir(name)
+      with open(os.path.join(directory, "out.txt"), "w") as f:
+        f.write(str(ctx.config.seed))
+      open(os.path.join(directory, f"ran-by-{jax.process_index()}"), "w").close()
+      if fail_on == str(jax.process_index()):
+        raise RuntimeError(f"boom on process {fail_on}")
+      return {"seed": ctx.config.seed}
+    return run
+
+  config = tiny.get_config()
+  config.seed = jax.process_index() if seed == "index" else int(seed)
+  nodes = [runner.Node("a", body("a"), doc="first", config=("seed",)),
+           runner.Node("b", body("b", fail_b_on), doc="second", after=("a",))]
+  ctx = runner.Context(config, workdir, runner.Graph(nodes))
+  try:
+    markers = runner.execute(ctx, runner.make_plan(ctx, ["a", "b"]))
+  except Exception as e:  # pylint: disable=broad-except  (reported, then the barrier)
+    return {"error": f"{type(e).__name__}: {e}"}
+  return {"summaries": [m["summary"] for m in markers]}
 
 
 if __name__ == "__main__":
