@@ -101,8 +101,9 @@ class CurationSettings:
 
 @dataclasses.dataclass(frozen=True)
 class Shard:
-  """A part of one source: `paths` (a run of a file source's files) or, when empty, the
-  whole source `spec` (a JSONL file, an HF dataset)."""
+  """A part of one source: `paths` (a run of a file source's .py files, or one data file
+  of a glob of .parquet/.jsonl shards) or, when empty, the whole source `spec` (a JSONL
+  file, an HF dataset)."""
   index: int
   spec: str
   paths: tuple[str, ...] = ()
@@ -121,7 +122,11 @@ def source_records(spec: str, settings: CurationSettings, stats: StepStats,
   """The records of source `spec` (or of its files `paths`), counted in `stats`. A source
   file gone by the time it is read is counted as `missing_shard`."""
   if paths is not None:
-    yield from sources.file_records(spec, paths, stats=stats)
+    if sources.is_file_shards(spec):
+      yield from sources.shard_file_records(paths, settings.text_field or "text",
+                                            settings.license_field or "license", stats=stats)
+    else:
+      yield from sources.file_records(spec, paths, stats=stats)
     return
   limit = settings.max_files or None
   try:
@@ -186,6 +191,11 @@ def plan_shards(specs: Sequence[str], settings: CurationSettings,
     raise CurationError(f"shard_files must be >= 1, got {shard_files}")
   shards: list[Shard] = []
   for spec in specs:
+    if _splits_by_data_file(spec, settings):
+      # a glob of .parquet/.jsonl shards: one shard per data file (each is large)
+      for path in sources.shard_files(spec):
+        shards.append(Shard(len(shards), spec, (path,)))
+      continue
     paths = sources.file_source_paths(spec, max_files=settings.max_files or None,
                                       seed=settings.seed)
     if paths is None:
@@ -194,6 +204,18 @@ def plan_shards(specs: Sequence[str], settings: CurationSettings,
     for start in range(0, len(paths), shard_files):
       shards.append(Shard(len(shards), spec, tuple(paths[start:start + shard_files])))
   return shards
+
+
+def _splits_by_data_file(spec: str, settings: CurationSettings) -> bool:
+  """Whether `spec` is read as one shard per data file: a glob of several .parquet /
+  .jsonl[.gz] files (`sources.is_file_shards`) whose records are not capped (a cap of
+  max_files records counts across all the files, so such a source stays one shard)."""
+  if settings.max_files or not sources.is_file_shards(spec):
+    return False
+  try:
+    return len(sources.shard_files(spec)) > 1
+  except sources.SourceError:  # nothing matches: read (and counted) as one shard
+    return False
 
 
 def _paths(work_dir: str, kind: str, shard: Shard) -> tuple[str, str]:

@@ -372,6 +372,18 @@ def file_shard_records(pattern: str, text_field: str = "text",
                             meta_fields, max_records, stats), stats)
 
 
+def shard_file_records(paths: Sequence[str], text_field: str = "text",
+                       license_field: str | None = "license", *,
+                       meta_fields: Sequence[str] = (),
+                       stats: StepStats | None = None) -> Iterator[Record]:
+  """The records `file_shard_records` makes of `paths` (a run of `shard_files(pattern)`),
+  in order, with the same ids, origins and meta: a distributed run reads the files of
+  one glob as several shards. A file gone by then is counted, as there."""
+  stats = stats if stats is not None else StepStats(f"files:{paths[0] if paths else ''}")
+  return _timed(_shard_rows(list(paths), 1, 0, text_field, license_field, meta_fields,
+                            None, stats), stats)
+
+
 def _shard_rows(paths, row_stride, shard_index, text_field, license_field, meta_fields,
                 max_records, stats) -> Iterator[Record]:
   position = -1  # index of the row over all files (for row-strided shards)

@@ -5,6 +5,7 @@ library plus planted near- and exact copies placed in different shards and bad i
 that is gone when it is read), each counted by reason and named in the log."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -140,6 +141,46 @@ def test_near_and_exact_copies_in_different_shards_are_found(runs, corpus):
     for pair in (("a_colorsys.py", "f_colorsys_renamed.py"),
                  ("b_heapq.py", "e_heapq_reformatted.py")):
       assert len({f"{planted}/{n}" for n in pair} & kept) == 1, (runner, pair)
+
+
+def test_a_glob_of_data_files_is_one_engine_shard_per_file_with_the_same_result(tmp_path):
+  """The Stack as downloaded shards: a glob of parquet and JSONL files is read by the
+  engine as one shard per file, and both runners keep the same documents with the same
+  stats, a near-copy in another file and a bad line included."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  data = tmp_path / "stack"
+  data.mkdir()
+  colorsys, heapq, bisect = _stdlib("colorsys.py"), _stdlib("heapq.py"), _stdlib("bisect.py")
+  pq.write_table(pa.table({"content": [colorsys, heapq], "license": ["PSF-2.0", "MIT"]}),
+                 data / "part-000.parquet")
+  with open(data / "part-001.jsonl", "w") as f:
+    f.write(json.dumps({"content": bisect, "license": "PSF-2.0"}) + "\n")
+    f.write("{not json\n")
+    f.write(json.dumps({"content": re.sub(r"\bmaxc\b", "max_component", colorsys)}) + "\n")
+  pq.write_table(pa.table({"content": [heapq.replace("    ", "\t")], "license": [None]}),
+                 data / "part-002.parquet")
+  spec = str(data / "part-*")
+  settings = curation.CurationSettings(seed=3, near_dup_threshold=0.7, text_field="content")
+  shards = curation.plan_shards([spec], settings)
+  assert [s.paths for s in shards] == [(str(data / f"part-00{i}.{ext}"),) for i, ext in
+                                       enumerate(("parquet", "jsonl", "parquet"))]
+  capped = dataclasses.replace(settings, max_files=2)  # a cap over all files: one shard
+  assert [s.paths for s in curation.plan_shards([spec], capped)] == [()]
+  out = {}
+  for runner in ("local", "datatrove"):
+    with contextlib.redirect_stderr(io.StringIO()):
+      out[runner] = curation.curate([spec], settings, str(tmp_path / f"{runner}.jsonl"),
+                                    runner=runner, workers=2, work_dir=str(tmp_path / "w"))
+  local, engine = out["local"], out["datatrove"]
+  assert (tmp_path / "local.jsonl").read_bytes() == (tmp_path / "datatrove.jsonl").read_bytes()
+  assert _without_timing(local["stats"]) == _without_timing(engine["stats"])
+  assert engine["shards"] == 3
+  source = _step(engine["stats"], f"source:{spec}")
+  assert source["dropped"] == {"invalid_json": 1} and source["out"] == 5
+  assert local["documents"] == 3  # colorsys, heapq, bisect: the copies in other files go
+  assert _step(engine["stats"], "near_dedup")["dropped_total"] == 1
+  assert _step(engine["stats"], "exact_dedup")["dropped_total"] == 1
 
 
 def test_merged_step_stats_equal_one_run_over_everything():
