@@ -39,6 +39,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
@@ -49,6 +50,7 @@ from data_pipeline.steps import Step, StepStats, run_steps
 from phi_jax import atomic
 
 RUNNERS = ("local", "datatrove")
+JOIN_BUFFER_BYTES = 16 << 20  # copy buffer of join_shards
 MISSING_SHARD = "missing_shard"
 # reasons a source or step drops an input because the input itself is bad (not because a
 # filter judged a good document); they are logged one line each
@@ -272,8 +274,10 @@ def dedup_shard(shard: Shard, work_dir: str, final_dir: str, exact_removed: dict
   records_path, stats_path = _paths(final_dir, "final", shard)
   # the dedup steps' stats, without building the steps (MinHashDedup loads datasketch)
   exact, near = StepStats(dedup.ExactDedup.name), StepStats(dedup.MinHashDedup.name)
+  kept_bytes = 0
 
   def kept() -> Iterator[Record]:
+    nonlocal kept_bytes
     for record in read_records(_paths(work_dir, "filtered", shard)[0]):
       key = dedup.order_key(record)
       exact.records_in += 1
@@ -286,10 +290,12 @@ def dedup_shard(shard: Shard, work_dir: str, final_dir: str, exact_removed: dict
         near.drop("near_duplicate", f"{record.origin} ~ {near_removed[key][1]}")
         continue
       near.records_out += 1
+      kept_bytes += len(record.text.encode())
       yield record
 
-  write_records(kept(), records_path)
-  stats = {"shard": shard.index, "steps": [exact.to_dict(), near.to_dict()]}
+  documents = write_records(kept(), records_path)
+  stats = {"shard": shard.index, "documents": documents, "bytes": kept_bytes,
+           "steps": [exact.to_dict(), near.to_dict()]}
   atomic.write_json(stats, stats_path)
   return stats
 
@@ -319,12 +325,13 @@ def merge_shard_stats(shards: Sequence[Shard], filtered: dict[int, dict],
   return [s.to_dict() for s in list(merged_sources.values()) + merged_steps]
 
 
-def join_shards(shards: Sequence[Shard], final_dir: str, out_path: str) -> list[Record]:
-  """Concatenates the final shards, in shard order, into `out_path` (atomically)."""
-  kept = [record for shard in shards
-          for record in read_records(_paths(final_dir, "final", shard)[0])]
-  write_records(kept, out_path)
-  return kept
+def join_shards(shards: Sequence[Shard], final_dir: str, out_path: str) -> None:
+  """Concatenates the final shards, in shard order, into `out_path` (atomically): byte
+  copies of their JSONL (written by `write_records`, as `out_path` is), streamed."""
+  with atomic.writing(out_path, "wb") as out:
+    for shard in shards:
+      with open(_paths(final_dir, "final", shard)[0], "rb") as f:
+        shutil.copyfileobj(f, out, JOIN_BUFFER_BYTES)
 
 
 def read_shard_stats(shards: Sequence[Shard], settings: CurationSettings, work_dir: str,
@@ -341,18 +348,26 @@ def read_shard_stats(shards: Sequence[Shard], settings: CurationSettings, work_d
     filtered[shard.index] = stats
     with open(final_path, encoding="utf-8") as f:
       final[shard.index] = json.load(f)
+    if not {"documents", "bytes"} <= set(final[shard.index]):
+      raise CurationError(f"{final_path}: the shard's stats lack its document and byte "
+                          f"counts (an older phi_jax wrote them); delete {work_dir} to "
+                          f"curate again")
   return filtered, final
 
 
 def collect(shards: Sequence[Shard], settings: CurationSettings, work_dir: str,
-            final_dir: str, out_path: str) -> dict[str, Any]:
+            final_dir: str, out_path: str, *, write: bool = True) -> dict[str, Any]:
   """After an engine run over `shards` (on this host, or submitted to a cluster and
   finished): joins the final shards (under `final_dir`, the run's directory) into
-  `out_path` and merges their stats. Returns {"documents", "bytes", "stats", "out",
-  "shards"}."""
+  `out_path` (unless `write` is False: another host does) and merges their stats.
+  Nothing holds the corpus: the shards are copied as bytes, the counts come from their
+  stats. Returns {"documents", "bytes", "stats", "out", "shards"}."""
   filtered, final = read_shard_stats(shards, settings, work_dir, final_dir)
-  kept = join_shards(shards, final_dir, out_path)
-  return {**_result(kept, merge_shard_stats(shards, filtered, final), out_path),
+  if write:
+    join_shards(shards, final_dir, out_path)
+  return {"documents": sum(final[s.index]["documents"] for s in shards),
+          "bytes": sum(final[s.index]["bytes"] for s in shards),
+          "stats": merge_shard_stats(shards, filtered, final), "out": out_path,
           "shards": len(shards)}
 
 

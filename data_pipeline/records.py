@@ -117,10 +117,9 @@ class Exercise(_JsonRecord):
 
 
 def write_records(records: Iterable[_JsonRecord], path: str) -> int:
-  """Writes records (Record or Exercise) as JSONL, atomically; returns how many."""
-  rows = [record.to_json() for record in records]
-  atomic.write_jsonl(rows, path)
-  return len(rows)
+  """Writes records (Record or Exercise) as JSONL, atomically and streamed (`records`
+  may be a generator over a corpus); returns how many."""
+  return atomic.write_jsonl((record.to_json() for record in records), path)
 
 
 def read_records(path: str, cls: type[_T] = Record, *,  # type: ignore[assignment]

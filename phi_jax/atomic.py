@@ -91,9 +91,15 @@ def write_json(obj: Any, path: str) -> None:
                               ensure_ascii=False) + "\n")
 
 
-def write_jsonl(rows: Iterable[dict], path: str) -> None:
-  """One JSON object per line."""
-  write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+def write_jsonl(rows: Iterable[dict], path: str) -> int:
+  """One JSON object per line, streamed (rows may be a generator over more than fits in
+  memory); returns how many."""
+  count = 0
+  with writing(path, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+      count += 1
+  return count
 
 
 def filter_jsonl(path: str, keep: Callable[[dict], bool]) -> int:
