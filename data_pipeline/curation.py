@@ -41,13 +41,13 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from data_pipeline import dedup, filters, sources
 from data_pipeline.records import Record, read_records, write_records
 from data_pipeline.steps import Step, StepStats, run_steps
-from phi_jax import atomic
+from phi_jax import atomic, hosts
 
 RUNNERS = ("local", "datatrove")
 JOIN_BUFFER_BYTES = 16 << 20  # copy buffer of join_shards
@@ -374,7 +374,9 @@ def collect(shards: Sequence[Shard], settings: CurationSettings, work_dir: str,
 # ---------------------------------------------------------------------- entry point
 def curate(specs: Sequence[str], settings: CurationSettings, out_path: str, *,
            runner: str = "local", workers: int = 0, shard_files: int = 200,
-           work_dir: str | None = None, progress_every: int = 0) -> dict[str, Any]:
+           work_dir: str | None = None, progress_every: int = 0, shard_index: int = 0,
+           num_shards: int = 1,
+           sync: Callable[[str, bool], list[bool]] = hosts.sync) -> dict[str, Any]:
   """The curate step on `runner`: "local" (in this process) or "datatrove" (datatrove's
   local executor, `workers` processes on this machine; 0 = one per core).
 
@@ -388,6 +390,10 @@ def curate(specs: Sequence[str], settings: CurationSettings, out_path: str, *,
     work_dir: the engine's per-shard outputs (default: beside out_path); a rerun reuses
       the complete ones.
     progress_every: in-process: a progress line every this many records.
+    shard_index, num_shards, sync: the hosts of a multi-host job running the step
+      together (`sources.host_shard`, `phi_jax.hosts.sync`): with runner="datatrove"
+      each host runs its block of every phase's tasks (`datatrove_pipeline.run`) and
+      host 0 joins the result; the in-process runner does the whole step on each host.
 
   Returns:
     {"documents", "bytes", "stats", "out"} (+ "shards", "runner" for an engine run).
@@ -398,8 +404,25 @@ def curate(specs: Sequence[str], settings: CurationSettings, out_path: str, *,
     from data_pipeline import datatrove_pipeline  # pylint: disable=g-import-not-at-top
     work_dir = work_dir or os.path.splitext(out_path)[0] + "_shards"
     shards = plan_shards(specs, settings, shard_files)
-    run_dir = datatrove_pipeline.run(shards, settings, work_dir, workers=workers)
-    result = {**collect(shards, settings, work_dir, run_dir, out_path), "runner": runner}
+    run_dir = datatrove_pipeline.run(shards, settings, work_dir, workers=workers,
+                                     shard_index=shard_index, num_shards=num_shards,
+                                     sync=sync)
+    if num_shards == 1:
+      result = collect(shards, settings, work_dir, run_dir, out_path)
+    else:  # host 0 joins; every host returns the same counts once the output is there
+      ok = True
+      try:
+        result = collect(shards, settings, work_dir, run_dir, out_path,
+                         write=shard_index == 0)
+      except BaseException:
+        ok = False
+        raise
+      finally:
+        joined = sync("curate joined", ok)
+      if not all(joined):
+        raise CurationError(f"joining the curated shards failed on host(s) "
+                            f"{[i for i, d in enumerate(joined) if not d]}")
+    result = {**result, "runner": runner}
   else:
     raise CurationError(f"runner {runner!r}: expected one of {', '.join(RUNNERS)}")
   log_bad_inputs(result["stats"])

@@ -40,8 +40,8 @@ import numpy as np
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
-from data_pipeline import curation, dedup
-from phi_jax import atomic
+from data_pipeline import curation, dedup, host_blocks
+from phi_jax import atomic, hosts
 
 
 def _repo_root() -> str:
@@ -170,7 +170,9 @@ def local_executor(pipeline, tasks: int, workers: int, logging_dir: str, depends
 
 def run(shards: Sequence[curation.Shard], settings: curation.CurationSettings,
         work_dir: str, *, workers: int = 0, partitions: int = 0,
-        executor: Callable[..., Any] | None = None) -> str:
+        executor: Callable[..., Any] | None = None, shard_index: int = 0,
+        num_shards: int = 1,
+        sync: Callable[[str, bool], list[bool]] = hosts.sync) -> str:
   """Runs the curate step over `shards` with datatrove; the per-shard outputs land under
   `work_dir` (curation.read_shard_stats and curation.join_shards read them).
 
@@ -183,6 +185,12 @@ def run(shards: Sequence[curation.Shard], settings: curation.CurationSettings,
     executor: a factory (pipeline, tasks, workers, logging_dir, depends) -> executor to
       run elsewhere (datatrove's SlurmPipelineExecutor or RayPipelineExecutor with the
       cluster's settings bound); default the local one.
+    shard_index, num_shards: this host and the hosts of a multi-host job
+      (`sources.host_shard`) that run the step together on one work directory: each
+      runs a contiguous block of every phase's tasks on its own local executor, and
+      the phases are separated by barriers (`sync`) instead of datatrove's dependency
+      polling. The local executor only.
+    sync: the barrier: sync(name, ok) -> every host's ok (default `phi_jax.hosts.sync`).
 
   Returns:
     the run's directory under work_dir (its final/ holds the deduplicated shards:
@@ -193,15 +201,52 @@ def run(shards: Sequence[curation.Shard], settings: curation.CurationSettings,
     raise curation.CurationError("no shard to curate (the sources listed no input)")
   workers = workers or os.cpu_count() or 1
   job = Job(shards, settings, work_dir, partitions or min(len(shards), 64))
-  make = executor or local_executor
   logs = job.path("logs")
-  filter_ = make([Phase(job, "filter")], len(shards), workers, os.path.join(logs, "filter"))
-  group = make([Phase(job, "group")], job.partitions, workers, os.path.join(logs, "group"),
-               depends=filter_)
-  clusters = make([Phase(job, "clusters")], 1, 1, os.path.join(logs, "clusters"),
-                  depends=group)
-  final = make([Phase(job, "dedup")], len(shards), workers, os.path.join(logs, "dedup"),
-               depends=clusters)
+  phases = [("filter", len(shards), workers), ("group", job.partitions, workers),
+            ("clusters", 1, 1), ("dedup", len(shards), workers)]
+  if num_shards > 1:
+    if executor is not None:
+      raise curation.CurationError("a multi-host job runs the curate step on each host's "
+                                   "local executor; a cluster executor runs it alone")
+    with _workers_import_this_checkout():
+      for phase, tasks, phase_workers in phases:
+        _run_host_block(job, phase, tasks, phase_workers, os.path.join(logs, phase),
+                        shard_index, num_shards, sync)
+    return job.run_dir
+  make = executor or local_executor
+  previous = None
+  for phase, tasks, phase_workers in phases:
+    previous = make([Phase(job, phase)], tasks, phase_workers, os.path.join(logs, phase),
+                    depends=previous)
   with _workers_import_this_checkout():
-    final.run()
+    previous.run()
   return job.run_dir
+
+
+def _run_host_block(job: Job, phase: str, tasks: int, workers: int, logging_dir: str,
+                    shard_index: int, num_shards: int,
+                    sync: Callable[[str, bool], list[bool]]) -> None:
+  """Runs this host's contiguous block of a phase's tasks, then waits for every host;
+  CurationError when a host failed (every host stops before the next phase)."""
+  first, last = host_blocks.block_bounds(tasks, shard_index, num_shards)
+  ok = True
+  try:
+    if last > first:
+      LocalPipelineExecutor(pipeline=[Phase(job, phase)], tasks=tasks,
+                            workers=max(1, min(workers, last - first)),
+                            logging_dir=logging_dir, local_tasks=last - first,
+                            local_rank_offset=first).run()
+      ok = all(_task_complete(logging_dir, rank) for rank in range(first, last))
+  except Exception:  # pylint: disable=broad-except  (reported to every host, re-raised)
+    sync(f"curate {phase}", False)
+    raise
+  done = sync(f"curate {phase}", ok)
+  if not all(done):
+    raise curation.CurationError(
+        f"the curate step's {phase} phase failed on host(s) "
+        f"{[i for i, d in enumerate(done) if not d]} (their logs: {logging_dir})")
+
+
+def _task_complete(logging_dir: str, rank: int) -> bool:
+  """datatrove's completion marker of task `rank` (written when its pipeline ended)."""
+  return os.path.isfile(os.path.join(logging_dir, "completions", f"{rank:05d}"))

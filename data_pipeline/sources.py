@@ -317,9 +317,11 @@ PARQUET_BATCH_ROWS = 1024  # rows decoded at a time (a row group is read lazily)
 
 
 def host_shard() -> tuple[int, int]:
-  """(shard_index, num_shards) of this host: jax.process_index(), jax.process_count()."""
-  import jax  # pylint: disable=g-import-not-at-top  (only when asked)
-  return jax.process_index(), jax.process_count()
+  """(shard_index, num_shards) of this host: its process index and the process count of
+  a multi-host job, (0, 1) otherwise (without starting JAX's backends, so that a
+  data step that forks workers does it before any JAX thread runs)."""
+  from phi_jax import hosts  # pylint: disable=g-import-not-at-top  (jax, when asked)
+  return hosts.index(), hosts.count()
 
 
 def is_file_shards(spec: str) -> bool:

@@ -81,7 +81,7 @@ def _code_records(ctx: Context) -> list[records_lib.Record]:
 
 
 def curate(ctx: Context) -> dict:
-  from data_pipeline import curation  # pylint: disable=g-import-not-at-top
+  from data_pipeline import curation, sources  # pylint: disable=g-import-not-at-top
   cfg = ctx.config.data
   specs = list(cfg.sources)
   if not specs:
@@ -91,11 +91,13 @@ def curate(ctx: Context) -> dict:
       license_field=cfg.license_field, max_chars=int(cfg.max_chars),
       near_dup_threshold=float(cfg.near_dup_threshold), num_perm=int(cfg.num_perm))
   try:
+    shard_index, num_shards = sources.host_shard()
     result = curation.curate(specs, settings, Paths(ctx).code, runner=cfg.runner,
                              workers=int(cfg.runner_workers),
                              shard_files=int(cfg.runner_shard_files),
                              work_dir=Paths(ctx).path("curated", "shards"),
-                             progress_every=PROGRESS_EVERY)
+                             progress_every=PROGRESS_EVERY, shard_index=shard_index,
+                             num_shards=num_shards)
   except curation.CurationError as e:
     raise StageError(f"config.data: {e}") from None
   if not result["documents"]:

@@ -10,6 +10,8 @@ MODE "quality": ... = WORKDIR: the data stage's embed and classify steps on WORK
 (curate and annotate written by tests/recipe/test_data_multihost.py), with
 `quality_config()`; prints one JSON line with the steps' summaries and the numbers of
 documents this host embedded and scored.
+MODE "curate": ... = OUT SPEC...: the curate step on datatrove (`curate_on_engine`);
+prints one JSON line with its counts, stats and the task ranks this host ran.
 MODE "runner": ... = WORKDIR SEED FAIL_B_ON: a two-node graph through recipe.runner
 (`run_graph`); prints one JSON line with the markers' summaries or the error.
 Each process has one CPU device (the caller unsets XLA_FLAGS).
@@ -80,6 +82,10 @@ def main(argv):
     print(json.dumps({"process": jax.process_index(), "scored": scored,
                       "embedded": embedded, **summaries}),
           flush=True)
+  elif mode == "curate":
+    out, specs = rest[0], rest[1:]
+    print(json.dumps({"process": jax.process_index(), **curate_on_engine(out, specs)}),
+          flush=True)
   elif mode == "runner":
     workdir, seed, fail_b_on = rest
     print(json.dumps({"process": jax.process_index(),
@@ -92,6 +98,30 @@ def main(argv):
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("multihost_driver done")
     jax.distributed.shutdown()
+
+
+def curate_on_engine(out, specs):
+  """The curate step on datatrove over `specs`, this host's share of it (one worker:
+  its tasks run in this process, so the ranks it ran are recorded); the result's counts
+  and stats (without timings) and {phase: [ranks run here]}."""
+  from data_pipeline import curation, datatrove_pipeline, sources
+  ranks = {}
+  for phase in ("filter", "group", "clusters", "dedup"):
+    method = getattr(datatrove_pipeline.Job, phase)
+    def recording(self, rank, _method=method, _phase=phase):
+      ranks.setdefault(_phase, []).append(rank)
+      return _method(self, rank)
+    setattr(datatrove_pipeline.Job, phase, recording)
+  shard_index, num_shards = sources.host_shard()
+  settings = curation.CurationSettings(seed=3, near_dup_threshold=0.7, text_field="content")
+  result = curation.curate(specs, settings, os.path.join(out, "code.jsonl"),
+                           runner="datatrove", workers=1, shard_files=2,
+                           work_dir=os.path.join(out, "shards"), shard_index=shard_index,
+                           num_shards=num_shards)
+  stats = [{k: v for k, v in step.items() if k not in ("elapsed_s", "records_per_s")}
+           for step in result["stats"]]
+  return {"documents": result["documents"], "bytes": result["bytes"], "stats": stats,
+          "ranks": ranks}
 
 
 def run_graph(workdir, seed, fail_b_on):
