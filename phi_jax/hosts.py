@@ -8,6 +8,8 @@ command. Outside such a job there is one process: `index()` is 0, `count()` is 1
 
 from __future__ import annotations
 
+import hashlib
+
 import jax
 import numpy as np
 
@@ -43,3 +45,10 @@ def sync(name: str, ok: bool = True) -> list[bool]:
   """A barrier of every process, named (every process must arrive with the same name);
   returns every process's `ok`, in process order."""
   return [data == b"\x01" for data in gather_bytes(name, bytes([bool(ok)]))]
+
+
+def differ_from_first(name: str, data: bytes) -> list[int]:
+  """The processes whose `data` (any length: its sha256 is compared) differs from
+  process 0's, after a barrier named `name`; [] when all agree."""
+  digests = gather_bytes(name, hashlib.sha256(data).digest())
+  return [i for i, d in enumerate(digests) if d != digests[0]]

@@ -387,9 +387,7 @@ def _check_same_plan(plan: Sequence[Decision]) -> None:
   """Every process of a multi-host job planned the same nodes, actions and inputs (they
   read one work directory and config); StageError naming those that did not."""
   listed = [(d.node.name, d.action, d.fingerprint) for d in plan]
-  digest = hashlib.sha256(json.dumps(listed).encode()).digest()
-  digests = hosts.gather_bytes("runner: plan", digest)
-  differ = [i for i, d in enumerate(digests) if d != digests[0]]
+  differ = hosts.differ_from_first("runner: plan", json.dumps(listed).encode())
   if differ:
     raise StageError(f"process(es) {differ} planned other work than process 0: every host "
                      f"must run the same command and config on one work directory that "

@@ -35,7 +35,6 @@ classify give each host its block of the documents and process 0 merges the part
 from __future__ import annotations
 
 import array
-import hashlib
 import importlib.util
 import json
 import os
@@ -241,9 +240,8 @@ def _check_same_classifier(model, x_labelled) -> None:
   whose predictions on the labelled set differ (another sklearn, other embeddings) stops
   the step rather than score its block with another model."""
   from phi_jax import hosts  # pylint: disable=g-import-not-at-top
-  digest = hashlib.sha256(model.predict_scores(x_labelled).tobytes()).digest()
-  digests = hosts.gather_bytes("quality classifier digest", digest)
-  differ = [i for i, d in enumerate(digests) if d != digests[0]]
+  differ = hosts.differ_from_first("quality classifier predictions",
+                                   model.predict_scores(x_labelled).tobytes())
   if differ:
     raise StageError(f"the quality classifier fitted on process(es) {differ} predicts "
                      f"differently on the labelled set from process 0's: every host needs "

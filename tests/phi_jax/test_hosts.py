@@ -14,3 +14,7 @@ def test_one_process_is_process_0_of_1_and_its_barriers_return_its_values():
   assert hosts.sync("a barrier") == [True]
   assert hosts.sync("a failed step", ok=False) == [False]
   assert hosts.gather_bytes("a digest", b"\x01\x02") == [b"\x01\x02"]
+
+
+def test_one_process_agrees_with_itself():
+  assert hosts.differ_from_first("a plan", b"anything") == []
