@@ -7,6 +7,7 @@ edge cases, the optimised steps must keep and drop exactly the same records for 
 reasons, mine the same exercises and produce the same tokens.
 """
 
+import functools
 import textwrap
 
 import datasketch
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from bench import data_before
-from data_pipeline import exercises, filters, sources
+from data_pipeline import dedup, exercises, filters, sources
 from data_pipeline.records import Record, record_id
 from data_pipeline.steps import collect_stats, run_steps
 from data_pipeline.tokenizer import encode_ids, train_bpe
@@ -118,17 +119,37 @@ def test_exercises_after_the_filters_equal_the_reference_miner(corpus):
   assert mined == reference and len(mined) > 10
 
 
-@pytest.mark.parametrize("num_perm, seed", [(128, 1), (64, 7)])
-def test_minhash_signatures_equal_datasketch(corpus, num_perm, seed):
-  from data_pipeline.dedup import MinHasher, shingles  # pylint: disable=g-import-not-at-top
-  hasher = MinHasher(num_perm, seed)
-  for text in [r.text for r in corpus[:40]] + ["", "a b", "a b c d e", "é ü 𝔘 x_1 y"]:
-    reference = datasketch.MinHash(num_perm=num_perm, seed=seed)
-    reference.update_batch(list(shingles(text)))
+@pytest.mark.parametrize("num_perm, seed, scheme", [(128, 1, "affine32"), (64, 7, "affine32"),
+                                                    (64, 7, "affine64"), (32, 3, "legacy")])
+def test_minhash_signatures_equal_datasketch_with_the_reference_hash(corpus, num_perm, seed,
+                                                                     scheme):
+  """MinHasher's numpy shingle hashes and permutations against datasketch hashing each
+  shingle with the plain-Python `shingle_hash`: no words, fewer words than a shingle,
+  repeated shingles, non-ASCII words (and a text of one), real files."""
+  hashfunc = functools.partial(dedup.shingle_hash, width=64 if scheme == "affine64" else 32)
+  hasher = dedup.MinHasher(num_perm, seed, scheme=scheme)
+  edge_cases = ["", "  ((  ", "a b", "a b c d e", "a b c d e f", "x = x = x = x = x = x",
+                "é ü 𝔘 x_1 y", "naïve café résumé déjà vu encore", "日本語 テキスト です",
+                "def f(ß):\n  return ß * 2  # straße\n" * 3]
+  for text in [r.text for r in corpus[:40]] + edge_cases:
+    reference = datasketch.MinHash(num_perm=num_perm, seed=seed, hashfunc=hashfunc,
+                                   scheme=scheme)
+    reference.update_batch(list(dedup.shingles(text)))
     minhash = hasher(text)
     assert minhash.hashvalues.dtype == reference.hashvalues.dtype
-    np.testing.assert_array_equal(minhash.hashvalues, reference.hashvalues)
+    np.testing.assert_array_equal(minhash.hashvalues, reference.hashvalues, err_msg=text[:40])
     assert minhash.jaccard(reference) == 1.0
+
+
+def test_word_hashes_cover_the_words_of_every_code_point():
+  """The numpy word split (a table of `\\w` per code point) finds `dedup.words`: every code
+  point once (surrogates included), each word's hash as `shingle_hash` of that word."""
+  every = "".join(map(chr, range(0x110000)))
+  every += " ".join(every[::5])  # and one-character words
+  words = dedup.words(every)
+  assert len(words) > 20_000 and sum(map(len, words)) > 150_000
+  got = dedup._shingle_hashes64(dedup._word_hashes(every), 1)  # pylint: disable=protected-access
+  assert got.tolist() == [dedup.shingle_hash([w], width=64) for w in words]
 
 
 def test_tokens_equal_the_reference_encoding(corpus):
