@@ -35,19 +35,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from data_pipeline import codepoints
 from data_pipeline.records import Record
 from data_pipeline.steps import Step
 
 if TYPE_CHECKING:
   import datasketch  # imported when first used: it pulls in scipy (~0.5 s)
 
-_WHITESPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 
 
 def normalize_whitespace(text: str) -> str:
-  """`text` with every whitespace run replaced by one space, stripped."""
-  return _WHITESPACE.sub(" ", text).strip()
+  """`text` with every whitespace run replaced by one space, stripped (`str.split`'s
+  whitespace is the regular expressions' `\\s`)."""
+  return " ".join(text.split())
 
 
 def text_hash(text: str) -> bytes:
@@ -124,24 +125,6 @@ def shingle_hash(shingle: bytes | str | Sequence[str], width: int = 32) -> int:
   return _fmix64_int(x) & ((1 << width) - 1)
 
 
-_NOT_WORD_CHAR = re.compile(r"\W")
-
-
-def _word_table(characters: str) -> np.ndarray:
-  """bool[len(characters)]: which of `characters` are word characters (`_WORD`)."""
-  marked = _NOT_WORD_CHAR.sub("\0", characters)  # one character for one: NUL when not \w
-  return np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), "<u4") != 0
-
-
-_ASCII_WORD = _word_table("".join(map(chr, range(128))))
-
-
-@functools.cache
-def _unicode_word_table() -> np.ndarray:
-  """`_word_table` of every code point (built on the first non-ASCII text, ~0.1 s)."""
-  return _word_table("".join(map(chr, range(0x110000))))
-
-
 _powers_cache: list[np.ndarray] = [np.ones(0, np.uint64), np.ones(0, np.uint64)]
 
 
@@ -163,12 +146,8 @@ def _word_hashes(text: str) -> np.ndarray:
   """uint64[words]: v(w) of `shingle_hash` for each word of `text` (the runs of `_WORD`),
   in order, computed over all characters at once: with prefix sums P(k) of
   ord(text[i]) * C^i, h(w) = (P(end) - P(start)) * C^-start."""
-  if text.isascii():
-    codes = np.frombuffer(text.encode("ascii"), np.uint8)
-    is_word = _ASCII_WORD[codes]
-  else:
-    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), "<u4")
-    is_word = _unicode_word_table()[codes]
+  codes = codepoints.codes(text)
+  is_word = codepoints.table(r"\W", 128 if codes.dtype == np.uint8 else 0x110000)[codes]
   n = len(codes)
   edges = np.empty(n + 1, bool)
   edges[0], edges[n] = is_word[0] if n else False, is_word[-1] if n else False
@@ -260,8 +239,14 @@ class MinHasher:
   def bands(self, threshold: float) -> tuple[int, int]:
     """(bands, rows per band) that datasketch's LSH picks for `threshold` (the banding
     that minimises false positives + false negatives for num_perm)."""
-    lsh = self.lsh(threshold)
-    return lsh.b, lsh.r
+    return _lsh_bands(threshold, self.num_perm)
+
+
+@functools.lru_cache(maxsize=64)
+def _lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+  import datasketch  # pylint: disable=g-import-not-at-top
+  lsh = datasketch.MinHashLSH(threshold=threshold, num_perm=num_perm)  # integrates ~10 ms
+  return lsh.b, lsh.r
 
 
 def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:

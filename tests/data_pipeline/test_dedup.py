@@ -71,6 +71,9 @@ def test_exact_dedup_on_normalised_whitespace():
   assert sorted(step.stats.examples) == sorted(
       f"exact_duplicate: {r.origin} = {keeper.origin}" for r in group if r is not keeper)
   assert dedup.normalize_whitespace(texts[1]) == "def f(): return 1"
+  every = "".join(map(chr, range(0x110000)))  # whitespace as `\s` sees it, on every code point
+  for text in (every, f" a{every}b ", "\x1c x \u3000 y\x85", "", " \t "):
+    assert dedup.normalize_whitespace(text) == re.sub(r"\s+", " ", text).strip()
   stats = step.stats.to_dict()
   assert stats["dropped"] == {"exact_duplicate": 3}
   assert stats["in"] == stats["out"] + stats["dropped_total"] == 5

@@ -40,6 +40,8 @@ PLANTED = {
         ''') * 3,
     "docstrings.py": '"""Module doc."""\n"a" "b"\nx = "c" + "d"\n"e"  # comment\n' * 30,
     "symbols.py": "#" * 50 + "\n" + "+-*/ = ;;\n" * 40,
+    "crlf.py": ('"""Windows line ends."""\r\nHELP = """usage:\r\n  run it\r\n"""\r\n'
+                "x = 1\r\n") * 20,
     "notes.txt": "plain text " * 50,
 }
 
@@ -92,6 +94,8 @@ def test_literal_profile_on_the_c_tokenizer_equals_tokenize(corpus):
 
 def test_alnum_count_equals_str_isalnum_on_every_code_point():
   every = "".join(map(chr, range(0x110000)))
+  ascii_text = every[:128] * 3
+  assert filters.alnum_count(ascii_text) == sum(c.isalnum() for c in ascii_text)
   for start in range(0, len(every), 0x10000):
     chunk = every[start:start + 0x10000]
     assert filters.alnum_count(chunk) == sum(c.isalnum() for c in chunk), hex(start)
