@@ -161,6 +161,7 @@ def _chain(make_steps: Callable[[], list], texts: Sequence[str]) -> Callable[[],
 def _fresh_parses() -> None:
   from data_pipeline import filters  # pylint: disable=g-import-not-at-top
   filters.parse_python.cache_clear()
+  filters.text_lines.cache_clear()
 
 
 def throughput_rows(texts: Sequence[str], embed_docs: int = 96) -> list[tuple]:
