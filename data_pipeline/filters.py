@@ -205,37 +205,44 @@ _C_NAMES = frozenset({token_types.NAME} | {getattr(token_types, kind) for kind i
 def _literal_profile_c(text: str) -> tuple[int, int, int]:
   """`_literal_profile` over the C tokenizer's tokens (exact operator types, ASYNC/AWAIT
   for those names, no NL or COMMENT tokens: a comment ends up in the NEWLINE token's
-  text, which is not counted)."""
-  literal_chars = code_chars = 0
-  name_lines: set[int] = set()
+  text, which is not counted).
+
+  One Python loop over the tokens, names first (the commonest). Collecting the tokens'
+  fields into numpy arrays and masking there was slower: materialising the token tuples
+  alone costs more than this loop (0.89 against 0.76 ms per stdlib file).
+  """
+  literal_chars = code_chars = name_lines = last_name_line = 0
   number, string = token_types.NUMBER, token_types.STRING
   previous_breaks = True
   pending = 0  # length of a string that opened a statement, until the next token says
-  for item in _C_TOKENIZER(text):
-    value, kind = item[0], item[1]
+  for value, kind, line, _, _, _, _ in _C_TOKENIZER(text):
     if pending:
       if kind not in _C_ENDS_DOCSTRING:
         literal_chars += pending
         code_chars += pending
       pending = 0
-    if kind in _C_SKIP:
+    if kind in _C_NAMES:
+      code_chars += len(value)
+      if line != last_name_line:  # tokens come in order: a new line with a name
+        name_lines += 1
+        last_name_line = line
+      previous_breaks = False
+    elif kind in _C_SKIP:
       if kind in _C_STATEMENT_BREAKS:
         previous_breaks = True
-      continue
-    if kind == string:
+    elif kind == string:
       if previous_breaks:
         pending = len(value)
       else:
         literal_chars += len(value)
         code_chars += len(value)
+      previous_breaks = False
     else:
       code_chars += len(value)
-      if kind in _C_NAMES:
-        name_lines.add(item[2])
-      elif kind == number:
+      if kind == number:
         literal_chars += len(value)
-    previous_breaks = False
-  return literal_chars, code_chars, len(name_lines)
+      previous_breaks = False
+  return literal_chars, code_chars, name_lines
 
 
 def _literal_profile(text: str) -> tuple[int, int, int] | None:
