@@ -60,8 +60,8 @@ THROUGHPUT_COLUMNS = ("date", "machine", "step", "files", "MB", "before files/s"
 THROUGHPUT_INTRO = """
 Each optimised data step next to its frozen pre-optimisation copy (bench/data_before.py)
 on the same stdlib .py files in one process, per core: files/s of CPU time (all threads'
-core-seconds, so the Rust tokenizer's threads count too; the fastest of 3 alternating
-runs), after MB/s = input MB / after CPU seconds.
+core-seconds, so the Rust tokenizer's threads count too; the fastest of 3 runs, before,
+after and reference in turn), after MB/s = input MB / after CPU seconds.
 `reference`: the limit the step is compared with in the same run (one `ast.parse` per
 file for the curation chain; `tokenizers`' own `encode_batch` for tokenization); `x
 reference` = step seconds / reference seconds (1.0 = at the limit). Embedding: documents/s
@@ -140,16 +140,26 @@ def _timed(function: Callable[[], object], clock: Callable[[], float] = time.pro
   return clock() - start
 
 
-REPEATS = 3  # before/after alternate this many times; the fastest run of each counts
+REPEATS = 3  # before, after and reference alternate this many times; the fastest run of
+# each counts (alternating, so a change in the machine's load, or in how many objects the
+# garbage collector traverses, moves all three alike)
 
 
 def _best(function: Callable[[], object], before_each: Callable[[], None] = lambda: None,
           clock: Callable[[], float] = time.process_time) -> float:
-  seconds = []
+  return _best_alternating([function], before_each, clock)[0]
+
+
+def _best_alternating(functions: Sequence[Callable[[], object]],
+                      before_each: Callable[[], None] = lambda: None,
+                      clock: Callable[[], float] = time.process_time) -> list[float]:
+  """The fastest of REPEATS runs of each function, the functions run in turn."""
+  seconds = [[] for _ in functions]
   for _ in range(REPEATS):
-    before_each()
-    seconds.append(_timed(function, clock))
-  return min(seconds)
+    for function, times in zip(functions, seconds):
+      before_each()
+      times.append(_timed(function, clock))
+  return [min(times) for times in seconds]
 
 
 def _chain(make_steps: Callable[[], list], texts: Sequence[str]) -> Callable[[], object]:
@@ -161,6 +171,7 @@ def _chain(make_steps: Callable[[], list], texts: Sequence[str]) -> Callable[[],
 def _fresh_parses() -> None:
   from data_pipeline import filters  # pylint: disable=g-import-not-at-top
   filters.parse_python.cache_clear()
+  filters.text_lines.cache_clear()
 
 
 def throughput_rows(texts: Sequence[str], embed_docs: int = 96) -> list[tuple]:
@@ -173,36 +184,37 @@ def throughput_rows(texts: Sequence[str], embed_docs: int = 96) -> list[tuple]:
   from phi_jax.tokenizer import byte_level
   texts = list(texts)
   megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
-  parse_s = _best(lambda: all(filters.parse_python_uncached(t) or True for t in texts))
+  parse = ("ast.parse", lambda: all(filters.parse_python_uncached(t) or True for t in texts))
   rows = []
 
   def compare(name, before_fn, after_fn, reference=("", None)):
-    before_s = _best(before_fn, _fresh_parses)
-    rows.append((name, len(texts), megabytes, before_s, _best(after_fn, _fresh_parses),
-                 *reference))
+    ref_name, ref_fn = reference
+    timed = [before_fn, after_fn] + ([ref_fn] if ref_fn else [])
+    before_s, after_s, *ref_s = _best_alternating(timed, _fresh_parses)
+    rows.append((name, len(texts), megabytes, before_s, after_s, ref_name,
+                 ref_s[0] if ref_s else None))
 
   compare("parse filter", _chain(lambda: [before.ParseFilterBefore()], texts),
-          _chain(lambda: [filters.ParseFilter()], texts), ("ast.parse", parse_s))
+          _chain(lambda: [filters.ParseFilter()], texts), parse)
   compare("parse + data-dump filters",
           _chain(lambda: [before.ParseFilterBefore(), before.DataDumpFilterBefore()], texts),
-          _chain(lambda: [filters.ParseFilter(), filters.DataDumpFilter()], texts),
-          ("ast.parse", parse_s))
+          _chain(lambda: [filters.ParseFilter(), filters.DataDumpFilter()], texts), parse)
   compare("MinHash near-dedup", _chain(lambda: [before.MinHashDedupBefore()], texts),
           _chain(lambda: [before.curation_steps_after()[-1]], texts))
   compare("curation chain (size, parse, autogen, data-dump, exact, MinHash)",
           _chain(before.curation_steps_before, texts),
-          _chain(before.curation_steps_after, texts), ("ast.parse", parse_s))
+          _chain(before.curation_steps_after, texts), parse)
   compare("curation chain + exercise mining",
           _chain(lambda: before.curation_steps_before() + [before.ExerciseMinerBefore()],
                  texts),
           _chain(lambda: before.curation_steps_after() + [exercises.ExerciseMiner()], texts))
   for label, tokenizer in (("byte-level", byte_level()),
                            ("BPE 4096", train_bpe(texts[:300], 4096, show_progress=False))):
-    library_s = _best(lambda: tokenizer.backend.encode_batch(texts, add_special_tokens=False))
     compare(f"tokenize to arrays ({label})",
             lambda: before.tokenize_before(tokenizer, texts),
             lambda: [np.asarray(ids, np.int32) for ids in encode_ids(tokenizer, texts)],
-            ("tokenizers encode_batch", library_s))
+            ("tokenizers encode_batch",
+             lambda: tokenizer.backend.encode_batch(texts, add_special_tokens=False)))
   rows.extend(_embedding_rows(texts[:embed_docs]))
   return rows
 

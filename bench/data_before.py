@@ -68,7 +68,7 @@ class DataDumpFilterBefore(filters.DataDumpFilter):
 
 
 class MinHasherBefore(dedup.MinHasher):
-  """datasketch's own per-shingle hashing and permutation."""
+  """datasketch's own per-shingle hashing (sha1) and permutation."""
 
   def __call__(self, text: str):
     minhash = self._datasketch.MinHash(num_perm=self.num_perm, seed=self.seed,
@@ -76,6 +76,9 @@ class MinHasherBefore(dedup.MinHasher):
                                        scheme=self._template.scheme)
     minhash.update_batch(list(dedup.shingles(text, self.shingle_size)))
     return minhash
+
+  def signature(self, text: str) -> np.ndarray:  # what MinHashDedup calls
+    return self(text).hashvalues.astype(np.uint64)
 
 
 class MinHashDedupBefore(dedup.MinHashDedup):

@@ -23,7 +23,8 @@ that partition's files from every shard. Four executors, each depending on the l
 Every file is written whole (temp then rename) before datatrove marks the task complete
 (logs/<phase>/completions/), so a killed run resumes: a rerun skips the complete tasks
 and redoes the others. The work directory is keyed by the fingerprint of the shards and
-settings, so a changed input never reuses stale work.
+settings (and `dedup.SHINGLE_HASH_VERSION`, as the keys hold MinHash signatures), so a
+changed input never reuses stale work.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class Job:
   def __init__(self, shards: Sequence[curation.Shard], settings: curation.CurationSettings,
                work_dir: str, partitions: int):
     self.shards, self.settings, self.partitions = list(shards), settings, partitions
-    key = json.dumps([[s.fingerprint(settings) for s in self.shards], partitions])
+    # the keys files hold signatures: a changed shingle hash must not reuse them
+    key = json.dumps([[s.fingerprint(settings) for s in self.shards], partitions,
+                      dedup.SHINGLE_HASH_VERSION])
     self.run_dir = os.path.join(work_dir, "run-" + hashlib.sha256(key.encode())
                                 .hexdigest()[:16])
     self.work_dir = work_dir

@@ -2,9 +2,10 @@
 
 Near-duplicates are found as in BigCode/datatrove: a document is the set of its word
 5-grams ("shingles"; words are runs of letters, digits and underscores, so renaming a
-variable changes only the shingles around it), MinHash (datasketch, `num_perm`
-permutations, seeded) estimates the Jaccard similarity of two sets, and LSH banding
-finds the pairs above `threshold` without comparing all pairs. With `verify` (default)
+variable changes only the shingles around it), MinHash (`num_perm` seeded permutations
+of datasketch's scheme over a 32-bit hash of each shingle, `shingle_hash`, computed for
+all of a text's shingles at once in numpy) estimates the Jaccard similarity of two sets,
+and LSH banding finds the pairs above `threshold` without comparing all pairs. With `verify` (default)
 an LSH candidate counts only when its estimated Jaccard is >= threshold too.
 
     ExactDedup()                       Step: keeps one document of each normalised text
@@ -26,6 +27,7 @@ document), and yield the kept records in input order.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Hashable, Iterable, Iterator, Sequence
@@ -33,19 +35,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from data_pipeline import codepoints
 from data_pipeline.records import Record
 from data_pipeline.steps import Step
 
 if TYPE_CHECKING:
   import datasketch  # imported when first used: it pulls in scipy (~0.5 s)
 
-_WHITESPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 
 
 def normalize_whitespace(text: str) -> str:
-  """`text` with every whitespace run replaced by one space, stripped."""
-  return _WHITESPACE.sub(" ", text).strip()
+  """`text` with every whitespace run replaced by one space, stripped (`str.split`'s
+  whitespace is the regular expressions' `\\s`)."""
+  return " ".join(text.split())
 
 
 def text_hash(text: str) -> bytes:
@@ -78,34 +81,132 @@ def jaccard(a: set, b: set) -> float:
   return len(a & b) / union if union else 0.0
 
 
+# The shingle hash. Version 1 was sha1 of the shingle's UTF-8 bytes (datasketch's
+# default); a signature depends on this, so stored signatures, LSH keys and anything
+# built from them carry the version (data_pipeline/datatrove_pipeline.py keys its run
+# directory with it).
+SHINGLE_HASH_VERSION = 2
+_MASK64 = (1 << 64) - 1
+_CHAR_BASE = 0x9E3779B97F4A7C15  # odd: invertible mod 2^64
+_WORD_BASE = 0xC2B2AE3D27D4EB4F
+_FMIX64 = (33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33)
+
+
+def _fmix64_int(x: int) -> int:
+  """MurmurHash3's 64-bit finalizer on a Python int in [0, 2^64)."""
+  s1, m1, s2, m2, s3 = _FMIX64
+  x ^= x >> s1
+  x = (x * m1) & _MASK64
+  x ^= x >> s2
+  x = (x * m2) & _MASK64
+  return x ^ (x >> s3)
+
+
+def shingle_hash(shingle: bytes | str | Sequence[str], width: int = 32) -> int:
+  """The hash of one shingle (its words, or its text with the words joined by spaces, as
+  `shingles` makes it): the reference definition of what `MinHasher` computes in numpy.
+
+  A word w is first hashed by its code points, h(w) = sum_i ord(w[i]) * C^i mod 2^64,
+  and mixed with its length, v(w) = fmix64(h(w) + len(w)); the shingle's words
+  w_1..w_m then give x = sum_j v(w_j) * W^(m-j) mod 2^64, and the hash is the low
+  `width` bits of fmix64(x) (fmix64: MurmurHash3's finalizer; C and W fixed odd
+  constants). Usable as datasketch's `hashfunc` (width 64 for the "affine64" scheme).
+  """
+  if isinstance(shingle, bytes):
+    shingle = shingle.decode("utf-8", "surrogatepass")
+  grams = shingle.split(" ") if isinstance(shingle, str) else shingle
+  x = 0
+  for gram in grams:
+    h, power = 0, 1
+    for char in gram:
+      h = (h + ord(char) * power) & _MASK64
+      power = (power * _CHAR_BASE) & _MASK64
+    x = (x * _WORD_BASE + _fmix64_int((h + len(gram)) & _MASK64)) & _MASK64
+  return _fmix64_int(x) & ((1 << width) - 1)
+
+
+_powers_cache: list[np.ndarray] = [np.ones(0, np.uint64), np.ones(0, np.uint64)]
+
+
+def _char_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+  """(C^i, C^-i mod 2^64 for i < n), from a table grown to the next power of two."""
+  powers, inverses = _powers_cache
+  if len(powers) < n:
+    size = 1 << max(n - 1, 1).bit_length()
+    steps = np.full(size, _CHAR_BASE, np.uint64)
+    steps[0] = 1
+    inverse_steps = np.full(size, pow(_CHAR_BASE, -1, 1 << 64), np.uint64)
+    inverse_steps[0] = 1
+    powers, inverses = np.cumprod(steps), np.cumprod(inverse_steps)  # wrap mod 2^64
+    _powers_cache[:] = powers, inverses
+  return powers[:n], inverses
+
+
+def _word_hashes(text: str) -> np.ndarray:
+  """uint64[words]: v(w) of `shingle_hash` for each word of `text` (the runs of `_WORD`),
+  in order, computed over all characters at once: with prefix sums P(k) of
+  ord(text[i]) * C^i, h(w) = (P(end) - P(start)) * C^-start."""
+  codes = codepoints.codes(text)
+  is_word = codepoints.table(r"\W", 128 if codes.dtype == np.uint8 else 0x110000)[codes]
+  n = len(codes)
+  edges = np.empty(n + 1, bool)
+  edges[0], edges[n] = is_word[0] if n else False, is_word[-1] if n else False
+  np.not_equal(is_word[1:], is_word[:-1], out=edges[1:n])
+  bounds = np.flatnonzero(edges)
+  starts, ends = bounds[0::2], bounds[1::2]
+  powers, inverses = _char_powers(n)
+  prefix = np.zeros(n + 1, np.uint64)
+  np.cumsum(np.multiply(codes, powers, dtype=np.uint64), out=prefix[1:])
+  h = (prefix[ends] - prefix[starts]) * inverses[starts]
+  h += (ends - starts).astype(np.uint64)
+  return _fmix(h, 64)
+
+
+def _shingle_hashes64(words_W: np.ndarray, size: int) -> np.ndarray:
+  """uint64: fmix64(x) of `shingle_hash` for each `size`-word window of the word hashes
+  (one window of all words when there are fewer; none without words), in order."""
+  n = len(words_W)
+  if not n:
+    return words_W
+  windows, width = max(n - size + 1, 1), min(size, n)
+  x = words_W[:windows].copy()
+  for j in range(1, width):
+    x *= np.uint64(_WORD_BASE)
+    x += words_W[j:j + windows]
+  return _fmix(x, 64)
+
+
 class MinHasher:
   """MinHash signatures of texts, all with the same seeded permutations.
 
-  `signature(text)` computes the hash values of datasketch's default scheme (sha1 of
-  each shingle, then the scheme's seeded permutations, min over shingles) in numpy over
-  all of a text's shingles at once, without datasketch's per-shingle Python hash
-  calls; `__call__` wraps them in a `datasketch.MinHash` (for its LSH and `jaccard`).
-  The values equal `datasketch.MinHash.update_batch` over `shingles(text)` (tested).
+  `signature(text)` hashes every distinct shingle of `text` with `shingle_hash` (computed
+  for all shingles at once in numpy, see `shingle_hashes`), then applies the scheme's
+  seeded permutations (datasketch's, `scheme`: "affine32" by default, "affine64" or
+  "legacy") and takes the min over shingles, also in numpy; `__call__` wraps the values
+  in a `datasketch.MinHash` (for its LSH and `jaccard`). The values equal
+  `datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash).update_batch(shingles(text))`
+  (with `functools.partial(shingle_hash, width=64)` for "affine64"; tested).
   """
 
-  def __init__(self, num_perm: int = 128, seed: int = 1, shingle_size: int = 5):
+  def __init__(self, num_perm: int = 128, seed: int = 1, shingle_size: int = 5,
+               scheme: str = "affine32"):
     import datasketch  # pylint: disable=g-import-not-at-top
     self._datasketch = datasketch
     self.num_perm, self.seed, self.shingle_size = num_perm, seed, shingle_size
-    self._template = datasketch.MinHash(num_perm=num_perm, seed=seed)
+    self._template = datasketch.MinHash(num_perm=num_perm, seed=seed, scheme=scheme)
     self.scheme = self._template.scheme
     a, b = self._template.permutations
-    self._a_1P, self._b_1P = a[None, :], b[None, :]
+    self._a_P1, self._b_P1 = a[:, None], b[:, None]
     self._dtype = self._template.hashvalues.dtype
-    # sha1_hash32 (legacy, affine32) or sha1_hash64 (affine64): the digest's first bytes.
-    self._hash_bytes = 8 if self.scheme == "affine64" else 4
+    # the hash width the scheme permutes: 32 bits (legacy, affine32) or 64 (affine64)
+    self._hash_width = 64 if self.scheme == "affine64" else 32
 
   def shingle_hashes(self, text: str) -> np.ndarray:
-    """The sha1-based hash of each distinct shingle of `text` (datasketch's hashfunc)."""
-    grams = _shingle_strings(text, self.shingle_size)
-    n = self._hash_bytes
-    digests = b"".join([hashlib.sha1(g.encode("utf-8")).digest()[:n] for g in grams])
-    return np.frombuffer(digests, "<u8" if n == 8 else "<u4")
+    """`shingle_hash` of each shingle of `text` in order (a repeated shingle repeats: the
+    min over shingles does not change, and dropping repeats costs more than it saves),
+    as uint32 (uint64 for "affine64")."""
+    hashes_S = _shingle_hashes64(_word_hashes(text), self.shingle_size)
+    return hashes_S.astype(np.uint32) if self._hash_width == 32 else hashes_S  # low bits
 
   def signature(self, text: str) -> np.ndarray:
     """The MinHash hash values of `text`'s shingles, uint64[num_perm] (the max value
@@ -113,16 +214,16 @@ class MinHasher:
     hv_S = self.shingle_hashes(text)
     if not len(hv_S):
       return self._template.hashvalues.astype(np.uint64)
+    # permutations along the rows, shingles along the contiguous axis the min reduces
     if self.scheme == "legacy":
-      hv_S1 = hv_S.astype(np.uint64)[:, None]
-      phv_SP = np.bitwise_and((hv_S1 * self._a_1P + self._b_1P) % np.uint64((1 << 61) - 1),
+      hv_1S = hv_S.astype(np.uint64)[None, :]
+      phv_PS = np.bitwise_and((self._a_P1 * hv_1S + self._b_P1) % np.uint64((1 << 61) - 1),
                               np.uint64((1 << 32) - 1))
     else:
-      width = 8 * self._hash_bytes
-      hv_S1 = _fmix(hv_S.astype(self._dtype), width)[:, None]
-      phv_SP = np.multiply(hv_S1, self._a_1P)  # wraps mod 2^width, as in datasketch
-      phv_SP += self._b_1P
-    return phv_SP.min(axis=0).astype(self._dtype, copy=False).astype(np.uint64, copy=False)
+      hv_1S = _fmix(hv_S.astype(self._dtype, copy=False), self._hash_width)[None, :]
+      phv_PS = np.multiply(self._a_P1, hv_1S)  # wraps mod 2^width, as in datasketch
+      phv_PS += self._b_P1
+    return phv_PS.min(axis=1).astype(self._dtype, copy=False).astype(np.uint64, copy=False)
 
   def __call__(self, text: str) -> datasketch.MinHash:
     """The MinHash of the shingles of `text`."""
@@ -138,8 +239,14 @@ class MinHasher:
   def bands(self, threshold: float) -> tuple[int, int]:
     """(bands, rows per band) that datasketch's LSH picks for `threshold` (the banding
     that minimises false positives + false negatives for num_perm)."""
-    lsh = self.lsh(threshold)
-    return lsh.b, lsh.r
+    return _lsh_bands(threshold, self.num_perm)
+
+
+@functools.lru_cache(maxsize=64)
+def _lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+  import datasketch  # pylint: disable=g-import-not-at-top
+  lsh = datasketch.MinHashLSH(threshold=threshold, num_perm=num_perm)  # integrates ~10 ms
+  return lsh.b, lsh.r
 
 
 def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
@@ -191,8 +298,8 @@ def _fmix(hv: np.ndarray, width: int) -> np.ndarray:
   if width == 32:
     s1, m1, s2, m2, s3 = 16, 0x85EBCA6B, 13, 0xC2B2AE35, 16
   else:
-    s1, m1, s2, m2, s3 = 33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33
-    hv = hv.astype(np.uint64)
+    s1, m1, s2, m2, s3 = _FMIX64
+    hv = hv.astype(np.uint64, copy=False)
   dtype = hv.dtype.type
   hv = hv ^ (hv >> dtype(s1))
   hv = hv * dtype(m1)

@@ -87,3 +87,14 @@ def test_a_file_gone_between_listing_and_reading_is_counted_not_fatal(tmp_path):
   assert source_stats["examples"] == [
       f"unreadable: {source}/m3.py (No such file or directory)"]
   assert result["documents"] == 5
+
+
+def test_signatures_of_another_shingle_hash_are_not_reused(monkeypatch):
+  """The run directory (whose keys files hold MinHash signatures) depends on the shingle
+  hash's version: a resumed run never mixes signatures of two hashes."""
+  from data_pipeline import datatrove_pipeline, dedup  # pylint: disable=g-import-not-at-top
+  shards = [curation.Shard(0, "stdlib", ("a.py",))]
+  run_dir = datatrove_pipeline.Job(shards, SETTINGS, "work", 1).run_dir
+  assert datatrove_pipeline.Job(shards, SETTINGS, "work", 1).run_dir == run_dir
+  monkeypatch.setattr(dedup, "SHINGLE_HASH_VERSION", dedup.SHINGLE_HASH_VERSION + 1)
+  assert datatrove_pipeline.Job(shards, SETTINGS, "work", 1).run_dir != run_dir

@@ -6,6 +6,7 @@ import os
 import re
 import sysconfig
 
+import numpy as np
 import pytest
 
 from data_pipeline import dedup
@@ -70,6 +71,9 @@ def test_exact_dedup_on_normalised_whitespace():
   assert sorted(step.stats.examples) == sorted(
       f"exact_duplicate: {r.origin} = {keeper.origin}" for r in group if r is not keeper)
   assert dedup.normalize_whitespace(texts[1]) == "def f(): return 1"
+  every = "".join(map(chr, range(0x110000)))  # whitespace as `\s` sees it, on every code point
+  for text in (every, f" a{every}b ", "\x1c x \u3000 y\x85", "", " \t "):
+    assert dedup.normalize_whitespace(text) == re.sub(r"\s+", " ", text).strip()
   stats = step.stats.to_dict()
   assert stats["dropped"] == {"exact_duplicate": 3}
   assert stats["in"] == stats["out"] + stats["dropped_total"] == 5
@@ -80,6 +84,29 @@ def test_minhash_estimates_match_brute_force(corpus, brute_force):
   sketches = {key: hasher(text) for key, text in corpus.items()}
   for (a, b), exact in brute_force.items():
     assert abs(sketches[a].jaccard(sketches[b]) - exact) < 0.1, (a, b, exact)
+
+
+def test_minhash_estimates_track_exact_jaccard_over_planted_edits():
+  """Over many pairs (a stdlib file and a copy with 1-40% of its words replaced) the
+  signature's Jaccard estimate is unbiased and within its sampling error of the exact
+  Jaccard of the shingles (standard deviation sqrt(J (1 - J) / num_perm) <= 0.044)."""
+  rng = np.random.default_rng(0)
+  hasher = dedup.MinHasher(num_perm=128, seed=1)
+  errors = []
+  for name in MODULES:
+    with open(os.path.join(STDLIB, name), encoding="utf-8") as f:
+      words = f.read().split(" ")
+    for rate in (0.01, 0.03, 0.1, 0.2, 0.4):
+      edited = list(words)
+      for i in rng.choice(len(words), int(rate * len(words)) + 1, replace=False):
+        edited[i] = f"edit{i}"
+      a, b = " ".join(words), " ".join(edited)
+      exact = dedup.jaccard(dedup.shingles(a), dedup.shingles(b))
+      errors.append(dedup.signature_jaccard(hasher.signature(a), hasher.signature(b)) - exact)
+  errors = np.asarray(errors)
+  assert len(errors) == 60
+  assert abs(errors.mean()) < 0.015  # unbiased (the mean's standard error is ~0.005)
+  assert np.abs(errors).mean() < 0.04 and np.abs(errors).max() < 0.16
 
 
 def test_brute_force_sees_the_planted_copies_and_nothing_else(brute_force):
