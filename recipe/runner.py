@@ -28,9 +28,9 @@ run fails, the old output is put back.
 In a job of several hosts (docs/multihost.md) every process runs the same command and
 every node: each process plans, and the plans must agree (a digest is compared before
 anything runs); process 0 alone moves old output aside, writes and removes markers;
-every process runs the node between two barriers, and the marker is written only when
-every process finished it (a node that failed on one host fails on all, and the old
-output is put back).
+every process runs the node between two barriers (a `primary_only` node: process 0
+alone, the others wait), and the marker is written only when every process finished it
+(a node that failed on one host fails on all, and the old output is put back).
 """
 
 from __future__ import annotations
@@ -97,6 +97,10 @@ class Node:
     produces_model: it writes a model under <directory>/checkpoints.
     partial: describes resumable leftover output ('checkpoint step 6'), or None.
     interrupted: what an interrupted run kept and how to resume, for the console.
+    primary_only: in a multi-host job only process 0 runs it (the others wait for it),
+      True or a function of the context: for work that every host would otherwise
+      repeat into the same files (LLM requests, tokenizing the datasets) and that uses
+      neither Orbax nor JAX collectives, which need every process.
   """
   name: str
   run: Callable[["Context"], dict]
@@ -115,6 +119,7 @@ class Node:
   produces_model: bool = False
   partial: Callable[["Context"], str | None] | None = None
   interrupted: Callable[["Context"], str] | None = None
+  primary_only: bool | Callable[["Context"], bool] = False
 
   @property
   def stage(self) -> str:
@@ -423,13 +428,18 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
   marker_path = ctx.path(node.marker_path)
   started_path = ctx.path(node.started_path)
   primary = hosts.index() == 0  # the process that keeps the work directory's books
+  primary_only = node.primary_only(ctx) if callable(node.primary_only) else node.primary_only
   aside = _prepare_node(ctx, decision) if primary else None
   hosts.sync(f"runner: {node.name} prepared")
-  say(f"[{node.name}] {decision.action}: {decision.reason} ({directory})")
+  if primary or not primary_only:
+    say(f"[{node.name}] {decision.action}: {decision.reason} ({directory})")
+  else:
+    say(f"[{node.name}] runs on process 0; waiting for it")
   start = time.time()
-  failure = None
+  failure, summary = None, None
   try:
-    summary = node.run(ctx)
+    if primary or not primary_only:
+      summary = node.run(ctx)
   except KeyboardInterrupt:
     kept = node.interrupted(ctx) if node.interrupted is not None else "its partial output"
     note = f"; the previous output is kept in {aside}" if aside else ""

@@ -496,10 +496,12 @@ NODES = (
           config=("data.sources", "data.max_files", "data.text_field", "data.license_field",
                   "data.hf_split", "data.max_chars", "data.near_dup_threshold",
                   "data.num_perm", "seed"),
-          validate=_validate_sources),
+          validate=_validate_sources,
+          # several hosts share the datatrove engine's tasks; in-process, one host curates
+          primary_only=lambda ctx: ctx.config.data.runner == "local"),
     _step("annotate", annotate, "educational-value labels of a sample: quality/labels.jsonl",
           config=(_Q + "annotate", _Q + "label_threshold", "seed"), after=("curate",),
-          extra=_annotate_inputs, validate=_validate_annotator),
+          extra=_annotate_inputs, validate=_validate_annotator, primary_only=True),
     _step("embed", embed, "the annotated sample's embeddings: quality/embeddings.npz",
           config=(_Q + "embed_model", _Q + "embed_max_len", _Q + "embed_dtype", "seed"),
           after=("annotate",), extra=_embed_inputs),
@@ -509,7 +511,7 @@ NODES = (
                   _Q + "keep_threshold", _Q + "score_chunk_size", "seed"),
           after=("annotate", "embed")),
     _step("exercises", exercises, "exercises mined from the curated code: "
-          "curated/exercises.jsonl", after=("curate",)),
+          "curated/exercises.jsonl", after=("curate",), primary_only=True),
 )
 # the tokenizer and the datasets come after the synthesize and decontaminate stages
 # (recipe/graph.py), which feed them when the run has them
@@ -517,13 +519,14 @@ FINAL_STEPS = (
     _step("tokenizer", tokenizer, "the tokenizer: tokenizer/tokenizer.json",
           config=("data.tokenizer.spec", "data.tokenizer.vocab_size", "model.vocab_size"),
           after=_corpus_nodes, files=_given_files, validate=_validate_given_files,
-          extra=_tokenizer_inputs),
+          extra=_tokenizer_inputs, primary_only=True),
     _step("datasets", datasets, "tokenized TFDS ArrayRecord datasets: tfds/",
           config=("data.validation_fraction", "data.fim_rate", "data.fim_spm_rate", "seed"),
           validate=fim_config,
           after=lambda ctx: _corpus_nodes(ctx) + ["tokenizer"], files=_given_files,
-          extra=lambda ctx: {"datasets": sorted(corpora(ctx))}),
+          extra=lambda ctx: {"datasets": sorted(corpora(ctx))}, primary_only=True),
 )
 STEP_NAMES = tuple(node.name for node in NODES + FINAL_STEPS)
 FINAL_STEPS += (Node(name=GROUP, run=summarize, doc="the data stage's datasets and stats.json",
-                     directory=GROUP, owns_directory=False, after=STEP_NAMES),)
+                     directory=GROUP, owns_directory=False, after=STEP_NAMES,
+                     primary_only=True),)

@@ -30,4 +30,4 @@ def run(ctx: Context) -> dict:
 # Its inputs are those nodes' fingerprints (which hold every config value that shaped
 # their output): it reruns exactly when something it shows was rebuilt.
 NODES = (Node(name="report", run=run, doc="the run report: report/report.md and report.html",
-              after=_after),)
+              after=_after, primary_only=True),)

@@ -126,5 +126,8 @@ def _partial(ctx: Context) -> str | None:
 
 NODES = (Node(name=NAME, run=run, doc="synthetic textbooks and exercises: synthesize/",
               config=("synth",), after=("curate",), validate=validate, partial=_partial,
-              interrupted=lambda ctx: "the teacher's answers so far (raw/)"),)
+              interrupted=lambda ctx: "the teacher's answers so far (raw/)",
+              # one host asks a remote teacher; a local one is an Orbax checkpoint,
+              # which every host loads together
+              primary_only=lambda ctx: not ctx.config.synth.local_teacher),)
 

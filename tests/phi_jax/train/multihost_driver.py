@@ -125,9 +125,9 @@ def curate_on_engine(out, specs):
 
 
 def run_graph(workdir, seed, fail_b_on):
-  """Runs nodes a -> b of a small graph through the runner on this host: a writes
+  """Runs nodes a -> b -> c of a small graph through the runner on this host: a writes
   out.txt (config.seed) and ran-by-<process>; b does the same and fails on process
-  `fail_b_on` ('' = none). seed 'index' gives each process its own seed (plans differ).
+  `fail_b_on` ('' = none); c does the same on process 0 only (primary_only). seed 'index' gives each process its own seed (plans differ).
   Returns the markers' summaries, or the error."""
   import jax
   from configs import tiny
@@ -147,10 +147,12 @@ def run_graph(workdir, seed, fail_b_on):
   config = tiny.get_config()
   config.seed = jax.process_index() if seed == "index" else int(seed)
   nodes = [runner.Node("a", body("a"), doc="first", config=("seed",)),
-           runner.Node("b", body("b", fail_b_on), doc="second", after=("a",))]
+           runner.Node("b", body("b", fail_b_on), doc="second", after=("a",)),
+           runner.Node("c", body("c"), doc="third, on process 0", after=("b",),
+                       primary_only=True)]
   ctx = runner.Context(config, workdir, runner.Graph(nodes))
   try:
-    markers = runner.execute(ctx, runner.make_plan(ctx, ["a", "b"]))
+    markers = runner.execute(ctx, runner.make_plan(ctx, ["a", "b", "c"]))
   except Exception as e:  # pylint: disable=broad-except  (reported, then the barrier)
     return {"error": f"{type(e).__name__}: {e}"}
   return {"summaries": [m["summary"] for m in markers]}
