@@ -676,6 +676,11 @@ def _interrupted() -> str:
           f"(*{PARTIAL}); rerun the same command to resume")
 
 
-if __name__ == "__main__":
+def entry(prog: str = "phi-jax-eval") -> None:
+  """The `phi-jax-eval` console script (and `python -m eval.run`)."""
   _define_flags()
-  cli.run(main, prog="python -m eval.run", on_interrupt=_interrupted)
+  cli.run(main, prog=prog, on_interrupt=_interrupted)
+
+
+if __name__ == "__main__":
+  entry("python -m eval.run")

@@ -52,8 +52,9 @@ def clean_copy(dest: str) -> str:
 
 
 def test_console_scripts_name_functions():
-  """Each script's target is a top-level function of its module (read, not imported:
-  the modules define absl flags at import, which one process cannot define twice)."""
+  """Each script's target is a top-level function of its module that a console script
+  can call with no argument (read, not imported: the modules define absl flags at
+  import, which one process cannot define twice)."""
   scripts = pyproject()["project"]["scripts"]
   assert set(scripts) == set(ENTRY_POINTS)
   for name, target in scripts.items():
@@ -61,8 +62,11 @@ def test_console_scripts_name_functions():
     spec = importlib.util.find_spec(module)
     with open(spec.origin) as f:
       tree = ast.parse(f.read())
-    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert attr in functions, (name, target)
+    args = functions[attr].args
+    required = len(args.posonlyargs) + len(args.args) - len(args.defaults)
+    assert required == 0, f"{name} = {target}: a console script calls it with no argument"
 
 
 def test_packages_are_the_layers():
