@@ -410,18 +410,11 @@ def curate(specs: Sequence[str], settings: CurationSettings, out_path: str, *,
     if num_shards == 1:
       result = collect(shards, settings, work_dir, run_dir, out_path)
     else:  # host 0 joins; every host returns the same counts once the output is there
-      ok = True
-      try:
-        result = collect(shards, settings, work_dir, run_dir, out_path,
-                         write=shard_index == 0)
-      except BaseException:
-        ok = False
-        raise
-      finally:
-        joined = sync("curate joined", ok)
-      if not all(joined):
-        raise CurationError(f"joining the curated shards failed on host(s) "
-                            f"{[i for i, d in enumerate(joined) if not d]}")
+      result, failed = hosts.run_and_sync(
+          "curate joined", lambda: collect(shards, settings, work_dir, run_dir, out_path,
+                                           write=shard_index == 0), sync)
+      if failed:
+        raise CurationError(f"joining the curated shards failed on host(s) {failed}")
     result = {**result, "runner": runner}
   else:
     raise CurationError(f"runner {runner!r}: expected one of {', '.join(RUNNERS)}")

@@ -164,11 +164,15 @@ class Phase(PipelineStep):
     getattr(self.job, self.phase)(rank)
 
 
-def local_executor(pipeline, tasks: int, workers: int, logging_dir: str, depends=None):
-  """datatrove's LocalPipelineExecutor: `workers` processes run the `tasks` ranks."""
+def local_executor(pipeline, tasks: int, workers: int, logging_dir: str, depends=None, *,
+                   first: int = 0, last: int | None = None):
+  """datatrove's LocalPipelineExecutor: `workers` processes run ranks first .. last-1 of
+  the `tasks` ranks (default all)."""
+  last = tasks if last is None else last
   return LocalPipelineExecutor(pipeline=pipeline, tasks=tasks,
-                               workers=max(1, min(workers, tasks)), logging_dir=logging_dir,
-                               depends=depends)
+                               workers=max(1, min(workers, last - first)),
+                               logging_dir=logging_dir, depends=depends,
+                               local_tasks=last - first, local_rank_offset=first)
 
 
 def run(shards: Sequence[curation.Shard], settings: curation.CurationSettings,
@@ -232,22 +236,21 @@ def _run_host_block(job: Job, phase: str, tasks: int, workers: int, logging_dir:
   """Runs this host's contiguous block of a phase's tasks, then waits for every host;
   CurationError when a host failed (every host stops before the next phase)."""
   first, last = host_blocks.block_bounds(tasks, shard_index, num_shards)
-  ok = True
-  try:
-    if last > first:
-      LocalPipelineExecutor(pipeline=[Phase(job, phase)], tasks=tasks,
-                            workers=max(1, min(workers, last - first)),
-                            logging_dir=logging_dir, local_tasks=last - first,
-                            local_rank_offset=first).run()
-      ok = all(_task_complete(logging_dir, rank) for rank in range(first, last))
-  except Exception:  # pylint: disable=broad-except  (reported to every host, re-raised)
-    sync(f"curate {phase}", False)
-    raise
-  done = sync(f"curate {phase}", ok)
-  if not all(done):
-    raise curation.CurationError(
-        f"the curate step's {phase} phase failed on host(s) "
-        f"{[i for i, d in enumerate(done) if not d]} (their logs: {logging_dir})")
+
+  def run_block() -> None:
+    if last == first:
+      return
+    local_executor([Phase(job, phase)], tasks, workers, logging_dir, first=first,
+                   last=last).run()
+    incomplete = [r for r in range(first, last) if not _task_complete(logging_dir, r)]
+    if incomplete:
+      raise curation.CurationError(f"the curate step's {phase} tasks {incomplete} did not "
+                                   f"complete (their logs: {logging_dir})")
+
+  _, failed = hosts.run_and_sync(f"curate {phase}", run_block, sync)
+  if failed:
+    raise curation.CurationError(f"the curate step's {phase} phase failed on host(s) "
+                                 f"{failed} (their logs: {logging_dir})")
 
 
 def _task_complete(logging_dir: str, rank: int) -> bool:

@@ -189,26 +189,20 @@ def write_blocks(outputs: Sequence[str], write: Callable[[list[str]], _T], *,
     if after_merge is not None:
       after_merge()
     return result
-  wrote = f"{name}: every host wrote its parts"
-  try:
-    result = write(paths)
-  except Exception:
-    sync(wrote, False)
-    raise
-  failed = [i for i, ok in enumerate(sync(wrote, True)) if not ok]
+  result, failed = hosts.run_and_sync(f"{name}: every host wrote its parts",
+                                      lambda: write(paths), sync)
   if failed:
     raise BlockError(f"{name}: process(es) {failed} failed to write their parts (see their "
                      f"logs); nothing was merged")
-  merged = f"{name}: process 0 merged the parts"
-  if shard_index == 0:
-    try:
+
+  def merge_all() -> None:
+    if shard_index == 0:
       for out in outputs:
         merge(out, num_shards)
       if after_merge is not None:
         after_merge()
-    except Exception:
-      sync(merged, False)
-      raise
-  if not sync(merged, True)[0]:
+
+  _, failed = hosts.run_and_sync(f"{name}: process 0 merged the parts", merge_all, sync)
+  if failed:
     raise BlockError(f"{name}: process 0 failed to merge the parts (see its log)")
   return result

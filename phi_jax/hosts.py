@@ -9,9 +9,13 @@ command. Outside such a job there is one process: `index()` is 0, `count()` is 1
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import TypeVar
 
 import jax
 import numpy as np
+
+_T = TypeVar("_T")
 
 
 def is_multihost() -> bool:
@@ -52,3 +56,17 @@ def differ_from_first(name: str, data: bytes) -> list[int]:
   process 0's, after a barrier named `name`; [] when all agree."""
   digests = gather_bytes(name, hashlib.sha256(data).digest())
   return [i for i, d in enumerate(digests) if d != digests[0]]
+
+
+def run_and_sync(name: str, work: Callable[[], _T],
+                 barrier: Callable[[str, bool], list[bool]] = sync) -> tuple[_T, list[int]]:
+  """Runs `work()` on this process, then the barrier `name`, which tells every process
+  which ones failed: (work's result, the failed processes' indices). When `work` raises,
+  this process reports its failure at the barrier (so the others do not wait for it)
+  and re-raises its own error."""
+  try:
+    result = work()
+  except BaseException:
+    barrier(name, False)
+    raise
+  return result, [i for i, ok in enumerate(barrier(name, True)) if not ok]

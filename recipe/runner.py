@@ -425,39 +425,36 @@ def _prepare_node(ctx: Context, decision: Decision) -> str | None:
 def _run_node(ctx: Context, decision: Decision) -> dict:
   node = decision.node
   directory = ctx.node_dir(node.name)
-  marker_path = ctx.path(node.marker_path)
-  started_path = ctx.path(node.started_path)
   primary = hosts.index() == 0  # the process that keeps the work directory's books
   primary_only = node.primary_only(ctx) if callable(node.primary_only) else node.primary_only
+  runs_here = primary or not primary_only
   aside = _prepare_node(ctx, decision) if primary else None
   hosts.sync(f"runner: {node.name} prepared")
-  if primary or not primary_only:
-    say(f"[{node.name}] {decision.action}: {decision.reason} ({directory})")
-  else:
-    say(f"[{node.name}] runs on process 0; waiting for it")
+  say(f"[{node.name}] {decision.action}: {decision.reason} ({directory})" if runs_here
+      else f"[{node.name}] runs on process 0; waiting for it")
+
+  def put_back() -> None:
+    if aside is not None:
+      _restore(aside, directory)
+      print(f"[{node.name}] failed: its previous output was put back in {directory}",
+            file=sys.stderr, flush=True)
+
   start = time.time()
-  failure, summary = None, None
   try:
-    if primary or not primary_only:
-      summary = node.run(ctx)
+    summary, failed = hosts.run_and_sync(f"runner: {node.name} ran",
+                                         lambda: node.run(ctx) if runs_here else None)
   except KeyboardInterrupt:
     kept = node.interrupted(ctx) if node.interrupted is not None else "its partial output"
     note = f"; the previous output is kept in {aside}" if aside else ""
     say(f"[{node.name}] interrupted: kept {kept} (not marked complete){note}. "
         f"Run the same command again to continue.")
     raise
-  except BaseException as e:  # pylint: disable=broad-except  (re-raised below)
-    failure = e
-  finished = hosts.sync(f"runner: {node.name} ran", failure is None)
-  if failure is not None or not all(finished):
-    if aside is not None:
-      _restore(aside, directory)
-      print(f"[{node.name}] failed: its previous output was put back in {directory}",
-            file=sys.stderr, flush=True)
-    if failure is not None:
-      raise failure
-    raise StageError(f"[{node.name}] failed on process(es) "
-                     f"{[i for i, ok in enumerate(finished) if not ok]}: see their output")
+  except BaseException:
+    put_back()
+    raise
+  if failed:
+    put_back()
+    raise StageError(f"[{node.name}] failed on process(es) {failed}: see their output")
   if primary:
     _mark_complete(ctx, decision, summary, time.time() - start)
   hosts.sync(f"runner: {node.name} marked")

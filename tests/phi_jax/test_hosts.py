@@ -18,3 +18,22 @@ def test_one_process_is_process_0_of_1_and_its_barriers_return_its_values():
 
 def test_one_process_agrees_with_itself():
   assert hosts.differ_from_first("a plan", b"anything") == []
+
+
+def test_run_and_sync_reports_this_process_at_the_barrier_and_reraises():
+  import pytest
+  calls = []
+
+  def barrier(name, ok):
+    calls.append((name, ok))
+    return [ok, False]  # as if process 1 failed
+
+  assert hosts.run_and_sync("step", lambda: 7, barrier) == (7, [1])
+
+  def broken():
+    raise ValueError("own failure")
+
+  with pytest.raises(ValueError, match="own failure"):
+    hosts.run_and_sync("step", broken, barrier)
+  assert calls == [("step", True), ("step", False)]
+  assert hosts.run_and_sync("alone", lambda: "x") == ("x", [])
