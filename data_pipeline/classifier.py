@@ -12,7 +12,7 @@ samples and kept the rest of The Stack where it predicted "educational". Here:
     stream_scores(classifier, embedder, records, "scores.jsonl", kept_path="kept.jsonl")
                                             # a shard scored chunk by chunk, not in memory
     score_block(classifier, embedder, "code.jsonl", "scores.jsonl", kept_path="kept.jsonl",
-                shard_index=jax.process_index(), num_shards=jax.process_count())
+                shard_index=index, num_shards=count)  # = sources.host_shard()
                                             # each host its block, the parts merged in order
 
 `fit` holds out `test_fraction` of the labels (stratified by label when each class has

@@ -39,18 +39,16 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
-from data_pipeline import dedup, filters, sources
+from data_pipeline import dedup, filters, host_blocks, sources
 from data_pipeline.records import Record, read_records, write_records
 from data_pipeline.steps import Step, StepStats, run_steps
 from phi_jax import atomic, hosts
 
 RUNNERS = ("local", "datatrove")
-JOIN_BUFFER_BYTES = 16 << 20  # copy buffer of join_shards
 MISSING_SHARD = "missing_shard"
 # reasons a source or step drops an input because the input itself is bad (not because a
 # filter judged a good document); they are logged one line each
@@ -328,10 +326,7 @@ def merge_shard_stats(shards: Sequence[Shard], filtered: dict[int, dict],
 def join_shards(shards: Sequence[Shard], final_dir: str, out_path: str) -> None:
   """Concatenates the final shards, in shard order, into `out_path` (atomically): byte
   copies of their JSONL (written by `write_records`, as `out_path` is), streamed."""
-  with atomic.writing(out_path, "wb") as out:
-    for shard in shards:
-      with open(_paths(final_dir, "final", shard)[0], "rb") as f:
-        shutil.copyfileobj(f, out, JOIN_BUFFER_BYTES)
+  host_blocks.concatenate_lines([_paths(final_dir, "final", s)[0] for s in shards], out_path)
 
 
 def read_shard_stats(shards: Sequence[Shard], settings: CurationSettings, work_dir: str,

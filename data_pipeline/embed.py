@@ -313,16 +313,15 @@ def embed_to_file(embedder: Embedder, ids: Sequence[str | int], texts: Sequence[
     raise ValueError(f"embed_to_file: {path}: {len(ids)} ids but {len(texts)} texts")
 
   def write(paths: list[str]) -> None:
+    if num_shards == 1:
+      save_embeddings(paths[0], ids, embedder.embed(texts, batch_size, max_len),
+                      source=embedder.source)
+      return
     rows_R, x_RD = embedder.embed_block(texts, batch_size, max_len, shard_index=shard_index,
                                         num_shards=num_shards)
-    if num_shards == 1:
-      x_ND = np.zeros((len(texts), embedder.d_model), np.float32)
-      x_ND[rows_R] = x_RD
-      save_embeddings(paths[0], ids, x_ND, source=embedder.source)
-    else:
-      buffer = io.BytesIO()
-      np.savez(buffer, rows=rows_R, x=x_RD)
-      atomic.write_bytes(paths[0], buffer.getvalue())
+    buffer = io.BytesIO()
+    np.savez(buffer, rows=rows_R, x=x_RD)
+    atomic.write_bytes(paths[0], buffer.getvalue())
 
   def merge(out: str, shards: int) -> None:
     x_ND = np.zeros((len(texts), embedder.d_model), np.float32)

@@ -46,6 +46,7 @@ from data_pipeline import records as records_lib
 
 _T = TypeVar("_T")
 PART_DIGITS = 5
+COPY_BUFFER_BYTES = 16 << 20
 
 
 class BlockError(RuntimeError):
@@ -137,22 +138,30 @@ def merge_parts(path: str, num_shards: int, *, remove: bool = True) -> int:
     BlockError: a part is missing, or a non-empty part does not end with a newline (a
       cut-off file); `path` is then left as it was.
   """
-  parts = check_parts(path, num_shards)
+  written = concatenate_lines(check_parts(path, num_shards), path)
+  if remove:
+    remove_parts(path)
+  return written
+
+
+def concatenate_lines(sources: Sequence[str], path: str) -> int:
+  """Concatenates the line files `sources` in order into `path`, atomically, as byte
+  copies (nothing is decoded or held); returns the bytes written. BlockError when a
+  non-empty source does not end with a newline (a cut-off file); `path` is then left as
+  it was."""
   written = 0
   with atomic.writing(path, "wb") as out:
-    for part in parts:
-      with open(part, "rb") as f:
+    for source in sources:
+      with open(source, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size:
           f.seek(-1, os.SEEK_END)
           if f.read(1) != b"\n":
-            raise BlockError(f"cannot merge {path}: its part {part} does not end with a "
+            raise BlockError(f"cannot write {path}: its part {source} does not end with a "
                              f"newline (a cut-off file)")
           f.seek(0)
-        shutil.copyfileobj(f, out, 1 << 20)
+        shutil.copyfileobj(f, out, COPY_BUFFER_BYTES)
         written += size
-  if remove:
-    remove_parts(path)
   return written
 
 
