@@ -23,6 +23,7 @@ from data_pipeline import catalog
 from data_pipeline import loader as loader_lib
 from data_pipeline import token_dataset
 from phi_jax.tokenizer import Tokenizer
+from phi_jax.train.settings import TrainSettings
 
 SPLITS = ("train", "validation")
 
@@ -42,7 +43,7 @@ def dataset_dirs(spec, workdir: str, where: str, *, allow_partial: bool = False,
     raise DataError(str(e)) from None
 
 
-def make_batches(train_cfg: Any, workdir: str, tokenizer: Tokenizer, *, split: str,
+def make_batches(train_cfg: TrainSettings, workdir: str, tokenizer: Tokenizer, *, split: str,
                  seed: int, where: str, allow_partial: bool = False) -> loader_lib.Loader:
   """Batches of train_cfg.data's `split` for one training stage (this host's rows);
   `allow_partial`: a mixture may miss components the data stage did not build."""
@@ -59,7 +60,7 @@ def make_batches(train_cfg: Any, workdir: str, tokenizer: Tokenizer, *, split: s
         segment_ids=bool(train_cfg.segment_ids), worker_count=int(train_cfg.loader_workers),
         tokenizer_sha256=token_dataset.tokenizer_sha256(tokenizer),
         mask_prompts=bool(train_cfg.loss_on_solution_only),
-        host_sharding=str(train_cfg.get("host_sharding", "documents")))
+        host_sharding=train_cfg.host_sharding)
   except token_dataset.DatasetError as e:
     raise DataError(f"config.{where}.data = {train_cfg.data!r}: {e}") from None
   return loader

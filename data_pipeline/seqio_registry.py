@@ -6,9 +6,10 @@
     ds = seqio.get_mixture_or_task("phi1_code_textbook").get_dataset(
         sequence_length=None, split="train", shuffle=True, seed=0)
 
-Registered: the tasks phi1_filtered_code, phi1_textbooks, phi1_exercises, humaneval and
-the mixtures phi1_code_textbook, phi1_code_exercises (data_pipeline/seqio_tasks.py
-describes their features). In a gin file: `MIXTURE_OR_TASK_MODULE =
+Registered, from the catalog the runner uses (data_pipeline/catalog.py): a task for
+every dataset the data stage builds (phi1_filtered_code, phi1_textbooks, phi1_exercises,
+phi1_mined_exercises), humaneval, and the mixtures phi1_code_textbook,
+phi1_code_exercises (data_pipeline/seqio_tasks.py describes their features). In a gin file: `MIXTURE_OR_TASK_MODULE =
 "data_pipeline.seqio_registry"`.
 
 Nothing is read at import. When a program first reads data:

@@ -37,7 +37,7 @@ from data_pipeline import catalog, token_dataset
 from data_pipeline.seqio_vocab import TokenizerVocabulary
 from data_pipeline.token_dataset import DatasetError
 
-TOKEN_TASKS = tuple(token_dataset.DATASETS)  # phi1_filtered_code, phi1_textbooks, phi1_exercises
+TOKEN_TASKS = tuple(catalog.DATASETS)  # every dataset the data stage builds
 HUMANEVAL = "humaneval"
 MIXTURES = catalog.MIXTURES
 _TOKEN_SIGNATURE = {

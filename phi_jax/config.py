@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from phi_jax.cli import UsageError
+from phi_jax.settings import OPERATIONAL, setting
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "pallas", "cudnn")
 ACTIVATIONS = ("gelu_tanh", "gelu")
@@ -42,7 +43,9 @@ class PhiConfig:
   """Architecture and numerics of a phi model (defaults: phi-1, 1.3B, as trained).
 
   These defaults are the one definition: the run configs' `config.model` section
-  (configs/base.py) is built from them.
+  (configs/base.py) is built from them. The fields of how the model runs (attention
+  implementation and tiles, scan, remat) are operational (phi_jax/settings.py): a
+  change resumes a run instead of retraining it.
 
   Attributes:
     vocab_size: rows of the token embedding and columns of the lm_head (51200 for
@@ -75,7 +78,7 @@ class PhiConfig:
       CUDA GPUs only, no attention dropout), or 'auto' (xla on CPU, pallas on GPU/TPU).
     attention_block_q: query rows per tile of the 'pallas' kernels (forward and
       backward); 0 = the per-backend defaults chosen for phi's shapes
-      (not measured on hardware yet; docs/attention.md).
+      (docs/attention.md; timings in BENCHMARKS.md).
     attention_block_kv: key rows per tile of the 'pallas' kernels; 0 = the defaults.
       Set both block fields or neither; each a power of two >= 16.
     dtype: compute dtype of activations and matmuls ('bfloat16', 'float32', 'float16').
@@ -102,13 +105,13 @@ class PhiConfig:
   embed_dropout: float = 0.0
   attention_dropout: float = 0.1
   residual_dropout: float = 0.1
-  attention: str = "auto"
-  attention_block_q: int = 0
-  attention_block_kv: int = 0
+  attention: str = setting("auto", kind=OPERATIONAL)
+  attention_block_q: int = setting(0, kind=OPERATIONAL)
+  attention_block_kv: int = setting(0, kind=OPERATIONAL)
   dtype: str = "bfloat16"
   param_dtype: str = "float32"
-  scan_layers: bool = True
-  remat: str = "none"
+  scan_layers: bool = setting(True, kind=OPERATIONAL)
+  remat: str = setting("none", kind=OPERATIONAL)
   initializer_range: float = 0.02
 
   def __post_init__(self):
@@ -209,6 +212,8 @@ def with_context(config: PhiConfig, context: Mapping[str, Any],
   """
   if hasattr(context, "to_dict"):
     context = context.to_dict()
+  elif dataclasses.is_dataclass(context):
+    context = dataclasses.asdict(context)
   unknown = sorted(set(context) - set(CONTEXT_FIELDS))
   if unknown:
     raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {list(CONTEXT_FIELDS)}")

@@ -12,6 +12,7 @@ Both write under a temporary name and rename when complete.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 
@@ -22,9 +23,19 @@ from absl import flags, logging
 from phi_jax import atomic, checkpoint, cli, hf_convert, hf_io, pretrained
 from phi_jax.config import PhiConfig
 from phi_jax.fim import FIM_TOKENS, has_fim_tokens
+from phi_jax.settings import one_of, setting, text
 from phi_jax.tokenizer import EOS, Tokenizer
 
 EXPORT_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings:
+  """`config.export_hf`: a model of the run as a transformers directory."""
+  model: str = setting("", "the model to export: '' = the latest model of this run",
+                       check=text())
+  dtype: str = setting("float32", "weight dtype of the export: float32, bfloat16, float16",
+                       check=one_of(*EXPORT_DTYPES))
 
 
 def export_hf(params: Mapping, config: PhiConfig, out_dir: str, *,
@@ -37,15 +48,15 @@ def export_hf(params: Mapping, config: PhiConfig, out_dir: str, *,
   with atomic.AtomicDirectory(out_dir, overwrite=overwrite) as tmp:
     tensors = hf_convert.params_to_hf(params, config, dtype=EXPORT_DTYPES[dtype])
     hf_io.write_safetensors(tensors, tmp, max_shard_bytes=max_shard_bytes)
-    hf_io.write_json(hf_convert.config_to_hf(config, bos_token_id=eos, eos_token_id=eos,
-                                             torch_dtype=dtype),
-                     os.path.join(tmp, "config.json"))
-    hf_io.write_json({"bos_token_id": eos, "eos_token_id": eos, "do_sample": False},
-                     os.path.join(tmp, "generation_config.json"))
+    atomic.write_json(hf_convert.config_to_hf(config, bos_token_id=eos, eos_token_id=eos,
+                                              torch_dtype=dtype),
+                      os.path.join(tmp, "config.json"))
+    atomic.write_json({"bos_token_id": eos, "eos_token_id": eos, "do_sample": False},
+                      os.path.join(tmp, "generation_config.json"))
     if tokenizer is not None:
       tokenizer.save(tmp)
-      hf_io.write_json(tokenizer_config(tokenizer, config),
-                       os.path.join(tmp, "tokenizer_config.json"))
+      atomic.write_json(tokenizer_config(tokenizer, config),
+                        os.path.join(tmp, "tokenizer_config.json"))
   return out_dir
 
 

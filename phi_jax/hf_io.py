@@ -165,12 +165,9 @@ def write_safetensors(tensors: Mapping[str, np.ndarray], directory: str,
     names.append(name)
     weight_map.update({tensor: name for tensor in shard})
   total = sum(a.nbytes for a in tensors.values())
-  write_json({"metadata": {"total_size": total}, "weight_map": weight_map},
-             os.path.join(directory, SAFETENSORS_INDEX))
+  atomic.write_json({"metadata": {"total_size": total}, "weight_map": weight_map},
+                    os.path.join(directory, SAFETENSORS_INDEX))
   return names
 
 
-def write_json(obj, path: str) -> None:
-  with open(path, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
+

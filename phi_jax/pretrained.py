@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +14,23 @@ from flax import nnx
 from phi_jax import checkpoint, hf_convert, hf_io
 from phi_jax.config import PhiConfig
 from phi_jax.model import PhiForCausalLM, abstract_model
+from phi_jax.settings import setting, text
 from phi_jax.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class InitSettings:
+  """`config.init`: the model a run starts from (the init stage's checkpoint)."""
+  model: str = setting(
+      "random", "'random' (a random init of config.model, seeded by config.seed), or a "
+      "transformers dir or hub repo id (e.g. 'microsoft/phi-1') to import, or a phi_jax "
+      "checkpoint. On import the architecture comes from the model; the numerics and "
+      "dropout fields come from config.model", check=text())
+  tokenizer: str = setting(
+      "data", "the tokenizer stored with the model: 'data' (the one the data stage trained "
+      "or loaded: config.data.tokenizer), 'byte_level' (256 bytes + <|endoftext|>), a "
+      "tokenizer.json path or model dir, or '' (the imported model's own, if any)",
+      check=text())
 
 
 def init_model(config: PhiConfig, seed: int = 0) -> PhiForCausalLM:

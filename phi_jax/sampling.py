@@ -39,7 +39,33 @@ from flax import nnx
 from phi_jax import fim
 from phi_jax import kv_cache as kv_cache_lib
 from phi_jax.model import PhiForCausalLM
+from phi_jax.settings import (OPERATIONAL, at_least, each, in_range, number_at_least,
+                              setting, text)
 from phi_jax.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSettings:
+  """`config.sample`: completions of a few prompts from a model of the run."""
+  model: str = setting("", "the model to sample (recipe/models.py): '' = the latest model of "
+                       "this run, '<stage>[:<step>]', a checkpoint, a transformers dir or a "
+                       "hub repo id", check=text())
+  prompts: tuple[str, ...] = setting(
+      ("def fibonacci(n):\n", 'def is_prime(n: int) -> bool:\n    """'), "text prompts to "
+      "complete", check=each(text(), non_empty=True))
+  num_samples: int = setting(1, "samples per prompt", check=at_least(1))
+  max_new_tokens: int = setting(64, "tokens generated per sample at most", check=at_least(1))
+  temperature: float = setting(0.0, "0 = greedy", check=number_at_least(0))
+  top_p: float = setting(1.0, "nucleus sampling mass (1 = off)",
+                         check=in_range(0, 1, low_open=True))
+  top_k: int = setting(0, "top-k filter (0 = off)", check=at_least(0))
+  stop: tuple[str, ...] = setting(("\ndef ", "\nclass ", "\nif __name__"),
+                                  "text stop sequences", check=each(text()))
+  batch_size: int = setting(32, "prompts decoded together", kind=OPERATIONAL,
+                            check=at_least(1))
+
+  def inert(self) -> set[str]:
+    return {"top_p", "top_k"} if self.temperature == 0 else set()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,6 +42,9 @@ _PLAN = flags.DEFINE_bool("plan", False, "Print what would run, be skipped or be
 _REPORT = flags.DEFINE_string("report", None, "Rebuild WORKDIR/report/report.md and "
                               "report.html from what the stages of WORKDIR wrote, without "
                               "running any stage (also while a run is going).")
+_DESCRIBE = flags.DEFINE_bool("describe_config", False, "Print every config field with its "
+                              "value, default, kind (output-determining or operational) and "
+                              "documentation, then exit.")
 _SERVE = flags.DEFINE_bool("serve", False, "Serve the run's model (config.serve) with the "
                            "OpenAI-compatible server until Ctrl-C, instead of running stages.")
 _COORDINATOR = flags.DEFINE_string(
@@ -139,19 +142,19 @@ def _workdir(config) -> str:
 
 def _enable_compilation_cache(ctx) -> None:
   """config.compilation_cache_dir, relative to WORKDIR ('' = off)."""
-  if ctx.config.compilation_cache_dir:
+  cache_dir = ctx.settings.run.compilation_cache_dir
+  if cache_dir:
     # pylint: disable=g-import-not-at-top
     from phi_jax import compilation_cache
     from recipe import runner
-    path = compilation_cache.enable(
-        os.path.join(ctx.workdir, os.path.expanduser(ctx.config.compilation_cache_dir)))
+    path = compilation_cache.enable(os.path.join(ctx.workdir, os.path.expanduser(cache_dir)))
     runner.say(f"phi_jax: compiled programs are kept in {path} (config.compilation_cache_dir)")
 
 
 def _serve(ctx) -> None:
   from phi_jax import serve  # pylint: disable=g-import-not-at-top
   from recipe import models  # pylint: disable=g-import-not-at-top
-  cfg = ctx.config.serve
+  cfg = ctx.settings.serve
   path = models.resolve(ctx, cfg.model, "config.serve.model").spec
   api_key = (serve.api_key_from_env(cfg.api_key_env, "config.serve.api_key_env")
              if cfg.api_key_env else None)
@@ -175,13 +178,39 @@ def _report(workdir: str, config, graph) -> None:
   print(f"{paths['markdown']}\n{paths['html']}")
 
 
+def describe_config(config) -> str:
+  """Every field of the run config: its value here, its default, its kind and what it
+  does (from the settings schemas; configs/base.py lists them)."""
+  # pylint: disable=g-import-not-at-top
+  from configs.base import SECTIONS
+  from data_pipeline.decontaminate.config import RUN_DERIVED, DecontConfig
+  from eval.settings import EvalSettings
+  from phi_jax import settings
+  schemas = {"": settings.RunSettings, **SECTIONS, "eval": EvalSettings,
+             "decontaminate": DecontConfig}
+  lines = []
+  for section, schema in schemas.items():
+    for field, default, kind, doc in settings.describe(schema):
+      dotted = f"{section}.{field}" if section else field
+      if (section == "eval" and field == "seed") or (
+          section == "decontaminate" and field in RUN_DERIVED):
+        continue
+      try:
+        from recipe.runner import config_value
+        value = repr(config_value(config, dotted))
+      except KeyError:
+        value = "?"
+      lines.append(f"config.{dotted} = {value}  [{kind}; default {default}]"
+                   + (f"\n    {doc}" if doc else ""))
+  return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
   # imported after flag parsing, so --help and flag errors are instant
   # pylint: disable=g-import-not-at-top
-  from phi_jax.config import PhiConfig
   from phi_jax.train.mesh import maybe_initialize_distributed
   from recipe import graph, runner
 
@@ -189,15 +218,18 @@ def main(argv: list[str]) -> None:
   if _REPORT.value is not None:
     _report(_REPORT.value, config, graph.build())
     return
+  if _DESCRIBE.value:
+    print(describe_config(config))
+    return
+  # every section is checked here, before any work (recipe/settings.py)
   ctx = runner.Context(config, _workdir(config), graph.build())
-  PhiConfig.from_mapping(config.model)  # a bad model config fails before any work
   if _SERVE.value:
     ctx.selected = []
     _enable_compilation_cache(ctx)
     _serve(ctx)
     return
-  stages = _STAGES.value or list(config.stages)
-  force = _FORCE.value if _FORCE.value is not None else list(config.force)
+  stages = _STAGES.value or list(ctx.settings.run.stages) or ctx.graph.stage_names()
+  force = _FORCE.value if _FORCE.value is not None else list(ctx.settings.run.force)
   plan = runner.make_plan(ctx, stages, force)
   if _PLAN.value:
     print(runner.format_plan(plan, ctx.workdir))

@@ -35,6 +35,11 @@ class ModelRef:
   def is_random(self) -> bool:
     return self.spec == RANDOM
 
+  def inert(self) -> set[str]:
+    """A model of this run is identified by its node (whose fingerprint is an input of
+    the reader) and step, not by where the work directory lies (phi_jax/settings.py)."""
+    return {"spec"} if self.node is not None else set()
+
 
 def model_nodes(ctx) -> list[str]:
   return [node.name for node in ctx.graph.nodes if node.produces_model]

@@ -223,6 +223,12 @@ def _training(workdir: str, out_dir: str) -> list[Block]:
     train = [r for r in rows if r.get("kind", "train") == "train" and "loss" in r]
     evals = [r for r in rows if r.get("kind") == "eval"]
     blocks.append(("h", 3, node))
+    # the measurements as the run's current settings take them (recipe/stages/curves.py)
+    measured = _read_json(os.path.join(workdir, "curves", f"{node}.json"))
+    if measured is not None:
+      evals = measured["points"]
+      blocks += [("p", f"Bits per byte {measured['bpb_source']}.")]
+      blocks += [("p", note) for note in measured["notes"]]
     series = [("train loss", [r["step"] for r in train], [r["loss"] for r in train])]
     held = [r for r in evals if "loss" in r]
     series.append(("held-out loss", [r["step"] for r in held], [r["loss"] for r in held]))

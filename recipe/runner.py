@@ -9,11 +9,14 @@ step of the data stage such as `classify`) it decides, before any work, whether 
     refuse   an expensive node (pretrain, finetune) whose inputs changed: nothing runs
              until the user passes --force=<node> or another work directory
 
-A node's inputs are declared in one place, its `Node` entry: the config fields it reads,
-the nodes it reads from (whose fingerprints become its inputs, so a change propagates
-downstream), the files it reads (by sha256) and any other value. The fingerprint of a
-node is the sha256 of those inputs, computed from the config alone, so the whole plan
-(`run.py --plan`) is known before anything runs.
+A node's inputs are what it reads, resolved before anything runs: `Node.reads(ctx)`
+returns the typed settings objects (recipe/settings.py) and resolved references (the
+starting model, the checkpoints a sweep reads) the node's `run(ctx, reads)` is given,
+and nothing else reaches it. Its fingerprint is the sha256 of the output-determining
+fields of exactly those objects (phi_jax/settings.py: operational and inert fields are
+left out), the fingerprints of the nodes it reads from (so a change propagates
+downstream) and the files it reads (by sha256), so the whole plan (`run.py --plan`) is
+known from the config alone.
 
 Each node writes under the work directory and marks completion with a JSON marker
 written last, atomically (`<dir>/COMPLETE.json` for a stage, `data/steps/<step>.json`
@@ -49,15 +52,17 @@ from typing import Any
 import ml_collections
 
 from phi_jax import atomic, checkpoint, hosts
+from phi_jax import settings as settings_lib
 from phi_jax.digest import file_sha256
 from phi_jax.cli import UsageError
+from recipe import read_log
 
 COMPLETE = "COMPLETE.json"
 STARTED = "STARTED.json"
 PREVIOUS_DIR = ".previous"
 # Markers carry this format number; a marker without it was written by the runner of
 # an older phi_jax, whose fingerprints are not comparable.
-MARKER_FORMAT = 2
+MARKER_FORMAT = 3
 
 ACTIONS = ("skip", "run", "resume", "rerun", "force", "refuse")
 
@@ -81,14 +86,20 @@ class Node:
     doc: one line: what it makes.
     group: the stage it belongs to ('' = a stage of its own): `--stages=data` selects
       every node of group `data`.
-    config: dotted config paths whose values are inputs ('train', 'data.sources', ...).
-    operational: dotted paths inside those that do not change the output (how to run,
-      not what to make: 'train.on_corrupt_checkpoint'); left out of the inputs.
+    run: does the work, given the context and what `reads` returned; returns a
+      JSON-able summary stored in the marker.
+    reads: {name: value} of everything the node reads: settings objects of
+      recipe/settings.py's RunConfig (named by their config path: 'train',
+      'data.quality', ...), single values ('seed') and resolved references. Its
+      output-determining part is the node's config input.
     after: the nodes it reads, or a function of the context returning them (a stage's
       starting model is named by the config).
     files: the input files it reads (their sha256 are inputs), as a function.
-    extra: other inputs, as a function returning a JSON-able dict.
-    validate: checks the config before any node runs (raises UsageError/ConfigError).
+    validate: checks what the settings schemas cannot (files exist, references
+      resolve) before any node runs (raises UsageError).
+    measures_along: it takes measurements along the way (held-out loss and bits per byte
+      during training): MEASUREMENT fields and `Measured` reads are recorded with the
+      measurement and left out of its fingerprint (phi_jax/settings.py).
     expensive: never redone silently when its inputs change (training).
     directory: its output directory relative to the work directory ('' = the node's
       name); moved aside on a rerun when `owns_directory`.
@@ -103,15 +114,14 @@ class Node:
       neither Orbax nor JAX collectives, which need every process.
   """
   name: str
-  run: Callable[["Context"], dict]
+  run: Callable[["Context", dict], dict]
   doc: str = ""
   group: str = ""
-  config: tuple[str, ...] = ()
-  operational: tuple[str, ...] = ()
+  reads: Callable[["Context"], Mapping[str, Any]] | None = None
   after: tuple[str, ...] | Callable[["Context"], Sequence[str]] = ()
   files: Callable[["Context"], Sequence[str]] | None = None
-  extra: Callable[["Context"], dict] | None = None
   validate: Callable[["Context"], None] | None = None
+  measures_along: bool = False
   expensive: bool = False
   directory: str = ""
   owns_directory: bool = True
@@ -178,15 +188,35 @@ class Graph:
 
 
 class Context:
-  """What a node sees: the config, the work directory and the graph (for markers)."""
+  """What the runner and a node's `reads` see: the config (raw and typed), the work
+  directory and the graph (for markers)."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, graph: Graph,
                selected: Sequence[str] = ()):
     self.config = config
+    self._settings: tuple[str, Any] | None = None
+    self._frozen = None
+    self.settings  # pylint: disable=pointless-statement  (every section checked now)
     self.workdir = os.path.abspath(workdir)
     self.graph = graph
     self.selected = list(selected)  # the nodes this run builds (for "latest model")
     self.forced_nodes: set[str] = set()  # the nodes --force names
+
+  @property
+  def settings(self):
+    """The config's typed, checked settings (recipe/settings.py), rebuilt when the
+    config changed (a test's edit)."""
+    from recipe import settings as run_settings  # pylint: disable=g-import-not-at-top
+    if self._frozen is not None:
+      return self._frozen
+    key = json.dumps(self.config.to_dict(), sort_keys=True, default=str)
+    if self._settings is None or self._settings[0] != key:
+      self._settings = (key, run_settings.resolve(self.config))
+    return self._settings[1]
+
+  def freeze_settings(self, settings) -> None:
+    """Serves `settings` without looking at the config (None: look again)."""
+    self._frozen = settings
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
@@ -212,6 +242,7 @@ class Decision:
   reason: str
   fingerprint: str
   inputs: dict
+  reads: dict
 
 
 def fingerprint(inputs: Mapping[str, Any]) -> str:
@@ -229,20 +260,17 @@ def _file_digest(path: str) -> str:
   return file_sha256(path) if os.path.isfile(path) else "missing"
 
 
-def node_inputs(node: Node, ctx: Context, fingerprints: Mapping[str, str]) -> dict:
+def node_reads(node: Node, ctx: Context) -> dict:
+  """What `node` reads (see Node.reads), resolved from the config."""
+  return dict(node.reads(ctx)) if node.reads is not None else {}
+
+
+def node_inputs(node: Node, ctx: Context, fingerprints: Mapping[str, str],
+                reads: Mapping[str, Any] | None = None) -> dict:
   """The inputs that define `node`'s output (see the module docstring)."""
-  inputs: dict[str, Any] = {
-      "config": {path: config_value(ctx.config, path) for path in node.config},
-      "after": {},
-  }
-  for dotted in node.operational:
-    section, _, rest = dotted.partition(".")
-    value = inputs["config"].get(section)
-    *parents, leaf = rest.split(".")
-    for parent in parents:
-      value = value.get(parent) if isinstance(value, dict) else None
-    if isinstance(value, dict):
-      value.pop(leaf, None)
+  reads = node_reads(node, ctx) if reads is None else reads
+  config = settings_lib.output_values(reads, measurements=not node.measures_along)
+  inputs: dict[str, Any] = {"config": config, "after": {}}
   for name in node.upstream(ctx):
     if name in fingerprints:
       inputs["after"][name] = fingerprints[name]
@@ -258,8 +286,6 @@ def node_inputs(node: Node, ctx: Context, fingerprints: Mapping[str, str]) -> di
     inputs["after"][name] = marker.get("fingerprint")
   if node.files is not None:
     inputs["files"] = {path: _file_digest(path) for path in node.files(ctx)}
-  if node.extra is not None:
-    inputs["extra"] = node.extra(ctx)
   return inputs
 
 
@@ -315,38 +341,43 @@ def make_plan(ctx: Context, stages: Sequence[str], force: Sequence[str] = ()) ->
   plan = []
   for name in selected:
     node = graph[name]
-    inputs = node_inputs(node, ctx, fingerprints)
+    reads = node_reads(node, ctx)
+    inputs = node_inputs(node, ctx, fingerprints, reads)
     digest = fingerprint(inputs)
     fingerprints[name] = digest
-    plan.append(_decide(node, ctx, inputs, digest, name in forced))
+    decision = _decide(node, ctx, inputs, digest, name in forced)
+    decision.reads = reads
+    plan.append(decision)
   return plan
 
 
 def _decide(node: Node, ctx: Context, inputs: dict, digest: str, forced: bool) -> Decision:
   marker = _read_json(ctx.path(node.marker_path))
   started = _read_json(ctx.path(node.started_path))
+
+  def decision(action: str, reason: str) -> Decision:
+    return Decision(node, action, reason, digest, inputs, {})
+
   if forced:
-    return Decision(node, "force", "--force", digest, inputs)
+    return decision("force", "--force")
   if marker is not None:
     if marker.get("format") != MARKER_FORMAT:
       changes = "written by an older phi_jax (marker format changed)"
     elif marker.get("fingerprint") == digest:
-      return Decision(node, "skip", "complete, same inputs", digest, inputs)
+      return decision("skip", "complete, same inputs")
     else:
       changes = describe_changes(marker.get("inputs"), inputs)
-    return Decision(node, "refuse" if node.expensive else "rerun", changes, digest, inputs)
+    return decision("refuse" if node.expensive else "rerun", changes)
   partial = node.partial(ctx) if node.partial is not None else None
   if partial:
     if started is not None and started.get("fingerprint") == digest:
-      return Decision(node, "resume", f"resumes from {partial}", digest, inputs)
+      return decision("resume", f"resumes from {partial}")
     changes = (describe_changes(started.get("inputs"), inputs) if started is not None
                else "inputs not recorded")
     if node.expensive:
-      return Decision(node, "refuse", f"leftover {partial} was built from other inputs: "
-                      f"{changes}", digest, inputs)
-    return Decision(node, "rerun", f"leftover output from other inputs: {changes}", digest,
-                    inputs)
-  return Decision(node, "run", "not built yet", digest, inputs)
+      return decision("refuse", f"leftover {partial} was built from other inputs: {changes}")
+    return decision("rerun", f"leftover output from other inputs: {changes}")
+  return decision("run", "not built yet")
 
 
 def format_plan(plan: Sequence[Decision], workdir: str) -> str:
@@ -441,8 +472,8 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
 
   start = time.time()
   try:
-    summary, failed = hosts.run_and_sync(f"runner: {node.name} ran",
-                                         lambda: node.run(ctx) if runs_here else None)
+    summary, failed = hosts.run_and_sync(
+        f"runner: {node.name} ran", lambda: _call(ctx, decision) if runs_here else None)
   except KeyboardInterrupt:
     kept = node.interrupted(ctx) if node.interrupted is not None else "its partial output"
     note = f"; the previous output is kept in {aside}" if aside else ""
@@ -461,6 +492,14 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
   marker = ctx.marker(node.name)
   say(f"[{node.name}] done in {marker['seconds']:.1f}s")
   return marker
+
+
+def _call(ctx: Context, decision: Decision) -> dict:
+  """The node's run, given what it reads (with $PHI_JAX_RECORD_READS: recorded)."""
+  node = decision.node
+  with read_log.recording(ctx, node.name, decision.reads, decision.inputs,
+                          node.measures_along):
+    return node.run(ctx, decision.reads)
 
 
 def _mark_complete(ctx: Context, decision: Decision, summary: Any, seconds: float) -> None:

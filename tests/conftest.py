@@ -32,6 +32,46 @@ pytest_plugins = ("tests.fake_openai",)  # the `server` and `api_key` fixtures
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The tiny pipeline on a smaller data sample with short training (the loss-goes-down check
+# is in tests/phi_jax/train, the data stage's in tests/data_pipeline): the `tiny_run`
+# work directory every end-to-end test shares.
+SHORT_TRAINING = ("--config.train.steps=6", "--config.train.checkpoint_every=3",
+                  "--config.train.eval_every=3", "--config.train.optimizer.warmup_steps=2",
+                  "--config.finetune.steps=3", "--config.finetune.checkpoint_every=3",
+                  "--config.finetune.eval_every=3", "--config.finetune.optimizer.warmup_steps=1",
+                  "--config.data.max_files=150", "--config.data.quality.annotate=80",
+                  "--config.data.quality.embed_max_len=64",
+                  "--config.data.quality.n_estimators=20")
+TINY_RUN_ARGS = ("--config=configs/tiny.py", "--config.model.num_layers=2",
+                 "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
+
+
+def run_py(*args, timeout=600, env=None):
+  """run.py in a subprocess, on one CPU device as on a user's laptop (`env`: more
+  environment variables)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TRANSFORMERS_VERBOSITY="error", **(env or {}))
+  env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run.py"), *args],
+                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def reads_log(workdir: str) -> str:
+  """Where the tiny_run recorded what each node read (recipe/read_log.py)."""
+  return workdir + ".reads.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """A finished tiny pipeline (TINY_RUN_ARGS): (work directory, the run's result); what
+  each node read is recorded in reads_log(workdir)."""
+  workdir = str(tmp_path_factory.mktemp("run") / "work")
+  result = run_py(*TINY_RUN_ARGS, f"--workdir={workdir}",
+                  env={"PHI_JAX_RECORD_READS": reads_log(workdir)})
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result
+
 
 def make_hf_phi(directory=None, *, seed=0, **overrides):
   """A randomly initialised transformers PhiForCausalLM (saved to `directory` if given).

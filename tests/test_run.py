@@ -8,34 +8,14 @@ import sys
 import numpy as np
 import pytest
 
+from tests import conftest
 from tests.conftest import REPO_ROOT
 
 
-# The tiny pipeline on a smaller data sample with short training (the loss-goes-down check
-# is in tests/phi_jax/train, the data stage's in tests/data_pipeline).
-SHORT_TRAINING = ("--config.train.steps=6", "--config.train.checkpoint_every=3",
-                  "--config.train.eval_every=3", "--config.train.optimizer.warmup_steps=2",
-                  "--config.finetune.steps=3", "--config.finetune.checkpoint_every=3",
-                  "--config.finetune.eval_every=3", "--config.finetune.optimizer.warmup_steps=1",
-                  "--config.data.max_files=150", "--config.data.quality.annotate=80",
-                  "--config.data.quality.embed_max_len=64",
-                  "--config.data.quality.n_estimators=20")
-
-
-def run(*args, timeout=600):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TRANSFORMERS_VERBOSITY="error")
-  env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop
-  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run.py"), *args],
-                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("run") / "work")
-  result = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
-               "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return workdir, result
+# The tiny pipeline's finished work directory (`tiny_run`), the arguments it was made
+# with and the helper that runs run.py are shared by every end-to-end test (conftest).
+SHORT_TRAINING = conftest.SHORT_TRAINING
+run = conftest.run_py
 
 
 def test_tiny_pipeline_writes_every_stage(tiny_run):
@@ -154,7 +134,7 @@ def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
   assert plan["classify"][1] == "config data.quality.keep_threshold: 0.5 -> 0.6"
   # a field only the sampler reads
   plan = _plan(workdir, "--config.sample.temperature=0.5")
-  assert [n for n, (a, _) in plan.items() if a != "skip"] == ["sample"]
+  assert [n for n, (a, _) in plan.items() if a != "skip"] == ["sample", "report"]
   # a finetune field: finetune is refused, what reads its model reruns
   plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002")
   assert [n for n, (a, _) in plan.items() if a != "skip"] == ["finetune", "sample", "eval",

@@ -7,8 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from data_pipeline.decontaminate.ngram import FIELDS, UNITS
+from phi_jax.settings import OPERATIONAL, setting
 
 CHECKS = ("ngram", "embedding", "ast")
+# Fields a run config does not set in its `decontaminate` section: the stage takes the
+# embedder from config.data.quality and the seed from config.seed (recipe/stages/
+# decontaminate.py), so one embedding model serves the quality filter and the checks.
+RUN_DERIVED = ("embed_model", "embed_max_len", "embed_batch_size", "seed", "max_listed")
 EMBED_DECIDES = ("auto", "yes", "no")
 
 
@@ -21,6 +26,7 @@ class DecontConfig:
   """How training data is checked against the benchmarks (docs/decontamination.md).
 
   Attributes:
+    benchmarks: the benchmarks checked against (names of eval/benchmarks' registry).
     checks: which checks run: 'ngram', 'embedding', 'ast'.
     taus: the AST match rates the report lays out (Table 3: 0.95, 0.9, 0.85, 0.8).
     prune_tau: records whose AST match rate with a benchmark problem is >= this are
@@ -44,6 +50,9 @@ class DecontConfig:
     max_listed: bad lines / unparsable records listed by name in the report.
     seed: the random-init embedder's seed.
   """
+  benchmarks: tuple[str, ...] = setting(
+      ("humaneval", "mbpp"), "the benchmarks checked against (the evaluator's registry, "
+      "eval/benchmarks; their files: config.eval's paths)")
   checks: tuple[str, ...] = CHECKS
   taus: tuple[float, ...] = (0.95, 0.9, 0.85, 0.8)
   prune_tau: float = 0.95
@@ -55,14 +64,14 @@ class DecontConfig:
   embed_threshold: float = 0.1
   embed_decides: str = "auto"
   embed_max_len: int = 512
-  embed_batch_size: int = 32
+  embed_batch_size: int = setting(32, kind=OPERATIONAL)
   ast_min_nodes: int = 0
   examples_per_tau: int = 2
   max_listed: int = 50
   seed: int = 0
 
   def __post_init__(self):
-    for name in ("checks", "taus", "ngram_fields"):
+    for name in ("benchmarks", "checks", "taus", "ngram_fields"):
       value = getattr(self, name)
       if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
@@ -74,6 +83,11 @@ class DecontConfig:
     def fail(field: str, message: str):
       raise DecontConfigError(f"decontaminate: {field}: {message}")
 
+    from eval.benchmarks import BENCHMARKS  # pylint: disable=g-import-not-at-top
+    unknown = sorted(set(self.benchmarks) - set(BENCHMARKS))
+    if not self.benchmarks or unknown:
+      fail("benchmarks", f"must name benchmarks of {sorted(BENCHMARKS)}, got "
+           f"{list(self.benchmarks)}")
     if not self.checks or any(c not in CHECKS for c in self.checks):
       fail("checks", f"must be a non-empty list of {CHECKS}, got {list(self.checks)}")
     for tau in self.taus + (self.prune_tau,):
@@ -96,6 +110,18 @@ class DecontConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         fail(name, f"must be a non-negative integer, got {value!r}")
+
+  def inert(self) -> set[str]:
+    """The fields of checks that do not run (phi_jax/settings.py)."""
+    inert = set()
+    if "embedding" not in self.checks:
+      inert |= {"embed_model", "embed_threshold", "embed_decides", "embed_max_len",
+                "embed_batch_size", "seed"}
+    if "ngram" not in self.checks:
+      inert |= {"ngram_n", "ngram_unit", "ngram_fields", "ngram_min_matches"}
+    if "ast" not in self.checks:
+      inert |= {"ast_min_nodes", "taus", "prune_tau", "examples_per_tau"}
+    return inert
 
   @property
   def report_taus(self) -> tuple[float, ...]:

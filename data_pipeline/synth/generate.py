@@ -47,9 +47,11 @@ from data_pipeline.synth import diversity, gates, prompts, topics
 from data_pipeline.synth.parse import Rejected
 from eval.sandbox import Sandbox, SandboxLimits
 from phi_jax import atomic
+from phi_jax import settings as settings_lib
 from phi_jax.config import known_fields
 from phi_jax.jsonl import read_jsonl
-from phi_jax.llm import LLMClient, map_jsonl, read_done_ids
+from phi_jax.llm import LLMClient, LLMConfig, map_jsonl, read_done_ids
+from phi_jax.settings import OPERATIONAL, setting
 from phi_jax.progress import Progress
 
 VERIFY_CHUNK = 256  # exercises verified per sandbox batch (a kill loses at most one batch)
@@ -81,11 +83,14 @@ def _check_ints(where: str, options: Any, fields: Sequence[str], low: int) -> No
 
 @dataclasses.dataclass(frozen=True)
 class TextbookOptions:
-  """config.synth.textbooks (documented in configs/base.py)."""
-  count: int = 0
-  max_tokens: int = 2048
-  min_code_blocks: int = 1
-  min_words: int = 50
+  """config.synth.textbooks: synthetic textbook sections."""
+  count: int = setting(0, "generation requests (the paper: under 1B tokens, i.e. ~650k "
+                       "sections of ~1.5k tokens); each ends as one record, accepted or "
+                       "rejected")
+  max_tokens: int = setting(2048, "completion tokens per section at most (cut ones are "
+                            "rejected)")
+  min_code_blocks: int = setting(1, "Python blocks a section must hold")
+  min_words: int = setting(50, "words of prose outside code a section must hold")
 
   def __post_init__(self):
     self.validate()
@@ -97,15 +102,17 @@ class TextbookOptions:
 
 @dataclasses.dataclass(frozen=True)
 class ExerciseOptions:
-  """config.synth.exercises (documented in configs/base.py)."""
-  count: int = 0
-  max_tokens: int = 1024
-  min_tests: int = 2
-  min_docstring_chars: int = 16
-  timeout_s: float = 5.0
-  memory_mb: int = 1024
-  isolation: str = "auto"
-  workers: int = 0
+  """config.synth.exercises: synthetic CodeExercises, verified in the sandbox."""
+  count: int = setting(0, "generation requests (the paper: ~180M tokens, i.e. ~600k "
+                       "exercises of ~300)")
+  max_tokens: int = setting(1024, "completion tokens per exercise at most")
+  min_tests: int = setting(2, "doctest examples + asserts an exercise must carry")
+  min_docstring_chars: int = setting(16, "shorter docstrings say too little to be a task")
+  timeout_s: float = setting(5.0, "sandbox wall-clock (and CPU) limit per exercise's tests")
+  memory_mb: int = setting(1024, "sandbox address-space limit per exercise")
+  isolation: str = setting("auto", "sandbox: auto (strongest available), bwrap, unshare, "
+                           "rlimits", kind=OPERATIONAL)
+  workers: int = setting(0, "parallel sandbox runs (0 = one per core)", kind=OPERATIONAL)
 
   def __post_init__(self):
     self.validate()
@@ -120,23 +127,53 @@ class ExerciseOptions:
            "must be auto, bwrap, unshare or rlimits")
 
 
+def _teacher_defaults() -> LLMConfig:
+  # long answers at a high temperature: the topic draw and the sampling give diversity
+  return LLMConfig(max_concurrency=32, timeout_s=300.0, temperature=1.0, top_p=0.95)
+
+
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
-  """config.synth without its `teacher` (that one configures the LLM client)."""
-  seed: int = 0
-  near_dup_threshold: float = 0.8
-  num_perm: int = 128
-  price_prompt_per_1m: float = 0.0
-  price_completion_per_1m: float = 0.0
-  textbooks: TextbookOptions = TextbookOptions()
-  exercises: ExerciseOptions = ExerciseOptions()
+  """config.synth: synthetic textbooks and CodeExercises (docs/synthetic.md). The data is
+  only as good as the teacher: point `teacher` at a strong model."""
+  teacher: LLMConfig = setting(
+      doc="the teacher: an LLM client of config.llm's schema (any OpenAI-compatible "
+      "endpoint: OpenAI, vLLM, SGLang, phi_jax's own server)", factory=_teacher_defaults)
+  local_teacher: str = setting(
+      "", "'' = the teacher endpoint above; else phi_jax's own server on loopback, started "
+      "for the stage, serves it: 'random' (a random model of config.model's shape, seeded "
+      "by `seed`, with the byte-level tokenizer: offline, nearly every sample is rejected) "
+      "or a checkpoint / transformers dir. Set together with teacher.model or "
+      "teacher.base_url it is refused")
+  local_max_batch: int = setting(16, "the local server's decode batch (>= 1)",
+                                 kind=OPERATIONAL)
+  seed: int = setting(0, "seeds the topic draw (request i's topic and prompt depend on "
+                      "(seed, i) only) and the random local teacher")
+  near_dup_threshold: float = setting(0.8, "MinHash Jaccard (word 5-grams) of near-duplicates")
+  num_perm: int = setting(128, "MinHash permutations")
+  price_prompt_per_1m: float = setting(0.0, "USD per 1M prompt tokens, for the cost line "
+                                       "(0 = unknown)", kind=OPERATIONAL)
+  price_completion_per_1m: float = setting(0.0, "USD per 1M completion tokens (0 = unknown)",
+                                           kind=OPERATIONAL)
+  textbooks: TextbookOptions = setting(doc="textbooks", factory=TextbookOptions)
+  exercises: ExerciseOptions = setting(doc="exercises", factory=ExerciseOptions)
+
+  def inert(self) -> set[str]:
+    """Each request carries its generator's max_tokens and its own seed (`request_seed`),
+    so the teacher's defaults of those two have no effect here."""
+    return {"teacher.max_tokens", "teacher.seed"}
 
   @classmethod
   def from_mapping(cls, values: Mapping[str, Any], where: str = "config.synth") -> SynthConfig:
     """From config.synth (dict or ConfigDict); unknown or invalid fields are named."""
     values = dict(values.to_dict() if hasattr(values, "to_dict") else values)
-    values.pop("teacher", None)
     values = known_fields(cls, values, where)
+    if "teacher" in values and not isinstance(values["teacher"], LLMConfig):
+      teacher = {**settings_lib.to_dict(_teacher_defaults()), **values["teacher"]}
+      try:
+        values["teacher"] = LLMConfig.from_mapping(teacher, where=f"{where}.teacher")
+      except ValueError as e:
+        raise ValueError(str(e)) from None
     for name, options in (("textbooks", TextbookOptions), ("exercises", ExerciseOptions)):
       if name in values and not isinstance(values[name], options):
         values[name] = options(**known_fields(options, values[name], f"{where}.{name}"))
@@ -150,6 +187,14 @@ class SynthConfig:
            _is_number(self.near_dup_threshold) and 0 < self.near_dup_threshold <= 1,
            "must be in (0, 1]")
     _check_ints(where, self, ("num_perm",), 2)
+    _check(where, "local_max_batch", self.local_max_batch,
+           _is_int(self.local_max_batch) and self.local_max_batch >= 1, "must be >= 1")
+    if self.local_teacher and (self.teacher.model or self.teacher.base_url):
+      field = "teacher.model" if self.teacher.model else "teacher.base_url"
+      raise ValueError(f"{where}.local_teacher = {self.local_teacher!r} and {where}.{field} = "
+                       f"{getattr(self.teacher, field.split('.')[1])!r} name two teachers: "
+                       f"set {where}.local_teacher = '' to use the endpoint, or leave "
+                       f"{where}.{field} unset to serve the local model")
     for field in ("price_prompt_per_1m", "price_completion_per_1m"):
       value = getattr(self, field)
       _check(where, field, value, _is_number(value) and value >= 0, "must be a number >= 0")
@@ -168,6 +213,13 @@ def sandbox_for(options: ExerciseOptions) -> Sandbox:
 
 
 # -- requests -----------------------------------------------------------------------------
+
+
+def request_seed(request_id: str) -> int:
+  """The sampling seed sent with a request: a function of its id, so a teacher that
+  honours seeds (phi_jax's server exactly, OpenAI on a best-effort basis) gives the same
+  answer to the same request, however requests are batched or ordered."""
+  return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=4).digest(), "little")
 
 
 def sample_id(generator: str, seed: int, index: int) -> str:
@@ -201,9 +253,10 @@ class Requests:
   def request(self, index: int) -> dict[str, Any]:
     topic = topics.draw(self.generator, self.seed, index)
     messages = prompts.messages(self.generator, topic)
-    return {"id": sample_id(self.generator, self.seed, index), "index": index,
-            "topic": topic, "messages": messages,
-            "fingerprint": _fingerprint(self.model, messages, self.params)}
+    request_id = sample_id(self.generator, self.seed, index)
+    params = {**self.params, "seed": request_seed(request_id)}
+    return {"id": request_id, "index": index, "topic": topic, "messages": messages,
+            "fingerprint": _fingerprint(self.model, messages, params)}
 
   def __iter__(self) -> Iterator[dict[str, Any]]:
     return (self.request(index) for index in range(self.count))
@@ -212,7 +265,7 @@ class Requests:
     """map_jsonl's call: the messages, this generator's max_tokens, and the id as the
     cache variant (two requests that drew the same topic still get two answers)."""
     return {"messages": request["messages"], "max_tokens": self.max_tokens,
-            "variant": request["id"]}
+            "seed": request_seed(request["id"]), "variant": request["id"]}
 
   def expected_tokens(self, sample: int = 512) -> tuple[int, int]:
     """(estimated prompt tokens, most completion tokens) of all requests."""
@@ -485,14 +538,15 @@ def _cost(config: SynthConfig, usage: Mapping[str, int]) -> float | None:
           usage.get("completion_tokens", 0) * config.price_completion_per_1m) / 1e6
 
 
-def synthesize(cfg: Mapping[str, Any], out_dir: str, client: LLMClient,
+def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMClient,
                sandbox: Sandbox | None = None, *, curated_paths: Sequence[str] = (),
                force: bool = False, progress: bool = True,
                log: Callable[[str], None] = _stderr) -> dict[str, Any]:
   """Generates, verifies and writes the synthetic textbooks and exercises.
 
   Args:
-    cfg: config.synth (a dict or ConfigDict; its `teacher` is the client's business).
+    cfg: config.synth: a SynthConfig, or a dict / ConfigDict of one (its `teacher` is the
+      client's business).
     out_dir: where textbooks.jsonl, exercises.jsonl, rejected.jsonl, diversity.json,
       diversity.md, summary.json and raw/ (answers, sandbox verdicts) go.
     client: the teacher's LLMClient (its cache makes reruns free).
@@ -509,7 +563,7 @@ def synthesize(cfg: Mapping[str, Any], out_dir: str, client: LLMClient,
     The summary (also written to summary.json): per generator requests, accepted,
     rejected by gate; tokens; requests sent by this call; cost; output paths.
   """
-  config = SynthConfig.from_mapping(cfg)
+  config = cfg if isinstance(cfg, SynthConfig) else SynthConfig.from_mapping(cfg)
   if config.exercises.count and sandbox is None:
     raise ValueError("synthesize: exercises.count > 0 needs a sandbox to verify them "
                      "(generate.sandbox_for(options))")

@@ -78,6 +78,7 @@ class LLMClient:
   """
 
   def __init__(self, config: LLMConfig):
+    config.require_model()
     self.config = config
     self.stats = LLMStats()
     self._stats_lock = threading.Lock()
@@ -152,7 +153,9 @@ class LLMClient:
     params = self.config.sampling_defaults()
     params.update({k: v for k, v in overrides.items() if k in SAMPLING_PARAMS})
     params = {k: v for k, v in params.items() if v is not None}
-    key = request_key(endpoint, model, inputs, params, variant)
+    identity = self.config.model_identity if model == self.config.model else ""
+    key = request_key(endpoint, f"{model}#{identity}" if identity else model, inputs, params,
+                      variant)
     if self.cache is not None and not refresh:
       entry = self.cache.get(key)
       if entry is not None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from phi_jax.config import known_fields
+from phi_jax.settings import OPERATIONAL, setting
 
 # Sampling parameters a call may set (config defaults or per-call overrides).
 SAMPLING_PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty",
@@ -37,23 +38,45 @@ class LLMConfig:
     backoff_max_s: the most one wait between retries may last.
     parse_retries: map_jsonl: how many times an answer that `parse` rejects is asked
       again (bypassing the cache) before it is recorded as an error.
+    model_identity: part of the cache key beside `model` (see the field).
+
+  A client needs `model` set (LLMClient checks it); '' is a config section's "no
+  endpoint". Where and how requests are sent is operational (phi_jax/settings.py); which
+  model answers and how it samples is output-determining.
   """
 
-  model: str = ""
-  base_url: str | None = None
-  api_key_env: str = "OPENAI_API_KEY"
-  max_concurrency: int = 8
-  max_retries: int = 6
-  timeout_s: float = 120.0
-  temperature: float | None = 0.0
-  top_p: float | None = None
-  max_tokens: int | None = 1024
-  seed: int | None = None
-  stop: tuple[str, ...] = ()
-  cache_dir: str | None = None
-  backoff_initial_s: float = 1.0
-  backoff_max_s: float = 60.0
-  parse_retries: int = 2
+  def require_model(self, where: str = "LLMConfig") -> None:
+    if not self.model.strip():
+      raise ValueError(f"{where}: field 'model' = '': must name the model to call (e.g. "
+                       f"'gpt-4o', or the name a vLLM server serves)")
+
+  model: str = setting("", "the model name the server knows (e.g. 'gpt-4o'); '' = no "
+                       "endpoint configured (offline)")
+  base_url: str | None = setting(None, "API root, e.g. 'http://127.0.0.1:8000/v1'; '' = "
+                                 "OPENAI_BASE_URL, else OpenAI")
+  api_key_env: str = setting("OPENAI_API_KEY", "environment variable holding the API key",
+                             kind=OPERATIONAL)
+  max_concurrency: int = setting(8, "requests in flight at once", kind=OPERATIONAL)
+  max_retries: int = setting(6, "retries of 429 / 5xx / timeouts, with exponential backoff",
+                             kind=OPERATIONAL)
+  timeout_s: float = setting(120.0, "seconds per request", kind=OPERATIONAL)
+  temperature: float | None = setting(0.0, "sampling temperature (None = the server's)")
+  top_p: float | None = setting(None, "nucleus sampling mass (None = the server's)")
+  max_tokens: int | None = setting(1024, "completion tokens per answer at most")
+  seed: int | None = setting(None, "the request's sampling seed (None = not sent)")
+  stop: tuple[str, ...] = setting((), "stop sequences")
+  cache_dir: str | None = setting(None, "response cache ('' = WORKDIR/llm_cache in a run)",
+                                  kind=OPERATIONAL)
+  backoff_initial_s: float = setting(1.0, "the first retry waits about this long; each "
+                                     "retry doubles it", kind=OPERATIONAL)
+  backoff_max_s: float = setting(60.0, "the most one wait between retries may last",
+                                 kind=OPERATIONAL)
+  parse_retries: int = setting(2, "answers a parser rejects are asked again this often",
+                               kind=OPERATIONAL)
+  model_identity: str = setting(
+      "", "what identifies the answering model beyond its name (phi_jax's local teacher: "
+      "its checkpoint's fingerprint, or the random model's shape and seed); part of the "
+      "cache key, so another model behind the same name is asked afresh")
 
   def __post_init__(self):
     for field in ("base_url", "cache_dir"):  # ml_collections configs spell None as ''
@@ -71,9 +94,8 @@ class LLMConfig:
     def fail(field: str, message: str):
       raise ValueError(f"{where}: field '{field}' = {getattr(self, field)!r}: {message}")
 
-    if not isinstance(self.model, str) or not self.model.strip():
-      fail("model", "must name the model to call (e.g. 'gpt-4o', or the name a vLLM "
-           "server serves)")
+    if not isinstance(self.model, str):
+      fail("model", "must be the name of the model to call")
     if self.base_url is not None and (not isinstance(self.base_url, str) or
                                       not self.base_url.startswith(("http://", "https://"))):
       fail("base_url", "must be an http(s) URL such as 'http://127.0.0.1:8000/v1', or None")

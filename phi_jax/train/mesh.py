@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -13,8 +14,33 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from phi_jax import sharding
 from phi_jax.config import ConfigError
+from phi_jax.settings import OPERATIONAL, Check, is_int, setting, text
 
 MESH_AXES = ("data", "fsdp", "tensor")
+_AXIS = Check(lambda v: is_int(v) and (v >= 1 or v == -1), "a positive integer or -1")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSettings:
+  """`config.mesh`: the training device mesh, axes (data, fsdp, tensor); -1 = all
+  remaining devices. Where the work runs, not what it computes: every field is
+  operational, so a run moves to another mesh and resumes."""
+  data: int = setting(1, "pure data parallelism (parameters replicated)", kind=OPERATIONAL,
+                      check=_AXIS)
+  fsdp: int = setting(-1, "data parallelism with parameters and optimizer state sharded "
+                      "(ZeRO-3 style)", kind=OPERATIONAL, check=_AXIS)
+  tensor: int = setting(1, "tensor (Megatron) parallelism over heads / MLP / vocab",
+                        kind=OPERATIONAL, check=_AXIS)
+  rules: str = setting(
+      "vocab:tensor,embed:fsdp,heads:tensor,mlp:tensor,head_dim:,norm:,layers:",
+      "logical axis -> mesh axis rules, 'logical:mesh' pairs ('' mesh axis = replicated)",
+      kind=OPERATIONAL, check=text())
+
+  def consistent(self, where: str) -> None:
+    if [self.data, self.fsdp, self.tensor].count(-1) > 1:
+      raise ConfigError(f"{where} (data, fsdp, tensor) = {(self.data, self.fsdp, self.tensor)}: "
+                        "at most one axis may be -1 (all remaining devices)")
+    parse_rules(self.rules)
 
 
 def mesh_shape(mesh_config: Mapping[str, Any] | Any, n_devices: int) -> tuple[int, int, int]:

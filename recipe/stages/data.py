@@ -44,6 +44,7 @@ from data_pipeline import catalog
 from data_pipeline import records as records_lib
 from data_pipeline.steps import StepStats
 from phi_jax import atomic
+from phi_jax import settings as settings_lib
 from phi_jax.cli import UsageError
 from phi_jax.jsonl import read_jsonl
 from recipe.runner import Context, Node, StageError
@@ -71,29 +72,22 @@ class Paths:
     return os.path.join(self.root, *parts)
 
 
-def _seed(ctx: Context) -> int:
-  return int(ctx.config.seed)
-
-
 def _code_records(ctx: Context) -> list[records_lib.Record]:
   return list(records_lib.read_records(Paths(ctx).code))
 
 
-def curate(ctx: Context) -> dict:
+def curate(ctx: Context, reads: dict) -> dict:
   from data_pipeline import curation, sources  # pylint: disable=g-import-not-at-top
-  cfg = ctx.config.data
+  cfg = reads["data"].value
   specs = list(cfg.sources)
-  if not specs:
-    raise StageError("config.data.sources names no source")
   settings = curation.CurationSettings(
-      max_files=int(cfg.max_files), seed=_seed(ctx), text_field=cfg.text_field,
-      license_field=cfg.license_field, max_chars=int(cfg.max_chars),
-      near_dup_threshold=float(cfg.near_dup_threshold), num_perm=int(cfg.num_perm))
+      max_files=cfg.max_files, seed=reads["seed"], text_field=cfg.text_field,
+      license_field=cfg.license_field, max_chars=cfg.max_chars,
+      near_dup_threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
   try:
     shard_index, num_shards = sources.host_shard()
     result = curation.curate(specs, settings, Paths(ctx).code, runner=cfg.runner,
-                             workers=int(cfg.runner_workers),
-                             shard_files=int(cfg.runner_shard_files),
+                             workers=cfg.runner_workers, shard_files=cfg.runner_shard_files,
                              work_dir=Paths(ctx).path("curated", "shards"),
                              progress_every=PROGRESS_EVERY, shard_index=shard_index,
                              num_shards=num_shards)
@@ -106,25 +100,22 @@ def curate(ctx: Context) -> dict:
 
 
 def annotator_kind(ctx: Context) -> str:
-  kind = ctx.config.data.quality.annotator
-  if kind not in ("auto", "llm", "heuristic"):
-    raise UsageError(f"config.data.quality.annotator = {kind!r}: expected auto, llm or "
-                     f"heuristic")
+  kind = ctx.settings.data.quality.annotator
   if kind == "auto":
-    return "llm" if ctx.config.llm.model else "heuristic"
-  if kind == "llm" and not ctx.config.llm.model:
+    return "llm" if ctx.settings.llm.model else "heuristic"
+  if kind == "llm" and not ctx.settings.llm.model:
     raise UsageError("config.data.quality.annotator = 'llm' needs an endpoint: set "
                      "config.llm.model (and config.llm.base_url for a non-OpenAI server), "
                      "or use the offline 'heuristic' annotator")
   return kind
 
 
-def annotate(ctx: Context) -> dict:
+def annotate(ctx: Context, reads: dict) -> dict:
   from data_pipeline import annotate  # pylint: disable=g-import-not-at-top
-  q = ctx.config.data.quality
-  subset = annotate.select_for_annotation(_code_records(ctx), int(q.annotate), _seed(ctx))
-  client = make_llm_client(ctx) if annotator_kind(ctx) == "llm" else None
-  annotator = annotate.make_annotator(client, threshold=float(q.label_threshold))
+  q = reads["data.quality"].value
+  subset = annotate.select_for_annotation(_code_records(ctx), q.annotate, reads["seed"])
+  client = make_llm_client(ctx, reads["llm"]) if reads["annotator"] == "llm" else None
+  annotator = annotate.make_annotator(client, threshold=q.label_threshold)
   try:
     return annotator.annotate(subset, Paths(ctx).labels)
   finally:
@@ -132,28 +123,27 @@ def annotate(ctx: Context) -> dict:
       client.close()
 
 
-def make_llm_client(ctx: Context):
-  from phi_jax.llm import LLMClient, LLMConfig  # pylint: disable=g-import-not-at-top
-  values = ctx.config.llm.to_dict()
-  values["cache_dir"] = values.get("cache_dir") or os.path.join(ctx.workdir,
-                                                                "llm_cache")
+def make_llm_client(ctx: Context, config):
+  """The annotator's client of `config` (config.llm), caching under WORKDIR/llm_cache."""
+  from phi_jax.llm import LLMClient  # pylint: disable=g-import-not-at-top
   try:
-    return LLMClient(LLMConfig.from_mapping(values, where="config.llm"))
+    return LLMClient(config.replace(cache_dir=config.cache_dir or ctx.path("llm_cache")))
   except ValueError as e:
-    raise StageError(str(e)) from None
+    raise StageError(str(e).replace("LLMConfig", "config.llm", 1)) from None
 
 
-def make_embedder(ctx: Context):
+def make_embedder(reads: dict):
   """The quality filter's embedder (config.data.quality.embed_model, or a random-init
   model of config.model's shape)."""
   from data_pipeline import embed as embed_lib  # pylint: disable=g-import-not-at-top
-  q = ctx.config.data.quality
-  return embed_lib.make_embedder(q.embed_model, ctx.config.model.to_dict(),
-                                 max_len=int(q.embed_max_len), seed=_seed(ctx),
+  q = reads["data.quality"].value
+  model = reads.get("model")
+  return embed_lib.make_embedder(q.embed_model, model.to_dict() if model else None,
+                                 max_len=q.embed_max_len, seed=reads["seed"],
                                  dtype=q.embed_dtype or None)
 
 
-def embed(ctx: Context) -> dict:
+def embed(ctx: Context, reads: dict) -> dict:
   """Embeds the annotated sample, the classifier's training set; every other document
   is embedded and scored a chunk at a time by `classify`, so no step holds the
   corpus's embeddings (35M x 2048 fp32 would be 287 GB). On several hosts each embeds
@@ -161,20 +151,20 @@ def embed(ctx: Context) -> dict:
   # pylint: disable=g-import-not-at-top
   from data_pipeline import annotate, sources
   from data_pipeline.embed import embed_to_file
-  q = ctx.config.data.quality
+  q = reads["data.quality"].value
   shard_index, num_shards = sources.host_shard()
   labels = annotate.load_labels(Paths(ctx).labels)
   records = [r for r in records_lib.read_records(Paths(ctx).code) if r.id in labels]
-  embedder = make_embedder(ctx)
+  embedder = make_embedder(reads)
   dims = embed_to_file(embedder, [r.id for r in records], [r.text for r in records],
-                       Paths(ctx).embeddings, batch_size=int(q.embed_batch_size),
-                       max_len=int(q.embed_max_len), shard_index=shard_index,
+                       Paths(ctx).embeddings, batch_size=q.embed_batch_size,
+                       max_len=q.embed_max_len, shard_index=shard_index,
                        num_shards=num_shards)
   return {"documents": len(records), "dims": dims, "model": embedder.source,
           "out": Paths(ctx).embeddings}
 
 
-def classify(ctx: Context) -> dict:
+def classify(ctx: Context, reads: dict) -> dict:
   """Fits the classifier on the annotated sample's embeddings, then streams every
   curated document through the embedder and the classifier (`classifier.score_block`,
   config.data.quality.score_chunk_size at a time): quality/scores.jsonl and the kept
@@ -184,14 +174,13 @@ def classify(ctx: Context) -> dict:
   # pylint: disable=g-import-not-at-top
   from data_pipeline import annotate, classifier, plots, sources
   from data_pipeline.embed import load_embeddings
-  q = ctx.config.data.quality
+  q = reads["data.quality"].value
   shard_index, num_shards = sources.host_shard()
   ids, x_ND = load_embeddings(Paths(ctx).embeddings)
   labels = annotate.load_labels(Paths(ctx).labels)
   config = classifier.ClassifierConfig(
-      n_estimators=int(q.n_estimators), max_depth=int(q.max_depth) or None,
-      test_fraction=float(q.test_fraction), threshold=float(q.keep_threshold),
-      seed=_seed(ctx))
+      n_estimators=q.n_estimators, max_depth=q.max_depth or None,
+      test_fraction=q.test_fraction, threshold=q.keep_threshold, seed=reads["seed"])
   x_labelled, y, _ = classifier.labelled_matrix(ids, x_ND, labels)
   model = classifier.QualityClassifier(config)
   try:
@@ -214,16 +203,16 @@ def classify(ctx: Context) -> dict:
         annotated_scores[row["id"]] = row["score"]
     annotated = [rid for rid in labels if rid in annotated_scores]
     plots.plot_scores(
-        plot_path, all_scores, threshold=float(q.keep_threshold),
+        plot_path, all_scores, threshold=q.keep_threshold,
         annotated_labels=[labels[rid]["label"] for rid in annotated],
         annotated_scores=[annotated_scores[rid] for rid in annotated],
         annotator_scores=[labels[rid]["score"] for rid in annotated],
-        label_threshold=float(q.label_threshold))
+        label_threshold=q.label_threshold)
 
   classifier.score_block(
-      model, make_embedder(ctx), Paths(ctx).code, scores_path, kept_path=Paths(ctx).filtered,
-      shard_index=shard_index, num_shards=num_shards, chunk_size=int(q.score_chunk_size),
-      batch_size=int(q.embed_batch_size), max_len=int(q.embed_max_len), after_merge=plot)
+      model, make_embedder(reads), Paths(ctx).code, scores_path, kept_path=Paths(ctx).filtered,
+      shard_index=shard_index, num_shards=num_shards, chunk_size=q.score_chunk_size,
+      batch_size=q.embed_batch_size, max_len=q.embed_max_len, after_merge=plot)
   # every host reads the counts of the whole corpus that process 0 wrote with the plot
   with open(plots.counts_path_for(plot_path), encoding="utf-8") as f:
     histogram = json.load(f)
@@ -248,7 +237,7 @@ def _check_same_classifier(model, x_labelled) -> None:
                      f"the same quality/embeddings.npz, labels and scikit-learn version")
 
 
-def exercises(ctx: Context) -> dict:
+def exercises(ctx: Context, reads: dict) -> dict:
   """Exercises mined from documented self-contained functions of the curated code."""
   from data_pipeline import exercises as exercises_lib  # pylint: disable=g-import-not-at-top
   stats = StepStats("exercises")
@@ -264,8 +253,8 @@ def source_corpora(ctx: Context) -> dict[str, list[str]]:
   synthesize stage when the run has it) and the mined exercises."""
   paths = Paths(ctx)
   corpora = {catalog.FILTERED_CODE: [paths.filtered],
-             catalog.TEXTBOOKS: list(ctx.config.data.textbooks),
-             catalog.EXERCISES: list(ctx.config.data.exercises),
+             catalog.TEXTBOOKS: list(ctx.settings.data.textbooks),
+             catalog.EXERCISES: list(ctx.settings.data.exercises),
              catalog.MINED_EXERCISES: [paths.exercises]}
   if synthesize.in_run(ctx):
     corpora[catalog.TEXTBOOKS].append(synthesize.textbooks_path(ctx))
@@ -292,12 +281,12 @@ def _corpus_nodes(ctx: Context) -> list[str]:
 
 
 def _given_files(ctx: Context) -> list[str]:
-  return list(ctx.config.data.textbooks) + list(ctx.config.data.exercises)
+  return list(ctx.settings.data.textbooks) + list(ctx.settings.data.exercises)
 
 
 def _validate_given_files(ctx: Context) -> None:
   for field in ("textbooks", "exercises"):
-    for path in ctx.config.data[field]:
+    for path in getattr(ctx.settings.data, field):
       if not os.path.isfile(path):
         raise UsageError(f"config.data.{field}: no file {path}")
 
@@ -317,13 +306,12 @@ def training_texts(ctx: Context):
           yield record.text
 
 
-def tokenizer(ctx: Context) -> dict:
+def tokenizer(ctx: Context, reads: dict) -> dict:
   from data_pipeline import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-  spec = ctx.config.data.tokenizer.spec
-  special = _tokenizer_special_tokens(ctx)
+  spec = reads["data.tokenizer"].spec
+  special = tuple(reads["special_tokens"])
   if spec == "train":
-    tokenizer = tokenizer_lib.train_bpe(training_texts(ctx),
-                                        int(ctx.config.data.tokenizer.vocab_size),
+    tokenizer = tokenizer_lib.train_bpe(training_texts(ctx), reads["data.tokenizer"].vocab_size,
                                         special_tokens=special)
   else:
     try:
@@ -332,7 +320,7 @@ def tokenizer(ctx: Context) -> dict:
       raise StageError(f"config.data.tokenizer.spec = {spec!r}: {e}") from None
     tokenizer = tokenizer_lib.with_special_tokens(tokenizer, special)
   try:
-    padding = tokenizer_lib.check_model_vocab(tokenizer, int(ctx.config.model.vocab_size))
+    padding = tokenizer_lib.check_model_vocab(tokenizer, reads["model.vocab_size"])
   except ValueError as e:
     raise StageError(f"config.model.vocab_size: {e}") from None
   tokenizer.save(Paths(ctx).tokenizer)
@@ -340,14 +328,12 @@ def tokenizer(ctx: Context) -> dict:
           "model_vocab_padding": padding, "out": Paths(ctx).tokenizer}
 
 
-def fim_config(ctx: Context):
+def fim_config(data, seed: int):
   """The fill-in-the-middle transform of the text datasets (config.data.fim_rate,
   fim_spm_rate, seed), or None when config.data.fim_rate is 0."""
   from data_pipeline.fim import FimConfig  # pylint: disable=g-import-not-at-top
-  cfg = ctx.config.data
   try:
-    config = FimConfig(rate=float(cfg.fim_rate), spm_rate=float(cfg.fim_spm_rate),
-                       seed=_seed(ctx))
+    config = FimConfig(rate=data.fim_rate, spm_rate=data.fim_spm_rate, seed=seed)
   except ValueError as e:
     raise UsageError(f"config.data.fim_rate / fim_spm_rate: {e}") from None
   return config if config.rate > 0 else None
@@ -357,22 +343,27 @@ def _tokenizer_special_tokens(ctx: Context) -> tuple[str, ...]:
   """The special tokens the tokenizer gets beside <|endoftext|>: the FIM sentinels
   when the datasets use them."""
   from phi_jax.fim import FIM_TOKENS  # pylint: disable=g-import-not-at-top
-  return FIM_TOKENS if fim_config(ctx) is not None else ()
+  return FIM_TOKENS if ctx.settings.data.fim_rate > 0 else ()
 
 
-def _tokenizer_inputs(ctx: Context) -> dict:
-  special = _tokenizer_special_tokens(ctx)
-  # a tokenizer without extra special tokens keeps the fingerprint it had before FIM
-  return {"datasets": sorted(corpora(ctx)), **({"special_tokens": special} if special else {})}
+def _tokenizer_reads(ctx: Context) -> dict:
+  """The tokenizer settings, the model's vocabulary, the special tokens and which
+  datasets it is trained on."""
+  return {"data.tokenizer": ctx.settings.data.tokenizer,
+          "data": _data_part(ctx, ("textbooks", "exercises", "fim_rate")),
+          "model.vocab_size": ctx.settings.model.vocab_size,
+          "special_tokens": _tokenizer_special_tokens(ctx), "datasets": sorted(corpora(ctx))}
 
 
-def datasets(ctx: Context) -> dict:
+def datasets(ctx: Context, reads: dict) -> dict:
   from data_pipeline import token_dataset  # pylint: disable=g-import-not-at-top
   from phi_jax.fim import has_fim_tokens  # pylint: disable=g-import-not-at-top
   from phi_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  data = reads["data"].value
+  fim = fim_config(data, reads["seed"])
   tokenizer = Tokenizer.from_dir(Paths(ctx).tokenizer)
-  if fim_config(ctx) is not None and not has_fim_tokens(tokenizer):
-    raise StageError(f"config.data.fim_rate = {ctx.config.data.fim_rate} but the tokenizer "
+  if fim is not None and not has_fim_tokens(tokenizer):
+    raise StageError(f"config.data.fim_rate = {data.fim_rate} but the tokenizer "
                      f"{Paths(ctx).tokenizer} has no fill-in-the-middle tokens; rebuild it "
                      "(--force=tokenizer)")
   tfds_dir = catalog.tfds_dir(ctx.workdir)
@@ -381,9 +372,9 @@ def datasets(ctx: Context) -> dict:
     if not any(_has_rows(p) for p in paths):
       empty.append(name)  # e.g. no accepted textbook: mixtures name it missing
       continue
-    fim = fim_config(ctx) if catalog.DATASETS[name] == "text" else None
     directory = _build_token_dataset(name, paths, tokenizer, tfds_dir,
-                                     float(ctx.config.data.validation_fraction), fim)
+                                     data.validation_fraction,
+                                     fim if catalog.DATASETS[name] == "text" else None)
     info = token_dataset.dataset_info(directory)
     built[name] = {"dir": directory, **_dataset_counts(info)}
   return {"datasets": built, "empty": empty, "tfds_dir": tfds_dir}
@@ -438,7 +429,7 @@ def _print_summary(summaries: dict[str, dict], stream=None) -> None:
   print("\n".join(lines) + "\n", file=stream, flush=True)
 
 
-def summarize(ctx: Context) -> dict:
+def summarize(ctx: Context, reads: dict) -> dict:
   """The `data` node: stats.json and the console table of what every step did."""
   paths = Paths(ctx)
   summaries = {name: ctx.marker(name)["summary"] for name in STEP_NAMES}
@@ -451,31 +442,61 @@ def summarize(ctx: Context) -> dict:
                        for name, d in built.items()}}
 
 
-def _annotate_inputs(ctx: Context) -> dict:
-  kind = annotator_kind(ctx)
-  llm = ctx.config.llm
-  return {"annotator": kind,
-          "llm": {"model": llm.model, "base_url": llm.base_url} if kind == "llm" else None}
+def _data_part(ctx: Context, fields: tuple[str, ...]):
+  return settings_lib.Part(ctx.settings.data, fields)
 
 
-def _embed_inputs(ctx: Context) -> dict:
+def _quality_part(ctx: Context, fields: tuple[str, ...]):
+  return settings_lib.Part(ctx.settings.data.quality, fields)
+
+
+_EMBEDDER = ("embed_model", "embed_max_len", "embed_dtype", "embed_batch_size")
+
+
+def _embedder_reads(ctx: Context) -> dict:
   # the random-init embedder takes config.model's shape
-  return {"model": None if ctx.config.data.quality.embed_model else ctx.config.model.to_dict()}
+  return {"model": ctx.settings.model} if not ctx.settings.data.quality.embed_model else {}
+
+
+def _curate_reads(ctx: Context) -> dict:
+  return {"data": _data_part(ctx, ("sources", "max_files", "text_field", "license_field",
+                                   "hf_split", "max_chars", "near_dup_threshold", "num_perm",
+                                   "runner", "runner_workers", "runner_shard_files")),
+          "seed": ctx.settings.seed}
+
+
+def _annotate_reads(ctx: Context) -> dict:
+  kind = annotator_kind(ctx)
+  return {"data.quality": _quality_part(ctx, ("annotate", "label_threshold")),
+          "annotator": kind, "llm": ctx.settings.llm if kind == "llm" else None,
+          "seed": ctx.settings.seed}
+
+
+def _embed_reads(ctx: Context) -> dict:
+  return {"data.quality": _quality_part(ctx, _EMBEDDER), **_embedder_reads(ctx),
+          "seed": ctx.settings.seed}
+
+
+def _classify_reads(ctx: Context) -> dict:
+  return {"data.quality": _quality_part(ctx, _EMBEDDER + (
+      "n_estimators", "max_depth", "test_fraction", "keep_threshold", "label_threshold",
+      "score_chunk_size")), **_embedder_reads(ctx), "seed": ctx.settings.seed}
+
+
+def _datasets_reads(ctx: Context) -> dict:
+  return {"data": _data_part(ctx, ("validation_fraction", "fim_rate", "fim_spm_rate",
+                                   "textbooks", "exercises")),
+          "seed": ctx.settings.seed, "datasets": sorted(corpora(ctx))}
 
 
 def _validate_sources(ctx: Context) -> None:
-  cfg = ctx.config.data
-  if not list(cfg.sources):
-    raise UsageError("config.data.sources names no source")
+  cfg = ctx.settings.data
   for spec in cfg.sources:
     if spec.endswith((".jsonl", ".jsonl.gz")) and not os.path.isfile(spec):
       raise UsageError(f"config.data.sources: no file {spec}")
     if spec not in ("installed", "stdlib", "site-packages") and not spec.startswith("hf:") \
         and not os.path.exists(spec):
       raise UsageError(f"config.data.sources: no file or directory {spec}")
-  if cfg.runner not in ("local", "datatrove"):
-    raise UsageError(f"config.data.runner = {cfg.runner!r}: expected 'local' or "
-                     f"'datatrove'")
   if cfg.runner == "datatrove" and importlib.util.find_spec("datatrove") is None:
     raise UsageError("config.data.runner = 'datatrove' needs datatrove: pip install "
                      "-r requirements-engine.txt (or the package's [engine] extra)")
@@ -490,25 +511,18 @@ def _step(name: str, run, doc: str, **fields) -> Node:
               marker=os.path.join(GROUP, "steps", f"{name}.json"), **fields)
 
 
-_Q = "data.quality."
 NODES = (
     _step("curate", curate, "sources -> filters -> exact and near dedup: curated/code.jsonl",
-          config=("data.sources", "data.max_files", "data.text_field", "data.license_field",
-                  "data.hf_split", "data.max_chars", "data.near_dup_threshold",
-                  "data.num_perm", "seed"),
-          validate=_validate_sources,
+          reads=_curate_reads, validate=_validate_sources,
           # several hosts share the datatrove engine's tasks; in-process, one host curates
-          primary_only=lambda ctx: ctx.config.data.runner == "local"),
+          primary_only=lambda ctx: ctx.settings.data.runner == "local"),
     _step("annotate", annotate, "educational-value labels of a sample: quality/labels.jsonl",
-          config=(_Q + "annotate", _Q + "label_threshold", "seed"), after=("curate",),
-          extra=_annotate_inputs, validate=_validate_annotator, primary_only=True),
+          reads=_annotate_reads, after=("curate",), validate=_validate_annotator,
+          primary_only=True),
     _step("embed", embed, "the annotated sample's embeddings: quality/embeddings.npz",
-          config=(_Q + "embed_model", _Q + "embed_max_len", _Q + "embed_dtype", "seed"),
-          after=("annotate",), extra=_embed_inputs),
+          reads=_embed_reads, after=("annotate",)),
     _step("classify", classify, "the quality classifier, every document's score and the "
-          "kept code: curated/filtered_code.jsonl",
-          config=(_Q + "n_estimators", _Q + "max_depth", _Q + "test_fraction",
-                  _Q + "keep_threshold", _Q + "score_chunk_size", "seed"),
+          "kept code: curated/filtered_code.jsonl", reads=_classify_reads,
           after=("annotate", "embed")),
     _step("exercises", exercises, "exercises mined from the curated code: "
           "curated/exercises.jsonl", after=("curate",), primary_only=True),
@@ -517,14 +531,11 @@ NODES = (
 # (recipe/graph.py), which feed them when the run has them
 FINAL_STEPS = (
     _step("tokenizer", tokenizer, "the tokenizer: tokenizer/tokenizer.json",
-          config=("data.tokenizer.spec", "data.tokenizer.vocab_size", "model.vocab_size"),
-          after=_corpus_nodes, files=_given_files, validate=_validate_given_files,
-          extra=_tokenizer_inputs, primary_only=True),
+          reads=_tokenizer_reads, after=_corpus_nodes, files=_given_files,
+          validate=_validate_given_files, primary_only=True),
     _step("datasets", datasets, "tokenized TFDS ArrayRecord datasets: tfds/",
-          config=("data.validation_fraction", "data.fim_rate", "data.fim_spm_rate", "seed"),
-          validate=fim_config,
-          after=lambda ctx: _corpus_nodes(ctx) + ["tokenizer"], files=_given_files,
-          extra=lambda ctx: {"datasets": sorted(corpora(ctx))}, primary_only=True),
+          reads=_datasets_reads, after=lambda ctx: _corpus_nodes(ctx) + ["tokenizer"],
+          files=_given_files, primary_only=True),
 )
 STEP_NAMES = tuple(node.name for node in NODES + FINAL_STEPS)
 FINAL_STEPS += (Node(name=GROUP, run=summarize, doc="the data stage's datasets and stats.json",

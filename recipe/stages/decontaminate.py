@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import os
 
-from data_pipeline import catalog
 from data_pipeline.decontaminate import DecontConfig, Decontaminator, decontaminate
 from data_pipeline.embed import make_embedder
 from phi_jax import atomic
-from phi_jax.cli import UsageError
+from phi_jax import settings as settings_lib
 from recipe.runner import Context, Node
 
 NAME = "decontaminate"
-# config.decontaminate fields that are not DecontConfig's
-_STAGE_FIELDS = ("benchmarks",)
 
 
 def kept_path(ctx: Context, dataset: str) -> str:
@@ -32,32 +29,24 @@ def in_run(ctx: Context) -> bool:
   return ctx.complete_or_selected(NAME)
 
 
-def decont_config(ctx: Context) -> DecontConfig:
-  cfg = ctx.config.decontaminate
-  quality = ctx.config.data.quality
-  values = {k: v for k, v in cfg.to_dict().items() if k not in _STAGE_FIELDS}
-  values.update(embed_model=quality.embed_model, embed_max_len=int(quality.embed_max_len),
-                embed_batch_size=int(quality.embed_batch_size), seed=int(ctx.config.seed))
-  try:
-    return DecontConfig.from_mapping(values)
-  except ValueError as e:
-    raise UsageError(f"config.decontaminate: {e}") from None
-
-
 def benchmark_paths(ctx: Context) -> dict[str, str]:
-  paths = {"humaneval": ctx.config.eval.humaneval_path, "mbpp": ctx.config.eval.mbpp_path}
-  return {name: path for name, path in paths.items() if path}
+  """The evaluator's data files of the checked benchmarks (config.eval's humaneval_path,
+  mbpp_path and data_paths); a benchmark without one loads from its default source."""
+  benchmarks = set(ctx.settings.decontaminate.benchmarks)
+  return {name: path for name, path in ctx.settings.eval.paths().items() if name in benchmarks}
 
 
-def run(ctx: Context, corpora: dict[str, list[str]]) -> dict:
-  config = decont_config(ctx)
+def run(ctx: Context, reads: dict, corpora: dict[str, list[str]]) -> dict:
+  config: DecontConfig = reads["decontaminate"]
   embedder = None
   if "embedding" in config.checks:
-    embedder = make_embedder(config.embed_model, ctx.config.model.to_dict(),
+    model = reads.get("model")
+    embedder = make_embedder(config.embed_model, model.to_dict() if model else None,
                              max_len=config.embed_max_len, seed=config.seed)
-  decontaminator = Decontaminator.load(list(ctx.config.decontaminate.benchmarks), config,
-                                       benchmark_paths=benchmark_paths(ctx), embedder=embedder)
-  summary = {"benchmarks": list(ctx.config.decontaminate.benchmarks),
+  decontaminator = Decontaminator.load(list(config.benchmarks), config,
+                                       benchmark_paths=reads["benchmark_paths"],
+                                       embedder=embedder)
+  summary = {"benchmarks": list(config.benchmarks),
              "unavailable": dict(decontaminator.unavailable), "corpora": {}}
   for dataset, paths in corpora.items():
     print(f"[{NAME}] {dataset}: {len(paths)} file(s)", flush=True)
@@ -72,27 +61,26 @@ def run(ctx: Context, corpora: dict[str, list[str]]) -> dict:
   return summary
 
 
-def validate(ctx: Context) -> None:
-  benchmarks = list(ctx.config.decontaminate.benchmarks)
-  if not benchmarks:
-    raise UsageError("config.decontaminate.benchmarks names no benchmark")
-  unknown = sorted(set(benchmarks) - {"humaneval", "mbpp"})
-  if unknown:
-    raise UsageError(f"config.decontaminate.benchmarks: unknown {unknown}; known: humaneval, "
-                     f"mbpp")
-  decont_config(ctx)
+def _reads(ctx: Context) -> dict:
+  """The decontamination settings (with the quality filter's embedder), the benchmark
+  files, and config.model when the embedding check uses a random-init embedder of its
+  shape."""
+  config = ctx.settings.decontaminate
+  reads = {"decontaminate": config, "benchmark_paths": benchmark_paths(ctx),
+           # the corpora it checks include these files
+           "data": settings_lib.Part(ctx.settings.data, ("textbooks", "exercises"))}
+  if "embedding" in config.checks and not config.embed_model:
+    reads["model"] = ctx.settings.model
+  return reads
 
 
 def node(corpora, after) -> Node:
   """The stage's node; `corpora(ctx)` gives {dataset: [JSONL paths]} to check and
   `after(ctx)` the nodes that write them (the data stage's steps, synthesize)."""
-  return Node(name=NAME, run=lambda ctx: run(ctx, corpora(ctx)),
+  return Node(name=NAME, run=lambda ctx, reads: run(ctx, reads, corpora(ctx)),
               doc="the corpora pruned against the benchmarks: decontaminate/",
-              config=("decontaminate", "seed", "eval.humaneval_path", "eval.mbpp_path",
-                      "data.quality.embed_model", "data.quality.embed_max_len"),
-              after=after, validate=validate,
+              reads=lambda ctx: {**_reads(ctx), "datasets": sorted(corpora(ctx))},
+              after=after,
               files=lambda ctx: [p for paths in corpora(ctx).values() for p in paths
-                                 if not p.startswith(ctx.workdir)],
-              extra=lambda ctx: {"datasets": sorted(corpora(ctx))})
-
-
+                                 if not p.startswith(ctx.workdir)]
+              + sorted(p for p in benchmark_paths(ctx).values() if os.path.isfile(p)))

@@ -10,27 +10,17 @@ from __future__ import annotations
 import os
 
 from phi_jax import checkpoint, convert
-from phi_jax.cli import UsageError
 from recipe.runner import Context
 from recipe.stages import common
 
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-def run(ctx: Context) -> dict:
-  path = common.model_ref(ctx, "export_hf", "export_hf").spec
+def run(ctx: Context, reads: dict) -> dict:
+  path = reads["model"].spec
   out = os.path.join(ctx.node_dir("export_hf"), "hf")
-  convert.orbax_to_hf(path, out, dtype=ctx.config.export_hf.dtype, overwrite=True)
+  convert.orbax_to_hf(path, out, dtype=reads["export_hf"].dtype, overwrite=True)
   step = checkpoint.read_metadata(path)["step"]
   print(f"[export_hf] step {step} of {path} -> {out}", flush=True)
   return {"hf_dir": out, "source": path, "step": step}
 
 
-def validate(ctx: Context) -> None:
-  if ctx.config.export_hf.dtype not in DTYPES:
-    raise UsageError(f"config.export_hf.dtype = {ctx.config.export_hf.dtype!r}: must be one "
-                     f"of {', '.join(DTYPES)}")
-
-
 NODES = (common.model_reader_node("export_hf", "export_hf", run,
-                                   "the model for transformers: export_hf/hf", validate),)
+                                   "the model for transformers: export_hf/hf"),)

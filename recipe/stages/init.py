@@ -16,6 +16,7 @@ import jax
 from data_pipeline import catalog
 from data_pipeline import tokenizer as tokenizers
 from phi_jax import checkpoint, hf_io, pretrained
+from phi_jax import settings as settings_lib
 from phi_jax import tokenizer as tokenizer_lib
 from phi_jax.config import PhiConfig
 from phi_jax.model import count_params
@@ -50,24 +51,38 @@ def load_tokenizer(spec: str, model_dir: str | None,
     raise StageError(f"config.init.tokenizer: {e}") from None
 
 
-def runtime_fields(ctx: Context) -> dict:
-  return {f: ctx.config.model[f] for f in RUNTIME_FIELDS}
+def runtime_fields(model: PhiConfig) -> dict:
+  return {f: getattr(model, f) for f in RUNTIME_FIELDS}
 
 
-def load_start(ctx: Context, ref: models.ModelRef, field: str):
+def start_reads(ctx: Context, ref: models.ModelRef) -> dict:
+  """What a node starting from `ref` reads of config.model and config.init: all of
+  config.model for a random start, its numerics and dropout (RUNTIME_FIELDS) otherwise;
+  config.init.tokenizer where the starting model may lack one."""
+  s = ctx.settings
+  if ref.is_random:
+    return {"model": s.model, "init.tokenizer": s.init.tokenizer}
+  reads = {"model": settings_lib.Part(s.model, RUNTIME_FIELDS)}
+  if ref.node is None and not (os.path.isdir(ref.spec) and checkpoint.is_checkpoint(ref.spec)):
+    reads["init.tokenizer"] = s.init.tokenizer  # a transformers model without a tokenizer
+  return reads
+
+
+def load_start(ctx: Context, ref: models.ModelRef, field: str, *, model,
+               init_tokenizer: str | None):
   """(model config, tokenizer, params loader) of a starting model.
 
-  'random': config.model and config.init.tokenizer, loader None (random init). A
-  phi_jax checkpoint: its architecture and tokenizer. A transformers dir or hub id:
-  its architecture and tokenizer (config.init.tokenizer when it has none). Both with
-  config.model's numerics and dropout (RUNTIME_FIELDS).
+  'random': `model` and `init_tokenizer`, loader None (random init). A phi_jax
+  checkpoint: its architecture and tokenizer. A transformers dir or hub id: its
+  architecture and tokenizer (`init_tokenizer` when it has none). Both with `model`'s
+  numerics and dropout (RUNTIME_FIELDS). `model` is a PhiConfig or a Part of one.
   """
+  model = model.value if isinstance(model, settings_lib.Part) else model
   if ref.is_random:
-    model_config = PhiConfig.from_mapping(ctx.config.model)
-    return model_config, load_tokenizer(ctx.config.init.tokenizer, None, ctx.workdir), None
+    return model, load_tokenizer(init_tokenizer, None, ctx.workdir), None
   path = ref.spec
   if os.path.isdir(path) and checkpoint.is_checkpoint(path):
-    model_config = checkpoint.read_config(path).replace(**runtime_fields(ctx))
+    model_config = checkpoint.read_config(path).replace(**runtime_fields(model))
     tokenizer = checkpoint.read_tokenizer(path)
     return model_config, tokenizer, lambda: checkpoint.load_params(path, model_config)
   if ref.node is not None:
@@ -81,22 +96,29 @@ def load_start(ctx: Context, ref: models.ModelRef, field: str):
   if not hf_io.is_hf_dir(directory):
     raise StageError(f"{field} = {path!r}: neither a phi_jax checkpoint nor a transformers "
                      f"directory")
-  model_config, params, tokenizer = pretrained.load_hf(directory, **runtime_fields(ctx))
-  if tokenizer is None and ctx.config.init.tokenizer:
-    tokenizer = load_tokenizer(ctx.config.init.tokenizer, None, ctx.workdir)
+  model_config, params, tokenizer = pretrained.load_hf(directory, **runtime_fields(model))
+  if tokenizer is None and init_tokenizer:
+    tokenizer = load_tokenizer(init_tokenizer, None, ctx.workdir)
   return model_config, tokenizer, lambda: params
 
 
-def run(ctx: Context) -> dict:
-  ref = models.resolve(ctx, ctx.config.init.model, "config.init.model", allow_random=True,
-                       before="init")
-  model_config, tokenizer, load_params = load_start(ctx, ref, "config.init.model")
+def _ref(ctx: Context) -> models.ModelRef:
+  return models.resolve(ctx, ctx.settings.init.model, "config.init.model", allow_random=True,
+                        before="init")
+
+
+def run(ctx: Context, reads: dict) -> dict:
+  ref = reads["start"]
+  tokenizer_spec = reads["init.tokenizer"]
+  model_config, tokenizer, load_params = load_start(ctx, ref, "config.init.model",
+                                                    model=reads["model"],
+                                                    init_tokenizer=tokenizer_spec)
   if ref.is_random:
-    params = pretrained.params_of(pretrained.init_model(model_config, ctx.config.seed))
+    params = pretrained.params_of(pretrained.init_model(model_config, reads["seed"]))
   else:
     params = load_params()
-    if ctx.config.init.tokenizer:  # '' keeps the imported model's own tokenizer
-      tokenizer = load_tokenizer(ctx.config.init.tokenizer, None, ctx.workdir)
+    if tokenizer_spec:  # '' keeps the imported model's own tokenizer
+      tokenizer = load_tokenizer(tokenizer_spec, None, ctx.workdir)
   if tokenizer is not None and tokenizer.vocab_size > model_config.vocab_size:
     raise StageError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's "
                      f"vocab_size is {model_config.vocab_size} (config.model.vocab_size)")
@@ -114,19 +136,18 @@ def run(ctx: Context) -> dict:
 
 
 def _after(ctx: Context) -> list[str]:
-  after = models.upstream_of(ctx, ctx.config.init.model, "config.init.model",
+  after = models.upstream_of(ctx, ctx.settings.init.model, "config.init.model",
                              allow_random=True, before="init")
-  if ctx.config.init.tokenizer == DATA_TOKENIZER:
+  if ctx.settings.init.tokenizer == DATA_TOKENIZER:
     after.append("tokenizer")
   return after
 
 
-def _extra(ctx: Context) -> dict:
-  ref = models.resolve(ctx, ctx.config.init.model, "config.init.model", allow_random=True,
-                       before="init")
-  return {"start": models.describe(ref)}
+def _reads(ctx: Context) -> dict:
+  ref = _ref(ctx)
+  return {"start": ref, **start_reads(ctx, ref), "init.tokenizer": ctx.settings.init.tokenizer,
+          **({"seed": ctx.settings.seed} if ref.is_random else {"seed": None})}
 
 
 NODES = (Node(name="init", run=run, doc="the starting model: init/checkpoints/0",
-              config=("model", "init", "seed"), after=_after, extra=_extra,
-              produces_model=True),)
+              reads=_reads, after=_after, produces_model=True),)

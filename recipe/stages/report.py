@@ -8,12 +8,13 @@ without running a stage.
 
 from __future__ import annotations
 
+from phi_jax import settings as settings_lib
 from recipe import report as report_lib
 from recipe.runner import Context, Node
 
 
 # The nodes whose output the report shows (the timings of the others aside).
-SHOWN = ("data", "synthesize", "decontaminate", "pretrain", "finetune", "eval")
+SHOWN = ("data", "synthesize", "decontaminate", "pretrain", "finetune", "curves", "eval")
 
 
 def _after(ctx: Context) -> list[str]:
@@ -21,13 +22,20 @@ def _after(ctx: Context) -> list[str]:
           if name in ctx.graph.by_name and ctx.complete_or_selected(name)]
 
 
-def run(ctx: Context) -> dict:
-  paths = report_lib.build_report(ctx.workdir, ctx.graph.nodes, ctx.config.to_dict())
+def run(ctx: Context, reads: dict) -> dict:
+  # the settings the results were made with: output-determining fields only
+  shown = settings_lib.output_values(reads)
+  paths = report_lib.build_report(ctx.workdir, ctx.graph.nodes, shown)
   print(f"[report] {paths['markdown']}\n[report] {paths['html']}", flush=True)
   return paths
 
 
-# Its inputs are those nodes' fingerprints (which hold every config value that shaped
-# their output): it reruns exactly when something it shows was rebuilt.
+def _reads(ctx: Context) -> dict:
+  """The report shows the run's settings (report/config.json): their output-determining
+  fields, which enter its fingerprint; its other inputs are the shown nodes'
+  fingerprints, so it reruns exactly when something it shows was rebuilt."""
+  return {**ctx.settings.sections, "seed": ctx.settings.seed}
+
+
 NODES = (Node(name="report", run=run, doc="the run report: report/report.md and report.html",
-              after=_after, primary_only=True),)
+              reads=_reads, after=_after, primary_only=True),)

@@ -11,14 +11,13 @@ import os
 import time
 
 from phi_jax import atomic, pretrained, sampling
-from phi_jax.cli import UsageError
 from recipe.runner import Context, StageError
 from recipe.stages import common
 
 
-def run(ctx: Context) -> dict:
-  cfg = ctx.config.sample
-  path = common.model_ref(ctx, "sample", "sample").spec
+def run(ctx: Context, reads: dict) -> dict:
+  cfg: sampling.SampleSettings = reads["sample"]
+  path = reads["model"].spec
   model = pretrained.from_pretrained(path)
   if model.tokenizer is None:
     raise StageError(f"the model at {path} has no tokenizer; text prompts need one "
@@ -28,7 +27,7 @@ def run(ctx: Context) -> dict:
   completions = sampling.generate(
       model, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
       top_p=cfg.top_p, top_k=cfg.top_k, stop=tuple(cfg.stop), num_samples=cfg.num_samples,
-      seed=ctx.config.seed, batch_size=cfg.batch_size)
+      seed=reads["seed"], batch_size=cfg.batch_size)
   seconds = time.time() - start
   out = os.path.join(ctx.node_dir("sample"), "samples.jsonl")
   atomic.write_jsonl(
@@ -46,18 +45,6 @@ def run(ctx: Context) -> dict:
           "seconds": round(seconds, 3)}
 
 
-def validate(ctx: Context) -> None:
-  cfg = ctx.config.sample
-  if not list(cfg.prompts):
-    raise UsageError("config.sample.prompts is empty: nothing to sample")
-  checks = (("num_samples", int(cfg.num_samples) >= 1, ">= 1"),
-            ("max_new_tokens", int(cfg.max_new_tokens) >= 1, ">= 1"),
-            ("temperature", float(cfg.temperature) >= 0, ">= 0 (0 = greedy)"),
-            ("top_p", 0 < float(cfg.top_p) <= 1, "in (0, 1]"),
-            ("top_k", int(cfg.top_k) >= 0, ">= 0 (0 = off)"),
-            ("batch_size", int(cfg.batch_size) >= 1, ">= 1"))
-  common.check_fields("config.sample", cfg, checks)
-
-
 NODES = (common.model_reader_node("sample", "sample", run,
-                                   "completions of the prompts: sample/samples.jsonl", validate),)
+                                   "completions of the prompts: sample/samples.jsonl",
+                                   reads=lambda ctx: {"seed": ctx.settings.seed}),)

@@ -15,25 +15,23 @@ are built from them (plus config.data.textbooks / exercises).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 
 from data_pipeline import synth
 from phi_jax import checkpoint, pretrained, serve
+from phi_jax import settings as settings_lib
+from phi_jax.digest import file_sha256
 from phi_jax import tokenizer as tokenizer_lib
 from phi_jax.config import PhiConfig
 from phi_jax.cli import UsageError
-from phi_jax.llm import LLMClient, LLMConfig
+from phi_jax.llm import LLMClient
 from recipe.runner import Context, Node
 
 NAME = "synthesize"
 LOCAL_MODEL_NAME = "phi-jax-local-teacher"
-# config.synth fields of the stage itself, not of data_pipeline.synth
-_STAGE_FIELDS = ("local_teacher", "local_max_batch")
-
-
-def synth_values(synth_config) -> dict:
-  """config.synth as data_pipeline.synth takes it (without the stage's own fields)."""
-  return {k: v for k, v in synth_config.to_dict().items() if k not in _STAGE_FIELDS}
+RANDOM_TEACHER = "random"
 
 
 def out_dir(ctx: Context) -> str:
@@ -48,70 +46,103 @@ def exercises_path(ctx: Context) -> str:
   return os.path.join(out_dir(ctx), "exercises.jsonl")
 
 
-def _local_teacher_model(ctx: Context, spec: str):
-  """The model phi_jax's server serves as the teacher (see the module docstring)."""
-  if spec != "random":
-    return serve.load_model(spec, "float32")
+def random_teacher_config(model: PhiConfig) -> PhiConfig:
+  """The random local teacher: config.model's shape with the byte-level tokenizer."""
   byte_level = tokenizer_lib.byte_level()
   # byte-level prompts are long: a context of at least 4096 tokens
-  config = PhiConfig.from_mapping(ctx.config.model).replace(
-      vocab_size=max(int(ctx.config.model.vocab_size), byte_level.vocab_size),
-      max_seq_len=max(int(ctx.config.model.max_seq_len), 4096), dtype="float32",
-      attention="xla")
+  return model.replace(vocab_size=max(model.vocab_size, byte_level.vocab_size),
+                       max_seq_len=max(model.max_seq_len, 4096), dtype="float32",
+                       param_dtype="float32", attention="xla", embed_dropout=0.0,
+                       attention_dropout=0.0, residual_dropout=0.0)
+
+
+def local_teacher_identity(spec: str, model: PhiConfig, seed: int) -> dict:
+  """What identifies the local teacher's answers: the random model's shape and seed, or
+  the served checkpoint's fingerprint (its files' digests)."""
+  if spec == RANDOM_TEACHER:
+    return {"random": settings_lib.output_values(random_teacher_config(model)), "seed": seed}
+  return {"checkpoint": checkpoint_digest(spec)}
+
+
+def checkpoint_digest(path: str) -> str:
+  """The sha256 of a model directory's files (names and contents), or 'missing'."""
+  if not os.path.exists(path):
+    return "missing"
+  digest = hashlib.sha256()
+  for root, dirs, files in os.walk(path):
+    dirs.sort()
+    for name in sorted(files):
+      full = os.path.join(root, name)
+      digest.update(os.path.relpath(full, path).encode() + b"\0")
+      digest.update(file_sha256(full).encode())
+  return digest.hexdigest()
+
+
+def _local_teacher_model(ctx: Context, spec: str, model: PhiConfig, seed: int):
+  """The model phi_jax's server serves as the teacher (see the module docstring)."""
+  if spec != RANDOM_TEACHER:
+    return serve.load_model(spec, "float32")
+  config = random_teacher_config(model)
   root = os.path.join(out_dir(ctx), "local_teacher")
   if not checkpoint.steps(root):
-    params = pretrained.params_of(pretrained.init_model(config, int(ctx.config.synth.seed)))
-    checkpoint.save(root, 0, params, config, tokenizer=byte_level, source="random_init")
+    params = pretrained.params_of(pretrained.init_model(config, seed))
+    checkpoint.save(root, 0, params, config, tokenizer=tokenizer_lib.byte_level(),
+                    source="random_init")
   return serve.load_model(root, "float32")
 
 
 @contextlib.contextmanager
-def teacher_client(ctx: Context):
+def teacher_client(ctx: Context, cfg: synth.SynthConfig, model: PhiConfig | None):
   """The LLM client of the teacher (and the local server, when one is configured)."""
-  values = ctx.config.synth.teacher.to_dict()
-  values["cache_dir"] = values.get("cache_dir") or ctx.path("llm_cache")
+  teacher = cfg.teacher.replace(cache_dir=cfg.teacher.cache_dir or ctx.path("llm_cache"))
   with contextlib.ExitStack() as stack:
-    local = ctx.config.synth.local_teacher
+    local = cfg.local_teacher
     if local:
-      cfg = ctx.config.synth
       server = stack.enter_context(serve.Server(
-          _local_teacher_model(ctx, local), host="127.0.0.1", port=0,
-          model_name=LOCAL_MODEL_NAME, max_batch=int(cfg.local_max_batch)).start())
-      values.update(base_url=server.url + "/v1", model=LOCAL_MODEL_NAME,
-                    api_key_env="PHI_JAX_LOCAL_TEACHER_KEY")
+          _local_teacher_model(ctx, local, model, cfg.seed), host="127.0.0.1", port=0,
+          model_name=LOCAL_MODEL_NAME, max_batch=cfg.local_max_batch).start())
+      identity = json.dumps(local_teacher_identity(local, model, cfg.seed), sort_keys=True)
+      teacher = teacher.replace(base_url=server.url + "/v1", model=LOCAL_MODEL_NAME,
+                                api_key_env="PHI_JAX_LOCAL_TEACHER_KEY",
+                                model_identity=hashlib.sha256(identity.encode()).hexdigest())
       print(f"[{NAME}] teacher: phi_jax's server on {server.url} serving {local!r}",
             flush=True)
     try:
-      client = LLMClient(LLMConfig.from_mapping(values, where="config.synth.teacher"))
+      client = LLMClient(teacher)
     except ValueError as e:
-      raise UsageError(str(e)) from None
+      raise UsageError(str(e).replace("LLMConfig", "config.synth.teacher", 1)) from None
     stack.callback(client.close)
     yield client
 
 
-def run(ctx: Context) -> dict:
-  values = synth_values(ctx.config.synth)
-  options = synth.SynthConfig.from_mapping(values)
-  sandbox = synth.sandbox_for(options.exercises) if options.exercises.count else None
+def run(ctx: Context, reads: dict) -> dict:
+  cfg: synth.SynthConfig = reads["synth"]
+  sandbox = synth.sandbox_for(cfg.exercises) if cfg.exercises.count else None
   curated = [p for p in (ctx.path("data", "curated", "code.jsonl"),) if os.path.exists(p)]
   forced = ctx.forced(NAME)
-  with teacher_client(ctx) as client:
-    return synth.synthesize(values, out_dir(ctx), client, sandbox, curated_paths=curated,
+  with teacher_client(ctx, cfg, reads.get("model")) as client:
+    return synth.synthesize(cfg, out_dir(ctx), client, sandbox, curated_paths=curated,
                             force=forced)
 
 
 def validate(ctx: Context) -> None:
-  cfg = ctx.config.synth
-  try:
-    synth.SynthConfig.from_mapping(synth_values(ctx.config.synth))
-  except ValueError as e:
-    raise UsageError(str(e)) from None
+  cfg = ctx.settings.synth
   if not cfg.local_teacher and not cfg.teacher.model:
     raise UsageError("config.synth: no teacher: set config.synth.teacher.model (and "
                      "teacher.base_url for a server other than OpenAI), or "
                      "config.synth.local_teacher to serve a local model")
-  if int(cfg.local_max_batch) < 1:
-    raise UsageError(f"config.synth.local_max_batch = {cfg.local_max_batch}: must be >= 1")
+
+
+def _reads(ctx: Context) -> dict:
+  """config.synth; with the random local teacher also config.model (its shape); with a
+  served checkpoint its files' fingerprint."""
+  cfg = ctx.settings.synth
+  reads: dict = {"synth": cfg}
+  if cfg.local_teacher == RANDOM_TEACHER:
+    reads["model"] = random_teacher_config(ctx.settings.model)
+  elif cfg.local_teacher:
+    reads["local_teacher"] = {"checkpoint": checkpoint_digest(cfg.local_teacher)}
+  return reads
 
 
 def in_run(ctx: Context) -> bool:
@@ -125,9 +156,8 @@ def _partial(ctx: Context) -> str | None:
 
 
 NODES = (Node(name=NAME, run=run, doc="synthetic textbooks and exercises: synthesize/",
-              config=("synth",), after=("curate",), validate=validate, partial=_partial,
+              reads=_reads, after=("curate",), validate=validate, partial=_partial,
               interrupted=lambda ctx: "the teacher's answers so far (raw/)",
               # one host asks a remote teacher; a local one is an Orbax checkpoint,
               # which every host loads together
-              primary_only=lambda ctx: not ctx.config.synth.local_teacher),)
-
+              primary_only=lambda ctx: not ctx.settings.synth.local_teacher),)

@@ -7,6 +7,8 @@ import re
 import ml_collections
 import pytest
 
+from recipe import settings as run_settings
+
 from configs import base, long_context, phi1, phi1_small, tiny
 from phi_jax import PhiConfig, count_params
 from phi_jax.config import ConfigError, with_context
@@ -29,7 +31,8 @@ def test_config_loads_and_validates(name):
   config = CONFIGS[name].get_config()
   model = PhiConfig.from_mapping(config.model)
   assert model.head_dim == 64  # every phi size uses 64-dim heads
-  assert set(base.model_config().keys()) == set(config.model.keys())
+  assert set(base.get_config().model.keys()) == set(config.model.keys())
+  run_settings.resolve(config)  # every section passes its schema
   stage_names = graph.build().stage_names()
   for stage in config.stages:
     assert stage in stage_names
@@ -57,28 +60,27 @@ def test_paper_architecture_facts():
 def test_model_defaults_are_phi_config_and_the_paper():
   """config.model is built from PhiConfig's defaults (one definition): the paper's."""
   import dataclasses
-  assert base.model_config().to_dict() == dataclasses.asdict(PhiConfig())
+  assert base.get_config().model.to_dict() == dataclasses.asdict(PhiConfig())
   assert count_params(PhiConfig()) == 1_418_270_720
   c = PhiConfig()
   assert (c.attention_dropout, c.residual_dropout, c.attention) == (0.1, 0.1, "auto")
 
 
-def test_every_field_is_documented():
-  """Each leaf of the base config has a comment on its line or the line above; the
-  model section's fields are documented in PhiConfig's docstring."""
-  with open(os.path.join(REPO_ROOT, "configs", "base.py")) as f:
-    lines = f.read().splitlines()
-  for field in base.model_config().keys():
-    assert f"    {field}: " in PhiConfig.__doc__, f"PhiConfig.{field} is not documented"
+def test_every_field_is_documented_once_in_its_schema():
+  """Each leaf of the base config is a field of its section's schema, with its kind and
+  its documentation there (a `setting` doc, or the schema docstring's Attributes)."""
+  import dataclasses
+  from phi_jax import settings
+  from recipe.main import describe_config
+  described = describe_config(base.get_config())
   for path in _leaves(base.get_config()):
-    if path[0] == "model":
-      continue
-    key = path[-1]
-    pattern = re.compile(rf"(\b{key}\s*=|config\.{key}\s*=)")
-    hits = [i for i, line in enumerate(lines) if pattern.search(line)]
-    assert hits, f"config field {'.'.join(path)} is not set in configs/base.py"
-    documented = any("#" in lines[i] or lines[i - 1].strip().startswith("#") for i in hits)
-    assert documented, f"config field {'.'.join(path)} has no comment in configs/base.py"
+    dotted = ".".join(path)
+    assert f"config.{dotted} = " in described, f"config.{dotted} has no schema field"
+  for schema in list(base.SECTIONS.values()) + [settings.RunSettings]:
+    for field in dataclasses.fields(schema):
+      doc = field.metadata.get("doc") or ""
+      in_docstring = re.search(rf"\b{field.name}\b", schema.__doc__ or "")
+      assert doc or in_docstring, f"{schema.__name__}.{field.name} is not documented"
 
 
 def test_long_context_finetunes_phi1_to_four_times_its_context():
@@ -130,7 +132,8 @@ def test_phi1_base_is_the_kept_24k_step_and_finetuning_starts_there():
   for module in (phi1, phi1_small):
     config = module.get_config()
     assert 24000 in config.train.keep_steps
-    assert 24000 in training.kept_steps(config.train)  # despite keep_checkpoints=3
+    ctx = runner.Context(config, "/nonexistent/workdir", graph.build())
+    assert 24000 in ctx.settings.train.kept_steps()  # despite keep_checkpoints=3
     assert config.finetune.model == "pretrain:24000"
     ctx = runner.Context(config, "/nonexistent/workdir", graph.build())
     ref = training.start_ref(ctx, "finetune", "finetune")
@@ -150,13 +153,12 @@ def test_phi1_finetune_loss_is_the_papers_plain_next_token_loss():
 
 
 def test_unstated_values_are_marked_as_choices():
-  """Every optimizer value the paper does not state carries 'choice' in its comment."""
-  with open(os.path.join(REPO_ROOT, "configs", "base.py")) as f:
-    text = f.read()
-  for field in ("end_lr", "b1", "grad_clip"):
-    line = text.index(f"          {field}=")
-    comment = text[text.rindex("=", 0, line - 1):line]  # the comment lines above it
-    assert "choice" in comment, field
+  """Every optimizer value the paper does not state says 'A choice' in its schema doc."""
+  import dataclasses
+  from phi_jax.train.settings import OptimizerSettings
+  docs = {f.name: f.metadata["doc"] for f in dataclasses.fields(OptimizerSettings)}
+  for field in ("end_lr", "b1", "b2", "eps", "grad_clip"):
+    assert "A choice" in docs[field], field
   with open(os.path.join(REPO_ROOT, "configs", "phi1.py")) as f:
     phi1_text = f.read()
   assert "bf16" in phi1_text and "choice" in phi1_text and "StackOverflow" in phi1_text

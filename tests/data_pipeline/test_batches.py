@@ -1,12 +1,14 @@
 """Training data selection: names -> built datasets -> loader batches with the loss policy."""
 
-import ml_collections
+import dataclasses
+
 import numpy as np
 import pytest
 
+from data_pipeline import batches as data
 from data_pipeline import catalog, token_dataset
 from phi_jax import tokenizer as tokenizer_lib
-from data_pipeline import batches as data
+from phi_jax.train.settings import TrainSettings
 from tests.phi_jax.train.driver import build_data
 
 SEQ_LEN = 64
@@ -20,10 +22,9 @@ def workdir(tmp_path_factory):
 
 
 def train_cfg(**overrides):
-  values = dict(data="phi1_filtered_code", seq_len=SEQ_LEN, batch_size=4, segment_ids=False,
-                loader_workers=0, loss_on_solution_only=False)
+  values = dict(data=("phi1_filtered_code",), seq_len=SEQ_LEN, batch_size=4)
   values.update(overrides)
-  return ml_collections.ConfigDict(values)
+  return dataclasses.replace(TrainSettings(), **values)
 
 
 def test_a_partial_mixture_is_an_error_unless_allowed(workdir):

@@ -211,7 +211,8 @@ STEPS = 100  # ~20 s on 2 CPU cores
 
 def test_a_tiny_model_trained_with_fim_learns_to_infill_its_corpus(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
-  from configs.base import get_config, train_config  # pylint: disable=g-import-not-at-top
+  from configs.base import get_config  # pylint: disable=g-import-not-at-top
+  from phi_jax.train.settings import train_settings  # pylint: disable=g-import-not-at-top
   from data_pipeline import loader as loader_lib  # pylint: disable=g-import-not-at-top
   from phi_jax.config import PhiConfig  # pylint: disable=g-import-not-at-top
   from phi_jax.pretrained import model_from_params  # pylint: disable=g-import-not-at-top
@@ -231,8 +232,8 @@ def test_a_tiny_model_trained_with_fim_learns_to_infill_its_corpus(tmp_path):
   model_config = PhiConfig(vocab_size=264, d_model=64, num_layers=2, num_heads=4, mlp_dim=256,
                            rotary_dim=8, max_seq_len=64, dtype="float32",
                            attention_dropout=0.0, residual_dropout=0.0)
-  train_cfg = train_config(steps=STEPS, batch_size=16, lr=3e-3, warmup_steps=10,
-                           weight_decay=0.0)
+  train_cfg = train_settings(steps=STEPS, batch_size=16, lr=3e-3, warmup_steps=10,
+                             weight_decay=0.0)
   mesh = mesh_lib.make_mesh(dict(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
   trainer = step_lib.Trainer(model_config, train_cfg, mesh,
                              mesh_lib.parse_rules(get_config().mesh.rules), total_steps=STEPS)

@@ -19,8 +19,11 @@ from tests.data_pipeline.test_token_dataset import code_rows, exercise_rows, wri
 
 pytest.importorskip("seqio")
 
-TASKS = ("phi1_filtered_code", "phi1_textbooks", "phi1_exercises", "humaneval")
-MIXTURES = ("phi1_code_textbook", "phi1_code_exercises")
+from data_pipeline import catalog  # noqa: E402
+
+# every dataset the data stage builds, and every mixture the runner trains on
+TASKS = tuple(catalog.DATASETS) + ("humaneval",)
+MIXTURES = tuple(catalog.MIXTURES)
 EXAMPLE = os.path.join(REPO_ROOT, "docs", "seqio_example.py")
 
 
@@ -33,7 +36,8 @@ def workdir(tmp_path_factory):
   tok.save(str(data / "tokenizer"))
   for name, rows in (("phi1_filtered_code", code_rows(9)),
                      ("phi1_textbooks", code_rows(4, prefix="book")),
-                     ("phi1_exercises", exercise_rows(5))):
+                     ("phi1_exercises", exercise_rows(5)),
+                     ("phi1_mined_exercises", exercise_rows(3))):
     jsonl = write_jsonl(root / f"{name}.jsonl", rows)
     token_dataset.write_jsonl_dataset(name, [jsonl], tok, str(data / "tfds"))
   return root

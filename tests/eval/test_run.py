@@ -187,13 +187,13 @@ def assert_refused(out, message, *args):
 
 
 @pytest.mark.parametrize("flag, message", [
-    ("--n=0", "--n must be an integer >= 1, got 0"),
+    ("--n=0", "--n = 0: must be an integer >= 1"),
     ("--n=two", "flag --n=two"),
-    ("--limit=-1", "--limit must be an integer >= 0"),
-    ("--timeout_s=-1", "--timeout_s must be a number > 0"),
-    ("--top_p=1.01", "--top_p must be a number in (0, 1]"),
-    ("--k=0", "--k must be a non-empty list of integers >= 1, got 0"),
-    ("--isolation=docker", "--isolation must be one of auto, bwrap, unshare, rlimits"),
+    ("--limit=-1", "--limit = -1: must be an integer >= 0"),
+    ("--timeout_s=-1", "--timeout_s = -1.0: must be a number > 0"),
+    ("--top_p=1.01", "--top_p = 1.01: must be a number in (0, 1]"),
+    ("--k=0", "--k = (0,): must be a non-empty list of an integer >= 1"),
+    ("--isolation=docker", "--isolation = 'docker': must be one of 'auto', 'bwrap', 'unshare', 'rlimits'"),
     ("--samples=MISSING", "--samples MISSING does not exist"),
     ("--grader_model=gpt-4o", "--grader_model is not a flag of `python -m eval.run`"),
     ("--no_such_flag=1", "Unknown command line flag 'no_such_flag'"),
@@ -217,17 +217,17 @@ def test_grade_refuses_bad_flags(finished, flag, message):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (dict(n=-3), "--n must be an integer >= 1, got -3"),
-    (dict(timeout_s=0.0), "--timeout_s must be a number > 0"),
-    (dict(timeout_s=float("nan")), "--timeout_s must be a number > 0"),
-    (dict(temperature=-0.5), "--temperature must be a number >= 0"),
-    (dict(top_p=0.0), "--top_p must be a number in (0, 1]"),
-    (dict(k=["1", "x"]), "--k must be a non-empty list of integers >= 1, got '1,x'"),
-    (dict(k=[]), "--k must be a non-empty list of integers >= 1, got "),
-    (dict(batch_size=0), "--batch_size must be an integer >= 1"),
-    (dict(max_new_tokens=0), "--max_new_tokens must be an integer >= 1"),
-    (dict(workers=-2), "--workers must be an integer >= 0"),
-    (dict(memory_mb=0), "--memory_mb must be an integer >= 16"),
+    (dict(n=-3), "--n = -3: must be an integer >= 1"),
+    (dict(timeout_s=0.0), "--timeout_s = 0.0: must be a number > 0"),
+    (dict(timeout_s=float("nan")), "--timeout_s = nan: must be a number > 0"),
+    (dict(temperature=-0.5), "--temperature = -0.5: must be a number >= 0"),
+    (dict(top_p=0.0), "--top_p = 0.0: must be a number in (0, 1]"),
+    (dict(k=["1", "x"]), "--k = '1,x': must be a non-empty list of integers >= 1"),
+    (dict(k=[]), "--k = (): must be a non-empty list of an integer >= 1"),
+    (dict(batch_size=0), "--batch_size = 0: must be an integer >= 1"),
+    (dict(max_new_tokens=0), "--max_new_tokens = 0: must be an integer >= 1"),
+    (dict(workers=-2), "--workers = -2: must be an integer >= 0"),
+    (dict(memory_mb=0), "--memory_mb = 0: must be an integer >= 16"),
 ])
 def test_every_flag_range_is_checked(flags, message):
   values = dict(n=1, temperature=0.0, top_p=0.95, max_new_tokens=8, k=["1"], batch_size=1,
@@ -275,12 +275,12 @@ def test_another_evaluation_in_out_is_refused_unless_overwrite(finished, humanev
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(n=0), "n must be an integer >= 1, got 0"),
-    (dict(limit=-1), "limit must be an integer >= 0"),
-    (dict(ks=[]), "k must be a non-empty list"),
-    (dict(top_p=0.0), "top_p must be a number in (0, 1]"),
-    (dict(limits=SandboxLimits(timeout_s=float("inf"))), "timeout_s must be a number > 0"),
-    (dict(workers=-1), "workers must be an integer >= 0"),
+    (dict(n=0), "n = 0: must be an integer >= 1"),
+    (dict(limit=-1), "limit = -1: must be an integer >= 0"),
+    (dict(ks=[]), "k = (): must be a non-empty list"),
+    (dict(top_p=0.0), "top_p = 0.0: must be a number in (0, 1]"),
+    (dict(limits=SandboxLimits(timeout_s=float("inf"))), "timeout_s = inf: must be a number > 0"),
+    (dict(workers=-1), "workers = -1: must be an integer >= 0"),
 ])
 def test_evaluate_checks_its_arguments_before_writing(finished, kwargs, message):
   samples, out = finished
@@ -395,10 +395,10 @@ def test_the_run_configs_eval_section_is_checked_by_field_name():
   cfg = base_config.get_config()
   settings = eval_settings.from_config(cfg.eval, seed=cfg.seed)
   assert settings.ks == (1, 10, 100) and settings.top_p == DEFAULT_TOP_P
-  for field, value, message in [("n", 0, "config.eval.n must be an integer >= 1, got 0"),
-                                ("k", (1, 0), "config.eval.k must be a non-empty list"),
-                                ("timeout_s", -1.0, "config.eval.timeout_s must be a number > 0"),
-                                ("workers", -1, "config.eval.workers must be an integer >= 0")]:
+  for field, value, message in [("n", 0, "config.eval.n = 0: must be an integer >= 1"),
+                                ("k", (1, 0), "config.eval.k = (1, 0): must be a non-empty list"),
+                                ("timeout_s", -1.0, "config.eval.timeout_s = -1.0: must be a number > 0"),
+                                ("workers", -1, "config.eval.workers = -1: must be an integer >= 0")]:
     bad = base_config.get_config().eval
     bad[field] = value
     with pytest.raises(SettingsError, match=re.escape(message)):

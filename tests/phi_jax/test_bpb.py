@@ -7,6 +7,8 @@ import numpy as np
 import ml_collections
 import pytest
 
+from phi_jax.train.settings import train_settings
+
 from configs import base as base_config
 from phi_jax import bpb, tokenizer as tokenizer_lib
 from phi_jax.config import PhiConfig
@@ -64,8 +66,7 @@ def test_bits_per_byte_matches_brute_force(model):
   # the training loop's scorer (sharded eval step) gives the same number
   from phi_jax.pretrained import params_of
   batch_size = 8 * len(jax.devices())  # a multiple of the data-parallel devices
-  train_cfg = base_config.train_config(steps=10, batch_size=batch_size, lr=1e-3,
-                                       warmup_steps=1)
+  train_cfg = train_settings(steps=10, batch_size=batch_size, lr=1e-3, warmup_steps=1)
   mesh = mesh_lib.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1)))
   trainer = Trainer(CONFIG, train_cfg, mesh,
                     mesh_lib.parse_rules(base_config.get_config().mesh.rules), total_steps=10)

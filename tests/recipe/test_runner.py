@@ -11,29 +11,35 @@ from phi_jax.cli import UsageError
 from recipe import runner
 
 
+def SEED(ctx):  # pylint: disable=invalid-name
+  return {"seed": ctx.settings.seed}
+
+
 class Counter:
   """A node body that writes its config seed to <dir>/out.txt and counts its calls."""
 
   def __init__(self, name, fail=False, interrupt=False):
     self.name, self.fail, self.interrupt, self.calls = name, fail, interrupt, 0
 
-  def __call__(self, ctx):
+  def __call__(self, ctx, reads):
     self.calls += 1
     with open(os.path.join(ctx.node_dir(self.name), "out.txt"), "w") as f:
-      f.write(str(ctx.config.seed))
+      f.write(str(reads.get("seed")))
     if self.interrupt:
       raise KeyboardInterrupt
     if self.fail:
       raise RuntimeError("boom")
-    return {"seed": ctx.config.seed}
+    return {"seed": reads.get("seed")}
 
 
 def graph(expensive_b=False, **bodies):
   """a -> b -> c, where c also reads config.sample.max_new_tokens."""
   a, b, c = (bodies.get(n) or Counter(n) for n in "abc")
-  nodes = [runner.Node("a", a, doc="first", config=("seed",)),
+  nodes = [runner.Node("a", a, doc="first", reads=SEED),
            runner.Node("b", b, doc="second", after=("a",), expensive=expensive_b),
-           runner.Node("c", c, doc="third", after=("b",), config=("sample.max_new_tokens",))]
+           runner.Node("c", c, doc="third", after=("b",),
+                       reads=lambda ctx: {"sample.max_new_tokens":
+                                          ctx.settings.sample.max_new_tokens})]
   return runner.Graph(nodes), (a, b, c)
 
 
@@ -52,9 +58,9 @@ def test_fresh_then_complete_then_changed(tmp_path):
   assert plan_actions(ctx) == {"a": "run", "b": "run", "c": "run"}
   run(ctx)
   assert (a.calls, b.calls, c.calls) == (1, 1, 1)
-  marker = json.load(open(tmp_path / "c" / runner.COMPLETE))
+  marker = json.load(open(tmp_path / "a" / runner.COMPLETE))
   assert marker["format"] == runner.MARKER_FORMAT and marker["summary"] == {"seed": 0}
-  assert not (tmp_path / "c" / runner.STARTED).exists()
+  assert not (tmp_path / "a" / runner.STARTED).exists()
   assert plan_actions(ctx) == {"a": "skip", "b": "skip", "c": "skip"}
   run(ctx)
   assert (a.calls, b.calls, c.calls) == (1, 1, 1)
@@ -134,11 +140,11 @@ def test_resume_only_with_the_same_inputs(tmp_path):
   config = tiny.get_config()
   partial = lambda ctx: "step 3" if os.path.exists(ctx.path("t", "ckpt")) else None
 
-  def body(ctx):
+  def body(ctx, reads):
     os.makedirs(ctx.path("t", "ckpt"), exist_ok=True)
     raise KeyboardInterrupt
 
-  nodes = [runner.Node("t", body, config=("seed",), expensive=True, partial=partial)]
+  nodes = [runner.Node("t", body, reads=SEED, expensive=True, partial=partial)]
   ctx = runner.Context(config, str(tmp_path), runner.Graph(nodes))
   with pytest.raises(KeyboardInterrupt):
     run(ctx, stages=("t",))
@@ -155,8 +161,8 @@ def test_validation_runs_for_every_node_before_any_work(tmp_path):
   def check(ctx):
     raise UsageError("config.sample.num_samples = -1: must be >= 1")
 
-  nodes = [runner.Node("a", lambda ctx: calls.append("a") or {}),
-           runner.Node("b", lambda ctx: {}, after=("a",), validate=check)]
+  nodes = [runner.Node("a", lambda ctx, reads: calls.append("a") or {}),
+           runner.Node("b", lambda ctx, reads: {}, after=("a",), validate=check)]
   ctx = runner.Context(config, str(tmp_path), runner.Graph(nodes))
   with pytest.raises(UsageError, match="num_samples"):
     run(ctx, stages=("a", "b"))
@@ -176,11 +182,11 @@ def test_marker_of_an_older_runner_is_not_trusted(tmp_path):
 
 
 def test_groups_select_their_steps(tmp_path):
-  nodes = [runner.Node("s1", lambda ctx: {}, group="g", directory="g", owns_directory=False,
+  nodes = [runner.Node("s1", lambda ctx, reads: {}, group="g", directory="g", owns_directory=False,
                        marker="g/steps/s1.json"),
-           runner.Node("s2", lambda ctx: {}, group="g", directory="g", owns_directory=False,
+           runner.Node("s2", lambda ctx, reads: {}, group="g", directory="g", owns_directory=False,
                        marker="g/steps/s2.json", after=("s1",)),
-           runner.Node("z", lambda ctx: {}, after=("s2",))]
+           runner.Node("z", lambda ctx, reads: {}, after=("s2",))]
   ctx = runner.Context(tiny.get_config(), str(tmp_path), runner.Graph(nodes))
   assert [d.node.name for d in runner.make_plan(ctx, ("z", "g"))] == ["s1", "s2", "z"]
   run(ctx, stages=("g",))
@@ -191,12 +197,14 @@ def test_groups_select_their_steps(tmp_path):
 
 def test_operational_fields_are_not_inputs(tmp_path):
   config = tiny.get_config()
-  nodes = [runner.Node("t", lambda ctx: {}, config=("train",),
-                       operational=("train.on_corrupt_checkpoint", "train.loader_workers"))]
+  nodes = [runner.Node("t", lambda ctx, reads: {},
+                       reads=lambda ctx: {"train": ctx.settings.train})]
   ctx = runner.Context(config, str(tmp_path), runner.Graph(nodes))
   run(ctx, stages=("t",))
   config.train.on_corrupt_checkpoint = "previous"
   config.train.loader_workers = 2
   assert plan_actions(ctx, ("t",)) == {"t": "skip"}
-  config.train.steps = 7
+  config.train.microbatches = 4  # operational too
+  assert plan_actions(ctx, ("t",)) == {"t": "skip"}
+  config.train.steps = 70
   assert plan_actions(ctx, ("t",)) == {"t": "rerun"}

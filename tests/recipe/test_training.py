@@ -22,7 +22,9 @@ def test_starting_model_of_each_kind(tmp_path, hf_phi_dir):
   config.init.tokenizer = "byte_level"
   ctx = context(tmp_path, config)
   field = "config.train.model"
-  model_config, tok, loader = init_stage.load_start(ctx, models.ModelRef("random"), field)
+  start = dict(model=ctx.settings.model, init_tokenizer=ctx.settings.init.tokenizer)
+  model_config, tok, loader = init_stage.load_start(ctx, models.ModelRef("random"), field,
+                                                    **start)
   assert model_config == PhiConfig.from_mapping(config.model) and loader is None
   assert tok.vocab_size == 257
   # A phi_jax checkpoint: its architecture and tokenizer, config.model's dropout.
@@ -32,23 +34,23 @@ def test_starting_model_of_each_kind(tmp_path, hf_phi_dir):
   root = str(tmp_path / "ckpt")
   checkpoint.save(root, 5, params, stored, tokenizer=tokenizer_lib.byte_level())
   ref = models.resolve(ctx, root, field, allow_random=True)
-  model_config, tok, loader = init_stage.load_start(ctx, ref, field)
+  model_config, tok, loader = init_stage.load_start(ctx, ref, field, **start)
   assert model_config.d_model == 32 and model_config.residual_dropout == 0.05
   assert tok.vocab_size == 257
   assert np.array_equal(np.asarray(loader()["embed"]), params["embed"])
   # A transformers dir without a tokenizer: config.init.tokenizer.
   directory, _ = hf_phi_dir()
   ref = models.resolve(ctx, directory, field, allow_random=True)
-  model_config, tok, loader = init_stage.load_start(ctx, ref, field)
+  model_config, tok, loader = init_stage.load_start(ctx, ref, field, **start)
   assert model_config.vocab_size == 101 and tok.vocab_size == 257
   with pytest.raises(runner.StageError, match="not a phi_jax checkpoint"):
-    init_stage.load_start(ctx, models.ModelRef(str(tmp_path / "nothing")), field)
-  config.init.tokenizer = str(tmp_path / "missing" / "tokenizer.json")
+    init_stage.load_start(ctx, models.ModelRef(str(tmp_path / "nothing")), field, **start)
+  start["init_tokenizer"] = str(tmp_path / "missing" / "tokenizer.json")
   with pytest.raises(runner.StageError, match="config.init.tokenizer: tokenizer .*missing"):
-    init_stage.load_start(ctx, models.ModelRef("random"), field)
-  config.init.tokenizer = "data"
+    init_stage.load_start(ctx, models.ModelRef("random"), field, **start)
+  start["init_tokenizer"] = "data"
   with pytest.raises(runner.StageError, match="run the data stage first"):
-    init_stage.load_start(ctx, models.ModelRef("random"), field)
+    init_stage.load_start(ctx, models.ModelRef("random"), field, **start)
 
 
 def test_model_references(tmp_path):
@@ -92,16 +94,17 @@ def test_training_stages_declare_their_inputs(tmp_path):
 def test_bad_training_values_are_refused_before_any_work(tmp_path):
   config = tiny.get_config()
   config.train.steps = -5
-  ctx = context(tmp_path, config)
-  with pytest.raises(UsageError, match=r"config.train.steps = -5: must be >= 1"):
-    runner.make_plan(ctx, ["data", "init", "pretrain"])
+  with pytest.raises(UsageError, match=r"config.train.steps = -5: must be an integer >= 1"):
+    context(tmp_path, config)
   config.train.steps = 10
-  with pytest.raises(UsageError, match="warmup_steps = 20: must be >= 0 and below"):
-    runner.make_plan(ctx, ["data", "init", "pretrain"])
+  with pytest.raises(UsageError, match=r"config.train.optimizer.warmup_steps = 20: must be "
+                     r"below config.train.steps \(10\)"):
+    context(tmp_path, config)
+  assert not list(tmp_path.iterdir())  # nothing was written
 
 
 def test_bad_context_settings_are_refused_before_any_work(tmp_path):
   config = tiny.get_config()
   config.finetune.context.rope_scaling_type = "ntk"
-  with pytest.raises(UsageError, match=r"config.finetune.context = .*rope_scaling_type"):
+  with pytest.raises(UsageError, match=r"config.finetune.context.rope_scaling_type = 'ntk'"):
     runner.make_plan(context(tmp_path, config), ["data", "init", "pretrain", "finetune"])

@@ -294,11 +294,12 @@ def test_a_run_killed_with_sigkill_and_restarted_ends_with_the_same_files(tmp_pa
 def test_the_base_config_section_builds_the_teacher_and_the_synth_config():
   from configs import base  # pylint: disable=g-import-not-at-top
   from data_pipeline.synth import SynthConfig  # pylint: disable=g-import-not-at-top
-  from recipe.stages.synthesize import synth_values  # pylint: disable=g-import-not-at-top
   config = base.get_config()
-  synth = SynthConfig.from_mapping(synth_values(config.synth))
+  synth = SynthConfig.from_mapping(config.synth)
   assert synth.textbooks.count > 0 and synth.exercises.count > 0
   config.synth.teacher.model = "gpt-4o-mini"
-  teacher_config = LLMConfig.from_mapping(config.synth.teacher, "config.synth.teacher")
-  assert set(config.synth.teacher) <= set(config.llm) | {"temperature", "top_p"}
-  assert teacher_config.temperature == config.synth.teacher.temperature
+  synth = SynthConfig.from_mapping(config.synth)
+  # the teacher is an LLM client of config.llm's schema, with the teacher's defaults
+  assert set(config.synth.teacher) == set(config.llm)
+  assert isinstance(synth.teacher, LLMConfig) and synth.teacher.model == "gpt-4o-mini"
+  assert (synth.teacher.temperature, synth.teacher.top_p) == (1.0, 0.95)

@@ -71,3 +71,24 @@ def test_cache_is_safe_for_concurrent_threads(server, tmp_path):
   again = [client.chat(p) for p in prompts[:10]]
   assert all(r.cached and r.text == f"echo: q{i}" for i, r in enumerate(again))
   assert not [n for _, _, names in os.walk(tmp_path / "cache") for n in names if ".tmp-" in n]
+
+
+def test_another_model_behind_the_same_name_is_asked_afresh(server, api_key, tmp_path):
+  """The cache key holds the answering model's identity (the local teacher's checkpoint
+  fingerprint), not only its name: a cached answer of one model never answers for
+  another served under the same name."""
+  from phi_jax.llm import LLMClient, LLMConfig
+  from tests.fake_openai import TEST_KEY_ENV
+  server.responder = lambda req: f"answer {len(server.requests)}"
+
+  def ask(identity: str) -> str:
+    config = LLMConfig(model="phi-jax-local-teacher", base_url=server.url,
+                       api_key_env=TEST_KEY_ENV, cache_dir=str(tmp_path / "cache"),
+                       model_identity=identity)
+    with LLMClient(config) as client:
+      return client.chat([{"role": "user", "content": "hi"}]).text
+
+  first = ask("random-seed-0")
+  assert ask("random-seed-0") == first and server.count() == 1  # cached
+  assert ask("checkpoint-abc") != first and server.count() == 2  # asked afresh
+  assert ask("random-seed-0") == first and server.count() == 2

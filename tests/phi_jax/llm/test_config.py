@@ -2,13 +2,13 @@
 
 import pytest
 
-from phi_jax.llm import LLMConfig
+from phi_jax.llm import LLMClient, LLMConfig
 from tests.fake_openai import TEST_SECRET as SECRET
 
 
 def test_config_validation_names_the_field():
   with pytest.raises(ValueError, match="'model'"):
-    LLMConfig()
+    LLMClient(LLMConfig())
   with pytest.raises(ValueError, match="'base_url'.*http"):
     LLMConfig(model="m", base_url="localhost:8000")
   with pytest.raises(ValueError, match="'max_concurrency'"):

@@ -134,19 +134,20 @@ def run_graph(workdir, seed, fail_b_on):
   from recipe import runner
 
   def body(name, fail_on=""):
-    def run(ctx):
+    def run(ctx, reads):
       directory = ctx.node_dir(name)
       with open(os.path.join(directory, "out.txt"), "w") as f:
-        f.write(str(ctx.config.seed))
+        f.write(str(reads.get("seed")))
       open(os.path.join(directory, f"ran-by-{jax.process_index()}"), "w").close()
       if fail_on == str(jax.process_index()):
         raise RuntimeError(f"boom on process {fail_on}")
-      return {"seed": ctx.config.seed}
+      return {"seed": reads.get("seed")}
     return run
 
   config = tiny.get_config()
   config.seed = jax.process_index() if seed == "index" else int(seed)
-  nodes = [runner.Node("a", body("a"), doc="first", config=("seed",)),
+  nodes = [runner.Node("a", body("a"), doc="first",
+                       reads=lambda ctx: {"seed": ctx.settings.seed}),
            runner.Node("b", body("b", fail_b_on), doc="second", after=("a",)),
            runner.Node("c", body("c"), doc="third, on process 0", after=("b",),
                        primary_only=True)]

@@ -7,6 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from phi_jax.train.settings import train_settings
+
 import phi_jax
 from configs import base as base_config
 from phi_jax import checkpoint, tokenizer as tokenizer_lib
@@ -22,7 +24,7 @@ CONFIG = PhiConfig(vocab_size=320, d_model=32, num_layers=2, num_heads=4, mlp_di
 
 @pytest.fixture(scope="module")
 def trainer():
-  train_cfg = base_config.train_config(steps=10, batch_size=8, lr=1e-3, warmup_steps=1)
+  train_cfg = train_settings(steps=10, batch_size=8, lr=1e-3, warmup_steps=1)
   mesh_cfg = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
   mesh = mesh_lib.make_mesh(mesh_cfg)
   return Trainer(CONFIG, train_cfg, mesh, mesh_lib.parse_rules(base_config.get_config().mesh.rules),
@@ -129,7 +131,7 @@ def test_a_changed_model_is_named_as_such_not_as_corrupt(tmp_path, trainer):
   with checkpointing.TrainCheckpointer(root, CONFIG, None, every=1, keep=2) as ckpt:
     ckpt.save(_state(trainer, 1), {"epoch": 0, "position": 1, "seed": 0})
   wider = CONFIG.replace(mlp_dim=128)
-  train_cfg = base_config.train_config(steps=10, batch_size=8, lr=1e-3, warmup_steps=1)
+  train_cfg = train_settings(steps=10, batch_size=8, lr=1e-3, warmup_steps=1)
   other = Trainer(wider, train_cfg, trainer.mesh, mesh_lib.parse_rules(
       base_config.get_config().mesh.rules), total_steps=10)
   with checkpointing.TrainCheckpointer(root, wider, None, every=1, keep=2) as ckpt:

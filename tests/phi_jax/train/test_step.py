@@ -10,7 +10,9 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from configs.base import get_config, train_config
+from configs.base import get_config
+from phi_jax.settings import to_config
+from phi_jax.train.settings import train_settings
 from phi_jax import sharding
 from phi_jax.config import PhiConfig
 from phi_jax.train import flops, mesh as mesh_lib, optim, step as step_lib
@@ -27,7 +29,7 @@ MESHES = {"8x1x1": (8, 1, 1), "1x8x1": (1, 8, 1), "2x2x2": (2, 2, 2), "one_devic
 
 
 def train_cfg(microbatches=1, **optimizer):
-  cfg = train_config(steps=10, batch_size=BATCH, lr=1e-2, warmup_steps=0)
+  cfg = to_config(train_settings(steps=10, batch_size=BATCH, lr=1e-2, warmup_steps=0))
   cfg.microbatches = microbatches
   # eps well above float noise: Adam would otherwise amplify rounding differences of
   # near-zero gradients between meshes into visible parameter differences.
@@ -176,7 +178,7 @@ def test_loss_matches_numpy_cross_entropy_and_eval_step():
 
 
 def test_schedule_matches_formula():
-  cfg = train_config(steps=100, batch_size=8, lr=1e-3, warmup_steps=10).optimizer
+  cfg = to_config(train_settings(steps=100, batch_size=8, lr=1e-3, warmup_steps=10)).optimizer
   cfg.end_lr = 1e-4
   schedule = optim.learning_rate_schedule(cfg, total_steps=100)
   # schedule(s) prices update s + 1: the first update (s = 0) runs at lr / warmup, the
@@ -207,7 +209,7 @@ def test_weight_decay_skips_biases_and_layernorm():
   assert not mask["lm_head"]["bias"] and not mask["final_norm"]["scale"]
   assert not mask["blocks"]["norm"]["bias"] and not mask["blocks"]["attn"]["q_proj"]["bias"]
   # With zero gradients Adam's update is 0, so only decoupled weight decay moves params.
-  cfg = train_config(steps=10, batch_size=8, lr=0.1, warmup_steps=0).optimizer
+  cfg = to_config(train_settings(steps=10, batch_size=8, lr=0.1, warmup_steps=0)).optimizer
   cfg.update(dict(weight_decay=0.5, grad_clip=0.0))
   tx = optim.make_optimizer(cfg, 10, params)
   update = jax.jit(lambda p: tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)[0])

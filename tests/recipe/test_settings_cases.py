@@ -1,0 +1,85 @@
+"""The runner's promise on the cases that broke it: a measurement setting re-measures
+without retraining, the random local teacher is reproducible, and two teachers at once
+are refused. (Every leaf field's plan: tests/recipe/test_plan_fields.py.)"""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from recipe import runner
+from recipe import graph as graph_lib
+from tests import conftest
+from tests.recipe.test_plan_fields import tiny_run_config
+
+
+@pytest.fixture
+def workdir(tiny_run, tmp_path):
+  """A copy of the finished tiny run, to change."""
+  copy = str(tmp_path / "work")
+  shutil.copytree(tiny_run[0], copy, symlinks=True)
+  return copy
+
+
+def run(workdir, *args):
+  result = conftest.run_py(*conftest.TINY_RUN_ARGS, f"--workdir={workdir}", *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout + result.stderr
+
+
+def test_a_bits_per_byte_setting_redraws_the_curves_without_retraining(workdir):
+  before = json.load(open(os.path.join(workdir, "curves", "pretrain.json")))
+  assert before["bpb_source"] == "measured during training"
+  during = [p for p in before["points"] if "bpb_humaneval" in p]
+  assert [p["step"] for p in during] == [0, 3, 6]
+  out = run(workdir, "--config.eval.bpb_max_len=64", "--config.eval.bpb_limit=5")
+  assert "[pretrain] complete, skipped" in out and "[finetune] complete, skipped" in out
+  assert "[curves] rerun" in out and "[eval] rerun" in out
+  after = json.load(open(os.path.join(workdir, "curves", "pretrain.json")))
+  assert after["bpb_source"].startswith("re-measured at the kept checkpoints (steps 3, 6)")
+  remeasured = {p["step"]: p["bpb_humaneval"] for p in after["points"] if "bpb_humaneval" in p}
+  assert set(remeasured) == {3, 6}
+  # the last checkpoint, re-measured, is what the eval stage measures with these settings
+  finetune = json.load(open(os.path.join(workdir, "curves", "finetune.json")))
+  last = max(p["step"] for p in finetune["points"] if "bpb_humaneval" in p)
+  summary = json.load(open(os.path.join(workdir, "eval", "summary.json")))
+  assert [p["bpb_humaneval"] for p in finetune["points"] if p["step"] == last][0] == \
+      pytest.approx(summary["humaneval"]["bpb"], rel=1e-5)
+  # the held-out loss points measured during training are kept
+  assert [p["step"] for p in after["points"] if "loss" in p] == [0, 3, 6]
+
+
+def _synthesized(workdir):
+  names = ("textbooks.jsonl", "exercises.jsonl", "rejected.jsonl")
+  return {n: open(os.path.join(workdir, "synthesize", n), "rb").read() for n in names}
+
+
+def test_the_random_local_teacher_gives_the_same_files_with_the_cache_cleared(workdir):
+  first = _synthesized(workdir)
+  for attempt in range(2):
+    shutil.rmtree(os.path.join(workdir, "llm_cache"), ignore_errors=True)
+    out = run(workdir, "--stages=synthesize", "--force=synthesize")
+    assert "this run sent 8 request(s)" in out, out  # answered by the teacher, not a cache
+    assert _synthesized(workdir) == first, f"attempt {attempt}"
+
+
+def test_a_checkpoint_as_local_teacher_is_asked_afresh(workdir):
+  """Another model served under the local teacher's name: not answered from the cache of
+  the random one (the cache key holds the served model's fingerprint)."""
+  teacher = os.path.join(workdir, "init", "checkpoints")
+  out = run(workdir, "--stages=synthesize", f"--config.synth.local_teacher={teacher}")
+  assert "[synthesize] rerun: " in out
+  assert "this run sent 8 request(s)" in out, out
+
+
+def test_two_teachers_are_refused_with_both_fields(tiny_run):
+  config = tiny_run_config()
+  config.synth.teacher.base_url = "http://127.0.0.1:8000/v1"
+  with pytest.raises(runner.UsageError) as error:
+    runner.Context(config, tiny_run[0], graph_lib.build())
+  assert "config.synth.local_teacher" in str(error.value)
+  assert "config.synth.teacher.base_url" in str(error.value)
+  result = conftest.run_py(*conftest.TINY_RUN_ARGS, f"--workdir={tiny_run[0]}",
+                           "--config.synth.teacher.model=gpt-4o-mini", "--plan")
+  assert result.returncode == 2 and "name two teachers" in result.stderr
