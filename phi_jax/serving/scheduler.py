@@ -261,14 +261,14 @@ class Scheduler:
         try:
           if item.score_prompt:
             item.prompt_logprobs = self._generator.score(item.prompt, item.logprobs or 0)
-            if item.max_new_tokens == 0:  # the prompt alone (echo with max_tokens 0)
-              self.stats.prompt_tokens += len(item.prompt)
-              self.stats.rows_finished += 1
-              item.events.put(("done", item.index, sampling.Completion(
-                  text="", tokens=[], finish_reason="length", prompt_tokens=len(item.prompt),
-                  logprobs=sampling.TokenLogprobs([], []),
-                  prompt_logprobs=item.prompt_logprobs)))
-              continue
+          if item.max_new_tokens == 0:  # the prompt alone (echo with max_tokens 0)
+            self.stats.prompt_tokens += len(item.prompt) if item.score_prompt else 0
+            self.stats.rows_finished += 1
+            item.events.put(("done", item.index, sampling.Completion(
+                text="", tokens=[], finish_reason="length", prompt_tokens=len(item.prompt),
+                logprobs=None if item.logprobs is None else sampling.TokenLogprobs([], []),
+                prompt_logprobs=item.prompt_logprobs)))
+            continue
           self._generator.add(sampling.Request(
               prompt=item.prompt, params=item.params, max_new_tokens=item.max_new_tokens,
               key=sampling.row_key(item.seed), tag=item, stop=item.stop,

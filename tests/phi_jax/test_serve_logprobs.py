@@ -88,6 +88,11 @@ def test_echo_with_max_tokens_0_returns_the_prompts_logprobs(client, tokenizer, 
   assert lp.tokens[-3:] == ["bytes:\\xc3", "bytes:\\xa9", "\n"]
   assert lp.text_offset[:3] == [0, 1, 2] and lp.text_offset[-1] == len(PROMPT) - 1
   assert out.usage.prompt_tokens == len(tokens) and out.usage.completion_tokens == 0
+  # echo alone: the prompt's text, no logprobs
+  plain = client.completions.create(model=MODEL, prompt=[PROMPT, "x"], echo=True,
+                                    max_tokens=0)
+  assert [c.text for c in plain.choices] == [PROMPT, "x"]
+  assert all(c.logprobs is None for c in plain.choices)
 
 
 def test_direct_computation_equals_transformers(tokenizer, torch_model, model_dir):
