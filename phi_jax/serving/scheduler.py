@@ -7,11 +7,11 @@ decode chunk at a time, and posts to each item:
 
   ("tokens", index, new_token_ids)   after each decode chunk (streaming items only)
   ("done", index, Completion)        as soon as the row finishes
+  ("error", index, message)          when generation failed or the server shut down
 
 An item with `score_prompt` has its prompt scored (`Generator.score`: each prompt
 token's logprob and top alternatives) when it is admitted, into the Completion's
-`prompt_logprobs`; one with max_new_tokens 0 is then done without taking a row.
-  ("error", index, message)          when generation failed or the server shut down
+`prompt_logprobs`; one with max_new_tokens 0 is done then, without taking a row.
 
 Batching policies (`batching`):
 
