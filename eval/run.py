@@ -11,7 +11,9 @@
 
 Writes under --out: samples.jsonl ({"task_id", "completion"}, generate mode),
 results.jsonl (one line per sample: passed, failure kind, exit code, duration, stderr
-tail), pass_at_k.json (overall and per problem, the sandbox isolation level and limits in
+tail), pass_at_k.json (overall, with a 95% bootstrap interval over problems, and per
+problem; `eval.passk.compare_reports` tells whether two runs differ beyond noise; the
+sandbox isolation level and limits in
 force (`sandbox`: zygote or not, memory cap or not, `Sandbox.describe()`), the
 settings), run.json (what the evaluation is of: benchmark, source, settings) and
 prints a table.
@@ -271,7 +273,10 @@ def format_table(report: dict) -> str:
   rows = [("benchmark", report["benchmark"]), ("problems", report["num_problems"]),
           ("samples", report["num_samples"]), ("passed", report["num_correct"]),
           ("isolation", report["isolation"])]
-  rows += [(k, f"{100 * v:.2f}%") for k, v in report["overall"].items()]
+  intervals, level = report.get("intervals", {}), report.get("bootstrap", {}).get("level")
+  rows += [(k, f"{100 * v:.2f}%" + (
+      f"  ({100 * level:g}% CI {100 * intervals[k][0]:.2f}-{100 * intervals[k][1]:.2f}%)"
+      if k in intervals else "")) for k, v in report["overall"].items()]
   rows += [(f"failed: {kind}", count) for kind, count in sorted(report["failures"].items())]
   width = max(len(str(name)) for name, _ in rows)
   return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -21,6 +21,11 @@ filtering, with the row's own random key, so a row's samples depend on its seed 
 not on the other rows, the batch size or when it was admitted. Ids at or past the
 tokenizer's vocabulary (the model's vocabulary is padded, to 51200 for phi-1) are
 never sampled.
+
+Log-probabilities (a request's `logprobs`, and `score_tokens` for given tokens) are
+the model's own: the log-softmax of its fp32 logits over the whole (padded)
+vocabulary, before temperature, top-k or top-p, so they do not depend on how a token
+was picked. The top alternatives are chosen among the tokenizer's ids.
 """
 
 from __future__ import annotations
@@ -91,6 +96,52 @@ class Completion:
   tokens: list[int]  # generated ids, up to and including an end-of-text or stop
   finish_reason: str  # 'stop' (end-of-text or stop sequence) or 'length'
   prompt_tokens: int
+  # With Request.logprobs: one entry per token of `tokens`.
+  logprobs: TokenLogprobs | None = None
+  # The prompt's own (`score_tokens`), when its caller asked for them (a server's echo).
+  prompt_logprobs: TokenLogprobs | None = None
+
+
+@dataclasses.dataclass
+class TokenLogprobs:
+  """The model's log-probability of each token of a sequence, and the top alternatives.
+
+  logprobs[i]: log p(token i | the tokens before it); None for a sequence's first token
+    (nothing conditions it). top[i]: the `k` most likely (id, logprob) at position i,
+    most likely first (None where logprobs[i] is None).
+  """
+  logprobs: list[float | None]
+  top: list[list[tuple[int, float]] | None]
+
+  def __len__(self) -> int:
+    return len(self.logprobs)
+
+  def __add__(self, other: TokenLogprobs) -> TokenLogprobs:
+    return TokenLogprobs(self.logprobs + other.logprobs, self.top + other.top)
+
+  def cut(self, n: int) -> TokenLogprobs:
+    return TokenLogprobs(self.logprobs[:n], self.top[:n])
+
+
+MAX_TOP_LOGPROBS = 20  # top alternatives a request may ask for per token
+
+
+def _log_softmax_top(logits_BV: jax.Array, token_B: jax.Array, k: int,
+                     vocab_limit: jax.Array | int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(logprob of token_B [B], top-k logprobs [B, k], their ids [B, k]) of fp32 logits.
+
+  The log-softmax is over the whole vocabulary (the model's distribution); the top
+  alternatives are among ids < vocab_limit (ids a tokenizer can decode).
+  """
+  logp_BV = jax.nn.log_softmax(logits_BV.astype(jnp.float32), axis=-1)
+  token_logp_B = jnp.take_along_axis(logp_BV, token_B[:, None], axis=-1)[:, 0]
+  if k == 0:
+    b = logits_BV.shape[0]
+    return token_logp_B, jnp.zeros((b, 0), jnp.float32), jnp.zeros((b, 0), jnp.int32)
+  ids_V = jnp.arange(logits_BV.shape[-1])
+  top_logp_BK, top_ids_BK = jax.lax.top_k(
+      jnp.where(ids_V[None] < vocab_limit, logp_BV, -jnp.inf), k)
+  return token_logp_B, top_logp_BK, top_ids_BK.astype(jnp.int32)
 
 
 def filter_logits(scaled_BV: jax.Array, top_p_B: jax.Array, top_k_B: jax.Array) -> jax.Array:
@@ -164,11 +215,12 @@ def _compiled(graphdef: nnx.GraphDef):
     return (cache, logits_BV.at[rows_N].set(logits_NV, mode="drop"),
             rng_B2.at[rows_N].set(keys_N2, mode="drop"))
 
-  @functools.partial(jax.jit, static_argnames=("steps", "kv_len"),
+  @functools.partial(jax.jit, static_argnames=("steps", "kv_len", "logprobs"),
                      donate_argnames=("cache", "logits_BV", "rng_B2"))
   def decode(state, cache, logits_BV, rng_B2, done_B, temperature_B, top_p_B, top_k_B,
-             eos_ids, vocab_limit, *, steps: int, kv_len: int):
-    """`steps` tokens of every row, attending over the first kv_len cache slots."""
+             eos_ids, vocab_limit, *, steps: int, kv_len: int, logprobs: int | None = None):
+    """`steps` tokens of every row, attending over the first kv_len cache slots; with
+    `logprobs` (k >= 0) also each token's logprob and the top-k alternatives."""
     model = nnx.merge(graphdef, state)
 
     def step(carry, _):
@@ -177,17 +229,39 @@ def _compiled(graphdef: nnx.GraphDef):
       rng_B2, key_B2 = keys_B22[:, 0], keys_B22[:, 1]
       token_B = sample_logits(logits_BV, key_B2, temperature_B, top_p_B, top_k_B, vocab_limit)
       token_B = jnp.where(done_B, 0, token_B)
+      scores = (None if logprobs is None else
+                _log_softmax_top(logits_BV, token_B, logprobs, vocab_limit))
       valid_B = ~done_B
       done_B = done_B | jnp.isin(token_B, eos_ids)
       logits_BV, cache = model.decode(token_B[:, None], cache, attention_mask=valid_B[:, None])
-      return (cache, logits_BV, rng_B2, done_B), (token_B, valid_B)
+      return (cache, logits_BV, rng_B2, done_B), (token_B, valid_B, scores)
 
     carry = (cache.prefix(kv_len), logits_BV, rng_B2, done_B)
-    (prefix, logits_BV, rng_B2, done_B), (tokens_SB, valid_SB) = jax.lax.scan(
+    (prefix, logits_BV, rng_B2, done_B), (tokens_SB, valid_SB, scores_S) = jax.lax.scan(
         step, carry, None, length=steps)
-    return tokens_SB.T, valid_SB.T, cache.with_prefix(prefix), logits_BV, rng_B2, done_B
+    scores = None if scores_S is None else jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1),
+                                                        scores_S)
+    return (tokens_SB.T, valid_SB.T, cache.with_prefix(prefix), logits_BV, rng_B2, done_B,
+            scores)
 
   return prefill, decode
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_score(graphdef: nnx.GraphDef):
+  """The jitted scoring program of one model structure (`score_tokens`)."""
+
+  @functools.partial(jax.jit, static_argnames=("k",))
+  def score(state, tokens_BT, mask_BT, vocab_limit, *, k: int):
+    """Per position t < T - 1: logprob of token t + 1, and the top-k at t + 1."""
+    model = nnx.merge(graphdef, state)
+    logits_BTV = model(tokens_BT, attention_mask=mask_BT)[:, :-1]
+    b, t, v = logits_BTV.shape
+    token_lp, top_lp, top_ids = _log_softmax_top(
+        logits_BTV.reshape(b * t, v), tokens_BT[:, 1:].reshape(b * t), k, vocab_limit)
+    return (token_lp.reshape(b, t), top_lp.reshape(b, t, k), top_ids.reshape(b, t, k))
+
+  return score
 
 
 def _split(model: PhiForCausalLM) -> tuple[nnx.GraphDef, nnx.State]:
@@ -263,6 +337,7 @@ class Request:
   key: jax.Array
   tag: Hashable
   stop: tuple[str, ...] = ()
+  logprobs: int | None = None  # None: none; k >= 0: each new token's and the top k
 
 
 class _Row:
@@ -271,6 +346,7 @@ class _Row:
   def __init__(self, request: Request):
     self.request = request
     self.tokens: list[int] = []
+    self.logprobs = TokenLogprobs([], []) if request.logprobs is not None else None
     self.reported = 0  # tokens already passed to on_chunk
     # The text of tokens[:read_offset], built incrementally for stop strings: only
     # the text of the tokens since prefix_offset is decoded again after a chunk.
@@ -339,6 +415,7 @@ class Generator:
     graphdef, state = _split(model)
     self._state = inference_state(state, model.config.compute_dtype)
     self._prefill, self._decode = _compiled(graphdef)
+    self._score = _compiled_score(graphdef)
     self._cache = model.init_cache(rows, _bucket(max_len, 64))
     self._logits = jnp.zeros((rows, self.vocab_size), jnp.float32)
     self._rng = jnp.zeros((rows, 2), jnp.uint32)
@@ -381,6 +458,9 @@ class Generator:
                        f"{request.max_new_tokens}")
     if request.stop and self.tokenizer is None:
       raise ValueError("stop sequences need a tokenizer")
+    if request.logprobs is not None and not 0 <= request.logprobs <= MAX_TOP_LOGPROBS:
+      raise ValueError(f"request {request.tag!r}: logprobs must be in [0, "
+                       f"{MAX_TOP_LOGPROBS}], got {request.logprobs}")
     self._queue.append(request)
 
   def cancel(self, tag: Hashable) -> bool:
@@ -471,13 +551,26 @@ class Generator:
     self._reserve(needed)
     kv_len = min(self.max_len, _bucket(needed, 64))
     done = np.asarray([row is None for row in self._slots])
-    tokens, valid, self._cache, self._logits, self._rng, done = self._decode(
+    # Top alternatives: the most any row asks for, bucketed (one program per bucket);
+    # None when no row wants logprobs, so plain decoding computes none.
+    wanted = [row.request.logprobs for _, row in active if row.request.logprobs is not None]
+    k = None if not wanted else (
+        0 if max(wanted) == 0 else min(_bucket(max(wanted), 1), self.vocab_size))
+    tokens, valid, self._cache, self._logits, self._rng, done, scores = self._decode(
         self._state, self._cache, self._logits, self._rng, jnp.asarray(done),
         jnp.asarray(self._temperature), jnp.asarray(self._top_p), jnp.asarray(self._top_k),
-        self._eos_ids, self._vocab_limit, steps=steps, kv_len=kv_len)
+        self._eos_ids, self._vocab_limit, steps=steps, kv_len=kv_len, logprobs=k)
     tokens, valid, done = np.asarray(tokens), np.asarray(valid), np.asarray(done)
+    if scores is not None:
+      token_lp, top_lp, top_ids = map(np.asarray, scores)
     for r, row in active:
       row.tokens.extend(tokens[r][valid[r]].tolist())
+      if row.logprobs is not None:
+        n_top = row.request.logprobs
+        row.logprobs.logprobs.extend(token_lp[r][valid[r]].tolist())
+        row.logprobs.top.extend(
+            list(zip(ids[:n_top].tolist(), lps[:n_top].tolist()))
+            for ids, lps in zip(top_ids[r][valid[r]], top_lp[r][valid[r]]))
       max_new = row.request.max_new_tokens
       if on_chunk is not None:
         new_tokens = row.tokens[row.reported:max_new]
@@ -490,6 +583,12 @@ class Generator:
         completion = _finish(row, self._eos_set, self.tokenizer)
         if on_finish is not None:
           on_finish(row.request.tag, completion)
+
+  def score(self, prompt: Sequence[int], k: int = 0) -> TokenLogprobs:
+    """The model's logprob of each token of `prompt` given the ones before it, and the
+    top-k alternatives at each position (`score_tokens`), with this generator's
+    weights. Runs at once, beside the rows decoding (it touches no KV cache)."""
+    return _score(self._score, self._state, prompt, k, self._vocab_limit)
 
   def _reserve(self, slots: int) -> None:
     """Grows the KV cache (to a power of two) so every row has `slots` slots."""
@@ -520,6 +619,46 @@ class Generator:
     self._cache, self._logits, self._rng = self._prefill(
         self._state, self._cache, self._logits, self._rng, jnp.asarray(tokens),
         jnp.asarray(mask), jnp.asarray(rows), jnp.asarray(keys))
+
+
+def _score(score_fn, state: nnx.State, prompt: Sequence[int], k: int,
+           vocab_limit: jax.Array | int) -> TokenLogprobs:
+  """`score_tokens` of one token sequence with a compiled scoring program."""
+  if not 0 <= k <= MAX_TOP_LOGPROBS:
+    raise ValueError(f"k must be in [0, {MAX_TOP_LOGPROBS}], got {k}")
+  n = len(prompt)
+  if n == 0:
+    raise ValueError("cannot score an empty sequence")
+  if n == 1:
+    return TokenLogprobs([None], [None])
+  length = _bucket(n, 8)  # right padding: one program per power-of-two length
+  tokens = np.zeros((1, length), np.int32)
+  tokens[0, :n] = prompt
+  mask = np.zeros((1, length), np.int32)
+  mask[0, :n] = 1
+  token_lp, top_lp, top_ids = map(np.asarray, score_fn(
+      state, jnp.asarray(tokens), jnp.asarray(mask), vocab_limit, k=k))
+  logprobs = [None] + token_lp[0, :n - 1].tolist()
+  top = [None] + [list(zip(ids.tolist(), lps.tolist()))
+                  for ids, lps in zip(top_ids[0, :n - 1], top_lp[0, :n - 1])]
+  return TokenLogprobs(logprobs, top)
+
+
+def score_tokens(model: PhiForCausalLM, tokens: Sequence[int], k: int = 0,
+                 tokenizer: Tokenizer | None = None) -> TokenLogprobs:
+  """The model's log-probability of each of `tokens` given the ones before it (None for
+  the first), and the k most likely alternatives at each position: one forward pass,
+  log-softmax of the fp32 logits over the whole vocabulary. Alternatives are among the
+  ids of `tokenizer` (default: the model's; none: every id)."""
+  tokenizer = tokenizer or getattr(model, "tokenizer", None)
+  vocab = model.config.vocab_size
+  limit = min(vocab, tokenizer.vocab_size) if tokenizer is not None else vocab
+  if len(tokens) and (min(tokens) < 0 or max(tokens) >= vocab):
+    raise ValueError(f"token ids outside [0, {vocab})")
+  graphdef, state = _split(model)
+  state = inference_state(state, model.config.compute_dtype)
+  return _score(_compiled_score(graphdef), state, list(tokens), k,
+                jnp.asarray(limit, jnp.int32))
 
 
 def row_key(seed: int, index: int | None = None) -> jax.Array:
@@ -668,7 +807,8 @@ def _finish(row: _Row, eos_ids: set[int], tokenizer: Tokenizer | None) -> Comple
           lo = mid + 1
       tokens = text_tokens[:lo]
   return Completion(text=text, tokens=tokens, finish_reason=reason,
-                    prompt_tokens=len(row.request.prompt))
+                    prompt_tokens=len(row.request.prompt),
+                    logprobs=None if row.logprobs is None else row.logprobs.cut(len(tokens)))
 
 
 def generate(model: PhiForCausalLM, prompts: Sequence[str] | Sequence[Sequence[int]], *,

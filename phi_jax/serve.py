@@ -526,7 +526,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     items = [WorkItem(prompt=request.prompts[request.prompt_of(i)], params=request.params,
                       max_new_tokens=request.max_tokens[request.prompt_of(i)],
                       stop=request.stop, seed=app_.row_seed(request.seed, i), index=i,
-                      events=events, stream=request.stream)
+                      events=events, stream=request.stream, logprobs=request.logprobs,
+                      score_prompt=request.echo and request.logprobs is not None)
              for i in range(request.num_choices)]
     try:
       app_.scheduler.submit(items)
@@ -571,6 +572,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
           raise _ClientGone("the client disconnected") from None
 
   def _respond(self, request: protocol.GenerationRequest, events: queue.Queue) -> None:
+    app_ = self.server.app
     completions: list = [None] * request.num_choices
     errors = []
     for _ in range(request.num_choices):
@@ -581,7 +583,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         errors.append(payload)
     if errors:
       raise APIError(500, errors[0], type="server_error")
-    body = protocol.completion_body(request, completions)
+    body = protocol.completion_body(request, completions, app_.info.tokenizer)
     self._usage = (body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"])
     self._send_json(200, body)
 

@@ -9,6 +9,7 @@ training data: every string round-trips through it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -82,6 +83,31 @@ class Tokenizer:
 
   def decode(self, ids, skip_special_tokens: bool = False) -> str:
     return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+  def token_bytes(self, token_id: int) -> bytes:
+    """The bytes token `token_id` stands for: with a byte-level decoder (GPT-2, CodeGen,
+    phi-1), a piece of a UTF-8 character may be one token, which `decode` alone would
+    show as U+FFFD; special and added tokens are their text."""
+    byte_of = self._byte_decoder
+    if byte_of is not None and token_id not in self._added_ids:
+      piece = self.backend.id_to_token(token_id)
+      if piece is not None and all(c in byte_of for c in piece):
+        return bytes(byte_of[c] for c in piece)
+    return self.decode([token_id]).encode("utf-8")
+
+  @functools.cached_property
+  def _byte_decoder(self) -> dict[str, int] | None:
+    """GPT-2's printable char -> byte map when the decoder is byte-level, else None."""
+    decoder = json.loads(self.backend.to_str()).get("decoder") or {}
+    parts = decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [
+        decoder]
+    if not any(part.get("type") == "ByteLevel" for part in parts):
+      return None
+    return {char: byte for byte, char in _gpt2_bytes_to_unicode().items()}
+
+  @functools.cached_property
+  def _added_ids(self) -> frozenset[int]:
+    return frozenset(self.backend.get_added_tokens_decoder())
 
   @property
   def eos_id(self) -> int | None:

@@ -10,17 +10,30 @@ Supported request fields (others are rejected with 400, so typos do not pass sil
   both: model, max_tokens (completions default 16; chat default: the rest of the
         context), temperature (default 1), top_p, top_k (extension; 0 or -1 = off),
         n, stop (string or list), stream, stream_options.include_usage, seed, user;
-        logprobs, presence/frequency_penalty, logit_bias only at their no-op values.
+        presence/frequency_penalty, logit_bias only at their no-op values.
   completions: prompt (string, list of strings, token ids, list of token-id lists),
-        echo (false only), best_of (1 only), suffix (fill-in-the-middle: the text
-        after the gap, the prompts being the text before it; the completion is the
-        middle. Needs a model trained with FIM, else 400; empty = no suffix).
+        logprobs (0-20: each token's logprob and that many top alternatives),
+        echo (the prompt ahead of the completion, with its logprobs under logprobs;
+        max_tokens may then be 0), best_of (1 only), suffix (fill-in-the-middle: the
+        text after the gap, the prompts being the text before it; the completion is
+        the middle. Needs a model trained with FIM, else 400; empty = no suffix).
   chat: messages (system/user/assistant; string content or text parts),
-        max_completion_tokens, response_format ({"type": "text"} only).
+        logprobs (bool), top_logprobs (0-20, with logprobs), max_completion_tokens,
+        response_format ({"type": "text"} only).
+
+Log-probabilities are the model's own (`sampling.TokenLogprobs`: log-softmax of its
+logits, before temperature, top-k and top-p); they are not streamed (a streamed
+request asking for them is a 400). The logprobs layouts are OpenAI's: completions
+`{tokens, token_logprobs, top_logprobs, text_offset}` (a prompt's first token has
+logprob null; top_logprobs maps token text to logprob, the chosen token included;
+text_offset is each token's start in the choice's text), chat `{content: [{token,
+logprob, bytes, top_logprobs}]}`. A token that is part of a UTF-8 character is shown
+as "bytes:\\xNN...".
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import math
 import time
@@ -29,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from phi_jax import fim
-from phi_jax.sampling import Completion, SamplingParams
+from phi_jax.sampling import MAX_TOP_LOGPROBS, Completion, SamplingParams, TokenLogprobs
 from phi_jax.serving import chat_template
 from phi_jax.tokenizer import Tokenizer
 
@@ -90,6 +103,9 @@ class GenerationRequest:
   stream: bool
   include_usage: bool
   seed: int | None
+  # None: no logprobs; k >= 0: each token's logprob and its k top alternatives
+  logprobs: int | None = None
+  echo: bool = False  # completions: the prompt ahead of the completion
   id: str = dataclasses.field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
   created: int = dataclasses.field(default_factory=lambda: int(time.time()))
 
@@ -112,17 +128,23 @@ def parse_completion(body: Any, info: ModelInfo) -> GenerationRequest:
   _check_model(body, info)
   if "prompt" not in body or body["prompt"] is None:
     raise APIError(400, "you must provide a prompt", param="prompt")
-  if _get(body, "echo", bool, False):
-    raise APIError(400, "echo is not supported", param="echo")
+  echo = _get(body, "echo", bool, False)
   if _get(body, "best_of", int, 1) != 1:
     raise APIError(400, "best_of is not supported (only 1)", param="best_of")
   suffix = _get(body, "suffix", str, "")
-  if body.get("logprobs") is not None:
-    raise APIError(400, "logprobs is not supported", param="logprobs")
+  if echo and suffix:
+    raise APIError(400, "echo is not supported with a suffix", param="echo")
+  logprobs = _top_count(body, "logprobs")
+  stream = _get(body, "stream", bool, False)
+  for field, value in (("logprobs", logprobs is not None), ("echo", echo)):
+    if value and stream:
+      raise APIError(400, f"{field} is not supported with stream: true; send the request "
+                     "without stream", param=field)
   prompts = (_infill_prompts(body["prompt"], suffix, info) if suffix
              else _prompts(body["prompt"], info))
   return _request(body, info, prompts, chat=False, stop=(),
-                  default_max_tokens=16, max_tokens_field="max_tokens")
+                  default_max_tokens=16, max_tokens_field="max_tokens",
+                  logprobs=logprobs, echo=echo)
 
 
 def parse_chat(body: Any, info: ModelInfo) -> GenerationRequest:
@@ -132,9 +154,14 @@ def parse_chat(body: Any, info: ModelInfo) -> GenerationRequest:
   _check_model(body, info)
   if "messages" not in body or body["messages"] is None:
     raise APIError(400, "you must provide messages", param="messages")
-  if _get(body, "logprobs", bool, False):
-    raise APIError(400, "logprobs is not supported", param="logprobs")
-  for field in ("top_logprobs", "tools", "tool_choice", "functions", "function_call"):
+  wants_logprobs = _get(body, "logprobs", bool, False)
+  top_logprobs = _top_count(body, "top_logprobs")
+  if top_logprobs is not None and not wants_logprobs:
+    raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+  if wants_logprobs and _get(body, "stream", bool, False):
+    raise APIError(400, "logprobs is not supported with stream: true; send the request "
+                   "without stream", param="logprobs")
+  for field in ("tools", "tool_choice", "functions", "function_call"):
     if body.get(field) is not None:
       raise APIError(400, f"{field} is not supported", param=field)
   response_format = body.get("response_format")
@@ -146,12 +173,23 @@ def parse_chat(body: Any, info: ModelInfo) -> GenerationRequest:
   field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else (
       "max_tokens")
   return _request(body, info, prompts, chat=True, stop=chat_template.STOP,
-                  default_max_tokens=None, max_tokens_field=field)
+                  default_max_tokens=None, max_tokens_field=field,
+                  logprobs=(top_logprobs or 0) if wants_logprobs else None)
+
+
+def _top_count(body: Mapping, field: str) -> int | None:
+  """A count of top alternatives per token (0..MAX_TOP_LOGPROBS), or None when absent."""
+  count = _get(body, field, int, None)
+  if count is not None and not 0 <= count <= MAX_TOP_LOGPROBS:
+    raise APIError(400, f"{field} must be between 0 and {MAX_TOP_LOGPROBS}, got {count}",
+                   param=field)
+  return count
 
 
 def _request(body: Mapping, info: ModelInfo, prompts: list[list[int]], *, chat: bool,
              stop: tuple[str, ...], default_max_tokens: int | None,
-             max_tokens_field: str) -> GenerationRequest:
+             max_tokens_field: str, logprobs: int | None = None,
+             echo: bool = False) -> GenerationRequest:
   """The fields common to completions and chat, validated."""
   n = _get(body, "n", int, 1)
   if not 1 <= n <= MAX_N:
@@ -184,20 +222,30 @@ def _request(body: Mapping, info: ModelInfo, prompts: list[list[int]], *, chat: 
                    param="stream_options")
   include_usage = bool(_get(options, "include_usage", bool, False, where="stream_options."))
   max_tokens = _max_tokens(body, info, prompts, max_tokens_field, default_max_tokens,
-                           prompt_field="messages" if chat else "prompt")
+                           prompt_field="messages" if chat else "prompt", allow_zero=echo)
   return GenerationRequest(
       chat=chat, model=info.name, prompts=prompts, max_tokens=max_tokens, n=n,
       params=SamplingParams(temperature=temperature, top_p=top_p, top_k=max(top_k, 0)),
       stop=tuple(stop) + _stop(body.get("stop")), stream=stream,
-      include_usage=stream and include_usage, seed=seed,
+      include_usage=stream and include_usage, seed=seed, logprobs=logprobs, echo=echo,
       id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}")
 
 
 def _max_tokens(body: Mapping, info: ModelInfo, prompts: list[list[int]], field: str,
-                default: int | None, *, prompt_field: str) -> list[int]:
-  """max_tokens per prompt (default None: the rest of the context), checked against it."""
+                default: int | None, *, prompt_field: str,
+                allow_zero: bool = False) -> list[int]:
+  """max_tokens per prompt (default None: the rest of the context), checked against it.
+
+  allow_zero (echo): max_tokens 0 returns the prompt alone, which may fill the context.
+  """
   context = info.max_seq_len
   longest = max(len(p) for p in prompts)
+  if allow_zero and _get(body, field, int, None) == 0:
+    if longest > context:
+      raise APIError(400, f"This model's maximum context length is {context} tokens, and "
+                     f"the prompt has {longest} tokens. Please shorten the prompt.",
+                     param=prompt_field, code="context_length_exceeded")
+    return [0] * len(prompts)
   if longest >= context:
     raise APIError(400, f"This model's maximum context length is {context} tokens, and the "
                    f"prompt has {longest} tokens, leaving no room for a completion. Please "
@@ -209,7 +257,8 @@ def _max_tokens(body: Mapping, info: ModelInfo, prompts: list[list[int]], field:
     else:  # as OpenAI chat: up to the end of the context
       return [context - len(p) for p in prompts]
   if requested < 1:
-    raise APIError(400, f"{field} must be at least 1, got {requested}", param=field)
+    raise APIError(400, f"{field} must be at least 1 (0 only with echo), got {requested}",
+                   param=field)
   if longest + requested > context:
     raise APIError(400, f"This model's maximum context length is {context} tokens. However, "
                    f"you requested {longest + requested} tokens ({longest} in the prompt, "
@@ -371,18 +420,92 @@ def _envelope(request: GenerationRequest, obj: str) -> dict:
           "model": request.model, "system_fingerprint": None}
 
 
-def completion_body(request: GenerationRequest, completions: Sequence[Completion]) -> dict:
-  """The response of a non-streamed completions (or chat) request."""
+def completion_body(request: GenerationRequest, completions: Sequence[Completion],
+                    tokenizer: Tokenizer | None = None) -> dict:
+  """The response of a non-streamed completions (or chat) request; `tokenizer` writes
+  the tokens of echo and logprobs (required with them)."""
+  if (request.echo or request.logprobs is not None) and tokenizer is None:
+    raise ValueError("echo and logprobs need the tokenizer")
   if request.chat:
     choices = [{"index": i, "message": {"role": "assistant", "content": c.text},
-                "logprobs": None, "finish_reason": c.finish_reason}
+                "logprobs": (None if request.logprobs is None else
+                             _chat_logprobs(c, request.logprobs, tokenizer)),
+                "finish_reason": c.finish_reason}
                for i, c in enumerate(completions)]
     body = _envelope(request, "chat.completion")
   else:
-    choices = [{"index": i, "text": c.text, "logprobs": None,
-                "finish_reason": c.finish_reason} for i, c in enumerate(completions)]
+    choices = []
+    for i, c in enumerate(completions):
+      prompt = request.prompts[request.prompt_of(i)]
+      text = tokenizer.decode(prompt) + c.text if request.echo else c.text
+      logprobs = None
+      if request.logprobs is not None:
+        logprobs = _completion_logprobs(prompt if request.echo else [], c, tokenizer)
+      choices.append({"index": i, "text": text, "logprobs": logprobs,
+                      "finish_reason": c.finish_reason})
     body = _envelope(request, "text_completion")
   return {**body, "choices": choices, "usage": usage(request, completions)}
+
+
+def token_text(tokenizer: Tokenizer, token_id: int) -> str:
+  """A token as the logprobs show it: its text, or "bytes:\\xNN..." when its bytes are
+  not whole UTF-8 characters (part of a character split across tokens)."""
+  data = tokenizer.token_bytes(token_id)
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError:
+    return "bytes:" + "".join(f"\\x{b:02x}" for b in data)
+
+
+def _completion_logprobs(prompt: Sequence[int], completion: Completion,
+                         tokenizer: Tokenizer) -> dict:
+  """The legacy completions layout over the echoed prompt (if any) and the completion.
+
+  top_logprobs[i] maps the top alternatives' texts to their logprobs, and always holds
+  the chosen token (so up to k + 1 entries), as OpenAI's does.
+  """
+  scores = completion.logprobs
+  if prompt:
+    if completion.prompt_logprobs is None:
+      raise ValueError("echo with logprobs needs the prompt's logprobs")
+    scores = completion.prompt_logprobs + scores
+  ids = list(prompt) + list(completion.tokens)
+  if len(scores) != len(ids):
+    raise ValueError(f"{len(ids)} tokens but {len(scores)} logprobs")
+  tokens, top_logprobs = [], []
+  for token_id, logprob, top in zip(ids, scores.logprobs, scores.top):
+    text = token_text(tokenizer, token_id)
+    tokens.append(text)
+    if logprob is None:
+      top_logprobs.append(None)
+      continue
+    alternatives = {text: logprob}
+    for alt_id, alt_logprob in top:
+      alternatives.setdefault(token_text(tokenizer, alt_id), alt_logprob)
+    top_logprobs.append(alternatives)
+  # Offsets in characters of the choice's text: a token's bytes are decoded after
+  # those before it, so a character split over tokens starts at the token completing it.
+  decoder = codecs.getincrementaldecoder("utf-8")("replace")
+  offsets, position = [], 0
+  for token_id in ids:
+    offsets.append(position)
+    position += len(decoder.decode(tokenizer.token_bytes(token_id)))
+  return {"tokens": tokens, "token_logprobs": list(scores.logprobs),
+          "top_logprobs": top_logprobs, "text_offset": offsets}
+
+
+def _chat_logprobs(completion: Completion, k: int, tokenizer: Tokenizer) -> dict:
+  """The chat layout: one entry per completion token, with its k top alternatives."""
+  scores: TokenLogprobs = completion.logprobs
+
+  def entry(token_id: int, logprob: float) -> dict:
+    return {"token": token_text(tokenizer, token_id), "logprob": logprob,
+            "bytes": list(tokenizer.token_bytes(token_id))}
+
+  content = [{**entry(token_id, logprob),
+              "top_logprobs": [entry(alt_id, alt) for alt_id, alt in top[:k]]}
+             for token_id, logprob, top in zip(completion.tokens, scores.logprobs, scores.top)]
+  return {"content": content, "refusal": None}
 
 
 def chunk(request: GenerationRequest, index: int, text: str | None,

@@ -9,6 +9,10 @@ decode chunk at a time, and posts to each item:
   ("done", index, Completion)        as soon as the row finishes
   ("error", index, message)          when generation failed or the server shut down
 
+An item with `score_prompt` has its prompt scored (`Generator.score`: each prompt
+token's logprob and top alternatives) when it is admitted, into the Completion's
+`prompt_logprobs`; one with max_new_tokens 0 is done then, without taking a row.
+
 Batching policies (`batching`):
 
   continuous  before every chunk, queued items take the rows that are free (rows
@@ -57,6 +61,9 @@ class WorkItem:
   index: int  # the choice index within its request
   events: queue.Queue
   stream: bool = False  # post ("tokens", ...) events after each chunk
+  logprobs: int | None = None  # None: none; k: each token's logprob and the top k
+  score_prompt: bool = False  # also the prompt's logprobs (with `logprobs` top-k)
+  prompt_logprobs: sampling.TokenLogprobs | None = None  # set by the scheduler thread
 
 
 class QueueFull(RuntimeError):
@@ -252,10 +259,22 @@ class Scheduler:
         self._size_for(len(self._running) + len(admit))
       for item in admit:
         try:
+          if item.score_prompt:
+            item.prompt_logprobs = self._generator.score(item.prompt, item.logprobs or 0)
+          if item.max_new_tokens == 0:  # the prompt alone (echo with max_tokens 0)
+            self.stats.prompt_tokens += len(item.prompt) if item.score_prompt else 0
+            self.stats.rows_finished += 1
+            item.events.put(("done", item.index, sampling.Completion(
+                text="", tokens=[], finish_reason="length", prompt_tokens=len(item.prompt),
+                logprobs=None if item.logprobs is None else sampling.TokenLogprobs([], []),
+                prompt_logprobs=item.prompt_logprobs)))
+            continue
           self._generator.add(sampling.Request(
               prompt=item.prompt, params=item.params, max_new_tokens=item.max_new_tokens,
-              key=sampling.row_key(item.seed), tag=item, stop=item.stop))
-        except ValueError as e:  # the protocol validates requests first: a bug if it happens
+              key=sampling.row_key(item.seed), tag=item, stop=item.stop,
+              logprobs=item.logprobs))
+        except Exception as e:  # pylint: disable=broad-except
+          # The protocol validates requests first: a bug (or a failed scoring) if it happens.
           logging.exception("refused a row")
           item.events.put(("error", item.index, f"generation failed: {e}"))
           self.stats.rows_failed += 1
@@ -275,6 +294,7 @@ class Scheduler:
         item.events.put(("tokens", item.index, tokens))
 
     def on_finish(item: WorkItem, completion: sampling.Completion) -> None:
+      completion.prompt_logprobs = item.prompt_logprobs
       self._running.discard(item)
       self.stats.rows_finished += 1
       self._finish_times.append(time.monotonic())

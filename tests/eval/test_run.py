@@ -39,6 +39,8 @@ def test_canonical_solutions_score_164_of_164(tmp_path, humaneval_problems):
   assert report["num_correct"] == 164 and report["overall"]["pass@1"] == 1.0
   saved = json.load(open(tmp_path / "out" / "pass_at_k.json"))
   assert saved["overall"] == report["overall"] and saved["isolation"] == report["isolation"]
+  assert saved["intervals"] == {"pass@1": [1.0, 1.0]}  # every problem passes: no spread
+  assert saved["bootstrap"]["level"] == 0.95 and saved["bootstrap"]["resamples"] == 10_000
   results = [json.loads(l) for l in open(tmp_path / "out" / "results.jsonl")]
   assert len(results) == 164 and all(r["passed"] and r["failure"] is None for r in results)
 
