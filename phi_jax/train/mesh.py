@@ -148,6 +148,11 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
     kwargs["local_device_ids"] = list(local_device_ids)
   if jax.distributed.is_initialized():
     return True
+  # CPU hosts need a cross-process collectives implementation for any computation
+  # over the global mesh; gloo ships with jaxlib. It must be chosen before the
+  # backend starts; an explicit choice (JAX_CPU_COLLECTIVES_IMPLEMENTATION=mpi) stands.
+  if not jax.config.jax_cpu_collectives_implementation:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     jax.distributed.initialize(**kwargs)
   except RuntimeError as e:

@@ -60,7 +60,9 @@ def load_start(ctx: Context, ref: models.ModelRef, field: str):
   'random': config.model and config.init.tokenizer, loader None (random init). A
   phi_jax checkpoint: its architecture and tokenizer. A transformers dir or hub id:
   its architecture and tokenizer (config.init.tokenizer when it has none). Both with
-  config.model's numerics and dropout (RUNTIME_FIELDS).
+  config.model's numerics and dropout (RUNTIME_FIELDS). The loader takes optional
+  target shardings: a checkpoint is restored straight into them (each host reads its
+  own shards); an imported model's parameters are whole on every host.
   """
   if ref.is_random:
     model_config = PhiConfig.from_mapping(ctx.config.model)
@@ -69,7 +71,8 @@ def load_start(ctx: Context, ref: models.ModelRef, field: str):
   if os.path.isdir(path) and checkpoint.is_checkpoint(path):
     model_config = checkpoint.read_config(path).replace(**runtime_fields(ctx))
     tokenizer = checkpoint.read_tokenizer(path)
-    return model_config, tokenizer, lambda: checkpoint.load_params(path, model_config)
+    return model_config, tokenizer, lambda shardings=None: checkpoint.load_params(
+        path, model_config, shardings)
   if ref.node is not None:
     raise StageError(f"{field}: {path} holds no complete checkpoint of the {ref.node} stage"
                      + (f" at step {ref.step}" if ref.step is not None else ""))
@@ -84,7 +87,7 @@ def load_start(ctx: Context, ref: models.ModelRef, field: str):
   model_config, params, tokenizer = pretrained.load_hf(directory, **runtime_fields(ctx))
   if tokenizer is None and ctx.config.init.tokenizer:
     tokenizer = load_tokenizer(ctx.config.init.tokenizer, None, ctx.workdir)
-  return model_config, tokenizer, lambda: params
+  return model_config, tokenizer, lambda shardings=None: params
 
 
 def run(ctx: Context) -> dict:

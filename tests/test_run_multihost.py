@@ -1,0 +1,129 @@
+"""run.py as a multi-host job: two processes on this machine with docs/multihost.md's
+flags (--coordinator_address on loopback, --num_processes, --process_id), one CPU
+device each, on a work directory whose data and init stages one process built."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.phi_jax.train.test_multihost import _free_port
+
+# The tiny pipeline's data on a small sample (as tests/test_run.py's SHORT_TRAINING);
+# every run on a work directory passes the same, so the data stage stays complete.
+DATA = ("--config.model.num_layers=2", "--config.data.max_files=150",
+        "--config.data.quality.annotate=80", "--config.data.quality.embed_max_len=64",
+        "--config.data.quality.n_estimators=20")
+# Short training without evaluations; `rows`: the global batches of one process.
+TRAIN = ("--config.train.steps=2", "--config.train.checkpoint_every=2",
+         "--config.train.eval_every=0", "--config.train.optimizer.warmup_steps=1",
+         "--config.train.host_sharding=rows")
+FINETUNE = ("--config.finetune.steps=2", "--config.finetune.checkpoint_every=2",
+            "--config.finetune.eval_every=0", "--config.finetune.optimizer.warmup_steps=1",
+            "--config.finetune.host_sharding=rows")
+
+
+def _env(devices):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("XLA_FLAGS", "JAX_COORDINATOR_ADDRESS", "JAX_CPU_COLLECTIVES_IMPLEMENTATION")}
+  env.update(JAX_PLATFORMS="cpu", TRANSFORMERS_VERBOSITY="error", PHI_JAX_TRACEBACK="1")
+  if devices > 1:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return env
+
+
+def run_processes(num_processes, workdir, *args, devices=1, timeout=480):
+  """`run.py --config=configs/tiny.py --workdir=WORKDIR ARGS` as `num_processes`
+  processes of one job (one process: no coordinator flags), each with `devices` CPU
+  devices; their (returncode, stdout, stderr) in process order. Output goes to files:
+  a process blocked on a full pipe would never reach the others' collectives."""
+  command = [sys.executable, os.path.join(REPO_ROOT, "run.py"), "--config=configs/tiny.py",
+             f"--workdir={workdir}", *DATA, *args]
+  if num_processes > 1:
+    command.append(f"--coordinator_address=127.0.0.1:{_free_port()}")
+    command.append(f"--num_processes={num_processes}")
+  logs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))
+          for _ in range(num_processes)]
+  procs = [subprocess.Popen(command + ([f"--process_id={i}"] if num_processes > 1 else []),
+                            cwd=REPO_ROOT, env=_env(devices), stdout=out, stderr=err, text=True)
+           for i, (out, err) in enumerate(logs)]
+  results = []
+  try:
+    for p, (out, err) in zip(procs, logs):
+      p.wait(timeout=timeout)
+      out.seek(0)
+      err.seek(0)
+      results.append((p.returncode, out.read(), err.read()))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+    for out, err in logs:
+      out.close()
+      err.close()
+  return results
+
+
+def check(results):
+  for i, (code, out, err) in enumerate(results):
+    assert code == 0, f"process {i}: exit {code}\n{out[-2000:]}\n{err[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def data_and_init(tmp_path_factory):
+  """A work directory with the data and init stages done (one process)."""
+  workdir = str(tmp_path_factory.mktemp("run_multihost") / "base")
+  check(run_processes(1, workdir, "--stages=data,init"))
+  return workdir
+
+
+def _copy(base, directory):
+  shutil.copytree(base, directory, symlinks=True)
+  return str(directory)
+
+
+def _final_params(workdir, stage):
+  from phi_jax import checkpoint
+  root = os.path.join(workdir, stage, "checkpoints")
+  step_dir = os.path.join(root, str(checkpoint.steps(root)[-1]))
+  return checkpoint.load_params(step_dir, checkpoint.read_config(step_dir))
+
+
+def test_two_processes_pretrain_from_the_init_checkpoint(data_and_init, tmp_path):
+  workdir = _copy(data_and_init, tmp_path / "two")
+  results = run_processes(2, workdir, "--stages=pretrain", *TRAIN)
+  check(results)
+  for _, out, _ in results:
+    assert "[pretrain] done" in out, out[-2000:]
+  stage = os.path.join(workdir, "pretrain")
+  assert os.path.isfile(os.path.join(stage, "COMPLETE.json"))
+  from phi_jax import checkpoint
+  assert checkpoint.steps(os.path.join(stage, "checkpoints")) == [2]
+  metadata = checkpoint.read_metadata(os.path.join(stage, "checkpoints", "2"))
+  assert metadata["source"] == "pretrain:" + os.path.join(workdir, "init", "checkpoints")
+
+
+@pytest.mark.slow
+def test_two_processes_pretrain_and_finetune_like_one(data_and_init, tmp_path):
+  """Two processes of one device each against one process with two devices: the same
+  mesh, global batches (`rows`) and programs, so the parameters are bit-equal (one
+  device would sum the gradients in another order: equal to ~1e-5 only)."""
+  one = _copy(data_and_init, tmp_path / "one")
+  two = _copy(data_and_init, tmp_path / "two")
+  steps = ("--stages=pretrain,finetune", *TRAIN, *FINETUNE, "--config.train.steps=4",
+           "--config.finetune.steps=3", "--config.finetune.checkpoint_every=3")
+  check(run_processes(1, one, *steps, devices=2))
+  check(run_processes(2, two, *steps))
+  import jax
+  for stage in ("pretrain", "finetune"):
+    want, got = _final_params(one, stage), _final_params(two, stage)
+    assert jax.tree.structure(want) == jax.tree.structure(got)
+    for path, a, b in zip(jax.tree_util.tree_leaves_with_path(want),
+                          jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b),
+                                    err_msg=f"{stage} {jax.tree_util.keystr(path[0])}")
