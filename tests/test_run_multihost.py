@@ -127,3 +127,44 @@ def test_two_processes_pretrain_and_finetune_like_one(data_and_init, tmp_path):
                           jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b),
                                     err_msg=f"{stage} {jax.tree_util.keystr(path[0])}")
+
+
+DECONTAMINATE = ("--stages=decontaminate",
+                 "--config.decontaminate.checks=('ngram', 'embedding', 'ast')")
+
+
+def test_decontaminate_runs_once_on_process_0(data_and_init, tmp_path):
+  one = _copy(data_and_init, tmp_path / "one")
+  two = _copy(data_and_init, tmp_path / "two")
+  check(run_processes(1, one, *DECONTAMINATE))
+  results = run_processes(2, two, *DECONTAMINATE)
+  check(results)
+  (_, out0, _), (_, out1, _) = results
+  assert "[decontaminate] phi1_filtered_code: 1 file(s)" in out0, out0[-2000:]
+  assert "[decontaminate] runs on process 0; waiting for it" in out1, out1[-2000:]
+  assert "file(s)" not in out1
+  files = sorted(os.path.relpath(os.path.join(d, f), os.path.join(one, "decontaminate"))
+                 for d, _, names in os.walk(os.path.join(one, "decontaminate")) for f in names
+                 if f.endswith(".jsonl") or f == "summary.json")
+  assert any(f.endswith("kept.jsonl") for f in files), files
+  for name in files:  # equal, but for the work directories' paths in the records
+    with open(os.path.join(one, "decontaminate", name)) as a, \
+         open(os.path.join(two, "decontaminate", name)) as b:
+      assert a.read().replace(one, "WORKDIR") == b.read().replace(two, "WORKDIR"), name
+
+
+def test_decontaminate_with_an_orbax_embedder_runs_on_every_process(data_and_init):
+  """An Orbax restore is a collective of the whole job: process 0 cannot load the
+  embedding model alone."""
+  import types
+  from configs import tiny
+  from recipe.stages import decontaminate
+  config = tiny.get_config()
+  ctx = types.SimpleNamespace(config=config)
+  assert decontaminate._primary_only(ctx)  # pylint: disable=protected-access
+  config.decontaminate.checks = ("ngram", "embedding")
+  assert decontaminate._primary_only(ctx)  # random-init embedder: local computation
+  config.data.quality.embed_model = os.path.join(data_and_init, "init", "checkpoints")
+  assert not decontaminate._primary_only(ctx)
+  config.decontaminate.checks = ("ngram", "ast")
+  assert decontaminate._primary_only(ctx)

@@ -15,7 +15,7 @@ import os
 from data_pipeline import catalog
 from data_pipeline.decontaminate import DecontConfig, Decontaminator, decontaminate
 from data_pipeline.embed import make_embedder
-from phi_jax import atomic
+from phi_jax import atomic, checkpoint
 from phi_jax.cli import UsageError
 from recipe.runner import Context, Node
 
@@ -83,6 +83,15 @@ def validate(ctx: Context) -> None:
   decont_config(ctx)
 
 
+def _primary_only(ctx: Context) -> bool:
+  """Process 0 alone checks the corpora in a multi-host job (the checks are local
+  computations, the embedder on its own devices), unless the embedding check loads an
+  Orbax checkpoint: an Orbax restore needs every process of the job."""
+  model = ctx.config.data.quality.embed_model
+  return not ("embedding" in ctx.config.decontaminate.checks and model
+              and os.path.isdir(model) and checkpoint.is_checkpoint(model))
+
+
 def node(corpora, after) -> Node:
   """The stage's node; `corpora(ctx)` gives {dataset: [JSONL paths]} to check and
   `after(ctx)` the nodes that write them (the data stage's steps, synthesize)."""
@@ -93,6 +102,7 @@ def node(corpora, after) -> Node:
               after=after, validate=validate,
               files=lambda ctx: [p for paths in corpora(ctx).values() for p in paths
                                  if not p.startswith(ctx.workdir)],
-              extra=lambda ctx: {"datasets": sorted(corpora(ctx))})
+              extra=lambda ctx: {"datasets": sorted(corpora(ctx))},
+              primary_only=_primary_only)
 
 
