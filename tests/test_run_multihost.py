@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -37,11 +38,12 @@ def _env(devices):
   return env
 
 
-def run_processes(num_processes, workdir, *args, devices=1, timeout=480):
-  """`run.py --config=configs/tiny.py --workdir=WORKDIR ARGS` as `num_processes`
+def start_processes(num_processes, workdir, *args, devices=1, extra_env=None):
+  """Starts `run.py --config=configs/tiny.py --workdir=WORKDIR ARGS` as `num_processes`
   processes of one job (one process: no coordinator flags), each with `devices` CPU
-  devices; their (returncode, stdout, stderr) in process order. Output goes to files:
-  a process blocked on a full pipe would never reach the others' collectives."""
+  devices (`extra_env(i)`: more environment of process i); returns the processes and
+  their (stdout, stderr) files. Output goes to files: a process blocked on a full
+  pipe would never reach the others' collectives."""
   command = [sys.executable, os.path.join(REPO_ROOT, "run.py"), "--config=configs/tiny.py",
              f"--workdir={workdir}", *DATA, *args]
   if num_processes > 1:
@@ -50,8 +52,14 @@ def run_processes(num_processes, workdir, *args, devices=1, timeout=480):
   logs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))
           for _ in range(num_processes)]
   procs = [subprocess.Popen(command + ([f"--process_id={i}"] if num_processes > 1 else []),
-                            cwd=REPO_ROOT, env=_env(devices), stdout=out, stderr=err, text=True)
+                            cwd=REPO_ROOT, stdout=out, stderr=err, text=True,
+                            env=dict(_env(devices), **(extra_env(i) if extra_env else {})))
            for i, (out, err) in enumerate(logs)]
+  return procs, logs
+
+
+def collect(procs, logs, timeout=480):
+  """Waits for the processes; their (returncode, stdout, stderr) in process order."""
   results = []
   try:
     for p, (out, err) in zip(procs, logs):
@@ -67,6 +75,12 @@ def run_processes(num_processes, workdir, *args, devices=1, timeout=480):
       out.close()
       err.close()
   return results
+
+
+def run_processes(num_processes, workdir, *args, devices=1, timeout=480):
+  """`start_processes`, then `collect`."""
+  return collect(*start_processes(num_processes, workdir, *args, devices=devices),
+                 timeout=timeout)
 
 
 def check(results):
@@ -168,3 +182,27 @@ def test_decontaminate_with_an_orbax_embedder_runs_on_every_process(data_and_ini
   assert not decontaminate._primary_only(ctx)
   config.decontaminate.checks = ("ngram", "ast")
   assert decontaminate._primary_only(ctx)
+
+
+@pytest.mark.slow
+def test_a_process_killed_in_pretraining_stops_the_other_within_the_heartbeat_bound(
+    data_and_init, tmp_path):
+  workdir = _copy(data_and_init, tmp_path / "killed")
+  bound = 10  # --heartbeat_timeout_s
+  procs, logs = start_processes(
+      2, workdir, "--stages=pretrain", *TRAIN, "--config.train.steps=200",
+      "--config.train.checkpoint_every=100", f"--heartbeat_timeout_s={bound}",
+      extra_env=lambda i: {"PHI_JAX_TEST_KILL_AFTER_STEP": "3"} if i == 1 else {})
+  try:
+    procs[1].wait(timeout=300)  # SIGKILLs itself after step 3
+    killed_at = time.monotonic()
+    procs[0].wait(timeout=bound + 60)
+    waited = time.monotonic() - killed_at
+  finally:
+    results = collect(procs, logs)
+  assert results[1][0] == -9, results[1][2][-2000:]
+  assert results[0][0] != 0, results[0][1][-2000:]
+  # the bound, and time for a loaded machine to notice and to tear the process down
+  assert waited < bound + 30, waited
+  assert "[pretrain] run:" in results[0][1]
+  assert not os.path.exists(os.path.join(workdir, "pretrain", "COMPLETE.json"))
