@@ -55,6 +55,10 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: the nu
                                       "processes (one per host).", lower_bound=1)
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index, "
                                    "0 .. num_processes-1.", lower_bound=0)
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", None, "Multi-host: a process that sends no heartbeat for this "
+    "many seconds counts as lost, and every other process of the job stops (default: "
+    "phi_jax.train.mesh.HEARTBEAT_TIMEOUT_S, 60).", lower_bound=1)
 
 
 def _config_path(argv: list[str]) -> str:
@@ -236,7 +240,10 @@ def main(argv: list[str]) -> None:
     return
   runner.check_refusals(plan, ctx.workdir)
   # multi-host jobs: before any JAX computation
-  maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  heartbeat = {} if _HEARTBEAT_TIMEOUT.value is None else {
+      "heartbeat_timeout_s": _HEARTBEAT_TIMEOUT.value}
+  maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                               **heartbeat)
   _enable_compilation_cache(ctx)
   todo = [d.node.name for d in plan if d.action != "skip"]
   runner.say(f"phi_jax: {len(plan)} nodes in {ctx.workdir}; to build: "

@@ -8,7 +8,7 @@
 
 It resumes from the latest complete checkpoint there (parameters, optimizer state,
 step and data position), so an interrupted run continues bit-identically; otherwise it
-starts from `job.init_params()` (or a random init when that is None) with a fresh
+starts from `job.init_params(shardings)` (or a random init when that is None) with a fresh
 optimizer. The dropout key of step s is fold_in(key(job.seed), s).
 
 The loop knows nothing of stages, datasets or benchmarks: the caller (the recipe's
@@ -79,7 +79,10 @@ class TrainJob:
     seed: seeds the random init and the dropout keys.
     batches: the training batches (this host's rows), resumable.
     eval_batches: returns a fresh iterator over the held-out batches, or None.
-    init_params: returns the starting parameters, or None for a random init.
+    init_params: returns the starting parameters, or None for a random init. It is
+      called with the parameters' target shardings (a tree of NamedSharding) and may
+      return arrays placed on them or whole values on every host
+      (`Trainer.state_from_params`).
     source: where the starting model came from (checkpoint metadata).
     metadata: more checkpoint metadata fields (the run config, ...).
     eval_hooks: extra metrics at every evaluation.
@@ -98,7 +101,7 @@ class TrainJob:
   seed: int
   batches: Batches
   eval_batches: Callable[[], Iterator[Mapping[str, np.ndarray]]] | None = None
-  init_params: Callable[[], Any] | None = None
+  init_params: Callable[[Any], Any] | None = None
   source: str = ""
   metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   eval_hooks: Sequence[EvalHook] = ()
@@ -168,7 +171,9 @@ class _Run:
       return state
     if self.job.init_params is None:
       return self.trainer.init_state(self.job.seed)
-    return self.trainer.state_from_params(self.job.init_params())
+    # The loader restores straight into the parameters' global shardings where it can
+    # (an Orbax checkpoint), so no host reads or holds more than its own shards.
+    return self.trainer.state_from_params(self.job.init_params(self.trainer.param_shardings))
 
   def evaluate(self, state, step: int) -> dict[str, float]:
     """Held-out loss over the same `eval_batches` batches every time, plus the hooks'."""

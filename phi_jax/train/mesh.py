@@ -17,6 +17,9 @@ from phi_jax.config import ConfigError
 from phi_jax.settings import OPERATIONAL, Check, is_int, setting, text
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# How long a multi-host job's processes wait before a silent process counts as lost.
+HEARTBEAT_TIMEOUT_S = 60
+
 _AXIS = Check(lambda v: is_int(v) and (v >= 1 or v == -1), "a positive integer or -1")
 
 
@@ -133,7 +136,8 @@ def batch_parallelism(mesh: Mesh, rules: sharding.Rules = sharding.DEFAULT_RULES
 def maybe_initialize_distributed(coordinator_address: str | None = None,
                                  num_processes: int | None = None,
                                  process_id: int | None = None,
-                                 local_device_ids: Sequence[int] | None = None) -> bool:
+                                 local_device_ids: Sequence[int] | None = None,
+                                 heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S) -> bool:
   """jax.distributed.initialize() for a multi-host job; returns whether it ran.
 
   Explicit: with `coordinator_address` ('host:port' of process 0), `num_processes` and
@@ -145,7 +149,13 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   Must run before any JAX computation (phi-jax-run calls it first thing).
 
   local_device_ids: the devices of this process (default: all it sees).
+  heartbeat_timeout_s: how long the job's coordination service waits for a process's
+    heartbeat before it declares the process lost and stops every other process of
+    the job (JAX's own failure detection).
   """
+  if heartbeat_timeout_s < 1:
+    raise ConfigError(f"multi-host: --heartbeat_timeout_s {heartbeat_timeout_s}: must be "
+                      ">= 1 second")
   explicit = (coordinator_address, num_processes, process_id)
   if any(v is not None for v in explicit) and any(v is None for v in explicit):
     raise ConfigError(
@@ -172,8 +182,14 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
     kwargs = {}
   if local_device_ids is not None:
     kwargs["local_device_ids"] = list(local_device_ids)
+  kwargs["heartbeat_timeout_seconds"] = int(heartbeat_timeout_s)
   if jax.distributed.is_initialized():
     return True
+  # CPU hosts need a cross-process collectives implementation for any computation
+  # over the global mesh; gloo ships with jaxlib. It must be chosen before the
+  # backend starts; an explicit choice (JAX_CPU_COLLECTIVES_IMPLEMENTATION=mpi) stands.
+  if not jax.config.jax_cpu_collectives_implementation:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     jax.distributed.initialize(**kwargs)
   except RuntimeError as e:

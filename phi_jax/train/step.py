@@ -164,9 +164,40 @@ class Trainer:
     return self._init(jax.random.key(seed))
 
   def state_from_params(self, params: Any) -> TrainState:
-    """A state at step 0 with fresh optimizer state for `params` (e.g. to finetune)."""
-    params = jax.device_put(params, self.param_shardings)
-    return self._from_params(params)
+    """A state at step 0 with fresh optimizer state for `params` (e.g. to finetune).
+
+    `params` may already be placed on `param_shardings` (an Orbax restore into them),
+    or be whole values on every host (numpy, or jax arrays on this host's devices):
+    see `place_params`.
+    """
+    return self._from_params(self.place_params(params))
+
+  def place_params(self, params: Any) -> Any:
+    """`params` as global arrays on `param_shardings`, without moving data between hosts.
+
+    A leaf already on its target sharding is kept. Single host: everything else is
+    `jax.device_put`. Several hosts: a leaf on this host alone (numpy, or a jax array
+    on this host's devices, e.g. a checkpoint restored onto one device) must hold the
+    whole parameter on every host; each host fills its own devices' shards from its
+    copy (`jax.make_array_from_callback`), since JAX does not transfer arrays between
+    hosts (a `device_put` across hosts fails on CPU and, by default, on GPU). A global
+    array on another sharding is resharded by a compiled identity (XLA collectives).
+    """
+    multi_host = jax.process_count() > 1
+
+    def place(value, target: NamedSharding):
+      if isinstance(value, jax.Array):
+        if value.sharding.is_equivalent_to(target, value.ndim):
+          return value
+        if not value.is_fully_addressable:
+          return jax.jit(lambda x: x, out_shardings=target)(value)
+      if not multi_host:
+        return jax.device_put(value, target)
+      host_value = np.asarray(value)
+      return jax.make_array_from_callback(host_value.shape, target,
+                                          lambda index: host_value[index])
+
+    return jax.tree.map(place, params, self.param_shardings)
 
   def abstract_state(self) -> TrainState:
     """The state as jax.ShapeDtypeStruct with shardings (an Orbax restore target)."""

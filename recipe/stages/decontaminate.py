@@ -14,7 +14,7 @@ import os
 
 from data_pipeline.decontaminate import DecontConfig, Decontaminator, decontaminate
 from data_pipeline.embed import make_embedder
-from phi_jax import atomic
+from phi_jax import atomic, checkpoint
 from phi_jax import settings as settings_lib
 from recipe.runner import Context, Node
 
@@ -74,6 +74,15 @@ def _reads(ctx: Context) -> dict:
   return reads
 
 
+def _primary_only(ctx: Context) -> bool:
+  """Process 0 alone checks the corpora in a multi-host job (the checks are local
+  computations, the embedder on its own devices), unless the embedding check loads an
+  Orbax checkpoint: an Orbax restore needs every process of the job."""
+  model = ctx.settings.decontaminate.embed_model
+  return not ("embedding" in ctx.settings.decontaminate.checks and model
+              and os.path.isdir(model) and checkpoint.is_checkpoint(model))
+
+
 def node(corpora, after) -> Node:
   """The stage's node; `corpora(ctx)` gives {dataset: [JSONL paths]} to check and
   `after(ctx)` the nodes that write them (the data stage's steps, synthesize)."""
@@ -83,4 +92,5 @@ def node(corpora, after) -> Node:
               after=after,
               files=lambda ctx: [p for paths in corpora(ctx).values() for p in paths
                                  if not p.startswith(ctx.workdir)]
-              + sorted(p for p in benchmark_paths(ctx).values() if os.path.isfile(p)))
+              + sorted(p for p in benchmark_paths(ctx).values() if os.path.isfile(p)),
+              primary_only=_primary_only)

@@ -75,7 +75,10 @@ def load_start(ctx: Context, ref: models.ModelRef, field: str, *, model,
   'random': `model` and `init_tokenizer`, loader None (random init). A phi_jax
   checkpoint: its architecture and tokenizer. A transformers dir or hub id: its
   architecture and tokenizer (`init_tokenizer` when it has none). Both with `model`'s
-  numerics and dropout (RUNTIME_FIELDS). `model` is a PhiConfig or a Part of one.
+  numerics and dropout (RUNTIME_FIELDS). `model` is a PhiConfig or a Part of one. The
+  loader takes optional target shardings: a checkpoint is restored straight into them
+  (each host reads its own shards); an imported model's parameters are whole on every
+  host.
   """
   model = model.value if isinstance(model, settings_lib.Part) else model
   if ref.is_random:
@@ -84,7 +87,8 @@ def load_start(ctx: Context, ref: models.ModelRef, field: str, *, model,
   if os.path.isdir(path) and checkpoint.is_checkpoint(path):
     model_config = checkpoint.read_config(path).replace(**runtime_fields(model))
     tokenizer = checkpoint.read_tokenizer(path)
-    return model_config, tokenizer, lambda: checkpoint.load_params(path, model_config)
+    return model_config, tokenizer, lambda shardings=None: checkpoint.load_params(
+        path, model_config, shardings)
   if ref.node is not None:
     raise StageError(f"{field}: {path} holds no complete checkpoint of the {ref.node} stage"
                      + (f" at step {ref.step}" if ref.step is not None else ""))
@@ -99,7 +103,7 @@ def load_start(ctx: Context, ref: models.ModelRef, field: str, *, model,
   model_config, params, tokenizer = pretrained.load_hf(directory, **runtime_fields(model))
   if tokenizer is None and init_tokenizer:
     tokenizer = load_tokenizer(init_tokenizer, None, ctx.workdir)
-  return model_config, tokenizer, lambda: params
+  return model_config, tokenizer, lambda shardings=None: params
 
 
 def _ref(ctx: Context) -> models.ModelRef:

@@ -39,7 +39,6 @@ def main(argv):
   port, num_processes, process_id, mode, *rest = argv[1:]
   # pylint: disable=g-import-not-at-top
   import jax
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   from phi_jax.train.mesh import maybe_initialize_distributed
   started = maybe_initialize_distributed(f"127.0.0.1:{port}", int(num_processes),
                                          int(process_id))

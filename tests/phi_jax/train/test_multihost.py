@@ -68,6 +68,8 @@ def test_explicit_coordinator_flags_are_checked():
     mesh_lib.maybe_initialize_distributed("127.0.0.1:1234", 2, 2)
   with pytest.raises(ConfigError, match="host:port"):
     mesh_lib.maybe_initialize_distributed("localhost", 2, 0)
+  with pytest.raises(ConfigError, match="heartbeat_timeout_s 0"):
+    mesh_lib.maybe_initialize_distributed("127.0.0.1:1234", 2, 0, heartbeat_timeout_s=0)
   assert not mesh_lib.maybe_initialize_distributed("127.0.0.1:1234", 1, 0)  # one process
 
 
