@@ -15,8 +15,9 @@ operational) are defined once, in the schema of the library that uses it:
     eval             eval.settings.EvalSettings (its seed is the top-level seed)
     serve            phi_jax.serving.settings.ServeSettings
     export_hf        phi_jax.convert.ExportSettings
-    synth            data_pipeline.synth.SynthConfig
-    decontaminate    data_pipeline.decontaminate.DecontConfig (its embedder: data.quality's)
+    synth            data_pipeline.synth.config.SynthConfig
+    decontaminate    data_pipeline.decontaminate.config.DecontConfig (its embedder:
+                     data.quality's)
 
 `python run.py --describe_config` prints every field with its default, kind and
 documentation. Config files change values only; override any field on the command line:
@@ -27,12 +28,12 @@ import ml_collections
 
 from data_pipeline.decontaminate.config import RUN_DERIVED, DecontConfig
 from data_pipeline.settings import DataSettings
-from data_pipeline.synth.generate import SynthConfig
+from data_pipeline.synth.config import SynthConfig
 from eval.settings import section_defaults as eval_section_defaults
 from phi_jax import settings
 from phi_jax.config import PhiConfig
 from phi_jax.convert import ExportSettings
-from phi_jax.llm import LLMConfig
+from phi_jax.llm.config import LLMConfig
 from phi_jax.pretrained import InitSettings
 from phi_jax.sampling import SampleSettings
 from phi_jax.serving.settings import ServeSettings

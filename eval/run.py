@@ -343,32 +343,32 @@ def _claim_output(out_dir: str, record: dict, overwrite: bool) -> None:
                    "another --out")
 
 
-def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None,
-             samples_path: str | None = None, data_path: str | None = None, n: int = 1,
-             temperature: float = 0.0, top_p: float = DEFAULT_TOP_P, max_new_tokens: int = 512,
-             ks: Sequence[int] = (1, 10, 100), batch_size: int = 32, limit: int = 0,
-             seed: int = 0, limits: SandboxLimits | None = None, isolation: str = "auto",
-             workers: int | None = None, model_overrides: dict | None = None,
-             overwrite: bool = False, benchmark_options: dict | None = None,
-             load_model: Callable[[], Any] | None = None) -> dict:
+def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = None, *,
+             checkpoint: str | None = None, samples_path: str | None = None,
+             data_path: str | None = None, model_overrides: dict | None = None,
+             overwrite: bool = False, load_model: Callable[[], Any] | None = None) -> dict:
   """Generate (from `checkpoint`) or read (`samples_path`) samples, execute, score.
 
+  settings: how samples are drawn and executed (eval/settings.py; default
+    EvalSettings()): n, temperature, top_p, max_new_tokens, k, batch_size, limit, seed,
+    the sandbox's timeout_s and memory_mb, isolation, workers, and the MBPP prompt
+    format. The benchmark and its data file are this call's own.
   Every argument is checked first (SettingsError / UsageError, a ValueError, naming
   it); nothing is written before. Resumes an interrupted evaluation in `out_dir` with
   the same arguments; another evaluation there is a UsageError unless `overwrite`.
-  benchmark_options: the benchmark's options (MBPP: {"prompt_format": "all_tests"}).
   load_model: returns the model `checkpoint` names (with `model_overrides` applied),
     called only when samples remain to be generated; default
     `phi_jax.from_pretrained(checkpoint, **model_overrides)`. A caller evaluating one
     model on several benchmarks passes one that loads it once.
   Returns the report written to pass_at_k.json.
   """
-  limits = limits or SandboxLimits()
-  settings = EvalSettings(n=n, temperature=temperature, top_p=top_p,
-                          max_new_tokens=max_new_tokens, k=tuple(ks), batch_size=batch_size,
-                          limit=limit, seed=seed, timeout_s=limits.timeout_s,
-                          memory_mb=limits.memory_mb, isolation=isolation,
-                          workers=workers or 0).check()
+  settings = (settings or EvalSettings()).check()
+  limits = SandboxLimits(timeout_s=settings.timeout_s, cpu_s=settings.cpu_s,
+                         memory_mb=settings.memory_mb)
+  benchmark_options = benchmark_options_of(benchmark_name, settings)
+  n, temperature, top_p = settings.n, settings.temperature, settings.top_p
+  max_new_tokens, batch_size, limit = settings.max_new_tokens, settings.batch_size, settings.limit
+  seed, isolation, workers = settings.seed, settings.isolation, settings.workers or None
   if (checkpoint is None) == (samples_path is None):
     raise UsageError("pass exactly one of checkpoint (generate + execute) or samples (execute)")
   if benchmark_name not in BENCHMARKS:
@@ -431,6 +431,11 @@ def evaluate(benchmark_name: str, out_dir: str, *, checkpoint: str | None = None
   atomic.write_json(report, os.path.join(out_dir, REPORT))
   print(format_table(report), flush=True)
   return report
+
+
+def benchmark_options_of(benchmark_name: str, settings: EvalSettings) -> dict:
+  """The options a benchmark is built with from the settings (MBPP: its prompt format)."""
+  return {"prompt_format": settings.mbpp_prompt} if benchmark_name == "mbpp" else {}
 
 
 def benchmark_limits(benchmark: Benchmark, problems: Sequence[Problem],
@@ -604,14 +609,9 @@ def eval_main(f) -> None:
     check_model_source(f.checkpoint, "--checkpoint")
   if f.data:
     cli.check_file(f.data, "--data")
-  limits = SandboxLimits(timeout_s=settings.timeout_s, cpu_s=settings.cpu_s,
-                         memory_mb=settings.memory_mb)
-  evaluate(f.benchmark, f.out, checkpoint=f.checkpoint, samples_path=f.samples,
-           data_path=f.data, n=settings.n, temperature=settings.temperature,
-           top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, ks=settings.ks,
-           batch_size=settings.batch_size, limit=settings.limit, seed=settings.seed,
-           limits=limits, isolation=settings.isolation, workers=settings.workers or None,
-           model_overrides={"dtype": f.dtype} if f.dtype else None, overwrite=f.overwrite)
+  evaluate(f.benchmark, f.out, settings, checkpoint=f.checkpoint, samples_path=f.samples,
+           data_path=f.data, model_overrides={"dtype": f.dtype} if f.dtype else None,
+           overwrite=f.overwrite)
 
 
 def grade_main(f) -> None:

@@ -16,11 +16,11 @@ import ml_collections
 
 from configs.base import SECTIONS
 from data_pipeline.decontaminate.config import DecontConfig
-from data_pipeline.synth.generate import SynthConfig
+from data_pipeline.synth.config import SynthConfig
 from eval import settings as eval_settings
 from phi_jax import settings as settings_lib
 from phi_jax.config import PhiConfig
-from phi_jax.llm import LLMConfig
+from phi_jax.llm.config import LLMConfig
 
 
 @dataclasses.dataclass(frozen=True)

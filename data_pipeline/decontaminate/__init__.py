@@ -11,7 +11,16 @@ and `report` lays out pass rates on similar / non-similar problems (Table 3).
 Command line: `python -m data_pipeline.decontaminate --input=F.jsonl --out=DIR`.
 """
 
+import importlib
+
 from data_pipeline.decontaminate.config import DecontConfig, DecontConfigError
-from data_pipeline.decontaminate.prune import Decontaminator, decontaminate
+
+_PRUNE = ("Decontaminator", "decontaminate")  # imported on first use
+
+
+def __getattr__(name: str):
+  if name in _PRUNE:
+    return getattr(importlib.import_module("data_pipeline.decontaminate.prune"), name)
+  raise AttributeError(f"module 'data_pipeline.decontaminate' has no attribute {name!r}")
 
 __all__ = ["DecontConfig", "DecontConfigError", "Decontaminator", "decontaminate"]

@@ -8,8 +8,17 @@ parse (code out of answers), gates (quality gates and dedup), diversity (the rep
 generate (the driver). See docs/synthetic.md.
 """
 
-from data_pipeline.synth.generate import (ExerciseOptions, SynthConfig, TextbookOptions,
-                                          sample_id, sandbox_for, synthesize)
+import importlib
+
+from data_pipeline.synth.config import ExerciseOptions, SynthConfig, TextbookOptions
+
+_GENERATE = ("sample_id", "sandbox_for", "synthesize")  # imported on first use
+
+
+def __getattr__(name: str):
+  if name in _GENERATE:
+    return getattr(importlib.import_module("data_pipeline.synth.generate"), name)
+  raise AttributeError(f"module 'data_pipeline.synth' has no attribute {name!r}")
 
 __all__ = ["ExerciseOptions", "SynthConfig", "TextbookOptions", "sample_id", "sandbox_for",
            "synthesize"]

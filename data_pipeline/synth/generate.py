@@ -47,11 +47,9 @@ from data_pipeline.synth import diversity, gates, prompts, topics
 from data_pipeline.synth.parse import Rejected
 from eval.sandbox import Sandbox, SandboxLimits
 from phi_jax import atomic
-from phi_jax import settings as settings_lib
-from phi_jax.config import known_fields
 from phi_jax.jsonl import read_jsonl
-from phi_jax.llm import LLMClient, LLMConfig, map_jsonl, read_done_ids
-from phi_jax.settings import OPERATIONAL, setting
+from data_pipeline.synth.config import ExerciseOptions, SynthConfig, TextbookOptions
+from phi_jax.llm import LLMClient, map_jsonl, read_done_ids
 from phi_jax.progress import Progress
 
 VERIFY_CHUNK = 256  # exercises verified per sandbox batch (a kill loses at most one batch)
@@ -59,150 +57,6 @@ CHARS_PER_TOKEN = 4.0  # for the expected-token estimate printed at the start
 
 
 # -- configuration ------------------------------------------------------------------------
-
-
-def _check(where: str, field: str, value: Any, ok: bool, message: str) -> None:
-  if not ok:
-    raise ValueError(f"{where}.{field} = {value!r}: {message}")
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_ints(where: str, options: Any, fields: Sequence[str], low: int) -> None:
-  """Each of `fields` of `options` is an integer >= low (the error names the field)."""
-  for field in fields:
-    value = getattr(options, field)
-    _check(where, field, value, _is_int(value) and value >= low, f"must be an integer >= {low}")
-
-
-@dataclasses.dataclass(frozen=True)
-class TextbookOptions:
-  """config.synth.textbooks: synthetic textbook sections."""
-  count: int = setting(0, "generation requests (the paper: under 1B tokens, i.e. ~650k "
-                       "sections of ~1.5k tokens); each ends as one record, accepted or "
-                       "rejected")
-  max_tokens: int = setting(2048, "completion tokens per section at most (cut ones are "
-                            "rejected)")
-  min_code_blocks: int = setting(1, "Python blocks a section must hold")
-  min_words: int = setting(50, "words of prose outside code a section must hold")
-
-  def __post_init__(self):
-    self.validate()
-
-  def validate(self, where: str = "config.synth.textbooks") -> None:
-    _check_ints(where, self, ("count", "min_code_blocks", "min_words"), 0)
-    _check_ints(where, self, ("max_tokens",), 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class ExerciseOptions:
-  """config.synth.exercises: synthetic CodeExercises, verified in the sandbox."""
-  count: int = setting(0, "generation requests (the paper: ~180M tokens, i.e. ~600k "
-                       "exercises of ~300)")
-  max_tokens: int = setting(1024, "completion tokens per exercise at most")
-  min_tests: int = setting(2, "doctest examples + asserts an exercise must carry")
-  min_docstring_chars: int = setting(16, "shorter docstrings say too little to be a task")
-  timeout_s: float = setting(5.0, "sandbox wall-clock (and CPU) limit per exercise's tests")
-  memory_mb: int = setting(1024, "sandbox address-space limit per exercise")
-  isolation: str = setting("auto", "sandbox: auto (strongest available), bwrap, unshare, "
-                           "rlimits", kind=OPERATIONAL)
-  workers: int = setting(0, "parallel sandbox runs (0 = one per core)", kind=OPERATIONAL)
-
-  def __post_init__(self):
-    self.validate()
-
-  def validate(self, where: str = "config.synth.exercises") -> None:
-    _check_ints(where, self, ("count", "min_tests", "min_docstring_chars", "workers"), 0)
-    _check_ints(where, self, ("max_tokens", "memory_mb"), 1)
-    _check(where, "timeout_s", self.timeout_s,
-           _is_number(self.timeout_s) and self.timeout_s > 0, "must be a positive number")
-    _check(where, "isolation", self.isolation,
-           self.isolation in ("auto", "bwrap", "unshare", "rlimits"),
-           "must be auto, bwrap, unshare or rlimits")
-
-
-def _teacher_defaults() -> LLMConfig:
-  # long answers at a high temperature: the topic draw and the sampling give diversity
-  return LLMConfig(max_concurrency=32, timeout_s=300.0, temperature=1.0, top_p=0.95)
-
-
-@dataclasses.dataclass(frozen=True)
-class SynthConfig:
-  """config.synth: synthetic textbooks and CodeExercises (docs/synthetic.md). The data is
-  only as good as the teacher: point `teacher` at a strong model."""
-  teacher: LLMConfig = setting(
-      doc="the teacher: an LLM client of config.llm's schema (any OpenAI-compatible "
-      "endpoint: OpenAI, vLLM, SGLang, phi_jax's own server)", factory=_teacher_defaults)
-  local_teacher: str = setting(
-      "", "'' = the teacher endpoint above; else phi_jax's own server on loopback, started "
-      "for the stage, serves it: 'random' (a random model of config.model's shape, seeded "
-      "by `seed`, with the byte-level tokenizer: offline, nearly every sample is rejected) "
-      "or a checkpoint / transformers dir. Set together with teacher.model or "
-      "teacher.base_url it is refused")
-  local_max_batch: int = setting(16, "the local server's decode batch (>= 1)",
-                                 kind=OPERATIONAL)
-  seed: int = setting(0, "seeds the topic draw (request i's topic and prompt depend on "
-                      "(seed, i) only) and the random local teacher")
-  near_dup_threshold: float = setting(0.8, "MinHash Jaccard (word 5-grams) of near-duplicates")
-  num_perm: int = setting(128, "MinHash permutations")
-  price_prompt_per_1m: float = setting(0.0, "USD per 1M prompt tokens, for the cost line "
-                                       "(0 = unknown)", kind=OPERATIONAL)
-  price_completion_per_1m: float = setting(0.0, "USD per 1M completion tokens (0 = unknown)",
-                                           kind=OPERATIONAL)
-  textbooks: TextbookOptions = setting(doc="textbooks", factory=TextbookOptions)
-  exercises: ExerciseOptions = setting(doc="exercises", factory=ExerciseOptions)
-
-  def inert(self) -> set[str]:
-    """Each request carries its generator's max_tokens and its own seed (`request_seed`),
-    so the teacher's defaults of those two have no effect here."""
-    return {"teacher.max_tokens", "teacher.seed"}
-
-  @classmethod
-  def from_mapping(cls, values: Mapping[str, Any], where: str = "config.synth") -> SynthConfig:
-    """From config.synth (dict or ConfigDict); unknown or invalid fields are named."""
-    values = dict(values.to_dict() if hasattr(values, "to_dict") else values)
-    values = known_fields(cls, values, where)
-    if "teacher" in values and not isinstance(values["teacher"], LLMConfig):
-      teacher = {**settings_lib.to_dict(_teacher_defaults()), **values["teacher"]}
-      try:
-        values["teacher"] = LLMConfig.from_mapping(teacher, where=f"{where}.teacher")
-      except ValueError as e:
-        raise ValueError(str(e)) from None
-    for name, options in (("textbooks", TextbookOptions), ("exercises", ExerciseOptions)):
-      if name in values and not isinstance(values[name], options):
-        values[name] = options(**known_fields(options, values[name], f"{where}.{name}"))
-    config = cls(**values)
-    config.validate(where)
-    return config
-
-  def validate(self, where: str = "config.synth") -> None:
-    _check(where, "seed", self.seed, _is_int(self.seed), "must be an integer")
-    _check(where, "near_dup_threshold", self.near_dup_threshold,
-           _is_number(self.near_dup_threshold) and 0 < self.near_dup_threshold <= 1,
-           "must be in (0, 1]")
-    _check_ints(where, self, ("num_perm",), 2)
-    _check(where, "local_max_batch", self.local_max_batch,
-           _is_int(self.local_max_batch) and self.local_max_batch >= 1, "must be >= 1")
-    if self.local_teacher and (self.teacher.model or self.teacher.base_url):
-      field = "teacher.model" if self.teacher.model else "teacher.base_url"
-      raise ValueError(f"{where}.local_teacher = {self.local_teacher!r} and {where}.{field} = "
-                       f"{getattr(self.teacher, field.split('.')[1])!r} name two teachers: "
-                       f"set {where}.local_teacher = '' to use the endpoint, or leave "
-                       f"{where}.{field} unset to serve the local model")
-    for field in ("price_prompt_per_1m", "price_completion_per_1m"):
-      value = getattr(self, field)
-      _check(where, field, value, _is_number(value) and value >= 0, "must be a number >= 0")
-    self.textbooks.validate(f"{where}.textbooks")
-    self.exercises.validate(f"{where}.exercises")
-
-  def options(self, generator: str) -> TextbookOptions | ExerciseOptions:
-    return self.textbooks if generator == "textbooks" else self.exercises
 
 
 def sandbox_for(options: ExerciseOptions) -> Sandbox:

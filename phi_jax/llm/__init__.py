@@ -42,11 +42,25 @@ The modules, one job each: `config` (LLMConfig), `cache` (the on-disk cache),
 `fanout` (map_jsonl). Everything public is re-exported here.
 """
 
+import importlib
+
 from phi_jax.llm.cache import CACHE_FORMAT, ResponseCache, request_key
-from phi_jax.llm.client import NO_KEY, LLMClient, LLMError, LLMResponse, LLMStats
 from phi_jax.llm.config import CALL_OPTIONS, SAMPLING_PARAMS, LLMConfig
-from phi_jax.llm.fanout import REQUEST_ERROR_STATUSES, default_build, map_jsonl, read_done_ids
 from phi_jax.llm.parse import parse_scored_answer
+
+# The client and the fan-out need the `openai` package; they are imported on first use,
+# so the settings (LLMConfig) load where it is not installed (a config file, the device
+# image).
+_LAZY = {name: "client" for name in ("NO_KEY", "LLMClient", "LLMError", "LLMResponse",
+                                     "LLMStats")}
+_LAZY.update({name: "fanout" for name in ("REQUEST_ERROR_STATUSES", "default_build",
+                                          "map_jsonl", "read_done_ids")})
+
+
+def __getattr__(name: str):
+  if name in _LAZY:
+    return getattr(importlib.import_module(f"phi_jax.llm.{_LAZY[name]}"), name)
+  raise AttributeError(f"module 'phi_jax.llm' has no attribute {name!r}")
 
 __all__ = [
     "CACHE_FORMAT", "CALL_OPTIONS", "LLMClient", "LLMConfig", "LLMError", "LLMResponse",

@@ -24,7 +24,6 @@ from typing import Any
 from eval import bpb as eval_bpb
 from eval import run as eval_run
 from eval import settings
-from eval.sandbox import SandboxLimits
 from phi_jax import atomic, bpb as bpb_lib, checkpoint
 from phi_jax.cli import UsageError
 from recipe import models
@@ -36,10 +35,6 @@ def _ref(ctx: Context) -> models.ModelRef:
 
 
 SWEEP_ALL = "*"
-
-
-def benchmark_options(cfg: settings.EvalSettings) -> dict[str, dict]:
-  return {"mbpp": {"prompt_format": cfg.mbpp_prompt}}
 
 
 def bpb_settings(cfg: settings.EvalSettings) -> dict:
@@ -58,7 +53,9 @@ def bpb_sets(cfg: settings.EvalSettings, tokenizer, max_seq_len: int,
     return {}
   sets, skipped = eval_bpb.scoring_sets(
       list(cfg.bpb_benchmarks), tokenizer, min(cfg.bpb_max_len, int(max_seq_len)),
-      data_paths=cfg.paths(), benchmark_options=benchmark_options(cfg), limit=cfg.bpb_limit)
+      data_paths=cfg.paths(), limit=cfg.bpb_limit,
+      benchmark_options={name: eval_run.benchmark_options_of(name, cfg)
+                         for name in cfg.bpb_benchmarks})
   for name, why in skipped.items():
     print(f"[{where}] no bits per byte on {name}: {why}", flush=True)
   return sets
@@ -66,18 +63,13 @@ def bpb_sets(cfg: settings.EvalSettings, tokenizer, max_seq_len: int,
 
 def _evaluate_model(cfg: settings.EvalSettings, path: str, out_dir: str) -> dict:
   """pass@k (and bpb) of the model at `path` on every benchmark, under out_dir."""
-  limits = SandboxLimits(timeout_s=cfg.timeout_s, cpu_s=cfg.cpu_s, memory_mb=cfg.memory_mb)
   load_model = _loader(path)  # one load (and one set of compiled steps) for all benchmarks
   summary = {}
   for benchmark in cfg.benchmarks:
     print(f"[eval] {benchmark}: {path}", flush=True)
-    report = eval_run.evaluate(
-        benchmark, os.path.join(out_dir, benchmark), checkpoint=path,
-        data_path=cfg.paths().get(benchmark), n=cfg.n, temperature=cfg.temperature,
-        top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, ks=cfg.ks,
-        batch_size=cfg.batch_size, limit=cfg.limit, seed=cfg.seed, limits=limits,
-        isolation=cfg.isolation, workers=cfg.workers or None,
-        benchmark_options=benchmark_options(cfg).get(benchmark), load_model=load_model)
+    report = eval_run.evaluate(benchmark, os.path.join(out_dir, benchmark), cfg,
+                               checkpoint=path, data_path=cfg.paths().get(benchmark),
+                               load_model=load_model)
     summary[benchmark] = {"overall": report["overall"], "num_problems": report["num_problems"],
                           "isolation": report["isolation"]}
   if list(cfg.bpb_benchmarks):

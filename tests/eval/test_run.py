@@ -15,7 +15,6 @@ import pytest
 from configs import base as base_config
 from eval import run as eval_run
 from eval.benchmarks import HumanEval, MBPP
-from eval.sandbox import SandboxLimits
 from eval import settings as eval_settings
 from eval.settings import DEFAULT_TOP_P, EvalSettings, SettingsError
 from tests.conftest import REPO_ROOT
@@ -23,7 +22,9 @@ from tests.files import tree_hashes
 from tests.eval.benchmarks.helpers import write_jsonl as write_samples
 from tests.eval.benchmarks.test_benchmarks import MBPP_PATH, needs_mbpp
 
-FAST = SandboxLimits(timeout_s=3.0, cpu_s=3)
+def fast(**changes) -> EvalSettings:
+  """Evaluation settings with a 3 s limit per program (the tests' programs are quick)."""
+  return EvalSettings(timeout_s=3.0, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_canonical_solutions_score_164_of_164(tmp_path, humaneval_problems):
   samples = write_samples(tmp_path / "s.jsonl", [
       {"task_id": p.task_id, "completion": p.canonical_solution} for p in humaneval_problems])
   report = eval_run.evaluate("humaneval", str(tmp_path / "out"), samples_path=samples,
-                             ks=[1], limits=FAST)
+                             settings=fast(k=(1,)))
   assert report["num_correct"] == 164 and report["overall"]["pass@1"] == 1.0
   saved = json.load(open(tmp_path / "out" / "pass_at_k.json"))
   assert saved["overall"] == report["overall"] and saved["isolation"] == report["isolation"]
@@ -50,7 +51,7 @@ def test_empty_and_pass_completions_score_zero(tmp_path, humaneval_problems, com
   samples = write_samples(tmp_path / "s.jsonl", [
       {"task_id": p.task_id, "completion": completion} for p in humaneval_problems])
   report = eval_run.evaluate("humaneval", str(tmp_path / "out"), samples_path=samples,
-                             ks=[1], limits=FAST)
+                             settings=fast(k=(1,)))
   assert report["num_samples"] == 164 and report["num_correct"] == 0
 
 
@@ -68,7 +69,7 @@ def test_known_wrong_completions_fail_with_the_right_kind(tmp_path, humaneval_pr
   samples = write_samples(tmp_path / "s.jsonl",
                           [{"task_id": task.task_id, "completion": c} for c in cases])
   report = eval_run.evaluate("humaneval", str(tmp_path / "out"), samples_path=samples,
-                             ks=[1, 5], limits=FAST)
+                             settings=fast(k=(1, 5)))
   results = [json.loads(l) for l in open(tmp_path / "out" / "results.jsonl")]
   assert [r["failure"] for r in results] == list(cases.values())
   assert [r["sample_index"] for r in results] == list(range(len(cases)))
@@ -82,7 +83,7 @@ def test_mbpp_reference_solutions_pass_except_the_three_known_ones(tmp_path):
   samples = write_samples(tmp_path / "s.jsonl", [
       {"task_id": p.task_id, "completion": p.canonical_solution} for p in problems])
   eval_run.evaluate("mbpp", str(tmp_path / "out"), samples_path=samples, data_path=MBPP_PATH,
-                    ks=[1], limits=FAST)
+                    settings=fast(k=(1,)))
   failed = {r["task_id"]: r["failure"] for r in map(json.loads, open(tmp_path / "out" / "results.jsonl"))
             if not r["passed"]}
   # data/README: 341 depends on set ordering, 367 needs `Node`; 123 is slow (data/README:
@@ -97,9 +98,9 @@ def test_generate_and_execute_from_a_checkpoint(tmp_path, hf_phi_dir):
   from phi_jax.tokenizer import byte_level
   directory, _ = hf_phi_dir(vocab_size=320)
   byte_level().save(directory)
-  report = eval_run.evaluate("humaneval", str(tmp_path / "out"), checkpoint=directory, n=2,
-                             temperature=0.8, top_p=0.95, max_new_tokens=12, ks=[1, 2], limit=3,
-                             limits=FAST, model_overrides={"dtype": "float32"})
+  report = eval_run.evaluate("humaneval", str(tmp_path / "out"), fast(
+      n=2, temperature=0.8, top_p=0.95, max_new_tokens=12, k=(1, 2), limit=3),
+      checkpoint=directory, model_overrides={"dtype": "float32"})
   samples = [json.loads(l) for l in open(tmp_path / "out" / "samples.jsonl")]
   assert [s["task_id"] for s in samples] == [f"HumanEval/{i}" for i in range(3) for _ in range(2)]
   assert all(isinstance(s["completion"], str) for s in samples)
@@ -124,8 +125,8 @@ def test_one_loaded_model_serves_several_benchmarks(tmp_path, hf_phi_dir):
     calls.append(directory)
     return phi_jax.from_pretrained(directory, dtype="float32")
 
-  common = dict(checkpoint=directory, n=1, max_new_tokens=6, ks=[1], limit=2, limits=FAST,
-                load_model=load)
+  common = dict(checkpoint=directory, load_model=load,
+                settings=fast(n=1, max_new_tokens=6, k=(1,), limit=2))
   first = eval_run.evaluate("humaneval", str(tmp_path / "humaneval"), **common)
   second = eval_run.evaluate("mbpp", str(tmp_path / "mbpp"), data_path=MBPP_PATH, **common)
   assert calls == [directory]
@@ -172,7 +173,7 @@ def finished(tmp_path_factory, humaneval_problems):
   samples = write_samples(root / "s.jsonl", [
       {"task_id": p.task_id, "completion": p.canonical_solution} for p in humaneval_problems[:4]])
   out = str(root / "out")
-  eval_run.evaluate("humaneval", out, samples_path=samples, ks=[1], limits=FAST)
+  eval_run.evaluate("humaneval", out, samples_path=samples, settings=fast(k=(1,)))
   assert sorted(os.listdir(out)) == ["pass_at_k.json", "results.jsonl", "run.json"]
   return samples, out
 
@@ -266,12 +267,12 @@ def test_another_evaluation_in_out_is_refused_unless_overwrite(finished, humanev
   assert "samples_sha256" in result.stderr and "--overwrite" in result.stderr
   assert tree_hashes(out) == before
   # The same evaluation again is a resume of a finished one: the same verdicts.
-  report = eval_run.evaluate("humaneval", out, samples_path=samples, ks=[1], limits=FAST)
+  report = eval_run.evaluate("humaneval", out, samples_path=samples, settings=fast(k=(1,)))
   assert report["num_correct"] == 4
   assert tree_hashes(out)["results.jsonl"] == before["results.jsonl"]
   copy = tmp_path / "copy"
   shutil.copytree(out, copy)
-  report = eval_run.evaluate("humaneval", str(copy), samples_path=other, ks=[1], limits=FAST,
+  report = eval_run.evaluate("humaneval", str(copy), samples_path=other, settings=fast(k=(1,)),
                              overwrite=True)
   assert report["num_correct"] == 0
 
@@ -279,21 +280,21 @@ def test_another_evaluation_in_out_is_refused_unless_overwrite(finished, humanev
 @pytest.mark.parametrize("kwargs, message", [
     (dict(n=0), "n = 0: must be an integer >= 1"),
     (dict(limit=-1), "limit = -1: must be an integer >= 0"),
-    (dict(ks=[]), "k = (): must be a non-empty list"),
+    (dict(k=()), "k = (): must be a non-empty list"),
     (dict(top_p=0.0), "top_p = 0.0: must be a number in (0, 1]"),
-    (dict(limits=SandboxLimits(timeout_s=float("inf"))), "timeout_s = inf: must be a number > 0"),
+    (dict(timeout_s=float("inf")), "timeout_s = inf: must be a number > 0"),
     (dict(workers=-1), "workers = -1: must be an integer >= 0"),
 ])
 def test_evaluate_checks_its_arguments_before_writing(finished, kwargs, message):
   samples, out = finished
   before = tree_hashes(out)
   with pytest.raises(SettingsError, match=re.escape(message)):
-    eval_run.evaluate("humaneval", out, samples_path=samples, **kwargs)
+    eval_run.evaluate("humaneval", out, EvalSettings(**kwargs), samples_path=samples)
   assert tree_hashes(out) == before
 
 
 def test_top_p_has_one_default():
-  assert eval_run.evaluate.__kwdefaults__["top_p"] == DEFAULT_TOP_P == 0.95
+  assert DEFAULT_TOP_P == 0.95
   assert base_config.get_config().eval.top_p == DEFAULT_TOP_P
   assert EvalSettings().top_p == DEFAULT_TOP_P
 
@@ -349,15 +350,15 @@ def test_a_corrupt_partial_file_is_named(tmp_path, humaneval_problems):
   samples = write_samples(tmp_path / "s.jsonl", [
       {"task_id": p.task_id, "completion": p.canonical_solution} for p in humaneval_problems[:2]])
   out = tmp_path / "out"
-  eval_run.evaluate("humaneval", str(out), samples_path=samples, ks=[1], limits=FAST)
+  eval_run.evaluate("humaneval", str(out), samples_path=samples, settings=fast(k=(1,)))
   (out / "results.jsonl").unlink()
   partial = out / "results.jsonl.partial"
   partial.write_text('{"task_id": "HumanEval/0", "sample_index": 0}\nnot json\n')
   with pytest.raises(ValueError, match=r"results.jsonl.partial:2: corrupt record"):
-    eval_run.evaluate("humaneval", str(out), samples_path=samples, ks=[1], limits=FAST)
+    eval_run.evaluate("humaneval", str(out), samples_path=samples, settings=fast(k=(1,)))
   partial.write_text('{"task_id": "HumanEval/7", "sample_index": 0}\n')
   with pytest.raises(ValueError, match=r"results.jsonl.partial:1: a record of another"):
-    eval_run.evaluate("humaneval", str(out), samples_path=samples, ks=[1], limits=FAST)
+    eval_run.evaluate("humaneval", str(out), samples_path=samples, settings=fast(k=(1,)))
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ import json
 
 from eval import run as eval_run
 from eval.sandbox import SandboxLimits
+from eval.settings import EvalSettings
 
 LIMITS = SandboxLimits(timeout_s=10.0, cpu_s=10)
 
@@ -15,9 +16,10 @@ def write_jsonl(path, rows):
   return str(path)
 
 
-def score(tmp_path, name, data, samples, tag, limits=LIMITS):
+def score(tmp_path, name, data, samples, tag, timeout_s=LIMITS.timeout_s):
   """(report, results by task_id) of `samples` on benchmark `name` with data file `data`."""
-  report = eval_run.evaluate(name, str(tmp_path / tag), data_path=data, ks=[1], limits=limits,
+  report = eval_run.evaluate(name, str(tmp_path / tag), EvalSettings(k=(1,), timeout_s=timeout_s),
+                             data_path=data,
                              samples_path=write_jsonl(tmp_path / f"{tag}.jsonl", samples))
   with open(tmp_path / tag / "results.jsonl") as f:
     results = [json.loads(line) for line in f]

@@ -1,5 +1,6 @@
 """HumanEval infilling on the public files: canonical middles pass, empty middles fail."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,9 +11,9 @@ import pytest
 from eval import run as eval_run
 from eval.benchmarks import (HumanEvalInfillMulti, HumanEvalInfillSingle, HumanEvalInfillSpan,
                              get_benchmark)
-from eval.sandbox import SandboxLimits
+from eval.settings import EvalSettings
 from tests.conftest import REPO_ROOT
-from tests.eval.benchmarks.helpers import LIMITS, write_jsonl
+from tests.eval.benchmarks.helpers import write_jsonl
 
 DATA_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "humaneval-infilling")
 # benchmark -> (file, number of problems): the counts of the public files
@@ -22,7 +23,7 @@ FILES = {
     "humaneval-infill-span": ("HumanEval-RandomSpanInfilling.jsonl.gz", 1640),
 }
 needs_data = pytest.mark.skipif(not os.path.isdir(DATA_DIR), reason=f"no {DATA_DIR}")
-WRONG_LIMITS = SandboxLimits(timeout_s=2.0, cpu_s=2)  # a wrong middle may loop forever
+WRONG = EvalSettings(k=(1,), timeout_s=2.0)  # a wrong middle may loop forever
 SPREAD = 12  # problems per benchmark in the quick test, evenly spaced through the file
 
 
@@ -76,13 +77,13 @@ def test_canonical_middles_pass_and_empty_middles_fail(tmp_path, name):
   problems = spread(get_benchmark(name).load(data_path(name)), SPREAD)
   right = write_samples(tmp_path / "right.jsonl", problems)
   report = eval_run.evaluate(name, str(tmp_path / "right"), samples_path=right,
-                             data_path=data_path(name), ks=[1], limits=LIMITS)
+                             data_path=data_path(name), settings=EvalSettings(k=(1,)))
   assert report["num_samples"] == SPREAD and report["num_correct"] == SPREAD
   # an empty middle fails wherever the canonical one has code in it
   problems = [p for p in problems if p.canonical_solution.strip()]
   empty = write_samples(tmp_path / "empty.jsonl", problems, completion="")
   report = eval_run.evaluate(name, str(tmp_path / "empty"), samples_path=empty,
-                             data_path=data_path(name), ks=[1], limits=WRONG_LIMITS)
+                             data_path=data_path(name), settings=WRONG)
   assert report["num_correct"] == 0
 
 
@@ -110,7 +111,7 @@ def test_all_8488_canonical_middles_pass(tmp_path, name):
   problems = get_benchmark(name).load(data_path(name))
   samples = write_samples(tmp_path / "s.jsonl", problems)
   report = eval_run.evaluate(name, str(tmp_path / "out"), samples_path=samples,
-                             data_path=data_path(name), ks=[1], limits=LIMITS)
+                             data_path=data_path(name), settings=EvalSettings(k=(1,)))
   assert report["num_correct"] == FILES[name][1] == len(problems)
 
 
@@ -133,9 +134,10 @@ def test_generating_middles_prompts_with_the_suffix(tmp_path, hf_phi_dir):
   checkpoint = _fim_model_dir("fim", hf_phi_dir)
   out = tmp_path / "out"
   # what `python -m eval.run --benchmark=... --checkpoint=... --temperature=0` runs
-  report = eval_run.evaluate(name, str(out), checkpoint=checkpoint, data_path=data_path(name),
-                             limit=2, n=1, temperature=0.0, max_new_tokens=8, ks=[1],
-                             limits=WRONG_LIMITS, model_overrides={"dtype": "float32"})
+  report = eval_run.evaluate(name, str(out), dataclasses.replace(WRONG, limit=2, n=1,
+                                                                 max_new_tokens=8),
+                             checkpoint=checkpoint, data_path=data_path(name),
+                             model_overrides={"dtype": "float32"})
   samples = [json.loads(line) for line in open(out / "samples.jsonl")]
   problems = get_benchmark(name).load(data_path(name))[:2]
   assert [s["task_id"] for s in samples] == [p.task_id for p in problems]
@@ -157,6 +159,6 @@ def test_generating_middles_needs_a_model_trained_with_fim(tmp_path, hf_phi_dir)
   name = "humaneval-infill-multi"
   checkpoint = _fim_model_dir("plain", hf_phi_dir, with_sentinels=False)
   with pytest.raises(UsageError, match="no fill-in-the-middle tokens"):
-    eval_run.evaluate(name, str(tmp_path / "out"), checkpoint=checkpoint,
-                      data_path=data_path(name), limit=1, ks=[1])
+    eval_run.evaluate(name, str(tmp_path / "out"), EvalSettings(limit=1, k=(1,)),
+                      checkpoint=checkpoint, data_path=data_path(name))
   assert not os.path.exists(tmp_path / "out")  # refused before anything was written
