@@ -7,7 +7,7 @@ import pytest
 
 from eval.benchmarks import HumanEvalPlus, MBPPPlus, MBPPPlusBase, get_benchmark
 from eval.benchmarks import _evalplus_check
-from eval.sandbox import Sandbox, SandboxLimits
+from eval.sandbox import Sandbox
 from tests.eval.benchmarks.helpers import (LIMITS, assert_right_pass_and_wrong_fail, score,
                                            write_jsonl)
 
