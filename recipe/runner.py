@@ -314,7 +314,7 @@ def describe_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any],
     elif key.startswith("files."):
       changes.append(f"file {key[len('files.'):]} changed")
     else:
-      label = key.replace("config.", "config ", 1).replace("extra.", "", 1)
+      label = key.replace("config.", "config ", 1)
       changes.append(f"{label}: {_short(before.get(key, '<none>'))} -> "
                      f"{_short(after.get(key, '<none>'))}")
   if not changes:

@@ -83,3 +83,49 @@ def test_two_teachers_are_refused_with_both_fields(tiny_run):
   result = conftest.run_py(*conftest.TINY_RUN_ARGS, f"--workdir={tiny_run[0]}",
                            "--config.synth.teacher.model=gpt-4o-mini", "--plan")
   assert result.returncode == 2 and "name two teachers" in result.stderr
+
+
+def _tree(root):
+  """{relative path: bytes} of the files under root."""
+  out = {}
+  for directory, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(directory, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = f.read()
+  return out
+
+
+def test_the_table_holds_when_the_nodes_run(workdir):
+  """A sample of the table's rows (tests/recipe/test_plan_fields.py), checked by running
+  the node with the field changed: an inert field leaves its output as it was, an
+  output-determining one changes it."""
+  tfds = os.path.join(workdir, "data", "tfds")
+  before = _tree(tfds)
+  # inert: the FIM split rate without FIM (the table: no node)
+  run(workdir, "--stages=datasets", "--force=datasets", "--config.data.fim_spm_rate=0.9")
+  assert _tree(tfds) == before
+  # output-determining: the classifier's keep threshold (the table: classify, ...)
+  kept = os.path.join(workdir, "data", "curated", "filtered_code.jsonl")
+  with open(kept, "rb") as f:
+    kept_before = f.read()
+  run(workdir, "--stages=classify", "--config.data.quality.keep_threshold=0.7")
+  with open(kept, "rb") as f:
+    assert f.read() != kept_before
+
+
+@pytest.mark.slow
+def test_an_operational_training_field_leaves_the_model_as_it_was(workdir):
+  """train.log_every and microbatches (the table: no node): pretraining forced with other
+  values ends at the same parameters (microbatches up to the summation order)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import phi_jax  # pylint: disable=g-import-not-at-top
+  from phi_jax.pretrained import params_of  # pylint: disable=g-import-not-at-top
+  root = os.path.join(workdir, "pretrain", "checkpoints")
+  before = params_of(phi_jax.from_pretrained(root))
+  run(workdir, "--stages=pretrain", "--force=pretrain", "--config.train.log_every=1",
+      "--config.train.microbatches=2")
+  after = params_of(phi_jax.from_pretrained(root))
+  import jax  # pylint: disable=g-import-not-at-top
+  for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
