@@ -170,11 +170,11 @@ def test_decontaminate_runs_once_on_process_0(data_and_init, tmp_path):
 def test_decontaminate_with_an_orbax_embedder_runs_on_every_process(data_and_init):
   """An Orbax restore is a collective of the whole job: process 0 cannot load the
   embedding model alone."""
-  import types
   from configs import tiny
+  from recipe import graph, runner
   from recipe.stages import decontaminate
   config = tiny.get_config()
-  ctx = types.SimpleNamespace(config=config)
+  ctx = runner.Context(config, data_and_init, graph.build())
   assert decontaminate._primary_only(ctx)  # pylint: disable=protected-access
   config.decontaminate.checks = ("ngram", "embedding")
   assert decontaminate._primary_only(ctx)  # random-init embedder: local computation

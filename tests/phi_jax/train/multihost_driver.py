@@ -145,11 +145,13 @@ def run_graph(workdir, seed, fail_b_on):
 
   config = tiny.get_config()
   config.seed = jax.process_index() if seed == "index" else int(seed)
-  nodes = [runner.Node("a", body("a"), doc="first",
-                       reads=lambda ctx: {"seed": ctx.settings.seed}),
-           runner.Node("b", body("b", fail_b_on), doc="second", after=("a",)),
+  def reads(ctx):
+    return {"seed": ctx.settings.seed}
+
+  nodes = [runner.Node("a", body("a"), doc="first", reads=reads),
+           runner.Node("b", body("b", fail_b_on), doc="second", after=("a",), reads=reads),
            runner.Node("c", body("c"), doc="third, on process 0", after=("b",),
-                       primary_only=True)]
+                       reads=reads, primary_only=True)]
   ctx = runner.Context(config, workdir, runner.Graph(nodes))
   try:
     markers = runner.execute(ctx, runner.make_plan(ctx, ["a", "b", "c"]))
