@@ -97,6 +97,9 @@ _FAILED_GRACE_S = 10.0
 # 'Connection closed by peer'; NCCL; the coordination service's barriers).
 _PEER_FAILURE_WORDS = ("gloo", "nccl", "connection", "unavailable", "deadline", "barrier",
                        "heartbeat", "peer")
+# Ctrl-C; a TPU VM's preemption notice, SLURM's preemption or time limit; the ssh
+# session that started the process closed (gcloud ... ssh --worker=all interrupted).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_STOPPED = 1  # a process stopped because another one was lost or interrupted
 
 
@@ -220,7 +223,7 @@ class _Job:
         except BlockingIOError:
           data = b""
         for signum in data:
-          if signum in (signal.SIGINT, signal.SIGTERM):
+          if signum in _STOP_SIGNALS:
             self.interrupted(signum)
       try:
         self.check()
@@ -235,9 +238,9 @@ def watch(prog: str, heartbeat_s: int) -> None:
   """In a multi-host job: ends this process with one line (`prog: error: process 1 was
   lost while running node 'pretrain' ...`) within about `heartbeat_s` seconds of
   another process being lost (killed, preempted, its host gone: JAX's coordination
-  service stops listing it) or interrupted, and makes SIGINT (Ctrl-C) and SIGTERM (a TPU
-  VM's preemption notice, SLURM's requeue) on this process stop every process of the
-  job the same way. Nothing is half marked: the runner writes a node's marker only
+  service stops listing it) or interrupted, and makes SIGINT (Ctrl-C), SIGTERM (a TPU
+  VM's preemption notice, SLURM's preemption or time limit) and SIGHUP (its ssh session
+  closed) on this process stop every process of the job the same way. Nothing is half marked: the runner writes a node's marker only
   after every process finished it, and Orbax commits a checkpoint only when every
   process wrote it. Call from the main thread, after `jax.distributed` started."""
   global _job
@@ -252,7 +255,7 @@ def watch(prog: str, heartbeat_s: int) -> None:
   read_fd, write_fd = os.pipe()
   os.set_blocking(read_fd, False)
   os.set_blocking(write_fd, False)
-  for signum in (signal.SIGINT, signal.SIGTERM):
+  for signum in _STOP_SIGNALS:
     signal.signal(signum, lambda *_: None)
   signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
   threading.Thread(target=_job.run, args=(read_fd,), name="phi_jax.hosts.watch",

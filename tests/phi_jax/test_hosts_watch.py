@@ -117,3 +117,7 @@ def test_sigterm_on_one_process_stops_the_job_with_one_line_each():
 
 def test_ctrl_c_on_the_coordinator_stops_the_job_with_one_line_each():
   _interrupt(0, signal.SIGINT)
+
+
+def test_a_closed_ssh_session_sighup_stops_the_job_too():
+  _interrupt(1, signal.SIGHUP)
