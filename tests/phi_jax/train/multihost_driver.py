@@ -91,11 +91,15 @@ def main(argv):
                       **run_graph(workdir, seed, fail_b_on)}), flush=True)
   else:
     raise SystemExit(f"unknown mode {mode}")
-  # every process leaves together (the coordinator, in process 0, must outlive the rest;
-  # the shutdown barrier times out if one process is much slower on a loaded machine)
+  # every process leaves together (the coordinator, in process 0, must outlive the rest:
+  # hosts.leave_in_order; the shutdown barrier times out if one process is much slower
+  # on a loaded machine)
   if started:
     from jax.experimental import multihost_utils
+    from phi_jax import hosts
+    from phi_jax.train.mesh import HEARTBEAT_TIMEOUT_S
     multihost_utils.sync_global_devices("multihost_driver done")
+    hosts.leave_in_order(HEARTBEAT_TIMEOUT_S)
     jax.distributed.shutdown()
 
 
