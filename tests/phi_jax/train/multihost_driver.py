@@ -77,7 +77,9 @@ def main(argv):
       return rows, x
     embed.Embedder.embed_block = counting_rows
     ctx = runner.Context(quality_config(), workdir, graph.build())
-    summaries = {"embed": data.embed(ctx), "classify": data.classify(ctx)}
+    nodes = ctx.graph
+    summaries = {name: getattr(data, name)(ctx, runner.node_reads(nodes[name], ctx))
+                 for name in ("embed", "classify")}
     print(json.dumps({"process": jax.process_index(), "scored": scored,
                       "embedded": embedded, **summaries}),
           flush=True)
