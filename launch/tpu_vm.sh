@@ -12,6 +12,12 @@
 # NFS mount, or gcsfuse): checkpoints are written by all hosts together, markers and
 # metrics by process 0.
 #
+# Stopping and resuming: a preemption notice (SIGTERM to every process of a preempted
+# or maintained host), Ctrl-C here (the ssh sessions close: SIGHUP) or a host that dies
+# stops every process of the job, each naming the process and the node it lost
+# (docs/multihost.md); nothing half-done is marked complete. Run this same command
+# again (on the recreated slice) to resume from the last complete checkpoint.
+#
 # Environment:
 #   PROJECT          gcloud project (default: gcloud's)
 #   PHI_JAX_INSTALL  first pip install this on every host, e.g.
@@ -22,7 +28,7 @@
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
-  sed -n '2,22p' "$0" >&2
+  sed -n '2,27p' "$0" >&2
   exit 2
 fi
 TPU_NAME=$1 ZONE=$2

@@ -215,7 +215,8 @@ def main(argv: list[str]) -> None:
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
   # imported after flag parsing, so --help and flag errors are instant
   # pylint: disable=g-import-not-at-top
-  from phi_jax.train.mesh import maybe_initialize_distributed
+  from phi_jax import hosts
+  from phi_jax.train.mesh import HEARTBEAT_TIMEOUT_S, maybe_initialize_distributed
   from recipe import graph, runner
 
   config = flags.FLAGS.config
@@ -244,11 +245,19 @@ def main(argv: list[str]) -> None:
       "heartbeat_timeout_s": _HEARTBEAT_TIMEOUT.value}
   maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                **heartbeat)
+  # several processes: a lost or interrupted one stops them all, with one line
+  hosts.watch(PROG, heartbeat.get("heartbeat_timeout_s", HEARTBEAT_TIMEOUT_S))
   _enable_compilation_cache(ctx)
   todo = [d.node.name for d in plan if d.action != "skip"]
   runner.say(f"phi_jax: {len(plan)} nodes in {ctx.workdir}; to build: "
              f"{', '.join(todo) if todo else 'nothing'}")
-  runner.execute(ctx, plan)
+  try:
+    runner.execute(ctx, plan)
+  except BaseException as e:
+    hosts.settle(e)  # a collective that failed because a process went away: name it
+    hosts.finish(failed=True)
+    raise
+  hosts.finish(failed=False)
 
 
 def entry() -> None:

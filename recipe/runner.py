@@ -33,7 +33,9 @@ every node: each process plans, and the plans must agree (a digest is compared b
 anything runs); process 0 alone moves old output aside, writes and removes markers;
 every process runs the node between two barriers (a `primary_only` node: process 0
 alone, the others wait), and the marker is written only when every process finished it
-(a node that failed on one host fails on all, and the old output is put back).
+(a node that failed on one host fails on all, and the old output is put back). A
+process lost or interrupted while a node runs stops every process with one line naming
+it and the node (phi_jax.hosts.watch); the node is not marked complete.
 """
 
 from __future__ import annotations
@@ -472,8 +474,9 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
 
   start = time.time()
   try:
-    summary, failed = hosts.run_and_sync(
-        f"runner: {node.name} ran", lambda: _call(ctx, decision) if runs_here else None)
+    with hosts.running(node.name, lambda: os.path.exists(ctx.path(node.marker_path))):
+      summary, failed = hosts.run_and_sync(
+          f"runner: {node.name} ran", lambda: _call(ctx, decision) if runs_here else None)
   except KeyboardInterrupt:
     kept = node.interrupted(ctx) if node.interrupted is not None else "its partial output"
     note = f"; the previous output is kept in {aside}" if aside else ""
@@ -486,9 +489,10 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
   if failed:
     put_back()
     raise StageError(f"[{node.name}] failed on process(es) {failed}: see their output")
-  if primary:
-    _mark_complete(ctx, decision, summary, time.time() - start)
-  hosts.sync(f"runner: {node.name} marked")
+  with hosts.running(node.name, lambda: os.path.exists(ctx.path(node.marker_path))):
+    if primary:
+      _mark_complete(ctx, decision, summary, time.time() - start)
+    hosts.sync(f"runner: {node.name} marked")
   marker = ctx.marker(node.name)
   say(f"[{node.name}] done in {marker['seconds']:.1f}s")
   return marker

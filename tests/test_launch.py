@@ -3,8 +3,10 @@ with each host's process id (gcloud, scontrol, srun and phi-jax-run are stand-in
 
 import os
 import shlex
+import signal
 import stat
 import subprocess
+import time
 
 from tests.conftest import REPO_ROOT
 
@@ -50,3 +52,30 @@ def test_slurm_gives_each_task_the_coordinator_and_its_process_id(tmp_path):
   assert runs == [
       f"--coordinator_address=gpu-node-07:12355 --num_processes=2 --process_id={i} "
       "--config=phi1 --workdir=/shared/phi 1" for i in (0, 1)]
+
+
+def test_slurm_sigterm_stops_the_tasks_then_requeues_the_job(tmp_path):
+  """SLURM's SIGTERM before the time limit (--signal=B:TERM@120): the script passes it
+  to srun, waits for the tasks to stop and requeues the job (--requeue)."""
+  out = tmp_path / "events"
+  _script(tmp_path / "scontrol", 'if [[ $1 == show ]]; then printf "gpu-node-07\\n"; '
+          'else echo "scontrol $*" >> "$OUT"; fi\n')
+  _script(tmp_path / "srun", 'trap \'echo "tasks got TERM" >> "$OUT"; exit 143\' TERM\n'
+          'echo started >> "$OUT"\nwhile true; do sleep 0.1; done\n')
+  env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", OUT=str(out),
+             SLURM_JOB_NODELIST="gpu-node-07", SLURM_NTASKS="1", SLURM_NNODES="1",
+             SLURM_JOB_ID="4242")
+  script = os.path.join(REPO_ROOT, "launch", "slurm.sbatch")
+  with open(script) as f:
+    assert "#SBATCH --requeue" in f.read()
+  batch = subprocess.Popen(["bash", script, "--config=phi1"], env=env,
+                           stdout=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 30
+  while not (out.exists() and "started" in out.read_text()):
+    assert time.monotonic() < deadline and batch.poll() is None
+    time.sleep(0.1)
+  batch.send_signal(signal.SIGTERM)
+  stdout, _ = batch.communicate(timeout=30)
+  assert batch.returncode == 0, stdout
+  assert out.read_text().splitlines() == ["started", "tasks got TERM",
+                                          "scontrol requeue 4242"]

@@ -170,11 +170,11 @@ def test_decontaminate_runs_once_on_process_0(data_and_init, tmp_path):
 def test_decontaminate_with_an_orbax_embedder_runs_on_every_process(data_and_init):
   """An Orbax restore is a collective of the whole job: process 0 cannot load the
   embedding model alone."""
-  import types
   from configs import tiny
+  from recipe import graph, runner
   from recipe.stages import decontaminate
   config = tiny.get_config()
-  ctx = types.SimpleNamespace(config=config)
+  ctx = runner.Context(config, data_and_init, graph.build())
   assert decontaminate._primary_only(ctx)  # pylint: disable=protected-access
   config.decontaminate.checks = ("ngram", "embedding")
   assert decontaminate._primary_only(ctx)  # random-init embedder: local computation
@@ -184,25 +184,86 @@ def test_decontaminate_with_an_orbax_embedder_runs_on_every_process(data_and_ini
   assert decontaminate._primary_only(ctx)
 
 
-@pytest.mark.slow
-def test_a_process_killed_in_pretraining_stops_the_other_within_the_heartbeat_bound(
-    data_and_init, tmp_path):
-  workdir = _copy(data_and_init, tmp_path / "killed")
-  bound = 10  # --heartbeat_timeout_s
-  procs, logs = start_processes(
-      2, workdir, "--stages=pretrain", *TRAIN, "--config.train.steps=200",
-      "--config.train.checkpoint_every=100", f"--heartbeat_timeout_s={bound}",
-      extra_env=lambda i: {"PHI_JAX_TEST_KILL_AFTER_STEP": "3"} if i == 1 else {})
+BOUND = 10  # --heartbeat_timeout_s of the tests below
+RESUMABLE = ("--stages=pretrain", *TRAIN, "--config.train.steps=8",
+             "--config.train.checkpoint_every=2", f"--heartbeat_timeout_s={BOUND}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_and_init, tmp_path_factory):
+  """The final pretraining parameters of an uninterrupted two-process run."""
+  workdir = _copy(data_and_init, tmp_path_factory.mktemp("uninterrupted") / "w")
+  check(run_processes(2, workdir, *RESUMABLE))
+  return _final_params(workdir, "pretrain")
+
+
+def _phi_lines(err):
+  return [line for line in err.splitlines() if line.startswith("run.py:")]
+
+
+def _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, signal_name):
+  """Process 1 gets `signal_name` right after step 5 of 8 (checkpoints every 2 steps);
+  returns the (code, stdout, stderr) of both processes after checking that process 0
+  stopped within the bound, nothing was marked complete, and the same command on both
+  resumes from the last committed checkpoint and ends at the uninterrupted run's
+  parameters."""
+  workdir = _copy(data_and_init, tmp_path / "stopped")
+  env = {"PHI_JAX_TEST_KILL_AFTER_STEP": "5", "PHI_JAX_TEST_KILL_SIGNAL": signal_name}
+  procs, logs = start_processes(2, workdir, *RESUMABLE,
+                                extra_env=lambda i: env if i == 1 else {})
   try:
-    procs[1].wait(timeout=300)  # SIGKILLs itself after step 3
-    killed_at = time.monotonic()
-    procs[0].wait(timeout=bound + 60)
-    waited = time.monotonic() - killed_at
+    procs[1].wait(timeout=400)
+    stopped_at = time.monotonic()
+    procs[0].wait(timeout=BOUND + 60)
+    waited = time.monotonic() - stopped_at
   finally:
     results = collect(procs, logs)
-  assert results[1][0] == -9, results[1][2][-2000:]
-  assert results[0][0] != 0, results[0][1][-2000:]
   # the bound, and time for a loaded machine to notice and to tear the process down
-  assert waited < bound + 30, waited
+  assert waited < BOUND + 30, waited
+  assert results[0][0] == 1, results[0][2][-3000:]
   assert "[pretrain] run:" in results[0][1]
-  assert not os.path.exists(os.path.join(workdir, "pretrain", "COMPLETE.json"))
+  stage = os.path.join(workdir, "pretrain")
+  assert not os.path.exists(os.path.join(stage, "COMPLETE.json"))
+  from phi_jax import checkpoint
+  # step 4's save may still have been under way (Orbax writes asynchronously): it was
+  # not committed then, and is no step a restart loads
+  assert checkpoint.steps(os.path.join(stage, "checkpoints"))[-1] in (2, 4)
+
+  resumed = run_processes(2, workdir, *RESUMABLE)
+  check(resumed)
+  assert "[pretrain] resuming from step" in resumed[0][1], resumed[0][1][-2000:]
+  assert os.path.isfile(os.path.join(stage, "COMPLETE.json"))
+  import jax
+  got = _final_params(workdir, "pretrain")
+  for path, a, b in zip(jax.tree_util.tree_leaves_with_path(uninterrupted),
+                        jax.tree.leaves(uninterrupted), jax.tree.leaves(got), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b),
+                                  err_msg=jax.tree_util.keystr(path[0]))
+  return results
+
+
+@pytest.mark.slow
+def test_a_process_killed_in_pretraining_is_named_and_the_job_resumes(
+    data_and_init, uninterrupted, tmp_path):
+  results = _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, "KILL")
+  assert results[1][0] == -9, results[1][2][-2000:]
+  assert _phi_lines(results[0][2]) == [
+      f"run.py: error: process 1 was lost while running node 'pretrain' (killed, or no "
+      f"heartbeat for {BOUND} s); nothing of 'pretrain' was marked complete; run the same "
+      f"command on every host to resume"], results[0][2][-3000:]
+  assert "Terminating process" not in results[0][2]
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_process_in_pretraining_stops_the_job_and_it_resumes(
+    data_and_init, uninterrupted, tmp_path):
+  results = _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, "TERM")
+  assert results[1][0] == 143, results[1][2][-2000:]
+  assert _phi_lines(results[1][2]) == [
+      "run.py: interrupted (SIGTERM) on process 1 while running node 'pretrain'; every "
+      "process of the job stops; nothing of 'pretrain' was marked complete; run the same "
+      "command on every host to resume"], results[1][2][-3000:]
+  assert _phi_lines(results[0][2]) == [
+      "run.py: error: process 1 was interrupted (SIGTERM) while running node 'pretrain'; "
+      "nothing of 'pretrain' was marked complete; run the same command on every host to "
+      "resume"], results[0][2][-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
 import os
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from phi_jax import sharding
+from phi_jax import hosts, sharding
 from phi_jax.config import ConfigError
 from phi_jax.settings import OPERATIONAL, Check, is_int, setting, text
 
@@ -150,8 +151,8 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
 
   local_device_ids: the devices of this process (default: all it sees).
   heartbeat_timeout_s: how long the job's coordination service waits for a process's
-    heartbeat before it declares the process lost and stops every other process of
-    the job (JAX's own failure detection).
+    heartbeat before it declares the process lost (JAX's own failure detection);
+    `phi_jax.hosts.watch` then stops every other process of the job with one line.
   """
   if heartbeat_timeout_s < 1:
     raise ConfigError(f"multi-host: --heartbeat_timeout_s {heartbeat_timeout_s}: must be "
@@ -190,10 +191,15 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   # backend starts; an explicit choice (JAX_CPU_COLLECTIVES_IMPLEMENTATION=mpi) stands.
   if not jax.config.jax_cpu_collectives_implementation:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # A lost process is reported to the others (phi_jax.hosts.watch names it and stops
+  # them with one line) rather than aborting them from JAX's own thread.
+  jax.config.update("jax_enable_recoverability", True)
   try:
     jax.distributed.initialize(**kwargs)
   except RuntimeError as e:
     raise RuntimeError(
         f"multi-host training: jax.distributed.initialize() failed ({e}); it must run "
         f"before any JAX computation (phi-jax-run calls it at program start)") from e
+  # Runs before JAX's own shutdown (atexit runs the last registered first).
+  atexit.register(hosts.leave_in_order, int(heartbeat_timeout_s))
   return True

@@ -37,8 +37,10 @@ from recipe.runner import Context, Node, StageError
 from recipe.stages import evaluate as eval_stage
 from recipe.stages import init as init_stage
 
-# Test hook: the process SIGKILLs itself right after completing this step.
+# Test hook: the process SIGKILLs itself right after completing this step (or sends
+# itself the signal KILL_SIGNAL_ENV names: 'TERM', 'INT').
 KILL_AFTER_STEP_ENV = "PHI_JAX_TEST_KILL_AFTER_STEP"
+KILL_SIGNAL_ENV = "PHI_JAX_TEST_KILL_SIGNAL"
 
 
 def _field(section: str) -> str:
@@ -52,7 +54,8 @@ def start_ref(ctx: Context, name: str, section: str) -> models.ModelRef:
 
 def _kill_after(step: int, done: int) -> None:
   if done == step:
-    os.kill(os.getpid(), signal.SIGKILL)
+    name = os.environ.get(KILL_SIGNAL_ENV, "KILL")
+    os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
 
 
 def train(ctx: Context, reads: dict, name: str, section: str) -> dict:

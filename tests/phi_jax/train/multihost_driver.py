@@ -77,7 +77,9 @@ def main(argv):
       return rows, x
     embed.Embedder.embed_block = counting_rows
     ctx = runner.Context(quality_config(), workdir, graph.build())
-    summaries = {"embed": data.embed(ctx), "classify": data.classify(ctx)}
+    nodes = ctx.graph
+    summaries = {name: getattr(data, name)(ctx, runner.node_reads(nodes[name], ctx))
+                 for name in ("embed", "classify")}
     print(json.dumps({"process": jax.process_index(), "scored": scored,
                       "embedded": embedded, **summaries}),
           flush=True)
@@ -91,11 +93,15 @@ def main(argv):
                       **run_graph(workdir, seed, fail_b_on)}), flush=True)
   else:
     raise SystemExit(f"unknown mode {mode}")
-  # every process leaves together (the coordinator, in process 0, must outlive the rest;
-  # the shutdown barrier times out if one process is much slower on a loaded machine)
+  # every process leaves together (the coordinator, in process 0, must outlive the rest:
+  # hosts.leave_in_order; the shutdown barrier times out if one process is much slower
+  # on a loaded machine)
   if started:
     from jax.experimental import multihost_utils
+    from phi_jax import hosts
+    from phi_jax.train.mesh import HEARTBEAT_TIMEOUT_S
     multihost_utils.sync_global_devices("multihost_driver done")
+    hosts.leave_in_order(HEARTBEAT_TIMEOUT_S)
     jax.distributed.shutdown()
 
 
@@ -145,11 +151,13 @@ def run_graph(workdir, seed, fail_b_on):
 
   config = tiny.get_config()
   config.seed = jax.process_index() if seed == "index" else int(seed)
-  nodes = [runner.Node("a", body("a"), doc="first",
-                       reads=lambda ctx: {"seed": ctx.settings.seed}),
-           runner.Node("b", body("b", fail_b_on), doc="second", after=("a",)),
+  def reads(ctx):
+    return {"seed": ctx.settings.seed}
+
+  nodes = [runner.Node("a", body("a"), doc="first", reads=reads),
+           runner.Node("b", body("b", fail_b_on), doc="second", after=("a",), reads=reads),
            runner.Node("c", body("c"), doc="third, on process 0", after=("b",),
-                       primary_only=True)]
+                       reads=reads, primary_only=True)]
   ctx = runner.Context(config, workdir, runner.Graph(nodes))
   try:
     markers = runner.execute(ctx, runner.make_plan(ctx, ["a", "b", "c"]))

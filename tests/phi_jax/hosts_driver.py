@@ -1,0 +1,46 @@
+"""One process of a two-process job for tests/phi_jax/test_hosts_watch.py:
+
+    python -m tests.phi_jax.hosts_driver PORT NUM_PROCESSES PROCESS_ID MODE HEARTBEAT_S
+
+It starts `jax.distributed` on loopback and `phi_jax.hosts.watch`, prints 'ready', and
+runs node 'demo': barriers (collectives) every 0.1 s, TICKS of them, errors handled as
+run.py does. MODE 'finish': every process finishes; 'kill-1': process 1 SIGKILLs itself
+after the 5th barrier; 'wait': until a signal from the test.
+"""
+
+import os
+import signal
+import sys
+import time
+
+TICKS = 100000
+
+
+def main(port: str, num_processes: str, process_id: str, mode: str, heartbeat_s: str) -> None:
+  from phi_jax import hosts
+  from phi_jax.train.mesh import maybe_initialize_distributed
+  maybe_initialize_distributed(f"127.0.0.1:{port}", int(num_processes), int(process_id),
+                               heartbeat_timeout_s=int(heartbeat_s))
+  hosts.watch("hosts_driver", int(heartbeat_s))
+  me = int(process_id)
+  ticks = 5 if mode == "finish" else TICKS
+  try:
+    with hosts.running("demo", lambda: False):
+      hosts.sync("start")
+      print("ready", flush=True)
+      for k in range(ticks):
+        hosts.sync(f"tick {k}")
+        if mode == "kill-1" and me == 1 and k == 5:
+          os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.1)
+  except BaseException as e:  # pylint: disable=broad-except
+    hosts.settle(e)
+    hosts.finish(failed=True)
+    print(f"hosts_driver: error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+  hosts.finish(failed=False)
+  print("finished", flush=True)
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:])

@@ -1,0 +1,123 @@
+"""phi_jax.hosts.watch in a job of two processes (jax.distributed on loopback, one CPU
+device each, tests/phi_jax/hosts_driver.py): a process killed or interrupted while the
+job runs a node ends the other one within the heartbeat bound, with one line naming
+the process and the node; a job that finishes ends cleanly on both."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from tests.conftest import REPO_ROOT
+from tests.phi_jax.train.test_multihost import _env, _free_port
+
+BOUND = 10  # --heartbeat_timeout_s
+
+
+def _start(mode):
+  port = _free_port()
+  logs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in range(2)]
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "tests.phi_jax.hosts_driver", str(port), "2", str(i), mode,
+       str(BOUND)], cwd=REPO_ROOT, env=_env({"PYTHONUNBUFFERED": "1"}), stdout=out,
+      stderr=err, text=True) for i, (out, err) in enumerate(logs)]
+  return procs, logs
+
+
+def _read(logs, i):
+  out, err = logs[i]
+  out.seek(0)
+  err.seek(0)
+  return out.read(), err.read()
+
+
+def _wait_ready(procs, logs, timeout=240):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if all("ready" in _read(logs, i)[0] for i in range(2)):
+      return
+    assert all(p.poll() is None for p in procs), [_read(logs, i) for i in range(2)]
+    time.sleep(0.2)
+  raise AssertionError(f"not ready: {[_read(logs, i) for i in range(2)]}")
+
+
+def _finish(procs, logs, timeout):
+  """Waits (at most `timeout` s after the call) for both; [(code, out, err, seconds)]."""
+  start = time.monotonic()
+  results = []
+  try:
+    for i, p in enumerate(procs):
+      p.wait(timeout=max(1, timeout - (time.monotonic() - start)))
+      results.append((p.returncode, *_read(logs, i), time.monotonic() - start))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  return results
+
+
+def _lines(err):
+  """stderr without JAX's and gloo's own log lines."""
+  return [line for line in err.splitlines()
+          if line.startswith("hosts_driver:")]
+
+
+def test_a_job_that_finishes_ends_cleanly_on_every_process():
+  procs, logs = _start("finish")
+  for code, out, err, _ in _finish(procs, logs, 240):
+    assert code == 0, err[-3000:]
+    assert "finished" in out
+    assert "Terminating process" not in err
+
+
+def test_a_killed_process_is_named_with_its_node_within_the_bound():
+  procs, logs = _start("kill-1")
+  _wait_ready(procs, logs)
+  procs[1].wait(timeout=120)
+  code, out, err, seconds = _finish(procs[:1], logs[:1], BOUND + 30)[0]
+  assert procs[1].returncode == -signal.SIGKILL
+  assert code == 1, err[-3000:]
+  assert seconds < BOUND + 20
+  assert _lines(err) == [
+      f"hosts_driver: error: process 1 was lost while running node 'demo' (killed, or no "
+      f"heartbeat for {BOUND} s); nothing of 'demo' was marked complete; run the same "
+      f"command on every host to resume"], err[-3000:]
+  assert "Terminating process" not in err
+
+
+def _interrupt(which, signum):
+  procs, logs = _start("wait")
+  _wait_ready(procs, logs)
+  os.kill(procs[which].pid, signum)
+  results = _finish(procs, logs, BOUND + 30)
+  other = 1 - which
+  name = signal.Signals(signum).name
+  code, _, err, seconds = results[which]
+  assert code == 128 + signum, err[-3000:]
+  assert _lines(err) == [
+      f"hosts_driver: interrupted ({name}) on process {which} while running node 'demo'; "
+      f"every process of the job stops; nothing of 'demo' was marked complete; run the "
+      f"same command on every host to resume"], err[-3000:]
+  code, _, err, seconds = results[other]
+  assert code == 1, err[-3000:]
+  assert seconds < BOUND + 20
+  assert _lines(err) == [
+      f"hosts_driver: error: process {which} was interrupted ({name}) while running node "
+      f"'demo'; nothing of 'demo' was marked complete; run the same command on every "
+      f"host to resume"], err[-3000:]
+  for _, _, err, _ in results:
+    assert "Terminating process" not in err
+
+
+def test_sigterm_on_one_process_stops_the_job_with_one_line_each():
+  _interrupt(1, signal.SIGTERM)
+
+
+def test_ctrl_c_on_the_coordinator_stops_the_job_with_one_line_each():
+  _interrupt(0, signal.SIGINT)
+
+
+def test_a_closed_ssh_session_sighup_stops_the_job_too():
+  _interrupt(1, signal.SIGHUP)
