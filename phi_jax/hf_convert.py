@@ -131,13 +131,14 @@ def _config_from_codegen(hf: Mapping[str, Any], where: str) -> PhiConfig:
         return hf[name]
     return default
 
-  try:
-    d_model = int(get("n_embd", "hidden_size", default=None) or hf["n_embd"])
-    num_heads = int(get("n_head", "num_attention_heads", default=None) or hf["n_head"])
-    num_layers = int(get("n_layer", "num_hidden_layers", default=None) or hf["n_layer"])
-    vocab_size = int(hf["vocab_size"])
-  except KeyError as e:
-    raise ConfigError(f"{where}: missing field {e.args[0]!r}") from None
+  def need(key, *aliases):
+    value = get(key, *aliases)
+    if value is None:
+      raise ConfigError(f"{where}: missing field {key!r}")
+    return int(value)
+
+  d_model, num_heads = need("n_embd", "hidden_size"), need("n_head", "num_attention_heads")
+  num_layers, vocab_size = need("n_layer", "num_hidden_layers"), need("vocab_size")
   head_dim = d_model // max(num_heads, 1)
   if get("tie_word_embeddings", default=False):
     raise ConfigError(f"{where}: tie_word_embeddings=True is not supported (CodeGen is untied)")

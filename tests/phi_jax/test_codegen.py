@@ -165,3 +165,10 @@ def test_a_random_codegen_config_exports_for_transformers(tmp_path):
   tokens = np.random.RandomState(0).randint(0, 64, (2, 7))
   np.testing.assert_allclose(phi_logits(model, tokens), hf_logits(hf, tokens), atol=ATOL,
                              rtol=0)
+
+
+def test_a_codegen_config_without_its_shape_names_the_missing_field():
+  hf = make_hf_codegen().config.to_dict()
+  del hf["n_head"]
+  with pytest.raises(ConfigError, match="missing field 'n_head'"):
+    hf_convert.config_from_hf(hf)
