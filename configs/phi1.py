@@ -37,10 +37,12 @@ def get_config():
       sources=("hf:bigcode/the-stack-dedup:data/python",), text_field="content",
       license_field="max_stars_repo_licenses", validation_fraction=0.002))
   config.data.tokenizer.spec = "microsoft/phi-1"  # the CodeGen tokenizer (50295 tokens)
-  # the paper: GPT-4 labelled ~100k samples; a random forest on CodeGen-350M embeddings
-  # predicted the rest (phi_jax embeds with any phi checkpoint: here phi-1.5)
+  # §2.1: GPT-4 labelled ~100k samples; a random forest on the embeddings of a
+  # pretrained CodeGen-350M predicted the rest. Salesforce/codegen-350M-mono, imported
+  # into phi_jax (PhiConfig.architecture 'codegen'); the embedding decontamination
+  # (§5) uses the same model (config.decontaminate takes it from here)
   config.data.quality.update(dict(annotator="llm", annotate=100_000,
-                                  embed_model="microsoft/phi-1_5"))
+                                  embed_model="Salesforce/codegen-350M-mono"))
   config.llm.model = "gpt-4o"
   # the paper's synthetic data came from GPT-3.5 (textbooks and CodeExercises); its
   # annotator/judge was GPT-4 (config.llm)

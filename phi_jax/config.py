@@ -20,6 +20,9 @@ ACTIVATIONS = ("gelu_tanh", "gelu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 DTYPES = ("float32", "bfloat16", "float16")
 ROPE_SCALING_TYPES = ("none", "linear")
+ARCHITECTURES = ("phi", "codegen")
+# CodeGen's fused qkv_proj interleaves q, v and k in 4 blocks of heads (its mp_num).
+CODEGEN_QKV_BLOCKS = 4
 
 
 class ConfigError(UsageError):
@@ -41,6 +44,11 @@ def known_fields(cls, values: Mapping[str, Any], where: str) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class PhiConfig:
   """Architecture and numerics of a phi model (defaults: phi-1, 1.3B, as trained).
+
+  The same decoder also holds CodeGen (`architecture='codegen'`: transformers'
+  `CodeGenForCausalLM`, the model phi-1's quality filter embeds with): phi's parallel
+  block without attention biases and with GPT-J's interleaved rotary pairs, which the
+  import reorders into the rotate-half layout (phi_jax/hf_convert.py).
 
   These defaults are the one definition: the run configs' `config.model` section
   (configs/base.py) is built from them. The fields of how the model runs (attention
@@ -88,6 +96,14 @@ class PhiConfig:
     remat: rematerialisation policy per block: 'none', 'full' (save only block
       inputs), 'dots' (save matmul outputs), 'dots_with_no_batch_dims'.
     initializer_range: stddev of the normal init of embeddings and kernels.
+    architecture: which transformers model this is, for import and export: 'phi'
+      (`PhiForCausalLM`) or 'codegen' (`CodeGenForCausalLM`: fused qkv_proj, GPT-J
+      rotary, no attention biases; needs attention_bias False and num_heads divisible
+      by 4, its fused layout's blocks). The forward pass is the same; a CodeGen
+      model's q/k kernels hold the rotary dims in rotate-half order (the import
+      permutes them, the export permutes them back).
+    attention_bias: whether the q/k/v and output projections have biases (phi: yes;
+      CodeGen: no).
   """
 
   vocab_size: int = 51200
@@ -113,6 +129,8 @@ class PhiConfig:
   scan_layers: bool = setting(True, kind=OPERATIONAL)
   remat: str = setting("none", kind=OPERATIONAL)
   initializer_range: float = 0.02
+  architecture: str = "phi"
+  attention_bias: bool = True
 
   def __post_init__(self):
     self.validate()
@@ -183,6 +201,17 @@ class PhiConfig:
     for field in ("dtype", "param_dtype"):
       if getattr(self, field) not in DTYPES:
         fail(field, f"must be one of {DTYPES}")
+    if self.architecture not in ARCHITECTURES:
+      fail("architecture", f"must be one of {ARCHITECTURES}")
+    if not isinstance(self.attention_bias, bool):
+      fail("attention_bias", "must be True or False")
+    if self.architecture == "codegen":
+      if self.attention_bias:
+        fail("attention_bias", "must be False for architecture 'codegen' (CodeGen's "
+             "attention has no biases)")
+      if self.num_heads % CODEGEN_QKV_BLOCKS:
+        fail("num_heads", f"must be divisible by {CODEGEN_QKV_BLOCKS} for architecture "
+             "'codegen' (its fused qkv_proj splits the heads in 4 blocks)")
     if self.rope_base <= 0 or self.layer_norm_eps <= 0 or self.initializer_range <= 0:
       raise ConfigError(f"{where}: rope_base, layer_norm_eps and initializer_range must be > 0")
 

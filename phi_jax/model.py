@@ -6,6 +6,9 @@
 
 Attention: q/k/v/out projections with biases; rotary embedding (NeoX rotate-half) on the
 first `rotary_dim` dims of each head; softmax in fp32. MLP: fc1 -> gelu (tanh) -> fc2.
+CodeGen (`PhiConfig.architecture = 'codegen'`) is this model without the attention
+biases (`attention_bias`); its GPT-J rotary pairs are put in rotate-half order by the
+import (phi_jax/hf_convert.py), so the forward pass is the same.
 
 Parameters are stored in `param_dtype` (fp32) and cast to `dtype` (bf16) for compute.
 Every parameter carries logical axis names ('vocab', 'embed', 'heads', 'head_dim', 'mlp',
@@ -45,14 +48,15 @@ def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], config: PhiConfig) -> jax.Ar
 class Dense(nnx.Module):
   """y = x · kernel + bias, contracting the trailing `in_shape` dims of x.
 
-  kernel: [*in_shape, *out_shape]; bias: [*out_shape].
+  kernel: [*in_shape, *out_shape]; bias: [*out_shape], or none when use_bias is False.
   """
 
   def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
                in_axes: tuple[str, ...], out_axes: tuple[str, ...], *,
-               config: PhiConfig, rngs: nnx.Rngs):
+               config: PhiConfig, rngs: nnx.Rngs, use_bias: bool = True):
     self.kernel = _param(_normal(rngs, in_shape + out_shape, config), in_axes + out_axes)
-    self.bias = _param(jnp.zeros(out_shape, config.params_dtype), out_axes)
+    self.bias = (_param(jnp.zeros(out_shape, config.params_dtype), out_axes)
+                 if use_bias else None)
     self.num_in = len(in_shape)
     self.dtype = config.compute_dtype
 
@@ -61,6 +65,8 @@ class Dense(nnx.Module):
     y = jax.lax.dot_general(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
                             (contract, ((), ())), preferred_element_type=out_dtype)
     out_dtype = out_dtype or self.dtype
+    if self.bias is None:
+      return y.astype(out_dtype)
     return y.astype(out_dtype) + self.bias[...].astype(out_dtype)
 
 
@@ -121,10 +127,10 @@ class Attention(nnx.Module):
   def __init__(self, config: PhiConfig, *, rngs: nnx.Rngs):
     E, H, D = config.d_model, config.num_heads, config.head_dim
     qkv = functools.partial(Dense, (E,), (H, D), ("embed",), ("heads", "head_dim"),
-                            config=config, rngs=rngs)
+                            config=config, rngs=rngs, use_bias=config.attention_bias)
     self.q_proj, self.k_proj, self.v_proj = qkv(), qkv(), qkv()
     self.out_proj = Dense((H, D), (E,), ("heads", "head_dim"), ("embed",),
-                          config=config, rngs=rngs)
+                          config=config, rngs=rngs, use_bias=config.attention_bias)
     self.implementation = config.attention
     self.block_q, self.block_kv = config.attention_block_q, config.attention_block_kv
     self.dropout_rate = config.attention_dropout
@@ -240,7 +246,8 @@ class PhiForCausalLM(nnx.Module):
 
   def __repr__(self) -> str:
     c = self.config
-    return (f"PhiForCausalLM({count_params(c):,} parameters: {c.num_layers} layers, d_model "
+    arch = "" if c.architecture == "phi" else f"{c.architecture} architecture, "
+    return (f"PhiForCausalLM({count_params(c):,} parameters: {arch}{c.num_layers} layers, d_model "
             f"{c.d_model}, {c.num_heads} heads, vocab {c.vocab_size}; compute dtype {c.dtype} "
             f"({self.dtype_source}), parameters {c.param_dtype}, attention {c.attention}, "
             f"tokenizer {'stored' if self.tokenizer is not None else 'none'})")

@@ -97,6 +97,61 @@ def make_hf_phi(directory=None, *, seed=0, **overrides):
   return model
 
 
+CODEGEN_TOKENIZER_TEXTS = ("def add(a, b):\n    return a + b\n",
+                           "import os\n\nprint(os.getcwd())\n",
+                           "class Point:\n    def __init__(self, x):\n        self.x = x\n",
+                           "for i in range(10):\n    if i % 2 == 0:\n        print(i)\n")
+
+
+def make_codegen_tokenizer(vocab_size=300):
+  """A small transformers CodeGenTokenizer (GPT-2 byte-level BPE, `<|endoftext|>` = 0),
+  its merges trained on a few lines of Python: what a CodeGen directory stores."""
+  import json
+
+  import tokenizers
+  from tokenizers import models, pre_tokenizers, trainers
+  from transformers import CodeGenTokenizer
+
+  bpe = tokenizers.Tokenizer(models.BPE())
+  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                show_progress=False)
+  bpe.train_from_iterator(list(CODEGEN_TOKENIZER_TEXTS) * 10, trainer)
+  model = json.loads(bpe.to_str())["model"]
+  merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+  return CodeGenTokenizer(vocab=model["vocab"], merges=merges)
+
+
+def make_hf_codegen(directory=None, *, seed=0, tokenizer=True, **overrides):
+  """A randomly initialised transformers CodeGenForCausalLM, saved to `directory` (if
+  given) with its own small CodeGenTokenizer (`make_codegen_tokenizer`) when `tokenizer`.
+
+  overrides: transformers CodeGenConfig fields; defaults are a tiny 2-layer model with 4
+  heads of 16 dims, the first 8 rotated, and a vocabulary padded past the tokenizer's
+  300 tokens (as CodeGen pads 50295 to 51200).
+  """
+  import torch
+  from transformers import CodeGenConfig, CodeGenForCausalLM
+
+  fields = dict(vocab_size=320, n_embd=64, n_inner=128, n_layer=2, n_head=4, rotary_dim=8,
+                n_positions=256, n_ctx=256, bos_token_id=0, eos_token_id=0,
+                pad_token_id=None, initializer_range=0.1)
+  fields.update(overrides)
+  torch.manual_seed(seed)
+  model = CodeGenForCausalLM(CodeGenConfig(**fields)).eval()
+  # Non-zero biases and LayerNorm affines, so the conversion of every tensor is tested.
+  with torch.no_grad():
+    for name, param in model.named_parameters():
+      if name.endswith("bias") or ".ln_" in name:
+        param.add_(0.1 * torch.randn_like(param))
+  if directory is not None:
+    model.save_pretrained(directory)
+    if tokenizer:
+      make_codegen_tokenizer().save_pretrained(directory)
+  return model
+
+
 def make_servable_phi(directory):
   """A random byte-vocabulary Phi saved by transformers in `directory`, with the byte-level
   tokenizer.json beside it (what `phi_jax.serve` needs); returns the directory."""

@@ -162,3 +162,15 @@ def test_unstated_values_are_marked_as_choices():
   with open(os.path.join(REPO_ROOT, "configs", "phi1.py")) as f:
     phi1_text = f.read()
   assert "bf16" in phi1_text and "choice" in phi1_text and "StackOverflow" in phi1_text
+
+
+def test_phi1_embeds_with_the_papers_codegen_350m():
+  """§2.1: the quality classifier is a random forest on CodeGen-350M embeddings; the
+  embedding decontamination takes the same embedder."""
+  from recipe.settings import resolve
+  config = phi1.get_config()
+  assert config.data.quality.embed_model == "Salesforce/codegen-350M-mono"
+  with open(os.path.join(REPO_ROOT, "configs", "phi1.py")) as f:
+    assert "§2.1" in f.read()
+  assert resolve(config).sections["decontaminate"].embed_model == (
+      "Salesforce/codegen-350M-mono")

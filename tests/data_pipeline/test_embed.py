@@ -134,6 +134,39 @@ def test_hf_checkpoint_embeddings_match_transformers(hf_phi_dir, tmp_path):
   np.testing.assert_allclose(np.linalg.norm(x_ND, axis=1), 1.0, rtol=1e-5)
 
 
+def test_codegen_checkpoint_embeddings_match_transformers_in_every_host_block(tmp_path):
+  """The paper's embedder is CodeGen-350M: a transformers CodeGen directory with its own
+  tokenizer embeds as transformers' mean-pooled last hidden states, and the hosts'
+  blocks (embed_block) are embed's rows bit for bit."""
+  import torch
+  from tests.conftest import make_hf_codegen
+
+  directory = str(tmp_path / "codegen")
+  torch_model = make_hf_codegen(directory)
+  embedder = embed_lib.make_embedder(directory, CONFIG.to_dict(), max_len=32, dtype="float32",
+                                     devices=jax.devices()[:1])
+  assert embedder.source == directory and embedder.d_model == 64
+  assert embedder.model.config.architecture == "codegen"
+  texts = TEXTS * 2
+  whole = embedder.embed(texts, batch_size=2, max_len=32, progress=False)
+  for i, text in enumerate(texts):
+    ids = embedder.tokenizer.encode(text)[:32]
+    if not ids:
+      assert not whole[i].any()
+      continue
+    with torch.no_grad():
+      hidden = torch_model.transformer(input_ids=torch.tensor([ids])).last_hidden_state
+    np.testing.assert_allclose(whole[i], hidden[0].double().numpy().mean(axis=0), atol=2e-5)
+  rows, x_RD = [], []
+  for shard_index in range(3):
+    rows_R, block_RD = embedder.embed_block(texts, 2, 32, shard_index=shard_index,
+                                            num_shards=3, progress=False)
+    rows.append(rows_R)
+    x_RD.append(block_RD)
+  rows_R = np.concatenate(rows)
+  assert np.array_equal(np.concatenate(x_RD), whole[rows_R])
+
+
 def test_embeddings_round_trip_through_a_file(tmp_path):
   x_ND = np.random.RandomState(0).standard_normal((3, 5)).astype(np.float32)
   path = str(tmp_path / "emb" / "x.npz")

@@ -108,6 +108,22 @@ def test_generate_and_execute_from_a_checkpoint(tmp_path, hf_phi_dir):
   assert report["source"]["checkpoint"] == directory
 
 
+def test_a_codegen_checkpoint_is_scored_like_any_model(tmp_path):
+  """CodeGen-Mono 350M is the paper's Table 1 baseline (12.76%): a transformers CodeGen
+  directory (here a small random one, with its own tokenizer) goes through the evaluator
+  as it is."""
+  from tests.conftest import make_hf_codegen
+  directory = str(tmp_path / "codegen")
+  make_hf_codegen(directory)
+  report = eval_run.evaluate("humaneval", str(tmp_path / "out"), fast(
+      n=1, temperature=0.0, max_new_tokens=8, k=(1,), limit=2),
+      checkpoint=directory, model_overrides={"dtype": "float32"})
+  samples = [json.loads(l) for l in open(tmp_path / "out" / "samples.jsonl")]
+  assert [s["task_id"] for s in samples] == ["HumanEval/0", "HumanEval/1"]
+  assert all(isinstance(s["completion"], str) and s["completion"] for s in samples)
+  assert report["num_samples"] == 2 and set(report["overall"]) == {"pass@1"}
+
+
 @needs_mbpp
 def test_one_loaded_model_serves_several_benchmarks(tmp_path, hf_phi_dir):
   """`load_model` is called when samples remain to be generated, and only then; the eval

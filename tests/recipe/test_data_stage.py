@@ -5,6 +5,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 from configs import tiny
@@ -102,6 +103,28 @@ def test_rerun_redoes_only_the_steps_whose_inputs_changed(built, capsys):
     assert {s for s in before if before[s] != after[s]} == {"classify", "tokenizer", "datasets"}
   finally:
     ctx.config.data.quality.keep_threshold = 0.5
+
+
+def test_embed_and_classify_with_a_saved_codegen_model(tmp_path):
+  """The paper's quality filter embeds with CodeGen-350M-mono (section 2.1): a
+  transformers CodeGen directory, its own tokenizer beside it, as
+  config.data.quality.embed_model (here a small random one)."""
+  from data_pipeline.embed import load_embeddings
+  from tests.conftest import make_hf_codegen
+  codegen = str(tmp_path / "codegen")
+  make_hf_codegen(codegen)
+  config = small_config()
+  config.data.max_files = 60
+  config.data.quality.update(dict(annotate=40, embed_model=codegen, n_estimators=10))
+  ctx = context(config, tmp_path / "work")
+  markers = runner.execute(ctx, runner.make_plan(ctx, ["curate", "annotate", "embed",
+                                                       "classify"]))
+  embedded, classified = markers[-2]["summary"], markers[-1]["summary"]
+  assert embedded["model"] == codegen and embedded["dims"] == 64  # CodeGen's n_embd
+  ids, x_ND = load_embeddings(embedded["out"])
+  assert x_ND.shape == (len(ids), 64) == (embedded["documents"], 64) and len(ids) > 0
+  assert np.isfinite(x_ND).all() and np.abs(x_ND).sum(axis=1).min() > 0
+  assert 0 < classified["kept"] <= classified["documents"]
 
 
 def test_llm_annotation_without_an_endpoint_is_a_clear_error(tmp_path):

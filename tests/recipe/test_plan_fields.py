@@ -105,6 +105,7 @@ EXPECTED = {
     "model.rope_scaling_type": SHAPE, "model.rope_scaling_factor": SHAPE,
     "model.max_seq_len": SHAPE - {"synthesize"}, "model.layer_norm_eps": SHAPE,
     "model.activation": SHAPE, "model.initializer_range": SHAPE,
+    "model.architecture": SHAPE, "model.attention_bias": SHAPE,
     "model.embed_dropout": NUMERICS, "model.attention_dropout": NUMERICS,
     "model.residual_dropout": NUMERICS, "model.dtype": NUMERICS,
     "model.param_dtype": NUMERICS,
@@ -161,6 +162,7 @@ COMPANIONS["model.rope_scaling_factor"] = {"model.rope_scaling_type": "linear"}
 COMPANIONS["model.rope_scaling_type"] = {"model.rope_scaling_factor": 2.0}
 COMPANIONS["model.attention_block_q"] = {"model.attention_block_kv": 32}
 COMPANIONS["model.attention_block_kv"] = {"model.attention_block_q": 32}
+COMPANIONS["model.architecture"] = {"model.attention_bias": False}  # CodeGen has none
 
 # Two settings that contradict the tiny config's: refused with one line naming both.
 REFUSED = {"synth.teacher.model": "gpt-4o-mini", "synth.teacher.base_url": "http://x/v1"}
@@ -196,6 +198,7 @@ def _values(workdir: str, data_file: str) -> dict:
       "model.param_dtype": "bfloat16", "model.remat": "full",
       "model.rope_scaling_type": "linear", "model.rope_scaling_factor": 2.0,
       "model.num_heads": 8, "model.rotary_dim": 16, "model.max_seq_len": 1024,
+      "model.architecture": "codegen",
       "sample.model": "pretrain", "sample.prompts": ("def f(x):\n",), "sample.stop": (),
       "sample.top_p": 0.5, "sample.temperature": 0.5,
       "serve.model": "pretrain", "serve.host": "0.0.0.0", "serve.model_name": "tiny",
