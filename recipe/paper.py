@@ -47,7 +47,8 @@ def table3_rows(tau: float) -> list[tuple[str, int, tuple[float, ...]]]:
     return []
   rows = [(name, count, rates) for name, (count, rates) in parts.items()]
   total = sum(count for _, count, _ in rows)
-  rates = tuple(round(sum(count * r[i] for _, count, r in rows) / total, 1)
+  # each printed rate is a whole number of problems solved out of its part
+  rates = tuple(round(100 * sum(round(count * r[i] / 100) for _, count, r in rows) / total, 1)
                 for i in range(len(TABLE3_MODELS)))
   return rows + [("total", total, rates)]
 

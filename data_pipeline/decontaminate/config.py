@@ -80,8 +80,13 @@ class DecontConfig:
   examples_per_tau: int = 2
   max_listed: int = 50
   seed: int = 0
-  prune: bool = False
-  prune_datasets: tuple[str, ...] = ()
+  prune: bool = setting(
+      False, "the recipe's tokenizer and datasets read the kept records of prune_datasets "
+      "(pruning before training); False: the checks are an analysis and the training data "
+      "is unpruned, as the paper's phi-1 (docs/decontamination.md)")
+  prune_datasets: tuple[str, ...] = setting(
+      (), "the datasets pruned when prune is on (data_pipeline/catalog.py's names, e.g. "
+      "phi1_exercises: CodeExercises, as the paper's Section 5); () = all of them")
 
   def __post_init__(self):
     for name in ("benchmarks", "checks", "taus", "ngram_fields", "prune_datasets"):

@@ -162,3 +162,21 @@ def test_unstated_values_are_marked_as_choices():
   with open(os.path.join(REPO_ROOT, "configs", "phi1.py")) as f:
     phi1_text = f.read()
   assert "bf16" in phi1_text and "choice" in phi1_text and "StackOverflow" in phi1_text
+
+
+def test_phi1_trains_on_unpruned_data_and_sweeps_phi1_base():
+  """§5: phi-1 trained on its data as it was (the decontamination an analysis); Table 1
+  reports phi-1-base (the 24k-step checkpoint) beside phi-1."""
+  from recipe import runner
+  config = phi1.get_config()
+  assert config.decontaminate.prune is False
+  assert "pretrain:24000" in config.eval.checkpoints and "finetune:*" in config.eval.checkpoints
+  ctx = runner.Context(config, "/nonexistent/workdir", graph.build())
+  for name in ("tokenizer", "datasets"):
+    assert "decontaminate" not in ctx.graph[name].upstream(ctx)
+  config.decontaminate.prune = True
+  ctx = runner.Context(config, "/nonexistent/workdir", graph.build())
+  assert "decontaminate" in ctx.graph["datasets"].upstream(ctx)
+  config.decontaminate.prune_datasets = ("phi1_codex",)
+  with pytest.raises(Exception, match="prune_datasets.*phi1_codex"):
+    runner.Context(config, "/nonexistent/workdir", graph.build())
