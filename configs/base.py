@@ -66,10 +66,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.serve = settings.to_config(ServeSettings())
   config.export_hf = settings.to_config(ExportSettings())
   config.synth = settings.to_config(SynthConfig())
-  # the paper's synthetic data: under 1B tokens of textbooks (~650k sections of ~1.5k
-  # tokens) and ~180M tokens of exercises (~600k of ~300), §2.2
+  # the paper's synthetic data (§2.2): under 1B tokens of textbooks (the section count
+  # is a choice: ~650k sections of ~1.5k tokens) and CodeExercises, 879.5K exercises of
+  # about 180M tokens (§2.2, §5.2): one request each, before verification rejects some
   config.synth.textbooks.count = 650_000
-  config.synth.exercises.count = 600_000
+  config.synth.exercises.count = 879_500
   decontaminate = settings.to_dict(DecontConfig())
   for field in RUN_DERIVED:
     decontaminate.pop(field)

@@ -6,7 +6,9 @@
 
 Everything is read from what the stages wrote: their markers (summaries, timings),
 data/stats.json, <stage>/metrics.jsonl, eval/summary.json and eval/checkpoints.json,
-synthesize/{summary,diversity}.json and decontaminate/report.json when present. Nothing
+synthesize/{summary,diversity}.json and decontaminate/ (summary.json, each corpus's
+report.json and matches.jsonl) when present; recipe/paper.py gives the paper's numbers
+printed beside the run's ("Paper reference", Table 3). Nothing
 is recomputed, so the report can be rebuilt at any time (`python run.py --report
 WORKDIR`), also of a run that is still going or died; apart from the timings section
 the same files give the same report.
@@ -190,26 +192,148 @@ def _eval_results(workdir: str, benchmark: str) -> dict[str, list[bool]]:
   return passed
 
 
-def _decontaminate(workdir: str) -> list[Block]:
-  report = _read_json(os.path.join(workdir, "decontaminate", "report.json"))
-  if report is None:
+def _similar_union(reports: Mapping[str, Any]) -> dict[str, dict[float, set[str]]]:
+  """benchmark -> tau -> the problems similar to a record of any checked corpus."""
+  out: dict[str, dict[float, set[str]]] = {}
+  for report in reports.values():
+    for benchmark, by_tau in report.get("similar", {}).items():
+      for tau, ids in by_tau.items():
+        out.setdefault(benchmark, {}).setdefault(float(tau), set()).update(ids)
+  return out
+
+
+def _matched_records(workdir: str, dataset: str, limit: int) -> list[dict]:
+  """The first `limit` records of a corpus that a check flagged (matches.jsonl)."""
+  path = os.path.join(workdir, "decontaminate", dataset, "matches.jsonl")
+  rows = []
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        row = json.loads(line)
+        if row.get("flags"):
+          rows.append(row)
+          if len(rows) >= limit:
+            break
+  return rows
+
+
+MATCHES_LISTED = 10
+
+
+def _decontaminate(workdir: str, config: Mapping[str, Any] | None) -> list[Block]:
+  """The decontaminate stage's checks per corpus: what each flagged, whether the
+  training data was pruned, the flagged records, and Table 3's split of the benchmark
+  with this run's pass rates and the paper's beside them."""
+  summary = _read_json(os.path.join(workdir, "decontaminate", "summary.json"))
+  if summary is None:
     return []
   from data_pipeline.decontaminate import report as decont_report  # pylint: disable=g-import-not-at-top
-  blocks: list[Block] = [("h", 2, "Decontamination"),
-                         _kv_table({k: v for k, v in report.get("summary", {}).items()
-                                    if k != "out_dir"})]
-  for benchmark, by_tau in sorted(report.get("similar", {}).items()):
-    passed = _eval_results(workdir, benchmark)
-    if not passed:
+  from data_pipeline.decontaminate.config import DecontConfig  # pylint: disable=g-import-not-at-top
+  from recipe import paper  # pylint: disable=g-import-not-at-top
+  section = dict((config or {}).get("decontaminate") or {})
+  settings = DecontConfig.from_mapping(
+      {k: v for k, v in section.items() if k in DecontConfig.__dataclass_fields__})
+  corpora = summary.get("corpora", {})
+  pruned = set(settings.pruned(list(corpora)))
+  blocks: list[Block] = [("h", 2, "Decontamination")]
+  if pruned:
+    blocks.append(("p", "The training data was pruned: the tokenizer and datasets read the "
+                        f"kept records of {', '.join(sorted(pruned))} "
+                        "(config.decontaminate.prune)."))
+  else:
+    blocks.append(("p", "An analysis, as the paper's phi-1: nothing was removed from the "
+                        "training data (config.decontaminate.prune is off). \"flagged\" "
+                        "counts the records a pruning would remove."))
+  rows = []
+  for dataset, result in sorted(corpora.items()):
+    rows.append((dataset, _fmt(result.get("records")), _fmt(result.get("removed")),
+                 str(result.get("removed") if dataset in pruned else 0),
+                 ", ".join(f"{k} {v}" for k, v in sorted(result.get("flagged_by", {}).items()))
+                 or "-"))
+  blocks.append(("table", ("corpus", "records", "flagged", "removed from training",
+                           "flagged by check"), rows))
+  reports = {dataset: _read_json(os.path.join(workdir, "decontaminate", dataset, "report.json"))
+             or {} for dataset in corpora}
+  for dataset in sorted(corpora):
+    matches = _matched_records(workdir, dataset, MATCHES_LISTED)
+    if not matches:
       continue
-    similar = {float(tau): set(ids) for tau, ids in by_tau.items()}
-    rows = decont_report.table3(similar, sorted(passed), {"this model": passed})
-    table = [(f"{r['tau']:g}" if r["set"] == "similar" else "", r["set"], str(r["problems"]),
-              "-" if r["pass_rate"]["this model"] is None
-              else f"{100 * r['pass_rate']['this model']:.1f}%") for r in rows]
+    blocks += [("h", 3, f"Similar records: {dataset}"),
+               ("p", f"The first {len(matches)} flagged records "
+                     f"(decontaminate/{dataset}/matches.jsonl lists them all)."),
+               ("table", ("record", "where", "flags", "nearest problem (AST tau)",
+                          "removed from training"),
+                [(str(m["id"]), str(m.get("where", "")), ", ".join(m["flags"]),
+                  ", ".join(f"{t} ({tau:.2f})" for t, tau in sorted(
+                      (m.get("ast_similar") or {}).items(), key=lambda kv: -kv[1])[:2]) or "-",
+                  "yes" if dataset in pruned and m.get("removed") else "no")
+                 for m in matches])]
+  for benchmark, similar in sorted(_similar_union(reports).items()):
+    passed = _eval_results(workdir, benchmark)
+    task_ids = sorted(passed) if passed else []
+    if not task_ids:
+      blocks += [("h", 3, f"Table 3 layout: {benchmark}"),
+                 ("p", "Similar problems per tau: " + ", ".join(
+                     f"{tau:g}: {len(ids)}" for tau, ids in sorted(similar.items(), reverse=True))
+                  + " (no evaluation results for the pass rates).")]
+      continue
+    rows3 = decont_report.table3(similar, task_ids, {"this run": passed})
+    table = []
+    for r in rows3:
+      theirs = {name: (count, rates) for name, count, rates in paper.table3_rows(r["tau"])}
+      count, rates = theirs.get(r["set"], (None, ()))
+      rate = r["pass_rate"]["this run"]
+      table.append((f"{r['tau']:g}" if r["set"] == "similar" else "", r["set"],
+                    str(r["problems"]), "-" if rate is None else f"{100 * rate:.1f}%",
+                    _fmt(count),
+                    *([f"{v:.1f}%" for v in rates[:2]] if rates else ["-", "-"])))
     blocks += [("h", 3, f"Table 3 layout: {benchmark}, similar vs non-similar problems"),
-               ("table", ("tau", "", "problems", "pass rate"), table)]
+               ("p", f"Similar: some record of the checked corpora within AST match rate tau "
+                     f"of the problem; pass rates of this run's evaluated model over the "
+                     f"{len(task_ids)} evaluated problems. The paper's columns ({paper.CITATION}, "
+                     "Table 3) are for CodeExercises against all 164 HumanEval problems "
+                     "at 1.3B parameters."),
+               ("table", ("tau", "", "problems", "pass rate (this run)", "paper: problems",
+                          "paper: phi-1", "paper: phi-1 retrained on pruned data"), table)]
   return blocks
+
+
+def _run_scores(workdir: str) -> tuple[dict, dict]:
+  """(pass@1 per benchmark of the evaluated model, of the last pretraining checkpoint in
+  the checkpoint sweep), in %."""
+  summary = _read_json(os.path.join(workdir, "eval", "summary.json")) or {}
+  final = {name: 100 * b["overall"]["pass@1"] for name, b in summary.items()
+           if isinstance(b, Mapping) and b.get("overall", {}).get("pass@1") is not None}
+  base = {}
+  for entry in _read_json(os.path.join(workdir, "eval", "checkpoints.json")) or []:
+    if str(entry.get("model", "")).startswith("pretrain"):
+      base = {name: 100 * b["overall"]["pass@1"] for name, b in entry["benchmarks"].items()
+              if b.get("overall", {}).get("pass@1") is not None}
+  return final, base
+
+
+def _paper_reference(workdir: str) -> list[Block]:
+  """The paper's pass@1 of its models of the run's size beside the run's own, labelled
+  as the paper's, with the difference in scale stated."""
+  from recipe import paper  # pylint: disable=g-import-not-at-top
+  init = _read_json(os.path.join(workdir, "init", "COMPLETE.json")) or {}
+  params = (init.get("summary") or {}).get("params")
+  final, base = _run_scores(workdir)
+  rows = []
+  for m in paper.models_for(params):
+    ours = base if m["stage"] == "pretrain" else final
+    rows.append((f"{m['model']} ({m['size']})", m["source"],
+                 "-" if m["humaneval"] is None else f"{m['humaneval']:.1f}%",
+                 "-" if m["mbpp"] is None else f"{m['mbpp']:.1f}%",
+                 "-" if "humaneval" not in ours else f"{ours['humaneval']:.1f}%",
+                 "-" if "mbpp" not in ours else f"{ours['mbpp']:.1f}%"))
+  return [("h", 2, "Paper reference"),
+          ("p", f"The paper's numbers ({paper.CITATION}), not this run's, beside this run's "
+                "model at the same stage (after finetuning; phi-1-base: the last pretraining "
+                "checkpoint of the checkpoint sweep). " + paper.scale_note(params)),
+          ("table", ("paper model", "paper source", "paper HumanEval pass@1",
+                     "paper MBPP pass@1", "this run HumanEval pass@1", "this run MBPP pass@1"),
+           rows)]
 
 
 def _training(workdir: str, out_dir: str) -> list[Block]:
@@ -389,10 +513,11 @@ def build_report(workdir: str, nodes: Sequence[Any],
   title = f"phi_jax run report: {os.path.basename(workdir)}"
   blocks: list[Block] = [("h", 1, title), ("p", f"Work directory: `{workdir}`.")]
   blocks += _evaluation(workdir, out_dir)
+  blocks += _paper_reference(workdir)
   blocks += _training(workdir, out_dir)
   blocks += _data(workdir)
   blocks += _synthesize(workdir)
-  blocks += _decontaminate(workdir)
+  blocks += _decontaminate(workdir, config)
   blocks += _timings(workdir, nodes)
   blocks += _config(config)
   md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")

@@ -15,6 +15,10 @@ CHECKS = ("ngram", "embedding", "ast")
 # decontaminate.py), so one embedding model serves the quality filter and the checks.
 RUN_DERIVED = ("embed_model", "embed_max_len", "embed_batch_size", "seed", "max_listed")
 EMBED_DECIDES = ("auto", "yes", "no")
+# Fields that say what the recipe does with the result (which training datasets read the
+# kept records), not what the checks compute: decontaminate() and its report never read
+# them, so the recipe's decontaminate stage does not rerun when they change.
+PRUNE_FIELDS = ("prune", "prune_datasets")
 
 
 class DecontConfigError(ValueError):
@@ -49,6 +53,13 @@ class DecontConfig:
     examples_per_tau: example pairs per match-rate band in the report (Appendix C).
     max_listed: bad lines / unparsable records listed by name in the report.
     seed: the random-init embedder's seed.
+    prune: the recipe's tokenizer and datasets read the kept records of the datasets
+      in `prune_datasets` instead of the records as they are (pruning before training).
+      False (the paper's phi-1, configs/phi1.py): the checks are an analysis (the
+      report's similar problems and Table 3) and the training data is unpruned.
+    prune_datasets: the datasets pruned when `prune` is on, names of
+      data_pipeline/catalog.py's DATASETS (phi1_exercises: CodeExercises, as the paper's
+      Section 5); () = every dataset the training data is built from.
   """
   benchmarks: tuple[str, ...] = setting(
       ("humaneval", "mbpp"), "the benchmarks checked against (the evaluator's registry, "
@@ -69,9 +80,16 @@ class DecontConfig:
   examples_per_tau: int = 2
   max_listed: int = 50
   seed: int = 0
+  prune: bool = setting(
+      False, "the recipe's tokenizer and datasets read the kept records of prune_datasets "
+      "(pruning before training); False: the checks are an analysis and the training data "
+      "is unpruned, as the paper's phi-1 (docs/decontamination.md)")
+  prune_datasets: tuple[str, ...] = setting(
+      (), "the datasets pruned when prune is on (data_pipeline/catalog.py's names, e.g. "
+      "phi1_exercises: CodeExercises, as the paper's Section 5); () = all of them")
 
   def __post_init__(self):
-    for name in ("benchmarks", "checks", "taus", "ngram_fields"):
+    for name in ("benchmarks", "checks", "taus", "ngram_fields", "prune_datasets"):
       value = getattr(self, name)
       if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
@@ -106,6 +124,12 @@ class DecontConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         fail(name, f"must be a positive integer, got {value!r}")
+    from data_pipeline.catalog import DATASETS  # pylint: disable=g-import-not-at-top
+    unknown = sorted(set(self.prune_datasets) - set(DATASETS))
+    if unknown:
+      fail("prune_datasets", f"unknown dataset(s) {unknown}; datasets: {sorted(DATASETS)}")
+    if not isinstance(self.prune, bool):
+      fail("prune", f"must be True or False, got {self.prune!r}")
     for name in ("ast_min_nodes", "examples_per_tau", "max_listed", "seed"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -121,7 +145,16 @@ class DecontConfig:
       inert |= {"ngram_n", "ngram_unit", "ngram_fields", "ngram_min_matches"}
     if "ast" not in self.checks:
       inert |= {"ast_min_nodes", "taus", "prune_tau", "examples_per_tau"}
+    if not self.prune:
+      inert.add("prune_datasets")
     return inert
+
+  def pruned(self, datasets) -> list[str]:
+    """Which of `datasets` the training data reads pruned: none unless `prune` is on;
+    then those of `prune_datasets`, or all of them when it is empty."""
+    if not self.prune:
+      return []
+    return [d for d in datasets if not self.prune_datasets or d in self.prune_datasets]
 
   @property
   def report_taus(self) -> tuple[float, ...]:

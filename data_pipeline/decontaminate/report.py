@@ -23,6 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from data_pipeline.decontaminate.config import PRUNE_FIELDS
 from phi_jax import atomic
 from phi_jax.jsonl import read_jsonl
 
@@ -147,7 +148,10 @@ def write_report(tally, out_dir: str, *, unavailable: Mapping[str, str],
                                               for label, r in results.items()})
             for name, ids in benchmarks.items()}
   report = {
-      "summary": summary, "config": dataclasses.asdict(config),
+      "summary": summary,
+      # what the checks computed with; the recipe's pruning fields are not theirs
+      "config": {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                 if f.name not in PRUNE_FIELDS},
       "similar": {name: {f"{tau:g}": sorted(s) for tau, s in by_tau.items()}
                   for name, by_tau in similar.items()},
       "ngram_problems": dict(tally.ngram_targets),

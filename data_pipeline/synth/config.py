@@ -55,8 +55,8 @@ class TextbookOptions:
 @dataclasses.dataclass(frozen=True)
 class ExerciseOptions:
   """config.synth.exercises: synthetic CodeExercises, verified in the sandbox."""
-  count: int = setting(0, "generation requests (the paper: ~180M tokens, i.e. ~600k "
-                       "exercises of ~300)")
+  count: int = setting(0, "generation requests (the paper's CodeExercises: 879.5K "
+                       "exercises, about 180M tokens, §2.2)")
   max_tokens: int = setting(1024, "completion tokens per exercise at most")
   min_tests: int = setting(2, "doctest examples + asserts an exercise must carry")
   min_docstring_chars: int = setting(16, "shorter docstrings say too little to be a task")

@@ -268,16 +268,27 @@ def source_nodes(ctx: Context) -> list[str]:
 
 
 def corpora(ctx: Context) -> dict[str, list[str]]:
-  """{dataset: JSONL files} the tokenizer and the datasets read: the source corpora, or
-  what the decontaminate stage kept of them when the run has it."""
+  """{dataset: JSONL files} the tokenizer and the datasets read: the source corpora as
+  they are, or, for the datasets config.decontaminate.prune prunes, what the
+  decontaminate stage kept of them. By default nothing is pruned (the paper's phi-1)."""
   sources = source_corpora(ctx)
-  if decontaminate.in_run(ctx):
-    return {name: [decontaminate.kept_path(ctx, name)] for name in sources}
-  return sources
+  pruned = set(decontaminate.pruned(ctx, sources))
+  return {name: [decontaminate.kept_path(ctx, name)] if name in pruned else files
+          for name, files in sources.items()}
 
 
 def _corpus_nodes(ctx: Context) -> list[str]:
-  return source_nodes(ctx) + ([decontaminate.NAME] if decontaminate.in_run(ctx) else [])
+  """The nodes that write what the tokenizer and the datasets read: decontaminate only
+  when it prunes some dataset (else its output is an analysis, read by no training
+  node)."""
+  pruning = bool(decontaminate.pruned(ctx, source_corpora(ctx)))
+  return source_nodes(ctx) + ([decontaminate.NAME] if pruning else [])
+
+
+def _pruning_reads(ctx: Context) -> dict:
+  """Which datasets are read pruned: config.decontaminate's prune and prune_datasets."""
+  return {"decontaminate": settings_lib.Part(ctx.settings.decontaminate,
+                                             ("prune", "prune_datasets"))}
 
 
 def _given_files(ctx: Context) -> list[str]:
@@ -352,7 +363,8 @@ def _tokenizer_reads(ctx: Context) -> dict:
   return {"data.tokenizer": ctx.settings.data.tokenizer,
           "data": _data_part(ctx, ("textbooks", "exercises", "fim_rate")),
           "model.vocab_size": ctx.settings.model.vocab_size,
-          "special_tokens": _tokenizer_special_tokens(ctx), "datasets": sorted(corpora(ctx))}
+          "special_tokens": _tokenizer_special_tokens(ctx), "datasets": sorted(corpora(ctx)),
+          **_pruning_reads(ctx)}
 
 
 def datasets(ctx: Context, reads: dict) -> dict:
@@ -486,7 +498,7 @@ def _classify_reads(ctx: Context) -> dict:
 def _datasets_reads(ctx: Context) -> dict:
   return {"data": _data_part(ctx, ("validation_fraction", "fim_rate", "fim_spm_rate",
                                    "textbooks", "exercises")),
-          "seed": ctx.settings.seed, "datasets": sorted(corpora(ctx))}
+          "seed": ctx.settings.seed, "datasets": sorted(corpora(ctx)), **_pruning_reads(ctx)}
 
 
 def _validate_sources(ctx: Context) -> None:
@@ -528,7 +540,8 @@ NODES = (
           "curated/exercises.jsonl", after=("curate",), primary_only=True),
 )
 # the tokenizer and the datasets come after the synthesize and decontaminate stages
-# (recipe/graph.py), which feed them when the run has them
+# (recipe/graph.py): synthesize feeds them when the run has it, decontaminate when
+# config.decontaminate.prune is on
 FINAL_STEPS = (
     _step("tokenizer", tokenizer, "the tokenizer: tokenizer/tokenizer.json",
           reads=_tokenizer_reads, after=_corpus_nodes, files=_given_files,

@@ -1,18 +1,26 @@
-"""Stage `decontaminate`: the training corpora pruned against the benchmarks.
+"""Stage `decontaminate`: the training corpora checked against the benchmarks.
 
 Checks every corpus the datasets are built from (filtered code, textbooks, exercises,
 mined exercises) with n-gram overlap, embedding distance and the AST match rate tau
 against `config.decontaminate.benchmarks` (data_pipeline/decontaminate,
 docs/decontamination.md), and writes per corpus WORKDIR/decontaminate/<dataset>/
 {kept,removed,matches}.jsonl and report.{md,json}, plus summary.json with the counts
-each check removed. The tokenizer and datasets steps then read the kept records.
+each check flagged.
+
+By default (config.decontaminate.prune = False, the paper's phi-1) this is an analysis:
+no training node reads its output, so its settings never make training rerun or
+refuse; the report shows the similar records and problems (Table 3's split). With
+`prune` on, the tokenizer and datasets steps read the kept records of the datasets in
+`prune_datasets` (recipe/stages/data.py: corpora) and so come after this stage.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from data_pipeline.decontaminate import DecontConfig, Decontaminator, decontaminate
+from data_pipeline.decontaminate.config import PRUNE_FIELDS
 from data_pipeline.embed import make_embedder
 from phi_jax import atomic, checkpoint
 from phi_jax import settings as settings_lib
@@ -25,10 +33,6 @@ def kept_path(ctx: Context, dataset: str) -> str:
   return os.path.join(ctx.node_dir(NAME), dataset, "kept.jsonl")
 
 
-def in_run(ctx: Context) -> bool:
-  return ctx.complete_or_selected(NAME)
-
-
 def benchmark_paths(ctx: Context) -> dict[str, str]:
   """The evaluator's data files of the checked benchmarks (config.eval's humaneval_path,
   mbpp_path and data_paths); a benchmark without one loads from its default source."""
@@ -36,8 +40,14 @@ def benchmark_paths(ctx: Context) -> dict[str, str]:
   return {name: path for name, path in ctx.settings.eval.paths().items() if name in benchmarks}
 
 
+def pruned(ctx: Context, datasets) -> list[str]:
+  """Which of `datasets` the training data reads pruned (config.decontaminate.prune,
+  prune_datasets): none by default."""
+  return ctx.settings.decontaminate.pruned(datasets)
+
+
 def run(ctx: Context, reads: dict, corpora: dict[str, list[str]]) -> dict:
-  config: DecontConfig = reads["decontaminate"]
+  config: DecontConfig = reads["decontaminate"].value
   embedder = None
   if "embedding" in config.checks:
     model = reads.get("model")
@@ -66,7 +76,11 @@ def _reads(ctx: Context) -> dict:
   files, and config.model when the embedding check uses a random-init embedder of its
   shape."""
   config = ctx.settings.decontaminate
-  reads = {"decontaminate": config, "benchmark_paths": benchmark_paths(ctx),
+  # every field but the pruning ones: what training does with the result does not
+  # change what the checks compute
+  fields = tuple(f.name for f in dataclasses.fields(config) if f.name not in PRUNE_FIELDS)
+  reads = {"decontaminate": settings_lib.Part(config, fields),
+           "benchmark_paths": benchmark_paths(ctx),
            # the corpora it checks include these files
            "data": settings_lib.Part(ctx.settings.data, ("textbooks", "exercises"))}
   if "embedding" in config.checks and not config.embed_model:
@@ -87,7 +101,7 @@ def node(corpora, after) -> Node:
   """The stage's node; `corpora(ctx)` gives {dataset: [JSONL paths]} to check and
   `after(ctx)` the nodes that write them (the data stage's steps, synthesize)."""
   return Node(name=NAME, run=lambda ctx, reads: run(ctx, reads, corpora(ctx)),
-              doc="the corpora pruned against the benchmarks: decontaminate/",
+              doc="the corpora checked against the benchmarks: decontaminate/",
               reads=lambda ctx: {**_reads(ctx), "datasets": sorted(corpora(ctx))},
               after=after,
               files=lambda ctx: [p for paths in corpora(ctx).values() for p in paths

@@ -174,3 +174,21 @@ def test_phi1_embeds_with_the_papers_codegen_350m():
     assert "§2.1" in f.read()
   assert resolve(config).sections["decontaminate"].embed_model == (
       "Salesforce/codegen-350M-mono")
+
+
+def test_phi1_trains_on_unpruned_data_and_sweeps_phi1_base():
+  """§5: phi-1 trained on its data as it was (the decontamination an analysis); Table 1
+  reports phi-1-base (the 24k-step checkpoint) beside phi-1."""
+  from recipe import runner
+  config = phi1.get_config()
+  assert config.decontaminate.prune is False
+  assert "pretrain:24000" in config.eval.checkpoints and "finetune:*" in config.eval.checkpoints
+  ctx = runner.Context(config, "/nonexistent/workdir", graph.build())
+  for name in ("tokenizer", "datasets"):
+    assert "decontaminate" not in ctx.graph[name].upstream(ctx)
+  config.decontaminate.prune = True
+  ctx = runner.Context(config, "/nonexistent/workdir", graph.build())
+  assert "decontaminate" in ctx.graph["datasets"].upstream(ctx)
+  config.decontaminate.prune_datasets = ("phi1_codex",)
+  with pytest.raises(Exception, match="prune_datasets.*phi1_codex"):
+    runner.Context(config, "/nonexistent/workdir", graph.build())

@@ -71,6 +71,10 @@ EXPECTED = {
     "decontaminate.ast_min_nodes": {"decontaminate"} | REPORT,
     "decontaminate.examples_per_tau": {"decontaminate"} | REPORT,
     "decontaminate.embed_threshold": NONE, "decontaminate.embed_decides": NONE,
+    # pruning (off in tiny, as in phi1): on, the tokenizer and the datasets read the
+    # kept records; the checks themselves do not change
+    "decontaminate.prune": {"tokenizer", "datasets"} | REPORT,
+    "decontaminate.prune_datasets": NONE,  # no pruning
     # eval (pretrain and finetune measure bits per byte along the way: not their output)
     "eval.model": {"eval"} | REPORT, "eval.benchmarks": {"eval"} | REPORT,
     "eval.humaneval_path": {"eval", "decontaminate", "curves"} | REPORT,
@@ -182,6 +186,7 @@ def _values(workdir: str, data_file: str) -> dict:
       "decontaminate.benchmarks": ("humaneval", "mbpp"), "decontaminate.checks": ("ngram",),
       "decontaminate.taus": (0.9,), "decontaminate.ngram_unit": "code_tokens",
       "decontaminate.ngram_fields": ("prompt",), "decontaminate.embed_decides": "yes",
+      "decontaminate.prune_datasets": ("phi1_exercises",),
       "eval.model": "pretrain", "eval.benchmarks": ("humaneval", "humaneval+"),
       "eval.humaneval_path": data_file, "eval.mbpp_path": data_file,
       "eval.mbpp_prompt": "all_tests", "eval.data_paths": (f"humaneval+={data_file}",),

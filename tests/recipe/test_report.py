@@ -52,9 +52,18 @@ def _finished_run(workdir):
   _write(f"{workdir}/synthesize/summary.json", {"textbooks": {"accepted": 9, "rejected": {
       "too_short": 2}}})
   _write(f"{workdir}/synthesize/diversity.json", {"distinct_5gram_ratio": 0.93})
-  _write(f"{workdir}/decontaminate/report.json", {
+  _write(f"{workdir}/decontaminate/summary.json", {"benchmarks": ["humaneval"], "corpora": {
+      "phi1_filtered_code": {"records": 50, "kept": 47, "removed": 3,
+                             "flagged_by": {"ast": 3}, "out_dir": "/elsewhere"}}})
+  _write(f"{workdir}/decontaminate/phi1_filtered_code/report.json", {
       "summary": {"records": 50, "kept": 47, "removed": 3, "out_dir": "/elsewhere"},
       "similar": {"humaneval": {"0.9": ["HumanEval/0"], "0.8": ["HumanEval/0", "HumanEval/1"]}}})
+  _write(f"{workdir}/decontaminate/phi1_filtered_code/matches.jsonl", [
+      {"id": "lib/copy.py", "where": "filtered_code.jsonl:7", "removed": True,
+       "flags": ["ast"], "ast_similar": {"HumanEval/0": 0.93}},
+      {"id": "lib/near.py", "where": "filtered_code.jsonl:9", "removed": False, "flags": [],
+       "ast_similar": {"HumanEval/1": 0.81}}])
+  _write(f"{workdir}/init/COMPLETE.json", {"summary": {"params": 3_700_000}})
   _write(f"{workdir}/pretrain/COMPLETE.json", {"seconds": 12.5, "finished_at": "T"})
 
 
@@ -71,8 +80,20 @@ def test_report_has_pass_at_1_bpb_per_checkpoint_and_plots(tmp_path):
   assert "| phi1_filtered_code | 12,345 | 321 |" in md  # tokens per dataset
   assert "| dropped.near_duplicate | 15 |" in md and "| metrics.accuracy | 0.81 |" in md
   assert "| textbooks.rejected.too_short | 2 |" in md and "distinct_5gram_ratio" in md
-  assert "| removed | 3 |" in md
-  assert "| 0.9 | similar | 1 | 100.0% |" in md and "|  | non-similar | 6 | 0.0% |" in md
+  # decontamination as an analysis: flagged, not removed from the training data
+  assert "nothing was removed from the training data" in md
+  assert "| phi1_filtered_code | 50 | 3 | 0 | ast 3 |" in md
+  assert "| lib/copy.py | filtered_code.jsonl:7 | ast | HumanEval/0 (0.93) | no |" in md
+  assert "lib/near.py" not in md  # within the lowest tau, flagged by no check
+  # Table 3's layout with the paper's rows beside this run's
+  assert "| 0.9 | similar | 1 | 100.0% | 93 | 63.4% | 51.6% |" in md
+  assert "|  | non-similar | 7 | 0.0% | 71 | 33.8% | 36.6% |" in md
+  assert "|  | total | 8 | 12.5% | 164 | 50.6% | 45.1% |" in md
+  # the paper's numbers, labelled, with the scale stated
+  assert "## Paper reference" in md and "not the paper's 1.3B" in md and "3.7M" in md
+  assert "| phi-1 (1.3B) | Table 1 | 50.6% | 55.5% | 12.5% | - |" in md
+  assert "| phi-1-base (1.3B) | Table 1 (phi-1 before finetuning) | 29.0% | - | - | - |" in md
+  assert "| phi-1-small (350M) | Table 1 | 45.0% | - | 12.5% | - |" in md
   assert "| 1234 | 0.5 | n/a" in md and "25.0%" in md  # throughput; finetune's MFU
   assert "| pretrain | complete | 12.5 | T |" in md and "| sample | not run |" in md
   png = open(os.path.join(workdir, "report", "pretrain_loss.png"), "rb").read()
@@ -94,7 +115,7 @@ def test_run_py_report_rebuilds_without_running_stages(tmp_path):
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert os.path.isfile(os.path.join(workdir, "report", "report.html"))
-  assert sorted(os.listdir(workdir)) == ["data", "decontaminate", "eval", "finetune",
+  assert sorted(os.listdir(workdir)) == ["data", "decontaminate", "eval", "finetune", "init",
                                          "pretrain", "report", "synthesize"]  # nothing ran
   md = open(os.path.join(workdir, "report", "report.md")).read()
   assert '"workdir": "workdir/tiny"' in md  # no recorded config: the flags' config
