@@ -1,24 +1,20 @@
-"""The paper's central experiment (Figure 2.1) at small scale: does data quality pay?
+"""The paper's Figure 2.1 at the tiny model's scale: does data quality pay?
 
-Three arms train the same model on the same token budget (config.train: steps x
-batch_size x seq_len) and differ only in their training data; each is then finetuned
-on the same exercises and evaluated:
+`python -m recipe.ablation --config=configs/ablation_quality.py --workdir=DIR` runs the
+arms of Figure 2.1 (recipe/ablation.py, docs/ablation.md): pretraining on the unfiltered
+code (The Stack+), on the filtered code and on CodeTextbook (filtered code + synthetic
+textbooks), each scored after pretraining alone, and CodeTextbook -> CodeExercises
+after finetuning; every pretraining run is also finetuned and scored (on CodeExercises,
+or without a teacher on the mined exercises: a stand-in). Benchmark bits per byte is the
+primary metric; pass@1 is beside it. Each budget of `budgets` and each seed of `seeds`
+is a run of its own.
 
-    unfiltered          the curated web code with no quality filter
-                        (data.quality.keep_threshold = 0: the classifier keeps all)
-    filtered            the code the educational-value classifier keeps (threshold 0.5)
-    filtered_textbooks  the filtered code + synthetic textbooks (CodeTextbook)
-
-`python -m recipe.ablation --config=configs/ablation_quality.py --workdir=DIR` runs each
-arm's whole pipeline in DIR/<arm> (resumable, like run.py) and writes DIR/ablation.md
-and DIR/ablation.png: pass@1 and benchmark bits per byte side by side, per arm.
-
-The base is configs/tiny.py (CPU, minutes per arm). To run at the paper's 350M scale,
-change the size fields only: `--config.model.d_model=1024 --config.model.num_layers=20
---config.model.num_heads=16 --config.model.mlp_dim=4096` (and the training length and
-batch fields to a real budget); `arms` stays as it is. The textbook arm needs synthetic
-textbooks: JSONL records {"id", "text", "origin", "license", "meta"} (the synthesize
-stage's output, or --config.ablation.textbooks=PATH).
+The base is configs/tiny.py (CPU). No teacher is configured, so the arms that need
+synthetic data are skipped with that reason and the rest run offline; give a teacher
+(`--config.synth.teacher.model=... --config.synth.teacher.base_url=...`) or files
+(`--config.ablation.textbooks=books.jsonl --config.ablation.exercises=ex.jsonl`: JSONL
+of data_pipeline/records.py's records, as the synthesize stage writes them) to run them.
+The paper's 350M is configs/ablation_phi1_small.py.
 
 Caveat, stated in the report: each arm trains its own tokenizer on its own data
 (config.data.tokenizer.spec = 'train'), so bits per byte, which does not depend on the
@@ -34,32 +30,25 @@ from configs import tiny
 def get_config():
   config = tiny.get_config()
   config.workdir = "workdir/ablation_quality"
-  # what each arm builds: no sampling or export, the report last
-  config.stages = ("data", "init", "pretrain", "finetune", "eval", "report")
+  # no teacher: tiny's random local teacher accepts no sample, so it would only make the
+  # textbook arm train on filtered code under another name
+  config.synth.local_teacher = ""
   config.ablation = ml_collections.ConfigDict(dict(
-      # the arms, in order; each names the config fields it changes (and nothing but data)
-      arms=("unfiltered", "filtered", "filtered_textbooks"),
-      # JSONL files of synthetic textbooks for the filtered_textbooks arm (records
-      # {"id", "text", "origin", "license", "meta"}: data_pipeline/records.py)
+      # the model-size group this config runs (the summary's group label)
+      size="tiny",
+      # the figure's arms, in its order (recipe/ablation.py: ARMS)
+      arms=("stack_plus", "filtered", "code_textbook", "code_textbook_exercises"),
+      # pretraining lengths in steps of 16 x 128 tokens: ~143k and ~410k tokens, the
+      # ratio of the figure's 26B and 76B (a choice); one run each
+      budgets=(70, 200),
+      # each run repeated per seed: initialisation, data order, dropout, sampling
+      seeds=(0, 1, 2),
+      # JSONL files of synthetic textbooks / exercises, for the arms that need them
+      # when no teacher is configured
       textbooks=(),
+      exercises=(),
+      # every arm tokenizes with the first run's tokenizer when data.tokenizer.spec is
+      # 'train' (recipe/ablation.py: shared_tokenizer), so bits per byte compares data
+      shared_tokenizer=True,
   ))
   return config
-
-
-def arm_overrides(name: str, textbooks: tuple[str, ...]) -> dict:
-  """The config fields arm `name` sets: {dotted field: value}. Only data fields."""
-  arms = {
-      "unfiltered": {"data.quality.keep_threshold": 0.0, "data.textbooks": (),
-                     "train.data": ("phi1_filtered_code",)},
-      "filtered": {"data.quality.keep_threshold": 0.5, "data.textbooks": (),
-                   "train.data": ("phi1_filtered_code",)},
-      "filtered_textbooks": {"data.quality.keep_threshold": 0.5,
-                             "data.textbooks": tuple(textbooks),
-                             "train.data": ("phi1_code_textbook",)},
-  }
-  if name not in arms:
-    raise ValueError(f"unknown ablation arm {name!r}; arms: {', '.join(arms)}")
-  if name == "filtered_textbooks" and not textbooks:
-    raise ValueError("the filtered_textbooks arm needs synthetic textbooks: set "
-                     "config.ablation.textbooks to JSONL files of {\"id\", \"text\"}")
-  return arms[name]

@@ -84,7 +84,7 @@ def test_builtin_config_names_resolve_to_the_configs_package(tmp_path):
   own = tmp_path / "mine.py"
   own.write_text("")
   assert cli.builtin_config_args([f"--config={own}"], configs_dir) == [f"--config={own}"]
-  with pytest.raises(cli.UsageError, match=r"'tinny' is neither .* \(ablation_quality, long_context, phi1, phi1_small, section5, tiny\)"):
+  with pytest.raises(cli.UsageError, match=r"'tinny' is neither .* \(ablation_phi1_small, ablation_quality, long_context, phi1, phi1_small, section5, tiny\)"):
     cli.builtin_config_args(["--config=tinny"], configs_dir)
 
 

@@ -129,7 +129,7 @@ def test_paper_optimizer_and_schedule_values():
 def test_phi1_base_is_the_kept_24k_step_and_finetuning_starts_there():
   from recipe import runner
   from recipe.stages import training
-  for module in (phi1, phi1_small):
+  for module in (phi1,):
     config = module.get_config()
     assert 24000 in config.train.keep_steps
     ctx = runner.Context(config, "/nonexistent/workdir", graph.build())
@@ -144,6 +144,18 @@ def test_phi1_base_is_the_kept_24k_step_and_finetuning_starts_there():
     config.train.keep_steps = ()
     with pytest.raises(Exception, match="keep_steps"):
       training.validate(ctx, "finetune")
+
+
+def test_phi1_small_finetunes_from_its_last_pretraining_step():
+  """The paper states no budget or base checkpoint for phi-1-small: a choice, 36k steps
+  and finetuning from the last (configs/phi1_small.py)."""
+  from recipe import runner
+  from recipe.stages import training
+  config = phi1_small.get_config()
+  assert config.train.keep_steps == () and config.finetune.model == "pretrain"
+  ctx = runner.Context(config, "/nonexistent/workdir", graph.build())
+  ref = training.start_ref(ctx, "finetune", "finetune")
+  assert ref.node == "pretrain" and ref.step in (None, 36000)
 
 
 def test_phi1_finetune_loss_is_the_papers_plain_next_token_loss():

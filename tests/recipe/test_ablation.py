@@ -1,4 +1,6 @@
-"""The data-quality ablation: arms that differ only in data; end to end in the slow target."""
+"""The Figure 2.1 ablation: arms differ only in data, teacher arms are skipped with a
+reason, the summary carries the paper's values; end to end at tiny scale (one short
+run here, the documented three-seed result in the slow target)."""
 
 import json
 import os
@@ -8,10 +10,9 @@ import sys
 import ml_collections
 import pytest
 
-from configs import ablation_quality
+from configs import ablation_phi1_small, ablation_quality, phi1_small
 from recipe import ablation
-from tests.conftest import REPO_ROOT
-from tests.test_run import SHORT_TRAINING
+from tests.conftest import REPO_ROOT, SHORT_TRAINING
 
 
 def _leaves(config, prefix=""):
@@ -25,59 +26,147 @@ def _leaves(config, prefix=""):
   return out
 
 
-def test_arms_differ_only_in_data(tmp_path):
+def test_runs_differ_only_in_data_and_budgets_and_seeds_only_in_training(tmp_path):
   config = ablation_quality.get_config()
   config.ablation.textbooks = ("books.jsonl",)
-  arms = {arm: _leaves(ablation.arm_config(config, arm, str(tmp_path)))
-          for arm in config.ablation.arms}
-  base = arms["filtered"]
-  for arm, leaves in arms.items():
+  runs = {run: _leaves(ablation.run_config(config, run, 200, 0, str(tmp_path)))
+          for run in ablation.RUNS}
+  base = runs["filtered"]
+  for run, leaves in runs.items():
     differing = {k for k in base if base[k] != leaves[k]} - {"workdir"}
-    assert all(k.startswith("data.") or k == "train.data" for k in differing), (arm, differing)
-  assert arms["unfiltered"]["data.quality.keep_threshold"] == 0.0
-  assert arms["filtered_textbooks"]["train.data"] == ("phi1_code_textbook",)
-  assert arms["filtered_textbooks"]["data.textbooks"] == ("books.jsonl",)
-  # the same model and token budget in every arm
-  for key in ("train.steps", "train.batch_size", "train.seq_len", "model.d_model"):
-    assert len({leaves[key] for leaves in arms.values()}) == 1
-  config.ablation.textbooks = ()
-  with pytest.raises(ValueError, match="textbooks"):
-    ablation.arm_config(config, "filtered_textbooks", str(tmp_path))
+    assert all(k.startswith("data.") or k in ("train.data", "finetune.data")
+               for k in differing), (run, differing)
+  assert runs["stack_plus"]["data.quality.keep_threshold"] == 0.0
+  assert runs["code_textbook"]["train.data"] == ("phi1_code_textbook",)
+  assert runs["code_textbook"]["data.textbooks"] == ("books.jsonl",)
+  assert runs["filtered"]["data.textbooks"] == ()
+  for key in ("train.batch_size", "train.seq_len", "model.d_model", "train.steps"):
+    assert len({leaves[key] for leaves in runs.values()}) == 1
+  # a budget is the pretraining length of its own run; a seed is the run's seed; the
+  # data stage is the same for every budget and seed
+  other = _leaves(ablation.run_config(config, "filtered", 70, 2, str(tmp_path)))
+  assert {k for k in base if base[k] != other[k]} == {"workdir", "train.steps", "seed"}
+  assert ablation.data_config(config, "filtered", str(tmp_path)).seed == config.seed
+  assert base["eval.checkpoints"] == ("pretrain",) and base["eval.model"] == "finetune"
 
 
-def _textbooks(path):
-  """A stand-in for synthetic textbooks: prose + code sections (the synthesize stage
-  makes the real ones with a teacher LLM)."""
-  rows = []
-  for i in range(40):
-    rows.append({"id": f"book-{i}", "origin": f"test-textbook-{i}", "license": "",
-                 "meta": {}, "text": (
-        f"## Lesson {i}: loops and sums\n\nA loop visits every item of a list once. To add "
-        f"the numbers up to {i}, keep a running total and add each number to it.\n\n"
-        f"```python\ndef total_{i}(numbers):\n    total = 0\n    for n in numbers:\n"
-        f"        total += n\n    return total\n```\n\nFor example total_{i}([1, 2]) is 3.\n")})
-  with open(path, "w") as f:
-    f.write("".join(json.dumps(r) + "\n" for r in rows))
+def test_teacher_arms_are_skipped_with_the_reason_without_a_teacher():
+  config = ablation_quality.get_config()
+  reasons = ablation.skip_reasons(config)
+  assert set(reasons) == {"code_textbook", "code_textbook_exercises"}
+  assert "no teacher is configured" in reasons["code_textbook"]
+  assert ablation._runs(config) == ["stack_plus", "filtered"]
+  assert ablation.finetune_data(config, "filtered") == ("phi1_mined_exercises",)
+  config.ablation.textbooks = ("books.jsonl",)
+  assert "CodeExercises" in ablation.skip_reasons(config)["code_textbook_exercises"]
+  config.synth.teacher.model = "gpt-3.5-turbo"
+  assert ablation.skip_reasons(config) == {}
+  assert ablation.finetune_data(config, "code_textbook") == ("phi1_code_exercises",)
+  assert ablation.data_config(config, "code_textbook", "/w").stages == ("data", "synthesize")
+  assert ablation.data_config(config, "filtered", "/w").stages == ("data",)
+  config.ablation.arms = ("stack_plus", "nope")
+  with pytest.raises(ValueError, match="config.ablation.arms: unknown arm 'nope'"):
+    ablation.skip_reasons(config)
+
+
+def test_the_350m_configs_have_their_own_budget():
+  small = phi1_small.get_config()
+  assert small.train.steps == 36_000 and small.train.keep_steps == ()
+  assert small.finetune.model == "pretrain"
+  assert not any(str(ref).startswith("pretrain:") for ref in small.eval.checkpoints)
+  fig = ablation_phi1_small.get_config()
+  assert fig.ablation.size == "350M" and fig.model.d_model == 1024
+  tokens = [b * fig.train.batch_size * fig.train.seq_len for b in fig.ablation.budgets]
+  assert [round(t / 1e9) for t in tokens] == [26, 75]  # the figure's 26B and ~76B
+  assert ablation.skip_reasons(fig) == {}  # GPT-3.5 is its teacher
+
+
+def test_spread_verdicts():
+  lo, hi = ablation.stats([2.0, 2.1, 2.05]), ablation.stats([2.3, 2.2, 2.4])
+  assert lo["n"] == 3 and abs(lo["sd"] - 0.05) < 1e-9
+  assert ablation.compare(lo, hi, lower_is_better=True).startswith("beyond the spread")
+  assert ablation.compare(hi, lo, lower_is_better=True).startswith("the other way")
+  mixed = ablation.stats([2.0, 2.35])
+  assert ablation.compare(mixed, hi, lower_is_better=True).startswith("not beyond")
+  one = ablation.stats([2.0])
+  assert one["sd"] is None
+  assert ablation.compare(one, hi, lower_is_better=True).startswith("one seed")
+
+
+def test_the_paper_values_are_the_texts():
+  assert ablation.PAPER["stack_plus"]["350M"][0] == 12.19
+  assert ablation.PAPER["filtered"]["350M"][0] == 17.68
+  assert ablation.PAPER["code_textbook"]["350M"][0] == 20.12
+  assert ablation.PAPER["code_textbook"]["1.3B"][0] == 29.0
+  assert ablation.PAPER["code_textbook_exercises"]["1.3B"][0] == 50.6
+  assert ablation.PAPER["stack_plus"]["1.3B"] == (
+      None, ablation.FIGURE_ONLY + "; trained for 76B tokens (Figure 2.1 caption)")
+  for sizes in ablation.PAPER.values():  # every value names its source
+    assert all(source for _, source in sizes.values())
+
+
+ABLATION_ARGS = ("--config.model.num_layers=2", "--config.eval.limit=2",
+                 "--config.eval.bpb_limit=5", "--config.eval.max_new_tokens=16",
+                 *SHORT_TRAINING)
+
+
+def _ablation(*args, timeout=1800):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  return subprocess.run(
+      [sys.executable, "-m", "recipe.ablation", "--config=configs/ablation_quality.py",
+       *ABLATION_ARGS, *args],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_ablation_runs_without_a_teacher_and_writes_both_scores_beside_the_paper(tmp_path):
+  workdir = str(tmp_path / "ablation")
+  result = _ablation(f"--workdir={workdir}", "--config.ablation.budgets=6",
+                     "--config.ablation.seeds=0")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "ablation arm code_textbook: skipped: needs synthetic textbooks" in result.stdout
+  [res] = json.load(open(os.path.join(workdir, "ablation.json")))
+  assert res["size"] == "tiny" and set(res["skipped"]) == {"code_textbook",
+                                                           "code_textbook_exercises"}
+  [group] = res["groups"]
+  rows = {row["arm"]: row for row in group["rows"]}
+  for arm in ("stack_plus", "filtered"):  # scored after pretraining alone ...
+    assert rows[arm]["stage"] == "pretrain" and rows[arm]["bpb"]["mean"] > 0
+    assert rows[arm]["pass@1"]["n"] == 1
+    finetuned = rows[f"{arm}_finetuned"]  # ... and after finetuning
+    assert finetuned["scored_after"] == "finetuning on phi1_mined_exercises"
+    assert finetuned["bpb"]["mean"] != rows[arm]["bpb"]["mean"]
+  assert "skipped" in rows["code_textbook"] and "skipped" in rows["code_textbook_exercises"]
+  assert group["verdict"]["pretrain"]["bpb"] == "one seed: the spread is unknown"
+  md = open(os.path.join(workdir, "ablation.md")).read()
+  assert "| The Stack+ (unfiltered code) | pretraining |" in md
+  assert "12.19% (§2.1" in md and "50.6% (phi-1" in md
+  assert "| CodeTextbook -> CodeExercises | skipped: needs synthetic textbooks" in md
+  assert open(os.path.join(workdir, "ablation.png"), "rb").read().startswith(b"\x89PNG")
+  # a second command resumes: every node of every run is complete
+  again = _ablation(f"--workdir={workdir}", "--config.ablation.budgets=6",
+                    "--config.ablation.seeds=0", "--plan")
+  assert again.returncode == 0, again.stderr[-3000:]
+  actions = [line.split()[2] for line in again.stdout.splitlines()
+             if line.startswith("  ") and "stage" not in line]
+  assert actions and set(actions) == {"skip"}
 
 
 @pytest.mark.slow
-def test_ablation_runs_three_arms_and_draws_the_chart(tmp_path):
-  books = str(tmp_path / "books.jsonl")
-  _textbooks(books)
-  workdir = str(tmp_path / "ablation")
+def test_small_scale_result_three_seeds(tmp_path):
+  """The documented small-scale result (docs/ablation.md): the tiny model, the arms
+  that run offline, both budgets, three seeds."""
+  workdir = os.environ.get("PHI_JAX_ABLATION_WORKDIR") or str(tmp_path / "ablation")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
   result = subprocess.run(
       [sys.executable, "-m", "recipe.ablation", "--config=configs/ablation_quality.py",
-       f"--workdir={workdir}", f"--config.ablation.textbooks=('{books}',)",
-       "--config.model.num_layers=2", "--config.eval.limit=5", "--config.eval.bpb_limit=20",
-       *SHORT_TRAINING],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3000)
+       f"--workdir={workdir}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+      timeout=6 * 3600)
   assert result.returncode == 0, result.stderr[-3000:]
-  results = json.load(open(os.path.join(workdir, "ablation.json")))
-  assert set(results) == {"unfiltered", "filtered", "filtered_textbooks"}
-  for arm in results.values():
-    assert arm["humaneval"]["pass@1"] is not None and arm["humaneval"]["bpb"] > 0
-  for png in ("ablation_pass1.png", "ablation_bpb.png"):
-    assert open(os.path.join(workdir, png), "rb").read().startswith(b"\x89PNG")
-  assert "| filtered_textbooks |" in open(os.path.join(workdir, "ablation.md")).read()
+  [res] = json.load(open(os.path.join(workdir, "ablation.json")))
+  for group in res["groups"]:
+    for row in group["rows"]:
+      if "skipped" not in row:
+        assert row["bpb"]["n"] == 3 and row["bpb"]["sd"] is not None
+    assert set(group["verdict"]) == {"pretrain", "finetune"}
