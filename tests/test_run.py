@@ -86,9 +86,9 @@ def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
   again = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
               "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("complete, skipped") == 17  # 8 data nodes + 9 stages
+  assert again.stdout.count("complete, skipped") == 18  # 8 data nodes + 10 stages
   changed = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
-                "--config.sample.max_new_tokens=8", "--stages=sample", *SHORT_TRAINING)
+                "--config.sample.max_new_tokens=8", "--stages=sample,report", *SHORT_TRAINING)
   assert changed.returncode == 0, changed.stderr[-3000:]
   assert "[sample] rerun: config sample.max_new_tokens: 20 -> 8" in changed.stdout
   lines = [json.loads(l) for l in open(os.path.join(workdir, "sample", "samples.jsonl"))]
@@ -112,7 +112,7 @@ def test_plan_of_a_fresh_workdir_runs_everything(tmp_path):
   plan = _plan(tmp_path / "fresh")
   assert list(plan) == ["curate", "annotate", "embed", "classify", "exercises", "synthesize",
                         "decontaminate", "tokenizer", "datasets", "data", "init", "pretrain",
-                        "finetune", "sample", "eval", "export_hf", "report"]
+                        "finetune", "curves", "sample", "eval", "export_hf", "report"]
   assert {action for action, _ in plan.values()} == {"run"}
   assert not (tmp_path / "fresh").exists()  # --plan writes nothing
 
@@ -129,16 +129,16 @@ def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
                      "exercises": "skip", "synthesize": "skip", "decontaminate": "rerun",
                      "tokenizer": "rerun", "datasets": "rerun",
                      "data": "rerun", "init": "rerun", "pretrain": "refuse",
-                     "finetune": "refuse", "sample": "rerun", "eval": "rerun",
-                     "export_hf": "rerun", "report": "rerun"}
+                     "finetune": "refuse", "curves": "rerun", "sample": "rerun",
+                     "eval": "rerun", "export_hf": "rerun", "report": "rerun"}
   assert plan["classify"][1] == "config data.quality.keep_threshold: 0.5 -> 0.6"
   # a field only the sampler reads
   plan = _plan(workdir, "--config.sample.temperature=0.5")
   assert [n for n, (a, _) in plan.items() if a != "skip"] == ["sample", "report"]
   # a finetune field: finetune is refused, what reads its model reruns
   plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002")
-  assert [n for n, (a, _) in plan.items() if a != "skip"] == ["finetune", "sample", "eval",
-                                                              "export_hf", "report"]
+  assert [n for n, (a, _) in plan.items() if a != "skip"] == ["finetune", "curves", "sample",
+                                                              "eval", "export_hf", "report"]
   assert plan["finetune"][0] == "refuse"
   plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002", "--force=finetune")
   assert plan["finetune"][0] == "force"

@@ -64,7 +64,7 @@ def test_exercise_batches_mask_prompts_unless_asked_not_to(workdir):
   # every <|endoftext|> counts (the model learns to stop), so do the tokens after a
   # prompt: the mask turns on inside documents, never on a prompt's first token
   assert (mask[batch["tokens"] == tok.eos_id] == 1).all()
-  cfg.loss_on_solution_only = False
+  cfg = dataclasses.replace(cfg, loss_on_solution_only=False)
   plain = next(data.make_batches(cfg, workdir, tok, split="train", seed=0, where="finetune"))
   np.testing.assert_array_equal(plain["tokens"], batch["tokens"])
   assert (plain["loss_mask"] == 1).all()

@@ -119,6 +119,7 @@ def _ablation(*args, timeout=1800):
       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_ablation_runs_without_a_teacher_and_writes_both_scores_beside_the_paper(tmp_path):
   workdir = str(tmp_path / "ablation")
   result = _ablation(f"--workdir={workdir}", "--config.ablation.budgets=6",
