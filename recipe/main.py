@@ -182,33 +182,6 @@ def _report(workdir: str, config, graph) -> None:
   print(f"{paths['markdown']}\n{paths['html']}")
 
 
-def describe_config(config) -> str:
-  """Every field of the run config: its value here, its default, its kind and what it
-  does (from the settings schemas; configs/base.py lists them)."""
-  # pylint: disable=g-import-not-at-top
-  from configs.base import SECTIONS
-  from data_pipeline.decontaminate.config import RUN_DERIVED, DecontConfig
-  from eval.settings import EvalSettings
-  from phi_jax import settings
-  schemas = {"": settings.RunSettings, **SECTIONS, "eval": EvalSettings,
-             "decontaminate": DecontConfig}
-  lines = []
-  for section, schema in schemas.items():
-    for field, default, kind, doc in settings.describe(schema):
-      dotted = f"{section}.{field}" if section else field
-      if (section == "eval" and field == "seed") or (
-          section == "decontaminate" and field in RUN_DERIVED):
-        continue
-      try:
-        from recipe.runner import config_value
-        value = repr(config_value(config, dotted))
-      except KeyError:
-        value = "?"
-      lines.append(f"config.{dotted} = {value}  [{kind}; default {default}]"
-                   + (f"\n    {doc}" if doc else ""))
-  return "\n".join(lines)
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -224,6 +197,7 @@ def main(argv: list[str]) -> None:
     _report(_REPORT.value, config, graph.build())
     return
   if _DESCRIBE.value:
+    from recipe.settings import describe_config  # pylint: disable=g-import-not-at-top
     print(describe_config(config))
     return
   # every section is checked here, before any work (recipe/settings.py)

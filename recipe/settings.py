@@ -84,3 +84,28 @@ def _wrap(build):
     if not message.startswith("config."):
       message = f"config.{message}" if message.startswith("decontaminate") else message
     raise settings_lib.SettingsError(message) from None
+
+
+def describe_config(config: ml_collections.ConfigDict) -> str:
+  """Every field of the run config: its value here, its default, its kind and what it
+  does (from the settings schemas; configs/base.py lists them)."""
+  from data_pipeline.decontaminate.config import RUN_DERIVED  # pylint: disable=g-import-not-at-top
+  schemas = {"": settings_lib.RunSettings, **SECTIONS, "eval": eval_settings.EvalSettings,
+             "decontaminate": DecontConfig}
+  lines = []
+  for section, schema in schemas.items():
+    for field, default, kind, doc in settings_lib.describe(schema):
+      if (section == "eval" and field == "seed") or (
+          section == "decontaminate" and field in RUN_DERIVED):
+        continue
+      dotted = f"{section}.{field}" if section else field
+      node: Any = config
+      try:
+        for part in dotted.split("."):
+          node = node[part]
+        value = repr(node)
+      except KeyError:
+        value = "?"
+      lines.append(f"config.{dotted} = {value}  [{kind}; default {default}]"
+                   + (f"\n    {doc}" if doc else ""))
+  return "\n".join(lines)

@@ -71,7 +71,7 @@ def test_every_field_is_documented_once_in_its_schema():
   its documentation there (a `setting` doc, or the schema docstring's Attributes)."""
   import dataclasses
   from phi_jax import settings
-  from recipe.main import describe_config
+  from recipe.settings import describe_config
   described = describe_config(base.get_config())
   for path in _leaves(base.get_config()):
     dotted = ".".join(path)

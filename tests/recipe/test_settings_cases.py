@@ -85,14 +85,19 @@ def test_two_teachers_are_refused_with_both_fields(tiny_run):
   assert result.returncode == 2 and "name two teachers" in result.stderr
 
 
-def _tree(root):
-  """{relative path: bytes} of the files under root."""
+def _records(tfds_dir):
+  """{(dataset, split): the decoded records} of the built token datasets."""
+  from data_pipeline import catalog  # pylint: disable=g-import-not-at-top
+  from tests.data_pipeline.test_fim import read_split  # pylint: disable=g-import-not-at-top
   out = {}
-  for directory, _, names in os.walk(root):
-    for name in names:
-      path = os.path.join(directory, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, root)] = f.read()
+  for name in catalog.DATASETS:
+    directory = catalog.built_version_dir(tfds_dir, name)
+    if directory is None:
+      continue
+    for split in ("train", "validation"):
+      out[name, split] = [(r.id, r.tokens.tolist(), r.prompt_length, r.origin)
+                          for r in read_split(directory, split)]
+  assert out, f"no dataset under {tfds_dir}"
   return out
 
 
@@ -101,10 +106,10 @@ def test_the_table_holds_when_the_nodes_run(workdir):
   the node with the field changed: an inert field leaves its output as it was, an
   output-determining one changes it."""
   tfds = os.path.join(workdir, "data", "tfds")
-  before = _tree(tfds)
+  before = _records(tfds)
   # inert: the FIM split rate without FIM (the table: no node)
   run(workdir, "--stages=datasets", "--force=datasets", "--config.data.fim_spm_rate=0.9")
-  assert _tree(tfds) == before
+  assert _records(tfds) == before
   # output-determining: the classifier's keep threshold (the table: classify, ...)
   kept = os.path.join(workdir, "data", "curated", "filtered_code.jsonl")
   with open(kept, "rb") as f:
