@@ -314,10 +314,6 @@ def to_config(obj: Any):
   return ml_collections.ConfigDict(out)
 
 
-def replace(obj: Any, **changes: Any) -> Any:
-  return dataclasses.replace(obj, **changes)
-
-
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
   """(dotted field, default, kind, doc) of every leaf, for documentation tables."""
   rows = []

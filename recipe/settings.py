@@ -86,14 +86,18 @@ def _wrap(build):
     raise settings_lib.SettingsError(message) from None
 
 
+def schemas() -> dict[str, type]:
+  """{section: its schema} of every section of a run config ('' = the top level)."""
+  return {"": settings_lib.RunSettings, **SECTIONS, "eval": eval_settings.EvalSettings,
+          "decontaminate": DecontConfig}
+
+
 def describe_config(config: ml_collections.ConfigDict) -> str:
   """Every field of the run config: its value here, its default, its kind and what it
   does (from the settings schemas; configs/base.py lists them)."""
   from data_pipeline.decontaminate.config import RUN_DERIVED  # pylint: disable=g-import-not-at-top
-  schemas = {"": settings_lib.RunSettings, **SECTIONS, "eval": eval_settings.EvalSettings,
-             "decontaminate": DecontConfig}
   lines = []
-  for section, schema in schemas.items():
+  for section, schema in schemas().items():
     for field, default, kind, doc in settings_lib.describe(schema):
       if (section == "eval" and field == "seed") or (
           section == "decontaminate" and field in RUN_DERIVED):

@@ -27,3 +27,24 @@ def truncate_item_files(directory, keep: float = 0.5) -> list[str]:
     with open(path, "r+b") as f:
       f.truncate(int(os.path.getsize(path) * keep))
   return cut
+
+
+def collect(procs, logs, timeout=480):
+  """Waits for subprocesses whose output goes to (stdout, stderr) temporary files;
+  returns their (returncode, stdout, stderr) in order, killing any still running and
+  closing the files."""
+  results = []
+  try:
+    for p, (out, err) in zip(procs, logs):
+      p.wait(timeout=timeout)
+      out.seek(0)
+      err.seek(0)
+      results.append((p.returncode, out.read(), err.read()))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+    for out, err in logs:
+      out.close()
+      err.close()
+  return results

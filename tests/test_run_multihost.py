@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.files import collect
 from tests.phi_jax.train.test_multihost import _free_port
 
 # The tiny pipeline's data on a small sample (as tests/test_run.py's SHORT_TRAINING);
@@ -56,25 +57,6 @@ def start_processes(num_processes, workdir, *args, devices=1, extra_env=None):
                             env=dict(_env(devices), **(extra_env(i) if extra_env else {})))
            for i, (out, err) in enumerate(logs)]
   return procs, logs
-
-
-def collect(procs, logs, timeout=480):
-  """Waits for the processes; their (returncode, stdout, stderr) in process order."""
-  results = []
-  try:
-    for p, (out, err) in zip(procs, logs):
-      p.wait(timeout=timeout)
-      out.seek(0)
-      err.seek(0)
-      results.append((p.returncode, out.read(), err.read()))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-    for out, err in logs:
-      out.close()
-      err.close()
-  return results
 
 
 def run_processes(num_processes, workdir, *args, devices=1, timeout=480):

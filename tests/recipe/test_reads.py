@@ -8,22 +8,19 @@ the node's fingerprint."""
 
 import json
 
-from configs import base
-from data_pipeline.decontaminate.config import DecontConfig
-from eval.settings import EvalSettings
 from phi_jax import settings
-from recipe import runner
 from recipe import graph as graph_lib
+from recipe import runner
+from recipe import settings as run_settings
 from tests import conftest
 from tests.recipe.test_plan_fields import tiny_run_config
 
-SCHEMAS = {**base.SECTIONS, "eval": EvalSettings, "decontaminate": DecontConfig}
-
-
 def kinds() -> dict[str, str]:
-  out = {name: kind for name, kind in settings.leaf_kinds(settings.RunSettings).items()}
-  for section, schema in SCHEMAS.items():
-    out.update({f"{section}.{f}": k for f, k in settings.leaf_kinds(schema).items()})
+  """{config path: kind} of every leaf of the run config."""
+  out = {}
+  for section, schema in run_settings.schemas().items():
+    prefix = f"{section}." if section else ""
+    out.update({prefix + f: k for f, k in settings.leaf_kinds(schema).items()})
   return out
 
 
@@ -54,6 +51,11 @@ def test_every_output_determining_read_is_in_the_fingerprint(tiny_run):
     records = [json.loads(line) for line in f]
   assert {r["node"] for r in records} >= {"curate", "classify", "synthesize", "init",
                                            "pretrain", "finetune", "eval", "report"}
+  # the recording saw the reads (a silent recorder would pass everything)
+  reads = {r["node"]: set(r["read"]) for r in records}
+  assert "train.steps" in reads["pretrain"] and "finetune.steps" in reads["finetune"]
+  assert "data.quality.keep_threshold" in reads["classify"]
+  assert "sample.max_new_tokens" in reads["sample"]
   ctx = runner.Context(tiny_run_config(), workdir, graph_lib.build())
   kind, no_effect = kinds(), inert(ctx)
   wrong = []

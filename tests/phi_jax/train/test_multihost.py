@@ -16,6 +16,7 @@ from phi_jax.config import ConfigError
 from phi_jax.train import mesh as mesh_lib
 from phi_jax.train.metrics import read_metrics
 from tests.conftest import REPO_ROOT
+from tests.files import collect
 
 
 def _free_port() -> int:
@@ -41,20 +42,7 @@ def launch(num_processes, *args, extra_env=None, check=True, timeout=480):
       [sys.executable, "-m", "tests.phi_jax.train.multihost_driver", str(port),
        str(num_processes), str(i), *map(str, args)], cwd=REPO_ROOT, env=_env(extra_env),
       stdout=out, stderr=err, text=True) for i, (out, err) in enumerate(logs)]
-  results = []
-  try:
-    for p, (out, err) in zip(procs, logs):
-      p.wait(timeout=timeout)
-      out.seek(0)
-      err.seek(0)
-      results.append((p.returncode, out.read(), err.read()))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-    for out, err in logs:
-      out.close()
-      err.close()
+  results = collect(procs, logs, timeout)
   if check:
     for i, (code, out, err) in enumerate(results):
       assert code == 0, f"process {i}: exit {code}\n{out[-2000:]}\n{err[-3000:]}"
