@@ -16,10 +16,9 @@ synthetic data are skipped with that reason and the rest run offline; give a tea
 of data_pipeline/records.py's records, as the synthesize stage writes them) to run them.
 The paper's 350M is configs/ablation_phi1_small.py.
 
-Caveat, stated in the report: each arm trains its own tokenizer on its own data
-(config.data.tokenizer.spec = 'train'), so bits per byte, which does not depend on the
-tokenizer, is the comparable loss; point data.tokenizer.spec at one tokenizer.json to
-hold it fixed as well.
+Every arm tokenizes with one tokenizer, the first run's (shared_tokenizer below), so a
+difference in bits per byte is a difference of data; with shared_tokenizer=False each
+arm trains its own tokenizer on its own data and the report says so.
 """
 
 import ml_collections

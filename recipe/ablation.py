@@ -34,8 +34,9 @@ run to the data it read (a changed data setting makes the data rebuild and the t
 runs refuse, as in run.py). Then DIR/ablation.json, DIR/ablation.md (mean and spread per
 arm, the paper's values in their own columns) and DIR/ablation.png (grouped bars per
 model size x budget, arms as bars: the figure's layout). Benchmark bits per byte is the
-primary metric (every arm's tokenizer is trained on its own data; bits per byte does not
-depend on it); pass@1 is beside it.
+primary metric; pass@1 is beside it. With config.ablation.shared_tokenizer (the
+default) every run tokenizes with the first run's tokenizer (see shared_tokenizer), so
+the arms differ in their data only.
 """
 
 from __future__ import annotations
