@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv sandbox-deps run serve test test-slow test-all bench clean-venv
+.PHONY: venv sandbox-deps browser-deps run serve test test-slow test-all bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,18 @@ sandbox-deps:
 	    echo "note: bubblewrap (bwrap) is not installed: the evaluation sandbox falls back to unshare/rlimits"; \
 	  fi; }
 
+# The report's browser test opens report.html in headless Chromium (Debian/Ubuntu package
+# `chromium`); as root with apt it is installed here, otherwise that test says what to
+# install (and fails under CI=true).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (the report's browser test)"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: chromium is not installed: the report's browser test needs it"; \
+	  fi; }
+
 run: $(RUN_STAMP) sandbox-deps
 	$(PY) run.py $(ARGS)
 
@@ -55,13 +67,13 @@ serve: $(RUN_STAMP)
 	$(PY) -m phi_jax.serve $(ARGS)
 
 # The CI suite: everything not marked slow.
-test: $(TEST_STAMP) sandbox-deps
+test: $(TEST_STAMP) sandbox-deps browser-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(TEST_STAMP) sandbox-deps
+test-slow: $(TEST_STAMP) sandbox-deps browser-deps
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-test-all: $(TEST_STAMP) sandbox-deps
+test-all: $(TEST_STAMP) sandbox-deps browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP) sandbox-deps

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from recipe import graph, report
+from recipe.reporting import blocks
 from tests.conftest import REPO_ROOT
 
 
@@ -43,15 +44,38 @@ def _finished_run(workdir):
       {"model": "finetune:2", "path": "y", "benchmarks": {"humaneval": {
           "overall": {"pass@1": 0.125}, "bpb": 2.4567}}}])
   _write(f"{workdir}/eval/humaneval/results.jsonl",
-         [{"task_id": f"HumanEval/{i}", "passed": i == 0} for i in range(8)])
+         [{"task_id": f"HumanEval/{i}", "sample_index": 0, "passed": i == 0,
+           "completion": f"    return {i}\n",
+           "failure": None if i == 0 else ("timeout: 3 s" if i == 1 else "AssertionError: x")}
+          for i in range(8)])
   _write(f"{workdir}/data/stats.json", {"steps": {
-      "curate": {"read": 100, "kept": 80, "dropped": {"too_long": 5, "near_duplicate": 15}},
-      "classify": {"metrics": {"accuracy": 0.81, "f1": 0.7}},
-      "datasets": {"datasets": {"phi1_filtered_code": {"tokens": {"train": 12345,
-                                                                  "validation": 321}}}}}})
-  _write(f"{workdir}/synthesize/summary.json", {"textbooks": {"accepted": 9, "rejected": {
-      "too_short": 2}}})
-  _write(f"{workdir}/synthesize/diversity.json", {"distinct_5gram_ratio": 0.93})
+      "curate": {"documents": 80, "stats": [
+          {"name": "source:files", "in": 100, "out": 100, "dropped": {}},
+          {"name": "size", "in": 100, "out": 95, "dropped": {"too_long": 5}},
+          {"name": "near_dedup", "in": 95, "out": 80, "dropped": {"near_duplicate": 15}}]},
+      "classify": {"documents": 80, "kept": 50, "report": {
+          "model": "random_forest", "train_size": 40, "test_size": 10,
+          "held_out": {"accuracy": 0.81, "f1": 0.7},
+          "majority_baseline": {"accuracy": 0.6, "f1": 0.75}},
+          "histogram": {"bin_edges": [0.0, 0.5, 1.0], "threshold": 0.5,
+                        "classifier": {"counts": [30, 50]}}},
+      "exercises": {"exercises": 7, "stats": {"in": 20, "out": 7, "dropped": {
+          "no_docstring": 10, "method": 3}, "extra": {"files": 50}}},
+      "datasets": {"datasets": {"phi1_filtered_code": {
+          "documents": {"train": 45, "validation": 5},
+          "tokens": {"train": 12345, "validation": 321}}}, "empty": ["phi1_textbooks"]},
+      "tokenizer": {"vocab_size": 1024, "out": f"{workdir}/data/tokenizer"}}})
+  _write(f"{workdir}/synthesize/summary.json", {
+      "teacher": "gpt-x", "sent": {"requests": 11, "prompt_tokens": 900, "completion_tokens": 300},
+      "textbooks": {"requests": 11, "accepted": 9, "rejected": 2,
+                    "rejected_by_gate": {"too_short": 2}}})
+  _write(f"{workdir}/synthesize/diversity.json", {"generators": {"textbooks": {
+      "near_duplicate_rate": 0.07,
+      "topics": {"concept": {"covered": 5, "of": 10, "most": [["loops", 3]], "least": []}}}}})
+  _write(f"{workdir}/synthesize/textbooks.jsonl", [{"id": "t0", "text": "# Loops\nA loop repeats."}])
+  _write(f"{workdir}/synthesize/rejected.jsonl", [
+      {"id": "t9", "generator": "textbooks", "gate": "too_short", "reason": "12 < 100 characters",
+       "raw": "Hi\x00"}])
   _write(f"{workdir}/decontaminate/summary.json", {"benchmarks": ["humaneval"], "corpora": {
       "phi1_filtered_code": {"records": 50, "kept": 47, "removed": 3,
                              "flagged_by": {"ast": 3}, "out_dir": "/elsewhere"}}})
@@ -77,12 +101,29 @@ def test_report_has_pass_at_1_bpb_per_checkpoint_and_plots(tmp_path):
   assert "selection on the test set" in md
   assert "| 20 | 4 | 2.7 | 2.8 |" in md  # pretraining's evaluation at step 20
   assert "![pretrain loss](pretrain_loss.png)" in md and "pretrain_bpb.png" in md
-  assert "| phi1_filtered_code | 12,345 | 321 |" in md  # tokens per dataset
-  assert "| dropped.near_duplicate | 15 |" in md and "| metrics.accuracy | 0.81 |" in md
-  assert "| textbooks.rejected.too_short | 2 |" in md and "distinct_5gram_ratio" in md
+  # the data funnel: every drop by reason, the classifier, the dataset's documents
+  assert "| size | too_long | 5 files | 95 files |" in md
+  assert "| near_dedup | near_duplicate | 15 files | 80 files |" in md
+  assert "| quality classifier | score below the keep threshold | 30 files | 50 files |" in md
+  assert "| dataset phi1_filtered_code | documents tokenized | - | 50 files |" in md
+  assert "| accuracy | 0.81 | 0.6 |" in md  # held out beside the majority baseline
+  assert "| phi1_filtered_code | 45 documents | 12.3k tokens | 5 documents | 321 tokens |" in md
+  assert "| check | no_docstring | 10 functions | 10 functions |" in md  # the miner's funnel
+  assert "| out | data/tokenizer |" in md  # paths relative to the work directory
+  # synthetic data: the gates as a funnel, topic coverage, a rejected record's reason
+  assert "| too_short | 2 records | 9 records |" in md and "| concept | 5 | 10 | loops (3) | - |" in md
+  assert "at gate `too_short`: 12 < 100 characters" in md and "Hi\\x00" in md
+  # samples: a passing one first, then one per failure kind
+  assert "`HumanEval/0` sample 0: **passed**" in md and "**timeout**" in md
+  assert "**AssertionError**" in md
+  for image in ("data_funnel.png", "quality_scores.png", "exercise_funnel.png",
+                "synth_textbooks_funnel.png", "synth_textbooks_topics.png"):
+    assert f"]({image})" in md and os.path.isfile(os.path.join(workdir, "report", image))
+  assert not blocks.nested_cells(report.report_blocks(
+      workdir, os.path.join(workdir, "report"), graph.build().nodes, {"seed": 0}))
   # decontamination as an analysis: flagged, not removed from the training data
   assert "nothing was removed from the training data" in md
-  assert "| phi1_filtered_code | 50 | 3 | 0 | ast 3 |" in md
+  assert "| phi1_filtered_code | 50 records | 3 | 0 | ast 3 |" in md
   assert "| lib/copy.py | filtered_code.jsonl:7 | ast | HumanEval/0 (0.93) | no |" in md
   assert "lib/near.py" not in md  # within the lowest tau, flagged by no check
   # Table 3's layout with the paper's rows beside this run's
@@ -95,7 +136,7 @@ def test_report_has_pass_at_1_bpb_per_checkpoint_and_plots(tmp_path):
   assert "| phi-1-base (1.3B) | Table 1 (phi-1 before finetuning) | 29.0% | - | - | - |" in md
   assert "| phi-1-small (350M) | Table 1 | 45.0% | - | 12.5% | - |" in md
   assert "| 1234 | 0.5 | n/a" in md and "25.0%" in md  # throughput; finetune's MFU
-  assert "| pretrain | complete | 12.5 | T |" in md and "| sample | not run |" in md
+  assert "| pretrain | complete | 12.5 s | T |" in md and "| sample | not run |" in md
   png = open(os.path.join(workdir, "report", "pretrain_loss.png"), "rb").read()
   assert png.startswith(b"\x89PNG")
   page = open(paths["html"]).read()
@@ -118,7 +159,7 @@ def test_run_py_report_rebuilds_without_running_stages(tmp_path):
   assert sorted(os.listdir(workdir)) == ["data", "decontaminate", "eval", "finetune", "init",
                                          "pretrain", "report", "synthesize"]  # nothing ran
   md = open(os.path.join(workdir, "report", "report.md")).read()
-  assert '"workdir": "workdir/tiny"' in md  # no recorded config: the flags' config
+  assert "| workdir | workdir/tiny |" in md  # no recorded config: the flags' config
   missing = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "run.py"),
                             f"--report={tmp_path}/none"], cwd=REPO_ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
