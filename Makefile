@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv sandbox-deps run serve test test-slow test-all bench clean-venv
+.PHONY: venv sandbox-deps toolchains run serve test test-slow test-all bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,25 @@ sandbox-deps:
 	    echo "note: bubblewrap (bwrap) is not installed: the evaluation sandbox falls back to unshare/rlimits"; \
 	  fi; }
 
+# The toolchains of MultiPL-E's languages (eval/languages.py; docs/benchmarks.md): Debian
+# packages, installed as root with apt; elsewhere the tests that need one fail naming it.
+toolchains:
+	@missing=""; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	{ command -v javac >/dev/null 2>&1 && command -v java >/dev/null 2>&1; } || missing="$$missing default-jdk-headless"; \
+	test -f /usr/share/java/javatuples.jar || missing="$$missing libjavatuples-java"; \
+	command -v go >/dev/null 2>&1 || missing="$$missing golang-go"; \
+	test -x /usr/bin/rustc -o -x /usr/local/bin/rustc || missing="$$missing rustc"; \
+	command -v bash >/dev/null 2>&1 || missing="$$missing bash"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing the MultiPL-E toolchains:$$missing"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "note: MultiPL-E toolchains missing (Debian packages:$$missing); their tests fail"; \
+	  fi; fi
+
 run: $(RUN_STAMP) sandbox-deps
 	$(PY) run.py $(ARGS)
 
@@ -55,13 +74,13 @@ serve: $(RUN_STAMP)
 	$(PY) -m phi_jax.serve $(ARGS)
 
 # The CI suite: everything not marked slow.
-test: $(TEST_STAMP) sandbox-deps
+test: $(TEST_STAMP) sandbox-deps toolchains
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(TEST_STAMP) sandbox-deps
+test-slow: $(TEST_STAMP) sandbox-deps toolchains
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-test-all: $(TEST_STAMP) sandbox-deps
+test-all: $(TEST_STAMP) sandbox-deps toolchains
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP) sandbox-deps

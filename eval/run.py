@@ -404,7 +404,8 @@ def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = 
     problems = [p for p in problems if p.task_id in {s["task_id"] for s in samples}]
   limits = benchmark_limits(benchmark, problems, limits)
   record["execution"] = dataclasses.asdict(limits)
-  sandbox = Sandbox(limits, isolation=isolation)  # fails here if the level cannot run
+  # fails here if the level cannot run, or the benchmark's toolchain is not installed
+  sandbox = Sandbox(limits, isolation=isolation, language=benchmark.language)
   _claim_output(out_dir, record, overwrite)
   # Everything is checked: from here on the directory is written.
   os.makedirs(out_dir, exist_ok=True)

