@@ -148,7 +148,7 @@ PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "str
            "datetime", "json", "random", "statistics", "dataclasses", "traceback")
 _RECORDS_MAX_BYTES = 64 << 10
 _DRAIN_S = 2.0  # after the program ended and was killed: how long to wait for pipe EOF
-_MEMORY_MARKERS = ("memoryerror", "cannot allocate memory", "bad_alloc", "out of memory",
+_MEMORY_MARKERS = ("memoryerror", "cannot allocate", "bad_alloc", "out of memory",
                    "failed to allocate", "outofmemoryerror", "memory allocation of")
 SandboxError = _isolation.SandboxError
 
