@@ -39,3 +39,20 @@ def test_an_unavailable_benchmark_is_skipped_with_a_warning(tmp_path):
   assert "mbpp is unavailable" in warnings[0]
   with pytest.raises(ValueError, match="unknown benchmark"):
     load_targets(["apps"])
+
+
+def test_multipl_e_targets_are_checked_by_ngrams(tmp_path):
+  from data_pipeline.decontaminate.ngram import NgramIndex  # pylint: disable=g-import-not-at-top
+  from tests.eval.benchmarks.test_multipl_e import PROBLEMS, write_release  # pylint: disable=g-import-not-at-top
+  targets, unavailable = load_targets(["multipl-e-java"],
+                                      {"multipl-e-java": write_release(tmp_path, "java")})
+  assert not unavailable and [t.task_id for t in targets] == list(PROBLEMS["java"][2])
+  add = targets[0]
+  assert add.benchmark == "multipl-e-java" and add.unit is None and add.solution == ""
+  assert add.docstring.startswith("Add two numbers x and y\n>>> add((2l), (3l))")
+  assert "import java.util" not in add.docstring
+  index = NgramIndex(targets, n=8)
+  leaked = "// copied from somewhere\n" + add.prompt + "        return x + y;\n    }\n"
+  overlap = index.overlap(leaked)
+  assert targets[overlap.target].task_id == "HumanEval_0_add" and "prompt" in overlap.fields
+  assert index.overlap("class Other { int f() { return 1; } }").target == -1
