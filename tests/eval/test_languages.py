@@ -33,7 +33,8 @@ PROGRAMS = {
         "memory": "const a = [];\nwhile (true) a.push(new Array(1 << 20).fill(7));\n",
         "processes": "const cp = require('child_process');\n"
                      "while (true) { try { cp.spawn('sleep', ['MARK']); } catch (e) {} }\n",
-        "network": "const s = require('net').connect(PORT, '127.0.0.1', () => process.exit(0));\n"
+        "network": "const s = require('net').connect(PORT, '127.0.0.1', () => "
+                   "process.exit(0));\n"
                    "s.on('error', (e) => { console.error(e.message); process.exit(1); });\n",
         "files": "const fs = require('fs');\nlet escaped = false;\n"
                  "try { fs.writeFileSync('DIR/escaped', 'x'); escaped = true; } catch (e) {}\n"
@@ -54,7 +55,8 @@ PROGRAMS = {
                   "  std::vector<char*> v;\n  while (true) {\n    char* p = new char[1 << 24];\n"
                   "    memset(p, 1, 1 << 24);\n    v.push_back(p);\n  }\n}\n",
         "processes": "#include <unistd.h>\nint main() {\n  while (true) if (fork() == 0) {\n"
-                     "    execlp(\"sleep\", \"sleep\", \"MARK\", (char*)0);\n    _exit(0);\n  }\n}\n",
+                     "    execlp(\"sleep\", \"sleep\", \"MARK\", (char*)0);\n"
+                     "    _exit(0);\n  }\n}\n",
         "network": "#include <arpa/inet.h>\n#include <sys/socket.h>\nint main() {\n"
                    "  int s = socket(AF_INET, SOCK_STREAM, 0);\n  sockaddr_in a{};\n"
                    "  a.sin_family = AF_INET;\n  a.sin_port = htons(PORT);\n"
@@ -69,11 +71,11 @@ PROGRAMS = {
         "timeout": "class Problem { public static void main(String[] a) { long i = 0; "
                    "while (true) i++; } }\n",
         "memory": "import java.util.*;\nclass Problem { public static void main(String[] a) {\n"
-                  "  List<long[]> l = new ArrayList<>();\n  while (true) l.add(new long[1 << 20]);"
-                  "\n} }\n",
+                  "  List<long[]> l = new ArrayList<>();\n"
+                  "  while (true) l.add(new long[1 << 20]);\n} }\n",
         "processes": "class Problem { public static void main(String[] a) {\n  while (true) { "
-                     "try { new ProcessBuilder(\"sleep\", \"MARK\").start(); } catch (Exception e) "
-                     "{} }\n} }\n",
+                     "try { new ProcessBuilder(\"sleep\", \"MARK\").start(); }\n"
+                     "  catch (Exception e) {} }\n} }\n",
         "network": "import java.net.*;\nclass Problem { public static void main(String[] a) "
                    "throws Exception {\n  new Socket(\"127.0.0.1\", PORT).close();\n} }\n",
         "files": "import java.nio.file.*;\nclass Problem { public static void main(String[] a) {\n"
@@ -87,7 +89,8 @@ PROGRAMS = {
                    "\n}\n",
         "memory": "package p_test\nimport \"testing\"\nvar keep [][]byte\n"
                   "func TestHog(t *testing.T) {\n\tfor {\n\t\tb := make([]byte, 1<<24)\n"
-                  "\t\tfor i := range b {\n\t\t\tb[i] = 1\n\t\t}\n\t\tkeep = append(keep, b)\n\t}\n}\n",
+                  "\t\tfor i := range b {\n\t\t\tb[i] = 1\n\t\t}\n"
+                  "\t\tkeep = append(keep, b)\n\t}\n}\n",
         "processes": "package p_test\nimport (\n\t\"os/exec\"\n\t\"testing\"\n)\n"
                      "func TestFlood(t *testing.T) {\n\tfor {\n"
                      "\t\t_ = exec.Command(\"sleep\", \"MARK\").Start()\n\t}\n}\n",
@@ -104,9 +107,12 @@ PROGRAMS = {
         "timeout": "fn main() {\n    loop {}\n}\n",
         "memory": "fn main() {\n    let mut v: Vec<Vec<u8>> = Vec::new();\n"
                   "    loop {\n        v.push(vec![1u8; 1 << 24]);\n    }\n}\n",
-        "processes": "fn main() {\n    loop {\n        let _ = std::process::Command::new(\"sleep\")"
-                     ".arg(\"MARK\").spawn();\n    }\n}\n",
-        "network": "fn main() {\n    std::net::TcpStream::connect(\"127.0.0.1:PORT\").unwrap();\n}\n",
+        "processes": "fn main() {\n    loop {\n"
+                     "        let _ = std::process::Command::new(\"sleep\")"
+                     ".arg(\"MARK\").spawn();\n"
+                     "    }\n}\n",
+        "network": "fn main() {\n"
+                   "    std::net::TcpStream::connect(\"127.0.0.1:PORT\").unwrap();\n}\n",
         "files": "fn main() {\n    let mut escaped = false;\n"
                  "    if std::fs::write(\"DIR/escaped\", \"x\").is_ok() { escaped = true; }\n"
                  "    if std::fs::read(\"DIR/secret\").is_ok() { escaped = true; }\n"

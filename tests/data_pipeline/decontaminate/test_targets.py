@@ -42,8 +42,9 @@ def test_an_unavailable_benchmark_is_skipped_with_a_warning(tmp_path):
 
 
 def test_multipl_e_targets_are_checked_by_ngrams(tmp_path):
-  from data_pipeline.decontaminate.ngram import NgramIndex  # pylint: disable=g-import-not-at-top
-  from tests.eval.benchmarks.test_multipl_e import PROBLEMS, write_release  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline.decontaminate.ngram import NgramIndex
+  from tests.eval.benchmarks.test_multipl_e import PROBLEMS, write_release
   targets, unavailable = load_targets(["multipl-e-java"],
                                       {"multipl-e-java": write_release(tmp_path, "java")})
   assert not unavailable and [t.task_id for t in targets] == list(PROBLEMS["java"][2])
