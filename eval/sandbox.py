@@ -299,10 +299,11 @@ class Sandbox:
     language = self.language
     per_process = "address space" if language.address_space else "data (RLIMIT_DATA)"
     processes = language.max_processes or limits.max_processes
-    return (f"{language.name} programs; isolation {self._isolation}, {start}, {uid}; limits: "
-            f"wall {limits.timeout_s}s, cpu {limits.cpu_s}s/process, {per_process} "
-            f"{limits.memory_mb} MiB/process, {cap}, {processes} processes, files "
-            f"{limits.max_file_mb} MiB, tmpfs {limits.tmpfs_mb} MiB")
+    prefix = "" if language.is_python else f"{language.name} programs: "
+    return (f"{prefix}isolation {self._isolation}, {start}, {uid}; limits: wall "
+            f"{limits.timeout_s}s, cpu {limits.cpu_s}s, {per_process} {limits.memory_mb} "
+            f"MiB/process, {cap}, {processes} processes, files {limits.max_file_mb} MiB, "
+            f"tmpfs {limits.tmpfs_mb} MiB")
 
   def run(self, program: str) -> ExecutionResult:
     """Runs complete Python source; never raises because of what the program does."""

@@ -208,5 +208,5 @@ def test_each_language_has_its_limits_and_steps():
   with pytest.raises(sb.SandboxUnavailableError, match="need namespaces"):
     sb.Sandbox(language="sh", isolation="rlimits")
   described = sb.Sandbox(dataclasses.replace(LIMITS, max_processes=5), language="java").describe()
-  assert described.startswith("java programs") and "256 processes" in described
+  assert described.startswith("java programs: isolation") and "256 processes" in described
   assert "data (RLIMIT_DATA) 512 MiB/process" in described
