@@ -241,23 +241,25 @@ def test_off_in_the_paper_config():
 
 
 @pytest.mark.slow
-def test_the_eval_stage_scores_the_tiny_model_on_multipl_e(tiny_run, tmp_path):
-  """config.eval.benchmarks with MultiPL-E: the eval stage generates with the run's model
+def test_the_eval_stage_scores_a_model_on_multipl_e(tmp_path, hf_phi_dir):
+  """config.eval.benchmarks with MultiPL-E: the eval stage generates with a model
   (stopping at the file's stop tokens), runs the programs and summarizes them."""
-  import os  # pylint: disable=g-import-not-at-top
-  from recipe.stages import evaluate as eval_stage  # pylint: disable=g-import-not-at-top
-  workdir, _ = tiny_run
+  # pylint: disable=g-import-not-at-top
+  from phi_jax.tokenizer import byte_level
+  from recipe.stages import evaluate as eval_stage
+  directory, _ = hf_phi_dir(vocab_size=320)
+  byte_level().save(directory)
   data = write_release(tmp_path, "js")
   cfg = EvalSettings(benchmarks=("multipl-e-js",), data_paths=(f"multipl-e-js={data}",),
                      bpb_benchmarks=(), max_new_tokens=24, k=(1,)).check("config.eval.")
   cfg.consistent("config.eval")
-  summary = eval_stage._evaluate_model(cfg, os.path.join(workdir, "finetune", "checkpoints"),
-                                       str(tmp_path / "eval"))
+  summary = eval_stage._evaluate_model(cfg, directory, str(tmp_path / "eval"))
   assert list(summary) == ["multipl-e-js"] and "bpb" not in summary["multipl-e-js"]
   assert summary["multipl-e-js"]["num_problems"] == 2
   with open(tmp_path / "eval" / "multipl-e-js" / "results.jsonl") as f:
     results = [json.loads(line) for line in f]
   stops = PROBLEMS["js"][1]
+  assert len(results) == 2
   for row in results:
     assert not any(stop in row["completion"] for stop in stops)
     assert row["failure"] in (None, "compile_error", "runtime_error", "timeout", "memory")
