@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 
 import pytest
@@ -57,3 +58,19 @@ def test_multipl_e_targets_are_checked_by_ngrams(tmp_path):
   overlap = index.overlap(leaked)
   assert targets[overlap.target].task_id == "HumanEval_0_add" and "prompt" in overlap.fields
   assert index.overlap("class Other { int f() { return 1; } }").target == -1
+
+
+def test_training_code_copying_a_multipl_e_problem_is_removed(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline.decontaminate.prune import decontaminate
+  from tests.eval.benchmarks.test_multipl_e import PROBLEMS, write_release
+  prompt, _, right, *_ = PROBLEMS["rs"][2]["HumanEval_0_add"]
+  records = [{"id": "copy", "text": "// found online\n" + prompt + right + "\n}\n"},
+             {"id": "other", "text": "fn main() {\n    println!(\"hello, world\");\n}\n"}]
+  summary = decontaminate(records, ["multipl-e-rs"], {"checks": ("ngram",), "ngram_n": 8},
+                          str(tmp_path / "out"),
+                          benchmark_paths={"multipl-e-rs": write_release(tmp_path, "rs")},
+                          progress=False)
+  assert (summary["records"], summary["kept"], summary["removed"]) == (2, 1, 1)
+  with open(tmp_path / "out" / "removed.jsonl") as f:
+    assert [json.loads(line)["id"] for line in f] == ["copy"]
