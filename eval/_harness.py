@@ -379,6 +379,8 @@ def _run_steps(config: dict, path: str, workdir: str, nonce: str, result_fd: int
     if child == 0:
       try:
         os.close(result_fd)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; a program not
+          signal.signal(sig, signal.SIG_DFL)
         os.execvpe(argv[0], argv, env)
       except BaseException as e:  # pylint: disable=broad-except
         _write_all(2, f"cannot run {argv[0]}: {e}\n".encode("utf-8", "replace"))
