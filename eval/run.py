@@ -551,7 +551,7 @@ def _define_flags() -> None:
   flags.DEFINE_float("timeout_s", defaults.timeout_s,
                      f"Wall-clock limit per program: {range_of('timeout_s')}.")
   flags.DEFINE_integer("memory_mb", defaults.memory_mb,
-                       f"Address-space limit per program: {range_of('memory_mb')}.")
+                       f"Memory limit per process (docs/sandbox.md): {range_of('memory_mb')}.")
   flags.DEFINE_string("isolation", defaults.isolation, f"Sandbox: {range_of('isolation')}.")
   flags.DEFINE_integer("workers", defaults.workers,
                        f"Parallel executions: {range_of('workers')}.")

@@ -78,7 +78,9 @@ class EvalSettings:
                             check=at_least(1))
   timeout_s: float = setting(10.0, "wall-clock limit per program (CPU limit likewise)",
                              check=_FINITE_POSITIVE)
-  memory_mb: int = setting(2048, "address-space limit per program", check=at_least(MIN_MEMORY_MB))
+  memory_mb: int = setting(2048, "memory limit per process (address space; MultiPL-E's "
+                           "runtimes: data, docs/sandbox.md) and per program where a cgroup "
+                           "caps it", check=at_least(MIN_MEMORY_MB))
   isolation: str = setting("auto", "sandbox: auto (strongest available), bwrap, unshare, "
                            "rlimits", kind=OPERATIONAL, check=one_of(*ISOLATION_LEVELS))
   workers: int = setting(0, "parallel executions (0 = one per core)", kind=OPERATIONAL,
