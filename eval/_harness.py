@@ -367,6 +367,7 @@ def _run_steps(config: dict, path: str, workdir: str, nonce: str, result_fd: int
 
   _usual_signal_dispositions()
   _prctl(_PR_SET_DUMPABLE, 0)
+
   def expand(text: str) -> str:
     return (text.replace("{source}", path).replace("{workdir}", workdir)
             .replace("{memory_mb}", config["memory_mb"]))
@@ -582,8 +583,9 @@ def _set_rlimits(config: dict, nproc: bool) -> None:
   _lower(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)
   # Runtimes that reserve much more address space than they use (JVM, V8, Go) get the
   # limit on what they map writable instead (eval/languages.py).
-  _lower(resource.RLIMIT_AS if config.get("address_space", "1") == "1" else resource.RLIMIT_DATA,
-         memory, memory)
+  per_process = (resource.RLIMIT_AS if config.get("address_space", "1") == "1"
+                 else resource.RLIMIT_DATA)
+  _lower(per_process, memory, memory)
   _lower(resource.RLIMIT_FSIZE, file_size, file_size)
   _lower(resource.RLIMIT_CORE, 0, 0)
   if nproc:
