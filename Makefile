@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv sandbox-deps browser-deps run serve test test-slow test-all bench clean-venv
+.PHONY: venv sandbox-deps test-deps run serve test test-slow test-all bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,17 +47,27 @@ sandbox-deps:
 	    echo "note: bubblewrap (bwrap) is not installed: the evaluation sandbox falls back to unshare/rlimits"; \
 	  fi; }
 
-# The report's browser test opens report.html in headless Chromium (Debian/Ubuntu package
-# `chromium`); as root with apt it is installed here, otherwise that test says what to
-# install (and fails under CI=true).
-browser-deps:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+# What the tests need beyond Python, as Debian packages, installed as root with apt
+# (elsewhere the tests that need one fail naming it): the toolchains of MultiPL-E's
+# languages (eval/languages.py; docs/benchmarks.md) and Chromium for the report's
+# browser test (docs/report.md).
+test-deps:
+	@missing=""; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	{ command -v javac >/dev/null 2>&1 && command -v java >/dev/null 2>&1; } || missing="$$missing default-jdk-headless"; \
+	test -f /usr/share/java/javatuples.jar || missing="$$missing libjavatuples-java"; \
+	command -v go >/dev/null 2>&1 || missing="$$missing golang-go"; \
+	test -x /usr/bin/rustc -o -x /usr/local/bin/rustc || missing="$$missing rustc"; \
+	command -v bash >/dev/null 2>&1 || missing="$$missing bash"; \
+	{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium (the report's browser test)"; \
-	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    echo "installing what the tests need:$$missing"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "note: chromium is not installed: the report's browser test needs it"; \
-	  fi; }
+	    echo "note: missing Debian packages the tests need:$$missing; their tests fail"; \
+	  fi; fi
 
 run: $(RUN_STAMP) sandbox-deps
 	$(PY) run.py $(ARGS)
@@ -67,13 +77,13 @@ serve: $(RUN_STAMP)
 	$(PY) -m phi_jax.serve $(ARGS)
 
 # The CI suite: everything not marked slow.
-test: $(TEST_STAMP) sandbox-deps browser-deps
+test: $(TEST_STAMP) sandbox-deps test-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(TEST_STAMP) sandbox-deps browser-deps
+test-slow: $(TEST_STAMP) sandbox-deps test-deps
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-test-all: $(TEST_STAMP) sandbox-deps browser-deps
+test-all: $(TEST_STAMP) sandbox-deps test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP) sandbox-deps

@@ -21,7 +21,9 @@ alone would add a third to a passing run's start-up). In order it:
 6. compiles and `exec`s the program in a fresh `__main__` module, classifies how it
    ended, and writes one record line to `result_fd`: `<nonce> passed`, `<nonce> failed
    <failure>` or `<nonce> error <message>`; 'passed' only after the program's last
-   statement returned.
+   statement returned. A program in another language (`steps`, eval/languages.py) is
+   compiled and run instead by the commands of its language, as processes of this one
+   (`_run_steps`); 'passed' only after each of them exited 0.
 
 Exit codes: 0 passed, 1 failed, 3 set-up error (reported in the record).
 
@@ -89,6 +91,8 @@ def main() -> None:
   except Exception as e:  # pylint: disable=broad-except
     _write_record(result_fd, nonce, "error", f"{type(e).__name__}: {e}")
     os._exit(_EXIT_SETUP_ERROR)
+  if config.get("steps"):
+    _run_steps(config, config["program"], workdir, nonce, result_fd)
   _run_program(source, config["program"], nonce, result_fd)
 
 
@@ -246,7 +250,7 @@ def _forked_run(config: dict, fds: list) -> None:
     _private_mounts(config)
     workdir = "/tmp/phi_sandbox_" + os.urandom(6).hex()
     os.mkdir(workdir, 0o711)
-    path = os.path.join(workdir, "program.py")
+    path = os.path.join(workdir, config.get("source_name") or "program.py")
     with open(path, "wb") as f:
       f.write(source)
     os.chmod(path, 0o644)
@@ -263,6 +267,8 @@ def _forked_run(config: dict, fds: list) -> None:
     _write_record(result_fd, nonce, "error", f"{type(e).__name__}: {e}")
     os._exit(_EXIT_SETUP_ERROR)
   if init == 0:
+    if config.get("steps"):
+      _run_steps(config, path, workdir, nonce, result_fd)
     _run_program(source, path, nonce, result_fd)
   os.close(result_fd)
   _, status = os.waitpid(init, 0)
@@ -344,6 +350,54 @@ def _run_program(source: bytes, path: str, nonce: str, result_fd: int) -> None:
   except BaseException:  # pylint: disable=broad-except
     pass
   os._exit(_EXIT_FAILED)
+
+
+def _run_steps(config: dict, path: str, workdir: str, nonce: str, result_fd: int) -> None:
+  """Runs a non-Python program: its language's steps (eval/languages.py), each a process
+  started here and waited for; reports; exits.
+
+  A compile step's non-zero exit or death by a signal of its own (an abort, a segfault)
+  is a `compile_error`, a run step's a `runtime_error`; 'passed' only after every step
+  exited 0. A step killed by SIGKILL (the OOM killer, the CPU limit's hard end) or
+  SIGXCPU ends this process with the same signal, so that the parent classifies it as
+  it does a Python program killed by it (timeout, memory). This process is not dumpable:
+  the program (the same uid) cannot read the nonce from its memory nor reach its fds.
+  """
+  import json  # pylint: disable=import-outside-toplevel  (other languages only)
+
+  _usual_signal_dispositions()
+  _prctl(_PR_SET_DUMPABLE, 0)
+
+  def expand(text: str) -> str:
+    return (text.replace("{source}", path).replace("{workdir}", workdir)
+            .replace("{memory_mb}", config["memory_mb"]))
+
+  env = dict(os.environ)
+  env.update({key: expand(value) for key, value in json.loads(config["env"] or "{}").items()})
+  for kind, argv in json.loads(config["steps"]):
+    argv = [expand(arg) for arg in argv]
+    child = os.fork()
+    if child == 0:
+      try:
+        os.close(result_fd)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; a program not
+          signal.signal(sig, signal.SIG_DFL)
+        os.execvpe(argv[0], argv, env)
+      except BaseException as e:  # pylint: disable=broad-except
+        _write_all(2, f"cannot run {argv[0]}: {e}\n".encode("utf-8", "replace"))
+      os._exit(127)
+    _, status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGKILL, signal.SIGXCPU):
+      sig = os.WTERMSIG(status)
+      if sig != signal.SIGKILL:
+        signal.signal(sig, signal.SIG_DFL)
+      os.kill(os.getpid(), sig)
+    if os.waitstatus_to_exitcode(status) != 0:
+      _write_record(result_fd, nonce, "failed",
+                    "compile_error" if kind == "compile" else "runtime_error")
+      os._exit(_EXIT_FAILED)
+  ok = _write_record(result_fd, nonce, "passed")
+  os._exit(_EXIT_PASSED if ok else _EXIT_FAILED)
 
 
 def _classify(e: BaseException) -> str:
@@ -527,7 +581,11 @@ def _set_rlimits(config: dict, nproc: bool) -> None:
   cpu_s, mib = int(config["cpu_s"]), 1 << 20
   memory, file_size = int(config["memory_mb"]) * mib, int(config["max_file_mb"]) * mib
   _lower(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)
-  _lower(resource.RLIMIT_AS, memory, memory)
+  # Runtimes that reserve much more address space than they use (JVM, V8, Go) get the
+  # limit on what they map writable instead (eval/languages.py).
+  per_process = (resource.RLIMIT_AS if config.get("address_space", "1") == "1"
+                 else resource.RLIMIT_DATA)
+  _lower(per_process, memory, memory)
   _lower(resource.RLIMIT_FSIZE, file_size, file_size)
   _lower(resource.RLIMIT_CORE, 0, 0)
   if nproc:

@@ -28,7 +28,7 @@ class SandboxError(RuntimeError):
 UID_BASE = 60000  # sandbox uids: UID_BASE .. UID_BASE + NUM_UIDS - 1 (root only)
 NUM_UIDS = 256
 _LOCK_DIR = os.path.join(tempfile.gettempdir(), f"phi_jax_sandbox_uids.{os.geteuid()}")
-_PATH = "/usr/local/bin:/usr/bin:/bin"
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"  # the sandboxed program's PATH
 # Directories the sandbox covers with a private tmpfs.
 MASKED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 # Native thread pools (numpy's BLAS, OpenMP) would otherwise start one thread per core,
@@ -42,8 +42,8 @@ def is_root() -> bool:
 
 def sandbox_env(workdir: str) -> dict[str, str]:
   """The whole environment of a sandboxed program; nothing comes from the parent."""
-  return {"PATH": _PATH, "HOME": workdir, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-          "PYTHONHASHSEED": "0", **_THREAD_ENV}
+  return {"PATH": SANDBOX_PATH, "HOME": workdir, "LANG": "C.UTF-8",
+          "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", **_THREAD_ENV}
 
 
 def _under(path: str, directory: str) -> bool:

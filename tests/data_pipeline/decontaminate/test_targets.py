@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 
 import pytest
@@ -39,3 +40,37 @@ def test_an_unavailable_benchmark_is_skipped_with_a_warning(tmp_path):
   assert "mbpp is unavailable" in warnings[0]
   with pytest.raises(ValueError, match="unknown benchmark"):
     load_targets(["apps"])
+
+
+def test_multipl_e_targets_are_checked_by_ngrams(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline.decontaminate.ngram import NgramIndex
+  from tests.eval.benchmarks.test_multipl_e import PROBLEMS, write_release
+  targets, unavailable = load_targets(["multipl-e-java"],
+                                      {"multipl-e-java": write_release(tmp_path, "java")})
+  assert not unavailable and [t.task_id for t in targets] == list(PROBLEMS["java"][2])
+  add = targets[0]
+  assert add.benchmark == "multipl-e-java" and add.unit is None and add.solution == ""
+  assert add.docstring.startswith("Add two numbers x and y\n>>> add((2l), (3l))")
+  assert "import java.util" not in add.docstring
+  index = NgramIndex(targets, n=8)
+  leaked = "// copied from somewhere\n" + add.prompt + "        return x + y;\n    }\n"
+  overlap = index.overlap(leaked)
+  assert targets[overlap.target].task_id == "HumanEval_0_add" and "prompt" in overlap.fields
+  assert index.overlap("class Other { int f() { return 1; } }").target == -1
+
+
+def test_training_code_copying_a_multipl_e_problem_is_removed(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  from data_pipeline.decontaminate.prune import decontaminate
+  from tests.eval.benchmarks.test_multipl_e import PROBLEMS, write_release
+  prompt, _, right, *_ = PROBLEMS["rs"][2]["HumanEval_0_add"]
+  records = [{"id": "copy", "text": "// found online\n" + prompt + right + "\n}\n"},
+             {"id": "other", "text": "fn main() {\n    println!(\"hello, world\");\n}\n"}]
+  summary = decontaminate(records, ["multipl-e-rs"], {"checks": ("ngram",), "ngram_n": 8},
+                          str(tmp_path / "out"),
+                          benchmark_paths={"multipl-e-rs": write_release(tmp_path, "rs")},
+                          progress=False)
+  assert (summary["records"], summary["kept"], summary["removed"]) == (2, 1, 1)
+  with open(tmp_path / "out" / "removed.jsonl") as f:
+    assert [json.loads(line)["id"] for line in f] == ["copy"]
