@@ -43,6 +43,8 @@ COMPLETIONS_PATH = "/v1/completions"
 class Reply:
   text: str
   finish_reason: str = "stop"
+  headers: dict[str, str] = dataclasses.field(default_factory=dict)
+  usage: dict[str, int] | None = None  # default: characters of the request and the text
 
 
 @dataclasses.dataclass
@@ -215,7 +217,7 @@ class FakeOpenAI(LoopbackServer):
         elif isinstance(answer, RawBody):
           self._send_bytes(answer.status, answer.data, "application/json")
         elif isinstance(answer, Reply):
-          self._send_json(200, _completion_body(request, answer))
+          self._send_json(200, _completion_body(request, answer), answer.headers)
         else:
           raise TypeError(f"fake server: unknown answer {answer!r}")
 
@@ -238,8 +240,8 @@ class FakeOpenAI(LoopbackServer):
 def _completion_body(request: FakeRequest, reply: Reply) -> dict:
   model = request.body.get("model", "fake-model")
   prompt_tokens = len(json.dumps(request.body.get("messages", request.body.get("prompt", ""))))
-  usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(reply.text),
-           "total_tokens": prompt_tokens + len(reply.text)}
+  usage = reply.usage or {"prompt_tokens": prompt_tokens, "completion_tokens": len(reply.text),
+                          "total_tokens": prompt_tokens + len(reply.text)}
   if request.path == CHAT_PATH:
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "finish_reason": reply.finish_reason, "logprobs": None,
