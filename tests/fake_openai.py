@@ -7,7 +7,8 @@
       server.count("/v1/chat/completions")                # requests seen on that path
 
 It serves POST /v1/chat/completions and /v1/completions with the response shapes the
-official `openai` client parses. An answer is one of:
+official `openai` client parses, and the Files and Batches endpoints of the Batch API
+(`server.batches`, tests/fake_batches.py), answered by the same responder. An answer is one of:
 
   - a str: a 200 response whose text is that string (finish_reason 'stop');
   - `Reply(text, finish_reason)`;
@@ -34,6 +35,8 @@ import time
 import pytest
 from collections.abc import Callable
 from typing import Any
+
+from tests.fake_batches import FakeBatches
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -133,6 +136,7 @@ class FakeOpenAI(LoopbackServer):
     self._script: collections.deque = collections.deque()
     self._seen: collections.Counter = collections.Counter()
     self._lock = threading.Lock()
+    self.batches = FakeBatches(self)  # the Files and Batches endpoints (fake_batches.py)
     self._serve(self._handler_class())
 
   def script(self, *answers) -> None:
@@ -179,6 +183,7 @@ class FakeOpenAI(LoopbackServer):
 
     class Handler(http.server.BaseHTTPRequestHandler):
       protocol_version = "HTTP/1.1"
+      disable_nagle_algorithm = True  # headers and body leave at once (no 40 ms stall)
 
       def log_message(self, *args):  # quiet
         pass
@@ -191,6 +196,9 @@ class FakeOpenAI(LoopbackServer):
         except ValueError:
           body = {"_unparsed": raw.decode("utf-8", "replace")}
         headers = {name.lower(): value for name, value in self.headers.items()}
+        if FakeBatches.handles(self.path):
+          self._send_batch_api(*server.batches.post(self.path, raw, headers))
+          return
         request = server._record(self.path, body, headers)
         try:
           if self.path not in (CHAT_PATH, COMPLETIONS_PATH):
@@ -204,6 +212,18 @@ class FakeOpenAI(LoopbackServer):
           pass  # the client gave up (timeout)
         finally:
           server._done()
+
+      def do_GET(self):  # pylint: disable=invalid-name
+        self._send_batch_api(*server.batches.get(self.path))
+
+      def _send_batch_api(self, status: int, answer) -> None:
+        try:
+          if isinstance(answer, bytes):
+            self._send_bytes(status, answer, "application/octet-stream")
+          else:
+            self._send_json(status, answer)
+        except (BrokenPipeError, ConnectionResetError):
+          pass
 
       def _send_answer(self, request: FakeRequest, answer) -> None:
         if isinstance(answer, Hang):

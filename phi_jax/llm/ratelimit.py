@@ -18,7 +18,7 @@ limit - limit * t / 60 now), and
 learns how the provider's token count compares with the estimate (a provider that
 counts more tokens than the estimate would otherwise answer every few requests with a
 429); a 429's Retry-After pauses every thread (`pause`), so a limit that is hit once is
-not hit again by each request in flight. Without configured limits and before the first
+not hit again by each request in flight, and counts future requests' tokens 5% higher. Without configured limits and before the first
 headers nothing is paced.
 
 Time comes from a `Clock` (`now`, `sleep`), so the tests run on a fake clock.
@@ -26,6 +26,7 @@ Time comes from a `Clock` (`now`, `sleep`), so the tests run on a fake clock.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -35,6 +36,10 @@ from typing import Any, Protocol
 CHARS_PER_TOKEN = 4.0  # OpenAI's rule of thumb for English text and code
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NEGLIGIBLE_S = 1e-6
+# A request starts when the tokens bucket holds 2% more than its estimate: the estimate
+# is learnt, and a request that only just fits by our count may not by the provider's.
+TOKEN_MARGIN = 0.02
 
 
 class Clock(Protocol):
@@ -122,6 +127,7 @@ class RateLimiter:
     self._lock = threading.Lock()
     self._paused_until = 0.0
     self._scale = 1.0  # the provider's token count over the estimate, learnt
+    self._in_step = False  # our copy equals the provider's buckets (set when alone)
     self.waited_s = 0.0  # total time acquire() made callers wait
 
   @property
@@ -135,12 +141,12 @@ class RateLimiter:
     while True:
       with self._lock:
         now = self.clock.now()
-        charge = tokens * self._scale
+        charge = math.ceil(tokens * self._scale)
         for bucket in self._buckets.values():
           bucket.refill(now)
         wait = max(self._paused_until - now, self._buckets["requests"].wait_s(1),
-                   self._buckets["tokens"].wait_s(charge))
-        if wait <= 0:
+                   self._buckets["tokens"].wait_s(charge * (1 + TOKEN_MARGIN)))
+        if wait <= _NEGLIGIBLE_S:  # what float rounding leaves of a wait that was made
           self._buckets["requests"].level -= 1
           self._buckets["tokens"].level -= charge
           self.waited_s += waited
@@ -152,9 +158,12 @@ class RateLimiter:
               alone: bool = False) -> None:
     """Learns from a response's x-ratelimit-* headers. `charged`: what acquire() charged
     for this request; `alone`: no other request was in flight since it was acquired, so
-    the difference between our level and the provider's is this request's miscount."""
+    our copy of the buckets can be set to the provider's, and (when the copy was in step
+    before) the difference is this request's miscount of tokens."""
     with self._lock:
       now = self.clock.now()
+      in_step = self._in_step and alone and charged is not None
+      self._in_step = False
       for kind in ("requests", "tokens"):
         limit = _header(headers, f"x-ratelimit-limit-{kind}")
         remaining = _header(headers, f"x-ratelimit-remaining-{kind}")
@@ -162,26 +171,27 @@ class RateLimiter:
         bucket.refill(now)
         if limit is not None and limit > 0:
           configured = self.configured[kind]
-          capacity = min(limit, configured) if configured else limit
-          if not bucket.capacity:  # first sight: the provider's level is the truth
-            bucket.level = remaining if remaining is not None else capacity
-          bucket.capacity = capacity
+          bucket.capacity = min(limit, configured) if configured else limit
         if remaining is None or not bucket.capacity:
           continue
-        if kind == "tokens" and alone and charged:
+        if kind == "tokens" and in_step and charged:
           actual = charged + bucket.level - remaining
           if actual > 0:
             ratio = min(4.0, max(0.25, actual / (charged / self._scale)))
             self._scale = 0.5 * self._scale + 0.5 * ratio
-        bucket.level = min(bucket.level, remaining)
+        bucket.level = remaining if alone else min(bucket.level, remaining)
         reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
         if reset is not None:  # full again in `reset` seconds: at most this much left now
           bucket.level = min(bucket.level, bucket.capacity - bucket.capacity / 60.0 * reset)
+      self._in_step = alone and charged is not None
 
   def pause(self, seconds: float) -> None:
     """No request starts for `seconds` (a 429's Retry-After): for every thread."""
     with self._lock:
       self._paused_until = max(self._paused_until, self.clock.now() + seconds)
+      # a 429 of a request that fitted our copy: the provider counts more than we do
+      self._scale = min(4.0, self._scale * 1.05)
+      self._in_step = False
       for bucket in self._buckets.values():
         bucket.level = min(bucket.level, 0.0)
 
