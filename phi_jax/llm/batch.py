@@ -139,7 +139,7 @@ class Batcher:
     out_path: the map_jsonl output (the journal and the batch files sit beside it).
     write: records one output line (map_jsonl's writer; it also feeds the budget).
     parse, parse_retries, record_exhausted: as map_jsonl's.
-    online: (request, parse retries left) -> its output line, asked online (the
+    online: (request, answers rejected so far) -> its output line, asked online (the
       `batch_retry = 'online'` path).
     allowance: (items, reserved USD) -> how many of them the budget lets be sent now,
       beside the batches in flight (their estimated cost `reserved`), and their cost.
@@ -190,8 +190,7 @@ class Batcher:
         for item in retries:
           (retry_online if self.config.batch_retry == "online" else todo).append(item)
       for item in retry_online:
-        left = self.parse_retries - self.journal.attempts(item.cid, "parse")
-        self.write(self.online(item.request, max(left, 0)))
+        self.write(self.online(item.request, self.journal.attempts(item.cid, "parse")))
       if not open_batches:
         if not todo:
           return []
@@ -292,12 +291,14 @@ class Batcher:
           retries.append(item)
         else:
           self.write({**item.record, "error": f"unusable answer after {used} attempt(s): "
-                      f"{failure['reason']}", "raw": failure.get("raw"), "attempts": used})
+                      f"{failure['reason']}", "raw": failure.get("raw"), "attempts": used,
+                      "spent": {}})  # the failed attempts' cost is in the journal
       elif self.journal.attempts(cid, "transient") <= self.config.max_retries:
         retries.append(item)
       elif self.record_exhausted:
         self.write({**item.record, "error": f"batch: gave up after {attempts} attempt(s); "
-                    f"last error: {failure['reason']}", "raw": None, "attempts": attempts})
+                    f"last error: {failure['reason']}", "raw": None, "attempts": attempts,
+                    "spent": {}})
       else:
         raise LLMError(f"batch request {cid}: gave up after {attempts} attempt(s) "
                        f"(LLMConfig.max_retries={self.config.max_retries}); last error: "
@@ -318,7 +319,8 @@ class Batcher:
       reason = f"HTTP {code}: {message}" if code else f"{error.get('code')}: {message}"
       if code in (400, 413, 422):
         self.write({**item.record, "error": f"batch request: {reason}", "raw": None,
-                    "attempts": 1 + len(self.journal.failures.get(item.cid, ()))})
+                    "attempts": 1 + len(self.journal.failures.get(item.cid, ())),
+                    "spent": {}})
         return None
       if code is not None and code != 429 and code < 500:
         raise LLMError(f"batch request {item.cid}: {reason}", status=code)

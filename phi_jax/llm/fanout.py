@@ -230,10 +230,9 @@ def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retr
         continue
       yield request
 
-  def run_one(request: Mapping[str, Any], parse_left: int = parse_retries,
-              refresh_first: bool = False) -> dict:
-    return _map_one(client, request, build, parse, keep, parse_left, record_exhausted,
-                    refresh_first)
+  def run_one(request: Mapping[str, Any], first_attempt: int = 0) -> dict:
+    return _map_one(client, request, build, parse, keep, parse_retries, record_exhausted,
+                    first_attempt)
 
   pending_requests = next_request(iter(requests))
   with open(out_path, "a", encoding="utf-8", newline="\n") as out:
@@ -312,8 +311,8 @@ def _map_batch(client, pending_requests, out_path, build, parse, keep, parse_ret
         continue
     items.append(batch.Item(request, record, endpoint, inputs, key, model, params, variant))
 
-  def online(request, parse_left):
-    return run_one(request, parse_left, refresh_first=True)
+  def online(request, first_attempt):
+    return run_one(request, first_attempt)
 
   batcher = batch.Batcher(client, out_path, write, parse=parse, parse_retries=parse_retries,
                           record_exhausted=record_exhausted, online=online,
@@ -357,13 +356,15 @@ def _answer_line(record, response, parse, request, attempt) -> dict | None:
 
 def _map_one(client: LLMClient, request: Mapping[str, Any], build, parse,
              keep: Sequence[str], parse_retries: int, record_exhausted: bool,
-             refresh_first: bool = False) -> dict:
-  """One request of map_jsonl: its output record (a result or an error)."""
+             first_attempt: int = 0) -> dict:
+  """One request of map_jsonl: its output record (a result or an error). A request
+  whose answers were rejected before (in a batch) starts at `first_attempt`, skipping
+  the cache."""
   record, spec = _record_and_spec(request, build, keep)
   raw, problem = None, ""
   spent: dict = {}
-  for attempt in range(parse_retries + 1):
-    refresh = attempt > 0 or refresh_first
+  for attempt in range(first_attempt, parse_retries + 1):
+    refresh = attempt > 0
     try:
       if "messages" in spec:
         response = client.chat(spec["messages"], refresh=refresh,
