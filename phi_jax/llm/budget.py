@@ -86,8 +86,8 @@ def estimate_usd(config: LLMConfig, prompt: int, completion: int) -> float:
 
 def describe(config: LLMConfig, requests: int, prompt: int, completion: int) -> str:
   """One line: requests, estimated tokens and cost (when the prices are known)."""
-  text = (f"{requests:,} requests ({config.mode}), ~{prompt:,} prompt + up to "
-          f"{completion:,} completion tokens")
+  text = (f"~{prompt:,} prompt + up to {completion:,} completion tokens in {requests:,} "
+          f"request(s) ({config.mode})")
   if any(prices(config, config.mode)):
     text += f", ~${estimate_usd(config, prompt, completion):,.2f}"
   else:
