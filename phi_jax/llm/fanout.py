@@ -164,10 +164,10 @@ class _Budget:
 
   def __init__(self, client: LLMClient, out_path: str):
     self.config = client.config
-    self.spent = accounted_spent(out_path) if self.config.budget_usd else {}
+    self.spent = accounted_spent(out_path)
 
   def add(self, spent: Mapping[str, Any] | None) -> None:
-    if self.config.budget_usd and spent:
+    if spent:
       self.spent = budget.merge([self.spent, spent])
 
   @property

@@ -61,7 +61,7 @@ def run(server, out, **fields):
                    record_exhausted=True)
 
 
-@pytest.mark.parametrize("retry", ["batch", "online"])
+@pytest.mark.parametrize("retry", ["batch", pytest.param("online", marks=pytest.mark.slow)])
 def test_batch_mode_records_the_lines_online_mode_records(tmp_path, retry):
   with FakeOpenAI(respond) as server:
     run(server, tmp_path / "online.jsonl")
