@@ -267,6 +267,9 @@ class Batcher:
     if status.status == "failed":
       errors = "; ".join(f"{e.code}: {e.message}" for e in
                          (getattr(status.errors, "data", None) or []))
+      # closed in the journal: a rerun (with the cause fixed) plans its requests afresh
+      self.journal.append({"event": "finished", "batch": batch["name"], "status": "failed",
+                           "failed": {}})
       raise LLMError(f"batch {status.id} ({ENDPOINTS[batch['endpoint']]}, model "
                      f"{self.config.model!r}) was refused by the provider: {errors or 'no reason'}")
     lines = self._download(status.output_file_id, batch["name"], "output")

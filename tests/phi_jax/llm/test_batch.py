@@ -171,3 +171,23 @@ def test_the_budget_stops_sending_and_a_higher_budget_resumes(tmp_path, mode):
                          budget_usd=10_000.0, parse_retries=1, **prices)
     summary = map_jsonl(client, requests(), out, parse=parse, progress=False)
     assert len(read_lines(out)) == N and summary["resumed"] == len(recorded)
+
+
+def test_a_batch_the_provider_refuses_raises_and_a_rerun_plans_it_afresh(tmp_path):
+  with FakeOpenAI() as server:
+    original = server.batches._process
+
+    def refuse(batch):
+      with server.batches._lock:
+        batch["status"] = "failed"
+        batch["errors"] = {"object": "list", "data": [
+            {"code": "model_not_found", "message": "no model m"}]}
+
+    server.batches._process = refuse
+    client = make_client(server, None, mode="batch", batch_poll_s=0.001)
+    out = str(tmp_path / "out.jsonl")
+    with pytest.raises(Exception, match="refused by the provider: model_not_found: no model m"):
+      map_jsonl(client, requests(3), out, progress=False)
+    server.batches._process = original
+    summary = map_jsonl(client, requests(3), out, progress=False)
+    assert summary["done"] == 3 and server.batches.created == 2
