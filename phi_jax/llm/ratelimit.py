@@ -196,11 +196,5 @@ class RateLimiter:
         bucket.level = min(bucket.level, 0.0)
 
 
-def headers_of(response: Any) -> Mapping[str, str]:
-  """The HTTP headers of an openai raw response or error (lower-case names)."""
-  headers = getattr(response, "headers", None)
-  return headers if headers is not None else {}
-
-
 __all__: Sequence[str] = ("CHARS_PER_TOKEN", "Clock", "RateLimiter", "RealClock",
                           "parse_duration", "request_tokens")
