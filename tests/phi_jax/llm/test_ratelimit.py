@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from phi_jax.llm import map_jsonl
-from phi_jax.llm.ratelimit import RateLimiter, parse_duration
+from phi_jax.llm import LLMClient, map_jsonl
+from phi_jax.llm.ratelimit import parse_duration
 from tests.fake_openai import FakeOpenAI, Reply, Status
 from tests.phi_jax.llm.helpers import make_client
 
@@ -77,10 +77,9 @@ class LimitedTeacher:
 
 def run(tmp_path, clock, teacher, n, words=40, max_tokens=100, **fields):
   with FakeOpenAI(teacher) as server:
-    client = make_client(server, None, max_concurrency=1, max_retries=8,
-                         backoff_initial_s=0.001, backoff_max_s=120.0, **fields)
-    client.clock = clock
-    client.limiter = RateLimiter(client.config.rpm_limit, client.config.tpm_limit, clock)
+    config = make_client(server, None, max_concurrency=1, max_retries=8,
+                         backoff_initial_s=0.001, backoff_max_s=120.0, **fields).config
+    client = LLMClient(config, clock=clock)
     text = " ".join(["word"] * words)
     requests = [{"id": i, "prompt": f"{i} {text}"} for i in range(n)]
     map_jsonl(client, requests, str(tmp_path / "out.jsonl"), progress=False,
@@ -136,9 +135,8 @@ def test_a_429_without_limits_is_honoured_by_every_request(tmp_path):
   clock = FakeClock()
   with FakeOpenAI() as server:
     server.script(Status(429, headers={"retry-after": "7"}))
-    client = make_client(server, None, max_concurrency=1, backoff_initial_s=0.001)
-    client.clock = clock
-    client.limiter = RateLimiter(0, 0, clock)
+    client = LLMClient(make_client(server, None, max_concurrency=1,
+                                   backoff_initial_s=0.001).config, clock=clock)
     start = clock.now()
     client.complete("x")
     assert clock.now() - start >= 7 and client.stats.rate_limited == 1
