@@ -143,3 +143,26 @@ def test_the_budget_stop_leaves_the_node_incomplete_and_a_higher_budget_resumes(
     execute()
     assert ctx.marker("ask") is not None and ctx.marker("after") is not None
     assert server.count() == 8  # the rest only
+
+
+def test_the_plan_shows_what_synthesize_and_annotate_would_send(tmp_path):
+  from recipe import graph as graph_lib  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.synth.local_teacher = ""
+  config.synth.teacher.update(dict(model="gpt-x", mode="batch", **PRICES))
+  config.synth.textbooks.update(dict(count=1000, max_tokens=2000))
+  config.llm.update(dict(model="gpt-y", max_tokens=100))
+  config.data.quality.annotator = "llm"
+  ctx = runner.Context(config, str(tmp_path), graph_lib.build())
+  plan = runner.make_plan(ctx, ["curate", "annotate", "synthesize"])
+  text = runner.format_plan(plan, ctx.workdir, ctx)
+  cfg = SynthConfig.from_mapping(config.synth)
+  left, prompt, completion = generate.estimate(cfg)["textbooks"]
+  assert (left, completion) == (1000, 2_000_000)
+  usd = prompt * 1.0 / 1e6 + completion * 4.0 / 1e6  # the batch prices
+  assert (f"synthesize: textbooks: ~{prompt:,} prompt + up to 2,000,000 completion tokens "
+          f"in 1,000 request(s) (batch), ~${usd:,.2f}") in text
+  annotate_count = config.data.quality.annotate
+  assert (f"annotate: educational value: ~" in text and
+          f"up to {100 * annotate_count:,} completion tokens in {annotate_count:,} "
+          f"request(s) (online) (prices unset: no cost)" in text)
