@@ -211,7 +211,7 @@ def main(argv: list[str]) -> None:
   force = _FORCE.value if _FORCE.value is not None else list(ctx.settings.run.force)
   plan = runner.make_plan(ctx, stages, force)
   if _PLAN.value:
-    print(runner.format_plan(plan, ctx.workdir))
+    print(runner.format_plan(plan, ctx.workdir, ctx))
     return
   runner.check_refusals(plan, ctx.workdir)
   # multi-host jobs: before any JAX computation

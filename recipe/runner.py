@@ -54,6 +54,7 @@ from typing import Any
 import ml_collections
 
 from phi_jax import atomic, checkpoint, hosts
+from phi_jax.llm.budget import BudgetReached
 from phi_jax import settings as settings_lib
 from phi_jax.digest import file_sha256
 from phi_jax.cli import UsageError
@@ -110,6 +111,9 @@ class Node:
     produces_model: it writes a model under <directory>/checkpoints.
     partial: describes resumable leftover output ('checkpoint step 6'), or None.
     interrupted: what an interrupted run kept and how to resume, for the console.
+    estimate: what the node would send to a paid LLM endpoint, for the plan: (context,
+      reads) -> lines ('textbooks: ~1,000 prompt + up to 8,000 completion tokens in 4
+      request(s) (online)'), or None.
     primary_only: in a multi-host job only process 0 runs it (the others wait for it),
       True or a function of the context: for work that every host would otherwise
       repeat into the same files (LLM requests, tokenizing the datasets) and that uses
@@ -132,6 +136,7 @@ class Node:
   partial: Callable[["Context"], str | None] | None = None
   interrupted: Callable[["Context"], str] | None = None
   primary_only: bool | Callable[["Context"], bool] = False
+  estimate: Callable[["Context", dict], Sequence[str] | None] | None = None
 
   @property
   def stage(self) -> str:
@@ -382,10 +387,19 @@ def _decide(node: Node, ctx: Context, inputs: dict, digest: str, forced: bool) -
   return decision("run", "not built yet")
 
 
-def format_plan(plan: Sequence[Decision], workdir: str) -> str:
+def format_plan(plan: Sequence[Decision], workdir: str, ctx: Context | None = None) -> str:
+  """The plan's table; with `ctx`, also what the nodes to build would send to paid LLM
+  endpoints (Node.estimate: tokens, and cost at the configured prices)."""
   lines = [f"plan for {workdir}:", f"  {'node':<15}{'stage':<15}{'action':<8}why"]
   for d in plan:
     lines.append(f"  {d.node.name:<15}{d.node.stage:<15}{d.action:<8}{d.reason}")
+  estimates = []
+  for d in plan:
+    if ctx is not None and d.action != "skip" and d.node.estimate is not None:
+      estimates += [f"  {d.node.name}: {line}" for line in d.node.estimate(ctx, d.reads) or ()]
+  if estimates:
+    lines += ["LLM requests it would send (prompt tokens: characters / 4; completion tokens: "
+              "the configured maxima):"] + estimates
   return "\n".join(lines)
 
 
@@ -477,6 +491,12 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
     with hosts.running(node.name, lambda: os.path.exists(ctx.path(node.marker_path))):
       summary, failed = hosts.run_and_sync(
           f"runner: {node.name} ran", lambda: _call(ctx, decision) if runs_here else None)
+  except BudgetReached as e:
+    note = f"; the previous output is kept in {aside}" if aside else ""
+    say(f"[{node.name}] stopped by its budget, not marked complete (the nodes after it do "
+        f"not start){note}: {e}")
+    raise StageError(f"[{node.name}] is incomplete: its LLM budget was reached (raise the "
+                     f"budget_usd of its LLM settings and run again to continue)") from None
   except KeyboardInterrupt:
     kept = node.interrupted(ctx) if node.interrupted is not None else "its partial output"
     note = f"; the previous output is kept in {aside}" if aside else ""

@@ -7,7 +7,8 @@
       server.count("/v1/chat/completions")                # requests seen on that path
 
 It serves POST /v1/chat/completions and /v1/completions with the response shapes the
-official `openai` client parses. An answer is one of:
+official `openai` client parses, and the Files and Batches endpoints of the Batch API
+(`server.batches`, tests/fake_batches.py), answered by the same responder. An answer is one of:
 
   - a str: a 200 response whose text is that string (finish_reason 'stop');
   - `Reply(text, finish_reason)`;
@@ -35,6 +36,8 @@ import pytest
 from collections.abc import Callable
 from typing import Any
 
+from tests.fake_batches import FakeBatches
+
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 
@@ -43,6 +46,8 @@ COMPLETIONS_PATH = "/v1/completions"
 class Reply:
   text: str
   finish_reason: str = "stop"
+  headers: dict[str, str] = dataclasses.field(default_factory=dict)
+  usage: dict[str, int] | None = None  # default: characters of the request and the text
 
 
 @dataclasses.dataclass
@@ -131,6 +136,7 @@ class FakeOpenAI(LoopbackServer):
     self._script: collections.deque = collections.deque()
     self._seen: collections.Counter = collections.Counter()
     self._lock = threading.Lock()
+    self.batches = FakeBatches(self)  # the Files and Batches endpoints (fake_batches.py)
     self._serve(self._handler_class())
 
   def script(self, *answers) -> None:
@@ -177,6 +183,7 @@ class FakeOpenAI(LoopbackServer):
 
     class Handler(http.server.BaseHTTPRequestHandler):
       protocol_version = "HTTP/1.1"
+      disable_nagle_algorithm = True  # headers and body leave at once (no 40 ms stall)
 
       def log_message(self, *args):  # quiet
         pass
@@ -189,6 +196,9 @@ class FakeOpenAI(LoopbackServer):
         except ValueError:
           body = {"_unparsed": raw.decode("utf-8", "replace")}
         headers = {name.lower(): value for name, value in self.headers.items()}
+        if FakeBatches.handles(self.path):
+          self._send_batch_api(*server.batches.post(self.path, raw, headers))
+          return
         request = server._record(self.path, body, headers)
         try:
           if self.path not in (CHAT_PATH, COMPLETIONS_PATH):
@@ -203,6 +213,18 @@ class FakeOpenAI(LoopbackServer):
         finally:
           server._done()
 
+      def do_GET(self):  # pylint: disable=invalid-name
+        self._send_batch_api(*server.batches.get(self.path))
+
+      def _send_batch_api(self, status: int, answer) -> None:
+        try:
+          if isinstance(answer, bytes):
+            self._send_bytes(status, answer, "application/octet-stream")
+          else:
+            self._send_json(status, answer)
+        except (BrokenPipeError, ConnectionResetError):
+          pass
+
       def _send_answer(self, request: FakeRequest, answer) -> None:
         if isinstance(answer, Hang):
           time.sleep(answer.seconds)
@@ -215,7 +237,7 @@ class FakeOpenAI(LoopbackServer):
         elif isinstance(answer, RawBody):
           self._send_bytes(answer.status, answer.data, "application/json")
         elif isinstance(answer, Reply):
-          self._send_json(200, _completion_body(request, answer))
+          self._send_json(200, _completion_body(request, answer), answer.headers)
         else:
           raise TypeError(f"fake server: unknown answer {answer!r}")
 
@@ -238,8 +260,8 @@ class FakeOpenAI(LoopbackServer):
 def _completion_body(request: FakeRequest, reply: Reply) -> dict:
   model = request.body.get("model", "fake-model")
   prompt_tokens = len(json.dumps(request.body.get("messages", request.body.get("prompt", ""))))
-  usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(reply.text),
-           "total_tokens": prompt_tokens + len(reply.text)}
+  usage = reply.usage or {"prompt_tokens": prompt_tokens, "completion_tokens": len(reply.text),
+                          "total_tokens": prompt_tokens + len(reply.text)}
   if request.path == CHAT_PATH:
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "finish_reason": reply.finish_reason, "logprobs": None,

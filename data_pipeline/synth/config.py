@@ -103,10 +103,6 @@ class SynthConfig:
                       "(seed, i) only) and the random local teacher")
   near_dup_threshold: float = setting(0.8, "MinHash Jaccard (word 5-grams) of near-duplicates")
   num_perm: int = setting(128, "MinHash permutations")
-  price_prompt_per_1m: float = setting(0.0, "USD per 1M prompt tokens, for the cost line "
-                                       "(0 = unknown)", kind=OPERATIONAL)
-  price_completion_per_1m: float = setting(0.0, "USD per 1M completion tokens (0 = unknown)",
-                                           kind=OPERATIONAL)
   textbooks: TextbookOptions = setting(doc="textbooks", factory=TextbookOptions)
   exercises: ExerciseOptions = setting(doc="exercises", factory=ExerciseOptions)
 
@@ -147,9 +143,10 @@ class SynthConfig:
                        f"{getattr(self.teacher, field.split('.')[1])!r} name two teachers: "
                        f"set {where}.local_teacher = '' to use the endpoint, or leave "
                        f"{where}.{field} unset to serve the local model")
-    for field in ("price_prompt_per_1m", "price_completion_per_1m"):
-      value = getattr(self, field)
-      _check(where, field, value, _is_number(value) and value >= 0, "must be a number >= 0")
+    if self.local_teacher and self.teacher.mode == "batch":
+      raise ValueError(f"{where}.local_teacher = {self.local_teacher!r} and "
+                       f"{where}.teacher.mode = 'batch': phi_jax's own server has no Batch "
+                       f"API; set {where}.teacher.mode = 'online' for a local teacher")
     self.textbooks.validate(f"{where}.textbooks")
     self.exercises.validate(f"{where}.exercises")
 

@@ -49,11 +49,13 @@ from eval.sandbox import Sandbox, SandboxLimits
 from phi_jax import atomic
 from phi_jax.jsonl import read_jsonl
 from data_pipeline.synth.config import ExerciseOptions, SynthConfig, TextbookOptions
-from phi_jax.llm import LLMClient, map_jsonl, read_done_ids
+from phi_jax.llm import LLMClient, LLMConfig, map_jsonl, read_done_ids
+from phi_jax.llm import budget
+from phi_jax.llm.fanout import accounted_spent
 from phi_jax.progress import Progress
 
 VERIFY_CHUNK = 256  # exercises verified per sandbox batch (a kill loses at most one batch)
-CHARS_PER_TOKEN = 4.0  # for the expected-token estimate printed at the start
+CHARS_PER_TOKEN = budget.CHARS_PER_TOKEN  # for the estimates (the plan, the start line)
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -94,11 +96,11 @@ def _fingerprint(model: str, messages: list[dict], params: Mapping[str, Any]) ->
 class Requests:
   """The requests of one generator: ids, topics, messages and fingerprints by index."""
 
-  def __init__(self, generator: str, seed: int, count: int, client: LLMClient,
+  def __init__(self, generator: str, seed: int, count: int, teacher: LLMConfig,
                max_tokens: int):
     self.generator, self.seed, self.count = generator, seed, count
-    self.model = client.config.model
-    self.params = {**client.config.sampling_defaults(), "max_tokens": max_tokens}
+    self.model = teacher.model
+    self.params = {**teacher.sampling_defaults(), "max_tokens": max_tokens}
     self.max_tokens = max_tokens
 
   def __len__(self) -> int:
@@ -385,11 +387,31 @@ def _stderr(line: str) -> None:
   print(line, file=sys.stderr, flush=True)
 
 
-def _cost(config: SynthConfig, usage: Mapping[str, int]) -> float | None:
-  if not (config.price_prompt_per_1m or config.price_completion_per_1m):
+def _cost(teacher: LLMConfig, spent: Mapping[str, Mapping[str, int]]) -> float | None:
+  """USD of `spent` at the teacher's prices; None when no price is set."""
+  if not any(budget.prices(teacher, mode) != (0, 0) for mode in budget.MODES):
     return None
-  return (usage.get("prompt_tokens", 0) * config.price_prompt_per_1m +
-          usage.get("completion_tokens", 0) * config.price_completion_per_1m) / 1e6
+  return round(budget.cost_usd(teacher, spent), 6)
+
+
+def estimate(cfg: SynthConfig, out_dir: str | None = None) -> dict[str, tuple[int, int, int]]:
+  """{generator: (requests still to send, their estimated prompt tokens, their most
+  completion tokens)}: what a run would send (answers already in `out_dir`'s raw files
+  are not sent again). Prompt tokens are characters / CHARS_PER_TOKEN of a sample of
+  the requests' messages, completion tokens the generator's max_tokens."""
+  out = {}
+  for generator in topics.GENERATORS:
+    options = cfg.options(generator)
+    reqs = Requests(generator, cfg.seed, options.count, cfg.teacher, options.max_tokens)
+    answered = 0
+    if out_dir is not None and os.path.exists(_raw_path(out_dir, generator)):
+      answered = sum(1 for rid in read_done_ids(_raw_path(out_dir, generator), repair=False)
+                     if isinstance(rid, str) and rid.startswith(f"synth-{generator}-s{cfg.seed}-")
+                     and index_of(rid) < reqs.count)
+    prompt, completion = reqs.expected_tokens()
+    left = reqs.count - answered
+    out[generator] = (left, round(prompt * left / max(reqs.count, 1)), left * options.max_tokens)
+  return out
 
 
 def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMClient,
@@ -423,14 +445,14 @@ def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMCl
                      "(generate.sandbox_for(options))")
   os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
   model = client.config.model
-  requests = {g: Requests(g, config.seed, config.options(g).count, client,
+  requests = {g: Requests(g, config.seed, config.options(g).count, client.config,
                           config.options(g).max_tokens) for g in topics.GENERATORS}
-  expected = {g: r.expected_tokens() for g, r in requests.items()}
+  expected = estimate(dataclasses.replace(config, teacher=client.config), out_dir)
   log(f"synthesize: teacher {model!r} at {client.base_url}; the data is only as good as the "
       f"teacher (docs/synthetic.md: pointing at a strong one)")
-  for generator, (prompt_tokens, completion_tokens) in expected.items():
-    log(f"synthesize: {generator}: {requests[generator].count} requests, expecting "
-        f"~{prompt_tokens:,} prompt + up to {completion_tokens:,} completion tokens")
+  for generator, (left, prompt_tokens, completion_tokens) in expected.items():
+    log(f"synthesize: {generator}: {requests[generator].count} requests, {left} to send, "
+        f"expecting {budget.describe(client.config, left, prompt_tokens, completion_tokens)}")
   stats_before = dataclasses.replace(client.stats)
 
   for generator, reqs in requests.items():  # phase 1: ask
@@ -457,7 +479,13 @@ def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMCl
   for result in judged:
     _add_usage(usage, result.usage)
   sent = {name: getattr(client.stats, name) - getattr(stats_before, name)
-          for name in ("requests", "prompt_tokens", "completion_tokens")}
+          for name in ("requests", "prompt_tokens", "completion_tokens",
+                       "batch_prompt_tokens", "batch_completion_tokens")}
+  sent_spent = {"online": {"prompt_tokens": sent["prompt_tokens"],
+                           "completion_tokens": sent["completion_tokens"]},
+                "batch": {"prompt_tokens": sent.pop("batch_prompt_tokens"),
+                          "completion_tokens": sent.pop("batch_completion_tokens")}}
+  paid = budget.merge(accounted_spent(_raw_path(out_dir, g)) for g in topics.GENERATORS)
   report = {"teacher": model, "seed": config.seed,
             "generators": {g: t.report() for g, t in tallies.items()}}
   atomic.write_json(report, os.path.join(out_dir, "diversity.json"))
@@ -466,8 +494,9 @@ def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMCl
       "teacher": model, "seed": config.seed,
       **{g: {k: report["generators"][g][k] for k in
              ("requests", "accepted", "rejected", "rejected_by_gate")} for g in tallies},
-      "tokens": usage, "sent": sent, "cost_usd": _cost(config, usage),
-      "sent_cost_usd": _cost(config, sent),
+      "tokens": usage, "paid_tokens": paid, "sent": sent,
+      "cost_usd": _cost(client.config, paid),
+      "sent_cost_usd": _cost(client.config, sent_spent),
       "paths": {name: os.path.join(out_dir, f"{name}.jsonl")
                 for name in ("textbooks", "exercises", "rejected")},
   }
@@ -481,5 +510,7 @@ def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMCl
       f"; cost ${summary['cost_usd']:.2f} (this run ${summary['sent_cost_usd']:.2f})")
   log(f"synthesize: tokens {usage.get('prompt_tokens', 0):,} prompt + "
       f"{usage.get('completion_tokens', 0):,} completion; this run sent {sent['requests']} "
-      f"request(s), {sent['prompt_tokens']:,} + {sent['completion_tokens']:,} tokens{cost}")
+      f"request(s) online, {sent['prompt_tokens']:,} + {sent['completion_tokens']:,} tokens"
+      f", and {sent_spent['batch']['prompt_tokens']:,} + "
+      f"{sent_spent['batch']['completion_tokens']:,} tokens in batches{cost}")
   return summary

@@ -37,13 +37,22 @@ Two threads asking the identical uncached request at the same moment both pay fo
 samples of one request at a temperature above zero, e.g. `variant=i` for the i-th of
 n synthetic exercises from the same prompt.
 
+  - Pacing to the provider's rate limits (x-ratelimit-* headers, or the configured
+    rpm_limit / tpm_limit), on an injectable clock.
+  - A batch mode (`mode='batch'`): map_jsonl sends through OpenAI's Batch API and
+    records the same lines; resumable after a kill without submitting twice.
+  - Cost accounting per mode (online and batch prices) and a budget (`budget_usd`)
+    that stops map_jsonl with BudgetReached.
+
 The modules, one job each: `config` (LLMConfig), `cache` (the on-disk cache),
-`client` (LLMClient: retries, concurrency cap), `parse` (strict answer parsing),
-`fanout` (map_jsonl). Everything public is re-exported here.
+`client` (LLMClient: retries, concurrency cap), `ratelimit` (pacing), `parse` (strict
+answer parsing), `fanout` (map_jsonl), `batch` (its Batch API path), `budget` (prices,
+accounting, estimates). Everything public is re-exported here.
 """
 
 import importlib
 
+from phi_jax.llm.budget import BudgetReached
 from phi_jax.llm.cache import CACHE_FORMAT, ResponseCache, request_key
 from phi_jax.llm.config import CALL_OPTIONS, SAMPLING_PARAMS, LLMConfig
 from phi_jax.llm.parse import parse_scored_answer
@@ -63,7 +72,7 @@ def __getattr__(name: str):
   raise AttributeError(f"module 'phi_jax.llm' has no attribute {name!r}")
 
 __all__ = [
-    "CACHE_FORMAT", "CALL_OPTIONS", "LLMClient", "LLMConfig", "LLMError", "LLMResponse",
+    "BudgetReached", "CACHE_FORMAT", "CALL_OPTIONS", "LLMClient", "LLMConfig", "LLMError", "LLMResponse",
     "LLMStats", "NO_KEY", "REQUEST_ERROR_STATUSES", "ResponseCache", "SAMPLING_PARAMS",
     "default_build", "map_jsonl", "parse_scored_answer", "read_done_ids", "request_key",
 ]

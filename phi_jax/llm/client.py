@@ -8,7 +8,6 @@ import json
 import os
 import random
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import openai
 
 from phi_jax.llm.cache import CACHE_FORMAT, ResponseCache, request_key
 from phi_jax.llm.config import CALL_OPTIONS, SAMPLING_PARAMS, LLMConfig
+from phi_jax.llm.ratelimit import Clock, RateLimiter, RealClock, request_tokens
 
 # The placeholder key sent to servers that need none (vLLM, phi_jax's own server).
 NO_KEY = "EMPTY"
@@ -66,8 +66,11 @@ class LLMStats:
   cache_hits: int = 0
   retries: int = 0
   failures: int = 0          # calls that raised LLMError
-  prompt_tokens: int = 0
+  rate_limited: int = 0      # HTTP 429 answers
+  prompt_tokens: int = 0     # of answers sent online (cache hits not counted)
   completion_tokens: int = 0
+  batch_prompt_tokens: int = 0  # of answers that came in a batch (phi_jax.llm.batch)
+  batch_completion_tokens: int = 0
 
 
 
@@ -77,9 +80,12 @@ class LLMClient:
   Thread-safe: share one client between threads (map_jsonl does).
   """
 
-  def __init__(self, config: LLMConfig):
+  def __init__(self, config: LLMConfig, clock: Clock | None = None):
     config.require_model()
     self.config = config
+    self.clock = clock or RealClock()  # waits (backoff, pacing) and batch polls
+    self.limiter = RateLimiter(config.rpm_limit, config.tpm_limit, self.clock)
+    self._in_flight = 0
     self.stats = LLMStats()
     self._stats_lock = threading.Lock()
     self._slots = threading.BoundedSemaphore(config.max_concurrency)
@@ -143,8 +149,9 @@ class LLMClient:
       for name, delta in deltas.items():
         setattr(self.stats, name, getattr(self.stats, name) + delta)
 
-  def _call(self, endpoint: str, inputs: Any, overrides: Mapping[str, Any],
-            refresh: bool) -> LLMResponse:
+  def prepare(self, endpoint: str, inputs: Any, overrides: Mapping[str, Any]
+              ) -> tuple[str, str, dict, Any]:
+    """(cache key, model, sampling params sent, variant) of one call."""
     unknown = sorted(set(overrides) - set(CALL_OPTIONS))
     if unknown:
       raise ValueError(f"{endpoint}: unknown option(s) {unknown}; known: {list(CALL_OPTIONS)}")
@@ -156,13 +163,40 @@ class LLMClient:
     identity = self.config.model_identity if model == self.config.model else ""
     key = request_key(endpoint, f"{model}#{identity}" if identity else model, inputs, params,
                       variant)
-    if self.cache is not None and not refresh:
-      entry = self.cache.get(key)
-      if entry is not None:
-        self._count(cache_hits=1)
-        response = entry["response"]
-        return LLMResponse(response["text"], response.get("finish_reason"),
-                           _usage(response.get("usage") or {}), cached=True)
+    return key, model, params, variant
+
+  def cached(self, key: str) -> LLMResponse | None:
+    """The cached answer of a prepared call, or None (counted as a cache hit)."""
+    if self.cache is None:
+      return None
+    entry = self.cache.get(key)
+    if entry is None:
+      return None
+    self._count(cache_hits=1)
+    response = entry["response"]
+    return LLMResponse(response["text"], response.get("finish_reason"),
+                       _usage(response.get("usage") or {}), cached=True)
+
+  def remember(self, key: str, endpoint: str, model: str, inputs: Any,
+               params: Mapping[str, Any], variant: Any, response: LLMResponse) -> None:
+    """Puts an answer in the cache (online answers, and those of a batch)."""
+    if self.cache is None:
+      return
+    self.cache.put(key, {
+        "key": key, "format": CACHE_FORMAT, "endpoint": endpoint, "model": model,
+        "request": {"inputs": inputs, "params": dict(params), "variant": variant},
+        "response": {"text": response.text, "finish_reason": response.finish_reason,
+                     "usage": response.usage},
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    })
+
+  def _call(self, endpoint: str, inputs: Any, overrides: Mapping[str, Any],
+            refresh: bool) -> LLMResponse:
+    key, model, params, variant = self.prepare(endpoint, inputs, overrides)
+    if not refresh:
+      response = self.cached(key)
+      if response is not None:
+        return response
     try:
       response = self._send_with_retries(endpoint, model, inputs, params)
     except LLMError:
@@ -170,14 +204,7 @@ class LLMClient:
       raise
     self._count(answers=1, prompt_tokens=response.usage.get("prompt_tokens", 0),
                 completion_tokens=response.usage.get("completion_tokens", 0))
-    if self.cache is not None:
-      self.cache.put(key, {
-          "key": key, "format": CACHE_FORMAT, "endpoint": endpoint, "model": model,
-          "request": {"inputs": inputs, "params": params, "variant": variant},
-          "response": {"text": response.text, "finish_reason": response.finish_reason,
-                       "usage": response.usage},
-          "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-      })
+    self.remember(key, endpoint, model, inputs, params, variant, response)
     return response
 
   def _where(self, endpoint: str, model: str) -> str:
@@ -189,28 +216,44 @@ class LLMClient:
     where = self._where(endpoint, model)
     attempts = self.config.max_retries + 1
     last_error, last_status = "", None
+    tokens = request_tokens(inputs, params.get("max_tokens"))
     for attempt in range(attempts):
       retry_after = None
       try:
         with self._slots:
-          self._count(requests=1)
-          return self._send(endpoint, model, inputs, params)
+          charged = self.limiter.acquire(tokens)
+          with self._stats_lock:
+            self._in_flight += 1
+            alone = self._in_flight == 1
+          try:
+            self._count(requests=1)
+            response, headers = self._send(endpoint, model, inputs, params)
+          finally:
+            with self._stats_lock:
+              self._in_flight -= 1
+          self.limiter.observe(headers, charged, alone)
+          return response
       except openai.APIStatusError as e:
         status, detail = e.status_code, _error_detail(e)
+        self.limiter.observe(e.response.headers)
         if status != 429 and status < 500:
           raise LLMError(f"{where}: HTTP {status}: {detail}", status=status) from None
         last_error, last_status = f"HTTP {status}: {detail}", status
         retry_after = _retry_after_s(e.response.headers)
+        if status == 429:
+          self._count(rate_limited=1)
+          self.limiter.pause(retry_after if retry_after is not None
+                             else self.config.backoff_initial_s)
       except openai.APITimeoutError:
         last_error, last_status = f"timed out after {self.config.timeout_s}s", None
       except openai.APIConnectionError as e:
         cause = e.__cause__ or e
         last_error, last_status = f"connection error: {cause}", None
-      except (ValueError, _MalformedResponse) as e:  # the body was not a completion
+      except (ValueError, MalformedResponse) as e:  # the body was not a completion
         last_error, last_status = f"malformed response: {e}", None
       if attempt + 1 < attempts:
         self._count(retries=1)
-        time.sleep(self._backoff_s(attempt, retry_after))
+        self.clock.sleep(self._backoff_s(attempt, retry_after))
     raise LLMError(f"{where}: gave up after {attempts} attempt(s) "
                    f"(LLMConfig.max_retries={self.config.max_retries}); last error: {last_error}",
                    status=last_status, retryable=True)
@@ -224,32 +267,59 @@ class LLMClient:
       delay = max(delay, min(retry_after, self.config.backoff_max_s))
     return delay
 
-  def _send(self, endpoint: str, model: str, inputs: Any,
-            params: Mapping[str, Any]) -> LLMResponse:
+  def _send(self, endpoint: str, model: str, inputs: Any, params: Mapping[str, Any]
+            ) -> tuple[LLMResponse, Mapping[str, str]]:
+    """One HTTP request: the answer and the response's headers (rate limits)."""
     if endpoint == "chat":
-      result = self._openai.chat.completions.create(model=model, messages=inputs, **params)
+      raw = self._openai.chat.completions.with_raw_response.create(
+          model=model, messages=inputs, **params)
     else:
-      result = self._openai.completions.create(model=model, prompt=inputs, **params)
-    choices = getattr(result, "choices", None)
-    if not choices:
-      raise _MalformedResponse(f"no choices in the answer: {str(result)[:300]}")
-    choice = choices[0]
-    if endpoint == "chat":
-      message = getattr(choice, "message", None)
-      if message is None:
-        raise _MalformedResponse("the first choice has no message")
-      text = message.content or ""
-    else:
-      text = getattr(choice, "text", None)
-      if text is None:
-        raise _MalformedResponse("the first choice has no text")
-    usage = {}
-    if getattr(result, "usage", None) is not None:
-      usage = _usage({k: getattr(result.usage, k, 0) for k in USAGE_FIELDS})
-    return LLMResponse(text, choice.finish_reason, usage, cached=False)
+      raw = self._openai.completions.with_raw_response.create(model=model, prompt=inputs,
+                                                              **params)
+    return completion_response(endpoint, raw.parse()), raw.headers
+
+  # -- the Batch API's transport (phi_jax.llm.batch) ------------------------------------
+
+  @property
+  def openai(self) -> openai.OpenAI:
+    """The underlying `openai` client (the Files and Batches endpoints)."""
+    return self._openai
+
+  def count_batch_answer(self, usage: Mapping[str, int]) -> None:
+    self._count(answers=1, batch_prompt_tokens=usage.get("prompt_tokens", 0),
+                batch_completion_tokens=usage.get("completion_tokens", 0))
 
 
-class _MalformedResponse(Exception):
+def completion_response(endpoint: str, result: Any) -> LLMResponse:
+  """The LLMResponse of a chat completion or completion: an `openai` object, or its JSON
+  body (a batch's output line); MalformedResponse when it is not one."""
+  if isinstance(result, Mapping):
+    kind = (openai.types.chat.ChatCompletion if endpoint == "chat"
+            else openai.types.Completion)
+    try:
+      result = kind.model_validate(dict(result))
+    except ValueError as e:  # pydantic's ValidationError is a ValueError
+      raise MalformedResponse(f"not a {endpoint} completion: {e}") from None
+  choices = getattr(result, "choices", None)
+  if not choices:
+    raise MalformedResponse(f"no choices in the answer: {str(result)[:300]}")
+  choice = choices[0]
+  if endpoint == "chat":
+    message = getattr(choice, "message", None)
+    if message is None:
+      raise MalformedResponse("the first choice has no message")
+    text = message.content or ""
+  else:
+    text = getattr(choice, "text", None)
+    if text is None:
+      raise MalformedResponse("the first choice has no text")
+  usage = {}
+  if getattr(result, "usage", None) is not None:
+    usage = _usage({k: getattr(result.usage, k, 0) for k in USAGE_FIELDS})
+  return LLMResponse(text, choice.finish_reason, usage, cached=False)
+
+
+class MalformedResponse(Exception):
   """A 200 answer that is not a completion."""
 
 

@@ -39,6 +39,11 @@ class LLMConfig:
     parse_retries: map_jsonl: how many times an answer that `parse` rejects is asked
       again (bypassing the cache) before it is recorded as an error.
     model_identity: part of the cache key beside `model` (see the field).
+    mode, batch_*: online requests, or OpenAI's Batch API (phi_jax/llm/batch.py).
+    rpm_limit, tpm_limit: pacing (phi_jax/llm/ratelimit.py), beside the provider's
+      x-ratelimit-* headers.
+    price_*, batch_price_*, budget_usd: the cost accounting and the budget
+      (phi_jax/llm/budget.py).
 
   A client needs `model` set (LLMClient checks it); '' is a config section's "no
   endpoint". Where and how requests are sent is operational (phi_jax/settings.py); which
@@ -78,6 +83,37 @@ class LLMConfig:
       "its checkpoint's fingerprint, or the random model's shape and seed); part of the "
       "cache key, so another model behind the same name is asked afresh")
 
+  mode: str = setting("online", "'online': one HTTP request per answer; 'batch': OpenAI's "
+                      "Batch API (JSONL uploaded to /v1/files, /v1/batches polled; cheaper, "
+                      "answered within 24h); the answers recorded are the same",
+                      kind=OPERATIONAL)
+  batch_max_requests: int = setting(50_000, "requests per batch at most (the Batch API "
+                                    "takes 50,000)", kind=OPERATIONAL)
+  batch_poll_s: float = setting(60.0, "seconds between two looks at the submitted batches",
+                                kind=OPERATIONAL)
+  batch_retry: str = setting("batch", "requests that failed or expired inside a batch are "
+                             "asked again 'batch' (in a new batch) or 'online'",
+                             kind=OPERATIONAL)
+  rpm_limit: int = setting(0, "requests per minute at most (0 = only as the provider's "
+                           "x-ratelimit-* headers say)", kind=OPERATIONAL)
+  tpm_limit: int = setting(0, "tokens per minute at most, counted as OpenAI counts them "
+                           "(prompt characters / 4 + max_tokens); 0 = only as the "
+                           "provider's headers say", kind=OPERATIONAL)
+  price_prompt_per_1m: float = setting(0.0, "USD per 1M prompt tokens answered online "
+                                       "(0 = unknown)", kind=OPERATIONAL)
+  price_completion_per_1m: float = setting(0.0, "USD per 1M completion tokens answered "
+                                           "online (0 = unknown)", kind=OPERATIONAL)
+  batch_price_prompt_per_1m: float = setting(0.0, "USD per 1M prompt tokens answered in a "
+                                             "batch (OpenAI: half the online price; 0 = "
+                                             "unknown)", kind=OPERATIONAL)
+  batch_price_completion_per_1m: float = setting(0.0, "USD per 1M completion tokens "
+                                                 "answered in a batch (0 = unknown)",
+                                                 kind=OPERATIONAL)
+  budget_usd: float = setting(0.0, "a node stops sending once the accounted cost of its "
+                              "answers reaches this many USD, and is left incomplete; "
+                              "raising it resumes (0 = no budget; needs the prices)",
+                              kind=OPERATIONAL)
+
   def __post_init__(self):
     for field in ("base_url", "cache_dir"):  # ml_collections configs spell None as ''
       if getattr(self, field) == "":
@@ -104,11 +140,12 @@ class LLMConfig:
     if self.api_key_env.startswith(("sk-", "Bearer ")) or len(self.api_key_env) > 64:
       fail("api_key_env", "looks like a key, not the name of the variable holding one; "
            "never put keys in configs")
-    for field, low in (("max_concurrency", 1), ("max_retries", 0), ("parse_retries", 0)):
+    for field, low in (("max_concurrency", 1), ("max_retries", 0), ("parse_retries", 0),
+                       ("batch_max_requests", 1), ("rpm_limit", 0), ("tpm_limit", 0)):
       value = getattr(self, field)
       if not isinstance(value, int) or isinstance(value, bool) or value < low:
         fail(field, f"must be an integer >= {low}")
-    for field in ("timeout_s", "backoff_initial_s", "backoff_max_s"):
+    for field in ("timeout_s", "backoff_initial_s", "backoff_max_s", "batch_poll_s"):
       value = getattr(self, field)
       if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
         fail(field, "must be a positive number of seconds")
@@ -123,6 +160,24 @@ class LLMConfig:
       fail("seed", "must be an integer or None")
     if not all(isinstance(s, str) and s for s in self.stop):
       fail("stop", "must be a sequence of non-empty strings")
+    if self.mode not in ("online", "batch"):
+      fail("mode", "must be 'online' or 'batch'")
+    if self.batch_retry not in ("online", "batch"):
+      fail("batch_retry", "must be 'online' or 'batch'")
+    if self.batch_max_requests > 50_000:
+      fail("batch_max_requests", "the Batch API takes at most 50,000 requests per batch")
+    for field in ("price_prompt_per_1m", "price_completion_per_1m",
+                  "batch_price_prompt_per_1m", "batch_price_completion_per_1m", "budget_usd"):
+      value = getattr(self, field)
+      if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        fail(field, "must be a number >= 0")
+    if self.budget_usd:
+      prices = ["price_prompt_per_1m", "price_completion_per_1m"]
+      if self.mode == "batch":
+        prices += ["batch_price_prompt_per_1m", "batch_price_completion_per_1m"]
+      unset = [p for p in prices if not getattr(self, p)]
+      if unset:
+        fail("budget_usd", f"a budget needs the prices of what is sent: set {', '.join(unset)}")
 
   @classmethod
   def from_mapping(cls, values: Mapping[str, Any], where: str = "config.llm") -> LLMConfig:

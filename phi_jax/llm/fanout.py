@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from phi_jax import atomic, jsonl
+from phi_jax.llm import budget
 from phi_jax.llm.client import LLMClient, LLMError
 from phi_jax.progress import Progress
 
@@ -89,7 +90,7 @@ def map_jsonl(client: LLMClient, requests: Iterable[Mapping[str, Any]], out_path
     requests: dicts, each with a unique 'id' (str or int).
     out_path: the JSONL output. Each line is one of
       {"id", <keep fields>, "raw": answer text, "result": parse(raw) (when `parse`),
-       "finish_reason", "usage", "cached", "attempts"}
+       "finish_reason", "usage", "cached", "attempts", "spent"}
       {"id", <keep fields>, "error": why, "raw": last answer or null, "attempts"}
     build: request -> the call: {"messages": [...]} (chat) or {"prompt": str}
       (completions), plus optional call options (temperature, variant, ...).
@@ -106,11 +107,20 @@ def map_jsonl(client: LLMClient, requests: Iterable[Mapping[str, Any]], out_path
     desc: the progress line's label.
     total: the number of requests, for the progress line (default: len(requests)).
 
+  With `client.config.mode == 'batch'` the requests go through OpenAI's Batch API
+  (phi_jax/llm/batch.py) and end as the same lines. "spent" is what the answer was paid
+  in tokens per mode (phi_jax/llm/budget.py); with `client.config.budget_usd` set, no
+  request is sent once the cost accounted from `out_path` (and its batch journal)
+  reaches the budget: the requests in flight finish and are recorded, then
+  BudgetReached is raised (a rerun with a higher budget goes on).
+
   Returns:
-    {"total", "resumed", "done", "errors", "cache_hits", "seconds", "out_path"} for
-    this call ("done" and "errors" count lines written by this call).
+    {"total", "resumed", "done", "errors", "cache_hits", "seconds", "out_path",
+    "spent_usd"} for this call ("done" and "errors" count lines written by this call;
+    "spent_usd" is the accounted cost of the whole output).
 
   Raises:
+    BudgetReached: the budget stopped sending (what was answered is kept).
     LLMError: a failure that is not one request's fault (auth, unknown model, retries
       exhausted unless record_exhausted); what finished before it is kept in
       `out_path`. Errors of one request (HTTP 400/413/422: too long, invalid) are
@@ -132,6 +142,68 @@ def map_jsonl(client: LLMClient, requests: Iterable[Mapping[str, Any]], out_path
                              record_exhausted, done_ids, meter)
 
 
+def accounted_spent(out_path: str) -> dict:
+  """What the answers recorded in a map_jsonl output (and its batches' failed attempts)
+  were paid, per mode (budget.py). Lines without "spent" count their usage as online
+  unless they were cache hits."""
+  from phi_jax.llm import batch  # pylint: disable=g-import-not-at-top
+  spents = []
+  if os.path.exists(out_path):
+    for _, line in jsonl.iter_appended(out_path, repair=False, bad_line="not a JSON line"):
+      if "spent" in line:
+        spents.append(line["spent"])
+      elif not line.get("cached") and line.get("usage"):
+        spents.append({"online": line["usage"]})
+  if os.path.exists(batch.journal_path(out_path)):
+    spents.append(batch.Journal(batch.journal_path(out_path)).spent())
+  return budget.merge(spents)
+
+
+class _Budget:
+  """The accounted cost of one output against the client's budget."""
+
+  def __init__(self, client: LLMClient, out_path: str):
+    self.config = client.config
+    self.spent = accounted_spent(out_path)
+
+  def add(self, spent: Mapping[str, Any] | None) -> None:
+    if spent:
+      self.spent = budget.merge([self.spent, spent])
+
+  @property
+  def usd(self) -> float:
+    return budget.cost_usd(self.config, self.spent)
+
+  def reached(self) -> bool:
+    return bool(self.config.budget_usd) and self.usd >= self.config.budget_usd
+
+  def allowance(self, items, reserved: float) -> tuple[int, float]:
+    """How many of `items` (batch.Item) may be sent beside `reserved` USD in flight,
+    counting each at its most (estimated prompt + max_tokens), and their cost."""
+    if not self.config.budget_usd:
+      return len(items), 0.0
+    left = self.config.budget_usd - self.usd - reserved
+    allowed, total = 0, 0.0
+    for item in items:
+      if left <= 0 or (allowed and total + self.estimate(item) > left):
+        break
+      total += self.estimate(item)
+      allowed += 1
+    return allowed, total
+
+  def estimate(self, item) -> float:
+    prompt = budget.prompt_tokens(item.inputs)
+    return budget.estimate_usd(self.config, prompt, int(item.params.get("max_tokens") or 0))
+
+  def stop(self, out_path: str, unsent: int) -> budget.BudgetReached:
+    usd, limit = self.usd, self.config.budget_usd
+    return budget.BudgetReached(
+        f"budget reached: the answers in {out_path} cost ${usd:,.4f} (accounted from their "
+        f"usage at the configured prices), the budget is ${limit:,.4f} (budget_usd); "
+        f"{unsent} request(s) were not sent. Raise budget_usd and run again to go on",
+        usd, limit, unsent)
+
+
 def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retries,
                       record_exhausted, done_ids, meter) -> dict[str, Any]:
   """map_jsonl's work, with the output locked and the finished ids known."""
@@ -139,6 +211,7 @@ def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retr
   counts = {"resumed": 0, "done": 0, "errors": 0, "cache_hits": 0}
   seen: set = set()
   start = time.monotonic()
+  guard = _Budget(client, out_path)
 
   def next_request(iterator):
     for index, request in enumerate(iterator):
@@ -157,44 +230,97 @@ def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retr
         continue
       yield request
 
-  def run_one(request: Mapping[str, Any]) -> dict:
-    return _map_one(client, request, build, parse, keep, parse_retries, record_exhausted)
+  def run_one(request: Mapping[str, Any], first_attempt: int = 0) -> dict:
+    return _map_one(client, request, build, parse, keep, parse_retries, record_exhausted,
+                    first_attempt)
 
   pending_requests = next_request(iter(requests))
-  with open(out_path, "a", encoding="utf-8", newline="\n") as out, \
-      concurrent.futures.ThreadPoolExecutor(max_workers=workers,
-                                            thread_name_prefix="llm") as pool:
+  with open(out_path, "a", encoding="utf-8", newline="\n") as out:
+
+    def write(record: dict) -> None:
+      out.write(json.dumps(record, ensure_ascii=False) + "\n")
+      out.flush()
+      counts["errors" if "error" in record else "done"] += 1
+      counts["cache_hits"] += bool(record.get("cached"))
+      guard.add(record.get("spent"))
+      meter.advance(cache_hits=bool(record.get("cached")), errors="error" in record)
+
+    try:
+      if client.config.mode == "batch":
+        unsent = _map_batch(client, pending_requests, out_path, build, parse, keep,
+                            parse_retries, record_exhausted, write, guard, run_one)
+      else:
+        unsent = _map_online(pending_requests, workers, run_one, write, guard)
+    finally:
+      meter.finish()
+  if unsent:
+    raise guard.stop(out_path, unsent)
+  return {"total": len(seen), "out_path": out_path, "spent_usd": round(guard.usd, 6),
+          "seconds": round(time.monotonic() - start, 3), **counts}
+
+
+def _map_online(pending_requests, workers, run_one, write, guard) -> int:
+  """Sends the requests concurrently; returns how many the budget left unsent."""
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers,
+                                             thread_name_prefix="llm") as pool:
     in_flight: set = set()
     try:
       while True:
         for request in pending_requests:
+          if guard.reached():
+            return 1 + sum(1 for _ in pending_requests) + _drain(in_flight, write)
           in_flight.add(pool.submit(run_one, request))
           if len(in_flight) >= 2 * workers:
             break
         if not in_flight:
-          break
+          return 0
         finished, in_flight = concurrent.futures.wait(
             in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
         for future in finished:
-          record = future.result()
-          out.write(json.dumps(record, ensure_ascii=False) + "\n")
-          out.flush()
-          counts["errors" if "error" in record else "done"] += 1
-          counts["cache_hits"] += bool(record.get("cached"))
-          meter.advance(cache_hits=bool(record.get("cached")), errors="error" in record)
+          write(future.result())
     except BaseException:
       for future in in_flight:
         future.cancel()
       raise
-    finally:
-      meter.finish()
-  return {"total": len(seen), "out_path": out_path,
-          "seconds": round(time.monotonic() - start, 3), **counts}
 
 
-def _map_one(client: LLMClient, request: Mapping[str, Any], build, parse,
-             keep: Sequence[str], parse_retries: int, record_exhausted: bool) -> dict:
-  """One request of map_jsonl: its output record (a result or an error)."""
+def _drain(in_flight: set, write) -> int:
+  """Waits for the requests in flight and records them (the budget stopped the rest)."""
+  for future in concurrent.futures.as_completed(in_flight):
+    write(future.result())
+  in_flight.clear()
+  return 0
+
+
+def _map_batch(client, pending_requests, out_path, build, parse, keep, parse_retries,
+               record_exhausted, write, guard, run_one) -> int:
+  """The batch mode: cache hits are recorded at once, the rest go through the Batch API
+  (batch.py); returns how many the budget left unsent."""
+  from phi_jax.llm import batch  # pylint: disable=g-import-not-at-top
+  items = []
+  for request in pending_requests:
+    record, spec = _record_and_spec(request, build, keep)
+    endpoint, inputs = _endpoint_of(spec)
+    overrides = {k: v for k, v in spec.items() if k not in ("messages", "prompt")}
+    key, model, params, variant = client.prepare(endpoint, inputs, overrides)
+    response = client.cached(key)
+    if response is not None:
+      line = _answer_line(record, response, parse, request, 1)
+      if line is not None:
+        write(line)
+        continue
+    items.append(batch.Item(request, record, endpoint, inputs, key, model, params, variant))
+
+  def online(request, first_attempt):
+    return run_one(request, first_attempt)
+
+  batcher = batch.Batcher(client, out_path, write, parse=parse, parse_retries=parse_retries,
+                          record_exhausted=record_exhausted, online=online,
+                          allowance=guard.allowance)
+  return len(batcher.run(items))
+
+
+def _record_and_spec(request, build, keep) -> tuple[dict, dict]:
   rid = request["id"]
   record: dict[str, Any] = {"id": rid}
   for field in keep:
@@ -205,22 +331,57 @@ def _map_one(client: LLMClient, request: Mapping[str, Any], build, parse,
   if ("messages" in spec) == ("prompt" in spec):
     raise ValueError(f"map_jsonl: build() of request {rid!r} must give exactly one of "
                      f"'messages' (chat) or 'prompt' (completions), got keys {sorted(spec)}")
+  return record, spec
+
+
+def _endpoint_of(spec: Mapping[str, Any]) -> tuple[str, Any]:
+  if "messages" in spec:
+    from phi_jax.llm.client import _check_messages  # pylint: disable=g-import-not-at-top
+    return "chat", _check_messages(spec["messages"])
+  return "completions", spec["prompt"]
+
+
+def _answer_line(record, response, parse, request, attempt) -> dict | None:
+  """The output line of an answer; None when `parse` rejects it."""
+  meta = {"finish_reason": response.finish_reason, "usage": response.usage,
+          "cached": response.cached, "attempts": attempt}
+  if parse is None:
+    return {**record, "raw": response.text, **meta}
+  try:
+    result = parse(response.text, request)
+  except ValueError:
+    return None
+  return {**record, "result": result, "raw": response.text, **meta}
+
+
+def _map_one(client: LLMClient, request: Mapping[str, Any], build, parse,
+             keep: Sequence[str], parse_retries: int, record_exhausted: bool,
+             first_attempt: int = 0) -> dict:
+  """One request of map_jsonl: its output record (a result or an error). A request
+  whose answers were rejected before (in a batch) starts at `first_attempt`, skipping
+  the cache."""
+  record, spec = _record_and_spec(request, build, keep)
   raw, problem = None, ""
-  for attempt in range(parse_retries + 1):
+  spent: dict = {}
+  for attempt in range(first_attempt, parse_retries + 1):
+    refresh = attempt > 0
     try:
       if "messages" in spec:
-        response = client.chat(spec["messages"], refresh=attempt > 0,
+        response = client.chat(spec["messages"], refresh=refresh,
                                **{k: v for k, v in spec.items() if k != "messages"})
       else:
-        response = client.complete(spec["prompt"], refresh=attempt > 0,
+        response = client.complete(spec["prompt"], refresh=refresh,
                                    **{k: v for k, v in spec.items() if k != "prompt"})
     except LLMError as e:
       if e.status in REQUEST_ERROR_STATUSES or (record_exhausted and e.retryable):
-        return {**record, "error": str(e), "raw": raw, "attempts": attempt + 1}
+        return {**record, "error": str(e), "raw": raw, "attempts": attempt + 1,
+                "spent": spent}
       raise
     raw = response.text
+    if not response.cached:
+      budget.add_spent(spent, "online", response.usage)
     meta = {"finish_reason": response.finish_reason, "usage": response.usage,
-            "cached": response.cached, "attempts": attempt + 1}
+            "cached": response.cached, "attempts": attempt + 1, "spent": spent}
     if parse is None:
       return {**record, "raw": raw, **meta}
     try:
@@ -230,4 +391,4 @@ def _map_one(client: LLMClient, request: Mapping[str, Any], build, parse,
       continue
     return {**record, "result": result, "raw": raw, **meta}
   return {**record, "error": f"unusable answer after {parse_retries + 1} attempt(s): {problem}",
-          "raw": raw, "attempts": parse_retries + 1}
+          "raw": raw, "attempts": parse_retries + 1, "spent": spent}

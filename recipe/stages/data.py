@@ -123,6 +123,31 @@ def annotate(ctx: Context, reads: dict) -> dict:
       client.close()
 
 
+def estimate_annotate(ctx: Context, reads: dict) -> list[str] | None:
+  """What annotate would send to config.llm: requests (the sample, less the answers
+  already kept), prompt tokens of the curated records' snippets (when curated, else of
+  snippets of the full max_chars), completion tokens at config.llm.max_tokens."""
+  from data_pipeline import annotate as annotate_lib  # pylint: disable=g-import-not-at-top
+  from phi_jax.llm import budget, read_done_ids  # pylint: disable=g-import-not-at-top
+  if reads["annotator"] != "llm":
+    return None
+  llm, count = reads["llm"], reads["data.quality"].value.annotate
+  paths = Paths(ctx)
+  sample = []
+  if os.path.exists(paths.code):
+    records = list(records_lib.read_records(paths.code))
+    count = min(count, len(records))
+    sample = [r.text for r in records[:256]]
+  sample = sample or ["x" * annotate_lib.DEFAULT_MAX_CHARS]
+  per_request = sum(budget.prompt_tokens(annotate_lib.annotation_messages(text))
+                    for text in sample) / len(sample)
+  raw = annotate_lib.raw_path_for(paths.labels)
+  answered = len(read_done_ids(raw, repair=False)) if os.path.exists(raw) else 0
+  left = max(0, count - answered)
+  tokens = (round(per_request * left), left * (llm.max_tokens or 0))
+  return [f"educational value: {budget.describe(llm, left, *tokens)}"]
+
+
 def make_llm_client(ctx: Context, config):
   """The annotator's client of `config` (config.llm), caching under WORKDIR/llm_cache."""
   from phi_jax.llm import LLMClient  # pylint: disable=g-import-not-at-top
@@ -530,7 +555,7 @@ NODES = (
           primary_only=lambda ctx: ctx.settings.data.runner == "local"),
     _step("annotate", annotate, "educational-value labels of a sample: quality/labels.jsonl",
           reads=_annotate_reads, after=("curate",), validate=_validate_annotator,
-          primary_only=True),
+          primary_only=True, estimate=estimate_annotate),
     _step("embed", embed, "the annotated sample's embeddings: quality/embeddings.npz",
           reads=_embed_reads, after=("annotate",)),
     _step("classify", classify, "the quality classifier, every document's score and the "

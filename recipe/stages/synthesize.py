@@ -145,6 +145,15 @@ def _reads(ctx: Context) -> dict:
   return reads
 
 
+def estimate(ctx: Context, reads: dict) -> list[str]:
+  """What the stage would send to its teacher (tokens; cost at the teacher's prices)."""
+  from data_pipeline.synth import generate  # pylint: disable=g-import-not-at-top
+  from phi_jax.llm import budget  # pylint: disable=g-import-not-at-top
+  cfg: synth.SynthConfig = reads["synth"]
+  return [f"{generator}: {budget.describe(cfg.teacher, *numbers)}"
+          for generator, numbers in generate.estimate(cfg, out_dir(ctx)).items() if numbers[0]]
+
+
 def in_run(ctx: Context) -> bool:
   """Whether this run uses the stage's output (selected now, or complete before)."""
   return ctx.complete_or_selected(NAME)
@@ -157,6 +166,7 @@ def _partial(ctx: Context) -> str | None:
 
 NODES = (Node(name=NAME, run=run, doc="synthetic textbooks and exercises: synthesize/",
               reads=_reads, after=("curate",), validate=validate, partial=_partial,
+              estimate=estimate,
               interrupted=lambda ctx: "the teacher's answers so far (raw/)",
               # one host asks a remote teacher; a local one is an Orbax checkpoint,
               # which every host loads together

@@ -389,3 +389,28 @@ def test_load_labels_names_file_and_line(tmp_path):
   path.write_text(json.dumps(good) + "\nnot json\n")
   with pytest.raises(AnnotationError, match=f"{path}:2: invalid JSON"):
     load_labels(str(path))
+
+
+def test_batch_mode_writes_the_labels_online_mode_writes(server, tmp_path):
+  # 'a' never answers in the format (unlabelled either way); 7 fails inside its first
+  # batch (a 500) and is asked again in a new batch
+  server.responder = lambda req: ("It is a 7/10." if "area" in snippet_of(req)
+                                  else answer(8 if "def " in snippet_of(req) else 2))
+  LLMAnnotator(make_client(server, tmp_path / "online")).annotate(
+      RECORDS, str(tmp_path / "online.jsonl"), progress=False)
+  failed = set()
+
+  def fail(req):
+    if "fib" in snippet_of(req) and not failed:
+      failed.add(1)
+      return Status(500, "overloaded")
+    return None
+
+  server.batches.fail = fail
+  client = make_client(server, tmp_path / "batch", mode="batch", batch_poll_s=0.001)
+  summary = LLMAnnotator(client).annotate(RECORDS, str(tmp_path / "batch.jsonl"),
+                                          progress=False)
+  assert failed and summary["unlabelled"] == 1
+  assert read_rows(tmp_path / "batch.jsonl") == read_rows(tmp_path / "online.jsonl")
+  # the three; then 7 again with 'a's first re-ask; then 'a's second (parse_retries 2)
+  assert server.batches.created == 3 and len(server.batches.lines_submitted) == 6

@@ -100,6 +100,10 @@ EXPECTED = {
     "llm.api_key_env": NONE, "llm.max_concurrency": NONE, "llm.max_retries": NONE,
     "llm.timeout_s": NONE, "llm.cache_dir": NONE, "llm.backoff_initial_s": NONE,
     "llm.backoff_max_s": NONE, "llm.parse_retries": NONE,
+    **{f"llm.{f}": NONE for f in (
+        "mode", "batch_max_requests", "batch_poll_s", "batch_retry", "rpm_limit", "tpm_limit",
+        "price_prompt_per_1m", "price_completion_per_1m", "batch_price_prompt_per_1m",
+        "batch_price_completion_per_1m", "budget_usd")},
     "mesh.data": NONE, "mesh.fsdp": NONE, "mesh.tensor": NONE, "mesh.rules": NONE,
     # config.model: the shape of every random model; max_seq_len is raised to 4096 for
     # the random teacher's byte-level prompts (a change below that changes nothing there)
@@ -128,8 +132,7 @@ EXPECTED = {
     "synth.local_teacher": {"synthesize"} | REPORT, "synth.seed": {"synthesize"} | REPORT,
     "synth.near_dup_threshold": {"synthesize"} | REPORT,
     "synth.num_perm": {"synthesize"} | REPORT,
-    "synth.local_max_batch": NONE, "synth.price_prompt_per_1m": NONE,
-    "synth.price_completion_per_1m": NONE,
+    "synth.local_max_batch": NONE,
     "synth.teacher.temperature": {"synthesize"} | REPORT,
     "synth.teacher.top_p": {"synthesize"} | REPORT,
     "synth.teacher.stop": {"synthesize"} | REPORT,
@@ -137,7 +140,10 @@ EXPECTED = {
     "synth.teacher.max_tokens": NONE, "synth.teacher.seed": NONE,  # set per request
     **{f"synth.teacher.{f}": NONE for f in (
         "api_key_env", "max_concurrency", "max_retries", "timeout_s", "cache_dir",
-        "backoff_initial_s", "backoff_max_s", "parse_retries")},
+        "backoff_initial_s", "backoff_max_s", "parse_retries", "batch_max_requests",
+        "batch_poll_s", "batch_retry", "rpm_limit", "tpm_limit", "price_prompt_per_1m",
+        "price_completion_per_1m", "batch_price_prompt_per_1m",
+        "batch_price_completion_per_1m", "budget_usd")},
     **{f"synth.textbooks.{f}": {"synthesize"} | REPORT for f in (
         "count", "max_tokens", "min_code_blocks", "min_words")},
     **{f"synth.exercises.{f}": {"synthesize"} | REPORT for f in (
@@ -167,9 +173,13 @@ COMPANIONS["model.rope_scaling_type"] = {"model.rope_scaling_factor": 2.0}
 COMPANIONS["model.attention_block_q"] = {"model.attention_block_kv": 32}
 COMPANIONS["model.attention_block_kv"] = {"model.attention_block_q": 32}
 COMPANIONS["model.architecture"] = {"model.attention_bias": False}  # CodeGen has none
+for _s in ("llm", "synth.teacher"):  # a budget needs the prices
+  COMPANIONS[f"{_s}.budget_usd"] = {f"{_s}.price_prompt_per_1m": 1.0,
+                                    f"{_s}.price_completion_per_1m": 1.0}
 
 # Two settings that contradict the tiny config's: refused with one line naming both.
-REFUSED = {"synth.teacher.model": "gpt-4o-mini", "synth.teacher.base_url": "http://x/v1"}
+REFUSED = {"synth.teacher.model": "gpt-4o-mini", "synth.teacher.base_url": "http://x/v1",
+           "synth.teacher.mode": "batch"}  # the local teacher has no Batch API
 
 
 def _values(workdir: str, data_file: str) -> dict:
@@ -197,6 +207,8 @@ def _values(workdir: str, data_file: str) -> dict:
       "llm.model": "gpt-4o", "llm.base_url": "http://127.0.0.1:1/v1", "llm.top_p": 0.9,
       "llm.seed": 1, "llm.stop": ("\n",), "llm.model_identity": "x",
       "llm.api_key_env": "OTHER_KEY", "llm.cache_dir": "/tmp/cache",
+      **{f"{s}.{f}": v for s in ("llm", "synth.teacher") for f, v in (
+          ("mode", "batch"), ("batch_retry", "online"), ("batch_max_requests", 100))},
       "mesh.fsdp": 8, "mesh.rules": "vocab:,embed:fsdp", "model.activation": "gelu",
       "model.attention": "pallas", "model.attention_block_q": 32,
       "model.attention_block_kv": 32, "model.dtype": "bfloat16",
@@ -302,7 +314,7 @@ def test_each_field_reruns_exactly_the_nodes_whose_output_it_determines(tiny_run
     config = tiny_run_config()
     if field in REFUSED:
       set_field(config, field, REFUSED[field])
-      with pytest.raises(runner.UsageError, match="two teachers"):
+      with pytest.raises(runner.UsageError, match="two teachers|no Batch API"):
         runner.Context(config, workdir, graph)
       continue
     set_field(config, field, _changed(field, value, values))

@@ -1,0 +1,193 @@
+"""map_jsonl's batch mode against the fake Files and Batches endpoints (tests/fake_batches.py):
+the same lines as online, failed requests retried, a SIGKILL at every stage, the budget."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from phi_jax.llm import map_jsonl
+from phi_jax.llm.batch import journal_path
+from phi_jax.llm.budget import BudgetReached
+from tests.fake_batches import EXPIRED
+from tests.fake_openai import FakeOpenAI, Status
+from tests.fake_openai import TEST_KEY_ENV as KEY_ENV
+from tests.phi_jax.llm.helpers import REPO_ROOT, make_client, read_lines
+
+pytestmark = pytest.mark.usefixtures("api_key")
+N = 12
+
+
+def respond(request):
+  """Deterministic: a JSON verdict, except request 7, whose answer never parses."""
+  n = int(request.user_text.split("=")[1])
+  return "not json" if n == 7 else json.dumps({"n": n, "double": 2 * n})
+
+
+def fail_in_batch(request):
+  """Inside a batch only: request 3 fails with a 500 and request 5 expires, once each."""
+  n = int(request.user_text.split("=")[1])
+  if request.nth == 0 and n == 3:
+    return Status(500, "overloaded")
+  if request.nth == 0 and n == 5:
+    return EXPIRED
+  return None
+
+
+def parse(text, request):
+  del request
+  value = json.loads(text)
+  if not isinstance(value, dict):
+    raise ValueError("not an object")
+  return value
+
+
+def requests(n=N):
+  return [{"id": f"r{i}", "prompt": f"n={i}"} for i in range(n)]
+
+
+def by_id(path, drop=("spent", "cached")):
+  return {line["id"]: {k: v for k, v in line.items() if k not in drop}
+          for line in read_lines(path)}
+
+
+def run(server, out, **fields):
+  client = make_client(server, None, batch_poll_s=0.001, parse_retries=1, **fields)
+  return map_jsonl(client, requests(), str(out), parse=parse, progress=False,
+                   record_exhausted=True)
+
+
+@pytest.mark.parametrize("retry", ["batch", pytest.param("online", marks=pytest.mark.slow)])
+def test_batch_mode_records_the_lines_online_mode_records(tmp_path, retry):
+  with FakeOpenAI(respond) as server:
+    run(server, tmp_path / "online.jsonl")
+    online_sent = server.count()
+    server.reset()
+    server.batches.fail = fail_in_batch
+    summary = run(server, tmp_path / "batch.jsonl", mode="batch", batch_max_requests=5,
+                  batch_retry=retry)
+    assert by_id(tmp_path / "batch.jsonl") == by_id(tmp_path / "online.jsonl")
+    assert summary["done"] == N - 1 and summary["errors"] == 1  # request 7's answer
+    assert "unusable answer after 2 attempt(s)" in by_id(tmp_path / "batch.jsonl")["r7"]["error"]
+    # every request asked once, plus the retries of the failed ones (3, 5; 7 re-parsed)
+    assert server.count() == online_sent + 2
+    submitted = server.batches.lines_submitted
+    if retry == "batch":
+      assert sorted(submitted) == sorted([json.dumps(f"r{i}") for i in range(N)] +
+                                         ['"r3"', '"r5"', '"r7"'])
+    else:
+      assert sorted(submitted) == sorted(json.dumps(f"r{i}") for i in range(N))
+    lines = read_lines(tmp_path / "batch.jsonl")
+    modes = {line["id"]: set(line["spent"]) for line in lines}
+    assert modes["r0"] == {"batch"}
+    assert modes["r3"] == ({"batch"} if retry == "batch" else {"online"})
+    # a rerun sends nothing
+    sent = server.count()
+    again = run(server, tmp_path / "batch.jsonl", mode="batch", batch_retry=retry)
+    assert server.count() == sent and again["resumed"] == N
+
+
+_KILLED = textwrap.dedent("""
+    import json, sys
+    from phi_jax.llm import LLMClient, LLMConfig, map_jsonl
+    url, out = sys.argv[1], sys.argv[2]
+    client = LLMClient(LLMConfig(model="m", base_url=url, api_key_env="{key_env}",
+                                 mode="batch", batch_poll_s=0.01, batch_max_requests=5))
+    map_jsonl(client, [{{"id": f"r{{i}}", "prompt": f"n={{i}}"}} for i in range({n})], out,
+              progress=False)
+""")
+
+
+def _kill_at(stage, tmp_path):
+  """Runs a batch-mode map_jsonl in a subprocess, SIGKILLs it when it reaches `stage`,
+  restarts it in this process; returns (server stats, the output lines by id)."""
+  with FakeOpenAI() as server:
+    reference = tmp_path / "reference.jsonl"
+    map_jsonl(make_client(server, None, mode="batch", batch_poll_s=0.001,
+                          batch_max_requests=5), requests(), str(reference), progress=False)
+    server.reset()
+    server.batches.lines_submitted.clear()
+    out = str(tmp_path / "killed.jsonl")
+    reached = server.batches.hold(stage)
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED.format(key_env=KEY_ENV, n=N),
+                             server.url, out], env=env, cwd=REPO_ROOT,
+                            stderr=subprocess.PIPE)
+    try:
+      assert reached.wait(60), proc.stderr.read().decode()[-2000:] if proc.poll() else stage
+      proc.send_signal(signal.SIGKILL)
+    finally:
+      proc.wait()
+      server.batches.release(stage)
+    assert not os.path.exists(out) or len(read_lines(out)) < N
+    map_jsonl(make_client(server, None, mode="batch", batch_poll_s=0.001,
+                          batch_max_requests=5), requests(), out, progress=False)
+    submitted = list(server.batches.lines_submitted)
+    return submitted, by_id(out, drop=()), by_id(str(reference), drop=())
+
+
+def test_a_kill_after_submitting_never_submits_a_request_twice(tmp_path):
+  # the batch exists at the provider, but the killed process never heard its id: the
+  # restart finds it by its metadata instead of submitting it again
+  submitted, lines, reference = _kill_at("submitted", tmp_path)
+  assert sorted(submitted) == sorted(json.dumps(f"r{i}") for i in range(N))
+  assert lines == reference
+  events = [json.loads(l) for l in open(journal_path(str(tmp_path / "killed.jsonl")))]
+  assert sum(e["event"] == "submitted" for e in events) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["upload", "poll", "download"])
+def test_a_kill_at_each_stage_never_submits_a_request_twice(tmp_path, stage):
+  submitted, lines, reference = _kill_at(stage, tmp_path)
+  assert sorted(submitted) == sorted(json.dumps(f"r{i}") for i in range(N))
+  assert lines == reference
+
+
+@pytest.mark.parametrize("mode", ["online", "batch"])
+def test_the_budget_stops_sending_and_a_higher_budget_resumes(tmp_path, mode):
+  prices = dict(price_prompt_per_1m=1e6, price_completion_per_1m=1e6,
+                batch_price_prompt_per_1m=5e5, batch_price_completion_per_1m=5e5)
+  out = str(tmp_path / "out.jsonl")
+  with FakeOpenAI(respond) as server:
+    # an answer is ~5 prompt + ~20 completion tokens (the fake counts characters):
+    # $25 online, $12.5 in a batch; a budget of $60 (online) / $30 (batch) pays 3 answers
+    budget = 60.0 if mode == "online" else 30.0
+    client = make_client(server, None, mode=mode, max_concurrency=1, batch_poll_s=0.001,
+                         batch_max_requests=50, budget_usd=budget, **prices)
+    with pytest.raises(BudgetReached, match=r"budget reached: .* request\(s\) were not sent"
+                       ) as stop:
+      map_jsonl(client, requests(), out, parse=parse, progress=False)
+    recorded = read_lines(out)
+    assert 2 <= len(recorded) <= 4 and stop.value.unsent == N - len(recorded)
+    assert stop.value.spent_usd >= budget or len(recorded) == N
+    sent = server.count()
+    assert sent == len(recorded) + (1 if any(r["id"] == "r7" for r in recorded) else 0) * 2
+    client = make_client(server, None, mode=mode, max_concurrency=1, batch_poll_s=0.001,
+                         budget_usd=10_000.0, parse_retries=1, **prices)
+    summary = map_jsonl(client, requests(), out, parse=parse, progress=False)
+    assert len(read_lines(out)) == N and summary["resumed"] == len(recorded)
+
+
+def test_a_batch_the_provider_refuses_raises_and_a_rerun_plans_it_afresh(tmp_path):
+  with FakeOpenAI() as server:
+    original = server.batches._process
+
+    def refuse(batch):
+      with server.batches._lock:
+        batch["status"] = "failed"
+        batch["errors"] = {"object": "list", "data": [
+            {"code": "model_not_found", "message": "no model m"}]}
+
+    server.batches._process = refuse
+    client = make_client(server, None, mode="batch", batch_poll_s=0.001)
+    out = str(tmp_path / "out.jsonl")
+    with pytest.raises(Exception, match="refused by the provider: model_not_found: no model m"):
+      map_jsonl(client, requests(3), out, progress=False)
+    server.batches._process = original
+    summary = map_jsonl(client, requests(3), out, progress=False)
+    assert summary["done"] == 3 and server.batches.created == 2
