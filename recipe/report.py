@@ -396,6 +396,93 @@ def _pass_table(benchmarks: Mapping[str, Any]) -> tuple[tuple[str, ...], list[tu
   return ("benchmark", "problems") + tuple(ks) + ("bits/byte",), rows
 
 
+def _interval_text(result: Mapping[str, Any], key: str) -> str:
+  interval = (result.get("intervals") or {}).get(key)
+  if not interval:
+    return "-"
+  return f"{100 * interval[0]:.2f}-{100 * interval[1]:.2f}%"
+
+
+def _uncertainty(summary: Mapping[str, Any], sweep: Sequence[Mapping[str, Any]]) -> list[Block]:
+  """Every pass@k of the evaluated model and of the sweep with its bootstrap interval
+  over problems (eval/passk.py), the level and resamples stated."""
+  rows, how = [], set()
+  models = [("evaluated model", summary)] + [(e["model"], e["benchmarks"]) for e in sweep]
+  for name, benchmarks in models:
+    for benchmark, result in sorted(benchmarks.items()):
+      if not isinstance(result, Mapping):
+        continue
+      boot = result.get("bootstrap") or {}
+      if boot:
+        how.add((boot.get("level"), boot.get("resamples"), boot.get("method")))
+      for key, value in sorted(result.get("overall", {}).items(),
+                               key=lambda kv: int(kv[0].split("@")[1])):
+        rows.append((name, benchmark, key, f"{100 * value:.2f}%", _interval_text(result, key),
+                     "-" if not boot else f"{100 * boot['level']:g}%",
+                     _fmt(boot.get("resamples"))))
+  if not rows:
+    return []
+  text = ("A benchmark is a sample of problems: each pass@k is given with a bootstrap "
+          "interval over its problems (resampled with replacement, each problem's own "
+          "unbiased pass@k estimate), at the level and with the resamples stated.")
+  if len(how) == 1:
+    level, resamples, method = next(iter(how))
+    text += f" Here: {method}, {100 * level:g}% level, {resamples:,} resamples."
+  return [("h", 3, "Uncertainty"), ("p", text),
+          ("table", ("model", "benchmark", "k", "pass@k", "interval", "level", "resamples"),
+           rows)]
+
+
+def _per_task(workdir: str, entry: Mapping[str, Any], benchmark: str) -> Mapping | None:
+  """The pass_at_k.json (per-problem pass@k) of a sweep entry's benchmark, or None."""
+  if not entry.get("dir"):
+    return None
+  return _read_json(os.path.join(workdir, entry["dir"], benchmark, "pass_at_k.json"))
+
+
+def _comparisons(workdir: str, sweep: Sequence[Mapping[str, Any]]) -> list[Block]:
+  """Paired bootstrap of consecutive checkpoints of the sweep (and of the first against
+  the last): the change of each pass@k, its interval and whether it is beyond the noise
+  of the problem draw."""
+  from eval import passk  # pylint: disable=g-import-not-at-top
+  pairs = list(zip(sweep, sweep[1:]))
+  if len(sweep) > 2:
+    pairs.append((sweep[0], sweep[-1]))
+  rows, missing, how = [], [], None
+  for a, b in pairs:
+    for benchmark in sorted(set(a["benchmarks"]) & set(b["benchmarks"])):
+      ra, rb = _per_task(workdir, a, benchmark), _per_task(workdir, b, benchmark)
+      if ra is None or rb is None:
+        missing.append(f"{a['model']} vs {b['model']} on {benchmark}")
+        continue
+      try:
+        compared = passk.compare_reports(ra, rb)
+      except ValueError as e:
+        missing.append(f"{a['model']} vs {b['model']} on {benchmark} ({e})")
+        continue
+      for key, c in sorted(compared.items(), key=lambda kv: int(kv[0].split("@")[1])):
+        how = c
+        rows.append((benchmark, key, f"{a['model']} -> {b['model']}",
+                     f"{100 * c['difference']:+.2f}",
+                     f"{100 * c['interval'][0]:+.2f} to {100 * c['interval'][1]:+.2f}",
+                     f"{c['p_value']:.3g}",
+                     "yes" if c["beyond_noise"] else "no (within noise)"))
+  if not rows and not missing:
+    return []
+  blocks: list[Block] = [("h", 3, "Checkpoint comparisons (paired bootstrap)")]
+  if how is not None:
+    blocks.append(("p", f"The change of pass@k (points) from one checkpoint to the next on "
+                        f"the same {how['num_problems']} problems: a {how['method']} "
+                        f"({100 * how['level']:g}% interval, {how['resamples']:,} "
+                        "resamples, two-sided p-value). Beyond noise: the interval "
+                        "excludes 0."))
+    blocks.append(("table", ("benchmark", "k", "models", "change (points)", "interval",
+                             "p", "beyond noise"), rows))
+  if missing:
+    blocks.append(("p", "Not compared (no per-problem results): " + "; ".join(missing) + "."))
+  return blocks
+
+
 def _evaluation(workdir: str, out_dir: str) -> list[Block]:
   summary = _read_json(os.path.join(workdir, "eval", "summary.json"))
   if summary is None:
@@ -426,6 +513,9 @@ def _evaluation(workdir: str, out_dir: str) -> list[Block]:
       if _plot(os.path.join(out_dir, "sweep_bpb.png"), series,
                "bits per byte per kept checkpoint", "bits/byte"):
         blocks.append(("img", "sweep_bpb.png", "bits per byte per checkpoint"))
+  blocks += _uncertainty(summary, sweep or [])
+  if sweep:
+    blocks += _comparisons(workdir, sweep)
   return blocks
 
 

@@ -123,3 +123,37 @@ def test_run_py_report_rebuilds_without_running_stages(tmp_path):
                             f"--report={tmp_path}/none"], cwd=REPO_ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
   assert missing.returncode == 2 and "no such work directory" in missing.stderr
+
+
+def _sweep_entry(workdir, model, passed):
+  """A sweep entry whose per-problem results (pass_at_k.json) are `passed` (bools)."""
+  from eval import passk
+  out = f"eval/checkpoints/{model.replace(':', '_')}"
+  result = passk.pass_at_k_report({f"P/{i}": (1, int(p)) for i, p in enumerate(passed)}, [1])
+  _write(f"{workdir}/{out}/humaneval/pass_at_k.json", result)
+  return {"model": model, "path": model, "dir": out, "benchmarks": {"humaneval": {
+      key: result[key] for key in ("overall", "intervals", "bootstrap", "num_problems")}}}
+
+
+def test_report_gives_intervals_and_paired_comparisons_of_the_sweep(tmp_path):
+  workdir = str(tmp_path / "work")
+  _finished_run(workdir)
+  # 40 problems: none solved, then 30 (a real change), then the same 30 and one more
+  first = _sweep_entry(workdir, "finetune:1", [False] * 40)
+  second = _sweep_entry(workdir, "finetune:2", [True] * 30 + [False] * 10)
+  third = _sweep_entry(workdir, "finetune:3", [True] * 31 + [False] * 9)
+  _write(f"{workdir}/eval/checkpoints.json", [first, second, third])
+  _write(f"{workdir}/eval/summary.json", third["benchmarks"])
+  md = open(report.build_report(workdir, graph.build().nodes)["markdown"]).read()
+  low, high = third["benchmarks"]["humaneval"]["intervals"]["pass@1"]
+  assert 0.5 < low < 0.775 < high < 0.95
+  row = f"| humaneval | pass@1 | 77.50% | {100 * low:.2f}-{100 * high:.2f}% | 95% | 10,000 |"
+  assert f"| evaluated model {row}" in md and f"| finetune:3 {row}" in md
+  assert "95% level, 10,000 resamples" in md
+  lines = {line.split(" | ")[2]: line for line in md.splitlines()
+           if line.startswith("| humaneval | pass@1 | finetune:")}
+  cells = lines["finetune:1 -> finetune:2"].split(" | ")
+  assert cells[3] == "+75.00" and float(cells[5]) < 0.001 and cells[6] == "yes |"
+  assert lines["finetune:2 -> finetune:3"].split(" | ")[3] == "+2.50"
+  assert lines["finetune:2 -> finetune:3"].endswith("| no (within noise) |")
+  assert lines["finetune:1 -> finetune:3"].endswith("| yes |")
