@@ -433,6 +433,45 @@ def _uncertainty(summary: Mapping[str, Any], sweep: Sequence[Mapping[str, Any]])
            rows)]
 
 
+def _checks(summary: Mapping[str, Any], sweep: Sequence[Mapping[str, Any]]) -> list[Block]:
+  """How far the verdicts and the decoding can be trusted, per evaluated model and
+  benchmark: the machine-speed scale of the time limits, the samples run again near
+  their limit and those whose verdict changed, and the determinism certificate."""
+  rows = []
+  models = [("evaluated model", summary)] + [(e["model"], e["benchmarks"]) for e in sweep]
+  for name, benchmarks in models:
+    for benchmark, result in sorted(benchmarks.items()):
+      if not isinstance(result, Mapping) or "verdicts" not in result:
+        continue
+      machine, verdicts = result.get("machine"), result["verdicts"]
+      cert = result.get("determinism")
+      if cert:
+        parts = [f"{label}: {cert['variants'][key]['diverged']} diverged, pass@1 "
+                 f"{100 * cert['variants'][key]['pass@1_change']:+.2f}"
+                 for key, label in (("batch_1", "batch 1"), ("shuffled", "shuffled"))]
+        certificate = (f"{cert['problems']} problems vs batch {cert['batch_size']} "
+                       f"({cert.get('device', '?')}, {cert.get('dtype', '?')}): "
+                       + "; ".join(parts))
+      else:
+        certificate = "not run (config.eval.determinism_problems = 0)"
+      rows.append((name, benchmark,
+                   "-" if not machine else f"x{machine['scale']:g} (probe "
+                                           f"{machine['probe_s']:g} s)",
+                   f"{verdicts['unstable']} of {verdicts['rechecked']}", certificate))
+  if not rows:
+    return []
+  return [("h", 3, "Evaluation checks"),
+          ("p", "Time limits: the fixed limits times the machine-speed probe's scale "
+                "(eval/speed.py; '-': the benchmark times its own references, or the probe "
+                "is off). Unstable: samples that timed out, were killed or passed near their "
+                "limit were run once more; those whose verdict changed (the first is "
+                "scored). Determinism: a sample of problems re-decoded greedily at batch 1 "
+                "and in shuffled order against the evaluation's own batch size: completions "
+                "that diverge and the change of pass@1 (points) over those problems."),
+          ("table", ("model", "benchmark", "time limits", "unstable of rechecked",
+                     "determinism certificate"), rows)]
+
+
 def _per_task(workdir: str, entry: Mapping[str, Any], benchmark: str) -> Mapping | None:
   """The pass_at_k.json (per-problem pass@k) of a sweep entry's benchmark, or None."""
   if not entry.get("dir"):
@@ -514,6 +553,7 @@ def _evaluation(workdir: str, out_dir: str) -> list[Block]:
                "bits per byte per kept checkpoint", "bits/byte"):
         blocks.append(("img", "sweep_bpb.png", "bits per byte per checkpoint"))
   blocks += _uncertainty(summary, sweep or [])
+  blocks += _checks(summary, sweep or [])
   if sweep:
     blocks += _comparisons(workdir, sweep)
   return blocks

@@ -36,6 +36,10 @@ class Benchmark(abc.ABC):
   # the completion fills the gap between a problem's prompt and its suffix: generation
   # prompts the model in the fill-in-the-middle format (phi_jax.fim)
   infilling: bool = False
+  # its time limits are fixed numbers (set on some machine), which the evaluator scales
+  # by a machine-speed probe (eval/speed.py); False: the benchmark times its programs
+  # against its own reference solutions on this machine (EvalPlus)
+  fixed_limits: bool = True
 
   @abc.abstractmethod
   def load(self, path: str | None = None) -> list[Problem]:
@@ -59,6 +63,13 @@ class Benchmark(abc.ABC):
     timeout governs)."""
     del problem
     return 0.0
+
+  def time_scaled(self, factor: float) -> Benchmark:
+    """This benchmark with its own per-test time limits multiplied by `factor` (a slower
+    machine: eval/speed.py); the sandbox's limit is scaled by the evaluator. Itself
+    when it has none."""
+    del factor
+    return self
 
 
 def truncate_at_stop(completion: str, stop: Sequence[str]) -> str:

@@ -75,7 +75,10 @@ def _evaluate_model(cfg: settings.EvalSettings, path: str, out_dir: str) -> dict
     summary[benchmark] = {"overall": report["overall"], "intervals": report["intervals"],
                           "bootstrap": report["bootstrap"],
                           "num_problems": report["num_problems"],
-                          "isolation": report["isolation"]}
+                          "isolation": report["isolation"], "verdicts": report["verdicts"],
+                          "machine": report["machine"],
+                          **({"determinism": report["determinism"]}
+                             if "determinism" in report else {})}
   if list(cfg.bpb_benchmarks):
     model = load_model()
     sets = bpb_sets(cfg, model.tokenizer, model.config.max_seq_len)

@@ -89,6 +89,8 @@ EXPECTED = {
     "eval.max_new_tokens": {"eval"} | REPORT, "eval.k": {"eval"} | REPORT,
     "eval.timeout_s": {"eval"} | REPORT, "eval.memory_mb": {"eval"} | REPORT,
     "eval.batch_size": NONE, "eval.isolation": NONE, "eval.workers": NONE,
+    "eval.determinism_problems": {"eval"} | REPORT, "eval.recheck_margin": {"eval"} | REPORT,
+    "eval.speed_probe": {"eval"} | REPORT,
     "export_hf.model": {"export_hf"} | REPORT, "export_hf.dtype": {"export_hf"} | REPORT,
     "init.model": {"init"} | REPORT, "init.tokenizer": {"init"} | REPORT,
     # the annotator is the heuristic one: the LLM client is read by no node, except that
@@ -167,6 +169,7 @@ COMPANIONS["model.rope_scaling_type"] = {"model.rope_scaling_factor": 2.0}
 COMPANIONS["model.attention_block_q"] = {"model.attention_block_kv": 32}
 COMPANIONS["model.attention_block_kv"] = {"model.attention_block_q": 32}
 COMPANIONS["model.architecture"] = {"model.attention_bias": False}  # CodeGen has none
+COMPANIONS["eval.temperature"] = {"eval.determinism_problems": 0}  # certifies greedy only
 
 # Two settings that contradict the tiny config's: refused with one line naming both.
 REFUSED = {"synth.teacher.model": "gpt-4o-mini", "synth.teacher.base_url": "http://x/v1"}

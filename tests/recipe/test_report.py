@@ -143,7 +143,13 @@ def test_report_gives_intervals_and_paired_comparisons_of_the_sweep(tmp_path):
   second = _sweep_entry(workdir, "finetune:2", [True] * 30 + [False] * 10)
   third = _sweep_entry(workdir, "finetune:3", [True] * 31 + [False] * 9)
   _write(f"{workdir}/eval/checkpoints.json", [first, second, third])
-  _write(f"{workdir}/eval/summary.json", third["benchmarks"])
+  checked = dict(third["benchmarks"]["humaneval"], verdicts={"rechecked": 3, "unstable": 1},
+                 machine={"scale": 1.5, "probe_s": 0.195},
+                 determinism={"problems": 8, "batch_size": 32, "device": "cpu",
+                              "dtype": "float32", "variants": {
+                                  "batch_1": {"diverged": 0, "pass@1_change": 0.0},
+                                  "shuffled": {"diverged": 2, "pass@1_change": -0.125}}})
+  _write(f"{workdir}/eval/summary.json", {"humaneval": checked})
   md = open(report.build_report(workdir, graph.build().nodes)["markdown"]).read()
   low, high = third["benchmarks"]["humaneval"]["intervals"]["pass@1"]
   assert 0.5 < low < 0.775 < high < 0.95
@@ -157,3 +163,6 @@ def test_report_gives_intervals_and_paired_comparisons_of_the_sweep(tmp_path):
   assert lines["finetune:2 -> finetune:3"].split(" | ")[3] == "+2.50"
   assert lines["finetune:2 -> finetune:3"].endswith("| no (within noise) |")
   assert lines["finetune:1 -> finetune:3"].endswith("| yes |")
+  assert ("| evaluated model | humaneval | x1.5 (probe 0.195 s) | 1 of 3 | 8 problems vs "
+          "batch 32 (cpu, float32): batch 1: 0 diverged, pass@1 +0.00; shuffled: 2 diverged, "
+          "pass@1 -12.50 |") in md
