@@ -5,7 +5,8 @@
     WORKDIR/report/*.png         loss and bits-per-byte curves, the checkpoint sweep
 
 Everything is read from what the stages wrote: their markers (summaries, timings),
-data/stats.json, <stage>/metrics.jsonl, eval/summary.json and eval/checkpoints.json,
+data/stats.json, <stage>/metrics.jsonl, eval/summary.json and eval/checkpoints.json (with
+each sweep entry's pass_at_k.json for the paired comparisons), attribute/summary.json,
 synthesize/{summary,diversity}.json and decontaminate/ (summary.json, each corpus's
 report.json and matches.jsonl) when present; recipe/paper.py gives the paper's numbers
 printed beside the run's ("Paper reference", Table 3). Nothing
@@ -559,6 +560,47 @@ def _evaluation(workdir: str, out_dir: str) -> list[Block]:
   return blocks
 
 
+def _attribution(workdir: str) -> list[Block]:
+  """The attribute step: each passing sample's nearest training record and the pass@k
+  over the samples that are not near-copies (recipe/stages/attribute.py)."""
+  summary = _read_json(os.path.join(workdir, "attribute", "summary.json"))
+  if summary is None:
+    return []
+  training = summary["training"]
+  blocks: list[Block] = [("h", 3, "Memorisation attribution")]
+  searched = ", ".join(f"{d} ({len(f)} file(s))" for d, f in training["files"].items())
+  blocks.append(("p", "Each passing sample's solution against the training records the "
+                      "evaluated model saw, with the decontamination's n-gram and AST "
+                      "indexes and thresholds (data_pipeline/decontaminate/attribution.py). "
+                      "Searched: " + (searched or "nothing") + "."))
+  for why in training["unavailable"]:
+    blocks.append(("p", f"**Not searched.** {why}."))
+  rows, nearest = [], []
+  for benchmark, entry in sorted(summary["benchmarks"].items()):
+    clean = entry.get("clean_pass_at_k") or {}
+    for key, value in entry["pass_at_k"]["overall"].items():
+      clean_value = (clean.get("overall") or {}).get(key)
+      rows.append((benchmark, key, f"{100 * value:.2f}% ({_interval_text(entry['pass_at_k'], key)})",
+                   "-" if "near_copies" not in entry else str(entry["near_copies"]),
+                   str(entry["passing"]),
+                   "-" if clean_value is None
+                   else f"{100 * clean_value:.2f}% ({_interval_text(clean, key)})"))
+    for s in entry.get("nearest") or []:
+      ngram, tree = s.get("ngram") or {}, s.get("ast") or {}
+      nearest.append((benchmark, f"{s['task_id']}#{s['sample_index']}",
+                      f"{tree['dataset']}: {tree['id']} ({tree['tau']:.3f})" if tree else "-",
+                      f"{ngram['dataset']}: {ngram['id']} ({ngram['matches']})" if ngram else "-",
+                      "yes" if s["near_copy"] else "no"))
+  blocks.append(("table", ("benchmark", "k", "pass@k (interval)", "near-copies",
+                           "passing samples", "clean pass@k (interval)"), rows))
+  if nearest:
+    blocks += [("p", "The passing samples nearest to a training record (AST match rate tau; "
+                     "shared n-grams):"),
+               ("table", ("benchmark", "sample", "nearest by AST (tau)",
+                          "nearest by n-grams (shared)", "near-copy"), nearest)]
+  return blocks
+
+
 def _config(config: Mapping[str, Any] | None) -> list[Block]:
   if config is None:
     return []
@@ -643,6 +685,7 @@ def build_report(workdir: str, nodes: Sequence[Any],
   title = f"phi_jax run report: {os.path.basename(workdir)}"
   blocks: list[Block] = [("h", 1, title), ("p", f"Work directory: `{workdir}`.")]
   blocks += _evaluation(workdir, out_dir)
+  blocks += _attribution(workdir)
   blocks += _paper_reference(workdir)
   blocks += _training(workdir, out_dir)
   blocks += _data(workdir)

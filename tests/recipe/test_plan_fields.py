@@ -59,16 +59,17 @@ EXPECTED = {
     "data.quality.test_fraction": {"classify"} | REPORT,
     "data.tokenizer.spec": {"tokenizer"} | REPORT,
     "data.tokenizer.vocab_size": {"tokenizer"} | REPORT,
-    # the decontamination runs n-grams and AST (no embedding check in tiny)
+    # the decontamination runs n-grams and AST (no embedding check in tiny); the
+    # attribution of the passing samples uses its n-gram and AST settings
     "decontaminate.benchmarks": {"decontaminate"} | REPORT,
     "decontaminate.checks": {"decontaminate"} | REPORT,
-    "decontaminate.taus": {"decontaminate"} | REPORT,
-    "decontaminate.prune_tau": {"decontaminate"} | REPORT,
-    "decontaminate.ngram_n": {"decontaminate"} | REPORT,
-    "decontaminate.ngram_unit": {"decontaminate"} | REPORT,
+    "decontaminate.taus": {"decontaminate", "attribute"} | REPORT,
+    "decontaminate.prune_tau": {"decontaminate", "attribute"} | REPORT,
+    "decontaminate.ngram_n": {"decontaminate", "attribute"} | REPORT,
+    "decontaminate.ngram_unit": {"decontaminate", "attribute"} | REPORT,
     "decontaminate.ngram_fields": {"decontaminate"} | REPORT,
-    "decontaminate.ngram_min_matches": {"decontaminate"} | REPORT,
-    "decontaminate.ast_min_nodes": {"decontaminate"} | REPORT,
+    "decontaminate.ngram_min_matches": {"decontaminate", "attribute"} | REPORT,
+    "decontaminate.ast_min_nodes": {"decontaminate", "attribute"} | REPORT,
     "decontaminate.examples_per_tau": {"decontaminate"} | REPORT,
     "decontaminate.embed_threshold": NONE, "decontaminate.embed_decides": NONE,
     # pruning (off in tiny, as in phi1): on, the tokenizer and the datasets read the
