@@ -71,6 +71,19 @@ def lineage(ctx: Context) -> dict:
   return {"datasets": datasets, "stages": stages, "unavailable": unavailable}
 
 
+def training_files(ctx: Context, datasets: list[str]) -> dict[str, list[str]]:
+  """{dataset: JSONL files} of the datasets the data stage built them from (the pruned
+  records where config.decontaminate.prune prunes), relative to the work directory
+  when inside it (a moved work directory is the same input)."""
+  sources = data.corpora(ctx)
+
+  def relative(path: str) -> str:
+    inside = os.path.abspath(path).startswith(ctx.workdir + os.sep)
+    return os.path.relpath(path, ctx.workdir) if inside else os.path.abspath(path)
+
+  return {d: [relative(f) for f in sources[d]] for d in datasets if d in sources}
+
+
 def _passing(cfg, benchmark: str, results: list[dict]) -> list[attribution.Passing]:
   problems = {p.task_id: p for p in get_benchmark(
       benchmark, **eval_run.benchmark_options_of(benchmark, cfg)).load(cfg.paths().get(benchmark))}
@@ -91,8 +104,8 @@ def run(ctx: Context, reads: dict) -> dict:
   cfg = reads["eval"].value
   config = reads["decontaminate"].value
   trained = reads["lineage"]
-  sources = data.corpora(ctx)
-  corpora = {d: sources[d] for d in trained["datasets"] if d in sources}
+  corpora = {d: [os.path.join(ctx.workdir, f) for f in files]
+             for d, files in reads["corpora"].items()}
   out_dir = ctx.node_dir(NAME)
   os.makedirs(out_dir, exist_ok=True)
   summary = {"training": {**trained, "files": corpora}, "benchmarks": {}}
@@ -125,12 +138,13 @@ def run(ctx: Context, reads: dict) -> dict:
 
 def _reads(ctx: Context) -> dict:
   """The benchmarks evaluated, the decontamination thresholds, and the evaluated
-  model's training lineage."""
+  model's training lineage and the files of its datasets."""
+  trained = lineage(ctx)
   return {"eval": settings_lib.Part(ctx.settings.eval, ("benchmarks", "k", "mbpp_prompt",
                                                         "humaneval_path", "mbpp_path",
                                                         "data_paths")),
           "decontaminate": settings_lib.Part(ctx.settings.decontaminate, FIELDS),
-          "lineage": lineage(ctx)}
+          "lineage": trained, "corpora": training_files(ctx, trained["datasets"])}
 
 
 def _after(ctx: Context) -> list[str]:
