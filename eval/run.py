@@ -11,12 +11,15 @@
 
 Writes under --out: samples.jsonl ({"task_id", "completion"}, generate mode),
 results.jsonl (one line per sample: passed, failure kind, exit code, duration, stderr
-tail), pass_at_k.json (overall, with a 95% bootstrap interval over problems, and per
+tail; `recheck` and `unstable` when it ran twice), pass_at_k.json (overall, with a 95% bootstrap interval over problems, and per
 problem; `eval.passk.compare_reports` tells whether two runs differ beyond noise; the
 sandbox isolation level and limits in
 force (`sandbox`: zygote or not, memory cap or not, `Sandbox.describe()`), the
-settings), run.json (what the evaluation is of: benchmark, source, settings) and
-prints a table.
+settings; `verdicts`: the samples run once more near their time limit and those whose
+verdict changed; `determinism`: the certificate when asked), run.json (what the
+evaluation is of: benchmark, source, settings; and what was measured: `machine`, the
+speed probe whose scale multiplies fixed time limits, and `determinism`) and prints a
+table.
 
 Every flag is checked before any work (eval/settings.py has the valid ranges); a bad
 one is one line on stderr and exit code 2, with nothing written.
