@@ -152,6 +152,6 @@ def _after(ctx: Context) -> list[str]:
   return ["eval"] + data.corpus_nodes(ctx)
 
 
-NODES = (Node(name=NAME, group="eval", run=run, reads=_reads, after=_after,
+NODES = (Node(name=NAME, group="eval", run=run, reads=_reads, after=_after, primary_only=True,
               doc="nearest training records of the passing samples, clean pass@k: "
                   "attribute/summary.json"),)
