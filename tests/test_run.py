@@ -59,7 +59,7 @@ def test_tiny_pipeline_writes_every_stage(tiny_run):
   # memorisation attribution against the data the finetuned model saw
   attributed = json.load(open(os.path.join(workdir, "attribute", "summary.json")))
   assert attributed["training"]["stages"] == ["finetune", "pretrain"]
-  assert set(attributed["training"]["files"]) == {"phi1_filtered_code", "phi1_mined_exercises"}
+  assert {"phi1_filtered_code", "phi1_mined_exercises"} <= set(attributed["training"]["files"])
   entry = attributed["benchmarks"]["humaneval"]
   assert entry["passing"] == 0 and entry["near_copies"] == 0
   assert entry["clean_pass_at_k"]["overall"] == {"pass@1": 0.0}
