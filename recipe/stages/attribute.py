@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from data_pipeline import catalog
-from data_pipeline.decontaminate import attribution
+from data_pipeline.decontaminate import DecontConfig, attribution
 from eval import passk
 from eval.benchmarks import get_benchmark
 from eval import run as eval_run
@@ -102,7 +102,7 @@ def _closeness(sample: dict) -> tuple:
 
 def run(ctx: Context, reads: dict) -> dict:
   cfg = reads["eval"].value
-  config = reads["decontaminate"].value
+  config = DecontConfig(**reads["thresholds"])
   trained = reads["lineage"]
   corpora = {d: [os.path.join(ctx.workdir, f) for f in files]
              for d, files in reads["corpora"].items()}
@@ -143,7 +143,9 @@ def _reads(ctx: Context) -> dict:
   return {"eval": settings_lib.Part(ctx.settings.eval, ("benchmarks", "k", "mbpp_prompt",
                                                         "humaneval_path", "mbpp_path",
                                                         "data_paths")),
-          "decontaminate": settings_lib.Part(ctx.settings.decontaminate, FIELDS),
+          # the values themselves: the decontamination counts its n-gram and AST fields
+          # inert when it does not run those checks, but the attribution always does
+          "thresholds": {f: getattr(ctx.settings.decontaminate, f) for f in FIELDS},
           "lineage": trained, "corpora": training_files(ctx, trained["datasets"])}
 
 
