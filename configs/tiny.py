@@ -55,4 +55,7 @@ def get_config():
   config.eval.checkpoints = ("finetune:*",)
   config.eval.limit = 20
   config.eval.max_new_tokens = 64
+  # the determinism certificate: 8 problems re-decoded at batch 1 and shuffled (CPU fp32
+  # greedy decoding must not depend on the batch)
+  config.eval.determinism_problems = 8
   return config

@@ -11,12 +11,15 @@
 
 Writes under --out: samples.jsonl ({"task_id", "completion"}, generate mode),
 results.jsonl (one line per sample: passed, failure kind, exit code, duration, stderr
-tail), pass_at_k.json (overall, with a 95% bootstrap interval over problems, and per
+tail; `recheck` and `unstable` when it ran twice), pass_at_k.json (overall, with a 95% bootstrap interval over problems, and per
 problem; `eval.passk.compare_reports` tells whether two runs differ beyond noise; the
 sandbox isolation level and limits in
 force (`sandbox`: zygote or not, memory cap or not, `Sandbox.describe()`), the
-settings), run.json (what the evaluation is of: benchmark, source, settings) and
-prints a table.
+settings; `verdicts`: the samples run once more near their time limit and those whose
+verdict changed; `determinism`: the certificate when asked), run.json (what the
+evaluation is of: benchmark, source, settings; and what was measured: `machine`, the
+speed probe whose scale multiplies fixed time limits, and `determinism`) and prints a
+table.
 
 Every flag is checked before any work (eval/settings.py has the valid ranges); a bad
 one is one line on stderr and exit code 2, with nothing written.
@@ -42,7 +45,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from eval import passk
+from eval import determinism, passk, speed
 from eval.benchmarks import BENCHMARKS, Benchmark, HumanEval, Problem, get_benchmark
 from eval.sandbox import Sandbox, SandboxLimits
 from eval.settings import DEFAULT_TOP_P, EvalSettings, parse_ks, range_of
@@ -58,6 +61,9 @@ REPORT = "pass_at_k.json"
 RUN_RECORD = "run.json"
 PARTIAL = ".partial"  # suffix of the files appended to while a phase runs
 OUTPUTS = (SAMPLES, SAMPLES + PARTIAL, RESULTS, RESULTS + PARTIAL, REPORT, RUN_RECORD)
+# run.json's measurements (the machine-speed probe, the determinism certificate): not
+# part of what the directory is an evaluation of, so a resumed run is not refused for them
+MEASURED = ("machine", "determinism")
 CHUNK_PER_WORKER = 16  # programs per sandbox worker between two appends of results
 
 # Fault injection for the resume tests: "<phase>:<k>[,...]" (phase generate or execute)
@@ -210,11 +216,25 @@ def _sample_keys(samples: Sequence[dict]) -> list[tuple[str, int]]:
   return keys
 
 
+def needs_recheck(outcome, timeout_s: float, margin: float) -> bool:
+  """Whether a verdict may be the machine's rather than the program's: it timed out or
+  was killed, or it passed with less than `margin` of its wall-clock limit to spare."""
+  if outcome.failure in ("timeout", "killed"):
+    return True
+  return bool(outcome.passed) and margin > 0 and outcome.duration_s > (1 - margin) * timeout_s
+
+
 def execute_samples(benchmark: Benchmark, problems: Sequence[Problem], samples: Sequence[dict],
                     sandbox: Sandbox, workers: int | None = None,
                     done: Mapping[tuple[str, int], dict] | None = None,
-                    on_chunk: Callable[[list[dict]], None] | None = None) -> list[dict]:
+                    on_chunk: Callable[[list[dict]], None] | None = None,
+                    recheck_margin: float | None = None) -> list[dict]:
   """Runs every sample's program in the sandbox; one result row per sample, in order.
+
+  recheck_margin: a sample that timed out or was killed, or passed within this fraction
+    of the sandbox's wall-clock limit (`needs_recheck`), is run once more (None: never);
+    its row gets `recheck` (that run's verdict, failure and duration) and `unstable`
+    (the two verdicts differ). `passed` stays the first verdict.
 
   done: result rows already recorded, by (task_id, sample_index): not run again.
   on_chunk: called with each executed chunk's rows (appended to the partial file by
@@ -238,14 +258,23 @@ def execute_samples(benchmark: Benchmark, problems: Sequence[Problem], samples: 
     programs = [benchmark.program(by_id[samples[i]["task_id"]], samples[i]["completion"])
                 for i in chunk]
     outcomes = sandbox.run_many(programs, workers=workers)
+    again = [j for j, outcome in enumerate(outcomes) if recheck_margin is not None
+             and needs_recheck(outcome, sandbox.limits.timeout_s, recheck_margin)]
+    rechecks = dict(zip(again, sandbox.run_many([programs[j] for j in again],
+                                                workers=workers))) if again else {}
     rows = []
-    for i, outcome in zip(chunk, outcomes):
+    for j, (i, outcome) in enumerate(zip(chunk, outcomes)):
       task_id, sample_index = keys[i]
       rows.append({"task_id": task_id, "sample_index": sample_index,
                    "completion": samples[i]["completion"], "passed": outcome.passed,
                    "failure": outcome.failure, "exit_code": outcome.exit_code,
                    "duration_s": round(outcome.duration_s, 4),
                    "stderr_tail": outcome.stderr_tail})
+      if j in rechecks:
+        second = rechecks[j]
+        rows[-1]["recheck"] = {"passed": second.passed, "failure": second.failure,
+                               "duration_s": round(second.duration_s, 4)}
+        rows[-1]["unstable"] = bool(second.passed) != bool(outcome.passed)
       done[keys[i]] = rows[-1]
     if on_chunk is not None:
       on_chunk(rows)
@@ -266,6 +295,12 @@ def summarize(results: Sequence[dict], ks: Sequence[int]) -> dict:
   report = passk.pass_at_k_report({t: (n, c) for t, (n, c) in counts.items()}, ks)
   report["failures"] = dict(collections.Counter(
       (r["failure"] or "").split(":")[0] for r in results if not r["passed"]))
+  unstable = [r for r in results if r.get("unstable")]
+  report["verdicts"] = {
+      "rechecked": sum("recheck" in r for r in results), "unstable": len(unstable),
+      "unstable_samples": [f"{r['task_id']}#{r['sample_index']}" for r in unstable],
+      "note": "a sample that timed out, was killed or passed near its time limit was run "
+              "once more; unstable: the two verdicts differ (the first is scored)"}
   return report
 
 
@@ -278,6 +313,14 @@ def format_table(report: dict) -> str:
       f"  ({100 * level:g}% CI {100 * intervals[k][0]:.2f}-{100 * intervals[k][1]:.2f}%)"
       if k in intervals else "")) for k, v in report["overall"].items()]
   rows += [(f"failed: {kind}", count) for kind, count in sorted(report["failures"].items())]
+  if "verdicts" in report:
+    rows.append(("unstable verdicts", f"{report['verdicts']['unstable']} of "
+                                      f"{report['verdicts']['rechecked']} rechecked"))
+  if report.get("determinism"):
+    cert = report["determinism"]
+    rows += [(f"determinism: {name}", f"{v['diverged']} of {cert['problems']} diverged, "
+                                      f"pass@1 {100 * v['pass@1_change']:+.2f} points")
+             for name, v in cert["variants"].items()]
   width = max(len(str(name)) for name, _ in rows)
   return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -327,7 +370,8 @@ def _claim_output(out_dir: str, record: dict, overwrite: bool) -> None:
         old = json.load(f)
     except (OSError, ValueError):
       old = None
-  if old == record:
+  identity = lambda r: {k: v for k, v in r.items() if k not in MEASURED}  # noqa: E731
+  if old is not None and identity(old) == identity(record):
     return
   if overwrite:
     for name in present:
@@ -337,7 +381,7 @@ def _claim_output(out_dir: str, record: dict, overwrite: bool) -> None:
     raise UsageError(f"--out {out_dir} holds evaluation files ({', '.join(present)}) but no "
                      f"readable {RUN_RECORD}; pass --overwrite to replace them or choose "
                      "another --out")
-  changes = _differences(old, record)
+  changes = _differences(identity(old), identity(record))
   raise UsageError(f"--out {out_dir} holds another evaluation ({'; '.join(changes[:4])}); "
                    "pass --overwrite to replace it, the same flags to resume it, or "
                    "another --out")
@@ -402,10 +446,23 @@ def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = 
     record["source"] = {"samples": os.path.abspath(samples_path),
                         "samples_sha256": file_sha256(samples_path)}
     problems = [p for p in problems if p.task_id in {s["task_id"] for s in samples}]
+  if settings.determinism_problems and checkpoint is None:
+    raise UsageError(f"determinism_problems = {settings.determinism_problems}: the "
+                     "certificate re-decodes with the model; it needs a checkpoint, not "
+                     "samples")
+  sandbox = Sandbox(limits, isolation=isolation)  # fails here if the level cannot run
+  if settings.speed_probe and benchmark.fixed_limits:
+    # a resumed evaluation keeps the limits it started with
+    record["machine"] = (_recorded(out_dir, "machine")
+                         or measure_speed(sandbox, workers or os.cpu_count() or 1))
+    benchmark = benchmark.time_scaled(record["machine"]["scale"])
+    limits = scale_limits(limits, record["machine"]["scale"])
   limits = benchmark_limits(benchmark, problems, limits)
   record["execution"] = dataclasses.asdict(limits)
-  # fails here if the level cannot run, or the benchmark's toolchain is not installed
-  sandbox = Sandbox(limits, isolation=isolation, language=benchmark.language)
+  if benchmark.language == "python":
+    sandbox = sandbox.with_limits(limits)
+  else:  # fails here if the benchmark's toolchain is not installed
+    sandbox = Sandbox(limits, isolation=isolation, language=benchmark.language)
   _claim_output(out_dir, record, overwrite)
   # Everything is checked: from here on the directory is written.
   os.makedirs(out_dir, exist_ok=True)
@@ -416,13 +473,19 @@ def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = 
       load_model = functools.partial(_load_model, checkpoint, model_overrides)
     samples = _generate_resumably(out_dir, load_model, benchmark, problems, settings)
   start = time.time()
-  results = _execute_resumably(out_dir, benchmark, problems, samples, sandbox, workers)
+  results = _execute_resumably(out_dir, benchmark, problems, samples, sandbox, workers,
+                               settings.recheck_margin)
   report = summarize(results, settings.ks)
+  if settings.determinism_problems:
+    record["determinism"] = report["determinism"] = certify_decoding(
+        load_model(), benchmark, problems, results, settings, sandbox, workers)
+    atomic.write_json(record, os.path.join(out_dir, RUN_RECORD))
   report.update({
       "benchmark": benchmark.name, "isolation": sandbox.isolation,
       "sandbox": {"zygote": sandbox.zygote, "memory_cap": sandbox.memory_cap,
                   "in_force": sandbox.describe()},
       "execution_seconds": round(time.time() - start, 3),
+      "machine": record.get("machine"),
       "source": {"checkpoint": checkpoint, "samples": samples_path},
       "settings": {"n": n, "temperature": temperature, "top_p": top_p,
                    "max_new_tokens": max_new_tokens, "limit": limit, "seed": seed,
@@ -432,6 +495,65 @@ def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = 
   atomic.write_json(report, os.path.join(out_dir, REPORT))
   print(format_table(report), flush=True)
   return report
+
+
+def _recorded(out_dir: str, key: str) -> Any:
+  """run.json's `key` in out_dir, or None."""
+  import json  # pylint: disable=g-import-not-at-top
+  try:
+    with open(os.path.join(out_dir, RUN_RECORD), encoding="utf-8") as f:
+      return json.load(f).get(key)
+  except (OSError, ValueError, AttributeError):
+    return None
+
+
+def measure_speed(sandbox: Sandbox, workers: int) -> dict:
+  """The machine-speed probe (eval/speed.py) in the evaluation's sandbox."""
+  return speed.measure(sandbox, workers)
+
+
+def scale_limits(limits: SandboxLimits, scale: float) -> SandboxLimits:
+  """The configured wall-clock and CPU limits times the probe's scale (>= 1)."""
+  if scale == 1:
+    return limits
+  return dataclasses.replace(limits, timeout_s=round(limits.timeout_s * scale, 3),
+                             cpu_s=math.ceil(limits.cpu_s * scale))
+
+
+def certify_decoding(model, benchmark: Benchmark, problems: Sequence[Problem],
+                     results: Sequence[dict], settings: EvalSettings, sandbox: Sandbox,
+                     workers: int | None) -> dict:
+  """The determinism certificate (eval/determinism.py) of settings.determinism_problems
+  problems: re-decoded greedily at batch 1 and shuffled at settings.batch_size, against
+  the evaluation's first sample of each and its verdict."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from phi_jax import sampling  # pylint: disable=g-import-not-at-top
+  tokenizer = model.tokenizer
+  picked = [problems[i] for i in determinism.choose(len(problems),
+                                                    settings.determinism_problems,
+                                                    settings.seed)]
+  first = {row["task_id"]: row for row in results if row["sample_index"] == 0}
+
+  def decode(prompts: list[list[int]], batch_size: int) -> list[str]:
+    completions = sampling.generate_tokens(
+        model, prompts, [sampling.SamplingParams()] * len(prompts),
+        max_new_tokens=settings.max_new_tokens, stop=tuple(benchmark.stop),
+        eos_token_ids=[tokenizer.eos_id] if tokenizer.eos_id is not None else [],
+        tokenizer=tokenizer, seed=settings.seed, batch_size=batch_size)
+    return [c.text for c in completions]
+
+  def execute(indices: list[int], completions: list[str]) -> list[bool]:
+    outcomes = sandbox.run_many([benchmark.program(picked[i], c)
+                                 for i, c in zip(indices, completions)], workers=workers)
+    return [o.passed for o in outcomes]
+
+  cert = determinism.certify(
+      [p.task_id for p in picked], _prompt_tokens(benchmark, picked, tokenizer),
+      [first[p.task_id]["completion"] for p in picked],
+      [first[p.task_id]["passed"] for p in picked], decode=decode, encode=tokenizer.encode,
+      execute=execute, batch_size=settings.batch_size, seed=settings.seed)
+  cert.update(device=jax.default_backend(), dtype=str(model.config.dtype))
+  return cert
 
 
 def benchmark_options_of(benchmark_name: str, settings: EvalSettings) -> dict:
@@ -488,8 +610,8 @@ def _generate_resumably(out_dir: str, load_model: Callable[[], Any], benchmark: 
 
 
 def _execute_resumably(out_dir: str, benchmark: Benchmark, problems: Sequence[Problem],
-                       samples: Sequence[dict], sandbox: Sandbox,
-                       workers: int | None) -> list[dict]:
+                       samples: Sequence[dict], sandbox: Sandbox, workers: int | None,
+                       recheck_margin: float | None = None) -> list[dict]:
   """results.jsonl, executed (or completed) through results.jsonl.partial."""
   final, partial = os.path.join(out_dir, RESULTS), os.path.join(out_dir, RESULTS + PARTIAL)
   keys = _sample_keys(samples)
@@ -508,7 +630,7 @@ def _execute_resumably(out_dir: str, benchmark: Benchmark, problems: Sequence[Pr
       _appended("execute")
 
     results = execute_samples(benchmark, problems, samples, sandbox, workers=workers,
-                              done=done, on_chunk=append)
+                              done=done, on_chunk=append, recheck_margin=recheck_margin)
   atomic.write_jsonl(results, final)
   os.remove(partial)
   return results
@@ -517,7 +639,8 @@ def _execute_resumably(out_dir: str, benchmark: Benchmark, problems: Sequence[Pr
 # ----------------------------------------------------------------------------- CLI
 
 _EVAL_FLAGS = ("benchmark", "data", "k", "batch_size", "limit", "seed", "timeout_s",
-               "memory_mb", "isolation", "workers", "dtype", "overwrite")
+               "memory_mb", "isolation", "workers", "dtype", "overwrite",
+               "determinism_problems", "recheck_margin", "speed_probe")
 _GRADE_FLAGS = ("reference", "problems", "grader_model", "grader_base_url",
                 "grader_api_key_env", "grader_max_concurrency", "grader_cache_dir",
                 "json_mode", "no_reference")
@@ -555,6 +678,14 @@ def _define_flags() -> None:
   flags.DEFINE_string("isolation", defaults.isolation, f"Sandbox: {range_of('isolation')}.")
   flags.DEFINE_integer("workers", defaults.workers,
                        f"Parallel executions: {range_of('workers')}.")
+  flags.DEFINE_integer("determinism_problems", defaults.determinism_problems,
+                       "Re-decode this many problems greedily at batch 1 and shuffled and "
+                       f"record divergences (0 = off): {range_of('determinism_problems')}.")
+  flags.DEFINE_float("recheck_margin", defaults.recheck_margin,
+                     "Run once more a sample that timed out, was killed or passed within "
+                     f"this fraction of its limit: {range_of('recheck_margin')}.")
+  flags.DEFINE_bool("speed_probe", defaults.speed_probe, "Scale fixed time limits by a "
+                    "machine-speed probe.")
   flags.DEFINE_string("dtype", None, "Compute dtype override of the model (float32, "
                       "bfloat16, float16).")
   flags.DEFINE_bool("overwrite", False, "Replace another evaluation's files in --out.")
@@ -580,7 +711,8 @@ def _flag_settings(f) -> EvalSettings:
                       max_new_tokens=f.max_new_tokens, k=parse_ks(",".join(f.k), "--"),
                       batch_size=f.batch_size, limit=f.limit, seed=f.seed,
                       timeout_s=f.timeout_s, memory_mb=f.memory_mb, isolation=f.isolation,
-                      workers=f.workers).check("--")
+                      workers=f.workers, determinism_problems=f.determinism_problems,
+                      recheck_margin=f.recheck_margin, speed_probe=f.speed_probe).check("--")
 
 
 def _refuse_flags_of_other_command(f, names: Sequence[str], command: str) -> None:

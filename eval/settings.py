@@ -85,6 +85,22 @@ class EvalSettings:
                            "rlimits", kind=OPERATIONAL, check=one_of(*ISOLATION_LEVELS))
   workers: int = setting(0, "parallel executions (0 = one per core)", kind=OPERATIONAL,
                          check=at_least(0))
+  determinism_problems: int = setting(
+      0, "the determinism certificate (eval/determinism.py): re-decode this many problems "
+      "(drawn by seed) greedily at batch 1 and in shuffled order, and record in run.json, "
+      "pass_at_k.json and the report which completions diverge from the evaluation's own "
+      "(decoded at batch_size) and how pass@1 changes; 0 = off. Needs temperature 0",
+      check=at_least(0))
+  recheck_margin: float = setting(
+      0.5, "flaky verdicts: a sample that timed out or was killed, or passed after more "
+      "than (1 - recheck_margin) of its wall-clock limit, is run once more; differing "
+      "verdicts are marked unstable and counted (the first verdict is scored). 0 = only "
+      "timeouts and kills are run again", check=settings_lib.in_range(0, 1))
+  speed_probe: bool = setting(
+      True, "scale the fixed time limits (timeout_s; APPS's per-test limit) by a "
+      "machine-speed probe measured at the start (eval/speed.py): x max(1, probe time / "
+      "the reference machine's), recorded in run.json. EvalPlus benchmarks time their own "
+      "reference solutions instead", check=settings_lib.boolean())
   seed: int = setting(0, "sampling seed (the run config's top-level `seed`)",
                       check=Check(is_int, "an integer"))
 
@@ -109,6 +125,10 @@ class EvalSettings:
     if unscorable:
       raise SettingsError(f"{where}.bpb_benchmarks: {unscorable} have no reference "
                           "solutions to score bits per byte on")
+    if self.determinism_problems and self.temperature != 0:
+      raise SettingsError(f"{where}{'' if where.endswith('-') else '.'}determinism_problems = "
+                          f"{self.determinism_problems}: the certificate compares greedy "
+                          f"completions; it needs temperature 0, not {self.temperature}")
     self.paths(where)
 
   def paths(self, where: str = "config.eval") -> dict[str, str]:

@@ -23,6 +23,10 @@ EOS = "<|endoftext|>"
 # The special tokens phi_jax knows: end-of-text and the fill-in-the-middle sentinels.
 SPECIAL_TOKENS = (EOS, *FIM_TOKENS)
 TOKENIZER_FILE = "tokenizer.json"
+# transformers' AutoTokenizer reads the class and the special tokens from it (without
+# one it loads tokenizer.json with no end-of-text token, which lm-evaluation-harness's
+# Hugging Face tokenizer backend needs: docs/serving.md)
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 
 class Tokenizer:
@@ -121,10 +125,21 @@ class Tokenizer:
     return self.backend.to_str()
 
   def save(self, directory: str) -> str:
-    """Writes <directory>/tokenizer.json atomically (the directory is created)."""
+    """Writes <directory>/tokenizer.json and a tokenizer_config.json for transformers'
+    AutoTokenizer (`hf_config`) atomically (the directory is created); returns the
+    tokenizer.json path."""
     path = os.path.join(directory, TOKENIZER_FILE)
     atomic.write_text(path, self.to_json_str())
+    atomic.write_json(self.hf_config(), os.path.join(directory, TOKENIZER_CONFIG_FILE))
     return path
+
+  def hf_config(self) -> dict:
+    """transformers' tokenizer_config.json for this tokenizer.json: the fast tokenizer
+    class, and <|endoftext|> as bos, eos and unk when the vocabulary has it."""
+    special = ({"bos_token": EOS, "eos_token": EOS, "unk_token": EOS}
+               if self.eos_id is not None else {})
+    return {"tokenizer_class": "PreTrainedTokenizerFast", **special,
+            "clean_up_tokenization_spaces": False}
 
 
 def byte_level() -> Tokenizer:

@@ -5,11 +5,11 @@
     WORKDIR/report/*.png         the curves, the sweep, the funnels and histograms
 
 Everything is read from what the stages wrote: their markers (summaries, timings),
-<stage>/metrics.jsonl, eval/, data/, synthesize/ and decontaminate/; recipe/paper.py
+<stage>/metrics.jsonl, eval/, attribute/, data/, synthesize/ and decontaminate/; recipe/paper.py
 gives the paper's numbers printed beside the run's. This module assembles the sections
 (SECTIONS, in order) and writes the files; recipe/reporting/ has the blocks and their
-rendering, the plots, and the sections of the data, synthetic data, decontamination and
-samples. Nothing is recomputed, so the report can be rebuilt at any time (`python run.py
+rendering, the plots, the evaluation's intervals and checks (trust.py), and the
+sections of the data, synthetic data, decontamination and samples. Nothing is recomputed, so the report can be rebuilt at any time (`python run.py
 --report WORKDIR`), also of a run that is still going or died; apart from the timings
 section the same files give the same report.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from phi_jax import atomic
 from phi_jax.train.metrics import read_metrics
-from recipe.reporting import data, decontamination, plots, samples, synthetic
+from recipe.reporting import data, decontamination, plots, samples, synthetic, trust
 from recipe.reporting.blocks import Block, fmt, html_page, markdown, read_json, rel, seconds
 
 REPORT_DIR = "report"
@@ -155,7 +155,10 @@ def _evaluation(workdir: str) -> list[Block]:
   if summary is None:
     return [("h", 2, "Evaluation"), ("p", "No eval/summary.json: the eval stage has not run.")]
   header, rows = _pass_table(summary)
-  return [("h", 2, "Evaluation"), ("table", header, rows)]
+  sweep = read_json(os.path.join(workdir, "eval", "checkpoints.json")) or []
+  return ([("h", 2, "Evaluation"), ("table", header, rows)]
+          + trust.uncertainty(summary, sweep) + trust.checks(summary, sweep)
+          + trust.attribution(workdir))
 
 
 def _sweep(workdir: str, out_dir: str) -> list[Block]:
@@ -185,7 +188,7 @@ def _sweep(workdir: str, out_dir: str) -> list[Block]:
     if plots.lines(os.path.join(out_dir, "sweep_bpb.png"), series,
                    "bits per byte per kept checkpoint", "bits/byte"):
       blocks.append(("img", "sweep_bpb.png", "bits per byte per checkpoint"))
-  return blocks
+  return blocks + trust.comparisons(workdir, sweep)
 
 
 def config_rows(config: Mapping[str, Any], workdir: str,

@@ -49,6 +49,21 @@ def test_tiny_pipeline_writes_every_stage(tiny_run):
   report = json.load(open(os.path.join(workdir, "eval", "humaneval", "pass_at_k.json")))
   assert report["num_problems"] == 20 and report["overall"]["pass@1"] == 0.0  # untrained
   assert report["isolation"] in ("bwrap", "unshare", "rlimits")
+  # greedy decoding on the CPU in fp32 does not depend on the batch: the determinism
+  # certificate finds every re-decoded completion identical to the evaluation's (batch 32)
+  record = json.load(open(os.path.join(workdir, "eval", "humaneval", "run.json")))
+  cert = record["determinism"]
+  assert cert["problems"] == 8 and cert["batch_size"] == 32 and cert["identical"], cert
+  assert cert["device"] == "cpu" and cert["dtype"] == "float32"
+  assert record["machine"]["scale"] >= 1 and report["verdicts"]["unstable"] == 0
+  # memorisation attribution against the data the finetuned model saw
+  attributed = json.load(open(os.path.join(workdir, "attribute", "summary.json")))
+  assert attributed["training"]["stages"] == ["finetune", "pretrain"]
+  assert {"phi1_filtered_code", "phi1_mined_exercises"} <= set(attributed["training"]["files"])
+  entry = attributed["benchmarks"]["humaneval"]
+  assert entry["passing"] == 0 and entry["near_copies"] == 0
+  assert entry["clean_pass_at_k"]["overall"] == {"pass@1": 0.0}
+  assert entry["records"]["phi1_filtered_code"] > 0
   # bits per byte of HumanEval's solutions at every evaluation and per kept checkpoint
   evals = [json.loads(l) for l in open(os.path.join(workdir, "pretrain", "metrics.jsonl"))]
   evals = [r for r in evals if r["kind"] == "eval"]
@@ -59,6 +74,8 @@ def test_tiny_pipeline_writes_every_stage(tiny_run):
   # the report: pass@1, bits per byte per checkpoint, the loss plot
   md = open(os.path.join(workdir, "report", "report.md")).read()
   assert "| humaneval | 20 | 0.00% |" in md and "| finetune:3 | 0.00% |" in md
+  assert "### Uncertainty" in md and "95% level, 10,000 resamples" in md
+  assert "8 problems vs batch 32 (cpu, float32): batch 1: 0 diverged" in md
   assert "![pretrain loss](pretrain_loss.png)" in md and "bpb_humaneval" in md
   assert os.path.isfile(os.path.join(workdir, "report", "report.html"))
 
@@ -86,7 +103,7 @@ def test_second_run_skips_and_changed_inputs_rerun(tiny_run):
   again = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
               "--config.sample.max_new_tokens=20", *SHORT_TRAINING)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("complete, skipped") == 18  # 8 data nodes + 10 stages
+  assert again.stdout.count("complete, skipped") == 19  # 8 data nodes + 11 stages and steps
   changed = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
                 "--config.sample.max_new_tokens=8", "--stages=sample,report", *SHORT_TRAINING)
   assert changed.returncode == 0, changed.stderr[-3000:]

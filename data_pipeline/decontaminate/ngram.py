@@ -85,14 +85,19 @@ class NgramIndex:
   def __len__(self) -> int:
     return len(self.index)
 
-  def overlap(self, text: str) -> Overlap:
-    """The problem sharing the most n-grams with `text`."""
+  def shared(self, text: str) -> dict[int, list[tuple[str, ...]]]:
+    """Every problem sharing n-grams with `text`: {problem index: the shared n-grams}."""
     per_target: dict[int, list[tuple[str, ...]]] = {}
     for gram in ngrams(units_of(text, self.unit), self.n):
       hits = self.index.get(gram)
       if hits:
         for t in hits:
           per_target.setdefault(t, []).append(gram)
+    return per_target
+
+  def overlap(self, text: str) -> Overlap:
+    """The problem sharing the most n-grams with `text`."""
+    per_target = self.shared(text)
     if not per_target:
       return Overlap(-1, 0, [], "")
     target = min(per_target, key=lambda t: (-len(per_target[t]), t))

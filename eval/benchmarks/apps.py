@@ -122,6 +122,9 @@ class APPS(Benchmark):
     # global timeout of the APPS-derived harnesses (e.g. LiveCodeBench's)
     return (self.time_limit_s + 1.0) * len(json.loads(problem.test)["inputs"]) + 5.0
 
+  def time_scaled(self, factor: float) -> APPS:
+    return self if factor == 1 else type(self)(time_limit_s=self.time_limit_s * factor)
+
   def program(self, problem: Problem, completion: str) -> str:
     call = (f"check(candidate={completion!r}, tests_json={problem.test!r}, "
             f"time_limit_s={self.time_limit_s!r})\n")

@@ -40,6 +40,10 @@ class Benchmark(abc.ABC):
   language: str = "python"
   # its problems come with reference solutions (bits per byte scores them)
   reference_solutions: bool = True
+  # its time limits are fixed numbers (set on some machine), which the evaluator scales
+  # by a machine-speed probe (eval/speed.py); False: the benchmark times its programs
+  # against its own reference solutions on this machine (EvalPlus)
+  fixed_limits: bool = True
 
   @abc.abstractmethod
   def load(self, path: str | None = None) -> list[Problem]:
@@ -63,6 +67,13 @@ class Benchmark(abc.ABC):
     timeout governs)."""
     del problem
     return 0.0
+
+  def time_scaled(self, factor: float) -> Benchmark:
+    """This benchmark with its own per-test time limits multiplied by `factor` (a slower
+    machine: eval/speed.py); the sandbox's limit is scaled by the evaluator. Itself
+    when it has none."""
+    del factor
+    return self
 
 
 def truncate_at_stop(completion: str, stop: Sequence[str]) -> str:

@@ -50,6 +50,7 @@ class _EvalPlus(Benchmark):
   dataset: str = ""  # 'humaneval' or 'mbpp': which of EvalPlus's oracles apply
   release_file: str = ""
   plus: bool = True
+  fixed_limits = False  # each input's limit comes from timing the reference on this machine
 
   def __init__(self, min_time_limit_s: float = MIN_TIME_LIMIT_S,
                time_limit_factor: float = TIME_LIMIT_FACTOR,

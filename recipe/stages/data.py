@@ -310,6 +310,9 @@ def _corpus_nodes(ctx: Context) -> list[str]:
   return source_nodes(ctx) + ([decontaminate.NAME] if pruning else [])
 
 
+corpus_nodes = _corpus_nodes  # what a reader of `corpora` runs after (stages/attribute.py)
+
+
 def _pruning_reads(ctx: Context) -> dict:
   """Which datasets are read pruned: config.decontaminate's prune and prune_datasets."""
   return {"decontaminate": settings_lib.Part(ctx.settings.decontaminate,

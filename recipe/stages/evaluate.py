@@ -1,7 +1,8 @@
 """Stage `eval`: pass@k and bits per byte of models of the run on the benchmarks.
 
 Writes WORKDIR/eval/<benchmark>/{samples.jsonl, results.jsonl, pass_at_k.json} and a
-summary WORKDIR/eval/summary.json with every benchmark's pass@k and, for the
+summary WORKDIR/eval/summary.json with every benchmark's pass@k, its bootstrap interval
+over problems (`intervals`, how under `bootstrap`) and, for the
 benchmarks of config.eval.bpb_benchmarks, `bpb`: bits per byte of the canonical
 solutions given their prompts (eval/bpb.py). The model is config.eval.model
 (recipe/models.py: '' = the latest model of the run).
@@ -9,7 +10,8 @@ solutions given their prompts (eval/bpb.py). The model is config.eval.model
 The sweep: every model of config.eval.checkpoints ('finetune:3000', or 'finetune:*' for
 each kept checkpoint of a stage) is evaluated the same way under
 WORKDIR/eval/checkpoints/<stage>_<step>/<benchmark>/, listed in
-WORKDIR/eval/checkpoints.json. The paper reports the best finetuning checkpoint;
+WORKDIR/eval/checkpoints.json (each entry's `dir`, relative to WORKDIR, holds its
+per-problem results, which the report's paired comparisons read). The paper reports the best finetuning checkpoint;
 choosing it by HumanEval pass@1 is selection on the test set, which the report states.
 """
 
@@ -70,8 +72,13 @@ def _evaluate_model(cfg: settings.EvalSettings, path: str, out_dir: str) -> dict
     report = eval_run.evaluate(benchmark, os.path.join(out_dir, benchmark), cfg,
                                checkpoint=path, data_path=cfg.paths().get(benchmark),
                                load_model=load_model)
-    summary[benchmark] = {"overall": report["overall"], "num_problems": report["num_problems"],
-                          "isolation": report["isolation"]}
+    summary[benchmark] = {"overall": report["overall"], "intervals": report["intervals"],
+                          "bootstrap": report["bootstrap"],
+                          "num_problems": report["num_problems"],
+                          "isolation": report["isolation"], "verdicts": report["verdicts"],
+                          "machine": report["machine"],
+                          **({"determinism": report["determinism"]}
+                             if "determinism" in report else {})}
   if list(cfg.bpb_benchmarks):
     model = load_model()
     sets = bpb_sets(cfg, model.tokenizer, model.config.max_seq_len)
@@ -138,10 +145,12 @@ def run(ctx: Context, reads: dict) -> dict:
     model_path = item.model.spec
     if main_step_dir is not None and _step_dir(model_path) == main_step_dir:
       results = summary  # the evaluated model itself: its results, not a second run
+      out_dir = ctx.node_dir("eval")
     else:
       out_dir = os.path.join(ctx.node_dir("eval"), "checkpoints", item.ref.replace(":", "_"))
       results = _evaluate_model(cfg, model_path, out_dir)
-    sweep.append({"model": item.ref, "path": model_path, "benchmarks": results})
+    sweep.append({"model": item.ref, "path": model_path, "benchmarks": results,
+                  "dir": os.path.relpath(out_dir, ctx.workdir)})
   if list(cfg.checkpoints):
     atomic.write_json(sweep, os.path.join(ctx.node_dir("eval"), "checkpoints.json"))
   atomic.write_json(summary, os.path.join(ctx.node_dir("eval"), "summary.json"))

@@ -14,7 +14,8 @@ from recipe.runner import Context, Node
 
 
 # The nodes whose output the report shows (the timings of the others aside).
-SHOWN = ("data", "synthesize", "decontaminate", "pretrain", "finetune", "curves", "eval")
+SHOWN = ("data", "synthesize", "decontaminate", "pretrain", "finetune", "curves", "eval",
+         "attribute")
 
 
 def _after(ctx: Context) -> list[str]:

@@ -247,10 +247,16 @@ def test_grade_refuses_bad_flags(finished, flag, message):
     (dict(max_new_tokens=0), "--max_new_tokens = 0: must be an integer >= 1"),
     (dict(workers=-2), "--workers = -2: must be an integer >= 0"),
     (dict(memory_mb=0), "--memory_mb = 0: must be an integer >= 16"),
+    (dict(determinism_problems=-1), "--determinism_problems = -1: must be an integer >= 0"),
+    (dict(determinism_problems=4, temperature=0.8),
+     "--determinism_problems = 4: the certificate compares greedy completions; it needs "
+     "temperature 0"),
+    (dict(recheck_margin=1.5), "--recheck_margin = 1.5: must be a number in [0, 1]"),
 ])
 def test_every_flag_range_is_checked(flags, message):
   values = dict(n=1, temperature=0.0, top_p=0.95, max_new_tokens=8, k=["1"], batch_size=1,
-                limit=0, seed=0, timeout_s=1.0, memory_mb=512, isolation="auto", workers=0)
+                limit=0, seed=0, timeout_s=1.0, memory_mb=512, isolation="auto", workers=0,
+                determinism_problems=0, recheck_margin=0.5, speed_probe=True)
   values.update(flags)
   with pytest.raises(SettingsError, match=re.escape(message)):
     eval_run._flag_settings(types.SimpleNamespace(**values))  # pylint: disable=protected-access
@@ -453,3 +459,89 @@ def test_ctrl_c_keeps_what_ran_and_the_rerun_finishes(tmp_path, humaneval_proble
   assert result.returncode == 0, result.stderr
   results = [json.loads(line) for line in open(tmp_path / "out" / "results.jsonl")]
   assert len(results) == 20 and all(r["passed"] for r in results)
+
+
+class _ScriptedSandbox:
+  """A sandbox whose programs end as scripted, run after run: program -> outcomes (a
+  machine whose speed changes between the runs)."""
+
+  limits = eval_run.SandboxLimits(timeout_s=2.0, cpu_s=2)
+
+  def __init__(self, script):
+    self.script = {program: list(outcomes) for program, outcomes in script.items()}
+    self.runs = []
+
+  def run_many(self, programs, workers=None):
+    self.runs += programs
+    return [self.script[p].pop(0) for p in programs]
+
+
+def _outcome(passed, duration_s, failure=None):
+  return types.SimpleNamespace(passed=passed, failure=None if passed else failure or "assertion",
+                               exit_code=0 if passed else 1, duration_s=duration_s,
+                               stderr_tail="")
+
+
+def test_a_pass_only_on_a_fast_machine_is_rerun_and_marked_unstable(humaneval_problems):
+  benchmark = types.SimpleNamespace(program=lambda problem, completion: completion,
+                                    prepare=lambda *args: None)
+  script = {
+      "quick": [_outcome(True, 0.1)],  # far from the limit: run once
+      "wrong": [_outcome(False, 0.1)],
+      # passed with 0.2 s of its 2 s to spare; on the re-run the machine is slower
+      "near_limit": [_outcome(True, 1.8), _outcome(False, 2.0, "timeout")],
+      "loops": [_outcome(False, 2.0, "timeout"), _outcome(False, 2.0, "timeout")],
+      "killed_once": [_outcome(False, 0.5, "killed"), _outcome(True, 0.4)],
+  }
+  box = _ScriptedSandbox(script)
+  samples = [{"task_id": "HumanEval/0", "completion": c} for c in script]
+  results = eval_run.execute_samples(benchmark, humaneval_problems[:1], samples, box,
+                                     workers=1, recheck_margin=0.5)
+  assert sorted(box.runs) == sorted(list(script) + ["near_limit", "loops", "killed_once"])
+  by = {r["completion"]: r for r in results}
+  assert by["near_limit"]["passed"] and by["near_limit"]["unstable"]  # the first verdict
+  assert by["near_limit"]["recheck"] == {"passed": False, "failure": "timeout",
+                                         "duration_s": 2.0}
+  assert by["killed_once"]["unstable"] and not by["loops"]["unstable"]
+  assert "recheck" not in by["quick"] and "recheck" not in by["wrong"]
+  verdicts = eval_run.summarize(results, (1,))["verdicts"]
+  assert verdicts["rechecked"] == 3 and verdicts["unstable"] == 2
+  assert verdicts["unstable_samples"] == ["HumanEval/0#2", "HumanEval/0#4"]
+  # recheck_margin 0: only timeouts and kills run again
+  box = _ScriptedSandbox({k: v for k, v in script.items()})
+  results = eval_run.execute_samples(benchmark, humaneval_problems[:1], samples, box,
+                                     workers=1, recheck_margin=0.0)
+  assert sorted(box.runs) == sorted(list(script) + ["loops", "killed_once"])
+
+
+def test_time_limits_scale_with_the_machine_speed_probe(tmp_path, humaneval_problems,
+                                                        monkeypatch):
+  """A correct program that needs 0.8 s: beyond a 0.6 s limit as configured, within it
+  on a machine the probe finds twice as slow as the reference (the limit is then 1.2 s)."""
+  problem = humaneval_problems[0]
+  slow = problem.canonical_solution + "\nimport time as _t\n_t.sleep(0.8)\n"
+  samples = tmp_path / "samples.jsonl"
+  write_samples(samples, [{"task_id": problem.task_id, "completion": slow}])
+  probes = []
+
+  def probe(sandbox, workers):
+    probes.append(workers)
+    return {"probe_s": 0.26, "reference_s": 0.13, "scale": 2.0, "workers": workers, "runs": 2}
+
+  monkeypatch.setattr(eval_run, "measure_speed", probe)
+  settings = EvalSettings(timeout_s=0.6, k=(1,), limit=1, workers=1)
+  report = eval_run.evaluate("humaneval", str(tmp_path / "slow"), settings,
+                             samples_path=str(samples))
+  record = json.load(open(tmp_path / "slow" / "run.json"))
+  assert probes == [1] and record["machine"]["scale"] == 2.0
+  assert record["execution"]["timeout_s"] == 1.2 and record["execution"]["cpu_s"] == 2
+  assert report["overall"]["pass@1"] == 1.0
+  assert report["verdicts"]["rechecked"] == 1 and report["verdicts"]["unstable"] == 0
+  # the same evaluation resumed keeps the probe it started with
+  eval_run.evaluate("humaneval", str(tmp_path / "slow"), settings, samples_path=str(samples))
+  assert probes == [1]
+  unscaled = eval_run.evaluate("humaneval", str(tmp_path / "fixed"),
+                               EvalSettings(timeout_s=0.6, k=(1,), limit=1, workers=1,
+                                            speed_probe=False), samples_path=str(samples))
+  assert unscaled["overall"]["pass@1"] == 0.0 and unscaled["failures"] == {"timeout": 1}
+  assert "machine" not in json.load(open(tmp_path / "fixed" / "run.json"))

@@ -102,18 +102,12 @@ def _write_tasks(directory, ll_docs=LL_DOCS, gen_docs=GEN_DOCS):
         """))
 
 
-def _hf_tokenizer_files(model_dir):
-  """What transformers' AutoTokenizer needs beside tokenizer.json (lm_eval's huggingface
-  tokenizer backend loads it from the directory)."""
-  with open(os.path.join(model_dir, "tokenizer_config.json"), "w") as f:
-    json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
-               "model_max_length": CONTEXT}, f)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
+  """The served model's directory, whose tokenizer.json and tokenizer_config.json
+  `Tokenizer.save` wrote: lm_eval's huggingface tokenizer backend loads it as it is."""
   directory = make_servable_phi(str(tmp_path_factory.mktemp("lm_eval") / "hf"))
-  _hf_tokenizer_files(directory)
+  assert os.path.isfile(os.path.join(directory, "tokenizer_config.json"))
   return directory
 
 

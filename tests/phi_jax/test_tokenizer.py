@@ -78,6 +78,18 @@ def test_byte_level_json_round_trip(tmp_path):
   assert [from_dir.decode(from_dir.encode(t)) for t in texts] == texts
 
 
+def test_a_saved_tokenizer_loads_in_transformers_autotokenizer_with_its_eos(tmp_path):
+  """lm-evaluation-harness's Hugging Face tokenizer backend loads the directory with
+  AutoTokenizer and needs the end-of-text token (docs/serving.md)."""
+  from transformers import AutoTokenizer
+  tokenizer = byte_level()
+  tokenizer.save(str(tmp_path))
+  theirs = AutoTokenizer.from_pretrained(str(tmp_path))
+  assert theirs.eos_token == EOS and theirs.eos_token_id == tokenizer.eos_id == 256
+  for text in CODE + UNICODE + [EOS + "x"]:
+    assert theirs(text, add_special_tokens=False)["input_ids"] == tokenizer.encode(text)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A small GPT-2 style byte-level BPE trained on code, saved in both file forms."""

@@ -59,16 +59,17 @@ EXPECTED = {
     "data.quality.test_fraction": {"classify"} | REPORT,
     "data.tokenizer.spec": {"tokenizer"} | REPORT,
     "data.tokenizer.vocab_size": {"tokenizer"} | REPORT,
-    # the decontamination runs n-grams and AST (no embedding check in tiny)
+    # the decontamination runs n-grams and AST (no embedding check in tiny); the
+    # attribution of the passing samples uses its n-gram and AST settings
     "decontaminate.benchmarks": {"decontaminate"} | REPORT,
     "decontaminate.checks": {"decontaminate"} | REPORT,
-    "decontaminate.taus": {"decontaminate"} | REPORT,
-    "decontaminate.prune_tau": {"decontaminate"} | REPORT,
-    "decontaminate.ngram_n": {"decontaminate"} | REPORT,
-    "decontaminate.ngram_unit": {"decontaminate"} | REPORT,
+    "decontaminate.taus": {"decontaminate", "attribute"} | REPORT,
+    "decontaminate.prune_tau": {"decontaminate", "attribute"} | REPORT,
+    "decontaminate.ngram_n": {"decontaminate", "attribute"} | REPORT,
+    "decontaminate.ngram_unit": {"decontaminate", "attribute"} | REPORT,
     "decontaminate.ngram_fields": {"decontaminate"} | REPORT,
-    "decontaminate.ngram_min_matches": {"decontaminate"} | REPORT,
-    "decontaminate.ast_min_nodes": {"decontaminate"} | REPORT,
+    "decontaminate.ngram_min_matches": {"decontaminate", "attribute"} | REPORT,
+    "decontaminate.ast_min_nodes": {"decontaminate", "attribute"} | REPORT,
     "decontaminate.examples_per_tau": {"decontaminate"} | REPORT,
     "decontaminate.embed_threshold": NONE, "decontaminate.embed_decides": NONE,
     # pruning (off in tiny, as in phi1): on, the tokenizer and the datasets read the
@@ -89,6 +90,8 @@ EXPECTED = {
     "eval.max_new_tokens": {"eval"} | REPORT, "eval.k": {"eval"} | REPORT,
     "eval.timeout_s": {"eval"} | REPORT, "eval.memory_mb": {"eval"} | REPORT,
     "eval.batch_size": NONE, "eval.isolation": NONE, "eval.workers": NONE,
+    "eval.determinism_problems": {"eval"} | REPORT, "eval.recheck_margin": {"eval"} | REPORT,
+    "eval.speed_probe": {"eval"} | REPORT,
     "export_hf.model": {"export_hf"} | REPORT, "export_hf.dtype": {"export_hf"} | REPORT,
     "init.model": {"init"} | REPORT, "init.tokenizer": {"init"} | REPORT,
     # the annotator is the heuristic one: the LLM client is read by no node, except that
@@ -176,6 +179,7 @@ COMPANIONS["model.architecture"] = {"model.attention_bias": False}  # CodeGen ha
 for _s in ("llm", "synth.teacher"):  # a budget needs the prices
   COMPANIONS[f"{_s}.budget_usd"] = {f"{_s}.price_prompt_per_1m": 1.0,
                                     f"{_s}.price_completion_per_1m": 1.0}
+COMPANIONS["eval.temperature"] = {"eval.determinism_problems": 0}  # certifies greedy only
 
 # Two settings that contradict the tiny config's: refused with one line naming both.
 REFUSED = {"synth.teacher.model": "gpt-4o-mini", "synth.teacher.base_url": "http://x/v1",

@@ -176,3 +176,46 @@ def test_report_lists_multipl_e_languages_without_bits_per_byte(tmp_path):
   md = open(paths["markdown"]).read()
   assert "| multipl-e-js | 2 | 50.00% | - |" in md and "| multipl-e-rs | 2 | 0.00% | - |" in md
   assert "| humaneval | 8 | 12.50% | 2.457 |" in md
+
+
+def _sweep_entry(workdir, model, passed):
+  """A sweep entry whose per-problem results (pass_at_k.json) are `passed` (bools)."""
+  from eval import passk
+  out = f"eval/checkpoints/{model.replace(':', '_')}"
+  result = passk.pass_at_k_report({f"P/{i}": (1, int(p)) for i, p in enumerate(passed)}, [1])
+  _write(f"{workdir}/{out}/humaneval/pass_at_k.json", result)
+  return {"model": model, "path": model, "dir": out, "benchmarks": {"humaneval": {
+      key: result[key] for key in ("overall", "intervals", "bootstrap", "num_problems")}}}
+
+
+def test_report_gives_intervals_and_paired_comparisons_of_the_sweep(tmp_path):
+  workdir = str(tmp_path / "work")
+  _finished_run(workdir)
+  # 40 problems: none solved, then 30 (a real change), then the same 30 and one more
+  first = _sweep_entry(workdir, "finetune:1", [False] * 40)
+  second = _sweep_entry(workdir, "finetune:2", [True] * 30 + [False] * 10)
+  third = _sweep_entry(workdir, "finetune:3", [True] * 31 + [False] * 9)
+  _write(f"{workdir}/eval/checkpoints.json", [first, second, third])
+  checked = dict(third["benchmarks"]["humaneval"], verdicts={"rechecked": 3, "unstable": 1},
+                 machine={"scale": 1.5, "probe_s": 0.195},
+                 determinism={"problems": 8, "batch_size": 32, "device": "cpu",
+                              "dtype": "float32", "variants": {
+                                  "batch_1": {"diverged": 0, "pass@1_change": 0.0},
+                                  "shuffled": {"diverged": 2, "pass@1_change": -0.125}}})
+  _write(f"{workdir}/eval/summary.json", {"humaneval": checked})
+  md = open(report.build_report(workdir, graph.build().nodes)["markdown"]).read()
+  low, high = third["benchmarks"]["humaneval"]["intervals"]["pass@1"]
+  assert 0.5 < low < 0.775 < high < 0.95
+  row = f"| humaneval | pass@1 | 77.50% | {100 * low:.2f}-{100 * high:.2f}% | 95% | 10,000 |"
+  assert f"| evaluated model {row}" in md and f"| finetune:3 {row}" in md
+  assert "95% level, 10,000 resamples" in md
+  lines = {line.split(" | ")[2]: line for line in md.splitlines()
+           if line.startswith("| humaneval | pass@1 | finetune:")}
+  cells = lines["finetune:1 -> finetune:2"].split(" | ")
+  assert cells[3] == "+75.00" and float(cells[5]) < 0.001 and cells[6] == "yes |"
+  assert lines["finetune:2 -> finetune:3"].split(" | ")[3] == "+2.50"
+  assert lines["finetune:2 -> finetune:3"].endswith("| no (within noise) |")
+  assert lines["finetune:1 -> finetune:3"].endswith("| yes |")
+  assert ("| evaluated model | humaneval | x1.5 (probe 0.195 s) | 1 of 3 | 8 problems vs "
+          "batch 32 (cpu, float32): batch 1: 0 diverged, pass@1 +0.00; shuffled: 2 diverged, "
+          "pass@1 -12.50 |") in md
