@@ -63,6 +63,7 @@ def get_config():
   # afterwards) and grounds no textbook in an extract of the filtered code
   config.synth.exercises.mutants = 0
   config.synth.proximity.checks = ()
+  config.synth.textbooks.grounding_chars = 0
   # §5: the decontamination is an analysis of the data phi-1 trained on, unpruned
   # (prune off, the base default); n-gram overlap (13-grams, §5.1), embedding L2
   # distance and AST match rate at the taus of Table 3 (§5.2)

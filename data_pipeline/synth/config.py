@@ -43,12 +43,17 @@ class TextbookOptions:
                             "rejected)")
   min_code_blocks: int = setting(1, "Python blocks a section must hold")
   min_words: int = setting(50, "words of prose outside code a section must hold")
+  grounding_chars: int = setting(0, "grounded textbooks (beyond the paper): each request "
+                                 "carries an extract of at most this many characters of "
+                                 "the filtered code as a seed, as Cosmopedia's carry web "
+                                 "extracts (data_pipeline/synth/grounding.py); 0 = off "
+                                 "(the paper)")
 
   def __post_init__(self):
     self.validate()
 
   def validate(self, where: str = "config.synth.textbooks") -> None:
-    _check_ints(where, self, ("count", "min_code_blocks", "min_words"), 0)
+    _check_ints(where, self, ("count", "min_code_blocks", "min_words", "grounding_chars"), 0)
     _check_ints(where, self, ("max_tokens",), 1)
 
 

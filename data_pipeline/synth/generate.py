@@ -43,7 +43,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from data_pipeline.records import Exercise, Record
-from data_pipeline.synth import adequacy, diversity, gates, prompts, proximity, topics
+from data_pipeline.synth import adequacy, diversity, gates, grounding, prompts, proximity
+from data_pipeline.synth import topics
 from data_pipeline.synth.parse import Rejected
 from eval.sandbox import Sandbox, SandboxLimits
 from phi_jax import atomic
@@ -95,22 +96,34 @@ class Requests:
   """The requests of one generator: ids, topics, messages and fingerprints by index."""
 
   def __init__(self, generator: str, seed: int, count: int, client: LLMClient,
-               max_tokens: int):
+               max_tokens: int, corpus: grounding.SeedCorpus | None = None,
+               grounding_chars: int = 0):
     self.generator, self.seed, self.count = generator, seed, count
     self.model = client.config.model
     self.params = {**client.config.sampling_defaults(), "max_tokens": max_tokens}
     self.max_tokens = max_tokens
+    self.corpus, self.grounding_chars = corpus, grounding_chars
+
+  def grounding(self, index: int) -> dict[str, Any] | None:
+    """Request `index`'s seed extract (grounding.py), or None when ungrounded."""
+    if self.corpus is None:
+      return None
+    return self.corpus.extract(self.seed, index, self.grounding_chars)
 
   def __len__(self) -> int:
     return self.count
 
   def request(self, index: int) -> dict[str, Any]:
     topic = topics.draw(self.generator, self.seed, index)
-    messages = prompts.messages(self.generator, topic)
+    seed = self.grounding(index)
+    messages = prompts.messages(self.generator, topic, seed["text"] if seed else None)
     request_id = sample_id(self.generator, self.seed, index)
     params = {**self.params, "seed": request_seed(request_id)}
-    return {"id": request_id, "index": index, "topic": topic, "messages": messages,
-            "fingerprint": _fingerprint(self.model, messages, params)}
+    request = {"id": request_id, "index": index, "topic": topic, "messages": messages,
+               "fingerprint": _fingerprint(self.model, messages, params)}
+    if seed is not None:
+      request["grounding"] = seed
+    return request
 
   def __iter__(self) -> Iterator[dict[str, Any]]:
     return (self.request(index) for index in range(self.count))
@@ -402,9 +415,13 @@ def curated_documents(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
 
 def _meta(requests: Requests, row: Mapping[str, Any], model: str) -> dict[str, Any]:
   index = index_of(row["id"])
-  return {"generator": requests.generator, "seed": requests.seed, "index": index,
+  meta = {"generator": requests.generator, "seed": requests.seed, "index": index,
           "topic": topics.draw(requests.generator, requests.seed, index), "teacher": model,
           "finish_reason": row.get("finish_reason"), "usage": row.get("usage") or {}}
+  seed = requests.grounding(index)
+  if seed is not None:
+    meta["grounding"] = seed
+  return meta
 
 
 def _write_outputs(out_dir: str, judged: Sequence[_Judged], requests: Mapping[str, Requests],
@@ -473,7 +490,7 @@ def _cost(config: SynthConfig, usage: Mapping[str, int]) -> float | None:
 
 def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMClient,
                sandbox: Sandbox | None = None, *, curated_paths: Sequence[str] = (),
-               benchmarks=None, force: bool = False, progress: bool = True,
+               benchmarks=None, seed_paths: Sequence[str] = (), force: bool = False, progress: bool = True,
                log: Callable[[str], None] = _stderr) -> dict[str, Any]:
   """Generates, verifies and writes the synthetic textbooks and exercises.
 
@@ -487,6 +504,8 @@ def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMCl
       exercises.count > 0.
     curated_paths: JSONL files of the curated data (Records or Exercises) the samples
       must not duplicate.
+    seed_paths: JSONL Records (the filtered code) the grounding extracts are drawn from;
+      needed when textbooks.grounding_chars > 0.
     benchmarks: the decontamination's indexes for the benchmark-proximity gate
       (proximity.load); needed when config.synth.proximity.checks is set.
     force: ask again for requests whose retries ran out, and replace answers that were
@@ -508,8 +527,16 @@ def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMCl
                      "proximity, benchmark_paths))")
   os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
   model = client.config.model
+  corpus = None
+  if config.textbooks.grounding_chars and config.textbooks.count:
+    if not seed_paths:
+      raise ValueError("synthesize: textbooks.grounding_chars > 0 needs seed_paths (the "
+                       "filtered code the extracts are drawn from)")
+    corpus = grounding.SeedCorpus(seed_paths)
   requests = {g: Requests(g, config.seed, config.options(g).count, client,
-                          config.options(g).max_tokens) for g in topics.GENERATORS}
+                          config.options(g).max_tokens,
+                          corpus if g == "textbooks" else None,
+                          config.textbooks.grounding_chars) for g in topics.GENERATORS}
   expected = {g: r.expected_tokens() for g, r in requests.items()}
   log(f"synthesize: teacher {model!r} at {client.base_url}; the data is only as good as the "
       f"teacher (docs/synthetic.md: pointing at a strong one)")

@@ -13,6 +13,10 @@ they are generated, by the decontamination's indexes (config.decontaminate's ben
 and index settings, the benchmark files of config.eval: the decontaminate stage's
 `benchmark_paths`), which the node then reads.
 
+With config.synth.textbooks.grounding_chars set, each textbook request carries an
+extract of the filtered code (WORKDIR/data/curated/filtered_code.jsonl, after the
+classify step) as a seed, recorded in the record's meta['grounding'].
+
 The data steps after it read the accepted sets: `phi1_textbooks` and `phi1_exercises`
 are built from them (plus config.data.textbooks / exercises).
 """
@@ -53,6 +57,17 @@ def textbooks_path(ctx: Context) -> str:
 
 def exercises_path(ctx: Context) -> str:
   return os.path.join(out_dir(ctx), "exercises.jsonl")
+
+
+def filtered_path(ctx: Context) -> str:
+  """The filtered code (the data stage's classify step), the grounding extracts' corpus."""
+  return ctx.path("data", "curated", "filtered_code.jsonl")
+
+
+def _after(ctx: Context) -> tuple[str, ...]:
+  """After curate (its curated code is what samples must not duplicate); grounded, also
+  after classify (its filtered code seeds the textbook requests)."""
+  return ("curate", "classify") if ctx.settings.synth.textbooks.grounding_chars else ("curate",)
 
 
 def random_teacher_config(model: PhiConfig) -> PhiConfig:
@@ -134,9 +149,10 @@ def run(ctx: Context, reads: dict) -> dict:
     from data_pipeline.synth import proximity  # pylint: disable=g-import-not-at-top
     benchmarks = proximity.load(reads["decontaminate"], cfg.proximity,
                                 reads["benchmark_paths"])
+  seeds = [filtered_path(ctx)] if cfg.textbooks.grounding_chars else []
   with teacher_client(ctx, cfg, reads.get("model")) as client:
     return synth.synthesize(cfg, out_dir(ctx), client, sandbox, curated_paths=curated,
-                            benchmarks=benchmarks, force=forced)
+                            benchmarks=benchmarks, seed_paths=seeds, force=forced)
 
 
 def validate(ctx: Context) -> None:
@@ -188,7 +204,7 @@ def _partial(ctx: Context) -> str | None:
 
 
 NODES = (Node(name=NAME, run=run, doc="synthetic textbooks and exercises: synthesize/",
-              reads=_reads, after=("curate",), validate=validate, partial=_partial,
+              reads=_reads, after=_after, validate=validate, partial=_partial,
               files=_files,
               interrupted=lambda ctx: "the teacher's answers so far (raw/)",
               # one host asks a remote teacher; a local one is an Orbax checkpoint,

@@ -139,7 +139,7 @@ EXPECTED = {
         "api_key_env", "max_concurrency", "max_retries", "timeout_s", "cache_dir",
         "backoff_initial_s", "backoff_max_s", "parse_retries")},
     **{f"synth.textbooks.{f}": {"synthesize"} | REPORT for f in (
-        "count", "max_tokens", "min_code_blocks", "min_words")},
+        "count", "max_tokens", "min_code_blocks", "min_words", "grounding_chars")},
     **{f"synth.exercises.{f}": {"synthesize"} | REPORT for f in (
         "count", "max_tokens", "min_tests", "min_docstring_chars", "timeout_s", "memory_mb",
         "mutants", "min_mutation_score", "mutant_timeout_s")},
