@@ -18,8 +18,11 @@ Two phases, each restartable:
    file from another teacher or prompt is refused before anything is sent, unless
    `force`, which also asks again for the requests whose retries ran out.
 2. Judge. The raw answers are read back in request order and put through the gates
-   (gates.py); exercises run their own tests in the sandbox, whose verdicts are kept in
-   `raw/verdicts.jsonl` (keyed by the program) so a rerun does not run them again; the
+   (gates.py); with config.synth.proximity.checks, the samples that pass the static
+   gates are checked against the benchmarks (proximity.py); exercises run their own
+   tests in the sandbox, whose verdicts are kept in `raw/verdicts.jsonl` (keyed by the
+   program) so a rerun does not run them again, and, with exercises.mutants, those that
+   pass are mutation-tested (adequacy.py; results in `raw/mutation.jsonl`); the
    duplicate gate keeps the first of each group in request order, then the survivors
    are checked against the curated data. The outputs are then written whole (temp +
    rename), so the final files are a function of the raw answers alone: a rerun, or a
@@ -28,7 +31,9 @@ Two phases, each restartable:
 Every request ends as exactly one line: in textbooks.jsonl (a data_pipeline Record) or
 exercises.jsonl (an Exercise) when accepted, in rejected.jsonl ({"id", "generator",
 "index", "gate", "reason", "raw", "meta"}) otherwise. Every record's meta holds the seed,
-index and topic that produced it, the teacher and the token usage.
+index and topic that produced it, the teacher and the token usage (and, with the
+options of docs/synthetic.md, its grounding extract, proximity scores and mutation
+result).
 """
 
 from __future__ import annotations
