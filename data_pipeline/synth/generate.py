@@ -495,8 +495,8 @@ def _cost(config: SynthConfig, usage: Mapping[str, int]) -> float | None:
 
 def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMClient,
                sandbox: Sandbox | None = None, *, curated_paths: Sequence[str] = (),
-               benchmarks=None, seed_paths: Sequence[str] = (), force: bool = False, progress: bool = True,
-               log: Callable[[str], None] = _stderr) -> dict[str, Any]:
+               benchmarks=None, seed_paths: Sequence[str] = (), force: bool = False,
+               progress: bool = True, log: Callable[[str], None] = _stderr) -> dict[str, Any]:
   """Generates, verifies and writes the synthetic textbooks and exercises.
 
   Args:
@@ -530,14 +530,14 @@ def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMCl
     raise ValueError("synthesize: proximity.checks is set: it needs the benchmark indexes "
                      "(benchmarks=proximity.load(config.decontaminate, config.synth."
                      "proximity, benchmark_paths))")
-  os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
-  model = client.config.model
   corpus = None
   if config.textbooks.grounding_chars and config.textbooks.count:
     if not seed_paths:
       raise ValueError("synthesize: textbooks.grounding_chars > 0 needs seed_paths (the "
                        "filtered code the extracts are drawn from)")
     corpus = grounding.SeedCorpus(seed_paths)
+  os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
+  model = client.config.model
   requests = {g: Requests(g, config.seed, config.options(g).count, client,
                           config.options(g).max_tokens,
                           corpus if g == "textbooks" else None,
