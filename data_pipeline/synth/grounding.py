@@ -10,8 +10,8 @@ Request i's extract is a function of (seed, i) and the corpus alone: a document 
 uniformly from the records with a non-empty `text`, then a window of at most `chars`
 characters of it that starts at the beginning of a line drawn uniformly among the lines
 from which a full window fits (it ends at the last line break inside it; a document
-shorter than `chars` is taken whole). The corpus is indexed by byte offset once and read by seeking, so it is
-not held in memory.
+shorter than `chars` is taken whole). The corpus is indexed by byte offset once and
+read by seeking, so it is not held in memory.
 """
 
 from __future__ import annotations
