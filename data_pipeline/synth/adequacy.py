@@ -44,6 +44,7 @@ from eval.sandbox import Sandbox
 
 STATUSES = ("killed", "survived", "timeout", "memory", "crashed")
 CONTROL = -1  # the index of the unmutated function in a driver
+NOT_RUN = "not_run"  # the control's status when the function has no mutation site
 
 _DRIVER = '''\
 import contextlib as _m_contextlib
@@ -109,7 +110,8 @@ class MutationResult:
     counts: mutants per status (STATUSES).
     survivors: descriptions of the mutants the tests did not kill (e.g. 'comparison
       line 4: < -> <=').
-    control: the unmutated function's status in the driver ('survived' = it passed).
+    control: the unmutated function's status in the driver ('survived' = it passed;
+      'not_run' when the function has no mutation site).
   """
   mutants: int
   counts: dict[str, int]
@@ -151,8 +153,12 @@ def _statuses(stdout: str, mark: str) -> dict[int, str]:
   found = {}
   for line in stdout.splitlines():
     if line.startswith(mark + " "):
-      index, status = json.loads(line[len(mark) + 1:])
-      found[int(index)] = status
+      try:
+        index, status = json.loads(line[len(mark) + 1:])
+      except ValueError:
+        continue  # not a line of the driver's (output interleaved with a mutant's)
+      if status in STATUSES:
+        found[int(index)] = status
   return found
 
 
@@ -183,8 +189,9 @@ def mutation_scores(sandbox: Sandbox, exercises: Sequence[tuple[str, str]], *, s
     plan = {CONTROL: mutants_lib.unmutated(function) + tests}
     plan.update({i: mutant.source + tests for i, mutant in enumerate(found)})
     plans.append(plan)
-  statuses: list[dict[int, str]] = [{} for _ in exercises]
-  pending = [list(plan) for plan in plans]
+  # an exercise without mutation sites has nothing to run (not even its control)
+  statuses: list[dict[int, str]] = [{} if found else {CONTROL: NOT_RUN} for found in made]
+  pending = [list(plan) if found else [] for plan, found in zip(plans, made)]
   while any(pending):
     active = [e for e, rest in enumerate(pending) if rest]
     mark = "mutant-" + secrets.token_hex(8)

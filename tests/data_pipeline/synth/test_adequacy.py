@@ -154,3 +154,13 @@ def test_an_exercise_whose_tests_fail_in_the_driver_is_not_measured(sandbox):
                                      seed=0, limit=4, mutant_timeout_s=1.0)
   assert result.control == "killed" and result.score is None and not result.counts
   assert adequacy.weak_tests(result, 1.0) is None
+  # a function with no mutation site: nothing runs, nothing is measured
+  bare = gates.check_exercise('```python\ndef reset(record: dict) -> None:\n    """Remove '
+                              'every field of a record, in place.\n\n    >>> r = {"a": 1}\n'
+                              '    >>> reset(r)\n    >>> r\n    {}\n    """\n'
+                              '    record.clear()\n\nassert reset({"b": 2}) is None\n```',
+                              "stop")
+  assert mutants.site_count(bare.parts.function) == 0
+  result, = adequacy.mutation_scores(sandbox, [(bare.parts.function, bare.program())],
+                                     seed=0, limit=4, mutant_timeout_s=1.0)
+  assert (result.mutants, result.control, result.score) == (0, adequacy.NOT_RUN, None)
