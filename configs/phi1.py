@@ -58,6 +58,12 @@ def get_config():
   config.llm.model = "gpt-4o"
   # the paper's synthetic data came from GPT-3.5 (§2.2: textbooks and CodeExercises)
   config.synth.teacher.model = "gpt-3.5-turbo"
+  # beyond the paper, off: §2.2 checks no exercise's tests against mutants of its
+  # solution, rejects nothing for benchmark proximity at generation time (§5 prunes
+  # afterwards) and grounds no textbook in an extract of the filtered code
+  config.synth.exercises.mutants = 0
+  config.synth.proximity.checks = ()
+  config.synth.textbooks.grounding_chars = 0
   # §5: the decontamination is an analysis of the data phi-1 trained on, unpruned
   # (prune off, the base default); n-gram overlap (13-grams, §5.1), embedding L2
   # distance and AST match rate at the taus of Table 3 (§5.2)

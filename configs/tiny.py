@@ -39,6 +39,13 @@ def get_config():
   config.synth.local_teacher = "random"
   config.synth.textbooks.update(dict(count=4, max_tokens=64))
   config.synth.exercises.update(dict(count=4, max_tokens=64))
+  # test adequacy (beyond the paper): exercises whose own tests kill under half of 8
+  # mutants of their solution are rejected as weak_tests. On here so that a real teacher
+  # pointed at this config gets it; the random teacher's answers never reach the gate,
+  # so CI pays nothing for it. Benchmark proximity and grounding stay off: proximity
+  # would make the decontamination settings (an analysis here) rerun synthesis and so
+  # training; grounding would change every textbook prompt of the tiny run.
+  config.synth.exercises.update(dict(mutants=8, min_mutation_score=0.5))
   # decontamination against HumanEval (offline; MBPP needs config.eval.mbpp_path), by
   # n-grams and AST match (a random-init embedder is uninformative)
   config.decontaminate.update(dict(benchmarks=("humaneval",), checks=("ngram", "ast")))

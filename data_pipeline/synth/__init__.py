@@ -4,8 +4,9 @@
     summary = synthesize(config.synth, out_dir, client, sandbox, curated_paths=[...])
 
 Modules: topics (the topic space and the per-request draw), prompts (the messages),
-parse (code out of answers), gates (quality gates and dedup), diversity (the report),
-generate (the driver). See docs/synthetic.md.
+parse (code out of answers), gates (quality gates and dedup), mutants and adequacy
+(mutation testing of exercises' tests), proximity (benchmark proximity), grounding
+(seed extracts for textbooks), diversity (the report), generate (the driver). See docs/synthetic.md.
 """
 
 import importlib

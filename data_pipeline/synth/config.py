@@ -43,12 +43,17 @@ class TextbookOptions:
                             "rejected)")
   min_code_blocks: int = setting(1, "Python blocks a section must hold")
   min_words: int = setting(50, "words of prose outside code a section must hold")
+  grounding_chars: int = setting(0, "grounded textbooks (beyond the paper): each request "
+                                 "carries an extract of at most this many characters of "
+                                 "the filtered code as a seed, as Cosmopedia's carry web "
+                                 "extracts (data_pipeline/synth/grounding.py); 0 = off "
+                                 "(the paper)")
 
   def __post_init__(self):
     self.validate()
 
   def validate(self, where: str = "config.synth.textbooks") -> None:
-    _check_ints(where, self, ("count", "min_code_blocks", "min_words"), 0)
+    _check_ints(where, self, ("count", "min_code_blocks", "min_words", "grounding_chars"), 0)
     _check_ints(where, self, ("max_tokens",), 1)
 
 
@@ -65,18 +70,80 @@ class ExerciseOptions:
   isolation: str = setting("auto", "sandbox: auto (strongest available), bwrap, unshare, "
                            "rlimits", kind=OPERATIONAL)
   workers: int = setting(0, "parallel sandbox runs (0 = one per core)", kind=OPERATIONAL)
+  mutants: int = setting(0, "test adequacy (beyond the paper): mutants of each reference "
+                         "solution run against its own tests in the sandbox (seeded by "
+                         "`seed`); an exercise whose tests kill fewer than "
+                         "min_mutation_score of those that run is rejected as weak_tests. "
+                         "0 = off (the paper)")
+  min_mutation_score: float = setting(0.5, "share of the mutants that ran to a verdict the "
+                                      "tests must kill (in [0, 1])")
+  mutant_timeout_s: float = setting(2.0, "wall-clock limit per mutant (a mutant still "
+                                    "running is a timeout, left out of the score)")
 
   def __post_init__(self):
     self.validate()
 
+  def inert(self) -> set[str]:
+    """Without mutants the mutation settings have no effect."""
+    return set() if self.mutants else {"min_mutation_score", "mutant_timeout_s"}
+
   def validate(self, where: str = "config.synth.exercises") -> None:
-    _check_ints(where, self, ("count", "min_tests", "min_docstring_chars", "workers"), 0)
+    _check_ints(where, self, ("count", "min_tests", "min_docstring_chars", "workers",
+                              "mutants"), 0)
+    _check(where, "min_mutation_score", self.min_mutation_score,
+           _is_number(self.min_mutation_score) and 0 <= self.min_mutation_score <= 1,
+           "must be in [0, 1]")
+    _check(where, "mutant_timeout_s", self.mutant_timeout_s,
+           _is_number(self.mutant_timeout_s) and self.mutant_timeout_s > 0,
+           "must be a positive number")
     _check_ints(where, self, ("max_tokens", "memory_mb"), 1)
     _check(where, "timeout_s", self.timeout_s,
            _is_number(self.timeout_s) and self.timeout_s > 0, "must be a positive number")
     _check(where, "isolation", self.isolation,
            self.isolation in ("auto", "bwrap", "unshare", "rlimits"),
            "must be auto, bwrap, unshare or rlimits")
+
+
+PROXIMITY_CHECKS = ("ngram", "ast")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProximityOptions:
+  """config.synth.proximity: benchmark proximity at generation time (beyond the paper,
+  data_pipeline/synth/proximity.py). A sample that a check flags against a benchmark
+  problem is rejected as benchmark_proximity. The indexes are the decontamination's:
+  config.decontaminate's benchmarks, n-gram n, unit and fields and ast_min_nodes."""
+  checks: tuple[str, ...] = setting((), "which checks reject: 'ngram', 'ast'; () = off "
+                                    "(the paper: phi-1 pruned after the fact, §5)")
+  ngram_min_matches: int = setting(1, "distinct n-grams shared with one benchmark problem "
+                                   "that reject a sample (>= 1)")
+  ast_tau: float = setting(0.9, "AST match rate with a benchmark problem's function at or "
+                           "above which a sample is rejected (in (0, 1])")
+
+  def __post_init__(self):
+    value = self.checks
+    if isinstance(value, str):
+      value = [v.strip() for v in value.split(",") if v.strip()]
+    object.__setattr__(self, "checks", tuple(value))
+    self.validate()
+
+  def inert(self) -> set[str]:
+    """The thresholds of checks that do not run."""
+    inert = set()
+    if "ngram" not in self.checks:
+      inert.add("ngram_min_matches")
+    if "ast" not in self.checks:
+      inert.add("ast_tau")
+    return inert
+
+  def validate(self, where: str = "config.synth.proximity") -> None:
+    _check(where, "checks", self.checks,
+           all(c in PROXIMITY_CHECKS for c in self.checks) and
+           len(set(self.checks)) == len(self.checks),
+           f"must be distinct names among {PROXIMITY_CHECKS}")
+    _check_ints(where, self, ("ngram_min_matches",), 1)
+    _check(where, "ast_tau", self.ast_tau,
+           _is_number(self.ast_tau) and 0 < self.ast_tau <= 1, "must be in (0, 1]")
 
 
 def _teacher_defaults() -> LLMConfig:
@@ -105,6 +172,8 @@ class SynthConfig:
   num_perm: int = setting(128, "MinHash permutations")
   textbooks: TextbookOptions = setting(doc="textbooks", factory=TextbookOptions)
   exercises: ExerciseOptions = setting(doc="exercises", factory=ExerciseOptions)
+  proximity: ProximityOptions = setting(doc="benchmark proximity at generation time",
+                                        factory=ProximityOptions)
 
   def inert(self) -> set[str]:
     """Each request carries its generator's max_tokens and its own seed (`request_seed`),
@@ -122,7 +191,8 @@ class SynthConfig:
         values["teacher"] = LLMConfig.from_mapping(teacher, where=f"{where}.teacher")
       except ValueError as e:
         raise ValueError(str(e)) from None
-    for name, options in (("textbooks", TextbookOptions), ("exercises", ExerciseOptions)):
+    for name, options in (("textbooks", TextbookOptions), ("exercises", ExerciseOptions),
+                          ("proximity", ProximityOptions)):
       if name in values and not isinstance(values[name], options):
         values[name] = options(**known_fields(options, values[name], f"{where}.{name}"))
     config = cls(**values)
@@ -149,6 +219,7 @@ class SynthConfig:
                        f"API; set {where}.teacher.mode = 'online' for a local teacher")
     self.textbooks.validate(f"{where}.textbooks")
     self.exercises.validate(f"{where}.exercises")
+    self.proximity.validate(f"{where}.proximity")
 
   def options(self, generator: str) -> TextbookOptions | ExerciseOptions:
     return self.textbooks if generator == "textbooks" else self.exercises

@@ -19,6 +19,12 @@ Exercises (`check_exercise`, then `verify_exercises` in the sandbox):
   execution   anything else when run: an exception, a timeout (an infinite loop), memory,
               an early exit; the sandbox contains it (eval.sandbox.Sandbox)
 
+Options beyond the paper (their own modules):
+  weak_tests           the exercise's tests kill too few mutants of its solution
+                       (adequacy.py, with config.synth.exercises.mutants)
+  benchmark_proximity  a sample near a benchmark problem by n-grams or AST match rate
+                       (proximity.py, with config.synth.proximity.checks)
+
 Both (`DuplicateGate`):
   duplicate   exact (whitespace-normalised) or near (MinHash Jaccard of word 5-grams >=
               threshold) duplicate of an earlier accepted sample, or of a curated document

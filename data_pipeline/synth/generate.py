@@ -18,8 +18,11 @@ Two phases, each restartable:
    file from another teacher or prompt is refused before anything is sent, unless
    `force`, which also asks again for the requests whose retries ran out.
 2. Judge. The raw answers are read back in request order and put through the gates
-   (gates.py); exercises run their own tests in the sandbox, whose verdicts are kept in
-   `raw/verdicts.jsonl` (keyed by the program) so a rerun does not run them again; the
+   (gates.py); with config.synth.proximity.checks, the samples that pass the static
+   gates are checked against the benchmarks (proximity.py); exercises run their own
+   tests in the sandbox, whose verdicts are kept in `raw/verdicts.jsonl` (keyed by the
+   program) so a rerun does not run them again, and, with exercises.mutants, those that
+   pass are mutation-tested (adequacy.py; results in `raw/mutation.jsonl`); the
    duplicate gate keeps the first of each group in request order, then the survivors
    are checked against the curated data. The outputs are then written whole (temp +
    rename), so the final files are a function of the raw answers alone: a rerun, or a
@@ -28,7 +31,9 @@ Two phases, each restartable:
 Every request ends as exactly one line: in textbooks.jsonl (a data_pipeline Record) or
 exercises.jsonl (an Exercise) when accepted, in rejected.jsonl ({"id", "generator",
 "index", "gate", "reason", "raw", "meta"}) otherwise. Every record's meta holds the seed,
-index and topic that produced it, the teacher and the token usage.
+index and topic that produced it, the teacher and the token usage (and, with the
+options of docs/synthetic.md, its grounding extract, proximity scores and mutation
+result).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from data_pipeline.records import Exercise, Record
-from data_pipeline.synth import diversity, gates, prompts, topics
+from data_pipeline.synth import adequacy, diversity, gates, grounding, prompts, proximity
+from data_pipeline.synth import topics
 from data_pipeline.synth.parse import Rejected
 from eval.sandbox import Sandbox, SandboxLimits
 from phi_jax import atomic
@@ -97,22 +103,34 @@ class Requests:
   """The requests of one generator: ids, topics, messages and fingerprints by index."""
 
   def __init__(self, generator: str, seed: int, count: int, teacher: LLMConfig,
-               max_tokens: int):
+               max_tokens: int, corpus: grounding.SeedCorpus | None = None,
+               grounding_chars: int = 0):
     self.generator, self.seed, self.count = generator, seed, count
     self.model = teacher.model
     self.params = {**teacher.sampling_defaults(), "max_tokens": max_tokens}
     self.max_tokens = max_tokens
+    self.corpus, self.grounding_chars = corpus, grounding_chars
+
+  def grounding(self, index: int) -> dict[str, Any] | None:
+    """Request `index`'s seed extract (grounding.py), or None when ungrounded."""
+    if self.corpus is None:
+      return None
+    return self.corpus.extract(self.seed, index, self.grounding_chars)
 
   def __len__(self) -> int:
     return self.count
 
   def request(self, index: int) -> dict[str, Any]:
     topic = topics.draw(self.generator, self.seed, index)
-    messages = prompts.messages(self.generator, topic)
+    seed = self.grounding(index)
+    messages = prompts.messages(self.generator, topic, seed["text"] if seed else None)
     request_id = sample_id(self.generator, self.seed, index)
     params = {**self.params, "seed": request_seed(request_id)}
-    return {"id": request_id, "index": index, "topic": topic, "messages": messages,
-            "fingerprint": _fingerprint(self.model, messages, params)}
+    request = {"id": request_id, "index": index, "topic": topic, "messages": messages,
+               "fingerprint": _fingerprint(self.model, messages, params)}
+    if seed is not None:
+      request["grounding"] = seed
+    return request
 
   def __iter__(self) -> Iterator[dict[str, Any]]:
     return (self.request(index) for index in range(self.count))
@@ -228,6 +246,31 @@ class VerdictStore:
     self.verdicts.update(found)
 
 
+class MutationStore:
+  """Mutation results by program (sha256 of the program, the sandbox limits and the
+  mutation settings), appended to a JSONL file as they are found (as VerdictStore)."""
+
+  def __init__(self, path: str, limits: SandboxLimits, seed: int, options: ExerciseOptions):
+    self.path = path
+    self.settings = (f"{limits}\n{seed}\n{options.mutants}\n{options.mutant_timeout_s}\n"
+                     f"{options.timeout_s}")
+    self.results: dict[str, adequacy.MutationResult] = {}
+    if os.path.exists(path):
+      read_done_ids(path)  # cut a partial last line left by a kill
+      for _, row in read_jsonl(path):
+        self.results[row["id"]] = adequacy.MutationResult.from_json(row)
+
+  def key(self, program: str) -> str:
+    return hashlib.sha256(f"{self.settings}\n{program}".encode("utf-8")).hexdigest()
+
+  def add(self, found: Mapping[str, adequacy.MutationResult]) -> None:
+    with open(self.path, "a", encoding="utf-8") as f:
+      for key, result in found.items():
+        f.write(json.dumps({"id": key, **result.to_json()}, ensure_ascii=False) + "\n")
+      f.flush()
+    self.results.update(found)
+
+
 # -- the judge phase ----------------------------------------------------------------------
 
 
@@ -238,6 +281,8 @@ class _Judged:
   verdicts: dict[str, Rejected | None]
   duplicates: gates.DuplicateGate
   usage: dict[str, int]
+  mutation: dict[str, dict] = dataclasses.field(default_factory=dict)  # id -> result JSON
+  proximity: dict[str, dict] = dataclasses.field(default_factory=dict)  # id -> scores
 
 
 def _add_usage(total: dict[str, int], usage: Mapping[str, int] | None) -> None:
@@ -265,12 +310,15 @@ def _static_gate(generator: str, row: Mapping[str, Any], config: SynthConfig
 
 
 def _judge(generator: str, requests: Requests, raw: _RawReader, config: SynthConfig,
-           sandbox: Sandbox | None, store: VerdictStore | None, progress: bool) -> _Judged:
+           sandbox: Sandbox | None, store: VerdictStore | None,
+           mutation_store: MutationStore | None, index, progress: bool) -> _Judged:
   """Pass 1 over one generator's answers, in request order: every gate but the curated
   comparison (which needs all survivors)."""
   duplicates = gates.DuplicateGate(config.near_dup_threshold, config.num_perm)
   verdicts: dict[str, Rejected | None] = {}
   usage: dict[str, int] = {}
+  mutation: dict[str, dict] = {}
+  near: dict[str, dict] = {}
   meter = Progress(f"synthesize {generator}: gates", requests.count, enabled=progress,
                    unit="samples")
   for start in range(0, requests.count, VERIFY_CHUNK):
@@ -289,14 +337,37 @@ def _judge(generator: str, requests: Requests, raw: _RawReader, config: SynthCon
       else:
         verdicts[sample], texts[sample] = None, result.prompt + result.solution
         to_run[sample] = result
+    if index is not None and texts:
+      _proximity_gate(generator, texts, to_run, verdicts, near, index)
     if to_run:
       _verify(to_run, verdicts, sandbox, store, config.exercises.workers)
+    passed = {sample: exercise for sample, exercise in to_run.items()
+              if verdicts[sample] is None}
+    if passed and mutation_store is not None:
+      _mutation_test(passed, verdicts, mutation, sandbox, mutation_store, config)
     for sample in chunk:  # request order: the first of a duplicate group is kept
       if verdicts[sample] is None:
         verdicts[sample] = duplicates.check(sample, texts[sample])
       meter.advance(accepted=verdicts[sample] is None)
   meter.finish()
-  return _Judged(generator, verdicts, duplicates, usage)
+  return _Judged(generator, verdicts, duplicates, usage, mutation, near)
+
+
+def _proximity_gate(generator: str, texts: dict[str, str],
+                    to_run: dict[str, gates.CheckedExercise], verdicts: dict, near: dict,
+                    index) -> None:
+  """The benchmark-proximity gate (proximity.py) on the samples that passed the static
+  gates; a rejected exercise is not run."""
+  records = [(sample, {"id": sample, "text": text} if generator == "textbooks" else
+              {"id": sample, "prompt": to_run[sample].prompt,
+               "solution": to_run[sample].solution})
+             for sample, text in texts.items()]
+  for sample, (rejected, scores) in proximity.check(index, records).items():
+    near[sample] = scores
+    if rejected is not None:
+      verdicts[sample] = rejected
+      del texts[sample]
+      to_run.pop(sample, None)
 
 
 def _verify(exercises: Mapping[str, gates.CheckedExercise], verdicts: dict, sandbox: Sandbox,
@@ -310,6 +381,25 @@ def _verify(exercises: Mapping[str, gates.CheckedExercise], verdicts: dict, sand
     store.add({keys[sample]: rejected for sample, rejected in zip(missing, found)})
   for sample in exercises:
     verdicts[sample] = store.verdicts[keys[sample]]
+
+
+def _mutation_test(exercises: Mapping[str, gates.CheckedExercise], verdicts: dict,
+                   mutation: dict, sandbox: Sandbox, store: MutationStore,
+                   config: SynthConfig) -> None:
+  """The test-adequacy gate (adequacy.py) on exercises that passed their own tests."""
+  options = config.exercises
+  keys = {sample: store.key(exercise.program()) for sample, exercise in exercises.items()}
+  missing = [sample for sample in exercises if keys[sample] not in store.results]
+  if missing:
+    found = adequacy.mutation_scores(
+        sandbox, [(exercises[s].parts.function, exercises[s].program()) for s in missing],
+        seed=config.seed, limit=options.mutants, mutant_timeout_s=options.mutant_timeout_s,
+        workers=options.workers or None)
+    store.add({keys[sample]: result for sample, result in zip(missing, found)})
+  for sample in exercises:
+    result = store.results[keys[sample]]
+    mutation[sample] = result.to_json()
+    verdicts[sample] = adequacy.weak_tests(result, options.min_mutation_score)
 
 
 def curated_documents(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
@@ -332,9 +422,13 @@ def curated_documents(paths: Sequence[str]) -> Iterator[tuple[str, str]]:
 
 def _meta(requests: Requests, row: Mapping[str, Any], model: str) -> dict[str, Any]:
   index = index_of(row["id"])
-  return {"generator": requests.generator, "seed": requests.seed, "index": index,
+  meta = {"generator": requests.generator, "seed": requests.seed, "index": index,
           "topic": topics.draw(requests.generator, requests.seed, index), "teacher": model,
           "finish_reason": row.get("finish_reason"), "usage": row.get("usage") or {}}
+  seed = requests.grounding(index)
+  if seed is not None:
+    meta["grounding"] = seed
+  return meta
 
 
 def _write_outputs(out_dir: str, judged: Sequence[_Judged], requests: Mapping[str, Requests],
@@ -355,7 +449,14 @@ def _write_outputs(out_dir: str, judged: Sequence[_Judged], requests: Mapping[st
         sample = sample_id(generator, config.seed, index)
         row = raws[generator].get(sample)
         meta = _meta(requests[generator], row, model)
+        if sample in result.mutation:
+          meta["mutation"] = result.mutation[sample]
+          tally.mutation(result.mutation[sample])
         verdict = result.verdicts[sample]
+        if sample in result.proximity:
+          meta["proximity"] = result.proximity[sample]
+          tally.proximity(meta["topic"], result.proximity[sample],
+                          verdict is not None and verdict.gate == proximity.GATE)
         if verdict is not None:
           tally.rejected(verdict.gate)
           line = {"id": sample, "generator": generator, "index": index, "gate": verdict.gate,
@@ -409,6 +510,9 @@ def estimate(cfg: SynthConfig, out_dir: str | None = None) -> dict[str, tuple[in
                      if isinstance(rid, str) and rid.startswith(f"synth-{generator}-s{cfg.seed}-")
                      and index_of(rid) < reqs.count)
     prompt, completion = reqs.expected_tokens()
+    if generator == "textbooks" and cfg.textbooks.grounding_chars:
+      # each grounded request also carries an extract of up to grounding_chars
+      prompt += round(reqs.count * cfg.textbooks.grounding_chars / CHARS_PER_TOKEN)
     left = reqs.count - answered
     out[generator] = (left, round(prompt * left / max(reqs.count, 1)), left * options.max_tokens)
   return out
@@ -416,8 +520,8 @@ def estimate(cfg: SynthConfig, out_dir: str | None = None) -> dict[str, tuple[in
 
 def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMClient,
                sandbox: Sandbox | None = None, *, curated_paths: Sequence[str] = (),
-               force: bool = False, progress: bool = True,
-               log: Callable[[str], None] = _stderr) -> dict[str, Any]:
+               benchmarks=None, seed_paths: Sequence[str] = (), force: bool = False,
+               progress: bool = True, log: Callable[[str], None] = _stderr) -> dict[str, Any]:
   """Generates, verifies and writes the synthetic textbooks and exercises.
 
   Args:
@@ -430,6 +534,10 @@ def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMCl
       exercises.count > 0.
     curated_paths: JSONL files of the curated data (Records or Exercises) the samples
       must not duplicate.
+    seed_paths: JSONL Records (the filtered code) the grounding extracts are drawn from;
+      needed when textbooks.grounding_chars > 0.
+    benchmarks: the decontamination's indexes for the benchmark-proximity gate
+      (proximity.load); needed when config.synth.proximity.checks is set.
     force: ask again for requests whose retries ran out, and replace answers that were
       asked with another teacher, prompt or sampling.
     progress: progress lines on stderr.
@@ -443,10 +551,22 @@ def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMCl
   if config.exercises.count and sandbox is None:
     raise ValueError("synthesize: exercises.count > 0 needs a sandbox to verify them "
                      "(generate.sandbox_for(options))")
+  if config.proximity.checks and benchmarks is None:
+    raise ValueError("synthesize: proximity.checks is set: it needs the benchmark indexes "
+                     "(benchmarks=proximity.load(config.decontaminate, config.synth."
+                     "proximity, benchmark_paths))")
+  corpus = None
+  if config.textbooks.grounding_chars and config.textbooks.count:
+    if not seed_paths:
+      raise ValueError("synthesize: textbooks.grounding_chars > 0 needs seed_paths (the "
+                       "filtered code the extracts are drawn from)")
+    corpus = grounding.SeedCorpus(seed_paths)
   os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
   model = client.config.model
   requests = {g: Requests(g, config.seed, config.options(g).count, client.config,
-                          config.options(g).max_tokens) for g in topics.GENERATORS}
+                          config.options(g).max_tokens,
+                          corpus if g == "textbooks" else None,
+                          config.textbooks.grounding_chars) for g in topics.GENERATORS}
   expected = estimate(dataclasses.replace(config, teacher=client.config), out_dir)
   log(f"synthesize: teacher {model!r} at {client.base_url}; the data is only as good as the "
       f"teacher (docs/synthetic.md: pointing at a strong one)")
@@ -465,11 +585,14 @@ def synthesize(cfg: SynthConfig | Mapping[str, Any], out_dir: str, client: LLMCl
 
   store = (VerdictStore(os.path.join(out_dir, "raw", "verdicts.jsonl"), sandbox.limits)
            if sandbox is not None else None)
+  mutation_store = (MutationStore(os.path.join(out_dir, "raw", "mutation.jsonl"),
+                                  sandbox.limits, config.seed, config.exercises)
+                    if sandbox is not None and config.exercises.mutants else None)
   with contextlib.ExitStack() as stack:  # phase 2: judge, then write
     raws = {g: stack.enter_context(_RawReader(_raw_path(out_dir, g)))
             for g in topics.GENERATORS}
-    judged = [_judge(g, requests[g], raws[g], config, sandbox, store, progress)
-              for g in topics.GENERATORS]
+    judged = [_judge(g, requests[g], raws[g], config, sandbox, store, mutation_store,
+                     benchmarks, progress) for g in topics.GENERATORS]
     for result in judged:  # streamed once per generator: the curated data stays on disk
       if curated_paths:
         result.verdicts.update(result.duplicates.against(curated_documents(curated_paths)))

@@ -47,10 +47,27 @@ Requirements:
 - Reply with a single ```python code block holding the function and the asserts, nothing else."""
 
 
-def textbook_messages(topic: Mapping[str, Any]) -> list[dict[str, str]]:
-  """The chat of a textbook request for a topic drawn by topics.draw_textbook."""
-  return [{"role": "system", "content": TEXTBOOK_SYSTEM},
-          {"role": "user", "content": TEXTBOOK_TEMPLATE.format(**topic)}]
+GROUNDING_TEMPLATE = """\
+
+
+Here is an extract of real Python code. Ground the section in it: teach the ideas it
+uses, at the level of the audience, in code of your own (do not copy the extract, and
+do not mention it).
+
+```python
+{extract}```"""
+
+
+def textbook_messages(topic: Mapping[str, Any], extract: str | None = None
+                      ) -> list[dict[str, str]]:
+  """The chat of a textbook request for a topic drawn by topics.draw_textbook; with an
+  extract of code (grounding.py), the request is grounded in it (as Cosmopedia's
+  prompts are in web extracts)."""
+  user = TEXTBOOK_TEMPLATE.format(**topic)
+  if extract is not None:
+    user += GROUNDING_TEMPLATE.format(extract=extract if extract.endswith("\n")
+                                      else extract + "\n")
+  return [{"role": "system", "content": TEXTBOOK_SYSTEM}, {"role": "user", "content": user}]
 
 
 def exercise_messages(topic: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -60,10 +77,12 @@ def exercise_messages(topic: Mapping[str, Any]) -> list[dict[str, str]]:
   return [{"role": "system", "content": EXERCISE_SYSTEM}, {"role": "user", "content": user}]
 
 
-def messages(generator: str, topic: Mapping[str, Any]) -> list[dict[str, str]]:
-  """textbook_messages or exercise_messages by generator name."""
+def messages(generator: str, topic: Mapping[str, Any], extract: str | None = None
+             ) -> list[dict[str, str]]:
+  """textbook_messages or exercise_messages by generator name (an extract grounds
+  textbooks only)."""
   if generator == "textbooks":
-    return textbook_messages(topic)
+    return textbook_messages(topic, extract)
   if generator == "exercises":
     return exercise_messages(topic)
   raise ValueError(f"unknown generator {generator!r}")

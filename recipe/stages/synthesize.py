@@ -8,6 +8,15 @@ stage: 'random' serves a random model of config.model's shape with the byte-leve
 tokenizer (an offline run that exercises the whole path; nearly everything it writes
 is rejected), a path serves that checkpoint or transformers directory.
 
+With config.synth.proximity.checks set, samples near a benchmark problem are rejected as
+they are generated, by the decontamination's indexes (config.decontaminate's benchmarks
+and index settings, the benchmark files of config.eval: the decontaminate stage's
+`benchmark_paths`), which the node then reads.
+
+With config.synth.textbooks.grounding_chars set, each textbook request carries an
+extract of the filtered code (WORKDIR/data/curated/filtered_code.jsonl, after the
+classify step) as a seed, recorded in the record's meta['grounding'].
+
 The data steps after it read the accepted sets: `phi1_textbooks` and `phi1_exercises`
 are built from them (plus config.data.textbooks / exercises).
 """
@@ -28,8 +37,12 @@ from phi_jax.config import PhiConfig
 from phi_jax.cli import UsageError
 from phi_jax.llm import LLMClient
 from recipe.runner import Context, Node
+from recipe.stages import decontaminate as decontaminate_stage
 
 NAME = "synthesize"
+# the fields of config.decontaminate that define the indexes the proximity gate uses
+PROXIMITY_INDEX_FIELDS = ("benchmarks", "ngram_n", "ngram_unit", "ngram_fields",
+                          "ast_min_nodes")
 LOCAL_MODEL_NAME = "phi-jax-local-teacher"
 RANDOM_TEACHER = "random"
 
@@ -44,6 +57,17 @@ def textbooks_path(ctx: Context) -> str:
 
 def exercises_path(ctx: Context) -> str:
   return os.path.join(out_dir(ctx), "exercises.jsonl")
+
+
+def filtered_path(ctx: Context) -> str:
+  """The filtered code (the data stage's classify step), the grounding extracts' corpus."""
+  return ctx.path("data", "curated", "filtered_code.jsonl")
+
+
+def _after(ctx: Context) -> tuple[str, ...]:
+  """After curate (its curated code is what samples must not duplicate); grounded, also
+  after classify (its filtered code seeds the textbook requests)."""
+  return ("curate", "classify") if ctx.settings.synth.textbooks.grounding_chars else ("curate",)
 
 
 def random_teacher_config(model: PhiConfig) -> PhiConfig:
@@ -120,9 +144,15 @@ def run(ctx: Context, reads: dict) -> dict:
   sandbox = synth.sandbox_for(cfg.exercises) if cfg.exercises.count else None
   curated = [p for p in (ctx.path("data", "curated", "code.jsonl"),) if os.path.exists(p)]
   forced = ctx.forced(NAME)
+  benchmarks = None
+  if cfg.proximity.checks:
+    from data_pipeline.synth import proximity  # pylint: disable=g-import-not-at-top
+    benchmarks = proximity.load(reads["decontaminate"], cfg.proximity,
+                                reads["benchmark_paths"])
+  seeds = [filtered_path(ctx)] if cfg.textbooks.grounding_chars else []
   with teacher_client(ctx, cfg, reads.get("model")) as client:
     return synth.synthesize(cfg, out_dir(ctx), client, sandbox, curated_paths=curated,
-                            force=forced)
+                            benchmarks=benchmarks, seed_paths=seeds, force=forced)
 
 
 def validate(ctx: Context) -> None:
@@ -135,9 +165,19 @@ def validate(ctx: Context) -> None:
 
 def _reads(ctx: Context) -> dict:
   """config.synth; with the random local teacher also config.model (its shape); with a
-  served checkpoint its files' fingerprint."""
+  served checkpoint its files' fingerprint; with the proximity gate the decontamination's
+  index settings and the benchmark files."""
   cfg = ctx.settings.synth
   reads: dict = {"synth": cfg}
+  if cfg.proximity.checks:
+    fields = PROXIMITY_INDEX_FIELDS if "ast" in cfg.proximity.checks else tuple(
+        f for f in PROXIMITY_INDEX_FIELDS if f != "ast_min_nodes")
+    if "ngram" not in cfg.proximity.checks:
+      fields = tuple(f for f in fields if not f.startswith("ngram_"))
+    # the values themselves: what the gate uses, whichever checks the decontaminate
+    # stage itself runs
+    reads["decontaminate"] = {f: getattr(ctx.settings.decontaminate, f) for f in fields}
+    reads["benchmark_paths"] = decontaminate_stage.benchmark_paths(ctx)
   if cfg.local_teacher == RANDOM_TEACHER:
     reads["model"] = random_teacher_config(ctx.settings.model)
   elif cfg.local_teacher:
@@ -154,6 +194,14 @@ def estimate(ctx: Context, reads: dict) -> list[str]:
           for generator, numbers in generate.estimate(cfg, out_dir(ctx)).items() if numbers[0]]
 
 
+def _files(ctx: Context) -> list[str]:
+  """The benchmark files the proximity gate reads."""
+  if not ctx.settings.synth.proximity.checks:
+    return []
+  return sorted(p for p in decontaminate_stage.benchmark_paths(ctx).values()
+                if os.path.isfile(p))
+
+
 def in_run(ctx: Context) -> bool:
   """Whether this run uses the stage's output (selected now, or complete before)."""
   return ctx.complete_or_selected(NAME)
@@ -165,8 +213,8 @@ def _partial(ctx: Context) -> str | None:
 
 
 NODES = (Node(name=NAME, run=run, doc="synthetic textbooks and exercises: synthesize/",
-              reads=_reads, after=("curate",), validate=validate, partial=_partial,
-              estimate=estimate,
+              reads=_reads, after=_after, validate=validate, partial=_partial,
+              estimate=estimate, files=_files,
               interrupted=lambda ctx: "the teacher's answers so far (raw/)",
               # one host asks a remote teacher; a local one is an Orbax checkpoint,
               # which every host loads together

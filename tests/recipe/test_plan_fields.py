@@ -148,9 +148,14 @@ EXPECTED = {
         "price_completion_per_1m", "batch_price_prompt_per_1m",
         "batch_price_completion_per_1m", "budget_usd")},
     **{f"synth.textbooks.{f}": {"synthesize"} | REPORT for f in (
-        "count", "max_tokens", "min_code_blocks", "min_words")},
+        "count", "max_tokens", "min_code_blocks", "min_words", "grounding_chars")},
     **{f"synth.exercises.{f}": {"synthesize"} | REPORT for f in (
-        "count", "max_tokens", "min_tests", "min_docstring_chars", "timeout_s", "memory_mb")},
+        "count", "max_tokens", "min_tests", "min_docstring_chars", "timeout_s", "memory_mb",
+        "mutants", "min_mutation_score", "mutant_timeout_s")},
+    # benchmark proximity: off in tiny; turned on, the node reads config.decontaminate's
+    # index settings
+    "synth.proximity.checks": {"synthesize"} | REPORT,
+    "synth.proximity.ngram_min_matches": NONE, "synth.proximity.ast_tau": NONE,
     "synth.exercises.isolation": NONE, "synth.exercises.workers": NONE,
 }
 # training sections: the same fields for pretraining (config.train) and finetuning
@@ -228,7 +233,7 @@ def _values(workdir: str, data_file: str) -> dict:
       "synth.teacher.stop": ("\n",), "synth.teacher.model_identity": "x",
       "synth.teacher.api_key_env": "OTHER_KEY", "synth.teacher.cache_dir": "/tmp/cache",
       "synth.teacher.top_p": 0.5, "synth.teacher.seed": 3, "synth.teacher.max_tokens": 99,
-      "synth.exercises.isolation": "rlimits",
+      "synth.exercises.isolation": "rlimits", "synth.proximity.checks": ("ngram",),
       **{f"{s}.{f}": v for s in ("train", "finetune") for f, v in (
           ("model", "random"), ("data", ("phi1_filtered_code",)),
           ("host_sharding", "rows"), ("on_corrupt_checkpoint", "previous"),

@@ -134,3 +134,19 @@ def test_an_operational_training_field_leaves_the_model_as_it_was(workdir):
   import jax  # pylint: disable=g-import-not-at-top
   for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_synthesize_stage_grounds_textbooks_in_the_filtered_code_and_checks_proximity(
+    workdir):
+  out = run(workdir, "--stages=synthesize", "--config.synth.textbooks.grounding_chars=300",
+            "--config.synth.proximity.checks=('ngram', 'ast')")
+  assert "[synthesize] rerun: " in out
+  filtered = [json.loads(line)["text"] for line in
+              open(os.path.join(workdir, "data", "curated", "filtered_code.jsonl"))]
+  rows = [json.loads(line) for name in ("textbooks.jsonl", "rejected.jsonl")
+          for line in open(os.path.join(workdir, "synthesize", name))]
+  books = [row for row in rows if row["meta"]["generator"] == "textbooks"]
+  assert books and all(any(row["meta"]["grounding"]["text"] in text for text in filtered)
+                       for row in books)
+  assert all("grounding" not in row["meta"] for row in rows if row not in books)
