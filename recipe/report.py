@@ -402,6 +402,10 @@ def _evaluation(workdir: str, out_dir: str) -> list[Block]:
     return [("h", 2, "Evaluation"), ("p", "No eval/summary.json: the eval stage has not run.")]
   header, rows = _pass_table(summary)
   blocks: list[Block] = [("h", 2, "Evaluation"), ("table", header, rows)]
+  for name, result in sorted(summary.items()):
+    if isinstance(result, Mapping) and (result.get("breakdown") or {}).get("kind") == \
+        "length_depth":
+      blocks += _length_depth(name, result["breakdown"], out_dir)
   sweep = _read_json(os.path.join(workdir, "eval", "checkpoints.json"))
   if sweep:
     blocks += [("h", 3, "Checkpoint sweep"), ("p", "**Warning.** " + SELECTION_WARNING)]
@@ -427,6 +431,58 @@ def _evaluation(workdir: str, out_dir: str) -> list[Block]:
                "bits per byte per kept checkpoint", "bits/byte"):
         blocks.append(("img", "sweep_bpb.png", "bits per byte per checkpoint"))
   return blocks
+
+
+def _length_depth(benchmark: str, breakdown: Mapping[str, Any], out_dir: str) -> list[Block]:
+  """The pass rate by file length (rows) and depth of the function to call (columns),
+  as a table and a heat map."""
+  lengths, depths = breakdown["lengths"], breakdown["depths"]
+  rate = {(c["length"], c["depth"]): c for c in breakdown["cells"]}
+
+  def cell(length, depth):
+    c = rate.get((length, depth))
+    return "-" if c is None else f"{100 * c['pass_rate']:.0f}% ({c['passed']}/{c['samples']})"
+
+  table = [(_fmt(length),) + tuple(cell(length, depth) for depth in depths)
+           for length in lengths]
+  file_name = f"{benchmark}_heatmap.png"
+  heatmap(os.path.join(out_dir, file_name),
+          [[rate[length, depth]["pass_rate"] if (length, depth) in rate else math.nan
+            for depth in depths] for length in lengths],
+          [_fmt(length) for length in lengths], [f"{depth:g}" for depth in depths],
+          f"{benchmark}: pass rate by length and depth",
+          f"file length ({breakdown.get('unit', 'characters')})",
+          "depth of the function to call (0 = start of the file)")
+  return [("h", 3, f"{benchmark}: pass rate by length and depth"),
+          ("p", f"Rows: the file's length in {breakdown.get('unit', 'characters')}; columns: "
+                "where the function the file's last line must call is defined (0 = the "
+                "start of the file, 1 = just before the call); each cell: passed/samples."),
+          ("table", ("length / depth",) + tuple(f"{depth:g}" for depth in depths), table),
+          ("img", file_name, f"{benchmark} pass rate by length and depth")]
+
+
+def heatmap(path: str, values: Sequence[Sequence[float]], rows: Sequence[str],
+            columns: Sequence[str], title: str, ylabel: str, xlabel: str) -> None:
+  """A heat map of values in [0, 1] (rows x columns), each cell labelled in %."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 2.5, 0.6 * len(rows) + 1.8), dpi=100)
+  image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+  ax.set_xticks(range(len(columns)), list(columns))
+  ax.set_yticks(range(len(rows)), list(rows))
+  for i, row in enumerate(values):
+    for j, value in enumerate(row):
+      if math.isfinite(value):
+        ax.text(j, i, f"{100 * value:.0f}%", ha="center", va="center",
+                color="black" if value > 0.5 else "white")
+  ax.set_title(title)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  fig.colorbar(image, ax=ax, label="pass rate")
+  fig.tight_layout()
+  _save_png(fig, path)
+  plt.close(fig)
 
 
 def _config(config: Mapping[str, Any] | None) -> list[Block]:

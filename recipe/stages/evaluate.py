@@ -1,8 +1,9 @@
 """Stage `eval`: pass@k and bits per byte of models of the run on the benchmarks.
 
 Writes WORKDIR/eval/<benchmark>/{samples.jsonl, results.jsonl, pass_at_k.json} and a
-summary WORKDIR/eval/summary.json with every benchmark's pass@k and, for the
-benchmarks of config.eval.bpb_benchmarks, `bpb`: bits per byte of the canonical
+summary WORKDIR/eval/summary.json with every benchmark's pass@k (long-context: also its
+pass rate per file length and depth, `breakdown`) and, for the benchmarks of
+config.eval.bpb_benchmarks, `bpb`: bits per byte of the canonical
 solutions given their prompts (eval/bpb.py). The model is config.eval.model
 (recipe/models.py: '' = the latest model of the run).
 
@@ -71,7 +72,9 @@ def _evaluate_model(cfg: settings.EvalSettings, path: str, out_dir: str) -> dict
                                checkpoint=path, data_path=cfg.paths().get(benchmark),
                                load_model=load_model)
     summary[benchmark] = {"overall": report["overall"], "num_problems": report["num_problems"],
-                          "isolation": report["isolation"]}
+                          "isolation": report["isolation"],
+                          **({"breakdown": report["breakdown"]} if "breakdown" in report
+                             else {})}
   if list(cfg.bpb_benchmarks):
     model = load_model()
     sets = bpb_sets(cfg, model.tokenizer, model.config.max_seq_len)

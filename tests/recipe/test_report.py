@@ -123,3 +123,23 @@ def test_run_py_report_rebuilds_without_running_stages(tmp_path):
                             f"--report={tmp_path}/none"], cwd=REPO_ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
   assert missing.returncode == 2 and "no such work directory" in missing.stderr
+
+
+def test_long_context_pass_rate_by_length_and_depth(tmp_path):
+  """A benchmark with a (length, depth) breakdown gets a table and a heat map whose
+  cells are the breakdown's, missing cells shown as '-'."""
+  workdir = str(tmp_path / "work")
+  cells = [{"length": 1000, "depth": 0.0, "samples": 4, "passed": 3, "pass_rate": 0.75},
+           {"length": 1000, "depth": 1.0, "samples": 4, "passed": 0, "pass_rate": 0.0},
+           {"length": 8000, "depth": 0.0, "samples": 4, "passed": 1, "pass_rate": 0.25}]
+  _write(os.path.join(workdir, "eval", "summary.json"), {"long-context": {
+      "overall": {"pass@1": 4 / 12}, "num_problems": 12, "isolation": "bwrap",
+      "breakdown": {"kind": "length_depth", "unit": "characters", "lengths": [1000, 8000],
+                    "depths": [0.0, 1.0], "cells": cells}}})
+  paths = report.build_report(workdir, [], {"seed": 0})
+  md = open(paths["markdown"]).read()
+  assert "| length / depth | 0 | 1 |" in md
+  assert "| 1000 | 75% (3/4) | 0% (0/4) |" in md and "| 8000 | 25% (1/4) | - |" in md
+  png = os.path.join(workdir, "report", "long-context_heatmap.png")
+  assert open(png, "rb").read().startswith(b"\x89PNG")
+  assert "![long-context pass rate by length and depth](long-context_heatmap.png)" in md
