@@ -36,6 +36,9 @@ _HUMANEVAL_PATH = flags.DEFINE_string("humaneval_path", "",
                                       "package's.")
 _MBPP_PATH = flags.DEFINE_string("mbpp_path", "",
                                  "Local mbpp.jsonl; '' = the Hugging Face dataset (online).")
+_CRUXEVAL_PATH = flags.DEFINE_string("cruxeval_path", "",
+                                     "The released cruxeval.jsonl (cruxeval-o, cruxeval-i); "
+                                     "'' = not available (nothing is downloaded).")
 _RESULTS = flags.DEFINE_list("results", [],
                              "Evaluation results.jsonl files (eval/run.py), each LABEL=PATH "
                              "or PATH (labelled by its directory): Table 3's columns.")
@@ -108,7 +111,8 @@ def main(argv: list[str]) -> None:
       embed_decides=_EMBED_DECIDES.value, embed_max_len=_EMBED_MAX_LEN.value,
       embed_batch_size=_EMBED_BATCH.value, ast_min_nodes=_AST_MIN_NODES.value,
       examples_per_tau=_EXAMPLES.value, seed=_SEED.value)
-  paths = {"humaneval": _HUMANEVAL_PATH.value, "mbpp": _MBPP_PATH.value}
+  paths = {"humaneval": _HUMANEVAL_PATH.value, "mbpp": _MBPP_PATH.value,
+           "cruxeval-o": _CRUXEVAL_PATH.value, "cruxeval-i": _CRUXEVAL_PATH.value}
   summary = decontaminate(_INPUT.value, _BENCHMARKS.value, config, _OUT.value,
                           benchmark_paths=paths, results=_results(),
                           progress=not _QUIET.value)
