@@ -125,6 +125,11 @@ class EvalSettings:
         raise SettingsError(f"{where}.{field}: unknown {unknown}; known: "
                             f"{', '.join(sorted(BENCHMARKS))}")
     self.paths(where)
+    for field, key in (("long_context_lengths", str), ("long_context_depths", "{:g}".format)):
+      values = [key(v) for v in getattr(self, field)]
+      if len(set(values)) != len(values):
+        name = where + field if where.endswith("-") else f"{where}.{field}"  # a flag: --name
+        raise SettingsError(f"{name} = {tuple(getattr(self, field))}: repeats a value")
 
   def paths(self, where: str = "config.eval") -> dict[str, str]:
     """{benchmark: local file} of humaneval_path, mbpp_path and the data_paths pairs."""

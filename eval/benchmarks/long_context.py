@@ -160,8 +160,14 @@ class LongContext(Benchmark):
     if path:
       raise ValueError(f"long-context generates its problems (from its seed); it reads no "
                        f"data file, got {path}")
-    return [generate(self.seed, length, depth, index) for length in self.lengths
-            for depth in self.depths for index in range(self.per_cell)]
+    problems = [generate(self.seed, length, depth, index) for length in self.lengths
+                for depth in self.depths for index in range(self.per_cell)]
+    ids = [p.task_id for p in problems]
+    if len(set(ids)) != len(ids):
+      raise ValueError(f"long-context: lengths {list(self.lengths)} and depths "
+                       f"{list(self.depths)} repeat a (length, depth) cell (depths are told "
+                       "apart to 6 significant digits)")
+    return problems
 
   def program(self, problem: Problem, completion: str) -> str:
     return problem.prompt + completion + "\n" + problem.test

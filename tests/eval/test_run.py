@@ -254,6 +254,7 @@ def test_grade_refuses_bad_flags(finished, flag, message):
     (dict(long_context_depths=["2"]),
      "--long_context_depths = (2.0,): must be a non-empty list of a number in [0, 1]"),
     (dict(long_context_per_cell=0), "--long_context_per_cell = 0: must be an integer >= 1"),
+    (dict(long_context_depths=["0.5", "0.5"]), "--long_context_depths = (0.5, 0.5): repeats"),
 ])
 def test_every_flag_range_is_checked(flags, message):
   values = dict(n=1, temperature=0.0, top_p=0.95, max_new_tokens=8, k=["1"], batch_size=1,

@@ -126,6 +126,7 @@ def test_evaluated_by_length_and_depth(tmp_path):
     ("long_context_lengths", (), "non-empty"),
     ("long_context_depths", (1.5,), r"\[0, 1\]"),
     ("long_context_per_cell", 0, ">= 1"),
+    ("long_context_lengths", (500, 500), "repeats a value"),
 ])
 def test_bad_settings_are_refused_by_name(field, value, message):
   with pytest.raises(eval_run.SettingsError, match=f"config.eval.{field}.*{message}"):
