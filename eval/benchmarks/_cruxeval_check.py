@@ -48,8 +48,9 @@ def _answer_line(text, mode):
 
 
 def prediction_of(text, mode):
-  """The prediction's source: `text` itself, or the part of an answer line it names."""
-  text = text.strip()
+  """The prediction's source: `text` itself, or the part of an answer line it names
+  (text from the paper's stop word `[/ANSWER]` on is not part of it)."""
+  text = text.split("[/ANSWER]")[0].strip()
   if text.startswith("assert"):
     try:
       return _answer_line(text, mode)

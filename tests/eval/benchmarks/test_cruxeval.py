@@ -91,6 +91,7 @@ def test_predictions_are_judged_as_values(tmp_path):
       ("sample_104", "{'a':1}"): True,
       ("sample_5", "(0, 'xxxxxxxxxxxxxxxxxx', )"): True,
       ("sample_104", "assert f(\"a\") == dict(a=1)"): True,  # the paper's answer line
+      ("sample_104", "assert f(\"a\") == {'a': 1}\n[/ANSWER]\n"): True,  # with its stop word
       ("sample_104", "{'a': 2}"): False,
       ("sample_104", "\"{'a': 1}\""): False,  # the text of the value, as a string
       ("sample_5", "[0, 'xxxxxxxxxxxxxxxxxx']"): False,  # a list is not the tuple
