@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from eval import run as eval_run
 from eval.benchmarks import BENCHMARKS, LongContext
 from eval.benchmarks import long_context
 from eval.sandbox import Sandbox, SandboxLimits
-from tests.eval.benchmarks.helpers import write_jsonl
-from eval import run as eval_run
 from eval.settings import EvalSettings
+from tests.eval.benchmarks.helpers import write_jsonl
 
 LENGTHS = (300, 2000, 8000, 32000)
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
