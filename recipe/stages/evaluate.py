@@ -2,7 +2,8 @@
 
 Writes WORKDIR/eval/<benchmark>/{samples.jsonl, results.jsonl, pass_at_k.json} and a
 summary WORKDIR/eval/summary.json with every benchmark's pass@k, its bootstrap interval
-over problems (`intervals`, how under `bootstrap`) and, for the
+over problems (`intervals`, how under `bootstrap`; long-context: also its pass rate per
+file length and depth, `breakdown`) and, for the
 benchmarks of config.eval.bpb_benchmarks, `bpb`: bits per byte of the canonical
 solutions given their prompts (eval/bpb.py). The model is config.eval.model
 (recipe/models.py: '' = the latest model of the run).
@@ -78,7 +79,9 @@ def _evaluate_model(cfg: settings.EvalSettings, path: str, out_dir: str) -> dict
                           "isolation": report["isolation"], "verdicts": report["verdicts"],
                           "machine": report["machine"],
                           **({"determinism": report["determinism"]}
-                             if "determinism" in report else {})}
+                             if "determinism" in report else {}),
+                          **({"breakdown": report["breakdown"]} if "breakdown" in report
+                             else {})}
   if list(cfg.bpb_benchmarks):
     model = load_model()
     sets = bpb_sets(cfg, model.tokenizer, model.config.max_seq_len)

@@ -92,6 +92,9 @@ EXPECTED = {
     "eval.batch_size": NONE, "eval.isolation": NONE, "eval.workers": NONE,
     "eval.determinism_problems": {"eval"} | REPORT, "eval.recheck_margin": {"eval"} | REPORT,
     "eval.speed_probe": {"eval"} | REPORT,
+    # long-context is not evaluated in tiny: its settings are inert
+    "eval.long_context_lengths": NONE, "eval.long_context_depths": NONE,
+    "eval.long_context_per_cell": NONE, "eval.long_context_seed": NONE,
     "export_hf.model": {"export_hf"} | REPORT, "export_hf.dtype": {"export_hf"} | REPORT,
     "init.model": {"init"} | REPORT, "init.tokenizer": {"init"} | REPORT,
     # the annotator is the heuristic one: the LLM client is read by no node, except that
@@ -211,6 +214,7 @@ def _values(workdir: str, data_file: str) -> dict:
       "eval.mbpp_prompt": "all_tests", "eval.data_paths": (f"humaneval+={data_file}",),
       "eval.checkpoints": (), "eval.bpb_benchmarks": (), "eval.k": (1,),
       "eval.isolation": "rlimits", "eval.temperature": 0.8,
+      "eval.long_context_lengths": (1000,), "eval.long_context_depths": (0.5,),
       "export_hf.model": "pretrain", "export_hf.dtype": "bfloat16",
       "init.model": os.path.join(workdir, "export_hf", "hf"), "init.tokenizer": "byte_level",
       "llm.model": "gpt-4o", "llm.base_url": "http://127.0.0.1:1/v1", "llm.top_p": 0.9,

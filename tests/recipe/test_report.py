@@ -3,8 +3,11 @@
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from recipe import graph, report
 from recipe.reporting import blocks
@@ -219,3 +222,66 @@ def test_report_gives_intervals_and_paired_comparisons_of_the_sweep(tmp_path):
   assert ("| evaluated model | humaneval | x1.5 (probe 0.195 s) | 1 of 3 | 8 problems vs "
           "batch 32 (cpu, float32): batch 1: 0 diverged, pass@1 +0.00; shuffled: 2 diverged, "
           "pass@1 -12.50 |") in md
+
+
+def test_long_context_pass_rate_by_length_and_depth(tmp_path):
+  """A benchmark with a (length, depth) breakdown gets a table and a heat map whose
+  cells are the breakdown's, missing cells shown as '-'."""
+  workdir = str(tmp_path / "work")
+  cells = [{"length": 1000, "depth": 0.0, "samples": 4, "passed": 3, "pass_rate": 0.75},
+           {"length": 1000, "depth": 1.0, "samples": 4, "passed": 0, "pass_rate": 0.0},
+           {"length": 8000, "depth": 0.0, "samples": 4, "passed": 1, "pass_rate": 0.25}]
+  _write(os.path.join(workdir, "eval", "summary.json"), {"long-context": {
+      "overall": {"pass@1": 4 / 12}, "num_problems": 12, "isolation": "bwrap",
+      "breakdown": {"kind": "length_depth", "unit": "characters", "lengths": [1000, 8000],
+                    "depths": [0.0, 1.0], "cells": cells}}})
+  paths = report.build_report(workdir, [], {"seed": 0})
+  md = open(paths["markdown"]).read()
+  assert "| length / depth | 0 | 1 |" in md
+  assert "| 1000 | 75% (3/4) | 0% (0/4) |" in md and "| 8000 | 25% (1/4) | - |" in md
+  png = os.path.join(workdir, "report", "long-context_heatmap.png")
+  assert open(png, "rb").read().startswith(b"\x89PNG")
+  assert "![long-context pass rate by length and depth](long-context_heatmap.png)" in md
+
+
+@pytest.mark.slow
+def test_the_tiny_models_long_context_and_cruxeval_results_are_reported(tiny_run, tmp_path):
+  """The eval stage on a copy of the finished tiny run with long-context (the longest
+  files past the model's 512-token context) and CRUXEval-O added: pass@1, bits per
+  byte, and the pass rate by length and depth in the report."""
+  from tests import conftest  # pylint: disable=g-import-not-at-top
+  from tests.eval.benchmarks.test_cruxeval import CRUXEVAL_PATH  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "work")
+  shutil.copytree(tiny_run[0], workdir, symlinks=True)
+  benchmarks, crux = "humaneval,long-context", []
+  if os.path.isfile(CRUXEVAL_PATH):
+    benchmarks += ",cruxeval-o"
+    crux = [f"--config.eval.data_paths=('cruxeval-o={CRUXEVAL_PATH}',)"]
+  result = conftest.run_py(
+      *conftest.TINY_RUN_ARGS, f"--workdir={workdir}", "--stages=eval,report",
+      f"--config.eval.benchmarks={benchmarks}", f"--config.eval.bpb_benchmarks={benchmarks}",
+      "--config.eval.checkpoints=()", *crux,
+      "--config.eval.long_context_lengths=(300,3000)",
+      "--config.eval.long_context_depths=(0.0,0.5,1.0)", "--config.eval.long_context_per_cell=1",
+      "--config.eval.max_new_tokens=16")
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(os.path.join(workdir, "eval", "summary.json")) as f:
+    summary = json.load(f)
+  for name in benchmarks.split(","):
+    assert 0.0 <= summary[name]["overall"]["pass@1"] <= 1.0 and summary[name]["bpb"] > 0
+  cells = summary["long-context"]["breakdown"]["cells"]
+  assert {(c["length"], c["depth"]) for c in cells} == {
+      (n, d) for n in (300, 3000) for d in (0.0, 0.5, 1.0)}
+  md = open(os.path.join(workdir, "report", "report.md")).read()
+  assert "### long-context: pass rate by length and depth" in md
+  assert "| length / depth | 0 | 0.5 | 1 |" in md
+  for c in cells:
+    assert f"({c['passed']}/1)" in md
+  assert os.path.isfile(os.path.join(workdir, "report", "long-context_heatmap.png"))
+  # the longest files are longer than the context the model was trained for
+  from data_pipeline import catalog  # pylint: disable=g-import-not-at-top
+  from eval.benchmarks import long_context  # pylint: disable=g-import-not-at-top
+  from phi_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  tokenizer = Tokenizer.from_dir(catalog.tokenizer_dir(workdir))
+  longest = long_context.generate(0, 3000, 0.5).prompt
+  assert len(tokenizer.encode(longest)) > 512

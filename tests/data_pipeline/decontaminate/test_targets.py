@@ -74,3 +74,55 @@ def test_training_code_copying_a_multipl_e_problem_is_removed(tmp_path):
   assert (summary["records"], summary["kept"], summary["removed"]) == (2, 1, 1)
   with open(tmp_path / "out" / "removed.jsonl") as f:
     assert [json.loads(line)["id"] for line in f] == ["copy"]
+
+
+CRUXEVAL_PATH = os.path.join(os.path.dirname(os.path.dirname(MBPP_PATH)), "cruxeval",
+                             "cruxeval.jsonl")
+
+
+def _flags(tmp_path, records, benchmarks, paths):
+  """{record id: the checks that flagged it} after an n-gram and AST check."""
+  import json  # pylint: disable=g-import-not-at-top
+  from data_pipeline.decontaminate.prune import decontaminate  # pylint: disable=g-import-not-at-top
+  config = {"checks": ("ngram", "ast"), "benchmarks": tuple(benchmarks), "taus": (0.9,),
+            "prune_tau": 0.9}
+  out = tmp_path / "_".join(benchmarks)
+  decontaminate(records, list(benchmarks), config, str(out), benchmark_paths=paths,
+                progress=False)
+  with open(out / "matches.jsonl") as f:
+    return {row["id"]: row["flags"] for row in map(json.loads, f)}
+
+
+@pytest.mark.skipif(not os.path.isfile(CRUXEVAL_PATH), reason="no local CRUXEval data")
+def test_cruxeval_is_checked_by_ngrams_and_ast(tmp_path):
+  """A training record holding a CRUXEval function (renamed) is flagged by the AST
+  check, one quoting a function and its answer by the n-gram check; an unrelated record
+  is not."""
+  targets, unavailable = load_targets(["cruxeval-o"], {"cruxeval-o": CRUXEVAL_PATH})
+  assert not unavailable and len(targets) == 800
+  first = targets[0]
+  assert first.unit.name == "f" and first.solution.startswith("assert f([1, 1, 3")
+  assert "[PYTHON]" not in first.prompt  # the few-shot text all problems share is not indexed
+  renamed = first.prompt.replace("nums", "values").replace("output", "pairs")
+  records = [{"id": "crux", "text": renamed.replace("def f(", "def count_pairs(")},
+             {"id": "quoted", "text": "# a puzzle\n" + first.program},
+             {"id": "other", "text": "import os\n\nprint(os.getcwd())\n"}]
+  flags = _flags(tmp_path, records, ["cruxeval-o"], {"cruxeval-o": CRUXEVAL_PATH})
+  assert "ast" in flags["crux"] and "ngram" in flags["quoted"]
+  assert not flags.get("other")
+
+
+@pytest.mark.slow
+def test_long_context_is_checked_by_ast(tmp_path):
+  """The function a long-context file must call, renamed, in a training record is
+  flagged by the AST check (the default files: the index takes a while)."""
+  from eval.benchmarks.long_context import LongContext  # pylint: disable=g-import-not-at-top
+  problem = LongContext().load()[0]
+  targets, _ = load_targets(["long-context"])
+  target = next(t for t in targets if t.task_id == problem.task_id)
+  assert target.unit.name == problem.entry_point and len(targets) == 100
+  function = ast.get_source_segment(problem.prompt + "None", target.unit)
+  records = [{"id": "long", "text": function.replace(problem.entry_point, "helper")},
+             {"id": "other", "text": "import os\n\nprint(os.getcwd())\n"}]
+  flags = _flags(tmp_path, records, ["long-context"], None)
+  assert "ast" in flags["long"] and not flags.get("other")
