@@ -61,13 +61,22 @@ class Dense(nnx.Module):
     self.dtype = config.compute_dtype
 
   def __call__(self, x: jax.Array, out_dtype: jnp.dtype | None = None) -> jax.Array:
-    contract = (tuple(range(x.ndim - self.num_in, x.ndim)), tuple(range(self.num_in)))
-    y = jax.lax.dot_general(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
-                            (contract, ((), ())), preferred_element_type=out_dtype)
-    out_dtype = out_dtype or self.dtype
-    if self.bias is None:
-      return y.astype(out_dtype)
-    return y.astype(out_dtype) + self.bias[...].astype(out_dtype)
+    return dense(x, self.kernel[...], None if self.bias is None else self.bias[...],
+                 num_in=self.num_in, dtype=self.dtype, out_dtype=out_dtype)
+
+
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, *, num_in: int,
+          dtype: jnp.dtype, out_dtype: jnp.dtype | None = None) -> jax.Array:
+  """x · kernel + bias over x's trailing `num_in` dims, computed in `dtype` and returned
+  in `out_dtype` (default `dtype`): what `Dense` computes, for callers holding the arrays
+  (the chunked loss, phi_jax.train.loss)."""
+  contract = (tuple(range(x.ndim - num_in, x.ndim)), tuple(range(num_in)))
+  y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (contract, ((), ())),
+                          preferred_element_type=out_dtype)
+  out_dtype = out_dtype or dtype
+  if bias is None:
+    return y.astype(out_dtype)
+  return y.astype(out_dtype) + bias.astype(out_dtype)
 
 
 class LayerNorm(nnx.Module):

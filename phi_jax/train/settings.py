@@ -75,6 +75,12 @@ class TrainSettings:
                          "sliced)", check=at_least(1))
   microbatches: int = setting(1, "gradient accumulation: batch_size is split into this many",
                               kind=OPERATIONAL, check=at_least(1))
+  loss_chunk: int = setting(
+      256, "sequence positions whose lm_head logits and cross entropy are computed at a "
+      "time (phi_jax/train/loss.py), forward and backward, so the step never holds the "
+      "whole [batch, seq_len, vocab] fp32 logits; 0 = all at once. Equal to the whole "
+      "computation up to the order of floating-point sums", kind=OPERATIONAL,
+      check=at_least(0))
   checkpoint_every: int = setting(1000, "save an Orbax checkpoint every N steps (and at the "
                                   "end)", kind=OPERATIONAL, check=at_least(1))
   keep_checkpoints: int = setting(3, "keep the last K checkpoints", kind=OPERATIONAL,
