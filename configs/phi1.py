@@ -73,6 +73,12 @@ def get_config():
   # and phi-1-base itself (Table 1: 29% HumanEval)
   config.finetune.keep_checkpoints = 6
   config.eval.checkpoints = ("pretrain:24000", "finetune:*")
+  # how the step runs is fitted to the devices it lands on (operational, not the paper's
+  # to say): the lightest remat policy and the fewest micro-batches whose compiled step
+  # fits each device's memory, chosen before training (phi_jax/train/fit.py)
+  config.model.remat = "auto"
+  config.train.microbatches = 0
+  config.finetune.microbatches = 0
   # bf16 compute (config.model.dtype) is a choice: the paper trained in fp16 with
   # DeepSpeed; bf16 has fp32's range (no loss scaling) on TPUs and recent GPUs
   return config

@@ -403,7 +403,7 @@ class PhiForCausalLM(nnx.Module):
                         cached_kv=cached_kv, cache_lengths_B=cache_lengths_B)
       return x_BTE, (kv if collect_kv or cache is not None else None)
 
-    if config.remat != "none":
+    if config.remat not in ("none", "auto"):  # 'auto' is resolved by training only
       layer_step = jax.checkpoint(layer_step, policy=_REMAT_POLICIES[config.remat],
                                   prevent_cse=not config.scan_layers)
     if config.scan_layers and cache is None:

@@ -125,16 +125,21 @@ class Trainer:
   """Compiled, sharded train and eval steps for one model, optimizer and mesh.
 
   model_config: the PhiConfig. train_cfg: `config.train`-like (batch_size,
-  microbatches, optimizer). mesh: from `mesh.make_mesh`. rules: logical -> mesh rules
+  microbatches, loss_chunk, optimizer). microbatches: overrides train_cfg's (the count
+  phi_jax.train.fit chose). mesh: from `mesh.make_mesh`. rules: logical -> mesh rules
   (`mesh.parse_rules`). total_steps: the length of the learning-rate schedule.
   """
 
   def __init__(self, model_config: PhiConfig, train_cfg: Any, mesh: Mesh,
-               rules, total_steps: int):
+               rules, total_steps: int, microbatches: int | None = None):
+    if model_config.remat == "auto" or not (microbatches or int(train_cfg.microbatches)):
+      raise ConfigError("Trainer: model.remat 'auto' and microbatches 0 (auto) are chosen "
+                        "before the trainer is built (phi_jax.train.fit.resolve); pass the "
+                        "choice (model_config.replace(remat=...), microbatches=...)")
     self.config = model_config
     self.mesh = mesh
     self.rules = tuple(rules)
-    self.microbatches = int(train_cfg.microbatches)
+    self.microbatches = int(microbatches or train_cfg.microbatches)
     self.loss_chunk = int(train_cfg.loss_chunk)
     batch_size = int(train_cfg.batch_size)
     parallel = mesh_lib.batch_parallelism(mesh, self.rules)
