@@ -311,7 +311,7 @@ def compile_train_step(config: Any, section: str = "train", target: str = "h100"
 
   train_cfg = config[section]
   mesh, rules = _target_mesh(config, target, num_devices)
-  with target_lib.compiling_for(backend_of(target)):
+  with target_lib.compiling_for(backend_of(target), TARGETS[target].name):
     compiled = fit_lib.compile_step(PhiConfig.from_mapping(config.model), train_cfg, mesh,
                                     rules, int(train_cfg.microbatches))
   return compiled, memory_report(compiled, target)
@@ -337,7 +337,7 @@ def fit_for(config: Any, section: str = "train", target: str = "h100",
   from phi_jax.train import fit as fit_lib  # pylint: disable=g-import-not-at-top
 
   mesh, rules = _target_mesh(config, target, num_devices)
-  with target_lib.compiling_for(backend_of(target)):
+  with target_lib.compiling_for(backend_of(target), TARGETS[target].name):
     return fit_lib.resolve(PhiConfig.from_mapping(config.model),
                            _budget_config(config[section], target), mesh, rules,
                            where=section)
@@ -413,7 +413,7 @@ def memory_table(config: Any, section: str = "train", target: str = "h100",
   rows, flops_of = [], {}
   for k in microbatches:
     for remat in remats:
-      with target_lib.compiling_for(backend_of(target)):
+      with target_lib.compiling_for(backend_of(target), TARGETS[target].name):
         traced = fit_lib.trace_step(model_config.replace(remat=remat), train_cfg, mesh,
                                     rules, k)
         compiled = traced.lower().compile()
@@ -448,7 +448,7 @@ def compile_on(fn, *args: jax.ShapeDtypeStruct, target: str = "h100") -> jax.sta
   device = devices(target, 4 if target in TPU_TARGETS else 1)[0]
   placed = jax.sharding.SingleDeviceSharding(device)
   args = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placed) for a in args]
-  with target_lib.compiling_for(backend_of(target)):
+  with target_lib.compiling_for(backend_of(target), TARGETS[target].name):
     return jax.jit(fn).lower(*args).compile()
 
 

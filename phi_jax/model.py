@@ -147,7 +147,7 @@ class Attention(nnx.Module):
   def __call__(self, x_BTE: jax.Array, rope: tuple[jax.Array, jax.Array],
                segment_ids_BT: jax.Array, *, dropout_rng: jax.Array | None,
                cached_kv: tuple[jax.Array, jax.Array] | None = None,
-               cache_lengths_B: jax.Array | None = None,
+               cache_lengths_B: jax.Array | None = None, prefill: bool = False,
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Attention output [B, T, E] and this layer's new keys and values [B, T, H, D].
 
@@ -155,6 +155,7 @@ class Attention(nnx.Module):
     the configured implementation. With it (decoding), `cached_kv` is this layer's
     cache (k, v) [B, H, S, D], whose row b holds cache_lengths_B[b] tokens; the new
     tokens attend to those and to each other (`attention.cached_attention`).
+    prefill: the T tokens are a prompt before decoding (for attention='auto's choice).
     """
     q_BTHD = apply_rotary(self.q_proj(x_BTE), *rope)
     k_BTHD = apply_rotary(self.k_proj(x_BTE), *rope)
@@ -164,7 +165,7 @@ class Attention(nnx.Module):
           q_BTHD, k_BTHD, v_BTHD, implementation=self.implementation,
           block_q=self.block_q, block_kv=self.block_kv, q_segment_ids=segment_ids_BT,
           kv_segment_ids=segment_ids_BT, q_offset=0, dropout_rate=self.dropout_rate,
-          dropout_rng=dropout_rng)
+          dropout_rng=dropout_rng, prefill=prefill)
     else:
       k_cache_BHSD, v_cache_BHSD = cached_kv
       out_BTHD = attention_lib.cached_attention(q_BTHD, k_BTHD, v_BTHD, k_cache_BHSD,
@@ -201,14 +202,16 @@ class Block(nnx.Module):
     self.residual_dropout = config.residual_dropout
 
   def __call__(self, x_BTE: jax.Array, rope, segment_ids_BT: jax.Array, *,
-               dropout_rng: jax.Array | None, cached_kv=None, cache_lengths_B=None):
+               dropout_rng: jax.Array | None, cached_kv=None, cache_lengths_B=None,
+               prefill: bool = False):
     """The block's output [B, T, E] and its attention's new (k, v) (see Attention)."""
     attn_rng = resid_rng_a = resid_rng_m = None
     if dropout_rng is not None:
       attn_rng, resid_rng_a, resid_rng_m = jax.random.split(dropout_rng, 3)
     h_BTE = self.norm(x_BTE)
     attn_BTE, kv = self.attn(h_BTE, rope, segment_ids_BT, dropout_rng=attn_rng,
-                             cached_kv=cached_kv, cache_lengths_B=cache_lengths_B)
+                             cached_kv=cached_kv, cache_lengths_B=cache_lengths_B,
+                             prefill=prefill)
     mlp_BTE = self.mlp(h_BTE)
     attn_BTE = dropout(attn_BTE, self.residual_dropout, resid_rng_a)
     mlp_BTE = dropout(mlp_BTE, self.residual_dropout, resid_rng_m)
@@ -400,7 +403,8 @@ class PhiForCausalLM(nnx.Module):
       block = nnx.merge(graphdef, layer_state)
       layer_rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, layer)
       x_BTE, kv = block(x_BTE, rope, segment_ids_BT, dropout_rng=layer_rng,
-                        cached_kv=cached_kv, cache_lengths_B=cache_lengths_B)
+                        cached_kv=cached_kv, cache_lengths_B=cache_lengths_B,
+                        prefill=collect_kv)
       return x_BTE, (kv if collect_kv or cache is not None else None)
 
     if config.remat not in ("none", "auto"):  # 'auto' is resolved by training only
