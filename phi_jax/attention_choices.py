@@ -15,7 +15,8 @@ device it runs on and writes the fastest of each situation under that device's k
 (`jax.Device.device_kind`, e.g. "NVIDIA H100 80GB HBM3"); the repository keeps the file.
 A device kind the file does not name gets DEFAULTS by backend: 'xla' on CPU (the Pallas
 kernels run in interpret mode there), 'pallas' on GPU and TPU (the one flash kernel with
-attention dropout). An entry an implementation cannot serve (cuDNN with dropout, cuDNN
+attention dropout); on CPU always 'xla' (CPU entries, from the device check's dry mode,
+time the interpret mode). An entry an implementation cannot serve (cuDNN with dropout, cuDNN
 off a GPU) is never chosen: the default takes its place.
 """
 
@@ -60,6 +61,8 @@ def choose(backend: str, device_kind: str | None, situation: str,
   `backend` ('cpu', 'gpu', 'tpu')."""
   if situation not in SITUATIONS:
     raise ValueError(f"attention situation {situation!r}: one of {SITUATIONS}")
+  if backend == "cpu":  # CPU timings are of the kernels' interpret mode: never followed
+    return DEFAULTS["cpu"]
   entry = _table(path).get("devices", {}).get(device_kind or "", {}).get(situation)
   if entry and allowed(entry["implementation"], backend, situation):
     return entry["implementation"]

@@ -38,6 +38,8 @@ def test_the_fastest_measured_is_chosen_where_allowed_else_the_default(table):
   assert attention_choices.choose("gpu", "NVIDIA A100-SXM4-40GB", "train") == "pallas"
   assert attention_choices.choose("tpu", "TPU v5p", "train") == "pallas"
   assert attention_choices.choose("cpu", "cpu", "train") == "xla"
+  attention_choices.record("cpu", "train", {"pallas": 1.0, "xla": 2.0}, "b1", path=table)
+  assert attention_choices.choose("cpu", "cpu", "train") == "xla"  # interpret mode: ignored
   # a table naming cuDNN where it cannot run (dropout) is not followed
   data = json.load(open(table))
   data["devices"][H100]["train_dropout"] = {"implementation": "cudnn"}
