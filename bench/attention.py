@@ -90,7 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--stages", type=int, default=0,
                       help="phi_jax pallas: Triton num_stages (0: the default)")
   parser.add_argument("--small", action="store_true",
-                      help="CPU smoke sizes: batch 1, 2 heads, seq 128,256, 2 repeats")
+                      help="CPU smoke sizes: batch 1, 2 heads, 2 repeats, seq 128,256 (unless "
+                      "--seq is given)")
   parser.add_argument("--no_record", action="store_true",
                       help="print the table but do not append rows to BENCHMARKS.md")
   parser.add_argument("--dropout", type=float, default=0.0,
@@ -109,7 +110,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="--tune: the tile sizes tried for block_q and block_kv")
   args = parser.parse_args(argv)
   if args.small:
-    args.batch, args.heads, args.seq, args.repeats = 1, 2, "128,256", 2
+    args.batch, args.heads, args.repeats = 1, 2, 2
+    if args.seq == parser.get_default("seq"):  # an explicit --seq is kept
+      args.seq = "128,256"
   args.seq = [int(s) for s in args.seq.split(",") if s]
   args.tiles = [int(s) for s in args.tiles.split(",") if s]
   if not 0.0 <= args.dropout < 1.0:
@@ -318,7 +321,7 @@ def tune(args: argparse.Namespace, platform: str, device_kind: str) -> dict:
       for block_kv in args.tiles:
         if block_q > seq or block_kv > seq:
           continue
-        tiled = dataclasses.replace(args, block_q=block_q, block_kv=block_kv)
+        tiled = argparse.Namespace(**{**vars(args), "block_q": block_q, "block_kv": block_kv})
         result, _ = run_one("pallas", seq, tiled, platform, None)
         label = f"{block_q}x{block_kv}"
         print(f"  seq {seq:5d} tiles {label:8s} " + (

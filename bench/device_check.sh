@@ -114,11 +114,11 @@ if [[ "$DRY" == 1 ]]; then
   KERNEL_ENV=(PHI_JAX_TEST_PLATFORM=cpu)
   # one compiled-path case, one error case: the plumbing, not the coverage (CI has that)
   KERNEL_ARGS=(-k "T17-S17-off0-B1-H2-D128-full-noseg-float32 or bad_inputs_are_named")
-  default_attention="--small --seq=64 --repeats=1 --impls=pallas,cudnn,xla"
+  default_attention="--small --repeats=1 --impls=pallas,cudnn,xla"
   default_train="--config=configs/tiny.py --batch=2 --seq=32 --steps=1"
   default_generate="--size=tiny --batch=2 --prompt_len=8 --new_tokens=4 --repeats=1 --torch_threads=1"
-  default_dropout_attention="--small --repeats=1 --impls=pallas"
-  default_tune="--small --repeats=1 --tiles=32"
+  default_dropout_attention="--small --seq=128 --repeats=1 --impls=pallas"
+  default_tune="--small --seq=128 --repeats=1 --tiles=32"
   : "${TIMEOUT_KERNELS:=120}" "${TIMEOUT_ATTENTION:=120}" "${TIMEOUT_TRAIN:=120}" "${TIMEOUT_GENERATE:=120}"
   : "${TIMEOUT_TUNE:=120}"
 else
