@@ -19,9 +19,14 @@ no cuDNN, out of memory) are skipped with the reason.
     .venv/bin/python bench/attention.py                        # GPU: phi-1 shapes, T=512..4096
     .venv/bin/python bench/attention.py --seq=2048 --impls=pallas,cudnn
     .venv/bin/python bench/attention.py --small --no_record    # CPU smoke run (interpret mode)
+    .venv/bin/python bench/attention.py --seq=2048 --choices=phi_jax/attention_choices.json
+    .venv/bin/python bench/attention.py --seq=2048 --dropout=0.1 --impls=pallas,xla \
+        --choices=phi_jax/attention_choices.json     # attention='auto' with dropout
+    .venv/bin/python bench/attention.py --tune --seq=1024,2048 --choices=...  # pallas tiles
 
 Results go to a table and, on a GPU/TPU, one dated row per (implementation, length)
-appended to BENCHMARKS.md. CPU timings (Pallas interpret mode) mean nothing and are
+appended to BENCHMARKS.md (not with --dropout: those rows only feed --choices, what
+attention='auto' picks per device kind, phi_jax/attention_choices.py). CPU timings (Pallas interpret mode) mean nothing and are
 never recorded.
 """
 
@@ -85,13 +90,33 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--stages", type=int, default=0,
                       help="phi_jax pallas: Triton num_stages (0: the default)")
   parser.add_argument("--small", action="store_true",
-                      help="CPU smoke sizes: batch 1, 2 heads, seq 128,256, 2 repeats")
+                      help="CPU smoke sizes: batch 1, 2 heads, 2 repeats, seq 128,256 (unless "
+                      "--seq is given)")
   parser.add_argument("--no_record", action="store_true",
                       help="print the table but do not append rows to BENCHMARKS.md")
+  parser.add_argument("--dropout", type=float, default=0.0,
+                      help="attention dropout rate (implementations without it are skipped)")
+  parser.add_argument("--choices", default="",
+                      help="write the fastest implementation at --choice_seq for this device "
+                      "kind into this attention-choices JSON (phi_jax/attention_choices.py): "
+                      "'train_dropout' with --dropout, else 'train' (fwd+bwd) and 'prefill' "
+                      "(fwd); with --tune, the fastest pallas tiles per head_dim and seq")
+  parser.add_argument("--choice_seq", type=int, default=2048,
+                      help="the length whose timings decide --choices (default: phi-1's)")
+  parser.add_argument("--tune", action="store_true",
+                      help="time phi_jax pallas fwd+bwd over block_q x block_kv in --tiles "
+                      "at each --seq instead of comparing implementations")
+  parser.add_argument("--tiles", default="32,64,128",
+                      help="--tune: the tile sizes tried for block_q and block_kv")
   args = parser.parse_args(argv)
   if args.small:
-    args.batch, args.heads, args.seq, args.repeats = 1, 2, "128,256", 2
+    args.batch, args.heads, args.repeats = 1, 2, 2
+    if args.seq == parser.get_default("seq"):  # an explicit --seq is kept
+      args.seq = "128,256"
   args.seq = [int(s) for s in args.seq.split(",") if s]
+  args.tiles = [int(s) for s in args.tiles.split(",") if s]
+  if not 0.0 <= args.dropout < 1.0:
+    parser.error("--dropout: a rate in [0, 1)")
   args.impls = [s for s in args.impls.split(",") if s]
   for name in args.impls:
     if name not in IMPLEMENTATIONS:
@@ -126,12 +151,19 @@ def attention_fn(name: str, args: argparse.Namespace, platform: str):
                                    warps_dq=args.warps)
     if args.stages:
       blocks = dataclasses.replace(blocks, num_stages=args.stages)
-    return lambda q, k, v: kernels.flash_attention(q, k, v, block_sizes=blocks)
+    rng = jax.random.key(0) if args.dropout else None
+    return lambda q, k, v: kernels.flash_attention(q, k, v, block_sizes=blocks,
+                                                   dropout_rate=args.dropout, dropout_rng=rng)
   if name == "xla":
+    rng = jax.random.key(0) if args.dropout else None
+
     def xla(q, k, v):
       ones = jnp.ones(q.shape[:2], jnp.int32)
-      return attention.xla_attention(q, k, v, q_segment_ids=ones, kv_segment_ids=ones)
+      return attention.xla_attention(q, k, v, q_segment_ids=ones, kv_segment_ids=ones,
+                                     dropout_rate=args.dropout, dropout_rng=rng)
     return xla
+  if args.dropout:
+    return "no attention dropout"
   if name == "cudnn":
     if platform != "gpu":
       return f"needs a CUDA GPU with cuDNN (backend: {platform})"
@@ -185,7 +217,7 @@ def run_one(name: str, seq: int, args: argparse.Namespace, platform: str,
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return Result(name, seq, skipped=f"{type(e).__name__}: {message[:160]}"), None
   max_err = None
-  if reference_out is not None:
+  if reference_out is not None and not args.dropout:  # dropout masks differ
     want = reference_out.astype(jnp.float32)
     max_err = float(jnp.max(jnp.abs(out.astype(jnp.float32) - want)) /
                     jnp.maximum(jnp.max(jnp.abs(want)), 1e-30))
@@ -255,6 +287,60 @@ def machine_description() -> str:
   return f"1x {device.device_kind}"
 
 
+def write_choices(results: list[Result], args: argparse.Namespace, device_kind: str) -> None:
+  """The fastest implementation at --choice_seq (else the longest length measured) into
+  --choices: 'train_dropout' (fwd+bwd) with --dropout, else 'train' (fwd+bwd) and
+  'prefill' (fwd)."""
+  from phi_jax import attention_choices  # pylint: disable=g-import-not-at-top
+  ran = [r for r in results if not r.skipped and r.impl in attention_choices.IMPLEMENTATIONS]
+  if not ran:
+    print("--choices: nothing ran; nothing written")
+    return
+  lengths = {r.seq for r in ran}
+  seq = args.choice_seq if args.choice_seq in lengths else max(lengths)
+  ran = [r for r in ran if r.seq == seq]
+  shape = (f"batch {args.batch}, seq {seq}, {args.heads} heads x {args.head_dim}, "
+           f"{args.dtype}, causal" + (f", dropout {args.dropout}" if args.dropout else ""))
+  situations = ({"train_dropout": "fwd_bwd_s"} if args.dropout
+                else {"train": "fwd_bwd_s", "prefill": "fwd_s"})
+  for situation, field in situations.items():
+    chosen = attention_choices.record(device_kind, situation,
+                                      {r.impl: getattr(r, field) for r in ran}, shape,
+                                      path=args.choices)
+    print(f"--choices: {device_kind} / {situation}: {chosen} ({args.choices})")
+
+
+def tune(args: argparse.Namespace, platform: str, device_kind: str) -> dict:
+  """phi_jax pallas fwd+bwd at each --seq over block_q x block_kv in --tiles; the
+  fastest per length go to --choices (when given). Returns {seq: (bq, bkv, seconds)}."""
+  from phi_jax import attention_choices  # pylint: disable=g-import-not-at-top
+  best = {}
+  for seq in args.seq:
+    timings = {}
+    for block_q in args.tiles:
+      for block_kv in args.tiles:
+        if block_q > seq or block_kv > seq:
+          continue
+        tiled = argparse.Namespace(**{**vars(args), "block_q": block_q, "block_kv": block_kv})
+        result, _ = run_one("pallas", seq, tiled, platform, None)
+        label = f"{block_q}x{block_kv}"
+        print(f"  seq {seq:5d} tiles {label:8s} " + (
+            f"skipped: {result.skipped}" if result.skipped
+            else f"fwd+bwd {result.fwd_bwd_s * 1e3:9.3f} ms"), flush=True)
+        if not result.skipped:
+          timings[label] = result.fwd_bwd_s
+    if not timings:
+      continue
+    label = min(timings, key=timings.get)
+    block_q, block_kv = (int(x) for x in label.split("x"))
+    best[seq] = (block_q, block_kv, timings[label])
+    if args.choices:
+      attention_choices.record_tiles(device_kind, args.head_dim, seq, block_q, block_kv,
+                                     timings, dropout=args.dropout > 0, path=args.choices)
+      print(f"--choices: {device_kind} tiles head_dim {args.head_dim}, seq {seq}: {label}")
+  return best
+
+
 def main(argv=None) -> list[Result]:
   args = parse_args(argv)
   from phi_jax.kernels.flash_attention import default_platform  # pylint: disable=g-import-not-at-top
@@ -267,9 +353,16 @@ def main(argv=None) -> list[Result]:
     if (args.batch, args.heads) != (1, 2):  # phi-1 shapes would take hours in interpret mode
       print("CPU: running the --small smoke shapes instead of phi-1's")
       args = parse_args([*(argv or sys.argv[1:]), "--small"])
+  import jax  # pylint: disable=g-import-not-at-top
+  device_kind = jax.devices()[0].device_kind
+  if args.tune:
+    tune(args, platform, device_kind)
+    return []
   results = run(args, platform)
   print_table(results, args)
-  if platform == "cpu" or args.no_record:
+  if args.choices:
+    write_choices(results, args, device_kind)
+  if platform == "cpu" or args.no_record or args.dropout:
     return results
   for row in table_rows(results, args, machine):
     record.append_row(SECTION, INTRO, row)

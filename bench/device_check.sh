@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# One check of phi_jax on a lent NVIDIA GPU machine, in under 5 minutes:
+# One check of phi_jax on a lent NVIDIA GPU machine, in at most about 14 minutes (the parts' timeouts):
 #
 #   kernels    the Pallas kernel tests (tests/phi_jax/kernels) on the GPU, compiled by Triton
-#   attention  bench/attention.py at phi-1 shapes: phi_jax Pallas vs jax's Pallas, cuDNN, XLA
+#   attention  bench/attention.py at phi-1 shapes: phi_jax Pallas vs jax's Pallas, cuDNN, XLA,
+#              then with attention dropout 0.1 (pallas, xla); the fastest of each situation
+#              go to $OUT/attention_choices.json (the repository's phi_jax/attention_choices.json
+#              with this device kind's entries added: copy it back to make them 'auto''s)
+#   tune       bench/attention.py --tune: phi_jax Pallas tiles per length, with and without
+#              dropout, into the same $OUT/attention_choices.json
 #   train      bench/train.py: the phi-1 train step (tokens/s, MFU) at a batch that fits
 #   generate   bench/generate.py: phi-1-size greedy decoding, phi_jax vs transformers
 #
@@ -29,13 +34,13 @@
 # Environment: PYTHON (default: python3; .venv/bin/python in the dry mode when present),
 # DRY=1 (same as --dry), OUT (the output folder when --out is not given), DEVICE_SITE
 # (default .device_site), TIMEOUT_<PART> (seconds), TRAIN_ARGS / GENERATE_ARGS /
-# ATTENTION_ARGS (replace a part's benchmark arguments).
+# ATTENTION_ARGS / DROPOUT_ATTENTION_ARGS / TUNE_ARGS (replace a part's benchmark arguments).
 
 set -u
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT" || exit 1
 
-ALL_PARTS="kernels,attention,train,generate"
+ALL_PARTS="kernels,attention,train,tune,generate"
 DRY="${DRY:-0}"
 PARTS="$ALL_PARTS"
 OUT_DIR="${OUT:-}"
@@ -109,10 +114,13 @@ if [[ "$DRY" == 1 ]]; then
   KERNEL_ENV=(PHI_JAX_TEST_PLATFORM=cpu)
   # one compiled-path case, one error case: the plumbing, not the coverage (CI has that)
   KERNEL_ARGS=(-k "T17-S17-off0-B1-H2-D128-full-noseg-float32 or bad_inputs_are_named")
-  default_attention="--small --seq=64 --repeats=1 --impls=pallas,cudnn,xla"
+  default_attention="--small --repeats=1 --impls=pallas,cudnn,xla"
   default_train="--config=configs/tiny.py --batch=2 --seq=32 --steps=1"
   default_generate="--size=tiny --batch=2 --prompt_len=8 --new_tokens=4 --repeats=1 --torch_threads=1"
+  default_dropout_attention="--small --seq=128 --repeats=1 --impls=pallas"
+  default_tune="--small --seq=128 --repeats=1 --tiles=32"
   : "${TIMEOUT_KERNELS:=120}" "${TIMEOUT_ATTENTION:=120}" "${TIMEOUT_TRAIN:=120}" "${TIMEOUT_GENERATE:=120}"
+  : "${TIMEOUT_TUNE:=120}"
 else
   MODE="GPU"
   KERNEL_ENV=(PHI_JAX_TEST_PLATFORM=gpu)
@@ -124,21 +132,33 @@ else
     KERNEL_ENV+=(XLA_PYTHON_CLIENT_PREALLOCATE=false)
   fi
   default_attention="--seq=512,1024,2048,4096 --repeats=10"
-  # phi-1 at seq 2048, 32 sequences per step. Peak memory per `python -m
-  # phi_jax.compile_only --config=configs/phi1.py --target=h100|h200` with
-  # XLA_PYTHON_CLIENT_MEM_FRACTION=0.9: H200, no remat, 4 microbatches of 8: 84 GiB of
-  # 127 usable; H100, matmul outputs kept ('dots'), 2 microbatches of 16: 58 GiB of 71
-  # (no remat does not fit an H100 even at 8 per microbatch: 84 GiB).
-  gpu_mib="$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)"
-  train_fit="--microbatches=2 --remat=dots"
-  [[ "${gpu_mib:-0}" =~ ^[0-9]+$ && "$gpu_mib" -ge 120000 ]] && train_fit="--microbatches=4 --remat=none"
-  default_train="--config=configs/phi1.py --batch=32 --seq=2048 $train_fit --steps=5"
+  # phi-1 at seq 2048, 32 sequences per step.
+  # The remat policy and micro-batches are chosen for the GPU as run.py chooses them
+  # (phi_jax/train/fit.py: compiled, the lightest remat and fewest micro-batches that fit).
+  default_train="--config=configs/phi1.py --batch=32 --seq=2048 --microbatches=0 --remat=auto --steps=5"
   default_generate="--size=phi1 --dtype=bfloat16 --batch=16 --prompt_len=512 --new_tokens=512 --repeats=2"
-  : "${TIMEOUT_KERNELS:=140}" "${TIMEOUT_ATTENTION:=80}" "${TIMEOUT_TRAIN:=130}" "${TIMEOUT_GENERATE:=180}"
+  default_dropout_attention="--seq=2048 --repeats=10 --impls=pallas,xla"
+  default_tune="--seq=1024,2048 --repeats=5 --tiles=32,64,128"
+  # train: the fit's search compiles the phi-1 step a few times before the timed steps
+  : "${TIMEOUT_KERNELS:=140}" "${TIMEOUT_ATTENTION:=110}" "${TIMEOUT_TRAIN:=300}" "${TIMEOUT_GENERATE:=180}"
+  : "${TIMEOUT_TUNE:=120}"
 fi
 read -r -a ATTENTION_ARGV <<< "${ATTENTION_ARGS:-$default_attention}"
 read -r -a TRAIN_ARGV <<< "${TRAIN_ARGS:-$default_train}"
 read -r -a GENERATE_ARGV <<< "${GENERATE_ARGS:-$default_generate}"
+read -r -a DROPOUT_ATTENTION_ARGV <<< "${DROPOUT_ATTENTION_ARGS:-$default_dropout_attention}"
+read -r -a TUNE_ARGV <<< "${TUNE_ARGS:-$default_tune}"
+CHOICES="$OUT_DIR/attention_choices.json"
+
+attention_and_choices() {  # the comparison, then with dropout; both write $CHOICES
+  "$@" bench/attention.py "${ATTENTION_ARGV[@]}" --choices="$CHOICES" &&
+    "$@" bench/attention.py "${DROPOUT_ATTENTION_ARGV[@]}" --dropout=0.1 --choices="$CHOICES"
+}
+
+tune_tiles() {  # Pallas tiles without and with dropout into $CHOICES
+  "$@" bench/attention.py --tune "${TUNE_ARGV[@]}" --choices="$CHOICES" &&
+    "$@" bench/attention.py --tune "${TUNE_ARGV[@]}" --dropout=0.1 --choices="$CHOICES"
+}
 
 # --- the parts ------------------------------------------------------------------------
 declare -A STATUS SECONDS_TAKEN HEADLINE
@@ -152,6 +172,7 @@ headline() {  # the one line of a part's log that the summary shows
         if ($7 != "-") printf "%s %sx@%s ", $1, $7, $2}')" ;;
     train) grep -E "^step " "$log" | tail -1 ;;
     generate) grep -E "^ratio phi_jax" "$log" | tail -1 ;;
+    tune) grep -E "^--choices: .* tiles" "$log" | sed 's/^--choices: //' | tr '\n' ';' ;;
   esac
 }
 
@@ -160,7 +181,12 @@ run_part() {
   local log="$OUT_DIR/$part.log" start rc
   echo "=== $part (timeout ${timeout_s}s): $*" | tee "$log"
   start=$(date +%s)
-  timeout -k 10 "$timeout_s" "$@" >> "$log" 2>&1
+  if declare -F "$1" > /dev/null; then  # a function of this script: in a child bash
+    timeout -k 10 "$timeout_s" bash -c "$(declare -f "$1"); $(declare -p ATTENTION_ARGV \
+      DROPOUT_ATTENTION_ARGV TUNE_ARGV CHOICES); \"\$@\"" _ "$@" >> "$log" 2>&1
+  else
+    timeout -k 10 "$timeout_s" "$@" >> "$log" 2>&1
+  fi
   rc=$?
   SECONDS_TAKEN[$part]=$(( $(date +%s) - start ))
   if [[ $rc == 0 ]]; then
@@ -180,8 +206,10 @@ for part in ${PARTS//,/ }; do
   case "$part" in
     kernels) run_part kernels "$TIMEOUT_KERNELS" env "${KERNEL_ENV[@]}" \
       "${RUNNER[@]}" -m pytest tests/phi_jax/kernels -q -p no:cacheprovider "${KERNEL_ARGS[@]}" ;;
-    attention) run_part attention "$TIMEOUT_ATTENTION" \
-      "${RUNNER[@]}" bench/attention.py "${ATTENTION_ARGV[@]}" ;;
+    attention) [[ -f "$CHOICES" ]] || cp phi_jax/attention_choices.json "$CHOICES"
+      run_part attention "$TIMEOUT_ATTENTION" attention_and_choices "${RUNNER[@]}" ;;
+    tune) [[ -f "$CHOICES" ]] || cp phi_jax/attention_choices.json "$CHOICES"
+      run_part tune "$TIMEOUT_TUNE" tune_tiles "${RUNNER[@]}" ;;
     train) XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}" \
       run_part train "$TIMEOUT_TRAIN" "${RUNNER[@]}" bench/train.py "${TRAIN_ARGV[@]}" ;;
     generate) XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}" \

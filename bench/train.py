@@ -45,8 +45,10 @@ def main(argv=None) -> None:
   parser.add_argument("--config", default=os.path.join(REPO_ROOT, "configs", "tiny.py"))
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--seq", type=int, default=128)
-  parser.add_argument("--microbatches", type=int, default=1)
-  parser.add_argument("--remat", default=None, help="override config.model.remat")
+  parser.add_argument("--microbatches", type=int, default=1,
+                      help="0: the fewest whose step fits the device (phi_jax.train.fit)")
+  parser.add_argument("--remat", default=None, help="override config.model.remat ('auto': "
+                      "the lightest that fits, phi_jax.train.fit)")
   parser.add_argument("--dtype", default=None, help="override config.model.dtype")
   parser.add_argument("--mesh", default=None, help="data,fsdp,tensor (default: config.mesh)")
   parser.add_argument("--steps", type=int, default=10)
@@ -58,7 +60,7 @@ def main(argv=None) -> None:
 
   from phi_jax.config import PhiConfig  # pylint: disable=g-import-not-at-top
   from phi_jax.model import count_params  # pylint: disable=g-import-not-at-top
-  from phi_jax.train import flops, mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from phi_jax.train import fit as fit_lib, flops, mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from phi_jax.train.step import Trainer  # pylint: disable=g-import-not-at-top
 
   config = load_config(args.config)
@@ -72,8 +74,14 @@ def main(argv=None) -> None:
                            microbatches=args.microbatches))
   model_config = PhiConfig.from_mapping(config.model)
   mesh = mesh_lib.make_mesh(config.mesh)
-  trainer = Trainer(model_config, config.train, mesh, mesh_lib.parse_rules(config.mesh.rules),
-                    total_steps=args.steps + config.train.optimizer.warmup_steps + 1)
+  rules = mesh_lib.parse_rules(config.mesh.rules)
+  fit = fit_lib.resolve(model_config, config.train, mesh, rules)  # as run.py chooses
+  print(fit.describe())
+  model_config = model_config.replace(remat=fit.remat)
+  args.microbatches = fit.microbatches
+  trainer = Trainer(model_config, config.train, mesh, rules,
+                    total_steps=args.steps + config.train.optimizer.warmup_steps + 1,
+                    microbatches=fit.microbatches)
   state = trainer.init_state(0)
   rng = np.random.default_rng(0)
 

@@ -82,6 +82,12 @@ def get_config():
   # the paper's benchmarks, HumanEval and MBPP (§3, Table 1); the others of
   # eval/benchmarks (CRUXEval, long-context, ...) are options beyond the paper, off here
   config.eval.benchmarks = ("humaneval", "mbpp")
+  # how the step runs is fitted to the devices it lands on (operational, not the paper's
+  # to say): the lightest remat policy and the fewest micro-batches whose compiled step
+  # fits each device's memory, chosen before training (phi_jax/train/fit.py)
+  config.model.remat = "auto"
+  config.train.microbatches = 0
+  config.finetune.microbatches = 0
   # bf16 compute (config.model.dtype) is a choice: the paper trained in fp16 with
   # DeepSpeed; bf16 has fp32's range (no loss scaling) on TPUs and recent GPUs
   return config

@@ -18,8 +18,10 @@ Implementations (`PhiConfig.attention`; docs/attention.md):
   q_offset falls back to 'xla'.
 - 'cudnn': `jax.nn.dot_product_attention(implementation='cudnn')`; CUDA GPUs only,
   no attention dropout; a traced q_offset falls back to 'xla'.
-- 'auto': resolved when traced, by the target backend (`phi_jax.target`): 'xla' on
-  CPU, 'pallas' on GPU and TPU.
+- 'auto': resolved when traced, per device kind and situation (attention dropout on,
+  off, prefill): the implementation the device check measured fastest there
+  (phi_jax/attention_choices.json), else the backend's default: 'xla' on CPU, 'pallas'
+  on GPU and TPU (phi_jax.attention_choices).
 
 Decoding (docs/decoding.md): a prompt is prefilled with the implementation above
 (self-attention over the prompt, q_offset 0, so the flash kernels apply), then its
@@ -34,7 +36,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from phi_jax import sharding, target
+from phi_jax import attention_choices, sharding, target
 
 
 def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
@@ -138,8 +140,9 @@ def pallas_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
   """phi_jax's Pallas flash attention with xla_attention's masking; same result.
 
   block_q / block_kv: query / key tile rows for the forward and both backward
-  kernels; 0 keeps the platform's defaults (`kernels.default_block_sizes`; set
-  both or neither). A q_offset that is not a Python int (decoding: the cache
+  kernels; 0 takes the tiles tuned for this device kind, head dim and length
+  (phi_jax.attention_choices.tiles), else the platform's defaults
+  (`kernels.default_block_sizes`; set both or neither). A q_offset that is not a Python int (decoding: the cache
   index) goes to xla_attention. Dropout draws the kernel's own mask (same rate,
   different stream from xla_attention's).
   """
@@ -150,6 +153,11 @@ def pallas_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
                          kv_segment_ids=kv_segment_ids, q_offset=q_offset,
                          dropout_rate=dropout_rate, dropout_rng=dropout_rng)
   block_sizes = None
+  if not (block_q or block_kv):  # the tiles tuned on this device kind, if any
+    tuned = attention_choices.tiles(target.device_kind(), q_BTHD.shape[-1], q_BTHD.shape[1],
+                                    dropout_rate > 0 and dropout_rng is not None)
+    if tuned and target.backend() != "cpu":
+      block_q, block_kv = tuned
   if block_q or block_kv:
     if not (block_q and block_kv):
       raise ValueError(f"pallas attention: set both block_q ({block_q}) and block_kv "
@@ -246,27 +254,30 @@ def cudnn_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
 
 _IMPLEMENTATIONS = {"xla": xla_attention, "pallas": pallas_attention,
                     "cudnn": cudnn_attention}
-# What 'auto' becomes on each backend: the one kernel with attention dropout (the
-# paper trains with 0.1) on accelerators; bench/attention.py times the alternatives and
-# BENCHMARKS.md records what it measured.
-AUTO = {"cpu": "xla", "gpu": "pallas", "tpu": "pallas"}
 
 
-def resolve_implementation(implementation: str, backend: str | None = None) -> str:
-  """The concrete implementation: 'auto' becomes AUTO[backend] (default: the target
-  backend, `phi_jax.target.backend()`)."""
+def resolve_implementation(implementation: str, backend: str | None = None,
+                           situation: str = "train") -> str:
+  """The concrete implementation: 'auto' becomes what phi_jax.attention_choices picks
+  for the traced-for device kind and `situation` ('train_dropout', 'train', 'prefill'),
+  the measured fastest or the backend's default (backend default: the target backend,
+  `phi_jax.target.backend()`)."""
   if implementation != "auto":
     return implementation
   backend = backend or target.backend()
-  return AUTO.get("gpu" if backend in ("cuda", "rocm") else backend, "xla")
+  backend = "gpu" if backend in ("cuda", "rocm") else backend
+  return attention_choices.choose(backend, target.device_kind(), situation)
 
 
 def dot_product_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
                           implementation: str, block_q: int = 0, block_kv: int = 0,
-                          **kwargs) -> jax.Array:
+                          prefill: bool = False, **kwargs) -> jax.Array:
   """Dispatches to the implementation named by `PhiConfig.attention` ('auto' resolved
-  here, at trace time). block_q / block_kv only reach 'pallas' (0: its defaults)."""
-  name = resolve_implementation(implementation)
+  here, at trace time, for the situation: attention dropout on, off, or a prefill).
+  block_q / block_kv only reach 'pallas' (0: its defaults)."""
+  dropout = kwargs.get("dropout_rng") is not None and kwargs.get("dropout_rate", 0.0) > 0
+  situation = "prefill" if prefill else "train_dropout" if dropout else "train"
+  name = resolve_implementation(implementation, situation=situation)
   try:
     fn = _IMPLEMENTATIONS[name]
   except KeyError:

@@ -119,6 +119,9 @@ GPU_TARGETS = {
                  memory_bandwidth=4800000000000, l2_cache_bytes=52428800, clock_ghz=1.98),
     "a100": _gpu("NVIDIA A100-SXM4-80GB", (8, 0), sm_count=108, memory_bytes=85031714816,
                  memory_bandwidth=2039000000000, l2_cache_bytes=41943040, clock_ghz=1.41),
+    "a100_40gb": _gpu("NVIDIA A100-SXM4-40GB", (8, 0), sm_count=108,
+                      memory_bytes=42505273344, memory_bandwidth=1555000000000,
+                      l2_cache_bytes=41943040, clock_ghz=1.41),
 }
 
 
@@ -290,32 +293,151 @@ def memory_report(compiled: jax.stages.Compiled, target: str) -> MemoryReport:
                       temporaries=stats.temp_size_in_bytes)
 
 
+def _target_mesh(config: Any, target: str, num_devices: int):
+  from phi_jax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  mesh = mesh_lib.make_mesh(config.mesh, devices=devices(target, num_devices))
+  return mesh, mesh_lib.parse_rules(config.mesh.rules)
+
+
 def compile_train_step(config: Any, section: str = "train", target: str = "h100",
                        num_devices: int = 1) -> tuple[jax.stages.Compiled, MemoryReport]:
   """Compiles one train step of `config` (config.model, config.<section>, config.mesh)
   for `num_devices` devices of `target`, without them. Returns the compiled step and
-  its per-device memory."""
+  its per-device memory. remat 'auto' / microbatches 0 must be resolved first
+  (`fit_for`)."""
   from phi_jax import target as target_lib  # pylint: disable=g-import-not-at-top
   from phi_jax.config import PhiConfig  # pylint: disable=g-import-not-at-top
-  from phi_jax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from phi_jax.train.step import Trainer  # pylint: disable=g-import-not-at-top
+  from phi_jax.train import fit as fit_lib  # pylint: disable=g-import-not-at-top
 
-  target_devices = devices(target, num_devices)
+  train_cfg = config[section]
+  mesh, rules = _target_mesh(config, target, num_devices)
+  with target_lib.compiling_for(backend_of(target), TARGETS[target].name):
+    compiled = fit_lib.compile_step(PhiConfig.from_mapping(config.model), train_cfg, mesh,
+                                    rules, int(train_cfg.microbatches))
+  return compiled, memory_report(compiled, target)
+
+
+def _budget_config(train_cfg: Any, target: str) -> Any:
+  """`train_cfg` with device_memory_gib set to what jax will give a program on one
+  `target` device (when the config leaves it at 0: the device's own limit)."""
+  train_cfg = train_cfg.copy_and_resolve_references()
+  if not float(train_cfg.device_memory_gib):
+    usable = usable_fraction(target) * TARGETS[target].memory_bytes
+    train_cfg.device_memory_gib = usable / 2**30
+  return train_cfg
+
+
+def fit_for(config: Any, section: str = "train", target: str = "h100",
+            num_devices: int = 1):
+  """The remat policy and micro-batch count `run.py` would train `config` with on
+  `num_devices` of `target` (phi_jax.train.fit: 'auto' chosen, given values checked),
+  compiled for them here. Returns a fit.Fit."""
+  from phi_jax import target as target_lib  # pylint: disable=g-import-not-at-top
+  from phi_jax.config import PhiConfig  # pylint: disable=g-import-not-at-top
+  from phi_jax.train import fit as fit_lib  # pylint: disable=g-import-not-at-top
+
+  mesh, rules = _target_mesh(config, target, num_devices)
+  with target_lib.compiling_for(backend_of(target), TARGETS[target].name):
+    return fit_lib.resolve(PhiConfig.from_mapping(config.model),
+                           _budget_config(config[section], target), mesh, rules,
+                           where=section)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableRow:
+  """One (remat, microbatches) cell of `memory_table`."""
+  remat: str
+  microbatches: int
+  rows_per_device: int
+  report: MemoryReport
+  flops: float  # matmul FLOPs of the whole step (matmul_flops), over all devices
+  recomputed: float | None  # of which remat's recomputation (vs 'none' at this count)
+
+
+def matmul_flops(jaxpr: Any) -> float:
+  """FLOPs of the matmuls (dot_general) in a jaxpr, each scan body counted `length`
+  times and remat's recomputation (in the backward's checkpoint bodies) included; a
+  while loop's body is counted once and Pallas kernels (attention) not at all.
+
+  This stands in for XLA's cost analysis, which compile-only GPU devices do not give
+  (`Compiled.cost_analysis()` is None there) and which counts every loop body once."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+      lhs_shape = eqn.invars[0].aval.shape
+      contracted = 1
+      for d in lhs_contract:
+        contracted *= lhs_shape[d]
+      out = 1
+      for d in eqn.outvars[0].aval.shape:
+        out *= d
+      total += 2.0 * out * contracted
+      continue
+    times = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+    inner = []
+    for value in eqn.params.values():
+      for item in (value if isinstance(value, (tuple, list)) else (value,)):
+        if hasattr(item, "eqns") or hasattr(getattr(item, "jaxpr", None), "eqns"):
+          inner.append(matmul_flops(item))
+    if eqn.primitive.name == "cond":
+      total += max(inner, default=0.0)
+    else:
+      total += times * sum(inner)
+  return total
+
+
+def memory_table(config: Any, section: str = "train", target: str = "h100",
+                 num_devices: int = 1, remats: Sequence[str] | None = None,
+                 microbatches: Sequence[int] | None = None) -> list[TableRow]:
+  """The step compiled for each remat policy x micro-batch count: peak memory per
+  device, whether it fits (`memory_report`), and the FLOPs remat recomputes per step
+  (`matmul_flops` of the policy's step minus 'none''s at the same count, when 'none'
+  is among `remats`). Default counts: those that split the batch over the
+  batch-parallel devices with 1, 2, 4, ... up to 32 rows each."""
+  from phi_jax import target as target_lib  # pylint: disable=g-import-not-at-top
+  from phi_jax.config import PhiConfig  # pylint: disable=g-import-not-at-top
+  from phi_jax.train import fit as fit_lib  # pylint: disable=g-import-not-at-top
+  from phi_jax.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+
   train_cfg = config[section]
   model_config = PhiConfig.from_mapping(config.model)
-  mesh = mesh_lib.make_mesh(config.mesh, devices=target_devices)
-  trainer = Trainer(model_config, train_cfg, mesh, mesh_lib.parse_rules(config.mesh.rules),
-                    total_steps=int(train_cfg.steps))
-  shape = (int(train_cfg.batch_size), int(train_cfg.seq_len))
-  keys = ["tokens", "loss_mask"]
-  if train_cfg.get("segment_ids", False):
-    keys += ["segment_ids", "positions"]
-  batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=trainer.batch_sharding)
-           for k in keys}
-  rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=mesh_lib.replicated(mesh))
-  with target_lib.compiling_for(backend_of(target)):
-    compiled = trainer.trace_train_step(trainer.abstract_state(), batch, rng).lower().compile()
-  return compiled, memory_report(compiled, target)
+  mesh, rules = _target_mesh(config, target, num_devices)
+  batch = int(train_cfg.batch_size)
+  parallel = mesh_lib.batch_parallelism(mesh, tuple(rules))
+  if microbatches is None:
+    microbatches = [k for k in fit_lib.microbatch_counts(batch, parallel)
+                    if batch // (k * parallel) in (1, 2, 4, 8, 16, 32)]
+  remats = list(remats or fit_lib.REMAT_ORDER)
+  rows, flops_of = [], {}
+  for k in microbatches:
+    for remat in remats:
+      with target_lib.compiling_for(backend_of(target), TARGETS[target].name):
+        traced = fit_lib.trace_step(model_config.replace(remat=remat), train_cfg, mesh,
+                                    rules, k)
+        compiled = traced.lower().compile()
+      flops_of[remat, k] = matmul_flops(traced.jaxpr)
+      base = flops_of.get(("none", k))
+      recomputed = None if base is None else flops_of[remat, k] - base
+      rows.append(TableRow(remat, k, batch // (k * parallel),
+                           memory_report(compiled, target), flops_of[remat, k], recomputed))
+  return rows
+
+
+def format_table(rows: Sequence[TableRow]) -> str:
+  """`memory_table`'s rows as a Markdown table (recomputation: TFLOPs per step over all
+  devices, and its share of the step's matmul FLOPs)."""
+  lines = ["| remat | microbatches | rows/device | peak GiB | usable GiB | fits | "
+           "recomputed TFLOPs/step |", "|---|---|---|---|---|---|---|"]
+  for row in rows:
+    recomputed = "" if row.recomputed is None else f"{row.recomputed / 1e12:.1f}"
+    if row.recomputed is not None and row.flops:
+      recomputed += f" ({row.recomputed / (row.flops - row.recomputed):.0%})"
+    lines.append(f"| {row.remat} | {row.microbatches} | {row.rows_per_device} | "
+                 f"{row.report.peak / 2**30:.2f} | {row.report.usable / 2**30:.2f} | "
+                 f"{'yes' if row.report.fits else 'no'} | {recomputed} |")
+  return "\n".join(lines)
 
 
 def compile_on(fn, *args: jax.ShapeDtypeStruct, target: str = "h100") -> jax.stages.Compiled:
@@ -326,7 +448,7 @@ def compile_on(fn, *args: jax.ShapeDtypeStruct, target: str = "h100") -> jax.sta
   device = devices(target, 4 if target in TPU_TARGETS else 1)[0]
   placed = jax.sharding.SingleDeviceSharding(device)
   args = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placed) for a in args]
-  with target_lib.compiling_for(backend_of(target)):
+  with target_lib.compiling_for(backend_of(target), TARGETS[target].name):
     return jax.jit(fn).lower(*args).compile()
 
 
@@ -353,9 +475,19 @@ def main(argv: Sequence[str]) -> None:
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
   args = flags.FLAGS
-  print(f"compiling one config.{args.section} step of {args['config'].config_filename} for "
-        f"{args.devices} x {TARGETS[args.target].name} (none needed here)")
-  compiled, report = compile_train_step(args.config, args.section, args.target, args.devices)
+  config, section = args["config"].value, args.section
+  where = (f"{args.devices} x {TARGETS[args.target].name}")
+  print(f"compiling config.{section} steps of {args['config'].config_filename} for {where} "
+        f"(none needed here)")
+  if args.table:
+    print(format_table(memory_table(config, section, args.target, args.devices)))
+    return
+  fit = fit_for(config, section, args.target, args.devices)
+  print(fit.describe())
+  config = config.copy_and_resolve_references()
+  config.model.remat = fit.remat
+  config[section].microbatches = fit.microbatches
+  compiled, report = compile_train_step(config, section, args.target, args.devices)
   print(report.describe())
   kernels = kernel_names(compiled)
   print(f"Pallas kernels compiled by XLA: {len(kernels)} ({', '.join(sorted(set(kernels)))})")
@@ -370,6 +502,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("devices", 1, "devices in the mesh (config.mesh shapes them; TPU: "
                        "chips, a power of two >= 4)", lower_bound=1)
   flags.DEFINE_enum("section", "train", ["train", "finetune"], "which training section")
+  flags.DEFINE_bool("table", False, "print peak memory, fit and recomputed FLOPs for every "
+                    "remat policy x micro-batch count instead of the one run.py would use")
 
 
 def entry() -> None:

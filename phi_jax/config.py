@@ -17,7 +17,7 @@ from phi_jax.settings import OPERATIONAL, setting
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "pallas", "cudnn")
 ACTIVATIONS = ("gelu_tanh", "gelu")
-REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims", "auto")
 DTYPES = ("float32", "bfloat16", "float16")
 ROPE_SCALING_TYPES = ("none", "linear")
 ARCHITECTURES = ("phi", "codegen")
@@ -94,7 +94,9 @@ class PhiConfig:
     scan_layers: run the layer stack with `jax.lax.scan` (one compiled block, fast
       compiles for deep models) instead of unrolling it in Python.
     remat: rematerialisation policy per block: 'none', 'full' (save only block
-      inputs), 'dots' (save matmul outputs), 'dots_with_no_batch_dims'.
+      inputs), 'dots' (save matmul outputs), 'dots_with_no_batch_dims', or 'auto'
+      (training: the lightest that fits the devices' memory, chosen before training by
+      phi_jax.train.fit; anything else runs 'auto' as 'none').
     initializer_range: stddev of the normal init of embeddings and kernels.
     architecture: which transformers model this is, for import and export: 'phi'
       (`PhiForCausalLM`) or 'codegen' (`CodeGenForCausalLM`: fused qkv_proj, GPT-J

@@ -61,13 +61,22 @@ class Dense(nnx.Module):
     self.dtype = config.compute_dtype
 
   def __call__(self, x: jax.Array, out_dtype: jnp.dtype | None = None) -> jax.Array:
-    contract = (tuple(range(x.ndim - self.num_in, x.ndim)), tuple(range(self.num_in)))
-    y = jax.lax.dot_general(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
-                            (contract, ((), ())), preferred_element_type=out_dtype)
-    out_dtype = out_dtype or self.dtype
-    if self.bias is None:
-      return y.astype(out_dtype)
-    return y.astype(out_dtype) + self.bias[...].astype(out_dtype)
+    return dense(x, self.kernel[...], None if self.bias is None else self.bias[...],
+                 num_in=self.num_in, dtype=self.dtype, out_dtype=out_dtype)
+
+
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, *, num_in: int,
+          dtype: jnp.dtype, out_dtype: jnp.dtype | None = None) -> jax.Array:
+  """x · kernel + bias over x's trailing `num_in` dims, computed in `dtype` and returned
+  in `out_dtype` (default `dtype`): what `Dense` computes, for callers holding the arrays
+  (the chunked loss, phi_jax.train.loss)."""
+  contract = (tuple(range(x.ndim - num_in, x.ndim)), tuple(range(num_in)))
+  y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (contract, ((), ())),
+                          preferred_element_type=out_dtype)
+  out_dtype = out_dtype or dtype
+  if bias is None:
+    return y.astype(out_dtype)
+  return y.astype(out_dtype) + bias.astype(out_dtype)
 
 
 class LayerNorm(nnx.Module):
@@ -138,7 +147,7 @@ class Attention(nnx.Module):
   def __call__(self, x_BTE: jax.Array, rope: tuple[jax.Array, jax.Array],
                segment_ids_BT: jax.Array, *, dropout_rng: jax.Array | None,
                cached_kv: tuple[jax.Array, jax.Array] | None = None,
-               cache_lengths_B: jax.Array | None = None,
+               cache_lengths_B: jax.Array | None = None, prefill: bool = False,
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Attention output [B, T, E] and this layer's new keys and values [B, T, H, D].
 
@@ -146,6 +155,7 @@ class Attention(nnx.Module):
     the configured implementation. With it (decoding), `cached_kv` is this layer's
     cache (k, v) [B, H, S, D], whose row b holds cache_lengths_B[b] tokens; the new
     tokens attend to those and to each other (`attention.cached_attention`).
+    prefill: the T tokens are a prompt before decoding (for attention='auto's choice).
     """
     q_BTHD = apply_rotary(self.q_proj(x_BTE), *rope)
     k_BTHD = apply_rotary(self.k_proj(x_BTE), *rope)
@@ -155,7 +165,7 @@ class Attention(nnx.Module):
           q_BTHD, k_BTHD, v_BTHD, implementation=self.implementation,
           block_q=self.block_q, block_kv=self.block_kv, q_segment_ids=segment_ids_BT,
           kv_segment_ids=segment_ids_BT, q_offset=0, dropout_rate=self.dropout_rate,
-          dropout_rng=dropout_rng)
+          dropout_rng=dropout_rng, prefill=prefill)
     else:
       k_cache_BHSD, v_cache_BHSD = cached_kv
       out_BTHD = attention_lib.cached_attention(q_BTHD, k_BTHD, v_BTHD, k_cache_BHSD,
@@ -192,14 +202,16 @@ class Block(nnx.Module):
     self.residual_dropout = config.residual_dropout
 
   def __call__(self, x_BTE: jax.Array, rope, segment_ids_BT: jax.Array, *,
-               dropout_rng: jax.Array | None, cached_kv=None, cache_lengths_B=None):
+               dropout_rng: jax.Array | None, cached_kv=None, cache_lengths_B=None,
+               prefill: bool = False):
     """The block's output [B, T, E] and its attention's new (k, v) (see Attention)."""
     attn_rng = resid_rng_a = resid_rng_m = None
     if dropout_rng is not None:
       attn_rng, resid_rng_a, resid_rng_m = jax.random.split(dropout_rng, 3)
     h_BTE = self.norm(x_BTE)
     attn_BTE, kv = self.attn(h_BTE, rope, segment_ids_BT, dropout_rng=attn_rng,
-                             cached_kv=cached_kv, cache_lengths_B=cache_lengths_B)
+                             cached_kv=cached_kv, cache_lengths_B=cache_lengths_B,
+                             prefill=prefill)
     mlp_BTE = self.mlp(h_BTE)
     attn_BTE = dropout(attn_BTE, self.residual_dropout, resid_rng_a)
     mlp_BTE = dropout(mlp_BTE, self.residual_dropout, resid_rng_m)
@@ -391,10 +403,11 @@ class PhiForCausalLM(nnx.Module):
       block = nnx.merge(graphdef, layer_state)
       layer_rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, layer)
       x_BTE, kv = block(x_BTE, rope, segment_ids_BT, dropout_rng=layer_rng,
-                        cached_kv=cached_kv, cache_lengths_B=cache_lengths_B)
+                        cached_kv=cached_kv, cache_lengths_B=cache_lengths_B,
+                        prefill=collect_kv)
       return x_BTE, (kv if collect_kv or cache is not None else None)
 
-    if config.remat != "none":
+    if config.remat not in ("none", "auto"):  # 'auto' is resolved by training only
       layer_step = jax.checkpoint(layer_step, policy=_REMAT_POLICIES[config.remat],
                                   prevent_cse=not config.scan_layers)
     if config.scan_layers and cache is None:

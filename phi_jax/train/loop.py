@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 from phi_jax import checkpoint
 from phi_jax.config import PhiConfig
 from phi_jax.tokenizer import Tokenizer
-from phi_jax.train import flops
+from phi_jax.train import fit as fit_lib, flops
 from phi_jax.train.checkpointing import TrainCheckpointer
 from phi_jax.train.metrics import MetricsWriter
 from phi_jax.train.step import Trainer, TrainState
@@ -109,11 +109,14 @@ class TrainJob:
   on_corrupt_checkpoint: str = "fail"
 
 
-def _oom_error(e: Exception, train_cfg: Any, model_config: PhiConfig) -> Exception:
+def _oom_error(e: Exception, train_cfg: Any, model_config: PhiConfig,
+               microbatches: int) -> Exception:
   return TrainingError(
       f"out of device memory at the first training step (batch_size={train_cfg.batch_size}, "
-      f"microbatches={train_cfg.microbatches}, seq_len={train_cfg.seq_len}, "
-      f"model.remat={model_config.remat!r}). Lower the per-step memory: raise "
+      f"microbatches={microbatches}, seq_len={train_cfg.seq_len}, "
+      f"model.remat={model_config.remat!r}; the compiled step's peak was checked against "
+      f"a budget of (1 - memory_headroom) of the device's limit: raise memory_headroom). "
+      f"Lower the per-step memory: raise "
       f"microbatches (gradient accumulation), lower batch_size or seq_len, or set "
       f"model.remat='full' (or 'dots'); more fsdp devices (config.mesh) also help. "
       f"Original error: {str(e)[:500]}")
@@ -134,7 +137,15 @@ class _Run:
       raise TrainingError(f"{job.name}: seq_len {job.cfg.seq_len} exceeds the model's "
                           f"max_seq_len {self.model_config.max_seq_len}")
     self.mesh = job.mesh
-    self.trainer = Trainer(self.model_config, job.cfg, self.mesh, job.rules, self.total_steps)
+    # 'auto' remat / microbatches 0: chosen (else checked) against the devices' memory,
+    # recorded in fit.json and printed; process 0 decides for every host.
+    self.fit = fit_lib.resolve(self.model_config, job.cfg, self.mesh, job.rules,
+                               record_path=os.path.join(job.out_dir, "fit.json"),
+                               where=job.name)
+    print(f"[{job.name}] {self.fit.describe()}", flush=True)
+    self.model_config = self.model_config.replace(remat=self.fit.remat)
+    self.trainer = Trainer(self.model_config, job.cfg, self.mesh, job.rules, self.total_steps,
+                           microbatches=self.fit.microbatches)
     self.iterator = job.batches
     self.has_eval = int(job.cfg.eval_every) > 0 and (
         job.eval_batches is not None or bool(job.eval_hooks))
@@ -230,7 +241,7 @@ class _Run:
           state, metrics = self.trainer.train_step(state, batch, rng)
         except Exception as e:  # pylint: disable=broad-except
           if step == start_step and "RESOURCE_EXHAUSTED" in str(e):
-            raise _oom_error(e, self.cfg, self.model_config) from e
+            raise _oom_error(e, self.cfg, self.model_config, self.fit.microbatches) from e
           raise
         done = step + 1
         pending.append((done, metrics))

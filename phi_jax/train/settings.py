@@ -73,8 +73,25 @@ class TrainSettings:
                             check=at_least(1))
   seq_len: int = setting(2048, "tokens per sequence (documents joined with <|endoftext|>, "
                          "sliced)", check=at_least(1))
-  microbatches: int = setting(1, "gradient accumulation: batch_size is split into this many",
-                              kind=OPERATIONAL, check=at_least(1))
+  microbatches: int = setting(
+      1, "gradient accumulation: batch_size is split into this many; 0 = auto: the fewest "
+      "whose step fits the devices' memory (phi_jax/train/fit.py), chosen before training",
+      kind=OPERATIONAL, check=at_least(0))
+  memory_headroom: float = setting(
+      0.1, "the share of each device's memory limit the step's compiled peak must leave "
+      "free (fragmentation, library workspaces, prefetched batches): the budget microbatches "
+      "0 / model.remat 'auto' choose within and given values are checked against",
+      kind=OPERATIONAL, check=in_range(0, 1, high_open=True))
+  device_memory_gib: float = setting(
+      0.0, "the memory per device the step must fit in (GiB); 0 = the device's allocator "
+      "limit (GPU, TPU; none on CPU, where nothing is checked)", kind=OPERATIONAL,
+      check=number_at_least(0))
+  loss_chunk: int = setting(
+      256, "sequence positions whose lm_head logits and cross entropy are computed at a "
+      "time (phi_jax/train/loss.py), forward and backward, so the step never holds the "
+      "whole [batch, seq_len, vocab] fp32 logits; 0 = all at once. Equal to the whole "
+      "computation up to the order of floating-point sums", kind=OPERATIONAL,
+      check=at_least(0))
   checkpoint_every: int = setting(1000, "save an Orbax checkpoint every N steps (and at the "
                                   "end)", kind=OPERATIONAL, check=at_least(1))
   keep_checkpoints: int = setting(3, "keep the last K checkpoints", kind=OPERATIONAL,
@@ -121,7 +138,7 @@ class TrainSettings:
     if not self.optimizer.warmup_steps < self.steps:
       raise SettingsError(f"{where}.optimizer.warmup_steps = {self.optimizer.warmup_steps}: "
                           f"must be below {where}.steps ({self.steps})")
-    if self.batch_size % self.microbatches:
+    if self.microbatches and self.batch_size % self.microbatches:
       raise SettingsError(f"{where}.batch_size = {self.batch_size}: must be a multiple of "
                           f"{where}.microbatches ({self.microbatches})")
     if self.optimizer.end_lr > self.optimizer.lr:

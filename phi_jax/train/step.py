@@ -31,7 +31,7 @@ from phi_jax.config import ConfigError, PhiConfig
 from phi_jax.model import PhiForCausalLM, abstract_model
 from phi_jax import sharding
 from phi_jax.sharding import param_shardings
-from phi_jax.train import mesh as mesh_lib
+from phi_jax.train import loss as loss_lib, mesh as mesh_lib
 from phi_jax.train.optim import learning_rate_schedule, make_optimizer
 
 BATCH_KEYS = ("tokens", "loss_mask", "segment_ids", "positions", "attention_mask")
@@ -65,24 +65,40 @@ def _check_batch(batch: Mapping[str, Any]) -> None:
 
 
 def loss_sums(params: Any, model_config: PhiConfig, batch: Mapping[str, jax.Array],
-              dropout_rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """(sum of the counted targets' cross entropies, their count), both fp32 scalars."""
+              dropout_rng: jax.Array | None = None,
+              loss_chunk: int = 0) -> tuple[jax.Array, jax.Array]:
+  """(sum of the counted targets' cross entropies, their count), both fp32 scalars.
+
+  loss_chunk: positions whose logits are computed at a time (phi_jax.train.loss; 0 =
+  the whole [B, T, V] at once).
+  """
   _check_batch(batch)
   model = nnx.merge(_graphdef(model_config), params)
   tokens_BT = batch["tokens"].astype(jnp.int32)
-  logits_BTV = model(tokens_BT, dropout_rng=dropout_rng,
-                     **{k: batch[k] for k in MODEL_INPUTS if k in batch})
+  inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
   default_mask = batch.get("attention_mask", jnp.ones_like(tokens_BT))
   weights_BT = batch.get("loss_mask", default_mask)[:, 1:].astype(jnp.float32)
-  losses_BT = optax.softmax_cross_entropy_with_integer_labels(
-      logits_BTV[:, :-1].astype(jnp.float32), tokens_BT[:, 1:])
-  return jnp.sum(losses_BT * weights_BT), jnp.sum(weights_BT)
+  if not loss_chunk:
+    logits_BTV = model(tokens_BT, dropout_rng=dropout_rng, **inputs)
+    losses_BT = optax.softmax_cross_entropy_with_integer_labels(
+        logits_BTV[:, :-1].astype(jnp.float32), tokens_BT[:, 1:])
+    return jnp.sum(losses_BT * weights_BT), jnp.sum(weights_BT)
+  hidden_BTE = model.hidden_states(tokens_BT, dropout_rng=dropout_rng, **inputs)
+  # Position t predicts tokens[t + 1]; the last position predicts nothing (weight 0),
+  # which keeps T whole (no [B, T - 1, E] copy) and the chunks aligned.
+  labels_BT = jnp.pad(tokens_BT[:, 1:], ((0, 0), (0, 1)))
+  weights_BT = jnp.pad(weights_BT, ((0, 0), (0, 1)))
+  head = model.lm_head
+  return loss_lib.cross_entropy_sums(
+      hidden_BTE, head.kernel[...], None if head.bias is None else head.bias[...],
+      labels_BT, weights_BT, dtype=model_config.compute_dtype, chunk=loss_chunk)
 
 
 def loss_fn(params: Any, model_config: PhiConfig, batch: Mapping[str, jax.Array],
-            dropout_rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
+            dropout_rng: jax.Array | None = None,
+            loss_chunk: int = 0) -> tuple[jax.Array, dict]:
   """Mean next-token cross entropy (fp32) over the counted targets; aux: loss, tokens."""
-  total, tokens = loss_sums(params, model_config, batch, dropout_rng)
+  total, tokens = loss_sums(params, model_config, batch, dropout_rng, loss_chunk)
   loss = total / jnp.maximum(tokens, 1.0)
   return loss, {"loss": loss, "tokens": tokens}
 
@@ -109,16 +125,22 @@ class Trainer:
   """Compiled, sharded train and eval steps for one model, optimizer and mesh.
 
   model_config: the PhiConfig. train_cfg: `config.train`-like (batch_size,
-  microbatches, optimizer). mesh: from `mesh.make_mesh`. rules: logical -> mesh rules
+  microbatches, loss_chunk, optimizer). microbatches: overrides train_cfg's (the count
+  phi_jax.train.fit chose). mesh: from `mesh.make_mesh`. rules: logical -> mesh rules
   (`mesh.parse_rules`). total_steps: the length of the learning-rate schedule.
   """
 
   def __init__(self, model_config: PhiConfig, train_cfg: Any, mesh: Mesh,
-               rules, total_steps: int):
+               rules, total_steps: int, microbatches: int | None = None):
+    if model_config.remat == "auto" or not (microbatches or int(train_cfg.microbatches)):
+      raise ConfigError("Trainer: model.remat 'auto' and microbatches 0 (auto) are chosen "
+                        "before the trainer is built (phi_jax.train.fit.resolve); pass the "
+                        "choice (model_config.replace(remat=...), microbatches=...)")
     self.config = model_config
     self.mesh = mesh
     self.rules = tuple(rules)
-    self.microbatches = int(train_cfg.microbatches)
+    self.microbatches = int(microbatches or train_cfg.microbatches)
+    self.loss_chunk = int(train_cfg.loss_chunk)
     batch_size = int(train_cfg.batch_size)
     parallel = mesh_lib.batch_parallelism(mesh, self.rules)
     if self.microbatches < 1 or batch_size % (self.microbatches * parallel):
@@ -219,7 +241,7 @@ class Trainer:
       grads_sum, loss_sum, tokens_sum = carry
       micro_batch, index = xs
       (loss, tokens), grads = grad_fn(state.params, self.config, micro_batch,
-                                      jax.random.fold_in(step_rng, index))
+                                      jax.random.fold_in(step_rng, index), self.loss_chunk)
       grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
       grads_sum = jax.lax.with_sharding_constraint(grads_sum, self.param_shardings)
       return (grads_sum, loss_sum + loss, tokens_sum + tokens), None
@@ -258,7 +280,7 @@ class Trainer:
       return self._train_step.trace(state, dict(batch), rng)
 
   def _eval_step_impl(self, state: TrainState, batch):
-    _, aux = loss_fn(state.params, self.config, batch)
+    _, aux = loss_fn(state.params, self.config, batch, loss_chunk=self.loss_chunk)
     return aux
 
   def eval_step(self, state: TrainState, batch: Mapping[str, jax.Array]) -> dict:

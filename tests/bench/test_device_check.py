@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 SCRIPT = os.path.join(REPO_ROOT, "bench", "device_check.sh")
-PARTS = ("kernels", "attention", "train", "generate")
+PARTS = ("kernels", "attention", "train", "tune", "generate")
 
 
 def run_check(tmp_path, *args, **env_overrides) -> tuple[subprocess.CompletedProcess, str]:
@@ -76,6 +76,16 @@ def test_dry_mode_runs_every_part_and_writes_the_rows(tmp_path):
     assert sum(line.startswith("| 20") for line in section.splitlines()) == 1, section
     assert cells in section
   assert "bench/attention.py" not in recorded
+  # attention='auto''s table: every situation and the tuned tiles of this device kind,
+  # beside the repository's entries
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(out, "attention_choices.json")) as f:
+    choices = json.load(f)
+  (kind, situations), = [(k, v) for k, v in choices["devices"].items() if k.lower() == "cpu"]
+  assert set(situations) == {"train", "prefill", "train_dropout"}, situations
+  assert situations["train_dropout"]["implementation"] in ("pallas", "xla")
+  assert set(choices["tiles"][kind]) == {"head_dim=64,seq=128", "head_dim=64,seq=128,dropout"}
+  assert rows["tune"][2].count("tiles head_dim") == 2, rows["tune"]
 
 
 def test_a_failing_or_slow_part_does_not_stop_the_others(tmp_path):

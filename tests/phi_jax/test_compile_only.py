@@ -172,3 +172,54 @@ def test_command_line_reports_memory_and_kernels():
   assert "1 x NVIDIA H200 141GB HBM3e" in result.stdout
   assert "fits" in result.stdout and "(75% of 141.00 GiB)" in result.stdout
   assert "Pallas kernels compiled by XLA: 3" in result.stdout
+
+
+@needs_cuda_plugin
+def test_fit_for_a_target_checks_the_tiny_step_and_the_table_names_recomputation():
+  """One compile: the tiny config's step (remat 'none', 1 micro-batch) on one H100 is
+  checked against the H100's budget; the table's FLOPs come from the traced step."""
+  config = tiny_config.get_config()
+  fit = compile_only.fit_for(config, target="h100")
+  usable = compile_only.usable_fraction("h100") * compile_only.TARGETS["h100"].memory_bytes
+  assert (fit.remat, fit.microbatches, fit.chosen) == ("none", 1, False)
+  assert fit.budget == int(int(usable) * (1 - config.train.memory_headroom))
+  assert 0 < fit.peak < fit.budget
+  assert "1 x NVIDIA H100" in fit.describe()
+
+
+def test_matmul_flops_counts_scans_and_recomputation():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  def layers(x, w, policy):
+    def body(c, _):
+      return jnp.tanh(c @ w), None
+    if policy:
+      body = jax.checkpoint(body)
+    return jax.lax.scan(body, x, None, length=5)[0].sum()
+
+  x = jnp.ones((8, 16))
+  w = jnp.ones((16, 16))
+  one = 2 * 8 * 16 * 16
+  forward = compile_only.matmul_flops(jax.make_jaxpr(lambda x: layers(x, w, False))(x))
+  assert forward == 5 * one
+  plain = compile_only.matmul_flops(jax.make_jaxpr(jax.grad(lambda x: layers(x, w, False)))(x))
+  remat = compile_only.matmul_flops(jax.make_jaxpr(jax.grad(lambda x: layers(x, w, True)))(x))
+  assert plain == 5 * one * 2  # forward + the input gradient's matmul
+  assert remat == plain + 5 * one  # the forward's matmul once more per layer
+
+
+@pytest.mark.slow
+@needs_cuda_plugin
+@pytest.mark.parametrize("target,devices", [("h100", 8), ("h100", 1), ("a100_40gb", 8),
+                                            ("a100", 8), ("v5p", 4)])
+def test_phi1_fits_each_target_by_construction(target, devices):
+  """configs/phi1.py as it is (remat 'auto', microbatches 0) chooses, on each target, a
+  remat and micro-batch count whose step fits, the first fitting one in the order."""
+  if target in compile_only.TPU_TARGETS and not compile_only.plugin_available(target):
+    pytest.skip("libtpu not installed")
+  config = phi1_config.get_config()
+  fit = compile_only.fit_for(config, target=target, num_devices=devices)
+  assert fit.chosen and fit.peak <= fit.budget, fit.describe()
+  config.model.remat, config.train.microbatches = fit.remat, fit.microbatches
+  _, report = compile_only.compile_train_step(config, target=target, num_devices=devices)
+  assert report.fits and report.peak == fit.peak, report.describe()

@@ -169,8 +169,8 @@ for _section, _node in (("train", "pretrain"), ("finetune", "finetune")):
              "optimizer.warmup_steps", "optimizer.end_lr", "optimizer.weight_decay",
              "optimizer.b1", "optimizer.b2", "optimizer.eps", "optimizer.grad_clip"):
     EXPECTED[f"{_section}.{_f}"] = {_node} | REPORT
-  for _f in ("microbatches", "checkpoint_every", "keep_checkpoints", "keep_steps",
-             "log_every", "loader_workers", "on_corrupt_checkpoint"):
+  for _f in ("microbatches", "loss_chunk", "memory_headroom", "device_memory_gib",
+             "checkpoint_every", "keep_checkpoints", "keep_steps", "log_every", "loader_workers", "on_corrupt_checkpoint"):
     EXPECTED[f"{_section}.{_f}"] = NONE
   # measurements along the way: the curves', not the model's
   for _f in ("eval_every", "eval_batches"):
