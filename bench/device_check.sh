@@ -111,7 +111,7 @@ if [[ "$DRY" == 1 ]]; then
   KERNEL_ARGS=(-k "T17-S17-off0-B1-H2-D128-full-noseg-float32 or bad_inputs_are_named")
   default_attention="--small --seq=64 --repeats=1 --impls=pallas,cudnn,xla"
   default_train="--config=configs/tiny.py --batch=2 --seq=32 --steps=1"
-  default_generate="--size=tiny --batch=2 --prompt_len=8 --new_tokens=4 --repeats=1 --torch_threads=1"
+  default_generate="--size=tiny --batch=2 --prompt_len=8 --new_tokens=4 --repeats=1 --reduced --threads=1"
   : "${TIMEOUT_KERNELS:=120}" "${TIMEOUT_ATTENTION:=120}" "${TIMEOUT_TRAIN:=120}" "${TIMEOUT_GENERATE:=120}"
 else
   MODE="GPU"
@@ -133,7 +133,7 @@ else
   train_fit="--microbatches=2 --remat=dots"
   [[ "${gpu_mib:-0}" =~ ^[0-9]+$ && "$gpu_mib" -ge 120000 ]] && train_fit="--microbatches=4 --remat=none"
   default_train="--config=configs/phi1.py --batch=32 --seq=2048 $train_fit --steps=5"
-  default_generate="--size=phi1 --dtype=bfloat16 --batch=16 --prompt_len=512 --new_tokens=512 --repeats=2"
+  default_generate="--size=phi1 --dtype=bfloat16 --batch=16 --prompt_len=512 --new_tokens=512 --repeats=5 --budgets=64,2000"
   : "${TIMEOUT_KERNELS:=140}" "${TIMEOUT_ATTENTION:=80}" "${TIMEOUT_TRAIN:=130}" "${TIMEOUT_GENERATE:=180}"
 fi
 read -r -a ATTENTION_ARGV <<< "${ATTENTION_ARGS:-$default_attention}"
