@@ -69,8 +69,10 @@ class Timings:
 
 
 def alternate(sides: Sequence[tuple[str, Callable[[], object]]], repeats: int,
-              warmups: int = 1, clock: Callable[[], float] = time.perf_counter) -> Timings:
-  """Warms every side up `warmups` times, then times `repeats` rounds of all sides."""
+              warmups: int = 1, clock: Callable[[], float] = time.perf_counter,
+              progress: bool = False) -> Timings:
+  """Warms every side up `warmups` times, then times `repeats` rounds of all sides
+  (printing each run's seconds when `progress`)."""
   if repeats < 1 or warmups < 0:
     raise ValueError(f"repeats must be >= 1 and warmups >= 0, got {repeats}, {warmups}")
   names = [name for name, _ in sides]
@@ -88,6 +90,9 @@ def alternate(sides: Sequence[tuple[str, Callable[[], object]]], repeats: int,
       functions[name]()
       seconds[name].append(clock() - start)
       order.append(name)
+      if progress:
+        print(f"  {name}: {seconds[name][-1]:.2f} s (run {len(seconds[name])}/{repeats})",
+              flush=True)
   return Timings(seconds, order)
 
 
@@ -147,7 +152,8 @@ def compare(a: Side, b: Side, *, work: float, repeats: int = MIN_REPEATS, warmup
     raise ValueError(f"repeats={repeats} is below {MIN_REPEATS}: pass reduced=True (the row "
                      f"will say the measurement is reduced)")
   load_before = load()
-  timings = alternate([(a.name, a.run), (b.name, b.run)], repeats, warmups, clock)
+  timings = alternate([(a.name, a.run), (b.name, b.run)], repeats, warmups, clock,
+                      progress=clock is time.perf_counter)
   return Result(a=a.name, b=b.name, work=work, timings=timings,
                 threads={a.name: a.threads, b.name: b.threads}, repeats=repeats,
                 reduced=repeats < MIN_REPEATS, load_before=load_before, load_after=load())
