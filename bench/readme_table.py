@@ -89,7 +89,8 @@ CLAIMS = (
     Claim("serving: continuous vs static batching, 16 concurrent clients", SERVE,
           {"clients": "16"},
           lambda row: f"{row['speedup']}x req/s ({row['continuous req/s']} vs "
-          f"{row['static req/s']} req/s)"),
+          f"{row['static req/s']} req/s; XLA compilations during the timed runs: "
+          f"{row['timed compiles']})"),
     Claim("phi-1 train step MFU, H200, batch 32 x 2048, bf16", TRAIN,
           {"config": "phi1", "machine": "~NVIDIA"},
           lambda row: f"{row['MFU']} (median step {row['step s']} s; spread not recorded)",
