@@ -116,7 +116,7 @@ if [[ "$DRY" == 1 ]]; then
   KERNEL_ARGS=(-k "T17-S17-off0-B1-H2-D128-full-noseg-float32 or bad_inputs_are_named")
   default_attention="--small --repeats=1 --impls=pallas,cudnn,xla"
   default_train="--config=configs/tiny.py --batch=2 --seq=32 --steps=1"
-  default_generate="--size=tiny --batch=2 --prompt_len=8 --new_tokens=4 --repeats=1 --torch_threads=1"
+  default_generate="--size=tiny --batch=2 --prompt_len=8 --new_tokens=4 --repeats=1 --reduced --threads=1"
   default_dropout_attention="--small --seq=128 --repeats=1 --impls=pallas"
   default_tune="--small --seq=128 --repeats=1 --tiles=32"
   : "${TIMEOUT_KERNELS:=120}" "${TIMEOUT_ATTENTION:=120}" "${TIMEOUT_TRAIN:=120}" "${TIMEOUT_GENERATE:=120}"
@@ -136,7 +136,7 @@ else
   # The remat policy and micro-batches are chosen for the GPU as run.py chooses them
   # (phi_jax/train/fit.py: compiled, the lightest remat and fewest micro-batches that fit).
   default_train="--config=configs/phi1.py --batch=32 --seq=2048 --microbatches=0 --remat=auto --steps=5"
-  default_generate="--size=phi1 --dtype=bfloat16 --batch=16 --prompt_len=512 --new_tokens=512 --repeats=2"
+  default_generate="--size=phi1 --dtype=bfloat16 --batch=16 --prompt_len=512 --new_tokens=512 --repeats=5 --budgets=64,2000"
   default_dropout_attention="--seq=2048 --repeats=10 --impls=pallas,xla"
   default_tune="--seq=1024,2048 --repeats=5 --tiles=32,64,128"
   # train: the fit's search compiles the phi-1 step a few times before the timed steps

@@ -18,7 +18,12 @@ HEADER = """# Benchmarks
 
 Measured results of the scripts in `bench/`, one dated row per run, appended by the
 scripts themselves (never edited by hand). Numbers are only comparable between rows
-of the same machine, versions and configuration; the rows record all three.
+of the same machine, versions and configuration; the rows record all three. A row
+whose date cell says "superseded by ..." was replaced by a later measurement (marked by
+`bench/compare.py`'s `supersede`, called by the scripts) and stays as history.
+Comparisons (`bench/compare.py`) give median [min, max] over alternated runs and the
+1-minute load average before/after: a load well above the cores means the sides
+waited for the CPU.
 """
 
 

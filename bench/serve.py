@@ -1,22 +1,24 @@
-"""The OpenAI-compatible server under load: static vs continuous batching, side by side.
+"""The OpenAI-compatible server under load: continuous vs static batching, alternated.
 
 Starts `phi_jax.serve.Server` in this process on a random phi_jax model with the
 byte-level tokenizer, once per batching policy (`--batching static|continuous` of the
-server), and measures, at each number of concurrent clients (`--clients`), the same
-workload: every client sends `--requests_per_client` non-streamed completions one
-after another (more when few clients would send under `--min_requests` in all), with
-random prompts and a mix of lengths (`--max_tokens`, drawn per request; greedy, so
-both policies generate the same tokens). Reported per policy and client count:
-requests/s (requests / wall seconds), p50 / p95 request latency, and generated
-tokens/s. Each policy first runs the whole schedule `--warmups` times untimed
-(compiling the shapes it meets; the two servers share compiled programs), then timed;
-the policies take turns per client count, so a change in the machine's load hits both.
+server), and measures, at each number of concurrent clients (`--clients`, default
+16), the same workload: every client sends `--requests_per_client` non-streamed
+completions one after another (more when few clients would send under
+`--min_requests` in all), with random prompts and a mix of lengths (`--max_tokens`,
+drawn per request; greedy, so both policies generate the same tokens). Each policy
+first runs the whole schedule up to `--warmups` times untimed (compiling the shapes it
+meets; the two servers share compiled programs), then the two policies are timed in
+alternating rounds through `bench/compare.py` (`--repeats` per policy, 5 or more):
+requests/s median [min, max] of each and of continuous / static per round, p50 / p95
+request latency over all timed requests, and generated tokens/s. Goal: continuous >=
+1.5x static in median at 16 clients.
 
-The result is printed as a table and appended as dated rows (one per client count)
-to BENCHMARKS.md.
+The result is printed and appended as dated rows (one per client count) to
+BENCHMARKS.md.
 
-    .venv/bin/python bench/serve.py                         # tiny model, CPU
-    .venv/bin/python bench/serve.py --clients=1,8,32 --max_tokens=8,32,128
+    .venv/bin/python bench/serve.py                         # tiny model, CPU, 16 clients
+    .venv/bin/python bench/serve.py --clients=1,8,16,32 --max_tokens=8,32,128
 """
 
 from __future__ import annotations
@@ -37,25 +39,28 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
-from bench import record  # noqa: E402  pylint: disable=g-import-not-at-top
+from bench import compare  # noqa: E402  pylint: disable=g-import-not-at-top
 
-SECTION = "## bench/serve.py: the server under concurrent clients, static vs continuous batching"
-SECTION_INTRO = """
-`clients` threads each send non-streamed greedy completions in turn (`requests` in all) to an
-in-process `phi_jax.serve.Server` (random model of `size`, byte-level tokenizer,
+GOAL = 1.5
+SECTION = "## bench/serve.py: continuous vs static batching (alternated, median [min, max])"
+SECTION_INTRO = f"""
+`clients` threads each send non-streamed greedy completions in turn (`requests` per run)
+to an in-process `phi_jax.serve.Server` (random model of `size`, byte-level tokenizer,
 `max_batch` rows, `chunk` decode steps per chunk); each request's max_tokens is drawn
-from `max_tokens`, its prompt is 8-64 random characters. req/s = requests / wall
-seconds; p50/p95: request latency (s); tok/s: generated tokens / wall seconds. static:
-a batch runs until its longest row finishes; continuous: rows join and leave at every
-decode chunk. speedup = continuous req/s / static req/s. timed compiles: XLA
-compilations during the timed runs (of the whole run, all client counts; each costs
-seconds on a CPU, so a row with many is skewed by them).
-
+from `max_tokens`, its prompt is 8-64 random characters. The two policies are timed in
+alternating rounds (bench/compare.py) after warm-up. req/s = requests / wall seconds,
+median [min, max]; speedup = continuous / static req/s per round; p50/p95: latency (s)
+over every timed request; tok/s: generated tokens / wall seconds (median). static: a
+batch runs until its longest row finishes; continuous: rows join and leave at every
+decode chunk. timed compiles: XLA compilations during the timed runs (each costs
+seconds on a CPU). Goal: speedup median >= {GOAL:g} at 16 clients.
 """
-COLUMNS = ("date", "machine", "jax", "size", "max_batch", "chunk", "max_tokens", "clients",
-           "requests", "static req/s", "continuous req/s", "speedup", "static p50/p95 s",
-           "continuous p50/p95 s", "static tok/s", "continuous tok/s", "timed compiles")
-SECTION_INTRO += record.table_header(COLUMNS)
+COLUMNS = compare.COMMON_COLUMNS + (
+    "jax", "size", "max_batch", "chunk", "max_tokens", "clients", "requests",
+    "static req/s", "continuous req/s", "speedup", "static p50/p95 s",
+    "continuous p50/p95 s", "static tok/s", "continuous tok/s", "timed compiles", "goal")
+OLD_SECTION = ("## bench/serve.py: the server under concurrent clients, static vs "
+               "continuous batching")
 
 # phi_jax PhiConfig fields of each size (vocabulary: the 257 byte-level ids, padded).
 SIZES = {
@@ -88,7 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-  parser.add_argument("--clients", default="1,8,32",
+  parser.add_argument("--clients", default="16",
                       help="comma-separated numbers of concurrent clients")
   parser.add_argument("--requests_per_client", type=int, default=2)
   parser.add_argument("--min_requests", type=int, default=8,
@@ -103,6 +108,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--max_batch", type=int, default=32, help="the server's --max_batch")
   parser.add_argument("--chunk_size", type=int, default=16, help="the server's --chunk_size")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+  parser.add_argument("--repeats", type=int, default=compare.MIN_REPEATS,
+                      help="timed runs per policy and client count")
+  parser.add_argument("--reduced", action="store_true",
+                      help=f"allow --repeats below {compare.MIN_REPEATS} (the row says so)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no_record", action="store_true",
                       help="print the table but do not append rows to BENCHMARKS.md")
@@ -114,7 +123,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.error("--clients and --max_tokens must be comma-separated integers")
   if min(args.clients) < 1 or min(args.max_tokens) < 1 or max(args.max_tokens) > 400:
     parser.error("--clients must be >= 1 and --max_tokens in [1, 400] (the context is 512)")
-  for name in ("requests_per_client", "min_requests", "max_batch", "chunk_size"):
+  if args.repeats < compare.MIN_REPEATS and not args.reduced:
+    parser.error(f"--repeats below {compare.MIN_REPEATS} needs --reduced")
+  for name in ("requests_per_client", "min_requests", "max_batch", "chunk_size", "repeats"):
     if getattr(args, name) < 1:
       parser.error(f"--{name} must be >= 1")
   return args
@@ -190,8 +201,9 @@ class CompileCounter:
       self.count += 1
 
 
-def run(args: argparse.Namespace) -> tuple[dict[tuple[str, int], Result], int]:
-  """Results per (policy, clients), and the compilations during the timed runs."""
+def run(args: argparse.Namespace):
+  """(per clients: the compare.Result and {policy: [Result per timed run]}), and the
+  compilations during the timed runs."""
   from phi_jax import serve
 
   compiles = CompileCounter()
@@ -212,56 +224,67 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, int], Result], int]:
     before = compiles.count
     results = {}
     for clients in args.clients:
-      for policy in POLICIES:
-        results[policy, clients] = run_clients(servers[policy], workload(args, clients))
-        print(f"{policy:>10} {clients:3d} clients: "
-              f"{results[policy, clients].requests_per_s:.2f} req/s", flush=True)
+      bodies = workload(args, clients)
+      runs = {policy: [] for policy in POLICIES}
+
+      def side(policy, bodies=bodies, runs=runs):
+        return compare.Side(policy, lambda: runs[policy].append(
+            run_clients(servers[policy], bodies)), "one scheduler thread; XLA CPU all cores")
+
+      result = compare.compare(side("continuous"), side("static"),
+                               work=sum(len(b) for b in bodies), repeats=args.repeats,
+                               warmups=0, reduced=args.reduced)
+      results[clients] = (result, runs)
+      print(f"{clients:3d} clients: continuous/static req/s {result.ratio().format(2)}",
+            flush=True)
   finally:
     for server in servers.values():
       server.close()
   return results, compiles.count - before
 
 
-def table_rows(args, results, compiles: int, machine: str) -> list[str]:
+def pooled(runs: list[Result]) -> Result:
+  return Result(seconds=sum(r.seconds for r in runs),
+                latencies=[t for r in runs for t in r.latencies],
+                generated_tokens=sum(r.generated_tokens for r in runs))
+
+
+def table_cells(args, clients: int, result: compare.Result, runs, compiles: int) -> list:
   import jax
 
-  rows = []
-  for clients in args.clients:
-    static, continuous = results["static", clients], results["continuous", clients]
-    rows.append(record.markdown_row([
-        record.now(), machine, jax.__version__, args.size, args.max_batch, args.chunk_size,
-        "/".join(map(str, args.max_tokens)), clients, len(static.latencies),
-        f"{static.requests_per_s:.2f}", f"{continuous.requests_per_s:.2f}",
-        f"{continuous.requests_per_s / static.requests_per_s:.2f}",
-        f"{static.percentile(0.5):.2f}/{static.percentile(0.95):.2f}",
-        f"{continuous.percentile(0.5):.2f}/{continuous.percentile(0.95):.2f}",
-        f"{static.tokens_per_s:.0f}", f"{continuous.tokens_per_s:.0f}", compiles]))
-  return rows
-
-
-def print_table(args, results) -> None:
-  print(f"\n{'clients':>7} {'policy':>11} {'req/s':>8} {'p50 s':>7} {'p95 s':>7} "
-        f"{'tok/s':>8}")
-  for clients in args.clients:
-    for policy in POLICIES:
-      r = results[policy, clients]
-      print(f"{clients:7d} {policy:>11} {r.requests_per_s:8.2f} {r.percentile(0.5):7.2f} "
-            f"{r.percentile(0.95):7.2f} {r.tokens_per_s:8.0f}")
-    speedup = (results["continuous", clients].requests_per_s
-               / results["static", clients].requests_per_s)
-    print(f"{'':7} continuous / static req/s: {speedup:.2f}")
+  static, continuous = pooled(runs["static"]), pooled(runs["continuous"])
+  tok_s = {p: compare.Spread.of([r.tokens_per_s for r in runs[p]]).median for p in POLICIES}
+  return compare.common_cells(result) + [
+      jax.__version__, args.size, args.max_batch, args.chunk_size,
+      "/".join(map(str, args.max_tokens)), clients, len(runs["static"][0].latencies),
+      result.rate("static").format(2), result.rate("continuous").format(2),
+      result.ratio().format(2),
+      f"{static.percentile(0.5):.2f}/{static.percentile(0.95):.2f}",
+      f"{continuous.percentile(0.5):.2f}/{continuous.percentile(0.95):.2f}",
+      f"{tok_s['static']:.0f}", f"{tok_s['continuous']:.0f}", compiles,
+      compare.goal_cell(result, GOAL) if clients == 16 else "-"]
 
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  machine = record.cpu_description()  # the load at the start skews both policies alike
   results, compiles = run(args)
-  print_table(args, results)
   print(f"compilations during the timed runs: {compiles}")
-  if not args.no_record:
-    for row in table_rows(args, results, compiles, machine):
-      record.append_row(SECTION, SECTION_INTRO, row)
-      print(f"appended to {record.BENCHMARKS_FILE}:\n{row}")
+  for clients, (result, runs) in results.items():
+    print(f"{clients} clients, load before/after {result.load_before:.1f} / "
+          f"{result.load_after:.1f}")
+    for policy in POLICIES:
+      print(f"  {policy:>10} req/s {result.rate(policy).format(2)}")
+    print(f"  continuous / static req/s: {result.ratio().format(2)}")
+  if args.no_record:
+    return
+  for clients, (result, runs) in results.items():
+    row = compare.append(SECTION, SECTION_INTRO, COLUMNS,
+                         table_cells(args, clients, result, runs, compiles))
+    print(f"appended to {compare.record.BENCHMARKS_FILE}:\n{row}")
+  try:
+    compare.supersede(OLD_SECTION, f"bench/serve.py {compare.now()}")
+  except ValueError:
+    pass
 
 
 if __name__ == "__main__":
