@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import statistics
 import subprocess
 import time
@@ -194,16 +193,8 @@ def commit() -> str:
 
 def machine() -> str:
   """The CPU model and the cores this process may use."""
-  model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    if names:
-      model = names[0]
-  except OSError:
-    pass
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  return f"{model} ({os.cpu_count()} cores, {cores} usable)"
+  return f"{record.cpu_model()} ({os.cpu_count()} cores, {cores} usable)"
 
 
 # The columns every comparison row starts with; the script's own columns follow.

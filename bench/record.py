@@ -31,8 +31,8 @@ def now() -> str:
   return datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
 
 
-def cpu_description() -> str:
-  """The CPU model, core count and current load average."""
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), else what the platform module knows."""
   model = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo") as f:
@@ -41,8 +41,13 @@ def cpu_description() -> str:
       model = names[0]
   except OSError:
     pass
+  return model
+
+
+def cpu_description() -> str:
+  """The CPU model, core count and current load average."""
   load = f", load {os.getloadavg()[0]:.1f} at start" if hasattr(os, "getloadavg") else ""
-  return f"{model} ({os.cpu_count()} cores{load})"
+  return f"{cpu_model()} ({os.cpu_count()} cores{load})"
 
 
 def markdown_row(cells: Sequence) -> str:
