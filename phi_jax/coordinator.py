@@ -69,8 +69,7 @@ def start(address: str, num_nodes: int, heartbeat_timeout: int | None = None,
       [sys.executable, "-m", "phi_jax.coordinator", address, str(num_nodes), str(heartbeat),
        str(300 if shutdown_timeout is None else int(shutdown_timeout)),
        str(int(bool(recoverable))), str(linger), str(write_fd)],
-      stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=False,
-      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+      stdin=subprocess.PIPE, pass_fds=(write_fd,), env=_env_finding_this_package())
   os.close(write_fd)
   with os.fdopen(read_fd) as ready:
     readable, _, _ = select.select([ready], [], [], _START_TIMEOUT_S)
@@ -80,6 +79,14 @@ def start(address: str, num_nodes: int, heartbeat_timeout: int | None = None,
     raise RuntimeError(f"multi-host: the coordination service on {address} did not start "
                        f"(exit {proc.wait()}; see its message above)")
   return Service(proc)
+
+
+def _env_finding_this_package() -> dict[str, str]:
+  """The environment, with the directory holding phi_jax first on PYTHONPATH (a checkout's
+  run.py started from another directory: `-m` searches the working directory)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path = os.environ.get("PYTHONPATH")
+  return dict(os.environ, PYTHONPATH=root + (os.pathsep + path if path else ""))
 
 
 def _connected(own_sockets: set[str]) -> bool:
