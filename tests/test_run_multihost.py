@@ -355,9 +355,10 @@ def test_two_processes_run_every_stage_like_one(tmp_path):
   for parts in (("data", "curated", "code.jsonl"), ("sample", "samples.jsonl"),
                 ("eval", "summary.json")):
     assert _bytes(one, *parts) == _bytes(two, *parts), parts
-  assert _files(one, "export_hf") == _files(two, "export_hf")
-  for name in _files(one, "export_hf"):
-    assert _bytes(one, "export_hf", name) == _bytes(two, "export_hf", name), name
+  exported = _files(one, "export_hf", "hf")
+  assert exported and exported == _files(two, "export_hf", "hf")
+  for name in exported:
+    assert _bytes(one, "export_hf", "hf", name) == _bytes(two, "export_hf", "hf", name), name
   # nothing left behind by a second writer (temporary files or directories)
   leftovers = [f for f in _files(two) if ".tmp-" in f or ".stale-" in f]
   assert not leftovers, leftovers
