@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import pickle
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -44,6 +45,9 @@ from datatrove.pipeline.base import PipelineStep
 from data_pipeline import curation, dedup, host_blocks
 from phi_jax import atomic, hosts
 
+# Test hook: on a multi-host run, the process SIGKILLs itself after running its block of
+# this phase's tasks ('filter', 'group', 'clusters', 'dedup'), before the phase's barrier.
+KILL_IN_PHASE_ENV = "PHI_JAX_TEST_KILL_IN_CURATE_PHASE"
 
 def _repo_root() -> str:
   return os.path.dirname(os.path.dirname(os.path.abspath(curation.__file__)))
@@ -242,6 +246,10 @@ def _run_host_block(job: Job, phase: str, tasks: int, workers: int, logging_dir:
       return
     local_executor([Phase(job, phase)], tasks, workers, logging_dir, first=first,
                    last=last).run()
+    if os.environ.get(KILL_IN_PHASE_ENV) == phase:
+      print(f"[curate] test hook: SIGKILL after this host's {phase} tasks, before the "
+            f"barrier", flush=True)
+      os.kill(os.getpid(), signal.SIGKILL)
     incomplete = [r for r in range(first, last) if not _task_complete(logging_dir, r)]
     if incomplete:
       raise curation.CurationError(f"the curate step's {phase} tasks {incomplete} did not "

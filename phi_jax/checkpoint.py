@@ -28,8 +28,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from phi_jax import hosts
 from phi_jax.config import PhiConfig
 from phi_jax.tokenizer import Tokenizer
 
@@ -221,13 +224,32 @@ def _manager(root: str, read_only: bool) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(root, item_handlers=item_handlers(), options=options)
 
 
+def _global_arrays(params: Mapping) -> Mapping:
+  """In a multi-host job Orbax saves only global arrays: host-local parameters (the same
+  on every process, as a random init from the config's seed or an imported model) become
+  arrays replicated over every device of the job, each process placing its own devices'
+  copies (no transfer between hosts). Outside such a job: `params` unchanged."""
+  if hosts.count() == 1:
+    return params
+  sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("all",)), PartitionSpec())
+
+  def place(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return x  # already global (training's state)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(place, params)
+
+
 def save(root: str, step: int, params: Mapping, config: PhiConfig, *,
          tokenizer: Tokenizer | None = None, **metadata: Any) -> str:
-  """Writes one step synchronously and returns its directory."""
+  """Writes one step synchronously and returns its directory (in a multi-host job every
+  process calls it, with the same parameters)."""
   root = os.path.abspath(root)
   with _manager(root, read_only=False) as manager:
     manager.save(step, args=ocp.args.Composite(
-        **save_args(params, config, step, tokenizer=tokenizer, **metadata)))
+        **save_args(_global_arrays(params), config, step, tokenizer=tokenizer, **metadata)))
     manager.wait_until_finished()
   return os.path.join(root, str(step))
 

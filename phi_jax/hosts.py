@@ -85,7 +85,9 @@ def run_and_sync(name: str, work: Callable[[], _T],
 # recoverability on (phi_jax.train.mesh.maybe_initialize_distributed): the service then
 # reports a lost process instead of aborting every other one, and `watch` turns that,
 # and an interruption of any process, into one line naming the process and the node
-# and a prompt exit of every process. Keys, under `_KEYS`:
+# and a prompt exit of every process. The service runs in a process of its own beside
+# process 0 (phi_jax/coordinator.py), so a lost process 0 is reported like any other.
+# Keys, under `_KEYS`:
 #   node/<i>   the node process i runs (the runner's `running`)
 #   exit/<i>   why process i leaves: 'finished', 'failed', 'interrupted (SIGTERM)', ...
 _KEYS = "phi_jax/"
@@ -149,8 +151,9 @@ class _Job:
 
   def leave(self, line: str, code: int, reason: str) -> None:
     """Prints `line`, tells the others why this process leaves, and ends it. Process 0
-    (the coordination service) first waits for the others to leave (bounded), so that
-    none of them loses the service before it has read why."""
+    (whose exit ends the coordination service: at once where JAX runs it inside process
+    0, phi_jax/coordinator.py's once nobody is connected) first waits for the others to
+    leave (bounded), so that none of them loses the service before it has read why."""
     with self.lock:
       self.leaving = True
       sys.stderr.write(f"{self.prog}: {line}\n")
@@ -182,7 +185,7 @@ class _Job:
     try:
       exits = self.exits()
       live = self.live()
-    except Exception:  # pylint: disable=broad-except  (the service, on process 0, is gone)
+    except Exception:  # pylint: disable=broad-except  (the service is gone: process 0's host)
       if self.me == 0:
         raise
       exits, live = {}, set(range(self.n)) - {0}
@@ -308,9 +311,10 @@ def finish(failed: bool) -> None:
 
 
 def leave_in_order(heartbeat_s: int) -> None:
-  """At exit from a multi-host job: process 0, which holds the coordination service,
-  waits (bounded) until the other processes have left, so none loses the service while
-  it shuts down (with recoverability on, JAX's own shutdown does not wait for them)."""
+  """At exit from a multi-host job: process 0, whose JAX shutdown ends the coordination
+  service, waits (bounded) until the other processes have left, so none loses the
+  service while it shuts down (with recoverability on, JAX's own shutdown does not wait
+  for them)."""
   if not is_multihost():
     return
   # pylint: disable=g-import-not-at-top,protected-access

@@ -42,7 +42,7 @@ def test_tpu_vm_without_arguments_prints_its_usage():
 def test_slurm_gives_each_task_the_coordinator_and_its_process_id(tmp_path):
   _script(tmp_path / "scontrol", 'printf "gpu-node-07\\ngpu-node-08\\n"\n')
   # srun: the command once per task, as SLURM would on each node
-  _script(tmp_path / "srun", 'shift\nfor i in 0 1; do SLURM_PROCID=$i "$@"; done\n')
+  _script(tmp_path / "srun", 'for i in 0 1; do SLURM_PROCID=$i "$@"; done\n')
   _script(tmp_path / "phi-jax-run", 'echo "$*" >> "$OUT"\n')
   env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", OUT=str(tmp_path / "runs"),
              SLURM_JOB_NODELIST="gpu-node-[07-08]", SLURM_NTASKS="2", SLURM_NNODES="2")

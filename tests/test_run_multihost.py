@@ -183,14 +183,15 @@ def _phi_lines(err):
   return [line for line in err.splitlines() if line.startswith("run.py:")]
 
 
-def _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, signal_name):
-  """Process 1 gets `signal_name` right after step 5 of 8 (checkpoints every 2 steps);
-  returns the (code, stdout, stderr) of both processes after checking that process 0
-  stopped within the bound, nothing was marked complete, and the same command on both
-  resumes from the last committed checkpoint and ends at the uninterrupted run's
-  parameters."""
+def _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, signal_name, step=5,
+                          committed=(2, 4)):
+  """Process 1 gets `signal_name` right after step `step` of 8 (checkpoints every 2
+  steps); returns the (code, stdout, stderr) of both processes after checking that
+  process 0 stopped within the bound, nothing was marked complete, the latest committed
+  checkpoint is one of `committed`, and the same command on both resumes from it and
+  ends at the uninterrupted run's parameters."""
   workdir = _copy(data_and_init, tmp_path / "stopped")
-  env = {"PHI_JAX_TEST_KILL_AFTER_STEP": "5", "PHI_JAX_TEST_KILL_SIGNAL": signal_name}
+  env = {"PHI_JAX_TEST_KILL_AFTER_STEP": str(step), "PHI_JAX_TEST_KILL_SIGNAL": signal_name}
   procs, logs = start_processes(2, workdir, *RESUMABLE,
                                 extra_env=lambda i: env if i == 1 else {})
   try:
@@ -207,13 +208,14 @@ def _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, signal_name):
   stage = os.path.join(workdir, "pretrain")
   assert not os.path.exists(os.path.join(stage, "COMPLETE.json"))
   from phi_jax import checkpoint
-  # step 4's save may still have been under way (Orbax writes asynchronously): it was
-  # not committed then, and is no step a restart loads
-  assert checkpoint.steps(os.path.join(stage, "checkpoints"))[-1] in (2, 4)
+  # a save still under way (Orbax writes asynchronously) was not committed, and is no
+  # step a restart loads
+  last = checkpoint.steps(os.path.join(stage, "checkpoints"))[-1]
+  assert last in committed, last
 
   resumed = run_processes(2, workdir, *RESUMABLE)
   check(resumed)
-  assert "[pretrain] resuming from step" in resumed[0][1], resumed[0][1][-2000:]
+  assert f"[pretrain] resuming from step {last} " in resumed[0][1], resumed[0][1][-2000:]
   assert os.path.isfile(os.path.join(stage, "COMPLETE.json"))
   import jax
   got = _final_params(workdir, "pretrain")
@@ -237,15 +239,126 @@ def test_a_process_killed_in_pretraining_is_named_and_the_job_resumes(
 
 
 @pytest.mark.slow
-def test_sigterm_on_one_process_in_pretraining_stops_the_job_and_it_resumes(
+def test_a_process_killed_during_a_checkpoint_save_leaves_no_step_a_restart_loads(
     data_and_init, uninterrupted, tmp_path):
-  results = _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, "TERM")
-  assert results[1][0] == 143, results[1][2][-2000:]
-  assert _phi_lines(results[1][2]) == [
-      "run.py: interrupted (SIGTERM) on process 1 while running node 'pretrain'; every "
-      "process of the job stops; nothing of 'pretrain' was marked complete; run the same "
-      "command on every host to resume"], results[1][2][-3000:]
+  """Process 1 is killed right after it started saving step 4, before the save is
+  committed: Orbax commits a step (renames its temporary directory) on process 0 only
+  after every process wrote its part, so step 4 is never committed, and the restart
+  resumes from step 2."""
+  results = _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, "KILL", step=4,
+                                  committed=(2,))
+  assert results[1][0] == -9, results[1][2][-2000:]
+  assert "test hook: SIGKILL after step 4; its checkpoint: in flight" in results[1][1], \
+      results[1][1][-2000:]
   assert _phi_lines(results[0][2]) == [
-      "run.py: error: process 1 was interrupted (SIGTERM) while running node 'pretrain'; "
-      "nothing of 'pretrain' was marked complete; run the same command on every host to "
-      "resume"], results[0][2][-3000:]
+      f"run.py: error: process 1 was lost while running node 'pretrain' (killed, or no "
+      f"heartbeat for {BOUND} s); nothing of 'pretrain' was marked complete; run the same "
+      f"command on every host to resume"], results[0][2][-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name,code", [("TERM", 143), ("INT", 130)])
+def test_sigterm_or_ctrl_c_on_one_process_in_pretraining_stops_the_job_and_it_resumes(
+    data_and_init, uninterrupted, tmp_path, signal_name, code):
+  results = _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, signal_name)
+  assert results[1][0] == code, results[1][2][-2000:]
+  assert _phi_lines(results[1][2]) == [
+      f"run.py: interrupted (SIG{signal_name}) on process 1 while running node 'pretrain'; "
+      "every process of the job stops; nothing of 'pretrain' was marked complete; run the "
+      "same command on every host to resume"], results[1][2][-3000:]
+  assert _phi_lines(results[0][2]) == [
+      f"run.py: error: process 1 was interrupted (SIG{signal_name}) while running node "
+      "'pretrain'; nothing of 'pretrain' was marked complete; run the same command on every "
+      "host to resume"], results[0][2][-3000:]
+
+
+CURATE = ("--stages=curate", "--config.data.runner=datatrove",
+          f"--heartbeat_timeout_s={BOUND}")
+
+
+@pytest.mark.slow
+def test_a_process_killed_in_a_datatrove_curate_phase_is_named_and_the_job_resumes(
+    tmp_path):
+  """Process 1 is killed after its block of the group phase, before the phase's barrier:
+  process 0 stops within the bound naming it; `curate` is not marked complete; the same
+  command on both finishes it, writing what one process's in-process curation wrote."""
+  pytest.importorskip("datatrove")
+  workdir = str(tmp_path / "curate")
+  procs, logs = start_processes(
+      2, workdir, *CURATE,
+      extra_env=lambda i: {"PHI_JAX_TEST_KILL_IN_CURATE_PHASE": "group"} if i == 1 else {})
+  try:
+    procs[1].wait(timeout=400)
+    stopped_at = time.monotonic()
+    procs[0].wait(timeout=BOUND + 60)
+    waited = time.monotonic() - stopped_at
+  finally:
+    results = collect(procs, logs)
+  assert results[1][0] == -9, results[1][2][-2000:]
+  assert "[curate] test hook: SIGKILL after this host's group tasks" in results[1][1]
+  assert waited < BOUND + 30, waited
+  assert results[0][0] == 1, results[0][2][-3000:]
+  assert _phi_lines(results[0][2]) == [
+      f"run.py: error: process 1 was lost while running node 'curate' (killed, or no "
+      f"heartbeat for {BOUND} s); nothing of 'curate' was marked complete; run the same "
+      f"command on every host to resume"], results[0][2][-3000:]
+  curated = os.path.join("data", "curated", "code.jsonl")
+  assert not os.path.exists(os.path.join(workdir, curated))
+  assert not os.path.exists(os.path.join(workdir, "data", "steps", "curate.json"))
+
+  check(run_processes(2, workdir, *CURATE))
+  one = str(tmp_path / "one")  # one process, the in-process runner
+  check(run_processes(1, one, "--stages=curate"))
+  with open(os.path.join(workdir, curated), "rb") as a, \
+       open(os.path.join(one, curated), "rb") as b:
+    assert a.read() == b.read()
+
+
+# Every stage of configs/tiny.py (config.stages), on the small data sample, with short
+# training and a short evaluation.
+EVERY_STAGE = (*TRAIN, *FINETUNE, "--config.sample.max_new_tokens=16",
+               "--config.eval.limit=3", "--config.eval.max_new_tokens=16")
+
+
+def _files(workdir, *parts):
+  root = os.path.join(workdir, *parts)
+  return sorted(os.path.relpath(os.path.join(d, n), root)
+                for d, _, names in os.walk(root) for n in names)
+
+
+def _bytes(workdir, *parts):
+  with open(os.path.join(workdir, *parts), "rb") as f:
+    return f.read()
+
+
+@pytest.mark.slow
+def test_two_processes_run_every_stage_like_one(tmp_path):
+  """The whole recipe (data, synthesize, decontaminate, init, pretrain, finetune,
+  curves, sample, eval, export_hf, report) as two processes of one CPU device each
+  against one process with two devices (`rows`: the same global batches and mesh):
+  every stage completes on both, no output is written twice, and the final
+  parameters, samples, evaluation and export are equal."""
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  check(run_processes(1, one, *EVERY_STAGE, devices=2, timeout=1500))
+  results = run_processes(2, two, *EVERY_STAGE, timeout=1500)
+  check(results)
+  from recipe import graph
+  for node in graph.build().nodes:  # every node of every stage, marked complete
+    assert os.path.isfile(os.path.join(two, node.marker_path)), node.name
+  import jax
+  for stage in ("pretrain", "finetune"):
+    want, got = _final_params(one, stage), _final_params(two, stage)
+    for path, a, b in zip(jax.tree_util.tree_leaves_with_path(want),
+                          jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b),
+                                    err_msg=f"{stage} {jax.tree_util.keystr(path[0])}")
+  for parts in (("data", "curated", "code.jsonl"), ("sample", "samples.jsonl"),
+                ("eval", "summary.json")):
+    assert _bytes(one, *parts) == _bytes(two, *parts), parts
+  exported = _files(one, "export_hf", "hf")
+  assert exported and exported == _files(two, "export_hf", "hf")
+  for name in exported:
+    assert _bytes(one, "export_hf", "hf", name) == _bytes(two, "export_hf", "hf", name), name
+  # nothing left behind by a second writer (temporary files or directories)
+  leftovers = [f for f in _files(two) if ".tmp-" in f or ".stale-" in f]
+  assert not leftovers, leftovers

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from phi_jax import hosts, sharding
+from phi_jax import coordinator, hosts, sharding
 from phi_jax.config import ConfigError
 from phi_jax.settings import OPERATIONAL, Check, is_int, setting, text
 
@@ -134,6 +135,39 @@ def batch_parallelism(mesh: Mesh, rules: sharding.Rules = sharding.DEFAULT_RULES
   return math.prod(mesh.shape[a] for a in batch_axes(mesh, rules))
 
 
+@contextlib.contextmanager
+def _service_beside_process_0(heartbeat_timeout_s: int) -> Iterator[None]:
+  """While jax.distributed starts: process 0 runs the job's coordination service in a
+  process of its own (phi_jax/coordinator.py), which outlives process 0, so that the
+  other processes learn of process 0's loss like any other's (phi_jax.hosts.watch)
+  instead of being ended by JAX. JAX starts the service through jaxlib's
+  `get_distributed_runtime_service` (jax._src.distributed); where that is not so (another
+  jax), JAX's own in-process service runs."""
+  # pylint: disable=g-import-not-at-top,protected-access
+  from jax._src import distributed
+  lib = getattr(distributed, "_jax", None)
+  start_in_process = getattr(lib, "get_distributed_runtime_service", None)
+  if start_in_process is None:
+    yield
+    return
+
+  def start(address, num_nodes, heartbeat_timeout=None, shutdown_timeout=None,
+            recoverable=None, **unknown):
+    if unknown:  # arguments this module does not pass on: JAX's own service
+      return start_in_process(address, num_nodes, heartbeat_timeout=heartbeat_timeout,
+                              shutdown_timeout=shutdown_timeout, recoverable=recoverable,
+                              **unknown)
+    return coordinator.start(address, num_nodes, heartbeat_timeout=heartbeat_timeout,
+                             shutdown_timeout=shutdown_timeout, recoverable=recoverable,
+                             linger_s=heartbeat_timeout_s + 30)
+
+  lib.get_distributed_runtime_service = start
+  try:
+    yield
+  finally:
+    lib.get_distributed_runtime_service = start_in_process
+
+
 def maybe_initialize_distributed(coordinator_address: str | None = None,
                                  num_processes: int | None = None,
                                  process_id: int | None = None,
@@ -195,7 +229,8 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
   # them with one line) rather than aborting them from JAX's own thread.
   jax.config.update("jax_enable_recoverability", True)
   try:
-    jax.distributed.initialize(**kwargs)
+    with _service_beside_process_0(int(heartbeat_timeout_s)):
+      jax.distributed.initialize(**kwargs)
   except RuntimeError as e:
     raise RuntimeError(
         f"multi-host training: jax.distributed.initialize() failed ({e}); it must run "

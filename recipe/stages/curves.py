@@ -25,7 +25,7 @@ import json
 import os
 
 from eval import bpb as eval_bpb
-from phi_jax import atomic, checkpoint
+from phi_jax import atomic, checkpoint, hosts
 from phi_jax import bpb as bpb_lib
 from phi_jax import settings as settings_lib
 from phi_jax.train.metrics import read_metrics
@@ -111,7 +111,8 @@ def run(ctx: Context, reads: dict) -> dict:
   summary = {}
   for stage, want in reads["measurements"].items():
     result = curve(ctx, stage, want, eval_settings)
-    atomic.write_json(result, curve_path(ctx.workdir, stage))
+    if hosts.index() == 0:  # every host measures (checkpoint loads are collective); one writes
+      atomic.write_json(result, curve_path(ctx.workdir, stage))
     for note in result["notes"]:
       print(f"[{NAME}] {stage}: {note}", flush=True)
     summary[stage] = {"points": len(result["points"]), "bpb_source": result["bpb_source"]}

@@ -21,13 +21,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from eval import bpb as eval_bpb
 from eval import run as eval_run
 from eval import settings
-from phi_jax import atomic, bpb as bpb_lib, checkpoint
+from phi_jax import atomic, bpb as bpb_lib, checkpoint, hosts
 from phi_jax.cli import UsageError
 from recipe import models
 from recipe.runner import Context, Node
@@ -139,9 +140,19 @@ def _step_dir(path: str) -> str | None:
 
 
 def run(ctx: Context, reads: dict) -> dict:
+  """On several hosts every process evaluates (loading a checkpoint is a collective of
+  the job) and process 0 writes the node's files; the others write theirs to a
+  temporary directory they delete, so no file is written twice."""
+  if hosts.index() == 0:
+    return _run(ctx, reads, ctx.node_dir("eval"))
+  with tempfile.TemporaryDirectory(prefix=f"eval.process-{hosts.index()}-") as scratch:
+    return _run(ctx, reads, scratch)
+
+
+def _run(ctx: Context, reads: dict, out_root: str) -> dict:
   cfg: settings.EvalSettings = reads["eval"]
   path = reads["model"].spec
-  summary = _evaluate_model(cfg, path, ctx.node_dir("eval"))
+  summary = _evaluate_model(cfg, path, out_root)
   main_step_dir = _step_dir(path)
   sweep = []
   for item in reads["sweep"]:
@@ -150,13 +161,13 @@ def run(ctx: Context, reads: dict) -> dict:
       results = summary  # the evaluated model itself: its results, not a second run
       out_dir = ctx.node_dir("eval")
     else:
-      out_dir = os.path.join(ctx.node_dir("eval"), "checkpoints", item.ref.replace(":", "_"))
+      out_dir = os.path.join(out_root, "checkpoints", item.ref.replace(":", "_"))
       results = _evaluate_model(cfg, model_path, out_dir)
     sweep.append({"model": item.ref, "path": model_path, "benchmarks": results,
                   "dir": os.path.relpath(out_dir, ctx.workdir)})
   if list(cfg.checkpoints):
-    atomic.write_json(sweep, os.path.join(ctx.node_dir("eval"), "checkpoints.json"))
-  atomic.write_json(summary, os.path.join(ctx.node_dir("eval"), "summary.json"))
+    atomic.write_json(sweep, os.path.join(out_root, "checkpoints.json"))
+  atomic.write_json(summary, os.path.join(out_root, "summary.json"))
   return {**summary, **({"checkpoints": len(sweep)} if sweep else {})}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from phi_jax import atomic, pretrained, sampling
+from phi_jax import atomic, hosts, pretrained, sampling
 from recipe.runner import Context, StageError
 from recipe.stages import common
 
@@ -30,11 +30,13 @@ def run(ctx: Context, reads: dict) -> dict:
       seed=reads["seed"], batch_size=cfg.batch_size)
   seconds = time.time() - start
   out = os.path.join(ctx.node_dir("sample"), "samples.jsonl")
-  atomic.write_jsonl(
-      ({"prompt_index": i // cfg.num_samples, "sample_index": i % cfg.num_samples,
-        "prompt": prompts[i // cfg.num_samples], "completion": completion.text,
-        "finish_reason": completion.finish_reason, "tokens": len(completion.tokens)}
-       for i, completion in enumerate(completions)), out)
+  # every host generates (loading a checkpoint is a collective of the job); one writes
+  if hosts.index() == 0:
+    atomic.write_jsonl(
+        ({"prompt_index": i // cfg.num_samples, "sample_index": i % cfg.num_samples,
+          "prompt": prompts[i // cfg.num_samples], "completion": completion.text,
+          "finish_reason": completion.finish_reason, "tokens": len(completion.tokens)}
+         for i, completion in enumerate(completions)), out)
   for i, completion in enumerate(completions):
     print(f"[sample] --- {i}: {completion.finish_reason}, {len(completion.tokens)} tokens\n"
           f"{prompts[i // cfg.num_samples]}{completion.text}", flush=True)

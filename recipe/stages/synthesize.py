@@ -29,7 +29,7 @@ import json
 import os
 
 from data_pipeline import synth
-from phi_jax import checkpoint, pretrained, serve
+from phi_jax import checkpoint, hosts, pretrained, serve
 from phi_jax import settings as settings_lib
 from phi_jax.digest import file_sha256
 from phi_jax import tokenizer as tokenizer_lib
@@ -139,8 +139,14 @@ def teacher_client(ctx: Context, cfg: synth.SynthConfig, model: PhiConfig | None
     yield client
 
 
-def run(ctx: Context, reads: dict) -> dict:
+def run(ctx: Context, reads: dict) -> dict | None:
+  """With a local teacher on several hosts (the node runs on every host): every host
+  loads the teacher's checkpoint (an Orbax restore is a collective of the job), and
+  process 0 alone serves it, generates and writes."""
   cfg: synth.SynthConfig = reads["synth"]
+  if hosts.index() != 0:
+    _local_teacher_model(ctx, cfg.local_teacher, reads.get("model"), cfg.seed)
+    return None
   sandbox = synth.sandbox_for(cfg.exercises) if cfg.exercises.count else None
   curated = [p for p in (ctx.path("data", "curated", "code.jsonl"),) if os.path.exists(p)]
   forced = ctx.forced(NAME)

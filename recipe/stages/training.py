@@ -52,9 +52,19 @@ def start_ref(ctx: Context, name: str, section: str) -> models.ModelRef:
                         allow_random=True, before=name)
 
 
-def _kill_after(step: int, done: int) -> None:
+def _kill_after(step: int, checkpoints: str, done: int) -> None:
+  """The test hook; it first says what became of this step's checkpoint so far:
+  'committed' (its directory is there), 'in flight' (Orbax's temporary directory only:
+  the save started and is not committed) or 'not saved'."""
   if done == step:
     name = os.environ.get(KILL_SIGNAL_ENV, "KILL")
+    if os.path.isdir(os.path.join(checkpoints, str(step))):
+      save = "committed"
+    elif any(n.startswith(f"{step}.orbax-checkpoint-tmp") for n in os.listdir(checkpoints)):
+      save = "in flight"
+    else:
+      save = "not saved"
+    print(f"test hook: SIG{name} after step {step}; its checkpoint: {save}", flush=True)
     os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
 
 
@@ -110,7 +120,9 @@ def train(ctx: Context, reads: dict, name: str, section: str) -> dict:
       metadata={"run_config": settings_lib.to_json(reads),
                 "measurements": summary_extra["measurements"]},
       eval_hooks=eval_hooks,
-      step_hooks=(functools.partial(_kill_after, kill_after),) if kill_after else (),
+      step_hooks=((functools.partial(_kill_after, kill_after,
+                                     os.path.join(ctx.node_dir(name), "checkpoints")),)
+                  if kill_after else ()),
       on_corrupt_checkpoint=cfg.on_corrupt_checkpoint)
   return dict(loop.train(job), **summary_extra)
 

@@ -4,8 +4,9 @@
 
 It starts `jax.distributed` on loopback and `phi_jax.hosts.watch`, prints 'ready', and
 runs node 'demo': barriers (collectives) every 0.1 s, TICKS of them, errors handled as
-run.py does. MODE 'finish': every process finishes; 'kill-1': process 1 SIGKILLs itself
-after the 5th barrier; 'wait': until a signal from the test.
+run.py does. MODE 'finish': every process finishes; 'kill-1' ('kill-0'): process 1
+(process 0, beside which the coordination service runs) SIGKILLs itself after the 5th
+barrier; 'wait': until a signal from the test.
 """
 
 import os
@@ -30,7 +31,7 @@ def main(port: str, num_processes: str, process_id: str, mode: str, heartbeat_s:
       print("ready", flush=True)
       for k in range(ticks):
         hosts.sync(f"tick {k}")
-        if mode == "kill-1" and me == 1 and k == 5:
+        if mode == f"kill-{me}" and k == 5:
           os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(0.1)
   except BaseException as e:  # pylint: disable=broad-except

@@ -72,19 +72,31 @@ def test_a_job_that_finishes_ends_cleanly_on_every_process():
     assert "Terminating process" not in err
 
 
-def test_a_killed_process_is_named_with_its_node_within_the_bound():
-  procs, logs = _start("kill-1")
+def _killed(which):
+  procs, logs = _start(f"kill-{which}")
   _wait_ready(procs, logs)
-  procs[1].wait(timeout=120)
-  code, out, err, seconds = _finish(procs[:1], logs[:1], BOUND + 30)[0]
-  assert procs[1].returncode == -signal.SIGKILL
+  procs[which].wait(timeout=120)
+  other = 1 - which
+  code, out, err, seconds = _finish([procs[other]], [logs[other]], BOUND + 30)[0]
+  assert procs[which].returncode == -signal.SIGKILL
   assert code == 1, err[-3000:]
   assert seconds < BOUND + 20
   assert _lines(err) == [
-      f"hosts_driver: error: process 1 was lost while running node 'demo' (killed, or no "
-      f"heartbeat for {BOUND} s); nothing of 'demo' was marked complete; run the same "
-      f"command on every host to resume"], err[-3000:]
+      f"hosts_driver: error: process {which} was lost while running node 'demo' (killed, "
+      f"or no heartbeat for {BOUND} s); nothing of 'demo' was marked complete; run the "
+      f"same command on every host to resume"], err[-3000:]
   assert "Terminating process" not in err
+
+
+def test_a_killed_process_is_named_with_its_node_within_the_bound():
+  _killed(1)
+
+
+def test_a_killed_process_0_is_named_too():
+  """Process 0 runs beside the coordination service (phi_jax/coordinator.py), not
+  holding it: its loss reaches the others like any process's, not as JAX's
+  'Terminating process because the JAX distributed service detected fatal errors'."""
+  _killed(0)
 
 
 def _interrupt(which, signum):
