@@ -129,7 +129,8 @@ def test_plan_of_a_fresh_workdir_runs_everything(tmp_path):
   plan = _plan(tmp_path / "fresh")
   assert list(plan) == ["curate", "annotate", "embed", "classify", "exercises", "synthesize",
                         "decontaminate", "tokenizer", "datasets", "data", "init", "pretrain",
-                        "finetune", "curves", "sample", "eval", "export_hf", "report"]
+                        "finetune", "curves", "sample", "eval", "attribute", "export_hf",
+                        "report"]
   assert {action for action, _ in plan.values()} == {"run"}
   assert not (tmp_path / "fresh").exists()  # --plan writes nothing
 
@@ -147,7 +148,8 @@ def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
                      "tokenizer": "rerun", "datasets": "rerun",
                      "data": "rerun", "init": "rerun", "pretrain": "refuse",
                      "finetune": "refuse", "curves": "rerun", "sample": "rerun",
-                     "eval": "rerun", "export_hf": "rerun", "report": "rerun"}
+                     "eval": "rerun", "attribute": "rerun", "export_hf": "rerun",
+                     "report": "rerun"}
   assert plan["classify"][1] == "config data.quality.keep_threshold: 0.5 -> 0.6"
   # a field only the sampler reads
   plan = _plan(workdir, "--config.sample.temperature=0.5")
@@ -155,7 +157,8 @@ def test_plan_of_a_complete_workdir_and_of_changed_fields(tiny_run):
   # a finetune field: finetune is refused, what reads its model reruns
   plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002")
   assert [n for n, (a, _) in plan.items() if a != "skip"] == ["finetune", "curves", "sample",
-                                                              "eval", "export_hf", "report"]
+                                                              "eval", "attribute", "export_hf",
+                                                              "report"]
   assert plan["finetune"][0] == "refuse"
   plan = _plan(workdir, "--config.finetune.optimizer.lr=0.002", "--force=finetune")
   assert plan["finetune"][0] == "force"

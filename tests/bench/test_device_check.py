@@ -45,6 +45,22 @@ def summary_rows(out: str) -> dict[str, list[str]]:
   return rows
 
 
+def test_dry_mode_runs_training_and_generation(tmp_path):
+  """The fast suite's share of the dry run: the two parts whose code the rest of the
+  project changes most (the train step, generation); every part is the slow test below."""
+  prepare = subprocess.run(["bash", SCRIPT, "--prepare"], capture_output=True, text=True,
+                           env={**os.environ, "PYTHON": sys.executable,
+                                "DEVICE_SITE": str(tmp_path / "site")}, check=False)
+  assert prepare.returncode == 0, prepare.stderr
+  process, out = run_check(tmp_path, "--parts=train,generate")
+  assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+  rows = summary_rows(out)
+  assert list(rows) == ["train", "generate"]
+  assert all(status == "PASS" for status, _, _ in rows.values()), rows
+  assert re.match(r"step [\d.]+ ms +[\d,]+ tokens/s +MFU -", rows["train"][2]), rows["train"]
+
+
+@pytest.mark.slow
 def test_dry_mode_runs_every_part_and_writes_the_rows(tmp_path):
   prepare = subprocess.run(["bash", SCRIPT, "--prepare"], capture_output=True, text=True,
                            env={**os.environ, "PYTHON": sys.executable,
