@@ -121,7 +121,8 @@ def _plan(workdir, *args):
   result = run("--config=configs/tiny.py", "--config.model.num_layers=2", f"--workdir={workdir}",
                f"--config.sample.max_new_tokens={tokens}", *SHORT_TRAINING, *args, "--plan")
   assert result.returncode == 0, result.stderr[-3000:]
-  rows = [line.split(None, 3) for line in result.stdout.splitlines()[2:]]
+  table = result.stdout.split("\nLLM requests it would send")[0]  # the estimate follows
+  rows = [line.split(None, 3) for line in table.splitlines()[2:]]
   return {row[0]: (row[2], row[3] if len(row) > 3 else "") for row in rows}
 
 
