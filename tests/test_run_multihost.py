@@ -184,6 +184,19 @@ def _phi_lines(err):
   return [line for line in err.splitlines() if line.startswith("run.py:")]
 
 
+def _after_the_loss(procs, logs):
+  """Waits for process 1 to end (it is the one lost), then for process 0; returns
+  (results, seconds process 0 took after process 1 ended)."""
+  try:
+    procs[1].wait(timeout=400)
+    stopped_at = time.monotonic()
+    procs[0].wait(timeout=BOUND + 60)
+    waited = time.monotonic() - stopped_at
+  finally:
+    results = collect(procs, logs)
+  return results, waited
+
+
 def _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, signal_name, step=5,
                           committed=(2, 4)):
   """Process 1 gets `signal_name` right after step `step` of 8 (checkpoints every 2
@@ -195,13 +208,7 @@ def _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, signal_name, s
   env = {"PHI_JAX_TEST_KILL_AFTER_STEP": str(step), "PHI_JAX_TEST_KILL_SIGNAL": signal_name}
   procs, logs = start_processes(2, workdir, *RESUMABLE,
                                 extra_env=lambda i: env if i == 1 else {})
-  try:
-    procs[1].wait(timeout=400)
-    stopped_at = time.monotonic()
-    procs[0].wait(timeout=BOUND + 60)
-    waited = time.monotonic() - stopped_at
-  finally:
-    results = collect(procs, logs)
+  results, waited = _after_the_loss(procs, logs)
   # the bound, and time for a loaded machine to notice and to tear the process down
   assert waited < BOUND + 30, waited
   assert results[0][0] == 1, results[0][2][-3000:]
@@ -288,13 +295,7 @@ def test_a_process_killed_in_a_datatrove_curate_phase_is_named_and_the_job_resum
   procs, logs = start_processes(
       2, workdir, *CURATE,
       extra_env=lambda i: {"PHI_JAX_TEST_KILL_IN_CURATE_PHASE": "group"} if i == 1 else {})
-  try:
-    procs[1].wait(timeout=400)
-    stopped_at = time.monotonic()
-    procs[0].wait(timeout=BOUND + 60)
-    waited = time.monotonic() - stopped_at
-  finally:
-    results = collect(procs, logs)
+  results, waited = _after_the_loss(procs, logs)
   assert results[1][0] == -9, results[1][2][-2000:]
   assert "[curate] test hook: SIGKILL after this host's group tasks" in results[1][1]
   assert waited < BOUND + 30, waited
