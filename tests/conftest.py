@@ -15,6 +15,13 @@ if TEST_PLATFORM not in TEST_PLATFORMS:
                    f"{sorted(TEST_PLATFORMS)}")
 # Before jax is imported anywhere: 8 host devices for mesh tests; CPU only by default.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# XLA:CPU runs every simulated device's thunks on one intra-op thread pool, sized by NPROC
+# (else the core count). A collective blocks its pool thread until all devices arrive, and
+# a device may have several collectives in flight; on a 2-core machine both threads can
+# wait for a device that gets none, and XLA aborts the process at its rendezvous
+# termination timeout. A pool larger than the devices in flight avoids that; subprocesses
+# (run.py, the training drivers) inherit it.
+os.environ.setdefault("NPROC", str(max(16, os.cpu_count() or 1)))
 os.environ.setdefault("JAX_PLATFORMS", TEST_PLATFORMS[TEST_PLATFORM])
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

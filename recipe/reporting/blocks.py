@@ -91,8 +91,10 @@ def seconds(value: Any) -> str:
 
 
 def rel(path: Any, workdir: str) -> str:
-  """A path as the report shows it: relative to the work directory when inside it, else
-  its last three components after '…/' (source files of the machine that ran it)."""
+  """A path as the report shows it: relative to the work directory when inside it; a
+  relative path outside it as written (where the report is built says nothing about it);
+  an absolute one as its last three components after '…/' (source files of the machine
+  that ran it)."""
   if not path:
     return "-"
   path = str(path)
@@ -100,6 +102,8 @@ def rel(path: Any, workdir: str) -> str:
   full = os.path.abspath(path)
   if full == root or full.startswith(root + os.sep):
     return os.path.relpath(full, root)
+  if not os.path.isabs(path):
+    return path
   parts = full.strip(os.sep).split(os.sep)
   return path if len(parts) <= 3 else "…/" + "/".join(parts[-3:])
 
