@@ -220,10 +220,7 @@ def curate_comparison(config_name: str, repeats: int, reduced: bool):
   from data_pipeline import curation, filters, records
   config = importlib.import_module(f"configs.{config_name}").get_config()
   cfg = config.data
-  settings = curation.CurationSettings(
-      max_files=cfg.max_files, seed=config.seed, text_field=cfg.text_field,
-      license_field=cfg.license_field, max_chars=cfg.max_chars,
-      near_dup_threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
+  settings = curation.CurationSettings.from_data(cfg, config.seed)
   specs = list(cfg.sources)
   with tempfile.TemporaryDirectory(prefix="bench_curate_") as tmp:
     out = os.path.join(tmp, "code.jsonl")

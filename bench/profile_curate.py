@@ -33,10 +33,7 @@ def main(argv=None) -> None:
   from data_pipeline import curation, filters, records
   config = importlib.import_module(f"configs.{args.config}").get_config()
   cfg = config.data
-  settings = curation.CurationSettings(
-      max_files=cfg.max_files, seed=config.seed, text_field=cfg.text_field,
-      license_field=cfg.license_field, max_chars=cfg.max_chars,
-      near_dup_threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
+  settings = curation.CurationSettings.from_data(cfg, config.seed)
   load = compare.load_average()
   with tempfile.TemporaryDirectory(prefix="profile_curate_") as tmp:
     out = os.path.join(tmp, "code.jsonl")

@@ -51,6 +51,7 @@ from phi_jax import atomic, hosts
 from phi_jax.config import known_fields
 
 from data_pipeline import host_blocks
+from data_pipeline.settings import QualitySettings
 
 FORMAT = "phi_jax.quality_classifier.v1"
 
@@ -79,17 +80,25 @@ class ClassifierConfig:
     n_jobs: sklearn's parallelism (None = 1 core, -1 = all).
   """
 
-  n_estimators: int = 200
+  n_estimators: int = QualitySettings.n_estimators
   max_depth: int | None = None
   class_weight: str | None = "balanced"
   seed: int = 0
-  test_fraction: float = 0.2
-  threshold: float = 0.5
+  test_fraction: float = QualitySettings.test_fraction
+  threshold: float = QualitySettings.keep_threshold
   min_labels: int = 10
   min_per_class: int = 2
   single_class: str = "error"
   refit_on_all: bool = True
   n_jobs: int | None = None
+
+  @classmethod
+  def from_quality(cls, quality: Any, seed: int) -> ClassifierConfig:
+    """From `config.data.quality` (QualitySettings owns the defaults, ranges and
+    documentation of the fields it shares) and the run's seed."""
+    return cls(n_estimators=quality.n_estimators, max_depth=quality.max_depth or None,
+               test_fraction=quality.test_fraction, threshold=quality.keep_threshold,
+               seed=seed)
 
   def __post_init__(self):
     if self.max_depth == 0:  # ml_collections configs spell None as 0

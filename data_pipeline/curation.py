@@ -45,6 +45,7 @@ from typing import Any, TextIO
 
 from data_pipeline import dedup, filters, host_blocks, sources
 from data_pipeline.records import Record, read_records, write_records
+from data_pipeline.settings import DataSettings
 from data_pipeline.steps import Step, StepStats, run_steps
 from phi_jax import atomic, hosts
 
@@ -65,6 +66,9 @@ class CurationError(ValueError):
 class CurationSettings:
   """What the curate step does (picklable: engine workers rebuild the steps from it).
 
+  The fields are `config.data`'s (data_pipeline/settings.py's DataSettings owns their
+  defaults, ranges and documentation) plus the run's seed; `from_data` builds them from it.
+
   Attributes:
     max_files: file sources: a seeded sample of this many files; JSONL/HF sources: at most
       this many records (0: all).
@@ -73,13 +77,20 @@ class CurationSettings:
     max_chars: SizeFilter's limit.
     near_dup_threshold, num_perm: MinHash near-dedup settings.
   """
-  max_files: int = 0
+  max_files: int = DataSettings.max_files
   seed: int = 0
   text_field: str = ""
   license_field: str = ""
-  max_chars: int = 100_000
-  near_dup_threshold: float = 0.8
-  num_perm: int = 128
+  max_chars: int = DataSettings.max_chars
+  near_dup_threshold: float = DataSettings.near_dup_threshold
+  num_perm: int = DataSettings.num_perm
+
+  @classmethod
+  def from_data(cls, data: Any, seed: int) -> CurationSettings:
+    """From `config.data` (a DataSettings or a config with its fields) and the run's seed."""
+    return cls(max_files=data.max_files, seed=seed, text_field=data.text_field,
+               license_field=data.license_field, max_chars=data.max_chars,
+               near_dup_threshold=data.near_dup_threshold, num_perm=data.num_perm)
 
   def filter_steps(self) -> list[Step]:
     """The per-record steps (each record judged alone: they run per shard)."""

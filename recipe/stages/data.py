@@ -80,10 +80,7 @@ def curate(ctx: Context, reads: dict) -> dict:
   from data_pipeline import curation, sources  # pylint: disable=g-import-not-at-top
   cfg = reads["data"].value
   specs = list(cfg.sources)
-  settings = curation.CurationSettings(
-      max_files=cfg.max_files, seed=reads["seed"], text_field=cfg.text_field,
-      license_field=cfg.license_field, max_chars=cfg.max_chars,
-      near_dup_threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
+  settings = curation.CurationSettings.from_data(cfg, reads["seed"])
   try:
     shard_index, num_shards = sources.host_shard()
     result = curation.curate(specs, settings, Paths(ctx).code, runner=cfg.runner,
@@ -203,9 +200,7 @@ def classify(ctx: Context, reads: dict) -> dict:
   shard_index, num_shards = sources.host_shard()
   ids, x_ND = load_embeddings(Paths(ctx).embeddings)
   labels = annotate.load_labels(Paths(ctx).labels)
-  config = classifier.ClassifierConfig(
-      n_estimators=q.n_estimators, max_depth=q.max_depth or None,
-      test_fraction=q.test_fraction, threshold=q.keep_threshold, seed=reads["seed"])
+  config = classifier.ClassifierConfig.from_quality(q, reads["seed"])
   x_labelled, y, _ = classifier.labelled_matrix(ids, x_ND, labels)
   model = classifier.QualityClassifier(config)
   try:

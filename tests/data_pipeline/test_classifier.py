@@ -199,3 +199,13 @@ def test_stream_scores_matches_in_memory_scoring(tmp_path):
   kept = list(read_records(str(tmp_path / "kept.jsonl")))
   assert [r.id for r in kept] == [r.id for r, k in zip(records, classifier.keep(expected)) if k]
   assert all(r.meta["educational_score"] >= 0.5 for r in kept)
+
+
+def test_config_comes_from_the_quality_schema():
+  """config.data.quality (QualitySettings) owns the classifier's shared defaults."""
+  from data_pipeline.settings import QualitySettings
+  assert ClassifierConfig.from_quality(QualitySettings(), seed=0) == \
+      ClassifierConfig()
+  quality = QualitySettings(n_estimators=5, max_depth=3, test_fraction=0.3, keep_threshold=0.7)
+  assert ClassifierConfig.from_quality(quality, seed=2) == ClassifierConfig(
+      n_estimators=5, max_depth=3, test_fraction=0.3, threshold=0.7, seed=2)

@@ -201,3 +201,16 @@ def test_unknown_runner_and_bad_shard_size_are_rejected(tmp_path):
     curation.curate(["stdlib"], SETTINGS, str(tmp_path / "x.jsonl"), runner="spark")
   with pytest.raises(curation.CurationError, match="shard_files must be >= 1"):
     curation.plan_shards(["stdlib"], SETTINGS, shard_files=0)
+
+
+def test_settings_come_from_the_data_schema():
+  """config.data (DataSettings) owns the curate step's defaults; every field it sets
+  reaches CurationSettings."""
+  from data_pipeline.settings import DataSettings
+  assert curation.CurationSettings.from_data(DataSettings(), seed=0) == dataclasses.replace(
+      curation.CurationSettings(), text_field="text", license_field="license")
+  data = DataSettings(max_files=7, text_field="code", license_field="", max_chars=99,
+                      near_dup_threshold=0.5, num_perm=64)
+  assert curation.CurationSettings.from_data(data, seed=3) == curation.CurationSettings(
+      max_files=7, seed=3, text_field="code", license_field="", max_chars=99,
+      near_dup_threshold=0.5, num_perm=64)
