@@ -427,6 +427,11 @@ def main(argv=None) -> None:
     cells = curate_cells(args.curate_config, *measured)
     print("\n".join(f"{c}: {v}" for c, v in zip(CURATE_COLUMNS, cells)))
     if not args.no_record:
+      try:  # the earlier rows of this config are history once this one is written
+        compare.supersede(CURATE_SECTION, f"bench/data.py {cells[0]}",
+                          where=lambda row: row["config"] == args.curate_config)
+      except ValueError:  # no section yet
+        pass
       print(compare.append(CURATE_SECTION, CURATE_INTRO, CURATE_COLUMNS, cells))
       compare.supersede(THROUGHPUT_SECTION, f"bench/data.py {cells[0]}",
                         where=lambda row: row["reference"].startswith("ast.parse "))
