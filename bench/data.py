@@ -207,7 +207,7 @@ def _plain_parse(text: str):
 
 def _fresh_parses() -> None:
   from data_pipeline import filters  # pylint: disable=g-import-not-at-top
-  filters.parse_python.cache_clear()
+  filters.clear_parse_caches()
   filters.text_lines.cache_clear()
 
 
@@ -296,7 +296,8 @@ def throughput_rows(texts: Sequence[str], embed_docs: int = 96) -> list[tuple]:
   compare("curation chain + exercise mining",
           _chain(lambda: before.curation_steps_before() + [before.ExerciseMinerBefore()],
                  texts),
-          _chain(lambda: before.curation_steps_after() + [exercises.ExerciseMiner()], texts))
+          _chain(lambda: before.curation_steps_after(keep_tree=True)
+                 + [exercises.ExerciseMiner()], texts))
   for label, tokenizer in (("byte-level", byte_level()),
                            ("BPE 4096", train_bpe(texts[:300], 4096, show_progress=False))):
     compare(f"tokenize to arrays ({label})",
