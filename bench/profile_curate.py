@@ -6,8 +6,9 @@ Runs the data stage's curate step (`curation.curate_local`, the settings
 `recipe/stages/data.py` builds) on the config's own input once to warm the file cache,
 then once measured (the parse cache cleared): its CPU seconds, and each step's own
 seconds (`StepStats.elapsed_s`, wall clock) in units of the reference, one GC-paused
-`ast.parse` of each kept file (CPU seconds). Prints; appends no row (it explains the
-rows of `bench/data.py --parts=curate`).
+`ast.parse` of each kept file (CPU seconds), and also against a parse whose tree is
+freed while the collector is still paused (`filters.parses_uncached`, as the filters
+parse). Prints; appends no row (it explains the rows of `bench/data.py --parts=curate`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main(argv=None) -> None:
   with tempfile.TemporaryDirectory(prefix="profile_curate_") as tmp:
     out = os.path.join(tmp, "code.jsonl")
     curation.curate_local(list(cfg.sources), settings, out)  # warms the file cache
-    filters.parse_python.cache_clear()
+    filters.clear_parse_caches()
     filters.text_lines.cache_clear()
     wall, cpu = time.perf_counter(), time.process_time()
     result = curation.curate_local(list(cfg.sources), settings, out)
@@ -48,11 +49,17 @@ def main(argv=None) -> None:
   for text in kept:
     filters.parse_python_uncached(text)
   parse_cpu = time.process_time() - parse_cpu
+  verdict_cpu = time.process_time()  # the tree freed while the GC is paused
+  for text in kept:
+    filters.parses_uncached(text)
+  verdict_cpu = time.process_time() - verdict_cpu
   steps_wall = sum(s["elapsed_s"] for s in result["stats"])
   print(f"config {args.config}; load before/after {load:.1f} / {compare.load_average():.1f}")
   print(f"curate: wall {wall:.2f} s, CPU {cpu:.2f} s; one GC-paused parse of each of the "
         f"{len(kept)} kept files: CPU {parse_cpu:.2f} s; curate CPU / parse CPU "
         f"{cpu / parse_cpu:.2f}")
+  print(f"(each kept file parsed with its tree freed before the GC resumes, as the "
+        f"filters parse: CPU {verdict_cpu:.2f} s; curate CPU / that {cpu / verdict_cpu:.2f})")
   print(f"{'step':<22}{'in':>6}{'out':>6}{'wall s':>9}{'share':>7}{'~parses (CPU)':>15}")
   for s in result["stats"]:
     share = s["elapsed_s"] / steps_wall

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/profile_generate.py [--size tiny] [--batch 8] [--prompt_len 512]
                                                [--new_tokens 512] [--dtype float32]
+                                               [--threads all|1] [--repeats 3]
 
 Same model and prompts as bench/generate.py. Each side generates 1 token (the prefill
 and one step) and `--new_tokens` tokens, alternated (bench/compare.py, `--repeats`
@@ -32,11 +33,15 @@ def main(argv=None) -> None:
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--chunk_size", type=int, default=16)
+  parser.add_argument("--threads", choices=("all", "1"), default="all",
+                      help="both sides on every core, or both on one pinned core with one "
+                           "thread each (as bench/generate.py --threads)")
   args = parser.parse_args(argv)
+  pinned = compare.limit_to_one_thread() if args.threads == "1" else "every core"
   import numpy as np  # pylint: disable=g-import-not-at-top
   import phi_jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  torch.set_num_threads(1 if args.threads == "1" else len(os.sched_getaffinity(0)))
   hf_model = generate.build_hf_model(args.size, 0)
   prompts = np.random.default_rng(0).integers(
       0, hf_model.config.vocab_size, (args.batch, args.prompt_len)).tolist()
@@ -53,7 +58,8 @@ def main(argv=None) -> None:
       [(f"{name} {n}", (lambda f=f, n=n: f(n))) for name, f in sides.items()
        for n in (1, args.new_tokens)], repeats=args.repeats, progress=True)
   print(f"\nsize={args.size} batch={args.batch} prompt={args.prompt_len} "
-        f"new={args.new_tokens} dtype={args.dtype} load before/after {load:.1f} / "
+        f"new={args.new_tokens} dtype={args.dtype} threads {args.threads} ({pinned}) "
+        f"load before/after {load:.1f} / "
         f"{compare.load_average():.1f}; medians of {args.repeats}")
   for name in sides:
     one = compare.Spread.of(timings.seconds[f"{name} 1"]).median

@@ -258,32 +258,32 @@ def execute_samples(benchmark: Benchmark, problems: Sequence[Problem], samples: 
   meter = Progress("eval: execute", len(samples), unit="samples")
   meter.update(len(samples) - len(pending),
                passed=sum(bool(row["passed"]) for row in done.values()))
-  for begin in range(0, len(pending), chunk_size):
-    chunk = pending[begin:begin + chunk_size]
-    programs = [benchmark.program(by_id[samples[i]["task_id"]], samples[i]["completion"])
-                for i in chunk]
-    outcomes = sandbox.run_many(programs, workers=workers)
-    again = [j for j, outcome in enumerate(outcomes) if recheck_margin is not None
-             and needs_recheck(outcome, sandbox.limits.timeout_s, recheck_margin)]
-    rechecks = dict(zip(again, sandbox.run_many([programs[j] for j in again],
-                                                workers=workers))) if again else {}
-    rows = []
-    for j, (i, outcome) in enumerate(zip(chunk, outcomes)):
-      task_id, sample_index = keys[i]
-      rows.append({"task_id": task_id, "sample_index": sample_index,
-                   "completion": samples[i]["completion"], "passed": outcome.passed,
-                   "failure": outcome.failure, "exit_code": outcome.exit_code,
-                   "duration_s": round(outcome.duration_s, 4),
-                   "stderr_tail": outcome.stderr_tail})
-      if j in rechecks:
-        second = rechecks[j]
-        rows[-1]["recheck"] = {"passed": second.passed, "failure": second.failure,
-                               "duration_s": round(second.duration_s, 4)}
-        rows[-1]["unstable"] = bool(second.passed) != bool(outcome.passed)
-      done[keys[i]] = rows[-1]
-    if on_chunk is not None:
-      on_chunk(rows)
-    meter.advance(len(chunk), passed=sum(bool(row["passed"]) for row in rows))
+  with sandbox.pool(workers) as pool:  # workers started once, kept across chunks
+    for begin in range(0, len(pending), chunk_size):
+      chunk = pending[begin:begin + chunk_size]
+      programs = [benchmark.program(by_id[samples[i]["task_id"]], samples[i]["completion"])
+                  for i in chunk]
+      outcomes = pool.run_many(programs)
+      again = [j for j, outcome in enumerate(outcomes) if recheck_margin is not None
+               and needs_recheck(outcome, sandbox.limits.timeout_s, recheck_margin)]
+      rechecks = dict(zip(again, pool.run_many([programs[j] for j in again]))) if again else {}
+      rows = []
+      for j, (i, outcome) in enumerate(zip(chunk, outcomes)):
+        task_id, sample_index = keys[i]
+        rows.append({"task_id": task_id, "sample_index": sample_index,
+                     "completion": samples[i]["completion"], "passed": outcome.passed,
+                     "failure": outcome.failure, "exit_code": outcome.exit_code,
+                     "duration_s": round(outcome.duration_s, 4),
+                     "stderr_tail": outcome.stderr_tail})
+        if j in rechecks:
+          second = rechecks[j]
+          rows[-1]["recheck"] = {"passed": second.passed, "failure": second.failure,
+                                 "duration_s": round(second.duration_s, 4)}
+          rows[-1]["unstable"] = bool(second.passed) != bool(outcome.passed)
+        done[keys[i]] = rows[-1]
+      if on_chunk is not None:
+        on_chunk(rows)
+      meter.advance(len(chunk), passed=sum(bool(row["passed"]) for row in rows))
   meter.close()
   return [done[key] for key in keys]
 

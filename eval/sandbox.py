@@ -6,6 +6,8 @@ says what differs for them).
     result = sandbox.run(prompt + completion + "\\n" + test + f"\\ncheck({entry_point})\\n")
     result.passed, result.failure   # True, None | False, 'assertion' | 'timeout' | ...
     results = sandbox.run_many(programs, progress=True)   # parallel, in input order
+    with sandbox.pool(workers=2) as pool:                # workers kept between calls
+      pool.run_many(first); pool.run_many(second)
     with sandbox.session() as session:                   # one worker, several runs
       session.run(program)
     sandbox.describe()   # the level, zygote or not, the uid, and every limit in force
@@ -215,7 +217,7 @@ class Sandbox:
     its Debian package), at 'bwrap' or 'unshare' only.
   No processes are kept between calls: run() starts and ends its worker, run_many()
   starts one per worker thread and ends them before it returns, session() keeps one for
-  the length of a `with` block.
+  the length of a `with` block, pool() one per thread until the pool is closed.
   """
 
   def __init__(self, limits: SandboxLimits = SandboxLimits(), isolation: str = "auto",
@@ -325,6 +327,16 @@ class Sandbox:
     finally:
       worker.close()
 
+  def pool(self, workers: int | None = None) -> SandboxPool:
+    """`workers` worker threads (default: one per core) whose workers (zygote, sandbox
+    uid, cgroup leaf) are kept from one `run_many` call to the next until the pool is
+    closed: `with box.pool(2) as pool: pool.run_many(a); pool.run_many(b)`.
+
+    A caller that runs programs in several batches (eval/run.py's chunks) starts its
+    workers once; each run is as isolated from every other as in separate calls.
+    """
+    return SandboxPool(self, workers)
+
   def run_many(self, programs: Sequence[str], workers: int | None = None,
                progress: bool = False) -> list[ExecutionResult]:
     """run() over `programs` on `workers` threads (default: one per core), in input order.
@@ -334,54 +346,99 @@ class Sandbox:
     programs = list(programs)
     if not programs:
       return []
-    workers = max(1, min(workers or os.cpu_count() or 1, len(programs)))
-    results: list[ExecutionResult | None] = [None] * len(programs)
-    meter = (Progress("sandbox", len(programs), tty_interval_s=0.2, log_interval_s=10.0)
-             if progress else None)
-    cancel = threading.Event()  # set on an error or Ctrl-C: running programs are killed
-    # Workers not in use; at most one per thread. A zygote lives as long as the pool thread
-    # that started it, and the pool keeps its threads until every program ran.
-    idle: list[_Worker] = []
-    idle_lock = threading.Lock()
-
-    def run_one(program: str) -> ExecutionResult:
-      with idle_lock:
-        worker = idle.pop() if idle else None
-      if worker is None:
-        worker = self._new_worker()
-      try:
-        result = worker.run(program, cancel)
-      except BaseException:
-        worker.close()
-        raise
-      with idle_lock:
-        idle.append(worker)
-      return result
-
-    try:
-      with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sandbox") as pool:
-        futures = {pool.submit(run_one, program): i for i, program in enumerate(programs)}
-        try:
-          for future in concurrent.futures.as_completed(futures):
-            results[futures[future]] = result = future.result()
-            if meter:
-              meter.advance(passed=int(result.passed))
-        except BaseException:
-          cancel.set()
-          for future in futures:
-            future.cancel()
-          raise
-        finally:
-          if meter:
-            meter.close()
-    finally:
-      for worker in idle:
-        worker.close()
-    return results  # type: ignore[return-value]
+    with self.pool(min(workers or os.cpu_count() or 1, len(programs))) as pool:
+      return pool.run_many(programs, progress=progress)
 
   def _new_worker(self) -> _Worker:
     return _Worker(self._isolation, self.limits, self.python,
                    self.preload if self._zygote else None, self._cgroup, self.language)
+
+
+class SandboxPool:
+  """Worker threads whose workers outlive each `run_many` call (`Sandbox.pool`).
+
+  Each thread starts a worker the first time it needs one; a worker is kept (idle) after
+  its run and ended when its run raised (it may be in any state) or when the pool is
+  closed. A zygote dies with the thread that started it (bwrap's --die-with-parent,
+  PR_SET_PDEATHSIG), and the pool's threads live until close(), so a kept zygote is
+  alive for any of them. Call run_many from one thread at a time.
+  """
+
+  def __init__(self, sandbox: Sandbox, workers: int | None = None):
+    self.sandbox = sandbox
+    self.workers = max(1, workers or os.cpu_count() or 1)
+    self._executor = concurrent.futures.ThreadPoolExecutor(self.workers,
+                                                           thread_name_prefix="sandbox")
+    self._idle: list[_Worker] = []  # workers not in use; at most one per thread
+    self._idle_lock = threading.Lock()
+    self._closed = False
+
+  def __enter__(self) -> SandboxPool:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def close(self) -> None:
+    """Ends the threads, then every kept worker (zygote, uid, cgroup leaf)."""
+    if self._closed:
+      return
+    self._closed = True
+    try:
+      self._executor.shutdown(wait=True)
+    finally:
+      with self._idle_lock:
+        idle, self._idle = self._idle, []
+      for worker in idle:
+        worker.close()
+
+  def _run_one(self, program: str, cancel: threading.Event) -> ExecutionResult:
+    with self._idle_lock:
+      worker = self._idle.pop() if self._idle else None
+    if worker is None:
+      worker = self.sandbox._new_worker()  # pylint: disable=protected-access
+    try:
+      result = worker.run(program, cancel)
+    except BaseException:
+      worker.close()
+      raise
+    with self._idle_lock:
+      self._idle.append(worker)
+    return result
+
+  def run_many(self, programs: Sequence[str], progress: bool = False
+               ) -> list[ExecutionResult]:
+    """Sandbox.run() over `programs` on the pool's threads, in input order.
+
+    progress: a one-line counter on stderr. On an error or Ctrl-C the running programs
+    are killed and waited for before it propagates.
+    """
+    if self._closed:
+      raise SandboxError("run_many on a closed SandboxPool")
+    programs = list(programs)
+    if not programs:
+      return []
+    results: list[ExecutionResult | None] = [None] * len(programs)
+    meter = (Progress("sandbox", len(programs), tty_interval_s=0.2, log_interval_s=10.0)
+             if progress else None)
+    cancel = threading.Event()  # set on an error or Ctrl-C: running programs are killed
+    futures = {self._executor.submit(self._run_one, program, cancel): i
+               for i, program in enumerate(programs)}
+    try:
+      for future in concurrent.futures.as_completed(futures):
+        results[futures[future]] = result = future.result()
+        if meter:
+          meter.advance(passed=int(result.passed))
+    except BaseException:
+      cancel.set()
+      for future in futures:
+        future.cancel()
+      concurrent.futures.wait(futures)
+      raise
+    finally:
+      if meter:
+        meter.close()
+    return results  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- probing

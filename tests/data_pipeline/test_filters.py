@@ -173,3 +173,25 @@ def test_filters_on_real_stdlib_files(path, expected):
                             filters.DataDumpFilter())
              if (r := step.drop_reason(rec)) is not None}
   assert reasons >= set(expected) if expected else reasons == set()
+
+
+def test_parses_gives_the_verdict_and_frees_the_tree_before_the_gc_resumes():
+  """parses_uncached agrees with parse_python_uncached, restores the collector, and
+  leaves no young objects behind for a collection to traverse (a kept tree does)."""
+  import gc
+  source = "def f(x, *, y=1):\n    '''doc'''\n    return [i ** 2 for i in range(x) if i % y]\n"
+  big = source * 300  # thousands of nodes: far over the young generation's threshold
+  for text in (big, "print 'py2'", "x = (\n"):
+    assert filters.parses_uncached(text) == (filters.parse_python_uncached(text) is not None)
+  assert gc.isenabled()
+  young_collections = lambda: gc.get_stats()[0]["collections"]  # noqa: E731
+  gc.collect()
+  start = young_collections()
+  for _ in range(3):
+    assert filters.parses_uncached(big)
+    _ = [object() for _ in range(10)]  # allocations that would set off a collection
+  assert young_collections() == start and gc.get_count()[0] < gc.get_threshold()[0]
+  tree = filters.parse_python_uncached(big)
+  _ = [object() for _ in range(10)]
+  assert young_collections() > start  # the kept tree's nodes set one off
+  del tree

@@ -106,13 +106,30 @@ def test_parse_python_is_shared_along_a_chain(corpus, monkeypatch):
   uncached = filters.parse_python_uncached
   monkeypatch.setattr(filters, "parse_python_uncached",
                       lambda text: calls.append(text) or uncached(text))
-  filters.parse_python.cache_clear()
+  filters.clear_parse_caches()
   records = [r for r in corpus if filters.is_python(r)]
-  steps = [filters.ParseFilter(), filters.DataDumpFilter(), exercises.ExerciseMiner()]
+  steps = [filters.ParseFilter(keep_tree=True), filters.DataDumpFilter(),
+           exercises.ExerciseMiner()]
   mined = list(run_steps(records, steps))
   assert len(calls) == len(records)  # one parse per record, for all three steps
   assert len(mined) > 10
   assert filters.parse_python(records[0].text) is filters.parse_python(records[0].text)
+
+
+def test_the_filters_parse_once_and_keep_no_tree(corpus, monkeypatch):
+  calls = []
+  uncached = filters.parses_uncached
+  monkeypatch.setattr(filters, "parses_uncached",
+                      lambda text: calls.append(text) or uncached(text))
+  filters.clear_parse_caches()
+  records = [r for r in corpus if filters.is_python(r)]
+  kept = list(run_steps(records, [filters.ParseFilter(), filters.DataDumpFilter()]))
+  assert len(calls) == len(records)  # one parse per record, for both filters
+  assert filters.parse_python.cache_info().currsize == 0  # no tree outlived its parse
+  # the same verdicts as a kept tree (and as a plain ast.parse: test_filters.py)
+  assert [filters.parses_uncached(r.text) for r in records] == [
+      filters.parse_python_uncached(r.text) is not None for r in records]
+  assert 0 < len(kept) < len(records)
 
 
 def test_text_lines_are_split_once_along_a_chain(corpus):
@@ -126,7 +143,7 @@ def test_text_lines_are_split_once_along_a_chain(corpus):
 
 
 def test_exercises_after_the_filters_equal_the_reference_miner(corpus):
-  mined = [e.to_json() for e in run_steps(corpus, [filters.ParseFilter(),
+  mined = [e.to_json() for e in run_steps(corpus, [filters.ParseFilter(keep_tree=True),
                                                    exercises.ExerciseMiner()])]
   reference = [e.to_json() for e in run_steps(corpus, [data_before.ParseFilterBefore(),
                                                        data_before.ExerciseMinerBefore()])]

@@ -1,5 +1,6 @@
 """The evaluator end to end on real benchmark data: verdicts, pass@k files, the CLI."""
 
+import contextlib
 import json
 import os
 import re
@@ -484,6 +485,10 @@ class _ScriptedSandbox:
   def run_many(self, programs, workers=None):
     self.runs += programs
     return [self.script[p].pop(0) for p in programs]
+
+  @contextlib.contextmanager
+  def pool(self, workers=None):  # Sandbox.pool's interface: run_many(programs)
+    yield types.SimpleNamespace(run_many=self.run_many)
 
 
 def _outcome(passed, duration_s, failure=None):

@@ -613,6 +613,28 @@ def test_run_many_progress_and_empty_input(default_sandbox, capsys):
   assert "sandbox: 3/3" in err and "passed 3" in err, err
 
 
+@pytest.mark.parametrize("namespaced_level", ["bwrap", "unshare"])
+def test_a_pool_keeps_its_zygotes_across_calls_and_isolates_its_runs(namespaced_level):
+  box = make_sandbox(namespaced_level)
+  if not box.zygote:
+    pytest.skip(f"no zygote at {namespaced_level!r} here: {box.zygote_reason}")
+  leaver = ("import os\nopen('/tmp/left.txt', 'w').write('left')\n"
+            "os.environ['LEFT'] = '1'\nimport json\njson.dumps = None\nprint(os.getcwd())\n")
+  checker = ("import json, os\nassert not os.path.exists('/tmp/left.txt')\n"
+             "assert 'LEFT' not in os.environ and json.dumps({}) == '{}'\nprint(os.getcwd())\n")
+  with box.pool(workers=1) as pool:
+    first = pool.run_many([leaver])
+    zygotes = [worker.zygote.proc for worker in pool._idle]
+    second = pool.run_many([checker, checker])
+    assert [worker.zygote.proc for worker in pool._idle] == zygotes  # the same one, kept
+    assert len(zygotes) == 1 and zygotes[0].poll() is None
+  assert first[0].passed and all(r.passed for r in second), (first, second)
+  assert first[0].stdout_tail != second[0].stdout_tail  # a work directory of its own
+  assert zygotes[0].poll() is not None  # closing the pool ended it
+  with pytest.raises(sb.SandboxError, match="closed"):
+    pool.run_many([checker])
+
+
 # --------------------------------------------------------------------------- API
 def test_limits_are_validated():
   with pytest.raises(ValueError, match="timeout_s"):
