@@ -35,9 +35,9 @@ runs refuse, as in run.py). Then DIR/ablation.json, DIR/ablation.md (mean and sp
 arm, the paper's values in their own columns, and every pair of arms' paired difference
 of pass@1 on the same problems with its bootstrap interval: paired_comparisons) and
 DIR/ablation.png (grouped bars per model size x budget, arms as bars: the figure's
-layout). Benchmark bits per byte is the primary metric; pass@1 is beside it. With config.ablation.shared_tokenizer (the
-default) every run tokenizes with the first run's tokenizer (see shared_tokenizer), so
-the arms differ in their data only.
+layout). Benchmark bits per byte is the primary metric; pass@1 is beside it. With
+config.ablation.shared_tokenizer (the default) every run tokenizes with the first run's
+tokenizer (see shared_tokenizer), so the arms differ in their data only.
 """
 
 from __future__ import annotations

@@ -147,7 +147,8 @@ def cruxeval_target(problem, benchmark: str) -> Target:
 
 
 def long_context_target(problem) -> Target:
-  """The Target of a long-context Problem (a generated file): the file, the call that completes it, and the function it must call."""
+  """The Target of a long-context Problem (a generated file): the file, the call that
+  completes it, and the function it must call."""
   solution = problem.canonical_solution or ""
   program = problem.prompt + solution + "\n"
   module = _parse(program)

@@ -85,8 +85,8 @@ def run(ctx: Context, reads: dict, corpora: dict[str, list[str]]) -> dict:
 
 def _reads(ctx: Context) -> dict:
   """The decontamination settings (with the quality filter's embedder), the benchmark
-  files and the options the benchmarks are built with (when any), and config.model when the embedding check uses a random-init embedder of its
-  shape."""
+  files and the options the benchmarks are built with (when any), and config.model
+  when the embedding check uses a random-init embedder of its shape."""
   config = ctx.settings.decontaminate
   # every field but the pruning ones: what training does with the result does not
   # change what the checks compute

@@ -8,11 +8,13 @@ import subprocess
 import sys
 
 import ml_collections
+import numpy as np
 import pytest
 
 from configs import ablation_phi1_small, ablation_quality, phi1_small
 from recipe import ablation
 from tests.conftest import REPO_ROOT, SHORT_TRAINING
+from tests.recipe.reporting.test_trust import assert_matches_exact
 
 
 def _leaves(config, prefix=""):
@@ -201,8 +203,6 @@ def test_paired_comparisons_of_every_arm_pair_against_brute_force(tmp_path):
   has every pair of scored rows with the paired difference of pass@1 and its interval,
   equal to a brute-force computation over every bootstrap resample of the problems
   (seeds averaged per problem first), and ablation.md renders them."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from tests.recipe.reporting.test_trust import assert_matches_exact  # pylint: disable=g-import-not-at-top
   config = ablation_quality.get_config()
   rng = np.random.default_rng(0)
   tasks = [f"HumanEval/{i}" for i in range(6)]

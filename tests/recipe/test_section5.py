@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import section5 as section5_config
 from data_pipeline.decontaminate.targets import load_targets
 from recipe import paper
 from tests import conftest
+from tests.recipe.reporting.test_trust import assert_matches_exact
 
 PLANTED = (0, 2, 4)  # HumanEval problems with a copy among the exercises
 EVALUATED = 8
@@ -124,8 +126,6 @@ def test_table3_pairs_retrained_with_phi1_on_each_set_against_brute_force(tmp_pa
   at tau 0.95): each Table 3 row carries the paired difference retrained minus phi-1 on
   that row's problems, equal to a brute-force computation over every bootstrap
   resample, and table3.md renders it."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from tests.recipe.reporting.test_trust import assert_matches_exact  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(3)
   tasks = [f"HumanEval/{i}" for i in range(6)]
   similar = tasks[:3]
