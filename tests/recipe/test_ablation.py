@@ -141,6 +141,9 @@ def test_ablation_runs_without_a_teacher_and_writes_both_scores_beside_the_paper
     assert finetuned["bpb"]["mean"] != rows[arm]["bpb"]["mean"]
   assert "skipped" in rows["code_textbook"] and "skipped" in rows["code_textbook_exercises"]
   assert group["verdict"]["pretrain"]["bpb"] == "one seed: the spread is unknown"
+  # every pair of the four scored rows compared on the same problems
+  assert len(group["paired"]) == 6
+  assert all(p["seeds"] == ["0"] and p["num_problems"] > 0 for p in group["paired"])
   md = open(os.path.join(workdir, "ablation.md")).read()
   assert "| The Stack+ (unfiltered code) | pretraining |" in md
   assert "12.19% (§2.1" in md and "50.6% (phi-1" in md
