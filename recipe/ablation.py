@@ -32,11 +32,12 @@ Layout: each pretraining arm's data stage runs once per size in DIR/<size>/data/
 data directories are links to its arm's, so the runner's fingerprints still tie every
 run to the data it read (a changed data setting makes the data rebuild and the training
 runs refuse, as in run.py). Then DIR/ablation.json, DIR/ablation.md (mean and spread per
-arm, the paper's values in their own columns) and DIR/ablation.png (grouped bars per
-model size x budget, arms as bars: the figure's layout). Benchmark bits per byte is the
-primary metric; pass@1 is beside it. With config.ablation.shared_tokenizer (the
-default) every run tokenizes with the first run's tokenizer (see shared_tokenizer), so
-the arms differ in their data only.
+arm, the paper's values in their own columns, and every pair of arms' paired difference
+of pass@1 on the same problems with its bootstrap interval: paired_comparisons) and
+DIR/ablation.png (grouped bars per model size x budget, arms as bars: the figure's
+layout). Benchmark bits per byte is the primary metric; pass@1 is beside it. With
+config.ablation.shared_tokenizer (the default) every run tokenizes with the first run's
+tokenizer (see shared_tokenizer), so the arms differ in their data only.
 """
 
 from __future__ import annotations
@@ -268,20 +269,35 @@ def _textbooks_missing(data_ctx) -> bool:
   return "phi1_textbooks" in (marker.get("summary") or {}).get("empty", [])
 
 
-def _scores(summary: dict) -> dict:
+def _scores(summary: dict, results_dir: str | None) -> dict:
+  """pass@1 and bits per byte of the benchmark, and its per-problem pass@1 (`per_task`,
+  from results_dir/<benchmark>/pass_at_k.json; None without it) for the paired
+  comparisons."""
   bench = summary.get(BENCHMARK, {})
-  return {"pass@1": bench.get("overall", {}).get("pass@1"), "bpb": bench.get("bpb")}
+  per_task = None
+  path = results_dir and os.path.join(results_dir, BENCHMARK, "pass_at_k.json")
+  if path and os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      report = json.load(f)
+    if all("pass@1" in v for v in report.get("per_task", {}).values()):
+      per_task = {t: v["pass@1"] for t, v in report["per_task"].items()}
+  return {"pass@1": bench.get("overall", {}).get("pass@1"), "bpb": bench.get("bpb"),
+          "per_task": per_task}
 
 
 def run_scores(run_workdir: str) -> dict:
   """{'pretrain': scores, 'finetune': scores} of a finished training run's eval."""
   eval_dir = os.path.join(run_workdir, "eval")
   with open(os.path.join(eval_dir, "summary.json"), encoding="utf-8") as f:
-    finetuned = _scores(json.load(f))
+    finetuned = _scores(json.load(f), eval_dir)
   with open(os.path.join(eval_dir, "checkpoints.json"), encoding="utf-8") as f:
     sweep = json.load(f)
-  pretrained = next(_scores(item["benchmarks"]) for item in sweep
-                    if item["model"].startswith("pretrain"))
+  # a sweep written before entries recorded their `dir` has them where the eval stage
+  # puts them: eval/checkpoints/<model, ':' as '_'>
+  pretrained = next(
+      _scores(item["benchmarks"], os.path.join(run_workdir, item.get("dir") or os.path.join(
+          "eval", "checkpoints", item["model"].replace(":", "_"))))
+      for item in sweep if item["model"].startswith("pretrain"))
   pretrained["untrained_bpb"] = _step0_bpb(os.path.join(run_workdir, "pretrain",
                                                         "metrics.jsonl"))
   return {"pretrain": pretrained, "finetune": finetuned}
@@ -417,7 +433,7 @@ def _size_results(config, runs, budgets, seeds, skipped, scores, timings, second
       rows.append(_row(f"{run}_finetuned", f"{RUNS[run].label} -> {what}", run, "finetune",
                        ft, steps, seeds, scores, in_figure=False))
     groups.append({"steps": steps, "tokens": steps * tokens_per_step, "rows": rows,
-                   "verdict": verdicts(rows)})
+                   "verdict": verdicts(rows), "paired": paired_comparisons(rows, scores, steps)})
   model = config.model
   return {"size": config.ablation.size,
           "model": {k: int(model[k]) for k in ("d_model", "num_layers", "num_heads",
@@ -429,8 +445,9 @@ def _size_results(config, runs, budgets, seeds, skipped, scores, timings, second
 
 
 def _row(arm, label, run, stage, ft, steps, seeds, scores, *, in_figure) -> dict:
-  per_seed = {str(s): scores[(run, steps, s)][stage] for s in seeds
-              if (run, steps, s) in scores}
+  per_seed = {str(s): {k: v for k, v in scores[(run, steps, s)][stage].items()
+                       if k != "per_task"}
+              for s in seeds if (run, steps, s) in scores}
   return {"arm": arm, "label": label, "run": run, "stage": stage, "in_figure": in_figure,
           "scored_after": ("pretraining" if stage == "pretrain"
                            else "finetuning on " + ", ".join(ft)),
@@ -438,6 +455,27 @@ def _row(arm, label, run, stage, ft, steps, seeds, scores, *, in_figure) -> dict
           "bpb": stats([v["bpb"] for v in per_seed.values()]),
           "untrained_bpb": stats([v.get("untrained_bpb") for v in per_seed.values()]),
           "pass@1": stats([v["pass@1"] for v in per_seed.values()])}
+
+
+def paired_comparisons(rows: list[dict], scores: dict, steps: int) -> list[dict]:
+  """Every pair of the group's scored rows (a before b in the table's order): the
+  paired difference of their HumanEval pass@1 (b minus a) on the same problems, the
+  seeds both finished averaged per problem, with its paired bootstrap interval over
+  problems (recipe/reporting/trust.py's `paired`)."""
+  from recipe.reporting import trust  # pylint: disable=g-import-not-at-top
+  scored = [r for r in rows if "skipped" not in r]
+  per_problem = {}
+  for row in scored:
+    per_problem[row["arm"]] = {
+        seed: scores[(row["run"], steps, int(seed))][row["stage"]]["per_task"]
+        for seed in row["seeds"]
+        if scores[(row["run"], steps, int(seed))][row["stage"]].get("per_task") is not None}
+  out = []
+  for i, a in enumerate(scored):
+    for b in scored[i + 1:]:
+      out.append({"a": a["arm"], "b": b["arm"], "metric": "pass@1",
+                  **trust.paired(per_problem[a["arm"]], per_problem[b["arm"]])})
+  return out
 
 
 def compare(better: dict | None, worse: dict | None, lower_is_better: bool) -> str:
@@ -540,6 +578,7 @@ def markdown(all_results: list[dict]) -> str:
                      + (f"{diff:+.4f} (filtered minus unfiltered, means), " if diff is not None
                         else "") + f"filtered better {v['bpb']}; pass@1: {v['pass@1']}.")
       lines.append("")
+      lines += _paired_md(group.get("paired") or [], group["rows"])
     if res["skipped"]:
       lines += [f"Skipped at {res['size']}: " + "; ".join(f"{a}: {w}" for a, w in
                                                          res["skipped"].items()), ""]
@@ -548,6 +587,26 @@ def markdown(all_results: list[dict]) -> str:
             f"Stack+ bar are {FIGURE_ONLY}.", "", "![Figure 2.1 at this scale](ablation.png)",
             ""]
   return "\n".join(lines)
+
+
+def _paired_md(pairs: list[dict], rows: list[dict]) -> list[str]:
+  """The group's paired comparisons as a table (none: nothing)."""
+  from recipe.reporting import trust  # pylint: disable=g-import-not-at-top
+  if not pairs:
+    return []
+  labels = {r["arm"]: r["label"] for r in rows}
+  lines = ["Paired comparisons, HumanEval pass@1 (b minus a, points) on the same problems: "
+           "each arm's per-problem pass@1 averaged over the seeds both finished, problems "
+           "resampled jointly, so the interval is the noise of the problem draw; the "
+           "seeds' spread is the table's ± above. " + trust.paired_how(pairs), "",
+           "| b | a | seeds | problems | " + " | ".join(trust.PAIRED_COLUMNS) + " |",
+           "|---|---|---|---:|" + "---:|" * len(trust.PAIRED_COLUMNS)]
+  for pair in pairs:
+    seeds = ", ".join(str(s) for s in pair.get("seeds", [])) or "-"
+    lines.append(f"| {labels[pair['b']]} | {labels[pair['a']]} | {seeds} | "
+                 f"{pair.get('num_problems', '-')} | "
+                 + " | ".join(trust.paired_cells(pair)) + " |")
+  return lines + [""]
 
 
 COLORS = {"stack_plus": "#f28e2b", "filtered": "#edc948", "code_textbook": "#8cd17d",

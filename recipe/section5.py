@@ -10,7 +10,8 @@ run.py runs a config: skipped when complete, resumed when interrupted, refused w
 expensive stage's inputs changed. The tau runs read the base run's phi-1-base and
 tokenizer, so they are planned once the base run is complete; every tau's plan is
 checked before any of them runs. Then DIR/table3.json and DIR/table3.md: the paper's
-Table 3 layout, this run's columns beside the paper's.
+Table 3 layout, this run's columns beside the paper's, and on each row's problems the
+paired difference retrained minus phi-1 with its bootstrap interval.
 """
 
 from __future__ import annotations
@@ -113,6 +114,12 @@ def _results(workdir: str) -> dict[str, list[bool]]:
   return report.read_results(path) if os.path.isfile(path) else {}
 
 
+def _rates(passed: dict[str, list[bool]], task_ids) -> dict[str, float]:
+  """Per-problem pass rate (the share of its samples that passed: pass@1) of the
+  problems in `task_ids` with results."""
+  return {t: sum(passed[t]) / len(passed[t]) for t in task_ids if passed.get(t)}
+
+
 def _read_json(path: str):
   with open(path, encoding="utf-8") as f:
     return json.load(f)
@@ -124,6 +131,7 @@ def table3(workdir: str, taus, dataset: str = EXERCISES) -> dict:
   base run's model (phi-1) and of the model retrained on the data pruned at tau."""
   from data_pipeline.decontaminate import report  # pylint: disable=g-import-not-at-top
   from recipe import paper  # pylint: disable=g-import-not-at-top
+  from recipe.reporting import trust  # pylint: disable=g-import-not-at-top
   base = os.path.join(workdir, BASE)
   decont = os.path.join(base, "decontaminate", dataset, "report.json")
   if not os.path.isfile(decont):
@@ -146,13 +154,18 @@ def table3(workdir: str, taus, dataset: str = EXERCISES) -> dict:
     removed = _read_json(os.path.join(run, "decontaminate", "summary.json"))[
         "corpora"][dataset]
     theirs = {name: (count, rates) for name, count, rates in paper.table3_rows(tau)}
-    for row in report.table3({tau: set(similar_by_tau[key])}, task_ids,
-                             {"phi-1": phi1, "retrained": retrained}):
+    similar = set(similar_by_tau[key])
+    for row in report.table3({tau: similar}, task_ids, {"phi-1": phi1, "retrained": retrained}):
       count, rates = theirs.get(row["set"], (None, (None, None, None)))
+      ids = [t for t in task_ids if row["set"] == "total"
+             or (t in similar) == (row["set"] == "similar")]
       rows.append({"tau": tau, "set": row["set"], "problems": row["problems"],
                    "phi-1": row["pass_rate"]["phi-1"],
                    "retrained": row["pass_rate"]["retrained"],
                    "paper_problems": count,
+                   # retrained minus phi-1, paired on the set's problems
+                   "paired": trust.paired({"0": _rates(phi1, ids)},
+                                          {"0": _rates(retrained, ids)}),
                    **{f"paper_{m}": r for m, r in zip(paper.TABLE3_MODELS, rates)}})
     rows[-1]["exercises_removed"] = removed.get("removed")
     rows[-1]["exercises"] = removed.get("records")
@@ -194,8 +207,28 @@ def write_table3(workdir: str, taus, dataset: str = EXERCISES) -> dict:
                   + " | ".join("-" if r is None else f"{r:.1f}%" for r in paper_rates) + " |")
   removed = ", ".join(f"{n:,} at tau {t:g}" for t, n in paper.PRUNED_EXERCISES.items())
   lines += ["", f"The paper removed {removed} of its {paper.EXERCISES:,} exercises.", ""]
+  lines += _paired_md(table["rows"])
   atomic.write_text(os.path.join(workdir, "table3.md"), "\n".join(lines))
   return table
+
+
+def _paired_md(rows: list[dict]) -> list[str]:
+  """The paired comparisons of Table 3's rows: retrained minus phi-1 on each set."""
+  from recipe.reporting import trust  # pylint: disable=g-import-not-at-top
+  pairs = [row["paired"] for row in rows if "paired" in row]
+  if not pairs:
+    return []
+  lines = ["## Paired comparisons: retrained minus phi-1", "",
+           "The change of the pass rate (points) on each set's problems, the same problems "
+           "for both models, resampled jointly. " + trust.paired_how(pairs), "",
+           "| tau | | problems compared | " + " | ".join(trust.PAIRED_COLUMNS) + " |",
+           "|---|---|---:|" + "---:|" * len(trust.PAIRED_COLUMNS)]
+  for row in rows:
+    if "paired" in row:
+      lines.append(f"| {row['tau']:g} | {row['set']} | "
+                   f"{row['paired'].get('num_problems', 0)} | "
+                   + " | ".join(trust.paired_cells(row["paired"])) + " |")
+  return lines + [""]
 
 
 def run(config, workdir: str, plan_only: bool = False) -> dict | None:

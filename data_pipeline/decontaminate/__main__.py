@@ -3,7 +3,8 @@
     python -m data_pipeline.decontaminate --input=exercises.jsonl --out=DIR \
         [--benchmarks=humaneval,mbpp --mbpp_path=mbpp.jsonl] [--taus=0.95,0.9,0.85,0.8] \
         [--prune_tau=0.95] [--ngram_n=13] [--embed_model=CKPT_OR_HF_DIR] \
-        [--results=phi-1=eval/results.jsonl,pruned=eval2/results.jsonl]
+        [--results=phi-1=eval/results.jsonl,pruned=eval2/results.jsonl] \
+        [--long_context_lengths=2000,8000 --long_context_depths=0,0.5,1 --mbpp_prompt=...]
 
 Input records: {"id", "text"} or {"id", "prompt", "solution"}. Writes DIR/kept.jsonl,
 DIR/removed.jsonl, DIR/matches.jsonl, DIR/report.md and DIR/report.json
@@ -22,9 +23,13 @@ from data_pipeline.decontaminate.config import (CHECKS, EMBED_DECIDES, DecontCon
 from data_pipeline.decontaminate.ngram import UNITS
 from data_pipeline.decontaminate.prune import decontaminate
 from data_pipeline.decontaminate.targets import NAMES
+from eval import run as eval_run
+from eval.settings import EvalSettings
 from phi_jax import cli
+from phi_jax import settings as settings_lib
 
 _D = DecontConfig()
+_E = EvalSettings()
 
 _INPUT = flags.DEFINE_list("input", None, "JSONL file(s) of records to check.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
@@ -45,6 +50,20 @@ _CRUXEVAL_PATH = flags.DEFINE_string("cruxeval_path", "",
 _RESULTS = flags.DEFINE_list("results", [],
                              "Evaluation results.jsonl files (eval/run.py), each LABEL=PATH "
                              "or PATH (labelled by its directory): Table 3's columns.")
+# the problems are the evaluator's: each benchmark built with its options (as eval.run's
+# flags of the same names build it)
+_LONG_LENGTHS = flags.DEFINE_list("long_context_lengths",
+                                  [str(n) for n in _E.long_context_lengths],
+                                  "long-context: file lengths in characters.")
+_LONG_DEPTHS = flags.DEFINE_list("long_context_depths",
+                                 [f"{d:g}" for d in _E.long_context_depths],
+                                 "long-context: depths of the function to call, in [0, 1].")
+_LONG_PER_CELL = flags.DEFINE_integer("long_context_per_cell", _E.long_context_per_cell,
+                                      "long-context: files per (length, depth).")
+_LONG_SEED = flags.DEFINE_integer("long_context_seed", _E.long_context_seed,
+                                  "long-context: the seed the files are generated from.")
+_MBPP_PROMPT = flags.DEFINE_string("mbpp_prompt", _E.mbpp_prompt,
+                                   "MBPP's prompt format (eval.run's --mbpp_prompt).")
 _CHECKS = flags.DEFINE_list("checks", list(_D.checks), f"Checks to run, of {CHECKS}.")
 _TAUS = flags.DEFINE_list("taus", [f"{t:g}" for t in _D.taus],
                           "AST match rates the report lays out.")
@@ -91,6 +110,23 @@ def _results() -> dict[str, str]:
   return out
 
 
+def _benchmark_options() -> dict[str, dict]:
+  """The options each checked benchmark is built with, from the flags, checked as the
+  evaluator's settings are."""
+  try:
+    lengths = tuple(int(v) for v in _LONG_LENGTHS.value)
+    depths = tuple(float(v) for v in _LONG_DEPTHS.value)
+  except ValueError:
+    raise cli.UsageError(f"--long_context_lengths / --long_context_depths: numbers expected, "
+                         f"got {_LONG_LENGTHS.value} / {_LONG_DEPTHS.value}") from None
+  settings = settings_lib.check_all(EvalSettings(
+      long_context_lengths=lengths, long_context_depths=depths,
+      long_context_per_cell=_LONG_PER_CELL.value, long_context_seed=_LONG_SEED.value,
+      mbpp_prompt=_MBPP_PROMPT.value), "--")
+  options = {name: eval_run.benchmark_options_of(name, settings) for name in _BENCHMARKS.value}
+  return {name: value for name, value in options.items() if value}
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments {argv[1:]}")
@@ -123,7 +159,8 @@ def main(argv: list[str]) -> None:
                            f"{list(NAMES)} and an existing file")
     paths[name] = path
   summary = decontaminate(_INPUT.value, _BENCHMARKS.value, config, _OUT.value,
-                          benchmark_paths=paths, results=_results(),
+                          benchmark_paths=paths, benchmark_options=_benchmark_options(),
+                          results=_results(),
                           progress=not _QUIET.value)
   print(f"{summary['records']} records: {summary['kept']} kept, {summary['removed']} removed "
         f"(by check: {summary['removed_by']}); bad input {sum(summary['bad_input'].values())}, "

@@ -104,13 +104,16 @@ class Decontaminator:
 
   @classmethod
   def load(cls, benchmarks: Sequence[str], config: DecontConfig | Mapping[str, Any], *,
-           benchmark_paths: Mapping[str, str] | None = None, embedder=None,
+           benchmark_paths: Mapping[str, str] | None = None,
+           benchmark_options: Mapping[str, Mapping[str, Any]] | None = None, embedder=None,
            warn: Callable[[str], None] = _warn) -> Decontaminator:
-    """Loads the benchmarks (skipping, with a warning, those unavailable) and builds the
-    indexes of the configured checks."""
+    """Loads the benchmarks (skipping, with a warning, those unavailable; each built with
+    its `benchmark_options`, targets.load_targets) and builds the indexes of the
+    configured checks."""
     if not isinstance(config, DecontConfig):
       config = DecontConfig.from_mapping(config)
-    targets, unavailable = load_targets(list(benchmarks), benchmark_paths, warn=warn)
+    targets, unavailable = load_targets(list(benchmarks), benchmark_paths,
+                                        options=benchmark_options, warn=warn)
     decontaminator = cls(targets, config, embedder=embedder, unavailable=unavailable)
     if decontaminator.embedding is not None and not decontaminator.embedding.informative:
       note = "decides" if decontaminator.embed_decides else "is reported, not used to decide"
@@ -275,6 +278,7 @@ def _batches(items: Iterable, size: int) -> Iterable[list]:
 def decontaminate(sources: Iterable[str | dict], benchmarks: Sequence[str],
                   config: DecontConfig | Mapping[str, Any], out_dir: str, *,
                   benchmark_paths: Mapping[str, str] | None = None,
+                  benchmark_options: Mapping[str, Mapping[str, Any]] | None = None,
                   results: Mapping[str, str] | None = None, embedder=None,
                   decontaminator: Decontaminator | None = None, progress: bool = True,
                   warn: Callable[[str], None] = _warn) -> dict:
@@ -286,10 +290,13 @@ def decontaminate(sources: Iterable[str | dict], benchmarks: Sequence[str],
     config: a DecontConfig, or a mapping of its fields.
     out_dir: where kept.jsonl, removed.jsonl, report.json and report.md go.
     benchmark_paths: optional local data file per benchmark ({'mbpp': 'mbpp.jsonl'}).
+    benchmark_options: optional options each benchmark is built with
+      ({'long-context': {'lengths': (2000,), ...}}: targets.load_targets).
     results: optional {label: evaluation results.jsonl} for the Table 3 pass rates.
     embedder: a data_pipeline.embed.Embedder to use instead of the configured one.
     decontaminator: indexes built before (Decontaminator.load) for several calls;
-      then `benchmarks`, `config`, `benchmark_paths` and `embedder` are its own.
+      then `benchmarks`, `config`, `benchmark_paths`, `benchmark_options` and
+      `embedder` are its own.
     progress: print a progress line.
     warn: where warnings go (one line each).
 
@@ -304,6 +311,7 @@ def decontaminate(sources: Iterable[str | dict], benchmarks: Sequence[str],
   passed = {label: report.read_results(path) for label, path in (results or {}).items()}
   if decontaminator is None:
     decontaminator = Decontaminator.load(benchmarks, config, benchmark_paths=benchmark_paths,
+                                         benchmark_options=benchmark_options,
                                          embedder=embedder, warn=warn)
   decontaminator.ast_computed = decontaminator.ast_pruned = 0
   tally = Tally(decontaminator)

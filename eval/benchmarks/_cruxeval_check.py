@@ -18,6 +18,22 @@ A prediction is the predicted output (mode 'output') or the predicted argument l
 
 A prediction equal as a value but written differently (`(1, )` for `(1,)`, `dict(a=1)`
 for `{'a': 1}`) passes; the repr of the value as a string does not.
+
+The comparison is the CRUXEval harness's `assert OUTPUT == <prediction>`: the reference
+on the left, Python's `==`. Python's `==` also asks the right operand (its reflected
+`__eq__`, tried first when its type subclasses the left's, and whenever the left's
+returns NotImplemented), so a predicted value of a class whose `__eq__` always returns
+True would pass. So the two values are compared with `==` only when both are built of
+plain values alone (exactly None, bool, int, float, complex, str, bytes, bytearray,
+range, Ellipsis, and lists, tuples, dicts, sets and frozensets of them, subclasses
+excluded), where `==` runs no code of the prediction's; a value holding anything else
+fails, unless the reference value holds objects that are not plain (not in the released
+data), when the prediction's value must be of the reference's exact type and the
+reference's `==` decides. The names the comparison uses are bound before the prediction
+runs, so a prediction that rebinds builtins or this module's names does not change it.
+(It runs in the same process as the prediction, as in CRUXEval's harness: a prediction
+that rewrites the interpreter's objects through introspection is not defended against;
+the sandbox bounds what it can reach.)
 """
 
 import ast
@@ -29,6 +45,43 @@ class WrongPrediction(AssertionError):
 
 class MalformedPrediction(ValueError):
   """The prediction is not one expression (output) or one argument list (input)."""
+
+
+_PLAIN_ATOMS = frozenset((type(None), bool, int, float, complex, str, bytes, bytearray,
+                          range, type(Ellipsis)))
+_PLAIN_CONTAINERS = frozenset((list, tuple, set, frozenset, dict))
+
+
+def _plain(value, _type=type, _id=id, _atoms=_PLAIN_ATOMS, _containers=_PLAIN_CONTAINERS,
+           _dict=dict, _list=list, _set=set):
+  """Whether `value` is built of plain values alone (exact types, no subclasses), so
+  that `==` on it runs only the interpreter's own comparisons. Iterative; a container
+  met again (a cycle, or shared) is checked once."""
+  stack, seen = [value], _set()
+  while stack:
+    item = stack.pop()
+    kind = _type(item)
+    if kind in _atoms:
+      continue
+    if kind not in _containers:
+      return False
+    if _id(item) in seen:
+      continue
+    seen.add(_id(item))
+    if kind is _dict:
+      stack.extend(_list(_dict.keys(item)))
+      stack.extend(_list(_dict.values(item)))
+    else:
+      stack.extend(_list(item))
+  return True
+
+
+def _same(expected, candidate, _plain=_plain, _type=type, _bool=bool):
+  """`expected == candidate` (the reference on the left) without running the
+  candidate's `__eq__`: see the module's docstring."""
+  if _plain(expected):
+    return _plain(candidate) and _bool(expected == candidate)
+  return _type(candidate) is _type(expected) and _bool(expected == candidate)
 
 
 def _answer_line(text, mode):
@@ -68,6 +121,7 @@ def check(code, given, prediction, mode):
     prediction: the sample's completion.
     mode: 'output' (CRUXEval-O) or 'input' (CRUXEval-I).
   """
+  same, wrong = _same, WrongPrediction  # bound before the prediction runs
   source = prediction_of(prediction, mode)
   namespace = {}
   exec(compile(code, "<cruxeval function>", "exec"), namespace)  # pylint: disable=exec-used
@@ -92,5 +146,7 @@ def check(code, given, prediction, mode):
     output = eval(compile(given, "<output>", "eval"), {})  # pylint: disable=eval-used
   else:
     raise ValueError(f"mode must be 'output' or 'input', got {mode!r}")
-  if not returned == output:  # f(input) == output, as the CRUXEval harness asserts
-    raise WrongPrediction(f"f(...) returned {returned!r:.200}, the output is {output!r:.200}")
+  # the reference on the left, as the CRUXEval harness asserts `OUTPUT == prediction`
+  expected, candidate = (returned, output) if mode == "output" else (output, returned)
+  if not same(expected, candidate):
+    raise wrong(f"the prediction's value is not the output {expected!r:.200}")

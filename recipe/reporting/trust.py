@@ -1,7 +1,9 @@
 """The report's parts that say how far the evaluation can be trusted: every pass@k with
 its bootstrap interval, the evaluation checks (time limits scaled by the machine-speed
 probe, unstable verdicts, the determinism certificate), paired comparisons of the
-checkpoint sweep, and the memorisation attribution (recipe/stages/attribute.py).
+checkpoint sweep, and the memorisation attribution (recipe/stages/attribute.py); and
+`paired`, the paired comparison of two models' per-problem scores that the ablation's
+and Section 5's summaries give (recipe/ablation.py, recipe/section5.py).
 
 Read from eval/summary.json, eval/checkpoints.json with each sweep entry's
 pass_at_k.json, and attribute/summary.json."""
@@ -139,6 +141,54 @@ def comparisons(workdir: str, sweep: Sequence[Mapping[str, Any]]) -> list[Block]
   if missing:
     blocks.append(("p", "Not compared (no per-problem results): " + "; ".join(missing) + "."))
   return blocks
+
+
+def paired(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]]
+           ) -> dict[str, Any]:
+  """The paired difference of two models' mean per-problem score (b minus a) on the same
+  problems, with its paired bootstrap interval (eval/passk.py's paired_bootstrap).
+
+  a, b: {replicate (a seed): {task_id: score (pass@1)}}. The replicates both have are
+  averaged per problem first, so the interval is the noise of the problem draw given
+  those seeds (the seeds' own spread is reported beside, as mean ± sd); the problems
+  compared are those every such replicate of both scored.
+
+  Returns paired_bootstrap's fields with `seeds` (the replicates used), or
+  {"not_compared": why} when no replicate or no problem is common to both.
+  """
+  from eval import passk  # pylint: disable=g-import-not-at-top
+  seeds = sorted(set(a) & set(b), key=lambda s: (len(str(s)), str(s)))
+  if not seeds:
+    return {"not_compared": "no seed with per-problem results of both"}
+  scored = [set(side[s]) for side in (a, b) for s in seeds]
+  tasks = sorted(set.intersection(*scored))
+  if not tasks:
+    return {"not_compared": "no problem scored by both"}
+  mean_a = {t: sum(a[s][t] for s in seeds) / len(seeds) for t in tasks}
+  mean_b = {t: sum(b[s][t] for s in seeds) / len(seeds) for t in tasks}
+  return {**passk.paired_bootstrap(mean_a, mean_b), "seeds": list(seeds)}
+
+
+PAIRED_COLUMNS = ("difference (points)", "interval", "p", "beyond noise")
+
+
+def paired_cells(result: Mapping[str, Any]) -> tuple[str, ...]:
+  """The table cells of a `paired` result (PAIRED_COLUMNS)."""
+  if "not_compared" in result:
+    return ("-", f"not compared: {result['not_compared']}", "-", "-")
+  return (f"{100 * result['difference']:+.2f}",
+          f"{100 * result['interval'][0]:+.2f} to {100 * result['interval'][1]:+.2f}",
+          f"{result['p_value']:.3g}", "yes" if result["beyond_noise"] else "no (within noise)")
+
+
+def paired_how(results: Sequence[Mapping[str, Any]]) -> str:
+  """How the paired results were computed, as one sentence ('' when none was)."""
+  done = [r for r in results if "not_compared" not in r]
+  if not done:
+    return ""
+  how = done[0]
+  return (f"A {how['method']} ({100 * how['level']:g}% interval, {how['resamples']:,} "
+          "resamples, two-sided p-value); beyond noise: the interval excludes 0.")
 
 
 def attribution(workdir: str) -> list[Block]:

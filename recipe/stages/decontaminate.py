@@ -22,6 +22,7 @@ import os
 from data_pipeline.decontaminate import DecontConfig, Decontaminator, decontaminate
 from data_pipeline.decontaminate.config import PRUNE_FIELDS
 from data_pipeline.embed import make_embedder
+from eval import run as eval_run
 from phi_jax import atomic, checkpoint
 from phi_jax import settings as settings_lib
 from recipe.runner import Context, Node
@@ -40,6 +41,16 @@ def benchmark_paths(ctx: Context) -> dict[str, str]:
   return {name: path for name, path in ctx.settings.eval.paths().items() if name in benchmarks}
 
 
+def benchmark_options(ctx: Context) -> dict[str, dict]:
+  """The options the evaluator builds each checked benchmark with from config.eval
+  (eval.run's benchmark_options_of: long-context's lengths, depths, files per cell and
+  seed; MBPP's prompt format), so that the checks compare the training data with the
+  problems the run evaluates; benchmarks without options are left out."""
+  options = {name: eval_run.benchmark_options_of(name, ctx.settings.eval)
+             for name in ctx.settings.decontaminate.benchmarks}
+  return {name: value for name, value in options.items() if value}
+
+
 def pruned(ctx: Context, datasets) -> list[str]:
   """Which of `datasets` the training data reads pruned (config.decontaminate.prune,
   prune_datasets): none by default."""
@@ -55,6 +66,7 @@ def run(ctx: Context, reads: dict, corpora: dict[str, list[str]]) -> dict:
                              max_len=config.embed_max_len, seed=config.seed)
   decontaminator = Decontaminator.load(list(config.benchmarks), config,
                                        benchmark_paths=reads["benchmark_paths"],
+                                       benchmark_options=reads.get("benchmark_options"),
                                        embedder=embedder)
   summary = {"benchmarks": list(config.benchmarks),
              "unavailable": dict(decontaminator.unavailable), "corpora": {}}
@@ -73,8 +85,8 @@ def run(ctx: Context, reads: dict, corpora: dict[str, list[str]]) -> dict:
 
 def _reads(ctx: Context) -> dict:
   """The decontamination settings (with the quality filter's embedder), the benchmark
-  files, and config.model when the embedding check uses a random-init embedder of its
-  shape."""
+  files and the options the benchmarks are built with (when any), and config.model
+  when the embedding check uses a random-init embedder of its shape."""
   config = ctx.settings.decontaminate
   # every field but the pruning ones: what training does with the result does not
   # change what the checks compute
@@ -83,6 +95,9 @@ def _reads(ctx: Context) -> dict:
            "benchmark_paths": benchmark_paths(ctx),
            # the corpora it checks include these files
            "data": settings_lib.Part(ctx.settings.data, ("textbooks", "exercises"))}
+  options = benchmark_options(ctx)
+  if options:
+    reads["benchmark_options"] = options
   if "embedding" in config.checks and not config.embed_model:
     reads["model"] = ctx.settings.model
   return reads

@@ -11,7 +11,8 @@ is rejected), a path serves that checkpoint or transformers directory.
 With config.synth.proximity.checks set, samples near a benchmark problem are rejected as
 they are generated, by the decontamination's indexes (config.decontaminate's benchmarks
 and index settings, the benchmark files of config.eval: the decontaminate stage's
-`benchmark_paths`), which the node then reads.
+`benchmark_paths`, built with the options the evaluator builds them with:
+`benchmark_options`), which the node then reads.
 
 With config.synth.textbooks.grounding_chars set, each textbook request carries an
 extract of the filtered code (WORKDIR/data/curated/filtered_code.jsonl, after the
@@ -154,7 +155,7 @@ def run(ctx: Context, reads: dict) -> dict | None:
   if cfg.proximity.checks:
     from data_pipeline.synth import proximity  # pylint: disable=g-import-not-at-top
     benchmarks = proximity.load(reads["decontaminate"], cfg.proximity,
-                                reads["benchmark_paths"])
+                                reads["benchmark_paths"], reads.get("benchmark_options"))
   seeds = [filtered_path(ctx)] if cfg.textbooks.grounding_chars else []
   with teacher_client(ctx, cfg, reads.get("model")) as client:
     return synth.synthesize(cfg, out_dir(ctx), client, sandbox, curated_paths=curated,
@@ -172,7 +173,7 @@ def validate(ctx: Context) -> None:
 def _reads(ctx: Context) -> dict:
   """config.synth; with the random local teacher also config.model (its shape); with a
   served checkpoint its files' fingerprint; with the proximity gate the decontamination's
-  index settings and the benchmark files."""
+  index settings, the benchmark files and the options the benchmarks are built with."""
   cfg = ctx.settings.synth
   reads: dict = {"synth": cfg}
   if cfg.proximity.checks:
@@ -184,6 +185,9 @@ def _reads(ctx: Context) -> dict:
     # stage itself runs
     reads["decontaminate"] = {f: getattr(ctx.settings.decontaminate, f) for f in fields}
     reads["benchmark_paths"] = decontaminate_stage.benchmark_paths(ctx)
+    options = decontaminate_stage.benchmark_options(ctx)
+    if options:  # the problems the run evaluates (long-context's files, MBPP's prompts)
+      reads["benchmark_options"] = options
   if cfg.local_teacher == RANDOM_TEACHER:
     reads["model"] = random_teacher_config(ctx.settings.model)
   elif cfg.local_teacher:

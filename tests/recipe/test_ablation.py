@@ -8,11 +8,13 @@ import subprocess
 import sys
 
 import ml_collections
+import numpy as np
 import pytest
 
 from configs import ablation_phi1_small, ablation_quality, phi1_small
 from recipe import ablation
 from tests.conftest import REPO_ROOT, SHORT_TRAINING
+from tests.recipe.reporting.test_trust import assert_matches_exact
 
 
 def _leaves(config, prefix=""):
@@ -139,6 +141,9 @@ def test_ablation_runs_without_a_teacher_and_writes_both_scores_beside_the_paper
     assert finetuned["bpb"]["mean"] != rows[arm]["bpb"]["mean"]
   assert "skipped" in rows["code_textbook"] and "skipped" in rows["code_textbook_exercises"]
   assert group["verdict"]["pretrain"]["bpb"] == "one seed: the spread is unknown"
+  # every pair of the four scored rows compared on the same problems
+  assert len(group["paired"]) == 6
+  assert all(p["seeds"] == ["0"] and p["num_problems"] > 0 for p in group["paired"])
   md = open(os.path.join(workdir, "ablation.md")).read()
   assert "| The Stack+ (unfiltered code) | pretraining |" in md
   assert "12.19% (§2.1" in md and "50.6% (phi-1" in md
@@ -171,3 +176,70 @@ def test_small_scale_result_three_seeds(tmp_path):
       if "skipped" not in row:
         assert row["bpb"]["n"] == 3 and row["bpb"]["sd"] is not None
     assert set(group["verdict"]) == {"pretrain", "finetune"}
+
+
+def _fake_run(run_workdir, pretrained: dict, finetuned: dict) -> None:
+  """A finished run's eval outputs: the finetuned model's summary and per-problem
+  pass@1, the pretrained checkpoint's in the sweep."""
+  def write(path, value):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(value, f)
+
+  def summary(per_task):
+    return {"humaneval": {"overall": {"pass@1": sum(per_task.values()) / len(per_task)},
+                          "bpb": 1.0}}
+
+  eval_dir = os.path.join(run_workdir, "eval")
+  write(os.path.join(eval_dir, "summary.json"), summary(finetuned))
+  write(os.path.join(eval_dir, "humaneval", "pass_at_k.json"),
+        {"per_task": {t: {"pass@1": v} for t, v in finetuned.items()}})
+  sweep_dir = os.path.join("eval", "checkpoints", "pretrain_10")
+  write(os.path.join(eval_dir, "checkpoints.json"),
+        [{"model": "pretrain:10", "benchmarks": summary(pretrained), "dir": sweep_dir}])
+  write(os.path.join(run_workdir, sweep_dir, "humaneval", "pass_at_k.json"),
+        {"per_task": {t: {"pass@1": v} for t, v in pretrained.items()}})
+
+
+def test_paired_comparisons_of_every_arm_pair_against_brute_force(tmp_path):
+  """Synthetic runs (two arms, two seeds, pretrained and finetuned): the summary JSON
+  has every pair of scored rows with the paired difference of pass@1 and its interval,
+  equal to a brute-force computation over every bootstrap resample of the problems
+  (seeds averaged per problem first), and ablation.md renders them."""
+  config = ablation_quality.get_config()
+  rng = np.random.default_rng(0)
+  tasks = [f"HumanEval/{i}" for i in range(6)]
+  per_problem, scores = {}, {}
+  for run in ("stack_plus", "filtered"):
+    for seed in (0, 1):
+      values = {stage: {t: float(round(v, 3)) for t, v in zip(tasks, rng.uniform(0, 1, 6))}
+                for stage in ("pretrain", "finetune")}
+      directory = ablation.run_dir(str(tmp_path), "tiny", run, 10, seed)
+      _fake_run(directory, values["pretrain"], values["finetune"])
+      scores[(run, 10, seed)] = ablation.run_scores(directory)
+      for stage, v in values.items():
+        per_problem.setdefault((run, stage), {})[seed] = v
+  results = ablation._size_results(config, ["stack_plus", "filtered"], [10], [0, 1],
+                                   ablation.skip_reasons(config), scores, {}, 1.0)
+  [group] = results["groups"]
+  rows = [(r["arm"], r["run"], r["stage"]) for r in group["rows"] if "skipped" not in r]
+  assert len(rows) == 4
+  expected_pairs = [(a, b) for i, a in enumerate(rows) for b in rows[i + 1:]]
+  assert [(p["a"], p["b"]) for p in group["paired"]] == [(a[0], b[0]) for a, b in
+                                                         expected_pairs]
+  for pair, (a, b) in zip(group["paired"], expected_pairs):
+    mean = lambda key: {t: sum(per_problem[key][s][t] for s in (0, 1)) / 2 for t in tasks}
+    assert pair["seeds"] == ["0", "1"] and pair["metric"] == "pass@1"
+    assert_matches_exact(pair, mean(a[1:]), mean(b[1:]))
+  # per-problem results stay out of the summary's rows
+  assert all("per_task" not in v for r in group["rows"] for v in r.get("seeds", {}).values())
+  os.makedirs(tmp_path / "tiny", exist_ok=True)
+  with open(tmp_path / "tiny" / "results.json", "w") as f:
+    json.dump(results, f)
+  [written] = ablation.write_summary(str(tmp_path))
+  assert written["groups"][0]["paired"] == json.loads(json.dumps(group["paired"]))
+  md = open(tmp_path / "ablation.md").read()
+  first = group["paired"][0]
+  assert (f"| filtered code | The Stack+ (unfiltered code) | 0, 1 | 6 | "
+          f"{100 * first['difference']:+.2f} | {100 * first['interval'][0]:+.2f} to "
+          f"{100 * first['interval'][1]:+.2f} |") in md

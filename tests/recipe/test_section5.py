@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import section5 as section5_config
 from data_pipeline.decontaminate.targets import load_targets
 from recipe import paper
 from tests import conftest
+from tests.recipe.reporting.test_trust import assert_matches_exact
 
 PLANTED = (0, 2, 4)  # HumanEval problems with a copy among the exercises
 EVALUATED = 8
@@ -117,3 +119,48 @@ def test_the_papers_table3_totals_follow_from_its_parts():
     *_, (name, total, rates) = paper.table3_rows(tau)
     assert (name, total, rates[0], rates[2]) == ("total", 164, 50.6, 41.5)
   assert paper.table3_rows(0.5) == []
+
+
+def test_table3_pairs_retrained_with_phi1_on_each_set_against_brute_force(tmp_path):
+  """Synthetic finished runs (six problems, three samples each; three of them similar
+  at tau 0.95): each Table 3 row carries the paired difference retrained minus phi-1 on
+  that row's problems, equal to a brute-force computation over every bootstrap
+  resample, and table3.md renders it."""
+  rng = np.random.default_rng(3)
+  tasks = [f"HumanEval/{i}" for i in range(6)]
+  similar = tasks[:3]
+  passed = {model: {t: [bool(x) for x in rng.integers(0, 2, 3)] for t in tasks}
+            for model in ("phi-1", "retrained")}
+
+  def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      f.write(text)
+
+  for model, run in (("phi-1", "base"), ("retrained", "tau_0.95")):
+    write(str(tmp_path / run / "eval" / "humaneval" / "results.jsonl"),
+          "".join(json.dumps({"task_id": t, "passed": p}) + "\n"
+                  for t in tasks for p in passed[model][t]))
+  write(str(tmp_path / "base" / "decontaminate" / "phi1_exercises" / "report.json"),
+        json.dumps({"similar": {"humaneval": {"0.95": similar}}}))
+  write(str(tmp_path / "tau_0.95" / "decontaminate" / "summary.json"),
+        json.dumps({"corpora": {"phi1_exercises": {"removed": 3, "records": 9}}}))
+  # in a process of its own: recipe.section5 and recipe.ablation both define --config
+  result = subprocess.run(
+      [sys.executable, "-c", "import sys; from recipe import section5; "
+       "section5.write_table3(sys.argv[1], [0.95])", str(tmp_path)],
+      cwd=conftest.REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(tmp_path / "table3.json") as f:
+    table = json.load(f)
+  rate = lambda model, ids: {t: sum(passed[model][t]) / 3 for t in ids}
+  sets = {"similar": similar, "non-similar": tasks[3:], "total": tasks}
+  assert [r["set"] for r in table["rows"]] == ["similar", "non-similar", "total"]
+  for row in table["rows"]:
+    ids = sets[row["set"]]
+    assert_matches_exact(row["paired"], rate("phi-1", ids), rate("retrained", ids))
+  md = open(tmp_path / "table3.md").read()
+  total = table["rows"][-1]["paired"]
+  assert "## Paired comparisons: retrained minus phi-1" in md
+  assert (f"| 0.95 | total | 6 | {100 * total['difference']:+.2f} | "
+          f"{100 * total['interval'][0]:+.2f} to {100 * total['interval'][1]:+.2f} |") in md

@@ -128,3 +128,15 @@ def test_long_context_is_checked_by_ast(tmp_path):
              {"id": "other", "text": "import os\n\nprint(os.getcwd())\n"}]
   flags = _flags(tmp_path, records, ["long-context"], None)
   assert "ast" in flags["long"] and not flags.get("other")
+
+
+def test_benchmark_options_build_the_targets():
+  """Options build each benchmark as the evaluator does (long-context: the given files,
+  not the defaults); options for a benchmark not checked are refused."""
+  from eval.benchmarks.long_context import LongContext  # pylint: disable=g-import-not-at-top
+  options = {"lengths": (1200,), "depths": (0.0, 1.0), "per_cell": 1, "seed": 5}
+  targets, _ = load_targets(["long-context"], options={"long-context": options})
+  problems = LongContext(**options).load()
+  assert [(t.task_id, t.prompt) for t in targets] == [(p.task_id, p.prompt) for p in problems]
+  with pytest.raises(ValueError, match="not checked"):
+    load_targets(["humaneval"], options={"long-context": options})

@@ -9,7 +9,7 @@ import pytest
 from eval.benchmarks import BENCHMARKS, CRUXEvalInput, CRUXEvalOutput
 from eval.benchmarks.base import embedded_source
 from eval.sandbox import Sandbox, SandboxLimits
-from tests.eval.benchmarks.helpers import score
+from tests.eval.benchmarks.helpers import score, write_jsonl
 from tests.eval.benchmarks.test_benchmarks import REPO_ROOT
 
 CRUXEVAL_PATH = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "cruxeval",
@@ -119,6 +119,47 @@ def test_predictions_are_judged_as_values(tmp_path):
     verdicts = {(r["task_id"], r["completion"]): r["passed"] for r in rows}
     assert verdicts == cases, {k: (r["failure"], r["stderr_tail"][-300:])
                                for k, r in zip(cases, rows) if r["passed"] != cases[k]}
+
+
+ALWAYS_EQUAL = "type('A', (), {'__eq__': lambda self, other: True})()"
+
+
+def test_a_predictions_own_eq_is_not_trusted(tmp_path):
+  """A predicted value whose `__eq__` always returns True (a class of its own, a
+  subclass of the right type, or one nested inside the right structure) fails both ways,
+  as does a prediction that rebinds the checker's comparison; values equal as plain
+  values still pass, with CRUXEval's `==` (1.0 for 1)."""
+  data = write_jsonl(tmp_path / "cruxeval.jsonl", [
+      {"id": "identity", "code": "def f(x):\n    return x", "input": "1", "output": "1"},
+      {"id": "pair", "code": "def f(x):\n    return [x, (x, 'a')]", "input": "{'k': 2}",
+       "output": "[{'k': 2}, ({'k': 2}, 'a')]"}])
+  output_cases = {  # (task_id, completion) -> passes
+      ("identity", "1"): True,
+      ("identity", "1.0"): True,
+      ("identity", "2"): False,
+      ("identity", ALWAYS_EQUAL): False,
+      ("identity", "type('I', (int,), {'__eq__': lambda self, other: True})(5)"): False,
+      ("pair", "[dict(k=2), ({'k': 2}, 'a')]"): True,
+      ("pair", f"[{{'k': 2}}, ({{'k': 2}}, {ALWAYS_EQUAL})]"): False,
+      ("pair", f"[{{'k': {ALWAYS_EQUAL}}}, ({{'k': 2}}, 'a')]"): False,
+      ("identity", "(setattr(__import__('sys').modules['__main__'], '_same', "
+                   "lambda *a: True), 2)[1]"): False,
+  }
+  input_cases = {
+      ("identity", "1"): True,
+      ("identity", ALWAYS_EQUAL): False,
+      ("pair", "type('D', (dict,), {'__eq__': lambda self, other: True})()"): False,
+      ("pair", "{'k': 2}"): True,
+  }
+  for name, cases in (("cruxeval-o", output_cases), ("cruxeval-i", input_cases)):
+    samples = [{"task_id": t, "completion": c} for t, c in cases]
+    _, results = score(tmp_path, name, data, samples, name)
+    with open(tmp_path / name / "results.jsonl", encoding="utf-8") as f:
+      rows = [json.loads(line) for line in f]
+    verdicts = {(r["task_id"], r["completion"]): r["passed"] for r in rows}
+    assert verdicts == cases, {k: (r["failure"], r["stderr_tail"][-300:])
+                               for k, r in zip(cases, rows) if r["passed"] != cases[k]}
+    assert all(r["failure"] == "assertion" for r in rows if not r["passed"]), rows
 
 
 def test_a_missing_file_is_a_clear_error():
