@@ -1,10 +1,11 @@
 """The client's pacing against a fake teacher that enforces rate limits on a fake clock.
 
-The teacher keeps OpenAI's kind of limits (buckets of requests and tokens per minute,
-refilled continuously), answers with x-ratelimit-* headers, and answers 429 with
-Retry-After when a request does not fit. It counts a request's tokens its own way
-(words of the prompt, not characters), as a provider's tokenizer differs from the
-client's estimate. Time is a fake clock both sides read; the client's waits advance it.
+The teacher (tests/fake_ratelimit.py) keeps OpenAI's kind of limits (buckets of
+requests and tokens per minute, refilled continuously), answers with x-ratelimit-*
+headers, and answers 429 with Retry-After when a request does not fit; it counts a
+request's tokens its own way (words of the prompt, not characters). Time is a fake
+clock both sides read; the client's waits advance it. The real-time figure is
+bench/pacing.py's.
 """
 
 import threading
@@ -13,7 +14,8 @@ import pytest
 
 from phi_jax.llm import LLMClient, map_jsonl
 from phi_jax.llm.ratelimit import parse_duration
-from tests.fake_openai import FakeOpenAI, Reply, Status
+from tests.fake_openai import FakeOpenAI, Status
+from tests.fake_ratelimit import LimitedTeacher
 from tests.phi_jax.llm.helpers import make_client
 
 pytestmark = pytest.mark.usefixtures("api_key")
@@ -31,48 +33,6 @@ class FakeClock:
   def sleep(self, seconds: float) -> None:
     with self._lock:
       self.t += max(0.0, seconds)
-
-
-class LimitedTeacher:
-  """A FakeOpenAI responder enforcing RPM and TPM buckets on `clock`."""
-
-  def __init__(self, clock, rpm, tpm, headers=True):
-    self.clock, self.headers = clock, headers
-    self.limits = {"requests": rpm, "tokens": tpm}
-    self.level = dict(self.limits)
-    self.updated = clock.now()
-    self.accepted = []  # (time, tokens)
-    self.rejected = 0
-
-  def tokens(self, body) -> int:
-    words = sum(len(m["content"].split()) for m in body.get("messages", ())) or \
-        len(str(body.get("prompt", "")).split())
-    return 2 * words + body.get("max_tokens", 0)
-
-  def _headers(self, now):
-    out = {}
-    for kind, limit in self.limits.items():
-      out[f"x-ratelimit-limit-{kind}"] = str(limit)
-      out[f"x-ratelimit-remaining-{kind}"] = str(int(self.level[kind]))
-      out[f"x-ratelimit-reset-{kind}"] = f"{(limit - self.level[kind]) / limit * 60:.3f}s"
-    return out if self.headers else {}
-
-  def __call__(self, request):
-    now = self.clock.now()
-    for kind, limit in self.limits.items():
-      self.level[kind] = min(limit, self.level[kind] + limit / 60 * (now - self.updated))
-    self.updated = now
-    tokens = self.tokens(request.body)
-    if self.level["requests"] < 1 or self.level["tokens"] < tokens:
-      self.rejected += 1
-      wait = max((1 - self.level["requests"]) / (self.limits["requests"] / 60),
-                 (tokens - self.level["tokens"]) / (self.limits["tokens"] / 60))
-      return Status(429, "rate limited", {**self._headers(now),
-                                          "retry-after-ms": str(int(wait * 1000) + 1)})
-    self.level["requests"] -= 1
-    self.level["tokens"] -= tokens
-    self.accepted.append((now, tokens))
-    return Reply("ok", headers=self._headers(now))
 
 
 def run(tmp_path, clock, teacher, n, words=40, max_tokens=100, **fields):
