@@ -19,9 +19,12 @@ records its id and its requests (`planned`), then its file (`uploaded`), its bat
 (`finished`); each line is flushed and fsynced before the next step. A restart reads
 the journal: a batch planned but not known as submitted is first looked for in the
 provider's list of batches (by its metadata), and adopted when found, so a kill between
-submitting and recording never submits the same requests twice; a submitted batch is
-polled again; a batch whose answers were being written is downloaded again (answers
-already in the output are skipped). An input file uploaded twice costs storage only.
+submitting and recording never submits the same requests twice; an input file
+uploaded but not known as uploaded is looked for in the provider's list of files (by
+its name, `phi_jax-<our id>.jsonl`) and reused, and any second upload of it (an orphan)
+deleted, so nothing is uploaded twice either (`Batcher._reconcile`); a submitted batch
+is polled again, never resubmitted; a batch whose answers were being written is
+downloaded again (answers already in the output are skipped, so none is paid twice).
 
 Failed requests: an answer with HTTP 400/413/422 is that request's error line (as
 online); 429, 5xx, an expired or cancelled batch's unanswered requests and malformed
@@ -127,6 +130,11 @@ def journal_path(out_path: str) -> str:
   return out_path + ".batches.jsonl"
 
 
+def _filename(name: str) -> str:
+  """The name a batch's input file is uploaded under (how a restart finds it)."""
+  return f"phi_jax-{name}.jsonl"
+
+
 def _files_dir(out_path: str) -> str:
   return out_path + ".batches"
 
@@ -164,6 +172,7 @@ class Batcher:
     budget left unsent."""
     by_cid = {item.cid: item for item in items}
     open_batches = {b["name"]: b for b in self.journal.open_batches()}
+    self._reconcile([b for b in open_batches.values() if b["batch_id"] is None])
     claimed = {cid for b in open_batches.values() for cid in b["ids"]}
     todo = [item for item in items if item.cid not in claimed]
     while True:
@@ -218,14 +227,10 @@ class Batcher:
     return os.path.join(_files_dir(self.out_path), f"{name}.input.jsonl")
 
   def _submit(self, batch: dict) -> None:
-    """Uploads and submits a planned batch, unless the provider already has it."""
-    found = self._find_submitted(batch)
-    if found is not None:
-      self.journal.append({"event": "submitted", "batch": batch["name"], "batch_id": found})
-      return
+    """Uploads (unless the journal knows its file) and submits a planned batch."""
     if batch["file_id"] is None:
       with open(self._input_path(batch["name"]), "rb") as f:
-        uploaded = self.api.files.create(file=(f"phi_jax-{batch['name']}.jsonl", f.read()),
+        uploaded = self.api.files.create(file=(_filename(batch["name"]), f.read()),
                                          purpose="batch")
       self.journal.append({"event": "uploaded", "batch": batch["name"],
                            "file_id": uploaded.id})
@@ -234,15 +239,42 @@ class Batcher:
         completion_window=COMPLETION_WINDOW, metadata={METADATA_KEY: batch["name"]})
     self.journal.append({"event": "submitted", "batch": batch["name"], "batch_id": created.id})
 
-  def _find_submitted(self, batch: dict) -> str | None:
-    """The provider's id of a batch submitted before a kill kept us from recording it."""
-    oldest = batch["planned_at"] - RECONCILE_SLACK_S
+  def _reconcile(self, batches: Sequence[dict]) -> None:
+    """Matches the journal's batches not known as submitted (a run was killed between
+    planning and recording the batch's id) with what the provider holds.
+
+    A batch the provider lists with this batch's metadata was submitted: it is adopted
+    (with its input file), never submitted again. An input file the provider lists under
+    this batch's file name (`phi_jax-<batch>.jsonl`, purpose 'batch') and size was
+    uploaded: it is reused, never uploaded again. Any other upload of a batch's input
+    (an orphan: a second upload of the same file) is deleted. Both lists are walked
+    newest first, down to RECONCILE_SLACK_S before the oldest of these batches."""
+    if not batches:
+      return
+    by_name = {b["name"]: b for b in batches}
+    oldest = min(b["planned_at"] for b in batches) - RECONCILE_SLACK_S
     for listed in self.api.batches.list(limit=100):
-      if (listed.metadata or {}).get(METADATA_KEY) == batch["name"]:
-        return listed.id
+      batch = by_name.get((listed.metadata or {}).get(METADATA_KEY))
+      if batch is not None and batch["batch_id"] is None:
+        if batch["file_id"] is None:
+          self.journal.append({"event": "uploaded", "batch": batch["name"],
+                               "file_id": listed.input_file_id})
+        self.journal.append({"event": "submitted", "batch": batch["name"],
+                             "batch_id": listed.id})
       if listed.created_at < oldest:
         break
-    return None
+    by_file = {_filename(b["name"]): b for b in batches}
+    for listed in self.api.files.list(purpose="batch", order="desc", limit=100):
+      batch = by_file.get(listed.filename)
+      if batch is not None:
+        if (batch["file_id"] is None and
+            listed.bytes == os.path.getsize(self._input_path(batch["name"]))):
+          self.journal.append({"event": "uploaded", "batch": batch["name"],
+                               "file_id": listed.id})
+        elif listed.id != batch["file_id"]:
+          self.api.files.delete(listed.id)
+      if listed.created_at < oldest:
+        break
 
   # -- results --------------------------------------------------------------------------
 

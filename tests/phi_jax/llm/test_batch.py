@@ -13,6 +13,7 @@ import pytest
 from phi_jax.llm import map_jsonl
 from phi_jax.llm.batch import journal_path
 from phi_jax.llm.budget import BudgetReached
+from phi_jax.llm.fanout import accounted_spent
 from tests.fake_batches import EXPIRED
 from tests.fake_openai import FakeOpenAI, Status
 from tests.fake_openai import TEST_KEY_ENV as KEY_ENV
@@ -104,13 +105,15 @@ _KILLED = textwrap.dedent("""
 
 def _kill_at(stage, tmp_path):
   """Runs a batch-mode map_jsonl in a subprocess, SIGKILLs it when it reaches `stage`,
-  restarts it in this process; returns (server stats, the output lines by id)."""
+  restarts it in this process; returns what the provider saw and the outputs of the
+  killed-and-restarted run and of an uninterrupted one."""
   with FakeOpenAI() as server:
     reference = tmp_path / "reference.jsonl"
     map_jsonl(make_client(server, None, mode="batch", batch_poll_s=0.001,
                           batch_max_requests=5), requests(), str(reference), progress=False)
     server.reset()
     server.batches.lines_submitted.clear()
+    uploads = server.batches.uploads
     out = str(tmp_path / "killed.jsonl")
     reached = server.batches.hold(stage)
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
@@ -126,26 +129,86 @@ def _kill_at(stage, tmp_path):
     assert not os.path.exists(out) or len(read_lines(out)) < N
     map_jsonl(make_client(server, None, mode="batch", batch_poll_s=0.001,
                           batch_max_requests=5), requests(), out, progress=False)
-    submitted = list(server.batches.lines_submitted)
-    return submitted, by_id(out, drop=()), by_id(str(reference), drop=())
+    return {"submitted": list(server.batches.lines_submitted),
+            "answered": server.count(),  # requests the provider answered (in batches)
+            "uploads": server.batches.uploads - uploads,
+            "deleted": list(server.batches.deleted),
+            "lines": by_id(out, drop=()), "reference": by_id(str(reference), drop=()),
+            "spent": accounted_spent(out), "reference_spent": accounted_spent(str(reference))}
+
+
+def _assert_as_if_uninterrupted(seen):
+  """Every request submitted and answered once, every batch uploaded once, the same
+  lines and the same accounted spend as the uninterrupted run."""
+  assert sorted(seen["submitted"]) == sorted(json.dumps(f"r{i}") for i in range(N))
+  assert seen["answered"] == N
+  assert seen["uploads"] == -(-N // 5)  # one upload per batch of 5
+  assert seen["lines"] == seen["reference"]
+  assert seen["spent"] == seen["reference_spent"] and seen["spent"]
 
 
 def test_a_kill_after_submitting_never_submits_a_request_twice(tmp_path):
   # the batch exists at the provider, but the killed process never heard its id: the
   # restart finds it by its metadata instead of submitting it again
-  submitted, lines, reference = _kill_at("submitted", tmp_path)
-  assert sorted(submitted) == sorted(json.dumps(f"r{i}") for i in range(N))
-  assert lines == reference
+  seen = _kill_at("submitted", tmp_path)
+  _assert_as_if_uninterrupted(seen)
   events = [json.loads(l) for l in open(journal_path(str(tmp_path / "killed.jsonl")))]
   assert sum(e["event"] == "submitted" for e in events) == 3
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stage", ["upload", "poll", "download"])
+def test_a_kill_after_uploading_reuses_the_upload(tmp_path):
+  # the provider holds the input file, but the killed process never heard its id: the
+  # restart finds it by its name and submits it instead of uploading it again
+  seen = _kill_at("uploaded", tmp_path)
+  _assert_as_if_uninterrupted(seen)
+  assert seen["deleted"] == []
+
+
+@pytest.mark.parametrize("stage", [
+    pytest.param("upload", marks=pytest.mark.slow),
+    "poll",  # between the batch's creation (recorded) and its completion
+    pytest.param("download", marks=pytest.mark.slow)])
 def test_a_kill_at_each_stage_never_submits_a_request_twice(tmp_path, stage):
-  submitted, lines, reference = _kill_at(stage, tmp_path)
-  assert sorted(submitted) == sorted(json.dumps(f"r{i}") for i in range(N))
-  assert lines == reference
+  _assert_as_if_uninterrupted(_kill_at(stage, tmp_path))
+
+
+def test_a_restart_deletes_a_second_upload_of_an_input(tmp_path, monkeypatch):
+  # two runs were killed after uploading the first batch's input, before recording it
+  # (simulated: the journal refuses that record), and the second did not see the first's
+  # upload (a provider's list that lags: simulated by no reconciling): the restart
+  # submits one of the two uploads, deletes the other, and ends as an uninterrupted run
+  from phi_jax.llm import batch as batch_module  # pylint: disable=g-import-not-at-top
+  append = batch_module.Journal.append
+
+  def crash_after_upload(journal, event):
+    if event["event"] == "uploaded":
+      raise KeyboardInterrupt("killed after uploading")
+    append(journal, event)
+
+  with FakeOpenAI() as server:
+    reference = str(tmp_path / "reference.jsonl")
+    map_jsonl(make_client(server, None, mode="batch", batch_poll_s=0.001,
+                          batch_max_requests=5), requests(), reference, progress=False)
+    server.reset()
+    server.batches.lines_submitted.clear()
+    uploads, created = server.batches.uploads, server.batches.created
+    out = str(tmp_path / "out.jsonl")
+    monkeypatch.setattr(batch_module.Journal, "append", crash_after_upload)
+    monkeypatch.setattr(batch_module.Batcher, "_reconcile", lambda self, batches: None)
+    for _ in range(2):
+      with pytest.raises(KeyboardInterrupt):
+        map_jsonl(make_client(server, None, mode="batch", batch_poll_s=0.001,
+                              batch_max_requests=5), requests(), out, progress=False)
+    monkeypatch.undo()
+    assert server.batches.uploads - uploads == 2 and server.batches.created == created
+    map_jsonl(make_client(server, None, mode="batch", batch_poll_s=0.001,
+                          batch_max_requests=5), requests(), out, progress=False)
+    assert len(server.batches.deleted) == 1
+    assert server.batches.uploads - uploads == 2 + 2  # the two other batches, once each
+    assert sorted(server.batches.lines_submitted) == sorted(json.dumps(f"r{i}")
+                                                            for i in range(N))
+    assert by_id(out, drop=()) == by_id(reference, drop=())
+    assert accounted_spent(out) == accounted_spent(reference)
 
 
 @pytest.mark.parametrize("mode", ["online", "batch"])
