@@ -150,20 +150,23 @@ class Batcher:
     online: (request, answers rejected so far) -> its output line, asked online (the
       `batch_retry = 'online'` path).
     allowance: (items, reserved USD) -> how many of them the budget lets be sent now,
-      beside the batches in flight (their estimated cost `reserved`), and their cost.
+      beside the batches in flight (their most cost `reserved`), and their most cost.
+    most_cost: items -> their most cost (reserved for the batches a restart finds in
+      flight).
   """
 
   def __init__(self, client: LLMClient, out_path: str, write: Callable[[dict], None], *,
                parse: Callable[[str, Mapping[str, Any]], Any] | None, parse_retries: int,
                record_exhausted: bool, online: Callable[[Mapping[str, Any], int], dict],
-               allowance: Callable[[Sequence[Item], float], tuple[int, float]]):
+               allowance: Callable[[Sequence[Item], float], tuple[int, float]],
+               most_cost: Callable[[Sequence[Item]], float]):
     self.client, self.config = client, client.config
     self.out_path, self.write = out_path, write
     self.parse, self.parse_retries, self.record_exhausted = parse, parse_retries, record_exhausted
-    self.online, self.allowance = online, allowance
+    self.online, self.allowance, self.most_cost = online, allowance, most_cost
     self.journal = Journal(journal_path(out_path))
     self.api = client.openai
-    self.reserved: dict[str, float] = {}  # estimated USD of the batches this call sent
+    self.reserved: dict[str, float] = {}  # the most cost of the batches in flight
 
   # -- the loop -------------------------------------------------------------------------
 
@@ -173,6 +176,8 @@ class Batcher:
     by_cid = {item.cid: item for item in items}
     open_batches = {b["name"]: b for b in self.journal.open_batches()}
     self._reconcile([b for b in open_batches.values() if b["batch_id"] is None])
+    for name, batch in open_batches.items():  # in flight before a restart
+      self.reserved[name] = self.most_cost([by_cid[c] for c in batch["ids"] if c in by_cid])
     claimed = {cid for b in open_batches.values() for cid in b["ids"]}
     todo = [item for item in items if item.cid not in claimed]
     while True:

@@ -217,23 +217,29 @@ def test_the_budget_stops_sending_and_a_higher_budget_resumes(tmp_path, mode):
                 batch_price_prompt_per_1m=5e5, batch_price_completion_per_1m=5e5)
   out = str(tmp_path / "out.jsonl")
   with FakeOpenAI(respond) as server:
-    # an answer is ~5 prompt + ~20 completion tokens (the fake counts characters):
-    # $25 online, $12.5 in a batch; a budget of $60 (online) / $30 (batch) pays 3 answers
-    budget = 60.0 if mode == "online" else 30.0
+    # the fake counts characters: a prompt 'n=3' is 5 tokens (its JSON), an answer about
+    # 22: $27 online, $13.5 in a batch. The most a request can cost is reserved: online
+    # 3 attempts (parse_retries=2) x (5 + max_tokens 25) = $90, in a batch (whose parse
+    # retries are new batches) 1 x 30 x $0.5 = $15. A budget of $150 online / $50 in a
+    # batch pays 3 answers: the 4th could cost more than what is left ($69 / $9.5).
+    budget = 150.0 if mode == "online" else 50.0
     client = make_client(server, None, mode=mode, max_concurrency=1, batch_poll_s=0.001,
-                         batch_max_requests=50, budget_usd=budget, **prices)
+                         batch_max_requests=50, budget_usd=budget, max_tokens=25,
+                         parse_retries=2, **prices)
     with pytest.raises(BudgetReached, match=r"budget reached: .* request\(s\) were not sent"
                        ) as stop:
       map_jsonl(client, requests(), out, parse=parse, progress=False)
     recorded = read_lines(out)
-    assert 2 <= len(recorded) <= 4 and stop.value.unsent == N - len(recorded)
-    assert stop.value.spent_usd >= budget or len(recorded) == N
-    sent = server.count()
-    assert sent == len(recorded) + (1 if any(r["id"] == "r7" for r in recorded) else 0) * 2
+    assert len(recorded) == 3 and stop.value.unsent == N - 3
+    assert stop.value.spent_usd <= budget
+    assert stop.value.spent_usd == pytest.approx(
+        sum(r["usage"]["total_tokens"] for r in recorded) * (1 if mode == "online" else 0.5))
+    assert server.count() == 3  # nothing sent that was not recorded
     client = make_client(server, None, mode=mode, max_concurrency=1, batch_poll_s=0.001,
-                         budget_usd=10_000.0, parse_retries=1, **prices)
+                         budget_usd=10_000.0, max_tokens=25, parse_retries=1, **prices)
     summary = map_jsonl(client, requests(), out, parse=parse, progress=False)
-    assert len(read_lines(out)) == N and summary["resumed"] == len(recorded)
+    assert len(read_lines(out)) == N and summary["resumed"] == 3
+    assert summary["spent_usd"] <= 10_000.0
 
 
 def test_a_batch_the_provider_refuses_raises_and_a_rerun_plans_it_afresh(tmp_path):
