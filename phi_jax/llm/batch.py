@@ -153,17 +153,23 @@ class Batcher:
       beside the batches in flight (their most cost `reserved`), and their most cost.
     most_cost: items -> their most cost (reserved for the batches a restart finds in
       flight).
+    online_fits: (item, its answers rejected so far, reserved USD) -> whether the budget
+      lets it be asked online (the `batch_retry = 'online'` path) at its most cost.
+    paid: counts what a failed attempt was paid (a `spent` dict) towards the budget.
   """
 
   def __init__(self, client: LLMClient, out_path: str, write: Callable[[dict], None], *,
                parse: Callable[[str, Mapping[str, Any]], Any] | None, parse_retries: int,
                record_exhausted: bool, online: Callable[[Mapping[str, Any], int], dict],
                allowance: Callable[[Sequence[Item], float], tuple[int, float]],
-               most_cost: Callable[[Sequence[Item]], float]):
+               most_cost: Callable[[Sequence[Item]], float],
+               online_fits: Callable[[Item, int, float], bool],
+               paid: Callable[[dict], None]):
     self.client, self.config = client, client.config
     self.out_path, self.write = out_path, write
     self.parse, self.parse_retries, self.record_exhausted = parse, parse_retries, record_exhausted
     self.online, self.allowance, self.most_cost = online, allowance, most_cost
+    self.online_fits, self.paid = online_fits, paid
     self.journal = Journal(journal_path(out_path))
     self.api = client.openai
     self.reserved: dict[str, float] = {}  # the most cost of the batches in flight
@@ -180,6 +186,7 @@ class Batcher:
       self.reserved[name] = self.most_cost([by_cid[c] for c in batch["ids"] if c in by_cid])
     claimed = {cid for b in open_batches.values() for cid in b["ids"]}
     todo = [item for item in items if item.cid not in claimed]
+    unsent: list[Item] = []  # online retries the budget did not let be sent
     while True:
       retry_online: list[Item] = []
       while todo:
@@ -204,12 +211,16 @@ class Batcher:
         for item in retries:
           (retry_online if self.config.batch_retry == "online" else todo).append(item)
       for item in retry_online:
-        self.write(self.online(item.request, self.journal.attempts(item.cid, "parse")))
+        used = self.journal.attempts(item.cid, "parse")
+        if self.online_fits(item, used, sum(self.reserved.values())):
+          self.write(self.online(item.request, used))
+        else:
+          unsent.append(item)
       if not open_batches:
         if not todo:
-          return []
+          return unsent
         if self.allowance(todo[:1], 0.0)[0] <= 0:
-          return todo
+          return todo + unsent
         continue
       self.client.clock.sleep(self.config.batch_poll_s)
 
@@ -321,6 +332,9 @@ class Batcher:
         failed[cid] = failure
     self.journal.append({"event": "finished", "batch": batch["name"], "status": status.status,
                          "failed": failed})
+    for failure in failed.values():  # answers a parser rejected were paid all the same
+      if failure.get("usage"):
+        self.paid({"batch": failure["usage"]})
     retries = []
     for cid, failure in failed.items():
       item = by_cid[cid]

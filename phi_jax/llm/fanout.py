@@ -344,9 +344,18 @@ def _map_batch(client, pending_requests, out_path, build, parse, keep, parse_ret
   def online(request, first_attempt):
     return run_one(request, first_attempt)
 
+  def online_fits(item, rejected, reserved):
+    """Whether an online retry's most cost (the attempts its parser has left) fits."""
+    if not client.config.budget_usd:
+      return True
+    attempts = parse_retries + 1 - rejected if parse is not None else 1
+    return guard.fits(budget.max_cost_usd(client.config, "online", item.inputs,
+                                          item.params.get("max_tokens"), attempts), reserved)
+
   batcher = batch.Batcher(client, out_path, write, parse=parse, parse_retries=parse_retries,
                           record_exhausted=record_exhausted, online=online,
-                          allowance=guard.allowance, most_cost=guard.most_cost)
+                          allowance=guard.allowance, most_cost=guard.most_cost,
+                          online_fits=online_fits, paid=guard.add)
   return len(batcher.run(items))
 
 

@@ -242,6 +242,59 @@ def test_the_budget_stops_sending_and_a_higher_budget_resumes(tmp_path, mode):
     assert summary["spent_usd"] <= 10_000.0
 
 
+def test_online_retries_of_a_batch_are_sent_only_within_the_budget(tmp_path):
+  # all 12 fit in one batch ($15 most each: 30 tokens x $0.5); it pays $128 of $185
+  # (the fake counts characters), leaving $57. r7's answer never parses: its last
+  # attempt, online, could cost $30 and is sent. r3 and r5 failed inside the batch:
+  # asked online, each could cost $60 (2 attempts x 30 tokens x $1): they are not sent
+  prices = dict(price_prompt_per_1m=1e6, price_completion_per_1m=1e6,
+                batch_price_prompt_per_1m=5e5, batch_price_completion_per_1m=5e5)
+  out = str(tmp_path / "out.jsonl")
+  with FakeOpenAI(respond) as server:
+    server.batches.fail = fail_in_batch
+    client = make_client(server, None, mode="batch", batch_poll_s=0.001, max_tokens=25,
+                         batch_retry="online", parse_retries=1, budget_usd=185.0, **prices)
+    with pytest.raises(BudgetReached) as stop:
+      map_jsonl(client, requests(), out, parse=parse, progress=False)
+    assert stop.value.spent_usd == pytest.approx(128 + 13)  # r7 online: 13 tokens
+    lines = by_id(out)
+    assert sorted(lines) == sorted(f"r{i}" for i in range(N) if i not in (3, 5))
+    assert "unusable answer after 2 attempt(s)" in lines["r7"]["error"]
+    assert stop.value.unsent == 2 and server.count() == N + 1  # r7 asked online once
+    client = make_client(server, None, mode="batch", batch_poll_s=0.001, max_tokens=25,
+                         batch_retry="online", parse_retries=1, budget_usd=1000.0, **prices)
+    map_jsonl(client, requests(), out, parse=parse, progress=False, record_exhausted=True)
+    assert sorted(by_id(out)) == sorted(f"r{i}" for i in range(N))
+
+
+def test_a_restart_counts_the_batches_in_flight_against_the_budget(tmp_path, monkeypatch):
+  # $15 most per request in a batch (30 tokens x $0.5), about $13.5 paid: a budget of
+  # $100 sends 6 at first (batches of 5 and 1). The run is killed (simulated) before
+  # any answer is recorded; the restart finds both batches in flight and reserves them,
+  # so it plans nothing more until they end, and stops within the budget
+  from phi_jax.llm import batch as batch_module  # pylint: disable=g-import-not-at-top
+  prices = dict(price_prompt_per_1m=1e6, price_completion_per_1m=1e6,
+                batch_price_prompt_per_1m=5e5, batch_price_completion_per_1m=5e5)
+  out = str(tmp_path / "out.jsonl")
+
+  def killed(self, batch, status, by_cid):
+    raise KeyboardInterrupt("killed while polling")
+
+  with FakeOpenAI(respond) as server:
+    client = make_client(server, None, mode="batch", batch_poll_s=0.001, max_tokens=25,
+                         batch_max_requests=5, budget_usd=100.0, **prices)
+    monkeypatch.setattr(batch_module.Batcher, "_finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+      map_jsonl(client, requests(), out, parse=parse, progress=False)
+    monkeypatch.undo()
+    assert len(server.batches.lines_submitted) == 6 and not os.path.getsize(out)
+    with pytest.raises(BudgetReached) as stop:
+      map_jsonl(client, requests(), out, parse=parse, progress=False)
+    assert stop.value.spent_usd <= 100.0
+    assert len(read_lines(out)) == 7 and stop.value.unsent == N - 7
+    assert len(server.batches.lines_submitted) == 7  # each request submitted once
+
+
 def test_a_batch_the_provider_refuses_raises_and_a_rerun_plans_it_afresh(tmp_path):
   with FakeOpenAI() as server:
     original = server.batches._process
