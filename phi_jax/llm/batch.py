@@ -39,10 +39,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import openai
 
 from phi_jax import atomic, jsonl
 from phi_jax.llm import budget
@@ -280,17 +283,22 @@ class Batcher:
       if listed.created_at < oldest:
         break
     by_file = {_filename(b["name"]): b for b in batches}
-    for listed in self.api.files.list(purpose="batch", order="desc", limit=100):
-      batch = by_file.get(listed.filename)
-      if batch is not None:
-        if (batch["file_id"] is None and
-            listed.bytes == os.path.getsize(self._input_path(batch["name"]))):
-          self.journal.append({"event": "uploaded", "batch": batch["name"],
-                               "file_id": listed.id})
-        elif listed.id != batch["file_id"]:
-          self.api.files.delete(listed.id)
-      if listed.created_at < oldest:
-        break
+    try:
+      for listed in self.api.files.list(purpose="batch", order="desc", limit=100):
+        batch = by_file.get(listed.filename)
+        if batch is not None:
+          if (batch["file_id"] is None and
+              listed.bytes == os.path.getsize(self._input_path(batch["name"]))):
+            self.journal.append({"event": "uploaded", "batch": batch["name"],
+                                 "file_id": listed.id})
+          elif listed.id != batch["file_id"]:
+            self.api.files.delete(listed.id)
+        if listed.created_at < oldest:
+          break
+    except openai.NotFoundError:  # a provider that lists no files: upload again
+      print(f"map_jsonl (batch mode): {self.client.base_url} lists no files; an input "
+            f"uploaded before the restart cannot be found and is uploaded again (it costs "
+            f"storage, never a request)", file=sys.stderr)
 
   # -- results --------------------------------------------------------------------------
 

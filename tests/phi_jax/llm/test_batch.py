@@ -211,6 +211,38 @@ def test_a_restart_deletes_a_second_upload_of_an_input(tmp_path, monkeypatch):
     assert accounted_spent(out) == accounted_spent(reference)
 
 
+def test_a_provider_that_lists_no_files_gets_the_input_again(tmp_path, monkeypatch,
+                                                             capsys):
+  # killed (simulated) after uploading the first batch's input, before recording it;
+  # the provider answers 404 to GET /v1/files: the restart says so and uploads again,
+  # but submits every request once
+  from phi_jax.llm import batch as batch_module  # pylint: disable=g-import-not-at-top
+  append = batch_module.Journal.append
+
+  def crash_after_upload(journal, event):
+    if event["event"] == "uploaded":
+      raise KeyboardInterrupt("killed after uploading")
+    append(journal, event)
+
+  with FakeOpenAI() as server:
+    get = server.batches.get
+    monkeypatch.setattr(server.batches, "get", lambda path: (
+        (404, {"error": {"message": "no route", "type": "not_found"}})
+        if path.partition("?")[0] == "/v1/files" else get(path)))
+    out = str(tmp_path / "out.jsonl")
+    with monkeypatch.context() as crash:
+      crash.setattr(batch_module.Journal, "append", crash_after_upload)
+      with pytest.raises(KeyboardInterrupt):
+        map_jsonl(make_client(server, None, mode="batch", batch_poll_s=0.001,
+                              batch_max_requests=5), requests(), out, progress=False)
+    summary = map_jsonl(make_client(server, None, mode="batch", batch_poll_s=0.001,
+                                    batch_max_requests=5), requests(), out, progress=False)
+    assert "lists no files" in capsys.readouterr().err
+    assert summary["done"] == N and server.batches.uploads == 4  # one input twice
+    assert sorted(server.batches.lines_submitted) == sorted(json.dumps(f"r{i}")
+                                                            for i in range(N))
+
+
 @pytest.mark.parametrize("mode", ["online", "batch"])
 def test_the_budget_stops_sending_and_a_higher_budget_resumes(tmp_path, mode):
   prices = dict(price_prompt_per_1m=1e6, price_completion_per_1m=1e6,
