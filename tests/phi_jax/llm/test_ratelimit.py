@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from phi_jax.llm import LLMClient, map_jsonl
-from phi_jax.llm.ratelimit import parse_duration
+from phi_jax.llm.ratelimit import RateLimiter, parse_duration
 from tests.fake_openai import FakeOpenAI, Status
 from tests.fake_ratelimit import LimitedTeacher
 from tests.phi_jax.llm.helpers import make_client
@@ -100,6 +100,30 @@ def test_a_429_without_limits_is_honoured_by_every_request(tmp_path):
     start = clock.now()
     client.complete("x")
     assert clock.now() - start >= 7 and client.stats.rate_limited == 1
+
+
+def test_headers_never_lift_our_copy_above_a_request_acquired_since():
+  # A is acquired alone; B is acquired while A is in flight and reaches the provider
+  # after it, so A's headers do not count B: they must not give B's place back
+  clock = FakeClock()
+  limiter = RateLimiter(rpm_limit=2, clock=clock)
+  _, a = limiter.acquire(1)
+  _, b = limiter.acquire(1)
+  limiter.observe({"x-ratelimit-limit-requests": "2",
+                   "x-ratelimit-remaining-requests": "1"}, 1, a)
+  limiter.done(a)
+  start = clock.now()
+  _, c = limiter.acquire(1)
+  assert clock.now() - start >= 29.9  # the bucket was empty: one request per 30 s
+  # a request alone from acquisition to answer takes the provider's count as it is
+  limiter.done(b)
+  limiter.done(c)
+  charged, d = limiter.acquire(1)
+  limiter.observe({"x-ratelimit-limit-requests": "2",
+                   "x-ratelimit-remaining-requests": "1"}, charged, d)
+  start = clock.now()
+  limiter.acquire(1)
+  assert clock.now() - start < 1e-6
 
 
 def test_reset_durations():
