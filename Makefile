@@ -92,6 +92,7 @@ bench: $(TEST_STAMP) sandbox-deps
 	$(PY) bench/train.py
 	$(PY) bench/data.py
 	$(PY) bench/serve.py  # continuous vs static batching at 16 clients (alternated)
+	$(PY) bench/pacing.py  # the LLM client's pacing to rate limits, in real time (about a minute)
 	$(PY) bench/attention.py  # times the accelerator kernels; on CPU it says what it skips
 	$(PY) bench/triton_resources.py  # registers/spills/shared memory of the GPU kernels (no GPU needed)
 

@@ -13,9 +13,14 @@ A batch is 'validating' when created, 'in_progress' at its first look, and is pr
 and 'completed' at its `polls`-th look (default 2).
 
 `hold(stage)` makes the next request of a stage wait, after `reached[stage]` is set,
-until `release(stage)`: stages 'upload' (POST /v1/files), 'submitted' (POST /v1/batches,
-after the batch was created), 'poll' (GET /v1/batches/<id>) and 'download' (GET
-/v1/files/<id>/content), so a test can kill a client at that point.
+until `release(stage)`: stages 'upload' (POST /v1/files), 'uploaded' (POST /v1/files,
+after the file was stored), 'submitted' (POST /v1/batches, after the batch was created),
+'poll' (GET /v1/batches/<id>) and 'download' (GET /v1/files/<id>/content), so a test can
+kill a client at that point.
+
+Files are listed (GET /v1/files, newest first unless order=asc; purpose, limit, after)
+and deleted (DELETE /v1/files/<id>) as OpenAI does; `uploads` counts POST /v1/files and
+`deleted` names the files deleted.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 from typing import Any
 
 EXPIRED = "expired"
-STAGES = ("upload", "submitted", "poll", "download")
+STAGES = ("upload", "uploaded", "submitted", "poll", "download")
 
 
 @dataclasses.dataclass
@@ -50,6 +55,8 @@ class FakeBatches:
     self.fail = lambda request: None
     self.polls = 2
     self.created = 0  # batches created
+    self.uploads = 0  # files uploaded (POST /v1/files)
+    self.deleted: list[str] = []  # ids of the files deleted
     self.lines_submitted: list[str] = []  # custom_ids of every batch created, in order
     self._holds: dict[str, _Hold] = {}
     self._ids = itertools.count(1)
@@ -85,6 +92,9 @@ class FakeBatches:
       fields = _multipart(raw, headers.get("content-type", ""))
       data, filename = fields["file"]
       file_id = self._add_file(filename, data, fields["purpose"][0].decode())
+      with self._lock:
+        self.uploads += 1
+      self._wait("uploaded")
       return 200, self.files[file_id]["object"]
     if path == "/v1/batches":
       body = json.loads(raw)
@@ -111,6 +121,19 @@ class FakeBatches:
     if parts[:2] == ["v1", "files"] and len(parts) == 4 and parts[3] == "content":
       self._wait("download")
       return 200, self.files[parts[2]]["data"]
+    if parts == ["v1", "files"]:
+      params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+      with self._lock:
+        listed = [f["object"] for f in self.files.values()
+                  if params.get("purpose") in (None, f["object"]["purpose"])]
+      if params.get("order", "desc") == "desc":
+        listed.reverse()  # ids are made in upload order
+      if "after" in params:
+        listed = listed[[f["id"] for f in listed].index(params["after"]) + 1:]
+      limit = int(params.get("limit", 10_000))
+      return 200, {"object": "list", "data": listed[:limit], "has_more": len(listed) > limit,
+                   "first_id": listed[0]["id"] if listed else None,
+                   "last_id": listed[:limit][-1]["id"] if listed else None}
     if parts[:2] == ["v1", "batches"] and len(parts) == 3:
       self._wait("poll")
       return 200, _public(self._look(parts[2]))
@@ -126,13 +149,23 @@ class FakeBatches:
                    "last_id": page[-1]["id"] if page else None}
     return 404, {"error": {"message": f"no route GET {path}", "type": "not_found"}}
 
+  def delete(self, path: str) -> tuple[int, Any]:
+    parts = path.partition("?")[0].strip("/").split("/")
+    if parts[:2] == ["v1", "files"] and len(parts) == 3:
+      with self._lock:
+        if self.files.pop(parts[2], None) is None:
+          return 404, {"error": {"message": f"no file {parts[2]}", "type": "not_found"}}
+        self.deleted.append(parts[2])
+      return 200, {"id": parts[2], "object": "file", "deleted": True}
+    return 404, {"error": {"message": f"no route DELETE {path}", "type": "not_found"}}
+
   # -- processing -----------------------------------------------------------------------
 
   def _add_file(self, filename: str, data: bytes, purpose: str) -> str:
     with self._lock:
       file_id = f"file-{next(self._ids)}"
       self.files[file_id] = {"data": data, "object": {
-          "id": file_id, "object": "file", "bytes": len(data), "created_at": 1_700_000_000,
+          "id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
           "filename": filename, "purpose": purpose, "status": "processed"}}
     return file_id
 
@@ -189,7 +222,7 @@ class FakeBatches:
     file_id = f"file-{next(self._ids)}"
     data = "".join(json.dumps(line) + "\n" for line in lines).encode()
     self.files[file_id] = {"data": data, "object": {
-        "id": file_id, "object": "file", "bytes": len(data), "created_at": 1_700_000_000,
+        "id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
         "filename": "batch_output.jsonl", "purpose": "batch_output", "status": "processed"}}
     return file_id
 

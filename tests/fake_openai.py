@@ -216,6 +216,9 @@ class FakeOpenAI(LoopbackServer):
       def do_GET(self):  # pylint: disable=invalid-name
         self._send_batch_api(*server.batches.get(self.path))
 
+      def do_DELETE(self):  # pylint: disable=invalid-name
+        self._send_batch_api(*server.batches.delete(self.path))
+
       def _send_batch_api(self, status: int, answer) -> None:
         try:
           if isinstance(answer, bytes):

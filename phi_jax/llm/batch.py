@@ -19,9 +19,12 @@ records its id and its requests (`planned`), then its file (`uploaded`), its bat
 (`finished`); each line is flushed and fsynced before the next step. A restart reads
 the journal: a batch planned but not known as submitted is first looked for in the
 provider's list of batches (by its metadata), and adopted when found, so a kill between
-submitting and recording never submits the same requests twice; a submitted batch is
-polled again; a batch whose answers were being written is downloaded again (answers
-already in the output are skipped). An input file uploaded twice costs storage only.
+submitting and recording never submits the same requests twice; an input file
+uploaded but not known as uploaded is looked for in the provider's list of files (by
+its name, `phi_jax-<our id>.jsonl`) and reused, and any second upload of it (an orphan)
+deleted, so nothing is uploaded twice either (`Batcher._reconcile`); a submitted batch
+is polled again, never resubmitted; a batch whose answers were being written is
+downloaded again (answers already in the output are skipped, so none is paid twice).
 
 Failed requests: an answer with HTTP 400/413/422 is that request's error line (as
 online); 429, 5xx, an expired or cancelled batch's unanswered requests and malformed
@@ -36,10 +39,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import openai
 
 from phi_jax import atomic, jsonl
 from phi_jax.llm import budget
@@ -127,6 +133,11 @@ def journal_path(out_path: str) -> str:
   return out_path + ".batches.jsonl"
 
 
+def _filename(name: str) -> str:
+  """The name a batch's input file is uploaded under (how a restart finds it)."""
+  return f"phi_jax-{name}.jsonl"
+
+
 def _files_dir(out_path: str) -> str:
   return out_path + ".batches"
 
@@ -142,20 +153,29 @@ class Batcher:
     online: (request, answers rejected so far) -> its output line, asked online (the
       `batch_retry = 'online'` path).
     allowance: (items, reserved USD) -> how many of them the budget lets be sent now,
-      beside the batches in flight (their estimated cost `reserved`), and their cost.
+      beside the batches in flight (their most cost `reserved`), and their most cost.
+    most_cost: items -> their most cost (reserved for the batches a restart finds in
+      flight).
+    online_fits: (item, its answers rejected so far, reserved USD) -> whether the budget
+      lets it be asked online (the `batch_retry = 'online'` path) at its most cost.
+    paid: counts what a failed attempt was paid (a `spent` dict) towards the budget.
   """
 
   def __init__(self, client: LLMClient, out_path: str, write: Callable[[dict], None], *,
                parse: Callable[[str, Mapping[str, Any]], Any] | None, parse_retries: int,
                record_exhausted: bool, online: Callable[[Mapping[str, Any], int], dict],
-               allowance: Callable[[Sequence[Item], float], tuple[int, float]]):
+               allowance: Callable[[Sequence[Item], float], tuple[int, float]],
+               most_cost: Callable[[Sequence[Item]], float],
+               online_fits: Callable[[Item, int, float], bool],
+               paid: Callable[[dict], None]):
     self.client, self.config = client, client.config
     self.out_path, self.write = out_path, write
     self.parse, self.parse_retries, self.record_exhausted = parse, parse_retries, record_exhausted
-    self.online, self.allowance = online, allowance
+    self.online, self.allowance, self.most_cost = online, allowance, most_cost
+    self.online_fits, self.paid = online_fits, paid
     self.journal = Journal(journal_path(out_path))
     self.api = client.openai
-    self.reserved: dict[str, float] = {}  # estimated USD of the batches this call sent
+    self.reserved: dict[str, float] = {}  # the most cost of the batches in flight
 
   # -- the loop -------------------------------------------------------------------------
 
@@ -164,8 +184,12 @@ class Batcher:
     budget left unsent."""
     by_cid = {item.cid: item for item in items}
     open_batches = {b["name"]: b for b in self.journal.open_batches()}
+    self._reconcile([b for b in open_batches.values() if b["batch_id"] is None])
+    for name, batch in open_batches.items():  # in flight before a restart
+      self.reserved[name] = self.most_cost([by_cid[c] for c in batch["ids"] if c in by_cid])
     claimed = {cid for b in open_batches.values() for cid in b["ids"]}
     todo = [item for item in items if item.cid not in claimed]
+    unsent: list[Item] = []  # online retries the budget did not let be sent
     while True:
       retry_online: list[Item] = []
       while todo:
@@ -190,12 +214,16 @@ class Batcher:
         for item in retries:
           (retry_online if self.config.batch_retry == "online" else todo).append(item)
       for item in retry_online:
-        self.write(self.online(item.request, self.journal.attempts(item.cid, "parse")))
+        used = self.journal.attempts(item.cid, "parse")
+        if self.online_fits(item, used, sum(self.reserved.values())):
+          self.write(self.online(item.request, used))
+        else:
+          unsent.append(item)
       if not open_batches:
         if not todo:
-          return []
+          return unsent
         if self.allowance(todo[:1], 0.0)[0] <= 0:
-          return todo
+          return todo + unsent
         continue
       self.client.clock.sleep(self.config.batch_poll_s)
 
@@ -218,14 +246,10 @@ class Batcher:
     return os.path.join(_files_dir(self.out_path), f"{name}.input.jsonl")
 
   def _submit(self, batch: dict) -> None:
-    """Uploads and submits a planned batch, unless the provider already has it."""
-    found = self._find_submitted(batch)
-    if found is not None:
-      self.journal.append({"event": "submitted", "batch": batch["name"], "batch_id": found})
-      return
+    """Uploads (unless the journal knows its file) and submits a planned batch."""
     if batch["file_id"] is None:
       with open(self._input_path(batch["name"]), "rb") as f:
-        uploaded = self.api.files.create(file=(f"phi_jax-{batch['name']}.jsonl", f.read()),
+        uploaded = self.api.files.create(file=(_filename(batch["name"]), f.read()),
                                          purpose="batch")
       self.journal.append({"event": "uploaded", "batch": batch["name"],
                            "file_id": uploaded.id})
@@ -234,15 +258,47 @@ class Batcher:
         completion_window=COMPLETION_WINDOW, metadata={METADATA_KEY: batch["name"]})
     self.journal.append({"event": "submitted", "batch": batch["name"], "batch_id": created.id})
 
-  def _find_submitted(self, batch: dict) -> str | None:
-    """The provider's id of a batch submitted before a kill kept us from recording it."""
-    oldest = batch["planned_at"] - RECONCILE_SLACK_S
+  def _reconcile(self, batches: Sequence[dict]) -> None:
+    """Matches the journal's batches not known as submitted (a run was killed between
+    planning and recording the batch's id) with what the provider holds.
+
+    A batch the provider lists with this batch's metadata was submitted: it is adopted
+    (with its input file), never submitted again. An input file the provider lists under
+    this batch's file name (`phi_jax-<batch>.jsonl`, purpose 'batch') and size was
+    uploaded: it is reused, never uploaded again. Any other upload of a batch's input
+    (an orphan: a second upload of the same file) is deleted. Both lists are walked
+    newest first, down to RECONCILE_SLACK_S before the oldest of these batches."""
+    if not batches:
+      return
+    by_name = {b["name"]: b for b in batches}
+    oldest = min(b["planned_at"] for b in batches) - RECONCILE_SLACK_S
     for listed in self.api.batches.list(limit=100):
-      if (listed.metadata or {}).get(METADATA_KEY) == batch["name"]:
-        return listed.id
+      batch = by_name.get((listed.metadata or {}).get(METADATA_KEY))
+      if batch is not None and batch["batch_id"] is None:
+        if batch["file_id"] is None:
+          self.journal.append({"event": "uploaded", "batch": batch["name"],
+                               "file_id": listed.input_file_id})
+        self.journal.append({"event": "submitted", "batch": batch["name"],
+                             "batch_id": listed.id})
       if listed.created_at < oldest:
         break
-    return None
+    by_file = {_filename(b["name"]): b for b in batches}
+    try:
+      for listed in self.api.files.list(purpose="batch", order="desc", limit=100):
+        batch = by_file.get(listed.filename)
+        if batch is not None:
+          if (batch["file_id"] is None and
+              listed.bytes == os.path.getsize(self._input_path(batch["name"]))):
+            self.journal.append({"event": "uploaded", "batch": batch["name"],
+                                 "file_id": listed.id})
+          elif listed.id != batch["file_id"]:
+            self.api.files.delete(listed.id)
+        if listed.created_at < oldest:
+          break
+    except openai.NotFoundError:  # a provider that lists no files: upload again
+      print(f"map_jsonl (batch mode): {self.client.base_url} lists no files; an input "
+            f"uploaded before the restart cannot be found and is uploaded again (it costs "
+            f"storage, never a request)", file=sys.stderr)
 
   # -- results --------------------------------------------------------------------------
 
@@ -284,6 +340,9 @@ class Batcher:
         failed[cid] = failure
     self.journal.append({"event": "finished", "batch": batch["name"], "status": status.status,
                          "failed": failed})
+    for failure in failed.values():  # answers a parser rejected were paid all the same
+      if failure.get("usage"):
+        self.paid({"batch": failure["usage"]})
     retries = []
     for cid, failure in failed.items():
       item = by_cid[cid]

@@ -12,10 +12,18 @@ file has paid, not with one process's spending.
 Estimates (`estimate_usd`) count prompt tokens as characters / CHARS_PER_TOKEN (4, the
 rule of thumb OpenAI gives for English and code) and completion tokens at their
 configured maxima, so they are an upper bound on completions.
+
+The budget is never exceeded: before a request is sent, its most possible cost is
+reserved beside what was paid (`max_prompt_tokens` + its max_tokens, at the prices of
+the mode it is sent in, times the attempts a parser may ask for), and on its answer the
+reservation is replaced by what was paid. A request that does not fit waits for those
+in flight to release theirs; when none is in flight and it still does not fit, sending
+stops.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -76,6 +84,27 @@ def prompt_tokens(inputs: Any) -> int:
   else:
     chars = sum(len(str(m.get("content", ""))) for m in inputs)
   return round(chars / CHARS_PER_TOKEN)
+
+
+def max_prompt_tokens(inputs: Any) -> int:
+  """The most prompt tokens a provider can count for messages or a prompt: the
+  characters of their JSON, non-ASCII escaped. A token of a byte-level BPE tokenizer
+  (OpenAI's, and most served models') covers at least one byte, an escaped character
+  is at least as long as its UTF-8 bytes, and the quotes, keys and braces of a
+  message's JSON (over 30 characters) outnumber the tokens a chat template adds to it."""
+  return len(json.dumps(inputs))
+
+
+def max_cost_usd(config: LLMConfig, mode: str, inputs: Any, max_tokens: int | None,
+                 attempts: int = 1) -> float:
+  """The most `attempts` answers to one request can cost in `mode` (what the budget
+  reserves before sending it). Raises ValueError without max_tokens: a completion
+  without a maximum has no most cost."""
+  if not max_tokens:
+    raise ValueError("budget_usd: a request without max_tokens has no most cost; set "
+                     "max_tokens (LLMConfig.max_tokens or the call's)")
+  return attempts * cost_usd(config, {mode: {"prompt_tokens": max_prompt_tokens(inputs),
+                                              "completion_tokens": int(max_tokens)}})
 
 
 def estimate_usd(config: LLMConfig, prompt: int, completion: int) -> float:

@@ -85,7 +85,6 @@ class LLMClient:
     self.config = config
     self.clock = clock or RealClock()  # waits (backoff, pacing) and batch polls
     self.limiter = RateLimiter(config.rpm_limit, config.tpm_limit, self.clock)
-    self._in_flight = 0
     self.stats = LLMStats()
     self._stats_lock = threading.Lock()
     self._slots = threading.BoundedSemaphore(config.max_concurrency)
@@ -221,21 +220,20 @@ class LLMClient:
       retry_after = None
       try:
         with self._slots:
-          charged = self.limiter.acquire(tokens)
-          with self._stats_lock:
-            self._in_flight += 1
-            alone = self._in_flight == 1
+          charged, ticket = self.limiter.acquire(tokens)
           try:
             self._count(requests=1)
-            response, headers = self._send(endpoint, model, inputs, params)
+            try:
+              response, headers = self._send(endpoint, model, inputs, params)
+            except openai.APIStatusError as e:
+              self.limiter.observe(e.response.headers)
+              raise
+            self.limiter.observe(headers, charged, ticket)
           finally:
-            with self._stats_lock:
-              self._in_flight -= 1
-          self.limiter.observe(headers, charged, alone)
+            self.limiter.done(ticket)
           return response
       except openai.APIStatusError as e:
         status, detail = e.status_code, _error_detail(e)
-        self.limiter.observe(e.response.headers)
         if status != 429 and status < 500:
           raise LLMError(f"{where}: HTTP {status}: {detail}", status=status) from None
         last_error, last_status = f"HTTP {status}: {detail}", status

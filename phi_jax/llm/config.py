@@ -109,9 +109,11 @@ class LLMConfig:
   batch_price_completion_per_1m: float = setting(0.0, "USD per 1M completion tokens "
                                                  "answered in a batch (0 = unknown)",
                                                  kind=OPERATIONAL)
-  budget_usd: float = setting(0.0, "a node stops sending once the accounted cost of its "
-                              "answers reaches this many USD, and is left incomplete; "
-                              "raising it resumes (0 = no budget; needs the prices)",
+  budget_usd: float = setting(0.0, "the accounted cost of a node's answers never exceeds "
+                              "this many USD: each request's most cost (prompt + max_tokens) "
+                              "is reserved before it is sent; once the next request does not "
+                              "fit the node stops, left incomplete; raising it resumes "
+                              "(0 = no budget; needs the prices, and max_tokens on every request)",
                               kind=OPERATIONAL)
 
   def __post_init__(self):

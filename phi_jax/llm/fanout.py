@@ -109,10 +109,12 @@ def map_jsonl(client: LLMClient, requests: Iterable[Mapping[str, Any]], out_path
 
   With `client.config.mode == 'batch'` the requests go through OpenAI's Batch API
   (phi_jax/llm/batch.py) and end as the same lines. "spent" is what the answer was paid
-  in tokens per mode (phi_jax/llm/budget.py); with `client.config.budget_usd` set, no
-  request is sent once the cost accounted from `out_path` (and its batch journal)
-  reaches the budget: the requests in flight finish and are recorded, then
-  BudgetReached is raised (a rerun with a higher budget goes on).
+  in tokens per mode (phi_jax/llm/budget.py); with `client.config.budget_usd` set, the
+  cost accounted from `out_path` (and its batch journal) never exceeds the budget: a
+  request is sent only when its most cost fits beside what was paid and the most cost
+  of the requests in flight (each reservation is replaced by what its answer was paid);
+  when the next request does not fit even with nothing in flight, BudgetReached is
+  raised (a rerun with a higher budget goes on).
 
   Returns:
     {"total", "resumed", "done", "errors", "cache_hits", "seconds", "out_path",
@@ -160,11 +162,13 @@ def accounted_spent(out_path: str) -> dict:
 
 
 class _Budget:
-  """The accounted cost of one output against the client's budget."""
+  """The accounted cost of one output against the client's budget, and the most cost of
+  the requests in flight (reserved before they are sent: budget.py)."""
 
   def __init__(self, client: LLMClient, out_path: str):
     self.config = client.config
     self.spent = accounted_spent(out_path)
+    self.reserved = 0.0  # USD reserved by the requests in flight (online mode)
 
   def add(self, spent: Mapping[str, Any] | None) -> None:
     if spent:
@@ -174,34 +178,40 @@ class _Budget:
   def usd(self) -> float:
     return budget.cost_usd(self.config, self.spent)
 
-  def reached(self) -> bool:
-    return bool(self.config.budget_usd) and self.usd >= self.config.budget_usd
+  def fits(self, cost: float, reserved: float | None = None) -> bool:
+    """Whether a request of most cost `cost` may be sent beside what was paid and what
+    is reserved (`reserved`, default the online reservations)."""
+    reserved = self.reserved if reserved is None else reserved
+    return not self.config.budget_usd or self.usd + reserved + cost <= self.config.budget_usd
 
   def allowance(self, items, reserved: float) -> tuple[int, float]:
     """How many of `items` (batch.Item) may be sent beside `reserved` USD in flight,
-    counting each at its most (estimated prompt + max_tokens), and their cost."""
+    counting each at its most cost, and their most cost."""
     if not self.config.budget_usd:
       return len(items), 0.0
-    left = self.config.budget_usd - self.usd - reserved
     allowed, total = 0, 0.0
     for item in items:
-      if left <= 0 or (allowed and total + self.estimate(item) > left):
+      cost = self.most_cost([item])
+      if not self.fits(total + cost, reserved):
         break
-      total += self.estimate(item)
+      total += cost
       allowed += 1
     return allowed, total
 
-  def estimate(self, item) -> float:
-    prompt = budget.prompt_tokens(item.inputs)
-    return budget.estimate_usd(self.config, prompt, int(item.params.get("max_tokens") or 0))
+  def most_cost(self, items) -> float:
+    """The most cost of `items` (batch.Item) answered once each in the config's mode."""
+    if not self.config.budget_usd:
+      return 0.0
+    return sum(budget.max_cost_usd(self.config, self.config.mode, item.inputs,
+                                   item.params.get("max_tokens")) for item in items)
 
   def stop(self, out_path: str, unsent: int) -> budget.BudgetReached:
     usd, limit = self.usd, self.config.budget_usd
     return budget.BudgetReached(
         f"budget reached: the answers in {out_path} cost ${usd:,.4f} (accounted from their "
-        f"usage at the configured prices), the budget is ${limit:,.4f} (budget_usd); "
-        f"{unsent} request(s) were not sent. Raise budget_usd and run again to go on",
-        usd, limit, unsent)
+        f"usage at the configured prices), the budget is ${limit:,.4f} (budget_usd), and "
+        f"the next request could cost more than what is left; {unsent} request(s) were "
+        f"not sent. Raise budget_usd and run again to go on", usd, limit, unsent)
 
 
 def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retries,
@@ -234,6 +244,23 @@ def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retr
     return _map_one(client, request, build, parse, keep, parse_retries, record_exhausted,
                     first_attempt)
 
+  def max_cost(request: Mapping[str, Any]) -> float:
+    """The most an online request can cost: every answer its parser may ask for, at
+    most; a cached answer is free, the asking again after it is not."""
+    if not client.config.budget_usd:
+      return 0.0
+    _, spec = _record_and_spec(request, build, keep)
+    endpoint, inputs = _endpoint_of(spec)
+    overrides = {k: v for k, v in spec.items() if k not in ("messages", "prompt")}
+    key, _, params, _ = client.prepare(endpoint, inputs, overrides)
+    attempts = parse_retries + 1 if parse is not None else 1
+    if client.cache is not None and client.cache.get(key) is not None:
+      attempts -= 1
+    if not attempts:
+      return 0.0
+    return budget.max_cost_usd(client.config, "online", inputs, params.get("max_tokens"),
+                               attempts)
+
   pending_requests = next_request(iter(requests))
   with open(out_path, "a", encoding="utf-8", newline="\n") as out:
 
@@ -250,7 +277,7 @@ def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retr
         unsent = _map_batch(client, pending_requests, out_path, build, parse, keep,
                             parse_retries, record_exhausted, write, guard, run_one)
       else:
-        unsent = _map_online(pending_requests, workers, run_one, write, guard)
+        unsent = _map_online(pending_requests, workers, run_one, max_cost, write, guard)
     finally:
       meter.finish()
   if unsent:
@@ -259,37 +286,40 @@ def _map_jsonl_locked(client, requests, out_path, build, parse, keep, parse_retr
           "seconds": round(time.monotonic() - start, 3), **counts}
 
 
-def _map_online(pending_requests, workers, run_one, write, guard) -> int:
-  """Sends the requests concurrently; returns how many the budget left unsent."""
+def _map_online(pending_requests, workers, run_one, max_cost, write, guard) -> int:
+  """Sends the requests concurrently, each once its most cost fits the budget beside
+  those in flight; returns how many the budget left unsent."""
+  done = object()
   with concurrent.futures.ThreadPoolExecutor(max_workers=workers,
                                              thread_name_prefix="llm") as pool:
-    in_flight: set = set()
+    in_flight: dict = {}  # future -> USD reserved for it
+    waiting = done  # a request that did not fit beside those in flight
     try:
       while True:
-        for request in pending_requests:
-          if guard.reached():
-            return 1 + sum(1 for _ in pending_requests) + _drain(in_flight, write)
-          in_flight.add(pool.submit(run_one, request))
-          if len(in_flight) >= 2 * workers:
+        while len(in_flight) < 2 * workers:
+          request = next(pending_requests, done) if waiting is done else waiting
+          if request is done:
             break
+          cost = max_cost(request)
+          if not guard.fits(cost):
+            if not in_flight:  # nothing will release a reservation: stop here
+              return 1 + sum(1 for _ in pending_requests)
+            waiting = request  # until those in flight release theirs
+            break
+          waiting = done
+          guard.reserved += cost
+          in_flight[pool.submit(run_one, request)] = cost
         if not in_flight:
           return 0
-        finished, in_flight = concurrent.futures.wait(
+        finished, _ = concurrent.futures.wait(
             in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
         for future in finished:
+          guard.reserved -= in_flight.pop(future)
           write(future.result())
     except BaseException:
       for future in in_flight:
         future.cancel()
       raise
-
-
-def _drain(in_flight: set, write) -> int:
-  """Waits for the requests in flight and records them (the budget stopped the rest)."""
-  for future in concurrent.futures.as_completed(in_flight):
-    write(future.result())
-  in_flight.clear()
-  return 0
 
 
 def _map_batch(client, pending_requests, out_path, build, parse, keep, parse_retries,
@@ -314,9 +344,18 @@ def _map_batch(client, pending_requests, out_path, build, parse, keep, parse_ret
   def online(request, first_attempt):
     return run_one(request, first_attempt)
 
+  def online_fits(item, rejected, reserved):
+    """Whether an online retry's most cost (the attempts its parser has left) fits."""
+    if not client.config.budget_usd:
+      return True
+    attempts = parse_retries + 1 - rejected if parse is not None else 1
+    return guard.fits(budget.max_cost_usd(client.config, "online", item.inputs,
+                                          item.params.get("max_tokens"), attempts), reserved)
+
   batcher = batch.Batcher(client, out_path, write, parse=parse, parse_retries=parse_retries,
                           record_exhausted=record_exhausted, online=online,
-                          allowance=guard.allowance)
+                          allowance=guard.allowance, most_cost=guard.most_cost,
+                          online_fits=online_fits, paid=guard.add)
   return len(batcher.run(items))
 
 

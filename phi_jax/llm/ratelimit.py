@@ -128,15 +128,18 @@ class RateLimiter:
     self._paused_until = 0.0
     self._scale = 1.0  # the provider's token count over the estimate, learnt
     self._in_step = False  # our copy equals the provider's buckets (set when alone)
+    self._tickets = 0  # acquisitions so far (the last one's ticket)
+    self._alone: dict[int, bool] = {}  # ticket -> none other was in flight at acquire
     self.waited_s = 0.0  # total time acquire() made callers wait
 
   @property
   def limits(self) -> dict[str, float]:
     return {kind: bucket.capacity for kind, bucket in self._buckets.items()}
 
-  def acquire(self, tokens: int) -> float:
+  def acquire(self, tokens: int) -> tuple[int, int]:
     """Waits until one request of about `tokens` tokens fits both limits, then counts
-    it; returns the token count it was charged (to pass to `observe`)."""
+    it; returns the token count it was charged and its ticket (to pass to `observe`,
+    then to `done` once the request ended, however it ended)."""
     waited = 0.0
     while True:
       with self._lock:
@@ -150,17 +153,24 @@ class RateLimiter:
           self._buckets["requests"].level -= 1
           self._buckets["tokens"].level -= charge
           self.waited_s += waited
-          return charge
+          alone = not self._alone  # no other acquired request is unfinished
+          self._tickets += 1
+          self._alone[self._tickets] = alone
+          return charge, self._tickets
       self.clock.sleep(wait)
       waited += wait
 
   def observe(self, headers: Mapping[str, str], charged: float | None = None,
-              alone: bool = False) -> None:
-    """Learns from a response's x-ratelimit-* headers. `charged`: what acquire() charged
-    for this request; `alone`: no other request was in flight since it was acquired, so
-    our copy of the buckets can be set to the provider's, and (when the copy was in step
-    before) the difference is this request's miscount of tokens."""
+              ticket: int | None = None) -> None:
+    """Learns from a response's x-ratelimit-* headers. `charged`, `ticket`: what
+    acquire() gave this request. When no other request was in flight from its
+    acquisition to now (none before it unfinished, none acquired after it), the
+    provider's count includes every request our copy counted, so our copy of the
+    buckets can be set to the provider's, and (when the copy was in step before) the
+    difference is this request's miscount of tokens."""
     with self._lock:
+      alone = (ticket is not None and self._alone.get(ticket, False) and
+               ticket == self._tickets)
       now = self.clock.now()
       in_step = self._in_step and alone and charged is not None
       self._in_step = False
@@ -184,6 +194,11 @@ class RateLimiter:
         if reset is not None:  # full again in `reset` seconds: at most this much left now
           bucket.level = min(bucket.level, bucket.capacity - bucket.capacity / 60.0 * reset)
       self._in_step = alone and charged is not None
+
+  def done(self, ticket: int) -> None:
+    """The request of `ticket` ended (answered or failed): it is no longer in flight."""
+    with self._lock:
+      self._alone.pop(ticket, None)
 
   def pause(self, seconds: float) -> None:
     """No request starts for `seconds` (a 429's Retry-After): for every thread."""

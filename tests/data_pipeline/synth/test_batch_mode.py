@@ -114,7 +114,7 @@ def test_the_budget_stop_leaves_the_node_incomplete_and_a_higher_budget_resumes(
   with FakeOpenAI() as server:
 
     def ask(ctx, reads):
-      client = client_for(server.url, tmp_path / "cache", max_concurrency=1,
+      client = client_for(server.url, tmp_path / "cache", max_concurrency=1, max_tokens=30,
                           budget_usd=ctx.settings.llm.budget_usd)
       return map_jsonl(client, requests, os.path.join(ctx.node_dir("ask"), "answers.jsonl"),
                        progress=False)
@@ -123,7 +123,8 @@ def test_the_budget_stop_leaves_the_node_incomplete_and_a_higher_budget_resumes(
                                                            run=lambda ctx, reads: {})]
     config = tiny.get_config()
     config.llm.update(dict(price_prompt_per_1m=2.0, price_completion_per_1m=8.0))
-    # an answer costs ~$0.00016 (the fake counts characters as tokens): 3-4 are paid
+    # an answer costs ~$0.00015 (the fake counts characters as tokens), at most
+    # $0.00026 (prompt + max_tokens 30), reserved before it is sent: 2 are paid
     config.llm.budget_usd = 0.0005
 
     def execute():

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from phi_jax.llm import LLMError, map_jsonl
+from phi_jax.llm import BudgetReached, LLMError, map_jsonl
 from tests.fake_openai import FakeOpenAI, Status
 from tests.fake_openai import TEST_KEY_ENV as KEY_ENV
 from tests.phi_jax.llm.helpers import REPO_ROOT, make_client, numbered_requests, read_lines
@@ -196,3 +196,38 @@ def test_map_jsonl_can_record_exhausted_retries_and_retry_them_on_request(server
   with pytest.raises(LLMError, match="HTTP 503"):  # ... and without the option, fatal
     server.responder = lambda r: Status(503, "overloaded")
     map_jsonl(client, numbered_requests(4), out, progress=False)
+
+
+def test_the_budget_is_never_exceeded_by_the_requests_in_flight(tmp_path):
+  # $1 per token; the fake counts the characters of the messages' JSON (36-38 here) and
+  # of the answer: max_tokens 40, or a quarter of it for two requests in three. Each
+  # request's most cost ($76-78) is reserved before it is sent, with 32 in flight.
+  def respond(request):
+    n = int(request.user_text.split("=")[1])
+    limit = request.body["max_tokens"]
+    return "x" * (limit if n % 3 == 0 else limit // 4)
+
+  budget_usd = 2500.0
+  with FakeOpenAI(respond, delay_s=0.1) as server:
+    client = make_client(server, None, max_concurrency=32, max_tokens=40,
+                         budget_usd=budget_usd, price_prompt_per_1m=1e6,
+                         price_completion_per_1m=1e6)
+    requests = [{"id": i, "messages": [{"role": "user", "content": f"n={i}"}]}
+                for i in range(300)]
+    with pytest.raises(BudgetReached) as stop:
+      map_jsonl(client, requests, str(tmp_path / "out.jsonl"), progress=False)
+    lines = read_lines(tmp_path / "out.jsonl")
+    paid = sum(line["usage"]["total_tokens"] for line in lines)  # the fake's own count
+    assert stop.value.spent_usd == pytest.approx(paid) and paid <= budget_usd
+    assert server.count() == len(lines) and stop.value.unsent == 300 - len(lines)
+    assert server.max_inflight >= 8  # the requests did run concurrently
+    # it stopped only when the next request's most cost no longer fitted what was left
+    assert budget_usd - paid < 38 + 40
+
+
+def test_a_budget_refuses_a_request_without_max_tokens_before_sending(server, tmp_path):
+  client = make_client(server, None, max_tokens=None, budget_usd=1.0,
+                       price_prompt_per_1m=1.0, price_completion_per_1m=1.0)
+  with pytest.raises(ValueError, match="budget_usd: a request without max_tokens"):
+    map_jsonl(client, numbered_requests(3), str(tmp_path / "out.jsonl"), progress=False)
+  assert server.count() == 0

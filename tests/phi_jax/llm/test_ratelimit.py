@@ -1,10 +1,11 @@
 """The client's pacing against a fake teacher that enforces rate limits on a fake clock.
 
-The teacher keeps OpenAI's kind of limits (buckets of requests and tokens per minute,
-refilled continuously), answers with x-ratelimit-* headers, and answers 429 with
-Retry-After when a request does not fit. It counts a request's tokens its own way
-(words of the prompt, not characters), as a provider's tokenizer differs from the
-client's estimate. Time is a fake clock both sides read; the client's waits advance it.
+The teacher (tests/fake_ratelimit.py) keeps OpenAI's kind of limits (buckets of
+requests and tokens per minute, refilled continuously), answers with x-ratelimit-*
+headers, and answers 429 with Retry-After when a request does not fit; it counts a
+request's tokens its own way (words of the prompt, not characters). Time is a fake
+clock both sides read; the client's waits advance it. The real-time figure is
+bench/pacing.py's.
 """
 
 import threading
@@ -12,8 +13,9 @@ import threading
 import pytest
 
 from phi_jax.llm import LLMClient, map_jsonl
-from phi_jax.llm.ratelimit import parse_duration
-from tests.fake_openai import FakeOpenAI, Reply, Status
+from phi_jax.llm.ratelimit import RateLimiter, parse_duration
+from tests.fake_openai import FakeOpenAI, Status
+from tests.fake_ratelimit import LimitedTeacher
 from tests.phi_jax.llm.helpers import make_client
 
 pytestmark = pytest.mark.usefixtures("api_key")
@@ -31,48 +33,6 @@ class FakeClock:
   def sleep(self, seconds: float) -> None:
     with self._lock:
       self.t += max(0.0, seconds)
-
-
-class LimitedTeacher:
-  """A FakeOpenAI responder enforcing RPM and TPM buckets on `clock`."""
-
-  def __init__(self, clock, rpm, tpm, headers=True):
-    self.clock, self.headers = clock, headers
-    self.limits = {"requests": rpm, "tokens": tpm}
-    self.level = dict(self.limits)
-    self.updated = clock.now()
-    self.accepted = []  # (time, tokens)
-    self.rejected = 0
-
-  def tokens(self, body) -> int:
-    words = sum(len(m["content"].split()) for m in body.get("messages", ())) or \
-        len(str(body.get("prompt", "")).split())
-    return 2 * words + body.get("max_tokens", 0)
-
-  def _headers(self, now):
-    out = {}
-    for kind, limit in self.limits.items():
-      out[f"x-ratelimit-limit-{kind}"] = str(limit)
-      out[f"x-ratelimit-remaining-{kind}"] = str(int(self.level[kind]))
-      out[f"x-ratelimit-reset-{kind}"] = f"{(limit - self.level[kind]) / limit * 60:.3f}s"
-    return out if self.headers else {}
-
-  def __call__(self, request):
-    now = self.clock.now()
-    for kind, limit in self.limits.items():
-      self.level[kind] = min(limit, self.level[kind] + limit / 60 * (now - self.updated))
-    self.updated = now
-    tokens = self.tokens(request.body)
-    if self.level["requests"] < 1 or self.level["tokens"] < tokens:
-      self.rejected += 1
-      wait = max((1 - self.level["requests"]) / (self.limits["requests"] / 60),
-                 (tokens - self.level["tokens"]) / (self.limits["tokens"] / 60))
-      return Status(429, "rate limited", {**self._headers(now),
-                                          "retry-after-ms": str(int(wait * 1000) + 1)})
-    self.level["requests"] -= 1
-    self.level["tokens"] -= tokens
-    self.accepted.append((now, tokens))
-    return Reply("ok", headers=self._headers(now))
 
 
 def run(tmp_path, clock, teacher, n, words=40, max_tokens=100, **fields):
@@ -140,6 +100,30 @@ def test_a_429_without_limits_is_honoured_by_every_request(tmp_path):
     start = clock.now()
     client.complete("x")
     assert clock.now() - start >= 7 and client.stats.rate_limited == 1
+
+
+def test_headers_never_lift_our_copy_above_a_request_acquired_since():
+  # A is acquired alone; B is acquired while A is in flight and reaches the provider
+  # after it, so A's headers do not count B: they must not give B's place back
+  clock = FakeClock()
+  limiter = RateLimiter(rpm_limit=2, clock=clock)
+  _, a = limiter.acquire(1)
+  _, b = limiter.acquire(1)
+  limiter.observe({"x-ratelimit-limit-requests": "2",
+                   "x-ratelimit-remaining-requests": "1"}, 1, a)
+  limiter.done(a)
+  start = clock.now()
+  _, c = limiter.acquire(1)
+  assert clock.now() - start >= 29.9  # the bucket was empty: one request per 30 s
+  # a request alone from acquisition to answer takes the provider's count as it is
+  limiter.done(b)
+  limiter.done(c)
+  charged, d = limiter.acquire(1)
+  limiter.observe({"x-ratelimit-limit-requests": "2",
+                   "x-ratelimit-remaining-requests": "1"}, charged, d)
+  start = clock.now()
+  limiter.acquire(1)
+  assert clock.now() - start < 1e-6
 
 
 def test_reset_durations():
