@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
-# One check of phi_jax on a lent NVIDIA GPU machine, in at most about 14 minutes (the parts' timeouts):
+# One check of phi_jax on a lent NVIDIA GPU machine, most important part first:
 #
-#   kernels    the Pallas kernel tests (tests/phi_jax/kernels) on the GPU, compiled by Triton
+#   train      bench/train.py: the phi-1 train step (tokens/s, MFU) at a batch that fits,
+#              with the paper's dropout and then without (the dropout-free MFU)
 #   attention  bench/attention.py at phi-1 shapes: phi_jax Pallas vs jax's Pallas, cuDNN, XLA,
 #              then with attention dropout 0.1 (pallas, xla); the fastest of each situation
 #              go to $OUT/attention_choices.json (the repository's phi_jax/attention_choices.json
 #              with this device kind's entries added: copy it back to make them 'auto''s)
+#   kernels    the Pallas kernel tests (tests/phi_jax/kernels) on the GPU, compiled by Triton
 #   tune       bench/attention.py --tune: phi_jax Pallas tiles per length, with and without
 #              dropout, into the same $OUT/attention_choices.json
-#   train      bench/train.py: the phi-1 train step (tokens/s, MFU) at a batch that fits
 #   generate   bench/generate.py: phi-1-size greedy decoding, phi_jax vs transformers
 #
 # Each part runs in its own process under its own timeout; a part that fails or times
 # out is recorded as FAIL/TIMEOUT with the tail of its log, and the others still run.
-# At the end it prints one summary table. Everything goes to the output folder:
-# summary.md (the table and error tails), benchmarks_rows.md (the rows the benchmarks
-# appended, under their BENCHMARKS.md section headings, to copy into BENCHMARKS.md) and
-# one <part>.log each.
+# A part whose timeout does not fit in what is left of the budget (--budget, GPU default
+# 540 s: one device command is at most 600 s) is SKIPPED, named in the summary with the
+# command that runs it. summary.md is rewritten before and after every part, so a check
+# cut off from outside still leaves the finished parts' results (and says which part was
+# running). Everything goes to the output folder: summary.md (the table and error tails),
+# benchmarks_rows.md (the rows the benchmarks appended, under their BENCHMARKS.md section
+# headings, to copy into BENCHMARKS.md) and one <part>.log each.
 #
 #   bash bench/device_check.sh                 # on the GPU machine; output to $OUT
 #   bash bench/device_check.sh --dry           # tiny shapes on the CPU (CI runs this)
-#   bash bench/device_check.sh --parts=train,generate --out=/tmp/check
+#   bash bench/device_check.sh --parts=tune,generate --out=/tmp/check
+#   bash bench/device_check.sh --budget=0      # no budget: every part runs
 #   bash bench/device_check.sh --prepare       # here, before a run: copy ml_collections
 #
 # Only what the machines' image has is imported (jax with CUDA, flax, optax, orbax,
@@ -33,16 +38,17 @@
 #
 # Environment: PYTHON (default: python3; .venv/bin/python in the dry mode when present),
 # DRY=1 (same as --dry), OUT (the output folder when --out is not given), DEVICE_SITE
-# (default .device_site), TIMEOUT_<PART> (seconds), TRAIN_ARGS / GENERATE_ARGS /
+# (default .device_site), BUDGET (seconds, as --budget), TIMEOUT_<PART> (seconds), TRAIN_ARGS / GENERATE_ARGS /
 # ATTENTION_ARGS / DROPOUT_ATTENTION_ARGS / TUNE_ARGS (replace a part's benchmark arguments).
 
 set -u
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT" || exit 1
 
-ALL_PARTS="kernels,attention,train,tune,generate"
+ALL_PARTS="train,attention,kernels,tune,generate"
 DRY="${DRY:-0}"
 PARTS="$ALL_PARTS"
+BUDGET="${BUDGET:-}"
 OUT_DIR="${OUT:-}"
 PREPARE=0
 SITE="${DEVICE_SITE:-$REPO_ROOT/.device_site}"
@@ -54,11 +60,15 @@ for arg in "$@"; do
     --dry) DRY=1 ;;
     --prepare) PREPARE=1 ;;
     --parts=*) PARTS="${arg#--parts=}" ;;
+    --budget=*) BUDGET="${arg#--budget=}" ;;
     --out=*) OUT_DIR="${arg#--out=}" ;;
     -h|--help) usage; exit 0 ;;
     *) echo "device_check.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
+if [[ -n "$BUDGET" && ! "$BUDGET" =~ ^[0-9]+$ ]]; then
+  echo "device_check.sh: --budget: '$BUDGET' is not a number of seconds (0: none)" >&2; exit 2
+fi
 for part in ${PARTS//,/ }; do
   case ",$ALL_PARTS," in
     *",$part,"*) ;;
@@ -115,12 +125,12 @@ if [[ "$DRY" == 1 ]]; then
   # one compiled-path case, one error case: the plumbing, not the coverage (CI has that)
   KERNEL_ARGS=(-k "T17-S17-off0-B1-H2-D128-full-noseg-float32 or bad_inputs_are_named")
   default_attention="--small --repeats=1 --impls=pallas,cudnn,xla"
-  default_train="--config=configs/tiny.py --batch=2 --seq=32 --steps=1"
+  default_train="--config=configs/tiny.py --batch=2 --seq=32 --steps=1 --dropout=both"
   default_generate="--size=tiny --batch=2 --prompt_len=8 --new_tokens=4 --repeats=1 --reduced --threads=1"
   default_dropout_attention="--small --seq=128 --repeats=1 --impls=pallas"
   default_tune="--small --seq=128 --repeats=1 --tiles=32"
   : "${TIMEOUT_KERNELS:=120}" "${TIMEOUT_ATTENTION:=120}" "${TIMEOUT_TRAIN:=120}" "${TIMEOUT_GENERATE:=120}"
-  : "${TIMEOUT_TUNE:=120}"
+  : "${TIMEOUT_TUNE:=120}" "${BUDGET:=0}"
 else
   MODE="GPU"
   KERNEL_ENV=(PHI_JAX_TEST_PLATFORM=gpu)
@@ -135,13 +145,16 @@ else
   # phi-1 at seq 2048, 32 sequences per step.
   # The remat policy and micro-batches are chosen for the GPU as run.py chooses them
   # (phi_jax/train/fit.py: compiled, the lightest remat and fewest micro-batches that fit).
-  default_train="--config=configs/phi1.py --batch=32 --seq=2048 --microbatches=0 --remat=auto --steps=5"
+  # The paper's dropout (attention, residual 0.1), then none: the dropout-free MFU.
+  default_train="--config=configs/phi1.py --batch=32 --seq=2048 --microbatches=0 --remat=auto --steps=5 --dropout=both"
   default_generate="--size=phi1 --dtype=bfloat16 --batch=16 --prompt_len=512 --new_tokens=512 --repeats=5 --budgets=64,2000"
   default_dropout_attention="--seq=2048 --repeats=10 --impls=pallas,xla"
   default_tune="--seq=1024,2048 --repeats=5 --tiles=32,64,128"
-  # train: the fit's search compiles the phi-1 step a few times before the timed steps
-  : "${TIMEOUT_KERNELS:=140}" "${TIMEOUT_ATTENTION:=110}" "${TIMEOUT_TRAIN:=300}" "${TIMEOUT_GENERATE:=180}"
-  : "${TIMEOUT_TUNE:=120}"
+  # train: the fit's search compiles the phi-1 step a few times before the timed steps,
+  # then each dropout setting compiles once more. train + attention + kernels (and the
+  # parts' start-up) fit the budget; tune and generate wait for a second command.
+  : "${TIMEOUT_TRAIN:=270}" "${TIMEOUT_ATTENTION:=100}" "${TIMEOUT_KERNELS:=150}"
+  : "${TIMEOUT_TUNE:=120}" "${TIMEOUT_GENERATE:=180}" "${BUDGET:=540}"
 fi
 read -r -a ATTENTION_ARGV <<< "${ATTENTION_ARGS:-$default_attention}"
 read -r -a TRAIN_ARGV <<< "${TRAIN_ARGS:-$default_train}"
@@ -170,7 +183,7 @@ headline() {  # the one line of a part's log that the summary shows
     attention) echo "$(grep -c '^appended to' "$log") rows recorded; fwd+bwd speed-up over xla at each seq: $(
       grep -E '^ +(pallas|cudnn) \|' "$log" | awk -F'|' '{for (i = 1; i <= 7; i++) gsub(/ /, "", $i);
         if ($7 != "-") printf "%s %sx@%s ", $1, $7, $2}')" ;;
-    train) grep -E "^step " "$log" | tail -1 ;;
+    train) grep -E "^step " "$log" | sed 's/  */ /g' | paste -sd ';' - | sed 's/;/; /g' ;;
     generate) grep -E "^ratio phi_jax" "$log" | tail -1 ;;
     tune) grep -E "^--choices: .* tiles" "$log" | sed 's/^--choices: //' | tr '\n' ';' ;;
   esac
@@ -200,9 +213,69 @@ run_part() {
   echo "=== $part: ${STATUS[$part]} in ${SECONDS_TAKEN[$part]}s ${HEADLINE[$part]}"
 }
 
-echo "device_check.sh: $MODE; python $PYTHON; output $OUT_DIR"
+write_summary() {  # summary.md as it stands; $1: the part now running, if any
+  local running="${1:-}" part
+  {
+    echo "# bench/device_check.sh: $MODE, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "machine: ${GPU_LINE:-no GPU seen by nvidia-smi}; commit $(git describe --always --dirty 2>/dev/null || echo '?'); budget ${BUDGET}s (0: none)"
+    echo
+    echo "| part | status | seconds | result |"
+    echo "|---|---|---|---|"
+    for part in ${PARTS//,/ }; do
+      local status="${STATUS[$part]:-}"
+      if [[ -z "$status" ]]; then
+        [[ "$part" == "$running" ]] && status="RUNNING (cut off if this stays)" || status="not reached"
+      fi
+      local headline="${HEADLINE[$part]:-}"
+      echo "| $part | $status | ${SECONDS_TAKEN[$part]:-} | ${headline//|//} |"
+    done
+    for part in ${PARTS//,/ }; do
+      case "${STATUS[$part]:-}" in PASS|SKIPPED*|"") continue ;; esac
+      echo
+      echo "## $part: ${STATUS[$part]}, last lines of $part.log"
+      echo
+      echo '```'
+      tail -n 25 "$OUT_DIR/$part.log"
+      echo '```'
+      if grep -q "No module named 'ml_collections'" "$OUT_DIR/$part.log"; then
+        echo "(ml_collections is not in the image: run 'bash bench/device_check.sh --prepare' here and carry .device_site)"
+      fi
+    done
+    if [[ -n "$SKIPPED" ]]; then
+      echo
+      echo "Skipped for the budget: run them next with 'bash bench/device_check.sh --parts=${SKIPPED#,}'."
+    fi
+    echo
+    if [[ -s "$ROWS_FILE" ]]; then
+      echo "Rows for BENCHMARKS.md: benchmarks_rows.md (copy each row under its section)."
+    else
+      echo "No rows for BENCHMARKS.md were recorded."
+    fi
+  } > "$SUMMARY_FILE.tmp" && mv "$SUMMARY_FILE.tmp" "$SUMMARY_FILE"
+}
+
+timeout_of() {
+  case "$1" in
+    train) echo "$TIMEOUT_TRAIN" ;; attention) echo "$TIMEOUT_ATTENTION" ;;
+    kernels) echo "$TIMEOUT_KERNELS" ;; tune) echo "$TIMEOUT_TUNE" ;;
+    generate) echo "$TIMEOUT_GENERATE" ;;
+  esac
+}
+
+echo "device_check.sh: $MODE; python $PYTHON; output $OUT_DIR; budget ${BUDGET}s (0: none)"
 GPU_LINE="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+CHECK_START=$(date +%s)
+SKIPPED=""
 for part in ${PARTS//,/ }; do
+  left=$(( BUDGET - ($(date +%s) - CHECK_START) ))
+  if (( BUDGET > 0 && $(timeout_of "$part") > left )); then
+    STATUS[$part]="SKIPPED (timeout $(timeout_of "$part")s > ${left}s left of the budget)"
+    SKIPPED="$SKIPPED,$part"
+    echo "=== $part: ${STATUS[$part]}"
+    continue
+  fi
+  write_summary "$part"
   case "$part" in
     kernels) run_part kernels "$TIMEOUT_KERNELS" env "${KERNEL_ENV[@]}" \
       "${RUNNER[@]}" -m pytest tests/phi_jax/kernels -q -p no:cacheprovider "${KERNEL_ARGS[@]}" ;;
@@ -215,40 +288,14 @@ for part in ${PARTS//,/ }; do
     generate) XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}" \
       run_part generate "$TIMEOUT_GENERATE" "${RUNNER[@]}" bench/generate.py "${GENERATE_ARGV[@]}" ;;
   esac
+  write_summary
 done
+write_summary
 
-# --- the summary ------------------------------------------------------------------------
-{
-  echo "# bench/device_check.sh: $MODE, $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo
-  echo "machine: ${GPU_LINE:-no GPU seen by nvidia-smi}; commit $(git describe --always --dirty 2>/dev/null || echo '?')"
-  echo
-  echo "| part | status | seconds | result |"
-  echo "|---|---|---|---|"
-  failed=0
-  for part in ${PARTS//,/ }; do
-    echo "| $part | ${STATUS[$part]} | ${SECONDS_TAKEN[$part]} | ${HEADLINE[$part]//|//} |"
-    [[ "${STATUS[$part]}" == PASS ]] || failed=1
-  done
-  for part in ${PARTS//,/ }; do
-    [[ "${STATUS[$part]}" == PASS ]] && continue
-    echo
-    echo "## $part: ${STATUS[$part]}, last lines of $part.log"
-    echo
-    echo '```'
-    tail -n 25 "$OUT_DIR/$part.log"
-    echo '```'
-    if grep -q "No module named 'ml_collections'" "$OUT_DIR/$part.log"; then
-      echo "(ml_collections is not in the image: run 'bash bench/device_check.sh --prepare' here and carry .device_site)"
-    fi
-  done
-  echo
-  if [[ -s "$ROWS_FILE" ]]; then
-    echo "Rows for BENCHMARKS.md: benchmarks_rows.md (copy each row under its section)."
-  else
-    echo "No rows for BENCHMARKS.md were recorded."
-  fi
-} > "$SUMMARY_FILE"
+failed=0
+for part in ${PARTS//,/ }; do
+  case "${STATUS[$part]}" in PASS|SKIPPED*) ;; *) failed=1 ;; esac
+done
 echo
 cat "$SUMMARY_FILE"
 [[ -s "$ROWS_FILE" ]] && { echo; cat "$ROWS_FILE"; }

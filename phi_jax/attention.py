@@ -27,6 +27,10 @@ Decoding (docs/decoding.md): a prompt is prefilled with the implementation above
 (self-attention over the prompt, q_offset 0, so the flash kernels apply), then its
 keys/values go into the KV cache; decode steps attend over a bucketed prefix of the
 cache with `cached_attention` (plain jnp: few query rows, per-row lengths).
+
+Dropout: `dropout_rng` is one key or one key per batch row [B]; row b's mask comes from
+its own key alone (phi_jax.dropout), whatever the batch around it or its sharding.
+'xla' and 'pallas' draw different (equally distributed) masks from the same keys.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from phi_jax import attention_choices, sharding, target
+from phi_jax import dropout as dropout_lib
 
 
 def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
@@ -122,7 +127,8 @@ def _masked_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array,
   scores_BHTS = jnp.where(mask_B1TS, scores_BHTS, jnp.finfo(jnp.float32).min)
   probs_BHTS = jax.nn.softmax(scores_BHTS, axis=-1)
   if dropout_rate > 0.0 and dropout_rng is not None:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs_BHTS.shape)
+    keep = dropout_lib.keep_mask(dropout_lib.row_keys(dropout_rng, probs_BHTS.shape[0]),
+                                 dropout_rate, probs_BHTS.shape)
     probs_BHTS = jnp.where(keep, probs_BHTS / (1.0 - dropout_rate), 0.0)
   probs_BHTS = probs_BHTS.astype(v_BSHD.dtype)
   return jnp.einsum("bhts,bshd->bthd", probs_BHTS, v_BSHD, precision=precision)
@@ -164,31 +170,29 @@ def pallas_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
                        f"({block_kv}), or neither (config.model.attention_block_q/_kv)")
     block_sizes = kernels.BlockSizes.uniform(block_q, block_kv)
 
-  def local(q_BTHD, k_BSHD, v_BSHD, q_segment_ids, kv_segment_ids, dropout_rng):
+  def local(q_BTHD, k_BSHD, v_BSHD, q_segment_ids, kv_segment_ids, *seeds_BH):
     return kernels.flash_attention(
         q_BTHD, k_BSHD, v_BSHD, q_segment_ids=q_segment_ids,
         kv_segment_ids=kv_segment_ids, q_offset=q_offset, dropout_rate=dropout_rate,
-        dropout_rng=dropout_rng, block_sizes=block_sizes)
+        dropout_seeds=seeds_BH[0] if seeds_BH else None, block_sizes=block_sizes)
 
-  operands = (q_BTHD, k_BSHD, v_BSHD, q_segment_ids, kv_segment_ids)
+  # The kernel's seeds per (row, head), drawn from the rows' keys on the whole batch:
+  # a shard gets its rows' and heads' seeds, so the masks do not depend on the layout.
+  seeds = ()
+  if dropout_rng is not None and dropout_rate > 0.0:
+    seeds = (kernels.dropout_seeds(dropout_rng, q_BTHD.shape[0], q_BTHD.shape[2]),)
+  operands = (q_BTHD, k_BSHD, v_BSHD, q_segment_ids, kv_segment_ids) + seeds
   split = _mesh_split(q_BTHD.shape[0], q_BTHD.shape[2])
   if split is None:
-    return local(*operands, dropout_rng)
+    return local(*operands)
   mesh, batch_axes, head_axes = split
-  shard_axes = batch_axes + head_axes
-
-  def per_shard(q_BTHD, k_BSHD, v_BSHD, q_segment_ids, kv_segment_ids, *rng):
-    # Every shard draws its own dropout mask: fold the shard's index into the key.
-    rng = jax.random.fold_in(rng[0], jax.lax.axis_index(shard_axes)) if rng else None
-    return local(q_BTHD, k_BSHD, v_BSHD, q_segment_ids, kv_segment_ids, rng)
-
   P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
   qkv_spec = P(batch_axes or None, None, head_axes or None, None)
   seg_spec = P(batch_axes or None, None)
-  rng = (dropout_rng,) if dropout_rng is not None and dropout_rate > 0.0 else ()
-  return jax.shard_map(per_shard, mesh=mesh,
-                       in_specs=(qkv_spec,) * 3 + (seg_spec,) * 2 + (P(),) * len(rng),
-                       out_specs=qkv_spec, check_vma=False)(*operands, *rng)
+  seed_spec = P(batch_axes or None, head_axes or None)
+  return jax.shard_map(local, mesh=mesh,
+                       in_specs=(qkv_spec,) * 3 + (seg_spec,) * 2 + (seed_spec,) * len(seeds),
+                       out_specs=qkv_spec, check_vma=False)(*operands)
 
 
 def _mesh_split(batch: int, heads: int):

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from phi_jax import attention as attention_lib
+from phi_jax import dropout as dropout_lib
 from phi_jax import kv_cache as kv_cache_lib
 from phi_jax.config import PhiConfig
 from phi_jax.kv_cache import KVCache
@@ -122,12 +123,7 @@ def apply_rotary(x_BTHD: jax.Array, cos_BTR: jax.Array, sin_BTR: jax.Array) -> j
   return jnp.concatenate([rotated.astype(x_BTHD.dtype), x_BTHD[..., rotary_dim:]], axis=-1)
 
 
-def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-  """Inverted dropout; the identity when rng is None (evaluation) or rate is 0."""
-  if rng is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+dropout = dropout_lib.apply
 
 
 class Attention(nnx.Module):
@@ -207,7 +203,7 @@ class Block(nnx.Module):
     """The block's output [B, T, E] and its attention's new (k, v) (see Attention)."""
     attn_rng = resid_rng_a = resid_rng_m = None
     if dropout_rng is not None:
-      attn_rng, resid_rng_a, resid_rng_m = jax.random.split(dropout_rng, 3)
+      attn_rng, resid_rng_a, resid_rng_m = dropout_lib.split(dropout_rng, 3)
     h_BTE = self.norm(x_BTE)
     attn_BTE, kv = self.attn(h_BTE, rope, segment_ids_BT, dropout_rng=attn_rng,
                              cached_kv=cached_kv, cache_lengths_B=cache_lengths_B,
@@ -276,7 +272,9 @@ class PhiForCausalLM(nnx.Module):
       attend only within their own segment.
     positions: [B, T] rotary positions; default: the count of real tokens before
       each token (so left padding does not shift positions), else 0..T-1.
-    dropout_rng: a PRNG key to enable dropout (training).
+    dropout_rng: a PRNG key, or one key per row [B], to enable dropout (training).
+      Row b's masks come from its own key (one key: fold_in(key, b); phi_jax.dropout),
+      so they do not depend on the other rows of the batch.
     """
     hidden_BTE = self.hidden_states(tokens_BT, attention_mask=attention_mask,
                                     segment_ids=segment_ids, positions=positions,
@@ -390,8 +388,9 @@ class PhiForCausalLM(nnx.Module):
     """
     config = self.config
     x_BTE = jnp.take(self.embed[...], tokens_BT, axis=0).astype(config.compute_dtype)
-    if dropout_rng is not None:
-      embed_rng, dropout_rng = jax.random.split(dropout_rng)
+    if dropout_rng is not None:  # per-row keys: a row's masks are its own (phi_jax.dropout)
+      embed_rng, dropout_rng = dropout_lib.split(
+          dropout_lib.row_keys(dropout_rng, tokens_BT.shape[0]), 2)
       x_BTE = dropout(x_BTE, config.embed_dropout, embed_rng)
     rope = rotary_angles(positions_BT, config.rotary_dim, config.rope_base,
                          config.rope_position_scale)
@@ -401,7 +400,7 @@ class PhiForCausalLM(nnx.Module):
     def layer_step(x_BTE, xs):
       layer_state, layer, cached_kv = xs
       block = nnx.merge(graphdef, layer_state)
-      layer_rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, layer)
+      layer_rng = None if dropout_rng is None else dropout_lib.fold_in(dropout_rng, layer)
       x_BTE, kv = block(x_BTE, rope, segment_ids_BT, dropout_rng=layer_rng,
                         cached_kv=cached_kv, cache_lengths_B=cache_lengths_B,
                         prefill=collect_kv)

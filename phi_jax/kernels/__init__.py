@@ -2,7 +2,7 @@
 
 from phi_jax.kernels.flash_attention import (BlockSizes, DEFAULT_BLOCK_SIZES,
                                              default_block_sizes, dropout_keep_mask,
-                                             dropout_seed, flash_attention)
+                                             dropout_seeds, flash_attention)
 
 __all__ = ["BlockSizes", "DEFAULT_BLOCK_SIZES", "default_block_sizes", "dropout_keep_mask",
-           "dropout_seed", "flash_attention"]
+           "dropout_seeds", "flash_attention"]

@@ -27,10 +27,12 @@ by index, so they are never attended. A query row with nothing to attend gets
 output 0 and logsumexp = the mask value (finite; its gradient is 0), never NaN.
 
 Dropout: the kernel draws its own keep-mask from a counter-based hash of
-(seed, batch, head, query index, key index), so the backward pass regenerates the
-forward's mask without storing it. This is NOT the `jax.random` stream that
-`xla_attention` uses: the same dropout_rng gives a different (equally distributed)
-mask. `dropout_keep_mask` computes the kernel's mask in plain jnp, for tests.
+(seed, query index, key index), with one seed per (batch row, head) drawn from the
+row's dropout key (`dropout_seeds`, phi_jax.dropout), so the backward pass regenerates
+the forward's mask without storing it, and a row's mask does not depend on the rest of
+the batch or on how batch and heads are sharded. This is NOT the `jax.random` stream
+that `xla_attention` uses: the same key gives a different (equally distributed) mask.
+`dropout_keep_mask` computes the kernel's mask in plain jnp, for tests.
 
 Decoding (q_offset traced, i.e. a KV cache index) is not handled here:
 `phi_jax.attention` routes it to the XLA path (see docs/attention.md).
@@ -45,6 +47,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from phi_jax import dropout as dropout_lib
 from phi_jax import target
 
 # Masked scores get this instead of -inf so that exp(m_old - m_new) is never
@@ -196,41 +199,45 @@ def _mix32(x: jax.Array) -> jax.Array:
   return x ^ _srl(x, 16)
 
 
-def _keep(seed: jax.Array, batch_head: jax.Array, rows: jax.Array, cols: jax.Array,
-          rate: float) -> jax.Array:
-  """Boolean keep-mask, broadcast of rows [R, 1] x cols [1, C] (buffer indices)."""
-  row_key = _mix32(_mix32(seed + batch_head * jnp.int32(_GOLDEN)) ^ rows)
+def _keep(seed: jax.Array, rows: jax.Array, cols: jax.Array, rate: float) -> jax.Array:
+  """Boolean keep-mask of one (batch row, head)'s seed, broadcast of rows [R, 1] x
+  cols [1, C] (buffer indices)."""
+  row_key = _mix32(_mix32(seed) ^ rows)
   bits = _srl(_mix32(row_key + cols * jnp.int32(_GOLDEN)), 8)  # uniform in [0, 2^24)
   return bits >= jnp.int32(round(rate * (1 << 24)))
 
 
-def _tile_keep(seed: jax.Array, batch_head: jax.Array, q_start, kv_start, bq: int, bk: int,
+def _tile_keep(seed: jax.Array, q_start, kv_start, bq: int, bk: int,
                rate: float) -> jax.Array:
   """The keep-mask [bq, bk] of the tile at (q_start, kv_start): the same bits in the
   forward and both backward kernels, whatever their block sizes."""
   rows = q_start + jax.lax.broadcasted_iota(jnp.int32, (bq, 1), 0)
   cols = kv_start + jax.lax.broadcasted_iota(jnp.int32, (1, bk), 1)
-  return _keep(seed, batch_head, rows, cols, rate)
+  return _keep(seed, rows, cols, rate)
 
 
-def dropout_seed(dropout_rng: jax.Array) -> jax.Array:
-  """The kernel's int32 dropout seed [1, 1] drawn from a jax PRNG key."""
-  return jax.random.bits(dropout_rng, (1, 1), jnp.uint32).astype(jnp.int32)
+def dropout_seeds(dropout_rng: jax.Array, batch: int, heads: int) -> jax.Array:
+  """The kernel's int32 dropout seeds [batch, heads]: row b's from its dropout key alone
+  (`dropout_rng`: one key, or one per row [batch]; phi_jax.dropout.row_keys)."""
+  return _draw_seeds(dropout_rng, batch, heads)
 
 
-def dropout_keep_mask(seed: jax.Array, batch: int, heads: int, q_len: int, kv_len: int,
+def _draw_seeds(dropout_rng: jax.Array, batch: int, heads: int) -> jax.Array:
+  keys_B = dropout_lib.row_keys(dropout_rng, batch)
+  return dropout_lib.bits(keys_B, (heads,)).astype(jnp.int32)
+
+
+def dropout_keep_mask(seeds_BH: jax.Array, q_len: int, kv_len: int,
                       rate: float) -> jax.Array:
   """The kernel's keep-mask [batch, heads, q_len, kv_len] in plain jnp (for tests).
 
-  seed: from `dropout_seed`. Entry (b, h, i, j) is what the kernel uses for query i
-  and key j of batch row b and head h.
+  seeds_BH: from `dropout_seeds`. Entry (b, h, i, j) is what the kernel uses for query
+  i and key j of batch row b and head h.
   """
-  seed = jnp.asarray(seed, jnp.int32).reshape(1, 1)
-  batch_head = jnp.arange(batch * heads, dtype=jnp.int32)
   rows = jnp.arange(q_len, dtype=jnp.int32)[:, None]
   cols = jnp.arange(kv_len, dtype=jnp.int32)[None, :]
-  keep = jax.vmap(lambda bh: _keep(seed, bh, rows, cols, rate))(batch_head)
-  return keep.reshape(batch, heads, q_len, kv_len)
+  keep = jax.vmap(jax.vmap(lambda seed: _keep(seed, rows, cols, rate)))
+  return keep(jnp.asarray(seeds_BH, jnp.int32))
 
 
 # ----------------------------------------------------------------------------------
@@ -339,8 +346,7 @@ def _forward_kernel(*refs, st: _Static):
   seed_ref, q_seg_ref, kv_seg_ref, refs = _split_refs(refs, st)
   q_ref, k_ref, v_ref, o_ref, lse_ref = refs
   bq, bk = st.blocks.block_q, st.blocks.block_kv
-  batch, head, q_block = pl.program_id(0), pl.program_id(1), pl.program_id(2)
-  num_heads = pl.num_programs(1)
+  q_block = pl.program_id(2)
   q_start = q_block * bq
   q = q_ref[...]
   head_dim = q.shape[-1]
@@ -366,8 +372,7 @@ def _forward_kernel(*refs, st: _Static):
     correction = jnp.exp(m - m_new)
     l = correction * l + jnp.sum(p, axis=1, keepdims=True)
     if seed is not None:
-      keep = _tile_keep(seed, batch * num_heads + head, q_start, kv_start, bq, bk,
-                        st.dropout_rate)
+      keep = _tile_keep(seed, q_start, kv_start, bq, bk, st.dropout_rate)
       p = jnp.where(keep, p * (1.0 / (1.0 - st.dropout_rate)), 0.0)
     acc = correction * acc + _dot(p, v, v.dtype)
     return acc, m_new, l
@@ -397,7 +402,7 @@ def _probabilities(st, q, k, lse, q_start, kv_start, bq, bk, q_seg, kv_seg, *, m
   return p if mask is None else jnp.where(mask, p, 0.0)
 
 
-def _tile_backward(st, seed, batch_head, q, k, v, do, lse, delta, q_start, kv_start,
+def _tile_backward(st, seed, q, k, v, do, lse, delta, q_start, kv_start,
                    bq: int, bk: int, q_seg, kv_seg, *, masked: bool):
   """(dropped probabilities, dS) of one [bq, bk] tile, shared by the dK/dV and dQ kernels.
 
@@ -408,7 +413,7 @@ def _tile_backward(st, seed, batch_head, q, k, v, do, lse, delta, q_start, kv_st
   dp = _dot_nt(do, v, q.dtype)
   p_dropped = p
   if seed is not None:
-    keep = _tile_keep(seed, batch_head, q_start, kv_start, bq, bk, st.dropout_rate)
+    keep = _tile_keep(seed, q_start, kv_start, bq, bk, st.dropout_rate)
     scale = 1.0 / (1.0 - st.dropout_rate)
     p_dropped = jnp.where(keep, p * scale, 0.0)
     dp = jnp.where(keep, dp * scale, 0.0)
@@ -419,8 +424,7 @@ def _dkv_kernel(*refs, st: _Static):
   seed_ref, q_seg_ref, kv_seg_ref, refs = _split_refs(refs, st)
   q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref = refs
   bq, bk = st.blocks.block_q_dkv, st.blocks.block_kv_dkv
-  batch, head, kv_block = pl.program_id(0), pl.program_id(1), pl.program_id(2)
-  num_heads = pl.num_programs(1)
+  kv_block = pl.program_id(2)
   kv_start = kv_block * bk
   k, v = k_ref[...], v_ref[...]
   dtype = k.dtype
@@ -435,8 +439,7 @@ def _dkv_kernel(*refs, st: _Static):
       q, do = q_ref[rows, :], do_ref[rows, :]
       lse, delta = lse_ref[rows, :], delta_ref[rows, :]
       q_seg = None if q_seg_ref is None else q_seg_ref[rows, :]
-      p_dropped, ds = _tile_backward(st, seed, batch * num_heads + head, q, k, v, do, lse,
-                                     delta, q_start, kv_start, bq, bk, q_seg, kv_seg,
+      p_dropped, ds = _tile_backward(st, seed, q, k, v, do, lse, delta, q_start, kv_start, bq, bk, q_seg, kv_seg,
                                      masked=masked)
       dv = dv + _dot_tn(p_dropped, do, dtype)
       dk = dk + _dot_tn(ds, q, dtype)
@@ -461,8 +464,7 @@ def _dq_kernel(*refs, st: _Static):
   seed_ref, q_seg_ref, kv_seg_ref, refs = _split_refs(refs, st)
   q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref = refs
   bq, bk = st.blocks.block_q_dq, st.blocks.block_kv_dq
-  batch, head, q_block = pl.program_id(0), pl.program_id(1), pl.program_id(2)
-  num_heads = pl.num_programs(1)
+  q_block = pl.program_id(2)
   q_start = q_block * bq
   q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
   dtype = q.dtype
@@ -475,8 +477,7 @@ def _dq_kernel(*refs, st: _Static):
       cols = pl.ds(kv_start, bk)
       k, v = k_ref[cols, :], v_ref[cols, :]
       kv_seg = None if kv_seg_ref is None else kv_seg_ref[:, cols]
-      _, ds = _tile_backward(st, seed, batch * num_heads + head, q, k, v, do, lse, delta,
-                             q_start, kv_start, bq, bk, q_seg, kv_seg, masked=masked)
+      _, ds = _tile_backward(st, seed, q, k, v, do, lse, delta, q_start, kv_start, bq, bk, q_seg, kv_seg, masked=masked)
       return dq + _dot(ds, k, dtype)
     return run
 
@@ -490,7 +491,7 @@ def _dq_kernel(*refs, st: _Static):
 # ----------------------------------------------------------------------------------
 # pallas_call wrappers. Arrays arrive padded and in the backend's layout:
 # q/k/v/o [B, T, H, D] ('BTHD') or [B, H, T, D] ('BHTD'); lse/delta [B, H, T, 1];
-# q segment ids [B, T, 1]; kv segment ids [B, 1, S]; dropout seed [1, 1].
+# q segment ids [B, T, 1]; kv segment ids [B, 1, S]; dropout seeds [B, H, 1, 1].
 
 def _specs(st: _Static, head_dim: int):
   """BlockSpec factories for the current layout."""
@@ -522,7 +523,7 @@ def _specs(st: _Static, head_dim: int):
       return pl.BlockSpec((None, 1, st.kv_len_padded), lambda b, h, i: (b, 0, 0))
     return pl.BlockSpec((None, 1, block), lambda b, h, i: (b, 0, i))
 
-  seed = pl.BlockSpec((1, 1), lambda b, h, i: (0, 0))
+  seed = pl.BlockSpec((None, None, 1, 1), lambda b, h, i: (b, h, 0, 0))
   return tiles, whole, stat_tiles, stat_whole, q_seg, kv_seg, seed
 
 
@@ -663,6 +664,7 @@ def flash_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
                     kv_segment_ids: jax.Array | None = None, q_offset: int = 0,
                     causal: bool = True, dropout_rate: float = 0.0,
                     dropout_rng: jax.Array | None = None,
+                    dropout_seeds: jax.Array | None = None,
                     block_sizes: BlockSizes | None = None, platform: str | None = None,
                     interpret: bool | None = None) -> jax.Array:
   """Flash attention; returns [batch, q_len, heads, head_dim] in q's dtype.
@@ -675,7 +677,10 @@ def flash_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
     q_offset: buffer index of the first query (a Python int: static).
     causal: query q_offset + i sees keys j <= q_offset + i; False: every key.
     dropout_rate, dropout_rng: dropout on the attention probabilities when both are
-      set; the kernel's own mask stream (see `dropout_keep_mask`).
+      set; the kernel's own mask stream (see `dropout_keep_mask`). dropout_rng: one
+      key, or one key per batch row [B] (row b's mask from its key alone).
+    dropout_seeds: instead of dropout_rng, the seeds [B, H] `dropout_seeds` drew (a
+      caller running the kernel per shard draws them on the whole batch).
     block_sizes: tile sizes (default: `default_block_sizes(platform, head_dim)`).
     platform: 'gpu' (Triton), 'tpu' (Mosaic) or 'cpu'; default: the target backend
       (`phi_jax.target`). Naming one explicitly lets you lower for it elsewhere.
@@ -707,7 +712,12 @@ def flash_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
                      "(decoding with a traced cache index goes through the XLA path)")
   if not 0.0 <= dropout_rate < 1.0:
     raise ValueError(f"flash_attention: dropout_rate {dropout_rate} not in [0, 1)")
-  use_dropout = dropout_rate > 0.0 and dropout_rng is not None
+  if dropout_rng is not None and dropout_seeds is not None:
+    raise ValueError("flash_attention: pass dropout_rng or dropout_seeds, not both")
+  if dropout_seeds is not None and dropout_seeds.shape != (batch, heads):
+    raise ValueError(f"flash_attention: dropout_seeds {dropout_seeds.shape}, want "
+                     f"[B, H] = {(batch, heads)}")
+  use_dropout = dropout_rate > 0.0 and (dropout_rng is not None or dropout_seeds is not None)
 
   blocks = _clamp_blocks(block_sizes or default_block_sizes(platform, head_dim), q_len, kv_len,
                          platform)
@@ -731,7 +741,11 @@ def flash_attention(q_BTHD: jax.Array, k_BSHD: jax.Array, v_BSHD: jax.Array, *,
     # masked by index anyway.
     q_seg = _pad_axis(q_segment_ids.astype(jnp.int32), 1, st.q_len_padded, -1)[:, :, None]
     kv_seg = _pad_axis(kv_segment_ids.astype(jnp.int32), 1, st.kv_len_padded, -2)[:, None, :]
-  seed = dropout_seed(dropout_rng) if use_dropout else None
+  seed = None
+  if use_dropout:
+    if dropout_seeds is None:
+      dropout_seeds = _draw_seeds(dropout_rng, batch, heads)
+    seed = dropout_seeds.astype(jnp.int32)[:, :, None, None]
   o = _flash(st, q, k, v, q_seg, kv_seg, seed)
   if st.layout == "BHTD":
     o = jnp.swapaxes(o, 1, 2)

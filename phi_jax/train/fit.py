@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -151,6 +152,16 @@ def trace_step(model_config: PhiConfig, train_cfg: Any, mesh: Mesh, rules,
   return trainer.trace_train_step(trainer.abstract_state(), batch, rng)
 
 
+def compiler_out_of_memory(error: Exception) -> int | None:
+  """The bytes a compiler's RESOURCE_EXHAUSTED error says the program needs (XLA:TPU
+  checks HBM while compiling: "... HLO temporaries (134.00G) exceeds available HBM
+  (95.74G)"), at least one byte over what it says is available; None for other errors."""
+  text = str(error)
+  if "RESOURCE_EXHAUSTED" not in text:
+    return None
+  units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+  sizes = [float(n) * units[u] for n, u in re.findall(r"\(([\d.]+)([KMGT])\)", text)]
+  return int(max(sizes)) + 1 if sizes else 2**62
 def peak_bytes(compiled: jax.stages.Compiled) -> int:
   """XLA's static peak of a compiled program per device: arguments + outputs - donated
   + temporaries."""
@@ -222,8 +233,14 @@ def resolve(model_config: PhiConfig, train_cfg: Any, mesh: Mesh, rules, *,
 
   if peak is None:
     def peak(r: str, count: int) -> int:  # pylint: disable=function-redefined
-      return peak_bytes(compile_step(model_config.replace(remat=r), train_cfg, mesh, rules,
-                                     count))
+      try:
+        compiled = compile_step(model_config.replace(remat=r), train_cfg, mesh, rules, count)
+      except jax.errors.JaxRuntimeError as e:
+        required = compiler_out_of_memory(e)
+        if required is None:
+          raise
+        return required  # XLA:TPU refuses a program over HBM when compiling it
+      return peak_bytes(compiled)
   search = Search(peak, budget, counts,
                   remats=REMAT_ORDER if auto_remat else [remat])
   error = None

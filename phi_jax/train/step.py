@@ -29,6 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from phi_jax.config import ConfigError, PhiConfig
 from phi_jax.model import PhiForCausalLM, abstract_model
+from phi_jax import dropout as dropout_lib
 from phi_jax import sharding
 from phi_jax.sharding import param_shardings
 from phi_jax.train import loss as loss_lib, mesh as mesh_lib
@@ -69,6 +70,7 @@ def loss_sums(params: Any, model_config: PhiConfig, batch: Mapping[str, jax.Arra
               loss_chunk: int = 0) -> tuple[jax.Array, jax.Array]:
   """(sum of the counted targets' cross entropies, their count), both fp32 scalars.
 
+  dropout_rng: None (no dropout), one key, or one key per row [B] (phi_jax.dropout).
   loss_chunk: positions whose logits are computed at a time (phi_jax.train.loss; 0 =
   the whole [B, T, V] at once).
   """
@@ -236,12 +238,17 @@ class Trainer:
     micro = _split_microbatches(batch, self.microbatches, self.mesh, self.rules)
     step_rng = jax.random.fold_in(rng, state.step)
     grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
+    # Each micro-batch's rows by their index in the global batch, split as the batch is:
+    # row r's dropout key is fold_in(step_rng, r) however the batch is split or sharded.
+    batch_size = batch["tokens"].shape[0]
+    rows_KB = jnp.arange(batch_size, dtype=jnp.int32).reshape(
+        batch_size // self.microbatches, self.microbatches).T
 
     def accumulate(carry, xs):
       grads_sum, loss_sum, tokens_sum = carry
-      micro_batch, index = xs
+      micro_batch, rows_B = xs
       (loss, tokens), grads = grad_fn(state.params, self.config, micro_batch,
-                                      jax.random.fold_in(step_rng, index), self.loss_chunk)
+                                      dropout_lib.rows_of(step_rng, rows_B), self.loss_chunk)
       grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
       grads_sum = jax.lax.with_sharding_constraint(grads_sum, self.param_shardings)
       return (grads_sum, loss_sum + loss, tokens_sum + tokens), None
@@ -249,7 +256,7 @@ class Trainer:
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
     zero = jnp.zeros((), jnp.float32)
     (grads, loss_sum, tokens), _ = jax.lax.scan(
-        accumulate, (zeros, zero, zero), (micro, jnp.arange(self.microbatches)))
+        accumulate, (zeros, zero, zero), (micro, rows_KB))
     denominator = jnp.maximum(tokens, 1.0)
     grads = jax.tree.map(lambda g: g / denominator, grads)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
@@ -266,7 +273,9 @@ class Trainer:
     counted target tokens, so the step equals one on the whole batch. The step is
     traced with the trainer's mesh as the context mesh (`jax.set_mesh`), which lets
     the Pallas attention kernel run per shard instead of on gathered operands.
-    Dropout key: fold_in(fold_in(rng, step), micro-batch index). Metrics (fp32 scalars): loss,
+    Dropout: row r of the global batch gets the key fold_in(fold_in(rng, step), r) and
+    draws all its masks from it (phi_jax.dropout), so the step is the same (up to float
+    summation order) for any number of micro-batches and any mesh. Metrics (fp32 scalars): loss,
     grad_norm (before clipping), lr (of this update), tokens (counted targets).
     """
     with jax.set_mesh(self.mesh), sharding.use_rules(self.rules):

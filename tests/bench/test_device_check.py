@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from tests.conftest import REPO_ROOT
 
 SCRIPT = os.path.join(REPO_ROOT, "bench", "device_check.sh")
-PARTS = ("kernels", "attention", "train", "tune", "generate")
+PARTS = ("train", "attention", "kernels", "tune", "generate")  # the script's order
 
 
 def run_check(tmp_path, *args, **env_overrides) -> tuple[subprocess.CompletedProcess, str]:
@@ -57,7 +59,42 @@ def test_dry_mode_runs_training_and_generation(tmp_path):
   rows = summary_rows(out)
   assert list(rows) == ["train", "generate"]
   assert all(status == "PASS" for status, _, _ in rows.values()), rows
-  assert re.match(r"step [\d.]+ ms +[\d,]+ tokens/s +MFU -", rows["train"][2]), rows["train"]
+  assert re.match(r"step [\d.]+ ms +[\d,]+ tokens/s +MFU - +\(dropout attn 0.1, resid 0.1\); "
+                  r"step [\d.]+ ms +[\d,]+ tokens/s +MFU - +\(dropout off\)$",
+                  rows["train"][2]), rows["train"]
+
+
+def test_parts_beyond_the_budget_are_skipped_and_a_cut_off_check_leaves_its_summary(
+    tmp_path):
+  """A part whose timeout exceeds what is left of --budget is skipped and named with the
+  command that runs it; summary.md is written before each part, so a check killed from
+  outside (the device command's limit) still says what finished and what was running."""
+  process, out = run_check(tmp_path, "--parts=train,generate", "--budget=100",
+                           TIMEOUT_TRAIN="101", TIMEOUT_GENERATE="1")
+  assert process.returncode == 1  # generate ran (and timed out); a skip is no failure
+  rows = summary_rows(out)
+  assert rows["train"][0] == "SKIPPED (timeout 101s > 100s left of the budget)", rows
+  assert rows["generate"][0] == "TIMEOUT", rows
+  with open(os.path.join(out, "summary.md")) as f:
+    assert "run them next with 'bash bench/device_check.sh --parts=train'" in f.read()
+
+  cut = tmp_path / "cut"
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS", "OUT")}
+  check = subprocess.Popen(["bash", SCRIPT, "--dry", f"--out={cut}", "--parts=generate,train"],
+                           env={**env, "PYTHON": sys.executable}, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  summary = cut / "summary.md"
+  try:
+    deadline = time.time() + 60
+    while not (summary.exists() and "RUNNING" in summary.read_text()):
+      assert time.time() < deadline and check.poll() is None, "no summary while running"
+      time.sleep(0.2)
+  finally:
+    os.killpg(check.pid, signal.SIGKILL)
+    check.wait()
+  rows = summary_rows(str(cut))
+  assert rows["generate"][0] == "RUNNING (cut off if this stays)", rows
+  assert rows["train"][0] == "not reached", rows
 
 
 @pytest.mark.slow
@@ -89,8 +126,10 @@ def test_dry_mode_runs_every_part_and_writes_the_rows(tmp_path):
   from bench import generate, train  # pylint: disable=g-import-not-at-top
   for module, cells in ((train, "| tiny | "), (generate, "| tiny | 2 | 8 | 4 | float32 | - |")):
     section = recorded.split(module.SECTION)[1].split("\n## ")[0]
-    assert sum(line.startswith("| 20") for line in section.splitlines()) == 1, section
+    rows_here = 2 if module is train else 1  # train: with the config's dropout, then none
+    assert sum(line.startswith("| 20") for line in section.splitlines()) == rows_here, section
     assert cells in section
+  assert "| off |" in recorded.split(train.SECTION)[1].split("\n## ")[0]
   assert "bench/attention.py" not in recorded
   # attention='auto''s table: every situation and the tuned tiles of this device kind,
   # beside the repository's entries

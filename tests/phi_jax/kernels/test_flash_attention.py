@@ -22,7 +22,8 @@ from flax import nnx
 from phi_jax import attention as attention_lib
 from phi_jax.attention import xla_attention
 from phi_jax.config import ConfigError, PhiConfig
-from phi_jax.kernels import BlockSizes, dropout_keep_mask, dropout_seed, flash_attention
+from phi_jax import dropout as dropout_lib
+from phi_jax.kernels import BlockSizes, dropout_keep_mask, dropout_seeds, flash_attention
 from tests.conftest import cpu_only, random_model
 
 
@@ -211,7 +212,7 @@ def test_dropout_equals_dense_attention_with_the_kernels_mask():
   case = Case(300, 2, 64, segments=True, batch=2)
   q, k, v, do, q_seg, kv_seg = inputs(case)
   rng = jax.random.key(7)
-  keep = dropout_keep_mask(dropout_seed(rng), 2, 2, 300, 300, rate)
+  keep = dropout_keep_mask(dropout_seeds(rng, 2, 2), 300, 300, rate)
   got = jax.jit(lambda q, k, v, do: value_and_grads(
       lambda q, k, v: flash_attention(q, k, v, q_segment_ids=q_seg, kv_segment_ids=kv_seg,
                                       dropout_rate=rate, dropout_rng=rng), q, k, v, do))(
@@ -227,7 +228,7 @@ def test_dropout_equals_dense_attention_with_the_kernels_mask():
 
 def test_dropout_mask_statistics():
   rate = 0.1
-  keep = np.asarray(dropout_keep_mask(dropout_seed(jax.random.key(0)), 4, 4, 256, 256, rate))
+  keep = np.asarray(dropout_keep_mask(dropout_seeds(jax.random.key(0), 4, 4), 256, 256, rate))
   # 1M Bernoulli(0.9) draws: the kept fraction is within 5 standard errors of 0.9,
   # and so is every (batch, head) slice (65k draws each) within its own error.
   assert abs(keep.mean() - 0.9) < 5 * np.sqrt(0.09 / keep.size)
@@ -240,7 +241,7 @@ def test_dropout_mask_statistics():
     correlation = (centred * shifted).mean() / centred.var()
     assert abs(correlation) < 0.01, (axis, correlation)
   # Another key gives another mask.
-  other = np.asarray(dropout_keep_mask(dropout_seed(jax.random.key(1)), 4, 4, 256, 256, rate))
+  other = np.asarray(dropout_keep_mask(dropout_seeds(jax.random.key(1), 4, 4), 256, 256, rate))
   assert 0.1 < (keep != other).mean() < 0.25  # ~ 2 * 0.9 * 0.1 = 0.18
 
 
@@ -313,7 +314,8 @@ def test_decoding_falls_back_to_xla():
 @cpu_only  # 8 devices
 def test_runs_per_shard_under_a_context_mesh():
   """With a (data, fsdp, tensor) mesh set, the kernel runs per shard (shard_map over
-  batch and heads) and still equals xla_attention; dropout masks differ per shard."""
+  batch and heads) and still equals xla_attention; dropout masks are per (row, head),
+  the same as without the mesh."""
   from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
   mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
   case = Case(40, 4, 64, segments=True, batch=4)
@@ -333,8 +335,31 @@ def test_runs_per_shard_under_a_context_mesh():
   for name, g, w in zip(("out", "dq", "dk", "dv"), got, want):
     assert_close(g, w, 2e-5, f"sharded {name}")
   out = np.asarray(out)
-  # Batch rows 0..3 sit on different (data, fsdp) shards: different masks.
+  # Every batch row has its own key: different masks ...
   assert all(np.abs(out[0] - out[b]).max() > 0.1 for b in (1, 2, 3))
+  # ... the same ones as on one device, without the mesh.
+  np.testing.assert_allclose(out, np.asarray(jax.jit(dropped)(same_rows)), atol=1e-6)
+
+
+def test_dropout_mask_of_a_row_does_not_depend_on_the_batch():
+  """Rows 1..2 of a batch of 4, run alone with their own per-row keys, get the masks
+  (and so the outputs and gradients) they get in the whole batch."""
+  case = Case(40, 2, 64, segments=True, batch=4)
+  q, k, v, do, q_seg, kv_seg = inputs(case)
+  keys = dropout_lib.row_keys(jax.random.key(5), 4)
+
+  def run(rows):
+    fn = lambda q, k, v: flash_attention(
+        q, k, v, q_segment_ids=q_seg[rows], kv_segment_ids=kv_seg[rows], dropout_rate=0.3,
+        dropout_rng=keys[rows])
+    return value_and_grads(fn, q[rows], k[rows], v[rows], do[rows])
+
+  whole, part = run(slice(0, 4)), run(slice(1, 3))
+  for name, w, p in zip(("out", "dq", "dk", "dv"), whole, part):
+    np.testing.assert_allclose(np.asarray(w)[1:3], np.asarray(p), atol=1e-6, err_msg=name)
+  # One key means row b's key fold_in(key, b): the same masks.
+  np.testing.assert_array_equal(
+      dropout_seeds(jax.random.key(5), 4, 2), dropout_seeds(keys, 4, 2))
 
 
 def test_auto_resolves_by_backend():

@@ -117,3 +117,15 @@ def test_the_choice_from_compiles_equals_brute_force_on_cpu_devices():
   expected = brute_force(lambda r, k: peaks[r, k], int(budget / 0.9 * 0.9), counts)
   assert (fit.remat, fit.microbatches) == expected
   assert fit.peak == peaks[expected]
+
+
+def test_a_compilers_out_of_memory_error_reads_as_a_peak_over_the_budget():
+  """XLA:TPU refuses a program over HBM while compiling (the v5p-4 phi-1 search met it):
+  the search reads the bytes it says are needed, so that count just does not fit."""
+  tpu = jax.errors.JaxRuntimeError(
+      "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+      "temporaries (134.00G) exceeds available HBM (95.74G).")
+  assert fit_lib.compiler_out_of_memory(tpu) == int(134.0 * 2**30) + 1
+  assert fit_lib.compiler_out_of_memory(
+      jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: out of memory")) == 2**62
+  assert fit_lib.compiler_out_of_memory(jax.errors.JaxRuntimeError("INTERNAL: other")) is None

@@ -1,5 +1,6 @@
 """Tests of the sharded training core (phi_jax.train) on 8 simulated CPU devices."""
 
+import functools
 import types
 
 import jax
@@ -131,6 +132,59 @@ def test_gradient_accumulation_equals_one_large_batch():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
                                                        atol=1e-5, rtol=1e-5),
                four.params, one.params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def per_row_reference(config, params, batch, step_rng):
+  """(loss, grads): the step's mean loss and gradients by brute force, each row run as a
+  batch of its own with its own dropout key fold_in(step_rng, r) (phi_jax.dropout's
+  contract), then summed."""
+  def one_row(row, r):
+    key = jax.random.fold_in(step_rng, r)[None]  # the row's key, as a [1] per-row array
+    return jax.value_and_grad(step_lib.loss_sums, has_aux=True)(
+        params, config, {k: v[None] for k, v in row.items()}, key)
+
+  (sums, counts), grads = jax.vmap(one_row)(batch, jnp.arange(batch["tokens"].shape[0]))
+  count = counts.sum()
+  return sums.sum() / count, jax.tree.map(lambda g: g.sum(0) / count, grads)
+
+
+@pytest.fixture(scope="module")
+def dropout_reference():
+  """(params, batch, rng, loss, grads, updated params) of one step with dropout on, by
+  the per-row brute force."""
+  batch, rng = make_batch(seed=6), jax.random.key(11)
+  params = random_params(CONFIG, seed=4)
+  step_rng = jax.random.fold_in(rng, 0)  # the trainer folds in the step (0 here)
+  loss, grads = per_row_reference(CONFIG, params, batch, step_rng)
+  loss = float(loss)
+  optimizer = optim.make_optimizer(train_cfg().optimizer, 10, params)
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  return params, batch, rng, loss, grads, optax.apply_updates(params, updates)
+
+
+@pytest.mark.parametrize("microbatches", [1, 2, pytest.param(4, marks=pytest.mark.slow)])
+def test_dropout_is_keyed_per_global_row_whatever_the_microbatches(dropout_reference,
+                                                                  microbatches):
+  """With dropout on, any number of micro-batches gives the step the per-row brute force
+  gives (same loss, gradients, update): a row's masks do not depend on its micro-batch."""
+  params, batch, rng, want_loss, want_grads, want_params = dropout_reference
+  trainer = step_lib.Trainer(CONFIG, train_cfg(microbatches=microbatches), make_mesh(None),
+                             RULES, 10)
+  state, metrics = trainer.train_step(trainer.state_from_params(params),
+                                      trainer.shard_batch(batch), rng)
+  np.testing.assert_allclose(metrics["loss"], want_loss, rtol=1e-5)
+  np.testing.assert_allclose(metrics["grad_norm"], optax.global_norm(want_grads), rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                       atol=1e-5, rtol=1e-5),
+               state.params, want_params)
+
+
+def test_the_per_row_reference_sees_the_masks(dropout_reference):
+  """The brute force is not blind to the keys: other row keys give another loss."""
+  params, batch, rng, want_loss, _, _ = dropout_reference
+  other_loss, _ = per_row_reference(CONFIG, params, batch, jax.random.fold_in(rng, 1))
+  assert abs(float(other_loss) - want_loss) > 1e-3
 
 
 def test_pallas_attention_runs_per_shard_in_the_train_step():
