@@ -42,6 +42,22 @@ def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
   return None if len(a) == len(b) else min(len(a), len(b))
 
 
+def decode_variants(prompts: Sequence[Sequence[int]], *,
+                    decode: Callable[[list[list[int]], int], list[str]],
+                    batch_size: int, seed: int = 0) -> dict[str, list[str]]:
+  """The certificate's decodings of `prompts`, in problem order: {"shuffled": at
+  `batch_size` in a seeded shuffled order, "batch_1": one at a time}. `certify` runs it
+  first; a process that only takes part in the decoding (a multi-host job's other
+  processes: decoding is one program of every process) runs it alone."""
+  m = len(prompts)
+  order = [int(i) for i in np.random.default_rng(seed).permutation(m)]
+  shuffled = decode([list(prompts[i]) for i in order], batch_size)
+  unshuffled = [""] * m
+  for position, i in enumerate(order):
+    unshuffled[i] = shuffled[position]
+  return {"batch_1": decode([list(p) for p in prompts], 1), "shuffled": unshuffled}
+
+
 def certify(task_ids: Sequence[str], prompts: Sequence[Sequence[int]],
             reference: Sequence[str], reference_passed: Sequence[bool], *,
             decode: Callable[[list[list[int]], int], list[str]],
@@ -63,12 +79,7 @@ def certify(task_ids: Sequence[str], prompts: Sequence[Sequence[int]],
   m = len(task_ids)
   if not m or not len(prompts) == len(reference) == len(reference_passed) == m:
     raise ValueError("certify needs one prompt, completion and verdict per sampled problem")
-  order = [int(i) for i in np.random.default_rng(seed).permutation(m)]
-  shuffled = decode([list(prompts[i]) for i in order], batch_size)
-  unshuffled = [""] * m
-  for position, i in enumerate(order):
-    unshuffled[i] = shuffled[position]
-  decoded = {"batch_1": decode([list(p) for p in prompts], 1), "shuffled": unshuffled}
+  decoded = decode_variants(prompts, decode=decode, batch_size=batch_size, seed=seed)
   reference_rate = float(np.mean([bool(p) for p in reference_passed]))
   variants = {}
   for name, completions in decoded.items():

@@ -395,7 +395,8 @@ def _claim_output(out_dir: str, record: dict, overwrite: bool) -> None:
 def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = None, *,
              checkpoint: str | None = None, samples_path: str | None = None,
              data_path: str | None = None, model_overrides: dict | None = None,
-             overwrite: bool = False, load_model: Callable[[], Any] | None = None) -> dict:
+             overwrite: bool = False, load_model: Callable[[], Any] | None = None,
+             execute: bool = True) -> dict | None:
   """Generate (from `checkpoint`) or read (`samples_path`) samples, execute, score.
 
   settings: how samples are drawn and executed (eval/settings.py; default
@@ -409,6 +410,10 @@ def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = 
     called only when samples remain to be generated; default
     `phi_jax.from_pretrained(checkpoint, **model_overrides)`. A caller evaluating one
     model on several benchmarks passes one that loads it once.
+  execute: False: only generate (from `checkpoint`), into `out_dir`, with the decodings
+    of the determinism certificate, and return None: nothing runs in the sandbox and
+    nothing is scored. A multi-host job's processes other than process 0 call it so:
+    generation is one program of every process, the sandbox runs on process 0 alone.
   Returns the report written to pass_at_k.json.
   """
   settings = (settings or EvalSettings()).check()
@@ -420,6 +425,8 @@ def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = 
   seed, isolation, workers = settings.seed, settings.isolation, settings.workers or None
   if (checkpoint is None) == (samples_path is None):
     raise UsageError("pass exactly one of checkpoint (generate + execute) or samples (execute)")
+  if not execute and checkpoint is None:
+    raise UsageError("execute=False generates only: it needs a checkpoint, not samples")
   if benchmark_name not in BENCHMARKS:
     raise UsageError(f"unknown benchmark {benchmark_name!r}; available: {sorted(BENCHMARKS)}")
   out_dir = cli.check_output_dir(out_dir, "out")
@@ -458,6 +465,16 @@ def evaluate(benchmark_name: str, out_dir: str, settings: EvalSettings | None = 
     raise UsageError(f"determinism_problems = {settings.determinism_problems}: the "
                      "certificate re-decodes with the model; it needs a checkpoint, not "
                      "samples")
+  if not execute:
+    _claim_output(out_dir, record, overwrite)
+    os.makedirs(out_dir, exist_ok=True)
+    atomic.write_json(record, os.path.join(out_dir, RUN_RECORD))
+    if load_model is None:
+      load_model = functools.partial(_load_model, checkpoint, model_overrides)
+    _generate_resumably(out_dir, load_model, benchmark, problems, settings)
+    if settings.determinism_problems:
+      _decode_for_certificate(load_model(), benchmark, problems, settings)
+    return None
   sandbox = Sandbox(limits, isolation=isolation)  # fails here if the level cannot run
   if settings.speed_probe and benchmark.fixed_limits:
     # a resumed evaluation keeps the limits it started with
@@ -531,19 +548,11 @@ def scale_limits(limits: SandboxLimits, scale: float) -> SandboxLimits:
                              cpu_s=math.ceil(limits.cpu_s * scale))
 
 
-def certify_decoding(model, benchmark: Benchmark, problems: Sequence[Problem],
-                     results: Sequence[dict], settings: EvalSettings, sandbox: Sandbox,
-                     workers: int | None) -> dict:
-  """The determinism certificate (eval/determinism.py) of settings.determinism_problems
-  problems: re-decoded greedily at batch 1 and shuffled at settings.batch_size, against
-  the evaluation's first sample of each and its verdict."""
-  import jax  # pylint: disable=g-import-not-at-top
+def _decoder(model, benchmark: Benchmark, settings: EvalSettings
+             ) -> Callable[[list[list[int]], int], list[str]]:
+  """The certificate's greedy decoding of token prompts at a batch size."""
   from phi_jax import sampling  # pylint: disable=g-import-not-at-top
   tokenizer = model.tokenizer
-  picked = [problems[i] for i in determinism.choose(len(problems),
-                                                    settings.determinism_problems,
-                                                    settings.seed)]
-  first = {row["task_id"]: row for row in results if row["sample_index"] == 0}
 
   def decode(prompts: list[list[int]], batch_size: int) -> list[str]:
     completions = sampling.generate_tokens(
@@ -552,6 +561,38 @@ def certify_decoding(model, benchmark: Benchmark, problems: Sequence[Problem],
         eos_token_ids=[tokenizer.eos_id] if tokenizer.eos_id is not None else [],
         tokenizer=tokenizer, seed=settings.seed, batch_size=batch_size)
     return [c.text for c in completions]
+
+  return decode
+
+
+def _certified(problems: Sequence[Problem], settings: EvalSettings) -> list[Problem]:
+  """The problems the determinism certificate re-decodes."""
+  return [problems[i] for i in determinism.choose(len(problems),
+                                                  settings.determinism_problems,
+                                                  settings.seed)]
+
+
+def _decode_for_certificate(model, benchmark: Benchmark, problems: Sequence[Problem],
+                            settings: EvalSettings) -> None:
+  """A process's part in the certificate's decodings when it does not execute
+  (`evaluate(..., execute=False)`): the same decodings as `certify_decoding`'s."""
+  picked = _certified(problems, settings)
+  determinism.decode_variants(_prompt_tokens(benchmark, picked, model.tokenizer),
+                              decode=_decoder(model, benchmark, settings),
+                              batch_size=settings.batch_size, seed=settings.seed)
+
+
+def certify_decoding(model, benchmark: Benchmark, problems: Sequence[Problem],
+                     results: Sequence[dict], settings: EvalSettings, sandbox: Sandbox,
+                     workers: int | None) -> dict:
+  """The determinism certificate (eval/determinism.py) of settings.determinism_problems
+  problems: re-decoded greedily at batch 1 and shuffled at settings.batch_size, against
+  the evaluation's first sample of each and its verdict."""
+  import jax  # pylint: disable=g-import-not-at-top
+  tokenizer = model.tokenizer
+  picked = _certified(problems, settings)
+  first = {row["task_id"]: row for row in results if row["sample_index"] == 0}
+  decode = _decoder(model, benchmark, settings)
 
   def execute(indices: list[int], completions: list[str]) -> list[bool]:
     outcomes = sandbox.run_many([benchmark.program(picked[i], c)

@@ -8,16 +8,17 @@
 # Every host runs the same command (gcloud compute tpus tpu-vm ssh --worker=all); JAX
 # finds the other hosts from the TPU VM's metadata (phi-jax-run calls
 # jax.distributed.initialize() when TPU_WORKER_HOSTNAMES lists several); worker 0 runs
-# the job's coordination service in a process beside process 0. The work directory must be one filesystem every host sees (a Filestore /
-# NFS mount, or gcsfuse): checkpoints are written by all hosts together, markers and
+# the job's coordination service in a process beside process 0. The work directory
+# must be one filesystem every host sees (a Filestore / NFS mount, or gcsfuse): checkpoints are written by all hosts together, markers and
 # metrics by process 0.
 #
 # Stopping and resuming: a preemption notice (SIGTERM to every process of a preempted
 # or maintained host), Ctrl-C here (the ssh sessions close: SIGHUP) or a process that
-# dies (process 0 included) stops every process of the job, each naming the process and
-# the node it lost (docs/multihost.md; worker 0's whole host gone ends them with JAX's
-# own message); nothing half-done is marked complete. Run this same command
-# again (on the recreated slice) to resume from the last complete checkpoint.
+# dies (process 0 and worker 0's whole host included) stops every process of the job,
+# each naming the process and the node it lost (docs/multihost.md); a stop first lets
+# a checkpoint save in flight finish on every host (at most --heartbeat_timeout_s), so
+# it is committed; nothing half-done is marked complete. Run this same command again
+# (on the recreated slice) to resume from the last complete checkpoint.
 #
 # Environment:
 #   PROJECT          gcloud project (default: gcloud's)

@@ -8,8 +8,8 @@ detected fatal errors"), which names neither the process nor the node, before
 `phi_jax.hosts.watch` can say which process was lost. Run here, in a small process
 that process 0 starts (`start`), the service outlives process 0: the others see
 process 0 leave the list of live processes like any other and stop with the watcher's
-one line. Only the loss of process 0's whole host (the service's host) still ends
-them with JAX's message.
+one line. The loss of process 0's whole host (the service's host) makes JAX's client
+abort them; `phi_jax.hosts` then names process 0 in the same kind of line.
 
 The service process ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C reaches the whole
 process group; process 0's watcher stops the job). It ends when process 0 shuts the

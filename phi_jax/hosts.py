@@ -13,6 +13,7 @@ import hashlib
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -103,6 +104,8 @@ _PEER_FAILURE_WORDS = ("gloo", "nccl", "connection", "unavailable", "deadline", 
 # session that started the process closed (gcloud ... ssh --worker=all interrupted).
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_STOPPED = 1  # a process stopped because another one was lost or interrupted
+# How long the report of a lost service waits for a thread that holds the job's lock.
+_LOCK_WAIT_S = 5.0
 
 
 class _Job:
@@ -113,8 +116,10 @@ class _Job:
     self.node: str | None = None
     self.marked: Callable[[], bool] = lambda: False
     self.leaving = False
+    self.stopping = False  # a stop was decided: the main thread marks and saves nothing more
+    self.leave_code = EXIT_STOPPED
     self.failed_seen: dict[int, float] = {}
-    self.lock = threading.Lock()
+    self.lock = threading.RLock()
 
   # -- the key-value store (every call is bounded; a lost coordinator raises)
   def post(self, key: str, value: str) -> None:
@@ -137,9 +142,9 @@ class _Job:
     return set(self.client.get_live_nodes(list(range(self.n))))
 
   # -- the line and the exit
-  def where(self, i: int) -> tuple[str, str]:
-    """(' while running node X', what became of X) for process i's node."""
-    node = self.node_of(i) if i != self.me else None
+  def where(self, node: str | None) -> tuple[str, str]:
+    """(' while running node X', what became of X) for a process running `node` (None:
+    the node this process runs)."""
     node = node or self.node
     if node is None:
       return "", "run the same command on every host to go on"
@@ -149,19 +154,28 @@ class _Job:
     return f" while running node '{node}'", f"{state}; run the same command on every host " \
         "to resume"
 
-  def leave(self, line: str, code: int, reason: str) -> None:
-    """Prints `line`, tells the others why this process leaves, and ends it. Process 0
-    (whose exit ends the coordination service: at once where JAX runs it inside process
-    0, phi_jax/coordinator.py's once nobody is connected) first waits for the others to
-    leave (bounded), so that none of them loses the service before it has read why."""
-    with self.lock:
-      self.leaving = True
-      sys.stderr.write(f"{self.prog}: {line}\n")
-      sys.stderr.flush()
-      sys.stdout.flush()
+  def leave(self, line: str, code: int, reason: str, finish_saves: bool = False,
+            service: bool = True) -> None:
+    """Prints `line`, tells the others why this process leaves, and ends it; the caller
+    holds `lock` (or could not get it: `service_lost`). With `finish_saves` (a stop:
+    every process is still there), it first lets this process's checkpoint saves in
+    flight finish (`finish_in_flight`, bounded by the heartbeat bound): every process
+    does so, so such a save is committed. Process 0 (whose exit ends the coordination
+    service: at once where JAX runs it inside process 0, phi_jax/coordinator.py's once
+    nobody is connected) then waits for the others to leave (bounded), so that none of
+    them loses the service before it has read why. Without the `service` (it is gone),
+    it tells and waits for nobody."""
+    self.stopping = self.leaving = True
+    self.leave_code = code
+    sys.stderr.write(f"{self.prog}: {line}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    if service:
       self.post(f"exit/{self.me}", reason)
+      if finish_saves:
+        finish_in_flight(self.heartbeat_s)
       self.wait_for_others(gone_only=self.me == 0)
-      os._exit(code)  # pylint: disable=protected-access  (native threads may be mid-collective)
+    os._exit(code)  # pylint: disable=protected-access  (native threads may be mid-collective)
 
   def wait_for_others(self, gone_only: bool, timeout: float | None = None) -> None:
     """Until every other process has left (or, unless `gone_only`, said it leaves)."""
@@ -179,7 +193,9 @@ class _Job:
       time.sleep(0.1)
 
   def check(self) -> None:
-    """Ends this process (`leave`) when another was interrupted, lost or failed alone."""
+    """Ends this process (`leave`) when another was interrupted, lost or failed alone.
+    It asks the service first, then decides holding `lock` (never while a call to the
+    service may block: a lost service's calls can hang)."""
     if self.leaving:
       return
     try:
@@ -188,7 +204,8 @@ class _Job:
     except Exception:  # pylint: disable=broad-except  (the service is gone: process 0's host)
       if self.me == 0:
         raise
-      exits, live = {}, set(range(self.n)) - {0}
+      self.service_lost()
+      return
     for i in sorted(set(range(self.n)) - {self.me}):
       reason = exits.get(i)
       if reason is None and i in live:
@@ -198,24 +215,56 @@ class _Job:
           reason = self.exits().get(i)
         except Exception:  # pylint: disable=broad-except
           pass
-      where, then = self.where(i)
       if reason is None:
-        self.leave(f"error: process {i} was lost{where} (killed, or no heartbeat for "
-                   f"{self.heartbeat_s} s); {then}", EXIT_STOPPED, "stopped")
+        what, finish_saves = (f"was lost{{where}} (killed, or no heartbeat for "
+                              f"{self.heartbeat_s} s)"), False
       elif reason.startswith("interrupted"):
-        self.leave(f"error: process {i} was {reason}{where}; {then}", EXIT_STOPPED,
-                   "stopped")
+        what, finish_saves = f"was {reason}{{where}}", True
       elif reason == "failed" and i not in live:
         first = self.failed_seen.setdefault(i, time.monotonic())
-        if time.monotonic() - first > _FAILED_GRACE_S:
-          self.leave(f"error: process {i} stopped with an error{where} (see its output); "
-                     f"{then}", EXIT_STOPPED, "stopped")
+        if time.monotonic() - first <= _FAILED_GRACE_S:
+          continue
+        what, finish_saves = "stopped with an error{where} (see its output)", False
+      else:
+        continue
+      node = self.node_of(i)
+      with self.lock:
+        if self.leaving:
+          return
+        self.stopping = True
+        where, then = self.where(node)
+        self.leave(f"error: process {i} {what.format(where=where)}; {then}", EXIT_STOPPED,
+                   "stopped", finish_saves=finish_saves)
 
   def interrupted(self, signum: int) -> None:
     name = signal.Signals(signum).name
-    where, then = self.where(self.me)
-    self.leave(f"interrupted ({name}) on process {self.me}{where}; every process of the "
-               f"job stops; {then}", 128 + signum, f"interrupted ({name})")
+    with self.lock:
+      if self.leaving:
+        return
+      self.stopping = True
+      where, then = self.where(None)
+      self.leave(f"interrupted ({name}) on process {self.me}{where}; every process of the "
+                 f"job stops; {then}", 128 + signum, f"interrupted ({name})",
+                 finish_saves=True)
+
+  def service_lost(self) -> None:
+    """The coordination service cannot be reached: process 0's host is gone (the
+    service runs beside process 0), or, seen from process 0, the service's process.
+    Never returns."""
+    held = self.lock.acquire(timeout=_LOCK_WAIT_S)
+    if self.leaving:  # another thread leaves; it may hang in a call to the lost service
+      if held:
+        self.lock.release()
+      time.sleep(_LOCK_WAIT_S)
+      os._exit(self.leave_code)  # pylint: disable=protected-access
+    self.stopping = True
+    where, then = self.where(None)
+    if self.me == 0:
+      what = f"the job's coordination service (its process beside process 0) was lost{where}"
+    else:
+      what = (f"process 0 was lost{where} (its host, which runs the job's coordination "
+              f"service, cannot be reached)")
+    self.leave(f"error: {what}; {then}", EXIT_STOPPED, "stopped", service=False)
 
   def run(self, wakeup: int) -> None:
     while True:
@@ -236,6 +285,112 @@ class _Job:
 
 _job: _Job | None = None
 
+# This process's work that a stop lets finish (its checkpoint saves in flight): each
+# entry waits until its work is done.
+_in_flight: list[Callable[[], None]] = []
+
+
+def finish_on_stop(wait: Callable[[], None]) -> None:
+  """Until `forget_on_stop(wait)`: a stop of the job (SIGTERM, SIGINT, SIGHUP on any
+  process) calls `wait()` (an Orbax checkpoint manager's `wait_until_finished`) before
+  this process leaves, so the asynchronous work it waits for is finished (bounded:
+  `finish_in_flight`)."""
+  _in_flight.append(wait)
+
+
+def forget_on_stop(wait: Callable[[], None]) -> None:
+  if wait in _in_flight:
+    _in_flight.remove(wait)
+
+
+def finish_in_flight(timeout_s: float) -> bool:
+  """Waits, at most `timeout_s` seconds in all, for every `finish_on_stop` work;
+  whether all of it finished (a wait that raises counts as finished: its work ended)."""
+  waits = list(_in_flight)
+  if not waits:
+    return True
+  print(f"[hosts] finishing this process's checkpoint save in flight before it stops "
+        f"(at most {timeout_s:g} s)", flush=True)
+
+  def run_all() -> None:
+    for wait in waits:
+      try:
+        wait()
+      except Exception:  # pylint: disable=broad-except  (a failed save: nothing to commit)
+        pass
+
+  waiter = threading.Thread(target=run_all, name="phi_jax.hosts.finish_in_flight",
+                            daemon=True)
+  waiter.start()
+  waiter.join(timeout_s)
+  return not waiter.is_alive()
+
+
+def hold_if_stopping() -> None:
+  """On the main thread, before work a stop must not see begin (a checkpoint save):
+  once the job stops, never returns (the watcher ends the process)."""
+  with unless_stopping():
+    pass
+
+
+@contextlib.contextmanager
+def unless_stopping() -> Iterator[None]:
+  """Runs the block (writing a node's marker, say) only while the job is not stopping,
+  and never at the same time as the watcher decides to stop: once the job stops, the
+  block does not run and this never returns (the watcher ends the process)."""
+  if _job is None:
+    yield
+    return
+  _job.lock.acquire()
+  if _job.stopping:
+    _job.lock.release()
+    while True:
+      time.sleep(60)
+  try:
+    yield
+  finally:
+    _job.lock.release()
+
+
+def _unreachable(address: str, timeout_s: float = 2.0) -> bool:
+  """Whether nothing accepts a TCP connection on `address` (host:port) within
+  `timeout_s`: the coordination service there is gone."""
+  host, _, port = address.rpartition(":")
+  try:
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+      return False
+  except OSError:
+    return True
+
+
+_abort_handler = None  # the C handler of SIGABRT (kept alive: C holds a pointer to it)
+
+
+def _name_a_lost_service(address: str) -> None:
+  """When JAX ends this process because its client lost the coordination service (it
+  logs 'Terminating process because the JAX distributed service detected fatal errors'
+  and aborts from its own thread, naming neither the process nor the node), this
+  process instead leaves with one line naming process 0 (whose host runs the service)
+  and the node, exit 1. A C handler of SIGABRT does it, in the aborting thread, when
+  the service no longer accepts connections; any other abort goes on as before.
+  jaxlib's client does take a `missed_heartbeat_callback`, but cannot call a Python one
+  (it cannot pass it the status: std::bad_cast, which ends the process too)."""
+  global _abort_handler
+  # pylint: disable=g-import-not-at-top
+  import ctypes
+  libc = ctypes.CDLL(None)
+  libc.signal.restype = ctypes.c_void_p
+  libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+
+  def on_abort(signum: int) -> None:
+    job = _job
+    if job is not None and _unreachable(address):
+      job.service_lost()  # never returns
+    libc.signal(signum, 0)  # SIG_DFL: abort() raises SIGABRT again and ends the process
+
+  _abort_handler = ctypes.CFUNCTYPE(None, ctypes.c_int)(on_abort)
+  libc.signal(signal.SIGABRT, ctypes.cast(_abort_handler, ctypes.c_void_p))
+
 
 def watch(prog: str, heartbeat_s: int) -> None:
   """In a multi-host job: ends this process with one line (`prog: error: process 1 was
@@ -253,6 +408,8 @@ def watch(prog: str, heartbeat_s: int) -> None:
   from jax._src import distributed
   _job = _Job(distributed.global_state.client, jax.process_index(), jax.process_count(),
               heartbeat_s, prog)
+  if distributed.global_state.coordinator_address:
+    _name_a_lost_service(distributed.global_state.coordinator_address)
   # The signals reach the watcher thread through a wakeup fd at once, even while the
   # main thread waits in a collective (Python runs its handlers only between bytecodes).
   read_fd, write_fd = os.pipe()
@@ -274,10 +431,8 @@ def running(node: str, marked: Callable[[], bool]) -> Iterator[None]:
     return
   _job.node, _job.marked = node, marked
   _job.post(f"node/{_job.me}", node)
-  try:
-    yield
-  finally:
-    _job.node, _job.marked = None, lambda: False
+  yield  # an error leaves the node recorded: the line of a loss that caused it names it
+  _job.node, _job.marked = None, lambda: False
 
 
 def settle(error: BaseException) -> None:
@@ -307,6 +462,7 @@ def finish(failed: bool) -> None:
     return
   with _job.lock:
     _job.leaving = True
+    _job.leave_code = EXIT_STOPPED if failed else 0
     _job.post(f"exit/{_job.me}", "failed" if failed else "finished")
 
 

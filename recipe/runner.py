@@ -511,7 +511,8 @@ def _run_node(ctx: Context, decision: Decision) -> dict:
     raise StageError(f"[{node.name}] failed on process(es) {failed}: see their output")
   with hosts.running(node.name, lambda: os.path.exists(ctx.path(node.marker_path))):
     if primary:
-      _mark_complete(ctx, decision, summary, time.time() - start)
+      with hosts.unless_stopping():  # a job stopping (a process lost or interrupted)
+        _mark_complete(ctx, decision, summary, time.time() - start)
     hosts.sync(f"runner: {node.name} marked")
   marker = ctx.marker(node.name)
   say(f"[{node.name}] done in {marker['seconds']:.1f}s")

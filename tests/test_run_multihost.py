@@ -4,6 +4,7 @@ device each, on a work directory whose data and init stages one process built.""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -184,13 +185,13 @@ def _phi_lines(err):
   return [line for line in err.splitlines() if line.startswith("run.py:")]
 
 
-def _after_the_loss(procs, logs):
-  """Waits for process 1 to end (it is the one lost), then for process 0; returns
-  (results, seconds process 0 took after process 1 ended)."""
+def _after_the_loss(procs, logs, lost=1):
+  """Waits for process `lost` to end, then for the other; returns (results, seconds the
+  other took after process `lost` ended)."""
   try:
-    procs[1].wait(timeout=400)
+    procs[lost].wait(timeout=400)
     stopped_at = time.monotonic()
-    procs[0].wait(timeout=BOUND + 60)
+    procs[1 - lost].wait(timeout=BOUND + 60)
     waited = time.monotonic() - stopped_at
   finally:
     results = collect(procs, logs)
@@ -198,21 +199,23 @@ def _after_the_loss(procs, logs):
 
 
 def _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, signal_name, step=5,
-                          committed=(2, 4)):
-  """Process 1 gets `signal_name` right after step `step` of 8 (checkpoints every 2
-  steps); returns the (code, stdout, stderr) of both processes after checking that
-  process 0 stopped within the bound, nothing was marked complete, the latest committed
+                          committed=(2, 4), lost=1):
+  """Process `lost` gets `signal_name` right after step `step` of 8 (checkpoints every 2
+  steps; 'HOST': process 0 and the coordination service beside it are SIGKILLed);
+  returns the (code, stdout, stderr) of both processes after checking that the other
+  stopped within the bound, nothing was marked complete, the latest committed
   checkpoint is one of `committed`, and the same command on both resumes from it and
   ends at the uninterrupted run's parameters."""
   workdir = _copy(data_and_init, tmp_path / "stopped")
   env = {"PHI_JAX_TEST_KILL_AFTER_STEP": str(step), "PHI_JAX_TEST_KILL_SIGNAL": signal_name}
   procs, logs = start_processes(2, workdir, *RESUMABLE,
-                                extra_env=lambda i: env if i == 1 else {})
-  results, waited = _after_the_loss(procs, logs)
+                                extra_env=lambda i: env if i == lost else {})
+  results, waited = _after_the_loss(procs, logs, lost)
+  other = 1 - lost
   # the bound, and time for a loaded machine to notice and to tear the process down
   assert waited < BOUND + 30, waited
-  assert results[0][0] == 1, results[0][2][-3000:]
-  assert "[pretrain] run:" in results[0][1]
+  assert results[other][0] == 1, results[other][2][-3000:]
+  assert "[pretrain] run:" in results[other][1]
   stage = os.path.join(workdir, "pretrain")
   assert not os.path.exists(os.path.join(stage, "COMPLETE.json"))
   from phi_jax import checkpoint
@@ -280,6 +283,44 @@ def test_sigterm_or_ctrl_c_on_one_process_in_pretraining_stops_the_job_and_it_re
       "host to resume"], results[0][2][-3000:]
 
 
+@pytest.mark.slow
+def test_sigterm_during_a_checkpoint_save_lets_the_save_finish_and_the_job_resumes_from_it(
+    data_and_init, uninterrupted, tmp_path):
+  """Process 1 gets SIGTERM right after it started saving step 4, the save in flight:
+  both processes let it finish before they leave, so step 4 is committed and the
+  restart resumes from it (a stop that did not wait would leave step 2)."""
+  results = _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, "TERM", step=4,
+                                  committed=(4,))
+  assert results[1][0] == 143, results[1][2][-2000:]
+  assert "test hook: SIGTERM after step 4; its checkpoint: in flight" in results[1][1], \
+      results[1][1][-2000:]
+  for _, out, _ in results:
+    assert "[hosts] finishing this process's checkpoint save in flight" in out, out[-2000:]
+  assert _phi_lines(results[1][2]) == [
+      "run.py: interrupted (SIGTERM) on process 1 while running node 'pretrain'; every "
+      "process of the job stops; nothing of 'pretrain' was marked complete; run the same "
+      "command on every host to resume"], results[1][2][-3000:]
+  assert _phi_lines(results[0][2]) == [
+      "run.py: error: process 1 was interrupted (SIGTERM) while running node 'pretrain'; "
+      "nothing of 'pretrain' was marked complete; run the same command on every host to "
+      "resume"], results[0][2][-3000:]
+
+
+@pytest.mark.slow
+def test_losing_process_0s_whole_host_in_pretraining_is_named_and_the_job_resumes(
+    data_and_init, uninterrupted, tmp_path):
+  """Process 0 and the coordination service's process beside it are SIGKILLed after
+  step 5 (process 0's host lost): process 1 exits 1 within the bound naming process 0
+  and the node, not with JAX's own message alone; the job resumes."""
+  results = _stop_one_then_resume(data_and_init, uninterrupted, tmp_path, "HOST", lost=0)
+  assert results[0][0] == -9, results[0][2][-2000:]
+  assert _phi_lines(results[1][2]) == [
+      "run.py: error: process 0 was lost while running node 'pretrain' (its host, which "
+      "runs the job's coordination service, cannot be reached); nothing of 'pretrain' was "
+      "marked complete; run the same command on every host to resume"], \
+      results[1][2][-3000:]
+
+
 CURATE = ("--stages=curate", "--config.data.runner=datatrove",
           f"--heartbeat_timeout_s={BOUND}")
 
@@ -344,6 +385,13 @@ def test_two_processes_run_every_stage_like_one(tmp_path):
   check(run_processes(1, one, *EVERY_STAGE, devices=2, timeout=1500))
   results = run_processes(2, two, *EVERY_STAGE, timeout=1500)
   check(results)
+  # the samples run in the sandbox on process 0 alone (eval.run's table of a scored
+  # benchmark); process 1 takes part in the generation only
+  (_, out0, _), (_, out1, _) = results
+  scored = re.compile(r"^passed\s+\d+$", re.M)
+  assert scored.search(out0), out0[-3000:]
+  assert "(generating; process 0 runs the samples)" in out1, out1[-3000:]
+  assert not scored.search(out1), out1[-3000:]
   from recipe import graph
   for node in graph.build().nodes:  # every node of every stage, marked complete
     assert os.path.isfile(os.path.join(two, node.marker_path)), node.name

@@ -12,7 +12,8 @@
 
 Saves are asynchronous (the step loop continues while Orbax writes) and atomic: Orbax
 writes `<step>.orbax-checkpoint-tmp-*` and renames it when every item is written, so
-a crash mid-save leaves no step that looks complete. Restores pick the latest step
+a crash mid-save leaves no step that looks complete. A stop of a multi-host job
+(phi_jax.hosts) lets a save in flight finish before the processes leave. Restores pick the latest step
 that has every item; a step damaged afterwards (a truncated file) raises
 `checkpoint.CheckpointError` naming the step, the item and the next older complete
 step, which `restore(..., step=older)` resumes from.
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as ocp_preservation
 
-from phi_jax import checkpoint
+from phi_jax import checkpoint, hosts
 from phi_jax.config import ConfigError, PhiConfig
 from phi_jax.tokenizer import Tokenizer
 from phi_jax.train.step import TrainState
@@ -79,6 +80,9 @@ class TrainCheckpointer:
         enable_async_checkpointing=True, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.root, item_handlers=item_handlers(),
                                          options=options)
+    # A stop of a multi-host job (SIGTERM, Ctrl-C on any host) lets a save in flight
+    # finish on every process, so it is committed (phi_jax.hosts.leave).
+    hosts.finish_on_stop(self.manager.wait_until_finished)
 
   def complete_steps(self) -> list[int]:
     """Steps with every item needed to resume, ascending (in-flight saves excluded)."""
@@ -102,6 +106,7 @@ class TrainCheckpointer:
     step = int(state.step)
     if step in self.manager.all_steps():
       return False
+    hosts.hold_if_stopping()  # a stopping job starts no save it would not finish
     force = force or step in self.keep_steps
     args = checkpoint.save_args(state.params, self.model_config, step,
                                 tokenizer=self.tokenizer, **self.metadata)
@@ -161,6 +166,7 @@ class TrainCheckpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+    hosts.forget_on_stop(self.manager.wait_until_finished)
 
   def __enter__(self) -> TrainCheckpointer:
     return self

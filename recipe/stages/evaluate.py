@@ -65,15 +65,20 @@ def bpb_sets(cfg: settings.EvalSettings, tokenizer, max_seq_len: int,
   return sets
 
 
-def _evaluate_model(cfg: settings.EvalSettings, path: str, out_dir: str) -> dict:
-  """pass@k (and bpb) of the model at `path` on every benchmark, under out_dir."""
+def _evaluate_model(cfg: settings.EvalSettings, path: str, out_dir: str,
+                    execute: bool = True) -> dict:
+  """pass@k (and bpb) of the model at `path` on every benchmark, under out_dir; without
+  `execute`, only this process's part in the model's programs (generation, bpb): {}."""
   load_model = _loader(path)  # one load (and one set of compiled steps) for all benchmarks
   summary = {}
   for benchmark in cfg.benchmarks:
-    print(f"[eval] {benchmark}: {path}", flush=True)
+    print(f"[eval] {benchmark}: {path}" + ("" if execute else " (generating; process 0 "
+                                           "runs the samples)"), flush=True)
     report = eval_run.evaluate(benchmark, os.path.join(out_dir, benchmark), cfg,
                                checkpoint=path, data_path=cfg.paths().get(benchmark),
-                               load_model=load_model)
+                               load_model=load_model, execute=execute)
+    if report is None:
+      continue
     summary[benchmark] = {"overall": report["overall"], "intervals": report["intervals"],
                           "bootstrap": report["bootstrap"],
                           "num_problems": report["num_problems"],
@@ -87,6 +92,8 @@ def _evaluate_model(cfg: settings.EvalSettings, path: str, out_dir: str) -> dict
     model = load_model()
     sets = bpb_sets(cfg, model.tokenizer, model.config.max_seq_len)
     scores = eval_bpb.evaluate_bpb(bpb_lib.model_nll_sums(model), sets, cfg.batch_size)
+    if not execute:
+      return summary
     for name in sets:
       summary.setdefault(name, {})["bpb"] = scores[f"bpb_{name}"]
       print(f"[eval] {name}: {scores[f'bpb_{name}']:.4f} bits per byte", flush=True)
@@ -139,20 +146,22 @@ def _step_dir(path: str) -> str | None:
     return None
 
 
-def run(ctx: Context, reads: dict) -> dict:
-  """On several hosts every process evaluates (loading a checkpoint is a collective of
-  the job) and process 0 writes the node's files; the others write theirs to a
-  temporary directory they delete, so no file is written twice."""
+def run(ctx: Context, reads: dict) -> dict | None:
+  """On several hosts every process loads the models and generates (loading a
+  checkpoint and decoding are programs of every process of the job), and process 0
+  alone runs the samples in the sandbox, scores them and writes the node's files; the
+  others generate into a temporary directory they delete and return None (the node's
+  summary is process 0's)."""
   if hosts.index() == 0:
     return _run(ctx, reads, ctx.node_dir("eval"))
   with tempfile.TemporaryDirectory(prefix=f"eval.process-{hosts.index()}-") as scratch:
-    return _run(ctx, reads, scratch)
+    return _run(ctx, reads, scratch, execute=False)
 
 
-def _run(ctx: Context, reads: dict, out_root: str) -> dict:
+def _run(ctx: Context, reads: dict, out_root: str, execute: bool = True) -> dict | None:
   cfg: settings.EvalSettings = reads["eval"]
   path = reads["model"].spec
-  summary = _evaluate_model(cfg, path, out_root)
+  summary = _evaluate_model(cfg, path, out_root, execute)
   main_step_dir = _step_dir(path)
   sweep = []
   for item in reads["sweep"]:
@@ -162,9 +171,11 @@ def _run(ctx: Context, reads: dict, out_root: str) -> dict:
       out_dir = ctx.node_dir("eval")
     else:
       out_dir = os.path.join(out_root, "checkpoints", item.ref.replace(":", "_"))
-      results = _evaluate_model(cfg, model_path, out_dir)
+      results = _evaluate_model(cfg, model_path, out_dir, execute)
     sweep.append({"model": item.ref, "path": model_path, "benchmarks": results,
                   "dir": os.path.relpath(out_dir, ctx.workdir)})
+  if not execute:
+    return None
   if list(cfg.checkpoints):
     atomic.write_json(sweep, os.path.join(out_root, "checkpoints.json"))
   atomic.write_json(summary, os.path.join(out_root, "summary.json"))

@@ -38,7 +38,8 @@ from recipe.stages import evaluate as eval_stage
 from recipe.stages import init as init_stage
 
 # Test hook: the process SIGKILLs itself right after completing this step (or sends
-# itself the signal KILL_SIGNAL_ENV names: 'TERM', 'INT').
+# itself the signal KILL_SIGNAL_ENV names: 'TERM', 'INT'; 'HOST': process 0 SIGKILLs
+# the coordination service's process beside it and itself, as if its host were lost).
 KILL_AFTER_STEP_ENV = "PHI_JAX_TEST_KILL_AFTER_STEP"
 KILL_SIGNAL_ENV = "PHI_JAX_TEST_KILL_SIGNAL"
 
@@ -65,6 +66,10 @@ def _kill_after(step: int, checkpoints: str, done: int) -> None:
     else:
       save = "not saved"
     print(f"test hook: SIG{name} after step {step}; its checkpoint: {save}", flush=True)
+    if name == "HOST":
+      from jax._src import distributed  # pylint: disable=g-import-not-at-top,protected-access
+      os.kill(distributed.global_state.service.proc.pid, signal.SIGKILL)
+      name = "KILL"
     os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
 
 

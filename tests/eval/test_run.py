@@ -560,3 +560,50 @@ def test_time_limits_scale_with_the_machine_speed_probe(tmp_path, humaneval_prob
                                             speed_probe=False), samples_path=str(samples))
   assert unscaled["overall"]["pass@1"] == 0.0 and unscaled["failures"] == {"timeout": 1}
   assert "machine" not in json.load(open(tmp_path / "fixed" / "run.json"))
+
+
+@pytest.mark.parametrize("certificate", [
+    0, pytest.param(1, marks=pytest.mark.slow)])  # its decodings compile more programs
+def test_a_process_that_does_not_execute_generates_the_same_and_runs_nothing(
+    tmp_path, hf_phi_dir, monkeypatch, certificate):
+  """evaluate(..., execute=False), what a multi-host job's processes other than process
+  0 run: the same samples (generation is one program of every process) and the
+  determinism certificate's decodings, and no sandbox, no results, no report."""
+  import functools
+
+  import phi_jax
+  from eval import determinism
+  from phi_jax.tokenizer import byte_level
+  directory, _ = hf_phi_dir(vocab_size=320)
+  byte_level().save(directory)
+  load = functools.cache(lambda: phi_jax.from_pretrained(directory, dtype="float32"))
+  cfg = fast(n=1, temperature=0.0, max_new_tokens=6, k=(1,), limit=2,
+             determinism_problems=certificate)
+  report = eval_run.evaluate("humaneval", str(tmp_path / "zero"), cfg, checkpoint=directory,
+                             load_model=load)
+  decodings = []
+  real = determinism.decode_variants
+
+  def recorded(*args, **kwargs):
+    decodings.append(real(*args, **kwargs))
+    return decodings[-1]
+
+  def no_sandbox(*args, **kwargs):
+    raise AssertionError("the sandbox was started")
+
+  monkeypatch.setattr(determinism, "decode_variants", recorded)
+  monkeypatch.setattr(eval_run, "Sandbox", no_sandbox)
+  assert eval_run.evaluate("humaneval", str(tmp_path / "other"), cfg, checkpoint=directory,
+                           load_model=load, execute=False) is None
+  assert sorted(os.listdir(tmp_path / "other")) == ["run.json", "samples.jsonl"]
+  assert ((tmp_path / "zero" / "samples.jsonl").read_text()
+          == (tmp_path / "other" / "samples.jsonl").read_text())
+  assert [sorted(d) for d in decodings] == [["batch_1", "shuffled"]] * certificate
+  if certificate and report["determinism"]["identical"]:  # then both equal the evaluation's sample
+    picked = determinism.choose(2, 1, cfg.seed)[0]
+    rows = (tmp_path / "zero" / "samples.jsonl").read_text().splitlines()
+    completion = json.loads(rows[picked])["completion"]
+    assert decodings[0] == {"batch_1": [completion], "shuffled": [completion]}
+  with pytest.raises(eval_run.UsageError, match="needs a checkpoint"):
+    eval_run.evaluate("humaneval", str(tmp_path / "x"), cfg, execute=False,
+                      samples_path=str(tmp_path / "zero" / "samples.jsonl"))

@@ -6,7 +6,8 @@ It starts `jax.distributed` on loopback and `phi_jax.hosts.watch`, prints 'ready
 runs node 'demo': barriers (collectives) every 0.1 s, TICKS of them, errors handled as
 run.py does. MODE 'finish': every process finishes; 'kill-1' ('kill-0'): process 1
 (process 0, beside which the coordination service runs) SIGKILLs itself after the 5th
-barrier; 'wait': until a signal from the test.
+barrier; 'host-0-lost': process 0 SIGKILLs the coordination service's process and
+itself (its whole host lost) after the 5th barrier; 'wait': until a signal from the test.
 """
 
 import os
@@ -15,6 +16,14 @@ import sys
 import time
 
 TICKS = 100000
+
+
+def _lose_this_host() -> None:
+  """Process 0's whole host goes: the coordination service's process
+  (phi_jax/coordinator.py) and process 0 are SIGKILLed together."""
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  os.kill(distributed.global_state.service.proc.pid, signal.SIGKILL)
+  os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main(port: str, num_processes: str, process_id: str, mode: str, heartbeat_s: str) -> None:
@@ -33,6 +42,8 @@ def main(port: str, num_processes: str, process_id: str, mode: str, heartbeat_s:
         hosts.sync(f"tick {k}")
         if mode == f"kill-{me}" and k == 5:
           os.kill(os.getpid(), signal.SIGKILL)
+        if mode == "host-0-lost" and me == 0 and k == 5:
+          _lose_this_host()
         time.sleep(0.1)
   except BaseException as e:  # pylint: disable=broad-except
     hosts.settle(e)

@@ -133,3 +133,21 @@ def test_ctrl_c_on_the_coordinator_stops_the_job_with_one_line_each():
 
 def test_a_closed_ssh_session_sighup_stops_the_job_too():
   _interrupt(1, signal.SIGHUP)
+
+
+def test_losing_process_0s_whole_host_is_named_within_the_bound():
+  """Process 0 and the coordination service's process beside it are killed together
+  (its host lost): JAX's client aborts the other process ('Terminating process because
+  the JAX distributed service detected fatal errors'); it leaves instead with one line
+  naming process 0 and the node, exit 1."""
+  procs, logs = _start("host-0-lost")
+  _wait_ready(procs, logs)
+  procs[0].wait(timeout=120)
+  code, _, err, seconds = _finish([procs[1]], [logs[1]], BOUND + 30)[0]
+  assert procs[0].returncode == -signal.SIGKILL
+  assert code == 1, err[-3000:]
+  assert seconds < BOUND + 20
+  assert _lines(err) == [
+      "hosts_driver: error: process 0 was lost while running node 'demo' (its host, which "
+      "runs the job's coordination service, cannot be reached); nothing of 'demo' was "
+      "marked complete; run the same command on every host to resume"], err[-3000:]

@@ -1,6 +1,8 @@
 """Training checkpoints: the resume items, keep-last-K, atomicity, loading as a model."""
 
 import os
+import threading
+import time
 
 import jax
 import ml_collections
@@ -11,7 +13,7 @@ from phi_jax.train.settings import train_settings
 
 import phi_jax
 from configs import base as base_config
-from phi_jax import checkpoint, tokenizer as tokenizer_lib
+from phi_jax import checkpoint, hosts, tokenizer as tokenizer_lib
 from phi_jax.config import PhiConfig
 from phi_jax.train import checkpointing, mesh as mesh_lib
 from phi_jax.train.step import Trainer
@@ -159,3 +161,27 @@ def test_keep_steps_survive_retention(tmp_path, trainer):
     assert ckpt.complete_steps() == [3, 10, 12]
     state, _ = ckpt.restore(trainer.abstract_state(), step=3)
   assert int(state.step) == 3
+
+
+def test_a_stop_finishes_the_save_in_flight_within_its_bound(tmp_path, trainer):
+  """What a stopping multi-host job runs before its processes leave
+  (phi_jax.hosts.finish_in_flight): an open checkpointer's save in flight is committed;
+  a closed one is forgotten; work that does not end is given up at the bound."""
+  root = str(tmp_path / "checkpoints")
+  ckpt = checkpointing.TrainCheckpointer(root, CONFIG, None, every=2, keep=2)
+  try:
+    assert ckpt.save(_state(trainer, 2), {"epoch": 0, "position": 2, "seed": 0})
+    assert hosts.finish_in_flight(60)
+    assert checkpoint.steps(root) == [2]
+  finally:
+    ckpt.close()
+  never = threading.Event()
+  hosts.finish_on_stop(never.wait)
+  try:
+    start = time.monotonic()
+    assert not hosts.finish_in_flight(0.3)
+    assert time.monotonic() - start < 5
+  finally:
+    hosts.forget_on_stop(never.wait)
+    never.set()
+  assert hosts.finish_in_flight(0.3)  # nothing left to wait for
