@@ -172,18 +172,25 @@ def test_a_kill_at_each_stage_never_submits_a_request_twice(tmp_path, stage):
   _assert_as_if_uninterrupted(_kill_at(stage, tmp_path))
 
 
+def _crash_after_upload(append):
+  """A Journal.append that records everything up to an upload, then stops the run as a
+  kill would (before the upload is recorded)."""
+
+  def crash_after_upload(journal, event):
+    if event["event"] == "uploaded":
+      raise KeyboardInterrupt("killed after uploading")
+    append(journal, event)
+
+  return crash_after_upload
+
+
 def test_a_restart_deletes_a_second_upload_of_an_input(tmp_path, monkeypatch):
   # two runs were killed after uploading the first batch's input, before recording it
   # (simulated: the journal refuses that record), and the second did not see the first's
   # upload (a provider's list that lags: simulated by no reconciling): the restart
   # submits one of the two uploads, deletes the other, and ends as an uninterrupted run
   from phi_jax.llm import batch as batch_module  # pylint: disable=g-import-not-at-top
-  append = batch_module.Journal.append
-
-  def crash_after_upload(journal, event):
-    if event["event"] == "uploaded":
-      raise KeyboardInterrupt("killed after uploading")
-    append(journal, event)
+  crash_after_upload = _crash_after_upload(batch_module.Journal.append)
 
   with FakeOpenAI() as server:
     reference = str(tmp_path / "reference.jsonl")
@@ -217,12 +224,7 @@ def test_a_provider_that_lists_no_files_gets_the_input_again(tmp_path, monkeypat
   # the provider answers 404 to GET /v1/files: the restart says so and uploads again,
   # but submits every request once
   from phi_jax.llm import batch as batch_module  # pylint: disable=g-import-not-at-top
-  append = batch_module.Journal.append
-
-  def crash_after_upload(journal, event):
-    if event["event"] == "uploaded":
-      raise KeyboardInterrupt("killed after uploading")
-    append(journal, event)
+  crash_after_upload = _crash_after_upload(batch_module.Journal.append)
 
   with FakeOpenAI() as server:
     get = server.batches.get
