@@ -101,12 +101,18 @@ def test_alnum_count_equals_str_isalnum_on_every_code_point():
     assert filters.alnum_count(chunk) == sum(c.isalnum() for c in chunk), hex(start)
 
 
-def test_parse_python_is_shared_along_a_chain(corpus, monkeypatch):
+def _counted_parses(monkeypatch, name: str) -> list[str]:
+  """The texts filters.<name> (an uncached parse) is called with from now on, with the
+  parse caches emptied."""
   calls = []
-  uncached = filters.parse_python_uncached
-  monkeypatch.setattr(filters, "parse_python_uncached",
-                      lambda text: calls.append(text) or uncached(text))
+  uncached = getattr(filters, name)
+  monkeypatch.setattr(filters, name, lambda text: calls.append(text) or uncached(text))
   filters.clear_parse_caches()
+  return calls
+
+
+def test_parse_python_is_shared_along_a_chain(corpus, monkeypatch):
+  calls = _counted_parses(monkeypatch, "parse_python_uncached")
   records = [r for r in corpus if filters.is_python(r)]
   steps = [filters.ParseFilter(keep_tree=True), filters.DataDumpFilter(),
            exercises.ExerciseMiner()]
@@ -117,11 +123,7 @@ def test_parse_python_is_shared_along_a_chain(corpus, monkeypatch):
 
 
 def test_the_filters_parse_once_and_keep_no_tree(corpus, monkeypatch):
-  calls = []
-  uncached = filters.parses_uncached
-  monkeypatch.setattr(filters, "parses_uncached",
-                      lambda text: calls.append(text) or uncached(text))
-  filters.clear_parse_caches()
+  calls = _counted_parses(monkeypatch, "parses_uncached")
   records = [r for r in corpus if filters.is_python(r)]
   kept = list(run_steps(records, [filters.ParseFilter(), filters.DataDumpFilter()]))
   assert len(calls) == len(records)  # one parse per record, for both filters
