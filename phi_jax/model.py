@@ -335,8 +335,9 @@ class PhiForCausalLM(nnx.Module):
     return self.lm_head(last_BE, out_dtype=jnp.float32), cache
 
   def decode(self, tokens_BT: jax.Array, cache: KVCache, *,
-             attention_mask: jax.Array | None = None,
-             last_only: bool = True) -> tuple[jax.Array, KVCache]:
+             attention_mask: jax.Array | None = None, last_only: bool = True,
+             layer_states: tuple[nnx.State, ...] | None = None,
+             ) -> tuple[jax.Array, KVCache]:
     """Appends T new tokens to every row of the cache and runs them against it.
 
     Token (b, t) goes to slot (and rotary position) cache.lengths[b] + t and attends
@@ -352,6 +353,10 @@ class PhiForCausalLM(nnx.Module):
         after them; a row with none stays as it is. Default: all real.
       last_only: return the logits of each row's last real new token [B, V]
         instead of every position's [B, T, V].
+      layer_states: `self.layer_states()`, taken once outside a decoding loop (default:
+        taken here). Inside a loop body each layer's weights would otherwise be sliced
+        out of the stacked blocks, a copy of every weight at every step: XLA does not
+        hoist those slices out of the loop.
 
     Returns:
       fp32 logits and the updated cache.
@@ -362,12 +367,19 @@ class PhiForCausalLM(nnx.Module):
                        f"{tokens_BT.shape[1]} new > max_len {cache.max_len}")
     mask_BT = _mask(tokens_BT, attention_mask)
     positions_BT = cache.lengths[:, None] + jnp.arange(tokens_BT.shape[1], dtype=jnp.int32)
-    hidden_BTE, cache = self._forward(tokens_BT, positions_BT, mask_BT, None, cache=cache)
+    hidden_BTE, cache = self._forward(tokens_BT, positions_BT, mask_BT, None, cache=cache,
+                                      layer_states=layer_states)
     num_new_B = mask_BT.sum(axis=1)
     cache = cache.advance(num_new_B)
     if last_only:
       hidden_BTE = hidden_BTE[jnp.arange(tokens_BT.shape[0]), jnp.maximum(num_new_B - 1, 0)]
     return self.lm_head(hidden_BTE, out_dtype=jnp.float32), cache
+
+  def layer_states(self) -> tuple[nnx.State, ...]:
+    """Each layer's block state [layer i's parameters], sliced from the stacked blocks."""
+    stacked_state = nnx.state(self.blocks)
+    return tuple(jax.tree.map(lambda a, i=layer: a[i], stacked_state)
+                 for layer in range(self.config.num_layers))
 
   def init_cache(self, batch: int, max_len: int, dtype: jnp.dtype | None = None) -> KVCache:
     """An empty KV cache of `batch` rows of `max_len` slots, held in `dtype` (default:
@@ -378,13 +390,17 @@ class PhiForCausalLM(nnx.Module):
                          dtype=dtype or kv_cache_lib.storage_dtype(config.compute_dtype))
 
   def _forward(self, tokens_BT, positions_BT, segment_ids_BT, dropout_rng, *,
-               cache: KVCache | None = None, collect_kv: bool = False):
+               cache: KVCache | None = None, collect_kv: bool = False,
+               layer_states: tuple[nnx.State, ...] | None = None):
     """The final hidden states [B, T, E] and, second:
 
     - decoding (`cache` given): the cache with every layer's keys/values of the T
       tokens written at each row's next slots (not yet advanced past them);
     - collect_kv (prefill): every layer's keys and values, each [L, B, T, H, D];
     - else None.
+
+    layer_states: the unrolled path's per-layer states (`layer_states()`), default
+    sliced here.
     """
     config = self.config
     x_BTE = jnp.take(self.embed[...], tokens_BT, axis=0).astype(config.compute_dtype)
@@ -416,8 +432,9 @@ class PhiForCausalLM(nnx.Module):
     # Decoding always runs the layers unrolled: each reads and then updates its own
     # cache buffer in place, where a scan would copy every layer's slice every step.
     kvs = []
-    for layer in range(config.num_layers):
-      layer_state = jax.tree.map(lambda a, i=layer: a[i], stacked_state)
+    if layer_states is None:
+      layer_states = self.layer_states()
+    for layer, layer_state in enumerate(layer_states):
       layer_kv = None if cache is None else cache.layer(layer)
       x_BTE, kv = layer_step(x_BTE, (layer_state, layer, layer_kv))
       if cache is not None:

@@ -222,6 +222,7 @@ def _compiled(graphdef: nnx.GraphDef):
     """`steps` tokens of every row, attending over the first kv_len cache slots; with
     `logprobs` (k >= 0) also each token's logprob and the top-k alternatives."""
     model = nnx.merge(graphdef, state)
+    layer_states = model.layer_states()  # sliced once per call, not once per step
 
     def step(carry, _):
       cache, logits_BV, rng_B2, done_B = carry
@@ -233,7 +234,8 @@ def _compiled(graphdef: nnx.GraphDef):
                 _log_softmax_top(logits_BV, token_B, logprobs, vocab_limit))
       valid_B = ~done_B
       done_B = done_B | jnp.isin(token_B, eos_ids)
-      logits_BV, cache = model.decode(token_B[:, None], cache, attention_mask=valid_B[:, None])
+      logits_BV, cache = model.decode(token_B[:, None], cache, attention_mask=valid_B[:, None],
+                                      layer_states=layer_states)
       return (cache, logits_BV, rng_B2, done_B), (token_B, valid_B, scores)
 
     carry = (cache.prefix(kv_len), logits_BV, rng_B2, done_B)

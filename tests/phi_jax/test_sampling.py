@@ -7,6 +7,7 @@ implementation of the temperature / top-k / top-p distribution.
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -203,6 +204,30 @@ def test_inference_state_holds_matmul_weights_in_the_compute_dtype(hf_phi, platf
   logits = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
   np.testing.assert_array_equal(np.asarray(logits(cast, tokens)),
                                 np.asarray(logits(state, tokens)))
+
+
+def test_decode_loop_reads_each_layers_weights_without_slicing_them_every_step(model):
+  """The weights are stacked [layers, ...]; a decode chunk takes each layer's out once,
+  before its loop. The compiled loop body (XLA does not hoist slices out of it) must
+  not take any stacked weight as an operand: doing so copies every weight every step."""
+  graphdef, state = sampling._split(model)
+  stacked_shapes = {f"[{','.join(map(str, leaf.shape))}]"
+                    for leaf in jax.tree.leaves(nnx.state(model.blocks))}
+  rows = 3  # not the layer count (2), so no activation has a stacked weight's shape
+  cache = model.init_cache(rows, 64)
+  hlo = sampling._compiled(graphdef)[1].lower(
+      state, cache, jnp.zeros((rows, VOCAB), jnp.float32), jnp.zeros((rows, 2), jnp.uint32),
+      jnp.zeros((rows,), bool), jnp.zeros((rows,)), jnp.ones((rows,)),
+      jnp.zeros((rows,), jnp.int32),
+      jnp.asarray([-1]), VOCAB, steps=4, kv_len=64).compile().as_text()
+  computations = {c.split(" ", 1)[0].lstrip("%"): c for c in hlo.split("\n\n")}
+  bodies = [computations[name] for name in
+            re.findall(r"body=%?([\w.\-]+)", hlo)]
+  scan_body = max(bodies, key=len)  # the decode steps' loop (others: the RNG's)
+  called = [computations[name] for name in
+            re.findall(r"calls=%?([\w.\-]+)", scan_body)]
+  operands = "\n".join([scan_body] + [c.split("\n", 1)[0] for c in called])
+  assert not [s for s in stacked_shapes if s in operands], stacked_shapes
 
 
 # ----------------------------------------------------------------------------- sample_logits
