@@ -2,18 +2,30 @@
 
     .venv/bin/python bench/profile_generate.py [--size tiny] [--batch 8] [--prompt_len 512]
                                                [--new_tokens 512] [--dtype float32]
-                                               [--threads all|1] [--repeats 3]
+                                               [--threads all|1] [--repeats 3] [--ops 20]
 
 Same model and prompts as bench/generate.py. Each side generates 1 token (the prefill
 and one step) and `--new_tokens` tokens, alternated (bench/compare.py, `--repeats`
 rounds); the decode cost per token is (seconds(new) - seconds(1)) / (new - 1), medians.
 Prints the split; it appends no row (it explains the rows of bench/generate.py).
+
+`--ops N` then traces one more phi_jax generation with `jax.profiler` and prints the N
+XLA operations that took the most time in it (grouped by the name XLA gave them, less
+the numeric suffix: `dot` is a dot the runtime runs itself, `ynn_fusion` one run by
+YNNPACK, `slice_bitcast_fusion` a copied slice...), in ms per generated token, with how
+many ran per token. On the CPU the ops of one step can run on different threads at
+once, so their sum can exceed the step's wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
+import json
 import os
+import re
 import sys
 import tempfile
 
@@ -33,6 +45,8 @@ def main(argv=None) -> None:
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--chunk_size", type=int, default=16)
+  parser.add_argument("--ops", type=int, default=0,
+                      help="also print the N most costly XLA ops of one traced phi_jax run")
   parser.add_argument("--threads", choices=("all", "1"), default="all",
                       help="both sides on every core, or both on one pinned core with one "
                            "thread each (as bench/generate.py --threads)")
@@ -68,6 +82,38 @@ def main(argv=None) -> None:
     print(f"{name:14} prefill + 1 step {one:7.3f} s   all {full:7.2f} s   decode "
           f"{per_token * 1e3:6.2f} ms per step ({args.batch / per_token:7.0f} tok/s); "
           f"prefill share {one / full:.0%}")
+  if args.ops:
+    print_ops(lambda: sides["phi_jax"](args.new_tokens), args.batch * args.new_tokens,
+              args.new_tokens, args.ops)
+
+
+def print_ops(run, tokens: int, steps: int, top: int) -> None:
+  """Traces run() and prints its `top` costliest XLA ops per generated step."""
+  import jax  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as directory:
+    jax.profiler.start_trace(directory, create_perfetto_trace=True)
+    run()
+    jax.profiler.stop_trace()
+    trace_path, = glob.glob(os.path.join(directory, "**", "perfetto_trace.json.gz"),
+                            recursive=True)
+    with gzip.open(trace_path) as f:
+      events = json.load(f)["traceEvents"]
+  micros, counts = collections.Counter(), collections.Counter()
+  for event in events:
+    name = event.get("name", "")
+    # XLA's ops only: not Python frames ($...), the runtime's own spans or waits
+    if event.get("ph") != "X" or name.startswith(("$", "end: ")) or re.search(
+        r"Thunk|Pjit|Slinky|PjRt|ParseArguments|DevicePut", name):
+      continue
+    op = re.sub(r"\.\d+$", "", name)
+    micros[op] += event.get("dur", 0)
+    counts[op] += 1
+  total = sum(micros.values())
+  print(f"\nXLA ops of one phi_jax run ({tokens} tokens, {steps} steps; traced, so slower "
+        f"than untraced): {total / steps / 1e3:.2f} ms of op time per step")
+  for op, micro in micros.most_common(top):
+    print(f"{micro / steps / 1e3:8.3f} ms per step ({micro / total:4.0%})  "
+          f"{counts[op] / steps:6.1f} per step  {op}")
 
 
 if __name__ == "__main__":
