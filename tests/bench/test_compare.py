@@ -105,3 +105,22 @@ def test_supersede_marks_selected_unmarked_rows_of_one_section_only(tmp_path):
 def test_spread_format_and_round_orders():
   assert compare.Spread.of([3.0, 1.0, 2.0]).format(1) == "2.0 [1.0, 3.0]"
   assert compare.round_orders(["a", "b"], 3) == [["a", "b"], ["b", "a"], ["a", "b"]]
+
+
+def test_commit_is_dirty_for_changed_code_but_not_for_new_rows(tmp_path, monkeypatch):
+  """A row's commit names the code measured: rows appended to BENCHMARKS.md by an
+  earlier benchmark of the same run do not make it '+dirty'; a changed file does."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True,
+                                     capture_output=True, text=True).stdout.strip()
+  git("init", "-q")
+  for name in ("BENCHMARKS.md", "code.py"):
+    (tmp_path / name).write_text("x\n")
+  git("add", ".")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+  monkeypatch.setattr(record, "REPO_ROOT", str(tmp_path))
+  head = git("rev-parse", "--short", "HEAD")
+  (tmp_path / "BENCHMARKS.md").write_text("x\n| a row |\n")
+  assert compare.commit() == head
+  (tmp_path / "code.py").write_text("y\n")
+  assert compare.commit() == head + "+dirty"
