@@ -376,7 +376,7 @@ class PhiForCausalLM(nnx.Module):
     return self.lm_head(hidden_BTE, out_dtype=jnp.float32), cache
 
   def layer_states(self) -> tuple[nnx.State, ...]:
-    """Each layer's block state [layer i's parameters], sliced from the stacked blocks."""
+    """Each layer's block state (its parameters), sliced from the stacked blocks."""
     stacked_state = nnx.state(self.blocks)
     return tuple(jax.tree.map(lambda a, i=layer: a[i], stacked_state)
                  for layer in range(self.config.num_layers))
