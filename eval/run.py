@@ -697,11 +697,12 @@ def _execute_resumably(out_dir: str, benchmark: Benchmark, problems: Sequence[Pr
 
 # ----------------------------------------------------------------------------- CLI
 
+BENCHMARK_FLAGS = ("long_context_lengths", "long_context_depths", "long_context_per_cell",
+                   "long_context_seed", "mbpp_prompt")
 _EVAL_FLAGS = ("benchmark", "data", "k", "batch_size", "limit", "seed", "timeout_s",
                "memory_mb", "isolation", "workers", "dtype", "overwrite",
                "determinism_problems", "recheck_margin", "speed_probe",
-               "long_context_lengths", "long_context_depths", "long_context_per_cell",
-               "long_context_seed")
+               *BENCHMARK_FLAGS)
 _GRADE_FLAGS = ("reference", "problems", "grader_model", "grader_base_url",
                 "grader_api_key_env", "grader_max_concurrency", "grader_cache_dir",
                 "json_mode", "no_reference")
@@ -747,17 +748,7 @@ def _define_flags() -> None:
                      f"this fraction of its limit: {range_of('recheck_margin')}.")
   flags.DEFINE_bool("speed_probe", defaults.speed_probe, "Scale fixed time limits by a "
                     "machine-speed probe.")
-  flags.DEFINE_list("long_context_lengths", [str(n) for n in defaults.long_context_lengths],
-                    f"long-context: file lengths in characters: "
-                    f"{range_of('long_context_lengths')}.")
-  flags.DEFINE_list("long_context_depths", [f"{d:g}" for d in defaults.long_context_depths],
-                    f"long-context: depths of the function to call: "
-                    f"{range_of('long_context_depths')}.")
-  flags.DEFINE_integer("long_context_per_cell", defaults.long_context_per_cell,
-                       f"long-context: files per (length, depth): "
-                       f"{range_of('long_context_per_cell')}.")
-  flags.DEFINE_integer("long_context_seed", defaults.long_context_seed,
-                       "long-context: the seed the files are generated from.")
+  define_benchmark_flags()
   flags.DEFINE_string("dtype", None, "Compute dtype override of the model (float32, "
                       "bfloat16, float16).")
   flags.DEFINE_bool("overwrite", False, "Replace another evaluation's files in --out.")
@@ -785,12 +776,38 @@ def _flag_settings(f) -> EvalSettings:
                       timeout_s=f.timeout_s, memory_mb=f.memory_mb, isolation=f.isolation,
                       workers=f.workers, determinism_problems=f.determinism_problems,
                       recheck_margin=f.recheck_margin, speed_probe=f.speed_probe,
-                      long_context_lengths=_numbers(f.long_context_lengths, int,
-                                                    "--long_context_lengths"),
-                      long_context_depths=_numbers(f.long_context_depths, float,
-                                                   "--long_context_depths"),
-                      long_context_per_cell=f.long_context_per_cell,
-                      long_context_seed=f.long_context_seed).check("--")
+                      **benchmark_flag_settings(f)).check("--")
+
+
+def define_benchmark_flags() -> None:
+  """The flags of the options a benchmark's problems are built with (BENCHMARK_FLAGS):
+  eval.run's, and the decontamination command's, which must build the same problems."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  defaults = EvalSettings()
+  flags.DEFINE_list("long_context_lengths", [str(n) for n in defaults.long_context_lengths],
+                    f"long-context: file lengths in characters: "
+                    f"{range_of('long_context_lengths')}.")
+  flags.DEFINE_list("long_context_depths", [f"{d:g}" for d in defaults.long_context_depths],
+                    f"long-context: depths of the function to call: "
+                    f"{range_of('long_context_depths')}.")
+  flags.DEFINE_integer("long_context_per_cell", defaults.long_context_per_cell,
+                       f"long-context: files per (length, depth): "
+                       f"{range_of('long_context_per_cell')}.")
+  flags.DEFINE_integer("long_context_seed", defaults.long_context_seed,
+                       "long-context: the seed the files are generated from.")
+  flags.DEFINE_string("mbpp_prompt", defaults.mbpp_prompt,
+                      f"MBPP's prompt format: {range_of('mbpp_prompt')}.")
+
+
+def benchmark_flag_settings(f) -> dict:
+  """The EvalSettings fields of define_benchmark_flags' flags (unchecked; SettingsError
+  naming a list flag whose items are not numbers)."""
+  return dict(long_context_lengths=_numbers(f.long_context_lengths, int,
+                                            "--long_context_lengths"),
+              long_context_depths=_numbers(f.long_context_depths, float,
+                                           "--long_context_depths"),
+              long_context_per_cell=f.long_context_per_cell,
+              long_context_seed=f.long_context_seed, mbpp_prompt=f.mbpp_prompt)
 
 
 def _numbers(items: Sequence[str], kind: type, flag: str) -> tuple:

@@ -29,7 +29,6 @@ from phi_jax import cli
 from phi_jax import settings as settings_lib
 
 _D = DecontConfig()
-_E = EvalSettings()
 
 _INPUT = flags.DEFINE_list("input", None, "JSONL file(s) of records to check.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
@@ -50,20 +49,11 @@ _CRUXEVAL_PATH = flags.DEFINE_string("cruxeval_path", "",
 _RESULTS = flags.DEFINE_list("results", [],
                              "Evaluation results.jsonl files (eval/run.py), each LABEL=PATH "
                              "or PATH (labelled by its directory): Table 3's columns.")
-# the problems are the evaluator's: each benchmark built with its options (as eval.run's
-# flags of the same names build it)
-_LONG_LENGTHS = flags.DEFINE_list("long_context_lengths",
-                                  [str(n) for n in _E.long_context_lengths],
-                                  "long-context: file lengths in characters.")
-_LONG_DEPTHS = flags.DEFINE_list("long_context_depths",
-                                 [f"{d:g}" for d in _E.long_context_depths],
-                                 "long-context: depths of the function to call, in [0, 1].")
-_LONG_PER_CELL = flags.DEFINE_integer("long_context_per_cell", _E.long_context_per_cell,
-                                      "long-context: files per (length, depth).")
-_LONG_SEED = flags.DEFINE_integer("long_context_seed", _E.long_context_seed,
-                                  "long-context: the seed the files are generated from.")
-_MBPP_PROMPT = flags.DEFINE_string("mbpp_prompt", _E.mbpp_prompt,
-                                   "MBPP's prompt format (eval.run's --mbpp_prompt).")
+# the problems are the evaluator's: each benchmark built with its options, from eval.run's
+# flags of the same names
+eval_run.define_benchmark_flags()
+for _name in eval_run.BENCHMARK_FLAGS:  # listed by this command's --help
+  flags.declare_key_flag(_name)
 _CHECKS = flags.DEFINE_list("checks", list(_D.checks), f"Checks to run, of {CHECKS}.")
 _TAUS = flags.DEFINE_list("taus", [f"{t:g}" for t in _D.taus],
                           "AST match rates the report lays out.")
@@ -113,16 +103,8 @@ def _results() -> dict[str, str]:
 def _benchmark_options() -> dict[str, dict]:
   """The options each checked benchmark is built with, from the flags, checked as the
   evaluator's settings are."""
-  try:
-    lengths = tuple(int(v) for v in _LONG_LENGTHS.value)
-    depths = tuple(float(v) for v in _LONG_DEPTHS.value)
-  except ValueError:
-    raise cli.UsageError(f"--long_context_lengths / --long_context_depths: numbers expected, "
-                         f"got {_LONG_LENGTHS.value} / {_LONG_DEPTHS.value}") from None
-  settings = settings_lib.check_all(EvalSettings(
-      long_context_lengths=lengths, long_context_depths=depths,
-      long_context_per_cell=_LONG_PER_CELL.value, long_context_seed=_LONG_SEED.value,
-      mbpp_prompt=_MBPP_PROMPT.value), "--")
+  settings = settings_lib.check_all(
+      EvalSettings(**eval_run.benchmark_flag_settings(flags.FLAGS)), "--")
   options = {name: eval_run.benchmark_options_of(name, settings) for name in _BENCHMARKS.value}
   return {name: value for name, value in options.items() if value}
 

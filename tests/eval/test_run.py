@@ -261,13 +261,15 @@ def test_grade_refuses_bad_flags(finished, flag, message):
      "--long_context_depths = (2.0,): must be a non-empty list of a number in [0, 1]"),
     (dict(long_context_per_cell=0), "--long_context_per_cell = 0: must be an integer >= 1"),
     (dict(long_context_depths=["0.5", "0.5"]), "--long_context_depths = (0.5, 0.5): repeats"),
+    (dict(mbpp_prompt="few_shot"),
+     "--mbpp_prompt = 'few_shot': must be one of 'one_test', 'all_tests'"),
 ])
 def test_every_flag_range_is_checked(flags, message):
   values = dict(n=1, temperature=0.0, top_p=0.95, max_new_tokens=8, k=["1"], batch_size=1,
                 limit=0, seed=0, timeout_s=1.0, memory_mb=512, isolation="auto", workers=0,
                 determinism_problems=0, recheck_margin=0.5, speed_probe=True,
                 long_context_lengths=["1000"], long_context_depths=["0.5"],
-                long_context_per_cell=1, long_context_seed=0)
+                long_context_per_cell=1, long_context_seed=0, mbpp_prompt="one_test")
   values.update(flags)
   with pytest.raises(SettingsError, match=re.escape(message)):
     eval_run._flag_settings(types.SimpleNamespace(**values))  # pylint: disable=protected-access
