@@ -284,7 +284,13 @@ def usable_fraction(target: str) -> float:
   return float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75"))
 
 
-def memory_report(compiled: jax.stages.Compiled, target: str) -> MemoryReport:
+def memory_report(compiled: jax.stages.Compiled | int, target: str) -> MemoryReport:
+  """The memory of a compiled program, or of one the compiler refused, given as the
+  bytes it needs (`fit.compile_or_required`): all of them counted as temporaries."""
+  if isinstance(compiled, int):
+    return MemoryReport(target=target, device_memory=TARGETS[target].memory_bytes,
+                        usable_fraction=usable_fraction(target), arguments=0, outputs=0,
+                        aliased=0, temporaries=compiled)
   stats = compiled.memory_analysis()
   return MemoryReport(target=target, device_memory=TARGETS[target].memory_bytes,
                       usable_fraction=usable_fraction(target),
@@ -416,7 +422,7 @@ def memory_table(config: Any, section: str = "train", target: str = "h100",
       with target_lib.compiling_for(backend_of(target), TARGETS[target].name):
         traced = fit_lib.trace_step(model_config.replace(remat=remat), train_cfg, mesh,
                                     rules, k)
-        compiled = traced.lower().compile()
+        compiled = fit_lib.compile_or_required(traced.lower().compile)
       flops_of[remat, k] = matmul_flops(traced.jaxpr)
       base = flops_of.get(("none", k))
       recomputed = None if base is None else flops_of[remat, k] - base

@@ -162,6 +162,22 @@ def compiler_out_of_memory(error: Exception) -> int | None:
   units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
   sizes = [float(n) * units[u] for n, u in re.findall(r"\(([\d.]+)([KMGT])\)", text)]
   return int(max(sizes)) + 1 if sizes else 2**62
+
+
+def compile_or_required(compile_program: Callable[[], jax.stages.Compiled],
+                        ) -> jax.stages.Compiled | int:
+  """compile_program(), or the bytes the program needs when the compiler refuses it for
+  not fitting the device's memory (`compiler_out_of_memory`; XLA:TPU does so instead of
+  returning a program whose peak can be compared)."""
+  try:
+    return compile_program()
+  except jax.errors.JaxRuntimeError as e:
+    required = compiler_out_of_memory(e)
+    if required is None:
+      raise
+    return required
+
+
 def peak_bytes(compiled: jax.stages.Compiled) -> int:
   """XLA's static peak of a compiled program per device: arguments + outputs - donated
   + temporaries."""
@@ -233,14 +249,9 @@ def resolve(model_config: PhiConfig, train_cfg: Any, mesh: Mesh, rules, *,
 
   if peak is None:
     def peak(r: str, count: int) -> int:  # pylint: disable=function-redefined
-      try:
-        compiled = compile_step(model_config.replace(remat=r), train_cfg, mesh, rules, count)
-      except jax.errors.JaxRuntimeError as e:
-        required = compiler_out_of_memory(e)
-        if required is None:
-          raise
-        return required  # XLA:TPU refuses a program over HBM when compiling it
-      return peak_bytes(compiled)
+      compiled = compile_or_required(lambda: compile_step(
+          model_config.replace(remat=r), train_cfg, mesh, rules, count))
+      return compiled if isinstance(compiled, int) else peak_bytes(compiled)
   search = Search(peak, budget, counts,
                   remats=REMAT_ORDER if auto_remat else [remat])
   error = None

@@ -187,6 +187,20 @@ def test_fit_for_a_target_checks_the_tiny_step_and_the_table_names_recomputation
   assert "1 x NVIDIA H100" in fit.describe()
 
 
+def test_the_table_reads_a_compilers_out_of_memory_refusal_as_a_peak_that_does_not_fit(
+    monkeypatch):
+  """XLA:TPU refuses a program over HBM while compiling: the table's cell then shows the
+  bytes the refusal names and does not fit, instead of the table stopping."""
+  def refuse(self):
+    raise jax.errors.JaxRuntimeError(
+        "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+        "temporaries (134.00G) exceeds available HBM (95.74G).")
+  monkeypatch.setattr(jax.stages.Lowered, "compile", refuse)
+  [row] = compile_only.memory_table(tiny_config.get_config(), target="h100",
+                                    remats=["none"], microbatches=[1])
+  assert row.report.peak == int(134.0 * 2**30) + 1 and not row.report.fits
+
+
 def test_matmul_flops_counts_scans_and_recomputation():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
